@@ -1,0 +1,32 @@
+"""Django authentication backend: web logins go through the same rules
+(lockout, disabled mailboxes) as IMAP, POP3 and SMTP."""
+
+from __future__ import annotations
+
+from django.contrib.auth.backends import ModelBackend
+from django.http import HttpRequest
+
+from apps.directory import services
+from apps.directory.models import User
+
+
+class MailhostBackend(ModelBackend):
+    def authenticate(  # type: ignore[override]
+        self, request: HttpRequest | None, username: str | None = None,
+        password: str | None = None, **kwargs: object,
+    ) -> User | None:
+        if not username or password is None:
+            return None
+        remote_ip = request.META.get("REMOTE_ADDR") if request else None
+        login = username.strip().lower()
+        user = User.objects.filter(email=login).first()
+        if user is not None and hasattr(user, "mailbox"):
+            mailbox = services.authenticate(login, password, remote_ip=remote_ip, protocol="web")
+            return mailbox.user if mailbox else None
+        # Administrators without a mailbox: same lockout, Django's own check.
+        if services.is_locked_out(login, remote_ip):
+            return None
+        if user is not None and user.is_active and user.check_password(password):
+            return user
+        services.record_failure(login, remote_ip)
+        return None

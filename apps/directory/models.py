@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager
+from django.db import models
+from django.utils import timezone
+
+
+class Domain(models.Model):
+    """A hosted mail domain, stored as its lower-case IDNA A-label."""
+
+    name = models.CharField(max_length=255, unique=True)
+    active = models.BooleanField(default=True)
+    default_quota = models.BigIntegerField(help_text="bytes; 0 means unlimited")
+    max_mailboxes = models.PositiveIntegerField(default=0, help_text="0 means unlimited")
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def unicode_name(self) -> str:
+        try:
+            return self.name.encode("ascii").decode("idna")
+        except UnicodeError:
+            return self.name
+
+
+class Role(models.TextChoices):
+    SUPERADMIN = "superadmin", "Super administrator"
+    DOMAIN_ADMIN = "domainadmin", "Domain administrator"
+    MAILBOX_USER = "user", "Mailbox user"
+
+
+class UserManager(BaseUserManager["User"]):
+    use_in_migrations = True
+
+    def create_user(self, email: str, password: str | None = None, **extra: object) -> User:
+        user = self.model(email=email.strip().lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_superuser(self, email: str, password: str | None = None, **extra: object) -> User:
+        extra.setdefault("role", Role.SUPERADMIN)
+        return self.create_user(email, password, **extra)
+
+
+class User(AbstractBaseUser):
+    """An account: signs in with an e-mail address. A mailbox user's account is
+    its mailbox, and its password is the one password used by every protocol."""
+
+    email = models.CharField(max_length=320, unique=True)
+    display_name = models.CharField(max_length=200, blank=True)
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.MAILBOX_USER)
+    administered_domains = models.ManyToManyField(Domain, blank=True, related_name="admins")
+    is_active = models.BooleanField(default=True)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in (Role.SUPERADMIN, Role.DOMAIN_ADMIN)
+
+    @property
+    def is_superuser(self) -> bool:
+        return self.role == Role.SUPERADMIN
+
+    def has_perm(self, perm: str, obj: object = None) -> bool:
+        return self.is_active and self.is_superuser
+
+    def has_module_perms(self, app_label: str) -> bool:
+        return self.is_active and self.is_superuser
+
+
+class Mailbox(models.Model):
+    domain = models.ForeignKey(Domain, on_delete=models.PROTECT, related_name="mailboxes")
+    local_part = models.CharField(max_length=64)
+    address = models.CharField(max_length=320, unique=True)
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="mailbox")
+    quota = models.BigIntegerField(help_text="bytes; 0 means unlimited")
+    active = models.BooleanField(default=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["address"]
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "local_part"], name="mailbox_unique_local"),
+        ]
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class Alias(models.Model):
+    """``address`` -> destinations. ``@domain`` (empty local part) is a catch-all."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="aliases")
+    local_part = models.CharField(max_length=64, blank=True)
+    address = models.CharField(max_length=320, unique=True)
+    destinations = models.JSONField(default=list)
+    active = models.BooleanField(default=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["address"]
+        verbose_name_plural = "aliases"
+
+    def __str__(self) -> str:
+        return self.address
+
+    @property
+    def is_catch_all(self) -> bool:
+        return self.local_part == ""

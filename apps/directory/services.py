@@ -1,0 +1,337 @@
+"""Directory services: provisioning, address resolution and authentication.
+
+Every front end (management commands, admin, API, protocol sessions) calls these;
+none of them re-implements a rule that lives here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.contrib.auth import password_validation
+from django.contrib.auth.hashers import check_password, make_password
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from apps.directory.addresses import (
+    normalize_address,
+    normalize_domain,
+    split_address,
+    strip_subaddress,
+)
+from apps.directory.models import Alias, Domain, Mailbox, Role, User
+from mailhost.asyncdb import database_sync_to_async
+from mailhost.errors import Conflict, Disabled, Invalid, LimitExceeded, NotFound
+
+log = logging.getLogger(__name__)
+
+
+# --- provisioning -----------------------------------------------------------------
+
+
+def create_domain(
+    name: str, *, default_quota: int | None = None, max_mailboxes: int = 0, active: bool = True
+) -> Domain:
+    ascii_name = normalize_domain(name)
+    if default_quota is not None and default_quota < 0:
+        raise Invalid("default quota must not be negative", field="default_quota")
+    with transaction.atomic():
+        if Domain.objects.filter(name=ascii_name).exists():
+            raise Conflict(f"domain {ascii_name} exists already", field="name")
+        return Domain.objects.create(
+            name=ascii_name,
+            default_quota=(
+                settings.MAILHOST_DEFAULT_QUOTA if default_quota is None else default_quota
+            ),
+            max_mailboxes=max_mailboxes,
+            active=active,
+        )
+
+
+def _validate_password(password: str, user: User | None = None) -> None:
+    try:
+        password_validation.validate_password(password, user)
+    except ValidationError as error:
+        raise Invalid(" ".join(error.messages), field="password") from None
+
+
+def _hosted_domain(domain_name: str) -> Domain:
+    try:
+        domain = Domain.objects.get(name=domain_name)
+    except Domain.DoesNotExist:
+        raise Invalid(f"domain {domain_name} is not hosted here", field="address") from None
+    if not domain.active:
+        raise Invalid(f"domain {domain_name} is disabled", field="address")
+    return domain
+
+
+def _address_taken(address: str) -> bool:
+    return (
+        Mailbox.objects.filter(address=address).exists()
+        or Alias.objects.filter(address=address).exists()
+        or User.objects.filter(email=address).exists()
+    )
+
+
+def create_mailbox(
+    address: str, password: str, *, quota: int | None = None, display_name: str = ""
+) -> Mailbox:
+    local, domain_name = split_address(address)
+    address = f"{local}@{domain_name}"
+    with transaction.atomic():
+        domain = _hosted_domain(domain_name)
+        if _address_taken(address):
+            raise Conflict(f"{address} exists already", field="address")
+        if domain.max_mailboxes and domain.mailboxes.count() >= domain.max_mailboxes:
+            raise LimitExceeded(
+                f"domain {domain.name} has reached its limit of {domain.max_mailboxes} mailboxes",
+                field="address",
+            )
+        if quota is not None and quota < 0:
+            raise Invalid("quota must not be negative", field="quota")
+        user = User(email=address, display_name=display_name, role=Role.MAILBOX_USER)
+        _validate_password(password, user)
+        user.set_password(password)
+        user.save()
+        return Mailbox.objects.create(
+            domain=domain,
+            local_part=local,
+            address=address,
+            user=user,
+            quota=domain.default_quota if quota is None else quota,
+        )
+
+
+def set_password(user: User, password: str) -> None:
+    _validate_password(password, user)
+    user.set_password(password)
+    user.save(update_fields=["password"])
+
+
+def _split_alias_address(address: str) -> tuple[str, str]:
+    address = address.strip()
+    if address.startswith("@"):
+        return "", normalize_domain(address[1:])
+    return split_address(address)
+
+
+def create_alias(address: str, destinations: Iterable[str]) -> Alias:
+    local, domain_name = _split_alias_address(address)
+    address = f"{local}@{domain_name}"
+    targets = [normalize_address(d) for d in destinations]
+    if not targets:
+        raise Invalid("an alias needs at least one destination", field="destinations")
+    with transaction.atomic():
+        domain = _hosted_domain(domain_name)
+        if _address_taken(address):
+            raise Conflict(f"{address} exists already", field="address")
+        return Alias.objects.create(
+            domain=domain, local_part=local, address=address,
+            destinations=list(dict.fromkeys(targets)),
+        )
+
+
+# --- resolution -------------------------------------------------------------------
+
+
+@dataclass
+class Resolution:
+    """Where mail for one address goes."""
+
+    address: str
+    hosted: bool
+    mailboxes: list[Mailbox] = field(default_factory=list)
+    external: list[str] = field(default_factory=list)
+
+
+def _lookup(local: str, domain: str) -> tuple[Mailbox | None, Alias | None]:
+    address = f"{local}@{domain}"
+    mailbox = Mailbox.objects.select_related("domain").filter(address=address).first()
+    if mailbox is not None:
+        return mailbox, None
+    return None, Alias.objects.filter(address=address, active=True).first()
+
+
+def resolve(address: str) -> Resolution:
+    """Resolve a recipient address to local mailboxes and external addresses.
+
+    Order for ``user+tag@domain``: a mailbox or alias with that exact name, then
+    the same for ``user@domain``, then the domain's catch-all. Aliases expand
+    recursively up to MAILHOST_ALIAS_MAX_DEPTH; an address seen twice on one
+    path is a loop and contributes nothing. Raises NotFound for an unknown
+    hosted address and Disabled for a disabled mailbox or domain.
+    """
+    local, domain_name = split_address(address)
+    normalized = f"{local}@{domain_name}"
+    domain = Domain.objects.filter(name=domain_name).first()
+    if domain is None:
+        return Resolution(address=normalized, hosted=False, external=[normalized])
+    if not domain.active:
+        raise Disabled(f"domain {domain_name} is disabled")
+
+    result = Resolution(address=normalized, hosted=True)
+    seen_mailboxes: set[int] = set()
+    delimiter = settings.MAILHOST_SUBADDRESS_DELIMITER
+    max_depth = settings.MAILHOST_ALIAS_MAX_DEPTH
+
+    def expand(local: str, domain_name: str, path: frozenset[str], depth: int) -> bool:
+        """Add the targets of one address; False when nothing answers for it."""
+        target = f"{local}@{domain_name}"
+        if target in path or depth > max_depth:
+            log.warning("alias loop or depth limit at %s (path %s)", target, sorted(path))
+            return True  # known, but delivers nothing further
+        path = path | {target}
+        if not Domain.objects.filter(name=domain_name).exists():
+            if target not in result.external:
+                result.external.append(target)
+            return True
+        candidates = [local]
+        base = strip_subaddress(local, delimiter)
+        if base:
+            candidates.append(base)
+        for candidate in candidates:
+            mailbox, alias = _lookup(candidate, domain_name)
+            if mailbox is not None:
+                if not mailbox.active:
+                    raise Disabled(f"mailbox {mailbox.address} is disabled")
+                if mailbox.pk not in seen_mailboxes:
+                    seen_mailboxes.add(mailbox.pk)
+                    result.mailboxes.append(mailbox)
+                return True
+            if alias is not None:
+                for destination in alias.destinations:
+                    d_local, d_domain = split_address(destination)
+                    expand(d_local, d_domain, path, depth + 1)
+                return True
+        catch_all = Alias.objects.filter(address=f"@{domain_name}", active=True).first()
+        if catch_all is not None and f"@{domain_name}" not in path:
+            for destination in catch_all.destinations:
+                d_local, d_domain = split_address(destination)
+                expand(d_local, d_domain, path | {f"@{domain_name}"}, depth + 1)
+            return True
+        return False
+
+    if not expand(local, domain_name, frozenset(), 0):
+        raise NotFound(f"no mailbox here by the name {normalized}")
+    if not result.mailboxes and not result.external:
+        raise NotFound(f"{normalized} resolves to nothing (alias loop)")
+    return result
+
+
+aresolve = database_sync_to_async(resolve)
+
+
+# --- authentication ---------------------------------------------------------------
+
+
+def _failure_keys(login: str, remote_ip: str | None) -> list[tuple[str, int]]:
+    keys = [
+        (f"authfail:login:{hashlib.sha256(login.encode()).hexdigest()}",
+         settings.MAILHOST_AUTH_MAX_FAILURES_PER_LOGIN),
+    ]
+    if remote_ip:
+        keys.append((f"authfail:ip:{remote_ip}", settings.MAILHOST_AUTH_MAX_FAILURES_PER_IP))
+    return keys
+
+
+def is_locked_out(login: str, remote_ip: str | None) -> bool:
+    counts = cache.get_many([key for key, _ in _failure_keys(login, remote_ip)])
+    return any(counts.get(key, 0) >= limit for key, limit in _failure_keys(login, remote_ip))
+
+
+def record_failure(login: str, remote_ip: str | None) -> None:
+    for key, _ in _failure_keys(login, remote_ip):
+        # add() is a no-op if the key exists; incr() then counts within the window.
+        cache.add(key, 0, timeout=settings.MAILHOST_AUTH_LOCKOUT_SECONDS)
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=settings.MAILHOST_AUTH_LOCKOUT_SECONDS)
+
+
+# Dovecot-style cache of recent successful verifications, keyed by a digest of
+# login, secret and the stored hash: a password change invalidates it at once.
+_verified: dict[str, float] = {}
+_verified_lock = threading.Lock()
+
+
+def _verified_key(login: str, secret: str, encoded: str) -> str:
+    return hashlib.sha256(f"{login}\0{secret}\0{encoded}".encode()).hexdigest()
+
+
+def _check_cached(login: str, secret: str, encoded: str) -> bool:
+    key = _verified_key(login, secret, encoded)
+    now = time.monotonic()
+    with _verified_lock:
+        expiry = _verified.get(key)
+        if expiry is not None and expiry > now:
+            return True
+    if not check_password(secret, encoded):
+        return False
+    with _verified_lock:
+        if len(_verified) > 10_000:
+            _verified.clear()
+        _verified[key] = now + settings.MAILHOST_AUTH_CACHE_SECONDS
+    return True
+
+
+def authenticate(
+    login: str, secret: str, *, remote_ip: str | None = None, protocol: str = "unknown"
+) -> Mailbox | None:
+    """Check a mailbox login; None on failure, on lockout, or for a disabled mailbox."""
+    login = login.strip().lower()
+    if is_locked_out(login, remote_ip):
+        log.warning("auth locked out login=%s ip=%s protocol=%s", login, remote_ip, protocol)
+        return None
+    mailbox = (
+        Mailbox.objects.select_related("user", "domain").filter(address=login).first()
+        if "@" in login
+        else None
+    )
+    if mailbox is None:
+        # Spend the same hash work as a real check, so timing does not reveal
+        # which logins exist (Django's ModelBackend does the same).
+        make_password(secret)
+        ok = False
+    else:
+        ok = _check_cached(login, secret, mailbox.user.password)
+    if not ok or mailbox is None:
+        record_failure(login, remote_ip)
+        log.info("auth failed login=%s ip=%s protocol=%s", login, remote_ip, protocol)
+        return None
+    if not (mailbox.active and mailbox.domain.active and mailbox.user.is_active):
+        log.info("auth refused (disabled) login=%s ip=%s protocol=%s", login, remote_ip, protocol)
+        return None
+    log.info("auth ok login=%s ip=%s protocol=%s", login, remote_ip, protocol)
+    return mailbox
+
+
+# One semaphore per event loop: asyncio primitives belong to the loop they run on.
+_hash_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def aauthenticate(
+    login: str, secret: str, *, remote_ip: str | None = None, protocol: str = "unknown"
+) -> Mailbox | None:
+    """authenticate() off the event loop, with a bounded number of hash
+    verifications at once so that a flood of logins cannot starve the loop's
+    thread pool (each Argon2 check costs tens of milliseconds of CPU)."""
+    loop = asyncio.get_running_loop()
+    slots = _hash_slots.get(loop)
+    if slots is None:
+        slots = _hash_slots[loop] = asyncio.Semaphore(settings.MAILHOST_AUTH_CONCURRENCY)
+    async with slots:
+        return await database_sync_to_async(authenticate)(
+            login, secret, remote_ip=remote_ip, protocol=protocol
+        )

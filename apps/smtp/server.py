@@ -1,0 +1,205 @@
+"""The SMTP server: aiosmtpd's state machine, with what a mail host needs on top.
+
+``MailhostSMTP`` (connection state) advertises PIPELINING and
+ENHANCEDSTATUSCODES, puts an enhanced code on every reply, logs one line per
+connection, and can be asked to leave at shutdown. ``InboundHandler``
+(transaction rules for the MX) resolves recipients through the directory and
+stores the message through the store's group committer before it answers 250.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import ssl
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from django.conf import settings
+from django.utils import timezone
+
+from apps.directory.services import Resolution, aresolve
+from apps.smtp import replies
+from apps.smtp.received import protocol_name, received_header
+from apps.store import services as store
+from apps.store.batching import committer
+from apps.store.services import DeliveryRequest
+from mailhost.asyncdb import database_sync_to_async
+from mailhost.errors import Disabled, Invalid, MailhostError, NotFound, OverQuota
+
+log = logging.getLogger("mailhost.smtp")
+
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+class MailhostSMTP(SMTP):
+    """One SMTP connection."""
+
+    def __init__(self, handler: Any, *, listener: str, **kwargs: Any) -> None:
+        kwargs.setdefault("hostname", settings.MAILHOST_HOSTNAME)
+        kwargs.setdefault("ident", "Mailhost ESMTP")
+        kwargs.setdefault("data_size_limit", settings.MAILHOST_MAX_MESSAGE_SIZE)
+        kwargs.setdefault("enable_SMTPUTF8", True)
+        kwargs.setdefault("decode_data", False)
+        kwargs.setdefault("timeout", settings.MAILHOST_SMTP_TIMEOUT)
+        super().__init__(handler, **kwargs)
+        self.listener = listener
+        self._greeting_sent = False
+        self._answering_helo = False
+        self.in_transaction = False
+
+    # --- connection ---
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if first:
+            peer = self.session.peer
+            log.info("connect listener=%s peer=%s", self.listener, peer)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.session is not None:
+            log.info("disconnect listener=%s peer=%s", self.listener, self.session.peer)
+        super().connection_lost(error)
+
+    def request_shutdown(self) -> None:
+        """Graceful stop: an idle session is told 421 and closed; a session in
+        the middle of a transaction is left to finish it."""
+        if self.in_transaction or self.transport is None:
+            return
+        self._writer.write(replies.SHUTTING_DOWN.encode() + b"\r\n")
+        self.transport.close()
+
+    # --- replies ---
+    async def push(self, status: str | bytes) -> None:
+        line = status.encode("utf-8") if isinstance(status, str) else status
+        if not self._greeting_sent:
+            self._greeting_sent = True  # RFC 2034 §3: the greeting has no enhanced code
+        elif not self._answering_helo:
+            line = replies.with_enhanced_code(line)
+        await super().push(line)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self._answering_helo = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._answering_helo = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._answering_helo = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._answering_helo = False
+
+    def _set_post_data_state(self) -> None:
+        super()._set_post_data_state()
+        self.in_transaction = False
+
+
+class InboundHandler:
+    """Transaction rules for mail arriving from other servers (the MX)."""
+
+    async def handle_EHLO(
+        self, server: MailhostSMTP, session: Session, envelope: Envelope,
+        hostname: str, responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        # aiosmtpd does not advertise these although it honours them.
+        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_MAIL(
+        self, server: MailhostSMTP, session: Session, envelope: Envelope,
+        address: str, mail_options: list[str],
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.queue_id = secrets.token_hex(6).upper()  # type: ignore[attr-defined]
+        envelope.resolutions = {}  # type: ignore[attr-defined]
+        server.in_transaction = True
+        return replies.SENDER_OK
+
+    async def handle_RCPT(
+        self, server: MailhostSMTP, session: Session, envelope: Envelope,
+        address: str, rcpt_options: list[str],
+    ) -> str:
+        if len(envelope.rcpt_tos) >= settings.MAILHOST_SMTP_MAX_RECIPIENTS:
+            return replies.TOO_MANY_RECIPIENTS
+        try:
+            resolution: Resolution = await aresolve(address)
+        except Invalid:
+            return replies.BAD_ADDRESS
+        except NotFound:
+            return replies.UNKNOWN_USER
+        except Disabled as error:
+            return error.smtp_reply()
+        if not resolution.hosted:
+            return replies.RELAY_DENIED
+        if resolution.external:
+            return replies.FORWARDING_UNAVAILABLE
+        declared = _declared_size(envelope.mail_options)
+        full = await database_sync_to_async(store.mailboxes_over_quota)(
+            resolution.mailboxes, declared)
+        if full:
+            return OverQuota(f"Mailbox over quota: {address}").smtp_reply()
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        envelope.resolutions[address] = resolution  # type: ignore[attr-defined]
+        return replies.RECIPIENT_OK
+
+    async def handle_DATA(
+        self, server: MailhostSMTP, session: Session, envelope: Envelope,
+    ) -> str:
+        content: bytes = envelope.original_content or b""
+        queue_id: str = envelope.queue_id  # type: ignore[attr-defined]
+        peer_ip = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        if _BARE_LF.search(content):
+            log.warning("reject id=%s peer=%s reason=bare-lf", queue_id, peer_ip)
+            return replies.BARE_LF
+        header = received_header(
+            helo=session.host_name, peer_ip=peer_ip, by_host=server.hostname,
+            protocol=protocol_name(esmtp=session.extended_smtp, tls=session.ssl is not None,
+                                   authenticated=bool(session.authenticated)),
+            queue_id=queue_id, recipients=envelope.rcpt_tos, when=timezone.now(),
+        )
+        mailbox_ids = list(dict.fromkeys(
+            mailbox.pk
+            for resolution in envelope.resolutions.values()  # type: ignore[attr-defined]
+            for mailbox in resolution.mailboxes
+        ))
+        request = DeliveryRequest(mailbox_ids, header + content)
+        try:
+            await committer().submit(request)
+        except MailhostError as error:
+            log.info("defer id=%s from=<%s> reason=%s", queue_id, envelope.mail_from, error.code)
+            return error.smtp_reply()
+        except Exception:
+            log.exception("delivery failed id=%s", queue_id)
+            return replies.TEMPORARY_FAILURE
+        log.info(
+            "delivered id=%s from=<%s> to=%s size=%d peer=%s",
+            queue_id, envelope.mail_from, ",".join(f"<{r}>" for r in envelope.rcpt_tos),
+            len(request.data), peer_ip,
+        )
+        return f"250 2.0.0 OK id={queue_id}"
+
+
+def _declared_size(mail_options: list[str]) -> int:
+    for option in mail_options:
+        name, _, value = option.partition("=")
+        if name.upper() == "SIZE" and value.isdigit():
+            return int(value)
+    return 0
+
+
+def mx_protocol_factory(tls_context: ssl.SSLContext | None, listener: str = "smtp"):
+    """Protocol factory for ``loop.create_server``: the MX listener (port 25)."""
+    handler = InboundHandler()
+
+    def factory() -> MailhostSMTP:
+        return MailhostSMTP(handler, listener=listener, tls_context=tls_context,
+                            require_starttls=False, auth_require_tls=True)
+
+    return factory

@@ -1,0 +1,98 @@
+"""Change notifications: "folder F of mailbox M changed, now at MODSEQ N".
+
+Store services publish after their transaction commits. Subscribers in the
+same process (IMAP IDLE sessions) are called on their own event loop; with
+REDIS_URL set the event also goes to Redis pub/sub so that listener processes
+on other hosts hear it. Without Redis, other processes notice changes by
+comparing HIGHESTMODSEQ (see the IMAP server's poller): correct, only slower.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "mailhost:folder-changes"
+
+
+@dataclass(frozen=True)
+class FolderChanged:
+    mailbox_id: int
+    folder_id: int
+    highestmodseq: int
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> FolderChanged:
+        return cls(**json.loads(raw))
+
+
+Callback = Callable[[FolderChanged], None]
+
+_lock = threading.Lock()
+_subscribers: dict[int, list[tuple[asyncio.AbstractEventLoop, Callback]]] = {}
+
+
+def subscribe(mailbox_id: int, callback: Callback) -> Callable[[], None]:
+    """Call ``callback`` on the caller's loop for each change of the mailbox;
+    returns the function that unsubscribes."""
+    entry = (asyncio.get_running_loop(), callback)
+    with _lock:
+        _subscribers.setdefault(mailbox_id, []).append(entry)
+
+    def unsubscribe() -> None:
+        with _lock:
+            entries = _subscribers.get(mailbox_id, [])
+            if entry in entries:
+                entries.remove(entry)
+            if not entries:
+                _subscribers.pop(mailbox_id, None)
+
+    return unsubscribe
+
+
+def dispatch_local(event: FolderChanged) -> None:
+    """Hand an event to this process's subscribers (thread-safe)."""
+    with _lock:
+        entries = list(_subscribers.get(event.mailbox_id, ()))
+    for loop, callback in entries:
+        with contextlib.suppress(RuntimeError):  # loop closed: the session is gone
+            loop.call_soon_threadsafe(callback, event)
+
+
+_redis_client = None
+
+
+def _redis():  # type: ignore[no-untyped-def]
+    global _redis_client
+    if _redis_client is None:
+        import redis
+
+        _redis_client = redis.Redis.from_url(settings.REDIS_URL)
+    return _redis_client
+
+
+def publish(events: list[FolderChanged]) -> None:
+    """Called after commit. Local subscribers always; Redis when configured."""
+    for event in events:
+        dispatch_local(event)
+    if settings.REDIS_URL and events:
+        try:
+            pipe = _redis().pipeline(transaction=False)
+            for event in events:
+                pipe.publish(CHANNEL, event.to_json())
+            pipe.execute()
+        except Exception:
+            # Notification is best effort; the data is committed and pollers catch up.
+            log.exception("could not publish folder changes to Redis")

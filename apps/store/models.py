@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from apps.directory.models import Mailbox
+
+
+class Flag:
+    """System flags as bits (RFC 3501 §2.3.2); keywords are kept as a list."""
+
+    SEEN = 1
+    ANSWERED = 2
+    FLAGGED = 4
+    DELETED = 8
+    DRAFT = 16
+
+    NAMES = {"\\Seen": SEEN, "\\Answered": ANSWERED, "\\Flagged": FLAGGED,
+             "\\Deleted": DELETED, "\\Draft": DRAFT}
+
+
+class SpecialUse(models.TextChoices):
+    """RFC 6154 §2 special-use attributes."""
+
+    NONE = "", "none"
+    ALL = "\\All", "\\All"
+    ARCHIVE = "\\Archive", "\\Archive"
+    DRAFTS = "\\Drafts", "\\Drafts"
+    FLAGGED = "\\Flagged", "\\Flagged"
+    JUNK = "\\Junk", "\\Junk"
+    SENT = "\\Sent", "\\Sent"
+    TRASH = "\\Trash", "\\Trash"
+
+
+DEFAULT_FOLDERS = [
+    ("INBOX", SpecialUse.NONE),
+    ("Sent", SpecialUse.SENT),
+    ("Drafts", SpecialUse.DRAFTS),
+    ("Junk", SpecialUse.JUNK),
+    ("Trash", SpecialUse.TRASH),
+    ("Archive", SpecialUse.ARCHIVE),
+]
+
+
+class Folder(models.Model):
+    """A mailbox folder. ``name`` is UTF-8 with "/" as hierarchy delimiter."""
+
+    DELIMITER = "/"
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="folders")
+    name = models.CharField(max_length=1000)
+    special_use = models.CharField(max_length=20, choices=SpecialUse.choices, blank=True)
+    subscribed = models.BooleanField(default=True)
+    uidvalidity = models.PositiveBigIntegerField()
+    uidnext = models.PositiveBigIntegerField(default=1)
+    highestmodseq = models.PositiveBigIntegerField(default=1)
+    # Kept in step by the store services so that STATUS and quotas need no scan.
+    message_count = models.PositiveIntegerField(default=0)
+    total_size = models.PositiveBigIntegerField(default=0)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["mailbox_id", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "name"], name="folder_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id}:{self.name}"
+
+
+class Blob(models.Model):
+    """Message bytes on disk (content-addressed) and what was parsed from them once.
+
+    Everything here is a function of the bytes, so it is stored once however
+    many mailboxes hold the message."""
+
+    sha256 = models.CharField(max_length=64, primary_key=True)
+    size = models.PositiveBigIntegerField()
+    created = models.DateTimeField(default=timezone.now)
+    envelope = models.JSONField()
+    bodystructure = models.JSONField()
+    subject = models.TextField(blank=True)
+    from_text = models.TextField(blank=True)
+    to_text = models.TextField(blank=True)
+    cc_text = models.TextField(blank=True)
+    bcc_text = models.TextField(blank=True)
+    message_id = models.TextField(blank=True)
+    in_reply_to = models.TextField(blank=True)
+    references = models.JSONField(default=list)
+    sent_date = models.DateTimeField(null=True)
+
+    def __str__(self) -> str:
+        return self.sha256
+
+
+class Message(models.Model):
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="messages")
+    uid = models.PositiveBigIntegerField()
+    modseq = models.PositiveBigIntegerField()
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="messages")
+    size = models.PositiveBigIntegerField()
+    internal_date = models.DateTimeField(default=timezone.now)
+    flags = models.PositiveSmallIntegerField(default=0)
+    keywords = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["folder_id", "uid"]
+        constraints = [
+            models.UniqueConstraint(fields=["folder", "uid"], name="message_unique_uid"),
+        ]
+        indexes = [models.Index(fields=["folder", "modseq"], name="message_folder_modseq")]
+
+    def __str__(self) -> str:
+        return f"{self.folder_id}:{self.uid}"
+
+    @property
+    def flag_names(self) -> list[str]:
+        names = [name for name, bit in Flag.NAMES.items() if self.flags & bit]
+        return names + list(self.keywords)
+
+
+class Expunged(models.Model):
+    """A tombstone per expunged UID, so that CONDSTORE/QRESYNC clients can be
+    told what vanished since a MODSEQ (RFC 7162 §3.2.10)."""
+
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="expunged")
+    uid = models.PositiveBigIntegerField()
+    modseq = models.PositiveBigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["folder", "modseq"], name="expunged_folder_modseq")]
+
+    def __str__(self) -> str:
+        return f"{self.folder_id}:{self.uid} expunged at {self.modseq}"

@@ -1,0 +1,439 @@
+"""Store services: every write to folders and messages goes through here.
+
+Each service is one transaction. UIDs and MODSEQs are allocated with the
+folder row locked (``SELECT … FOR UPDATE`` on PostgreSQL; on SQLite every
+transaction is ``BEGIN IMMEDIATE``, so writers are serialised), which keeps
+them unique and increasing with any number of writer processes. Blobs are
+durable on disk before the transaction that references them commits, and
+change events go out after it has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import models, transaction
+from django.db.models import F, Sum
+from django.utils import timezone
+
+from apps.directory.models import Mailbox
+from apps.store import events, mime
+from apps.store.blobs import get_blob_store
+from apps.store.models import DEFAULT_FOLDERS, Blob, Expunged, Flag, Folder, Message
+from mailhost.errors import NotFound, OverQuota
+
+log = logging.getLogger(__name__)
+
+
+# --- folders ----------------------------------------------------------------------
+
+
+def new_uidvalidity() -> int:
+    # RFC 3501 §2.3.1.1: must change if UIDs are reused; time-based keeps it
+    # increasing across delete/re-create, the random part avoids collisions.
+    return (int(time.time()) << 8 | random.randrange(256)) & 0xFFFFFFFF or 1
+
+
+def ensure_default_folders(mailbox_ids: Iterable[int]) -> None:
+    """Create INBOX and the special-use folders for mailboxes that have none."""
+    ids = set(mailbox_ids)
+    have = set(Folder.objects.filter(mailbox_id__in=ids, name="INBOX").values_list(
+        "mailbox_id", flat=True))
+    missing = ids - have
+    if not missing:
+        return
+    Folder.objects.bulk_create(
+        [
+            Folder(mailbox_id=mailbox_id, name=name, special_use=use,
+                   uidvalidity=new_uidvalidity())
+            for mailbox_id in sorted(missing)
+            for name, use in DEFAULT_FOLDERS
+        ],
+        ignore_conflicts=True,
+    )
+
+
+def list_folders(mailbox: Mailbox) -> list[Folder]:
+    ensure_default_folders([mailbox.pk])
+    return list(Folder.objects.filter(mailbox=mailbox).order_by("name"))
+
+
+def get_folder(mailbox: Mailbox, name: str) -> Folder:
+    """A folder by name; ``INBOX`` is case-insensitive (RFC 3501 §5.1)."""
+    if name.upper() == "INBOX":
+        name = "INBOX"
+        ensure_default_folders([mailbox.pk])
+    try:
+        return Folder.objects.get(mailbox=mailbox, name=name)
+    except Folder.DoesNotExist:
+        raise NotFound(f"no folder named {name}") from None
+
+
+# --- quotas -----------------------------------------------------------------------
+
+
+def _usage(mailbox_ids: Iterable[int]) -> dict[int, int]:
+    rows = (Folder.objects.filter(mailbox_id__in=list(mailbox_ids))
+            .values("mailbox_id").annotate(used=Sum("total_size")))
+    usage: dict[int, int] = defaultdict(int)
+    for row in rows:
+        usage[row["mailbox_id"]] = row["used"] or 0
+    return usage
+
+
+def quota_usage(mailbox: Mailbox) -> tuple[int, int]:
+    """(bytes used, quota in bytes; 0 means unlimited)."""
+    return _usage([mailbox.pk])[mailbox.pk], mailbox.quota
+
+
+def _over_quota(mailbox: Mailbox, used: int, adding: int) -> bool:
+    return mailbox.quota > 0 and used + adding > mailbox.quota
+
+
+# --- delivery and append -----------------------------------------------------------
+
+
+@dataclass
+class DeliveryRequest:
+    """One message for one or more local mailboxes.
+
+    ``folder`` falls back to INBOX for a mailbox that lacks it when
+    ``fallback_to_inbox`` is set (delivery); APPEND wants NotFound instead."""
+
+    mailbox_ids: Sequence[int]
+    data: bytes
+    folder: str = "INBOX"
+    flags: int = 0
+    keywords: Sequence[str] = ()
+    internal_date: datetime | None = None
+    fallback_to_inbox: bool = True
+    messages: list[Message] = field(default_factory=list)
+
+
+def _blob_row(sha: str, data: bytes) -> Blob:
+    info = mime.analyze(data)
+    return Blob(
+        sha256=sha, size=len(data), envelope=info.envelope, bodystructure=info.bodystructure,
+        subject=info.subject, from_text=info.from_text, to_text=info.to_text,
+        cc_text=info.cc_text, bcc_text=info.bcc_text, message_id=info.message_id,
+        in_reply_to=info.in_reply_to, references=info.references, sent_date=info.date,
+    )
+
+
+def _next_modseq(folder: Folder, bumped: set[int]) -> int:
+    """One new MODSEQ per folder per transaction."""
+    if folder.pk not in bumped:
+        folder.highestmodseq += 1
+        bumped.add(folder.pk)
+    return folder.highestmodseq
+
+
+def _save_counters(folders: Iterable[Folder], added: dict[int, tuple[int, int]]) -> None:
+    for folder in folders:
+        count, size = added.get(folder.pk, (0, 0))
+        Folder.objects.filter(pk=folder.pk).update(
+            uidnext=folder.uidnext, highestmodseq=folder.highestmodseq,
+            message_count=F("message_count") + count, total_size=F("total_size") + size,
+        )
+
+
+def _publish_on_commit(folders: Iterable[Folder]) -> None:
+    changed = [events.FolderChanged(f.mailbox_id, f.pk, f.highestmodseq) for f in folders]
+    transaction.on_commit(lambda: events.publish(changed))
+
+
+def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFound | None]:
+    """Store several messages in one transaction and one round of fsyncs.
+
+    Returns one entry per request: None when stored (its ``messages`` filled
+    in), or the error that refused it. A request is all-or-nothing across its
+    mailboxes, because SMTP gives one answer per DATA."""
+    store = get_blob_store()
+    shas = store.put_many([r.data for r in requests])
+    results: list[OverQuota | NotFound | None] = [None] * len(requests)
+    blob_rows: dict[str, Blob] = {}
+    for sha, request in zip(shas, requests, strict=True):
+        if sha not in blob_rows:
+            blob_rows[sha] = _blob_row(sha, request.data)
+
+    with transaction.atomic():
+        all_ids = {mid for r in requests for mid in r.mailbox_ids}
+        ensure_default_folders(all_ids)
+        mailboxes = Mailbox.objects.in_bulk(list(all_ids))
+        names = {r.folder for r in requests} | {"INBOX"}
+        folder_ids = {
+            (mid, name): pk for pk, mid, name in Folder.objects.filter(
+                mailbox_id__in=all_ids, name__in=names).values_list("pk", "mailbox_id", "name")
+        }
+        # Lock in primary-key order so that concurrent batches cannot deadlock.
+        locked = {f.pk: f for f in Folder.objects.select_for_update()
+                  .filter(pk__in=set(folder_ids.values())).order_by("pk")}
+        usage = _usage(all_ids)
+
+        targets: list[tuple[int, list[Folder]]] = []
+        for index, request in enumerate(requests):
+            folders = []
+            for mid in request.mailbox_ids:
+                pk = folder_ids.get((mid, request.folder))
+                if pk is None and request.fallback_to_inbox:
+                    pk = folder_ids.get((mid, "INBOX"))
+                if pk is None:
+                    results[index] = NotFound(f"no folder named {request.folder}")
+                    break
+                folders.append(locked[pk])
+            if results[index] is not None:
+                continue
+            size = len(request.data)
+            full = [mailboxes[m].address for m in request.mailbox_ids
+                    if _over_quota(mailboxes[m], usage[m], size)]
+            if full:
+                results[index] = OverQuota(f"mailbox over quota: {', '.join(full)}")
+                continue
+            for mid in request.mailbox_ids:
+                usage[mid] += size
+            targets.append((index, folders))
+
+        Blob.objects.bulk_create(
+            [blob_rows[shas[i]] for i, _ in targets], ignore_conflicts=True)
+        bumped: set[int] = set()
+        added: dict[int, tuple[int, int]] = defaultdict(lambda: (0, 0))
+        new_messages: list[Message] = []
+        now = timezone.now()
+        for index, folders in targets:
+            request = requests[index]
+            for folder in folders:
+                message = Message(
+                    folder_id=folder.pk, uid=folder.uidnext,
+                    modseq=_next_modseq(folder, bumped), blob_id=shas[index],
+                    size=len(request.data), internal_date=request.internal_date or now,
+                    flags=request.flags, keywords=list(request.keywords),
+                )
+                folder.uidnext += 1
+                count, size = added[folder.pk]
+                added[folder.pk] = (count + 1, size + message.size)
+                request.messages.append(message)
+                new_messages.append(message)
+        Message.objects.bulk_create(new_messages)
+        touched = [locked[pk] for pk in bumped]
+        _save_counters(touched, added)
+        _publish_on_commit(touched)
+    return results
+
+
+def deliver(
+    mailboxes: Sequence[Mailbox], data: bytes, *, folder: str = "INBOX",
+    flags: int = 0, keywords: Sequence[str] = (), internal_date: datetime | None = None,
+) -> list[Message]:
+    """Deliver one message to local mailboxes (stored once on disk)."""
+    request = DeliveryRequest([m.pk for m in mailboxes], data, folder=folder, flags=flags,
+                              keywords=keywords, internal_date=internal_date)
+    error = deliver_batch([request])[0]
+    if error is not None:
+        raise error
+    return request.messages
+
+
+def append(
+    mailbox: Mailbox, folder: str, data: bytes, *, flags: int = 0,
+    keywords: Sequence[str] = (), internal_date: datetime | None = None,
+) -> Message:
+    """IMAP APPEND: into an existing folder only (NotFound means TRYCREATE)."""
+    request = DeliveryRequest([mailbox.pk], data, folder=folder, flags=flags, keywords=keywords,
+                              internal_date=internal_date, fallback_to_inbox=False)
+    error = deliver_batch([request])[0]
+    if error is not None:
+        raise error
+    return request.messages[0]
+
+
+# --- copy, move, flags, expunge ----------------------------------------------------
+
+
+def _lock(*folder_ids: int) -> dict[int, Folder]:
+    return {f.pk: f for f in Folder.objects.select_for_update()
+            .filter(pk__in=set(folder_ids)).order_by("pk")}
+
+
+def _copy_locked(
+    source: Folder, uids: Sequence[int], target: Folder, bumped: set[int], *,
+    check_quota: bool = True,
+) -> tuple[list[tuple[int, int]], int]:
+    originals = list(Message.objects.filter(folder=source, uid__in=list(uids)).order_by("uid"))
+    size = sum(m.size for m in originals)
+    if check_quota:
+        mailbox = Mailbox.objects.get(pk=target.mailbox_id)
+        if _over_quota(mailbox, _usage([mailbox.pk])[mailbox.pk], size):
+            raise OverQuota("mailbox over quota")
+    copies = []
+    mapping = []
+    for original in originals:
+        copies.append(Message(
+            folder_id=target.pk, uid=target.uidnext, modseq=_next_modseq(target, bumped),
+            blob_id=original.blob_id, size=original.size,
+            internal_date=original.internal_date, flags=original.flags,
+            keywords=list(original.keywords),
+        ))
+        mapping.append((original.uid, target.uidnext))
+        target.uidnext += 1
+    Message.objects.bulk_create(copies)
+    return mapping, size
+
+
+def copy(source: Folder, uids: Sequence[int], target: Folder) -> list[tuple[int, int]]:
+    """Copy messages (no copy of the blob); returns (source uid, new uid) pairs."""
+    with transaction.atomic():
+        locked = _lock(source.pk, target.pk)
+        src, dst = locked[source.pk], locked[target.pk]
+        bumped: set[int] = set()
+        mapping, size = _copy_locked(src, uids, dst, bumped)
+        _save_counters([dst] if mapping else [], {dst.pk: (len(mapping), size)})
+        _publish_on_commit([dst] if mapping else [])
+    return mapping
+
+
+def move(source: Folder, uids: Sequence[int], target: Folder) -> list[tuple[int, int]]:
+    """RFC 6851 MOVE: copy and expunge from the source in one transaction."""
+    with transaction.atomic():
+        locked = _lock(source.pk, target.pk)
+        src, dst = locked[source.pk], locked[target.pk]
+        bumped: set[int] = set()
+        # Moving within one mailbox does not change its usage.
+        mapping, size = _copy_locked(src, uids, dst, bumped,
+                                     check_quota=src.mailbox_id != dst.mailbox_id)
+        if not mapping:
+            return []
+        moved = [old for old, _ in mapping]
+        _expunge_locked(src, moved, bumped)
+        Folder.objects.filter(pk=dst.pk).update(
+            uidnext=dst.uidnext, highestmodseq=dst.highestmodseq,
+            message_count=F("message_count") + len(mapping), total_size=F("total_size") + size)
+        _publish_on_commit([src, dst])
+    return mapping
+
+
+def _expunge_locked(folder: Folder, uids: Sequence[int], bumped: set[int]) -> None:
+    rows = Message.objects.filter(folder=folder, uid__in=list(uids))
+    size = rows.aggregate(total=Sum("size"))["total"] or 0
+    modseq = _next_modseq(folder, bumped)
+    Expunged.objects.bulk_create([Expunged(folder=folder, uid=u, modseq=modseq) for u in uids])
+    count = rows.delete()[0]
+    Folder.objects.filter(pk=folder.pk).update(
+        highestmodseq=folder.highestmodseq,
+        message_count=F("message_count") - count, total_size=F("total_size") - size)
+
+
+def expunge(folder: Folder, uids: Sequence[int] | None = None) -> list[int]:
+    """Remove messages flagged \\Deleted (only those in ``uids`` if given, as
+    UID EXPUNGE of RFC 4315 §2.1); returns the expunged UIDs, ascending."""
+    with transaction.atomic():
+        locked = _lock(folder.pk)[folder.pk]
+        query = Message.objects.filter(folder=locked).annotate(
+            deleted=F("flags").bitand(Flag.DELETED)).filter(deleted=Flag.DELETED)
+        if uids is not None:
+            query = query.filter(uid__in=list(uids))
+        gone = sorted(query.values_list("uid", flat=True))
+        if gone:
+            _expunge_locked(locked, gone, set())
+            _publish_on_commit([locked])
+    return gone
+
+
+def remove(folder: Folder, uids: Sequence[int]) -> list[int]:
+    """Expunge the given messages whatever their flags (POP3 DELE at QUIT)."""
+    with transaction.atomic():
+        locked = _lock(folder.pk)[folder.pk]
+        gone = sorted(Message.objects.filter(folder=locked, uid__in=list(uids))
+                      .values_list("uid", flat=True))
+        if gone:
+            _expunge_locked(locked, gone, set())
+            _publish_on_commit([locked])
+    return gone
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    uid: int
+    flags: int
+    keywords: list[str]
+    modseq: int
+
+
+def set_flags(
+    folder: Folder, uids: Sequence[int], *, mode: str, flags: int = 0,
+    keywords: Sequence[str] = (), unchanged_since: int | None = None,
+) -> tuple[list[FlagChange], list[int]]:
+    """STORE: ``mode`` is "add", "remove" or "replace".
+
+    Returns the messages whose flags changed (with their new MODSEQ) and the
+    UIDs refused because their MODSEQ is above ``unchanged_since``
+    (RFC 7162 §3.1.3, CONDSTORE's STORE (UNCHANGEDSINCE))."""
+    if mode not in ("add", "remove", "replace"):
+        raise ValueError(mode)
+    with transaction.atomic():
+        locked = _lock(folder.pk)[folder.pk]
+        messages = list(Message.objects.filter(folder=locked, uid__in=list(uids)).order_by("uid"))
+        bumped: set[int] = set()
+        changed: list[Message] = []
+        failed: list[int] = []
+        for message in messages:
+            if unchanged_since is not None and message.modseq > unchanged_since:
+                failed.append(message.uid)
+                continue
+            if mode == "add":
+                new_flags = message.flags | flags
+                new_keywords = list(dict.fromkeys([*message.keywords, *keywords]))
+            elif mode == "remove":
+                new_flags = message.flags & ~flags
+                new_keywords = [k for k in message.keywords if k not in set(keywords)]
+            else:
+                new_flags, new_keywords = flags, list(dict.fromkeys(keywords))
+            if new_flags == message.flags and new_keywords == message.keywords:
+                continue
+            message.flags, message.keywords = new_flags, new_keywords
+            message.modseq = _next_modseq(locked, bumped)
+            changed.append(message)
+        if changed:
+            Message.objects.bulk_update(changed, ["flags", "keywords", "modseq"])
+            Folder.objects.filter(pk=locked.pk).update(highestmodseq=locked.highestmodseq)
+            _publish_on_commit([locked])
+    return [FlagChange(m.uid, m.flags, m.keywords, m.modseq) for m in changed], failed
+
+
+# --- housekeeping ------------------------------------------------------------------
+
+
+def _unreferenced_blobs() -> models.QuerySet[Blob]:
+    """Blobs no row points at, whichever app the reference comes from."""
+    query = Blob.objects.all()
+    for relation in Blob._meta.related_objects:
+        query = query.filter(**{f"{relation.name}__isnull": True})
+    return query
+
+
+def collect_garbage(grace_seconds: float) -> int:
+    """Delete blobs (rows, then files) unreferenced for longer than the grace
+    period. A delivery that reuses a blob refreshes the file's mtime before it
+    commits, so a file in use is never unlinked; see blobs.py."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=grace_seconds)
+    store = get_blob_store()
+    removed = 0
+    for sha in list(_unreferenced_blobs().filter(created__lt=cutoff)
+                    .values_list("sha256", flat=True)[:10_000]):
+        with transaction.atomic():
+            deleted, _ = _unreferenced_blobs().filter(pk=sha).delete()
+        if deleted and store.delete_if_older(sha, grace_seconds):
+            removed += 1
+    return removed
+
+
+def mailboxes_over_quota(mailboxes: Sequence[Mailbox], adding: int) -> list[Mailbox]:
+    """The mailboxes that a message of ``adding`` bytes would push over quota
+    (checked at RCPT time with the size the client declared)."""
+    usage = _usage([m.pk for m in mailboxes])
+    return [m for m in mailboxes if _over_quota(m, usage[m.pk], adding)]

@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+
+from apps.mailservers.listeners import RunningListener, start_listeners, stop_listeners
+from apps.mailservers.tls import certificate_paths, server_context
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPORA = ROOT.parent / "shared" / "corpora"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(settings, tmp_path: Path) -> Iterator[None]:
+    """Each test gets its own blob store and an empty cache (lockout counters)."""
+    settings.MAILHOST_STORAGE_ROOT = tmp_path / "messages"
+    cache.clear()
+    yield
+
+
+class ServerThread:
+    """The real listeners on ephemeral ports, in an event loop of their own."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.listeners: list[RunningListener] = []
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as error:  # surfaced to the test by start()
+            self._error = error
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self.listeners = await start_listeners(
+            dict.fromkeys(self.names, 0), host="127.0.0.1", tls_context=server_context())
+        self._ready.set()
+        await self._stop.wait()
+        await stop_listeners(self.listeners, grace=5)
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._stop:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def port(self, name: str) -> int:
+        return next(lst.port for lst in self.listeners if lst.spec.name == name)
+
+
+@pytest.fixture
+def mail_servers(transactional_db) -> Iterator[ServerThread]:
+    from apps.mailservers.listeners import LISTENERS
+
+    server = ServerThread(list(LISTENERS)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_port(mail_servers: ServerThread) -> int:
+    return mail_servers.port("smtp")
+
+
+@pytest.fixture
+def client_tls_context() -> ssl.SSLContext:
+    """Trusts the listeners' certificate, and checks the host name against it."""
+    cert_path, _ = certificate_paths()
+    context = ssl.create_default_context(cafile=str(cert_path))
+    context.check_hostname = True
+    return context
+
+
+def database_url() -> str:
+    """The test database as a URL, for listener processes started by tests."""
+    params = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{params['NAME']}"
+    user = params.get("USER") or ""
+    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    port = f":{params['PORT']}" if params.get("PORT") else ""
+    return f"postgres://{auth}{params.get('HOST') or '127.0.0.1'}{port}/{params['NAME']}"
+
+
+class ListenerProcess:
+    """``manage.py runmailservers`` as a separate process on free ports."""
+
+    def __init__(self, names: list[str], storage_root: Path) -> None:
+        env = dict(os.environ)
+        env.update({
+            "DATABASE_URL": database_url(),
+            "MAILHOST_STORAGE_ROOT": str(storage_root),
+            "MAILHOST_BIND": "127.0.0.1",
+            "MAILHOST_SHUTDOWN_GRACE": "10",
+            "PYTHONUNBUFFERED": "1",
+        })
+        for name in names:
+            env[{"smtp": "SMTP_PORT", "submission": "SUBMISSION_PORT", "smtps": "SMTPS_PORT",
+                 "imap": "IMAP_PORT", "imaps": "IMAPS_PORT", "pop3": "POP3_PORT",
+                 "pop3s": "POP3S_PORT"}[name]] = "0"
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "runmailservers", "--only", ",".join(names)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self.ports: dict[str, int] = {}
+        self.output: list[str] = []
+        deadline = time.monotonic() + 60
+        assert self.process.stdout is not None
+        while len(self.ports) < len(names):
+            line = self.process.stdout.readline().decode(errors="replace")
+            if not line and self.process.poll() is not None:
+                raise RuntimeError("listener process died:\n" + "".join(self.output))
+            self.output.append(line)
+            match = re.search(r"listening name=(\w+) address=\S+ port=(\d+)", line)
+            if match:
+                self.ports[match.group(1)] = int(match.group(2))
+            if time.monotonic() > deadline:
+                raise RuntimeError("listener process did not start:\n" + "".join(self.output))
+        # Keep draining its output so that it never blocks on a full pipe.
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            self.output.append(raw.decode(errors="replace"))
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(60)
+
+
+@pytest.fixture
+def listener_process(transactional_db, settings) -> Iterator[type[ListenerProcess]]:
+    started: list[ListenerProcess] = []
+
+    def start(names: list[str]) -> ListenerProcess:
+        process = ListenerProcess(names, Path(settings.MAILHOST_STORAGE_ROOT))
+        started.append(process)
+        return process
+
+    yield start  # type: ignore[misc]
+    for process in started:
+        if process.process.poll() is None:
+            process.kill()
+
+
+def require_program(name: str) -> str:
+    """A Debian client the test set-up (tests/setup-clients.sh) installs."""
+    path = shutil.which(name)
+    assert path, f"{name} is missing: run tests/setup-clients.sh (make test does)"
+    return path

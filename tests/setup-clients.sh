@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian command-line clients that the real-client tests drive,
+# when they are missing. Needs root (as on CI); prints what it installs.
+set -euo pipefail
+wanted=(swaks)
+missing=()
+for pkg in "${wanted[@]}"; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "tests/setup-clients.sh: please install: ${missing[*]} (apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "installing test clients: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

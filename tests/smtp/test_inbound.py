@@ -1,0 +1,187 @@
+"""The MX listener over a real socket, driven by smtplib and raw bytes."""
+
+import re
+import smtplib
+
+import pytest
+
+from apps.store.models import Message
+from tests.factories import make_mailbox
+from tests.smtp.helpers import RawSMTP, make_message, stored
+
+ENHANCED = re.compile(rb"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3} ")
+
+
+@pytest.fixture
+def alice(transactional_db):
+    return make_mailbox("alice@example.org")
+
+
+def test_ehlo_advertises_the_extensions(smtp_port, alice):
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        code, _ = client.ehlo("client.test")
+        assert code == 250
+        for extension in ("size", "starttls", "8bitmime", "smtputf8", "pipelining",
+                          "enhancedstatuscodes"):
+            assert client.has_extn(extension), extension
+        assert int(client.esmtp_features["size"]) > 0
+
+
+def test_plain_delivery_lands_in_inbox_with_received_header(smtp_port, alice):
+    message = make_message("alice@example.org")
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        client.ehlo("client.test")
+        refused = client.sendmail("sender@remote.example", ["alice@example.org"], message)
+    assert refused == {}
+    (got,) = stored("alice@example.org")
+    assert got.endswith(message)
+    header = got[: len(got) - len(message)]
+    assert header.startswith(b"Received: from client.test ([127.0.0.1])")
+    assert b"with ESMTP id" in header and b"for <alice@example.org>" in header
+
+
+def test_starttls_delivery_with_verified_certificate(smtp_port, alice, client_tls_context):
+    with smtplib.SMTP("localhost", smtp_port) as client:
+        client.ehlo("client.test")
+        code, _ = client.starttls(context=client_tls_context)
+        assert code == 220
+        client.ehlo("client.test")
+        assert not client.has_extn("starttls")  # RFC 3207 §4.2: not offered again
+        client.sendmail("sender@remote.example", ["alice@example.org"],
+                        make_message("alice@example.org"))
+    (got,) = stored("alice@example.org")
+    assert b"with ESMTPS id" in got
+
+
+def test_one_unknown_recipient_among_good_ones(smtp_port, alice):
+    make_mailbox("bob@example.org")
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        refused = client.sendmail(
+            "sender@remote.example",
+            ["alice@example.org", "nobody@example.org", "bob@example.org"],
+            make_message("team"))
+    assert set(refused) == {"nobody@example.org"}
+    code, text = refused["nobody@example.org"]
+    assert code == 550 and text.startswith(b"5.1.1")
+    assert len(stored("alice@example.org")) == len(stored("bob@example.org")) == 1
+    # Stored once for both recipients, and the Received header names nobody.
+    assert Message.objects.values("blob_id").distinct().count() == 1
+    assert b"for <" not in stored("bob@example.org")[0].split(b"\r\n\r\n")[0]
+
+
+def test_relaying_is_denied(smtp_port, alice):
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        client.ehlo("client.test")
+        client.mail("sender@remote.example")
+        code, text = client.rcpt("victim@elsewhere.test")
+    assert code == 550 and text.startswith(b"5.7.1")
+
+
+def test_declared_size_over_the_limit_is_refused_at_mail_from(smtp_port, alice, settings):
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        client.ehlo("client.test")
+        limit = int(client.esmtp_features["size"])
+        code, text = client.mail("sender@remote.example", [f"SIZE={limit + 1}"])
+    assert code == 552 and text.startswith(b"5.3.4")
+
+
+def test_undeclared_oversized_message_is_refused_after_data(transactional_db, settings):
+    settings.MAILHOST_MAX_MESSAGE_SIZE = 20_000
+    make_mailbox("alice@example.org")
+    from tests.conftest import ServerThread
+
+    server = ServerThread(["smtp"]).start()
+    try:
+        client = RawSMTP(server.port("smtp"))
+        client.command(b"EHLO client.test")
+        client.command(b"MAIL FROM:<sender@remote.example>")
+        client.command(b"RCPT TO:<alice@example.org>")
+        assert client.command(b"DATA")[0].startswith(b"354")
+        client.send(make_message("alice@example.org", size=40_000) + b".\r\n")
+        (reply,) = client.reply()
+        assert reply.startswith(b"552 5.3.4")
+        # The session goes on after the refusal.
+        assert client.command(b"NOOP")[0].startswith(b"250 2.0.0")
+        client.close()
+    finally:
+        server.stop()
+    assert stored("alice@example.org") == []
+
+
+def test_eight_bit_body_and_utf8_addresses(smtp_port, transactional_db):
+    make_mailbox("jöran@bücher.example")
+    body = "Grüße aus Köln — 東京".encode()
+    message = (b"From: =?utf-8?q?J=C3=B6ran?= <x@y.example>\r\nSubject: 8bit\r\n\r\n"
+               + body + b"\r\n")
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        client.ehlo("client.test")
+        refused = client.sendmail("sénder@remote.example", ["Jöran@Bücher.example"], message,
+                                  mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    assert refused == {}
+    (got,) = stored("jöran@xn--bcher-kva.example")
+    assert got.endswith(message)
+
+
+def test_pipelined_commands_get_replies_in_order(smtp_port, alice):
+    client = RawSMTP(smtp_port)
+    client.command(b"EHLO client.test")
+    client.send(b"MAIL FROM:<sender@remote.example>\r\nRCPT TO:<alice@example.org>\r\n"
+                b"RCPT TO:<nobody@example.org>\r\nDATA\r\n")
+    replies = [client.reply()[0] for _ in range(4)]
+    assert [r[:3] for r in replies] == [b"250", b"250", b"550", b"354"]
+    client.send(make_message("alice@example.org") + b".\r\nQUIT\r\n")
+    assert client.reply()[0].startswith(b"250 2.0.0")
+    assert client.reply()[0].startswith(b"221 2.0.0")
+    assert len(stored("alice@example.org")) == 1
+
+
+@pytest.mark.parametrize("smuggle", [
+    b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r\n.\r",
+])
+def test_bare_lf_smuggling_is_refused(smtp_port, alice, smuggle):
+    """SMTP smuggling: a second message hidden behind a non-standard end of data."""
+    client = RawSMTP(smtp_port)
+    client.command(b"EHLO client.test")
+    client.command(b"MAIL FROM:<sender@remote.example>")
+    client.command(b"RCPT TO:<alice@example.org>")
+    client.command(b"DATA")
+    client.send(b"Subject: first\r\n\r\nhello" + smuggle +
+                b"MAIL FROM:<admin@example.org>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"
+                b"Subject: smuggled\r\n\r\nevil\r\n.\r\n")
+    reply = client.reply()[0]
+    client.close()
+    if smuggle == b"\r\n.\r":
+        # A bare CR is not an end of line for us either: one message, all of it.
+        assert reply.startswith(b"250")
+        (got,) = stored("alice@example.org")
+        assert b"smuggled" in got
+    else:
+        assert reply.startswith(b"550 5.5.2")
+        assert stored("alice@example.org") == []
+
+
+def test_quota_exceeded_is_a_temporary_failure(smtp_port, transactional_db):
+    make_mailbox("full@example.org", quota=3000)
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        client.ehlo("client.test")
+        client.mail("sender@remote.example", ["SIZE=5000"])
+        code, text = client.rcpt("full@example.org")
+        assert code == 452 and text.startswith(b"4.2.2")
+        client.rset()
+        client.mail("sender@remote.example")  # no SIZE: found out after DATA
+        assert client.rcpt("full@example.org")[0] == 250
+        code, text = client.data(make_message("full@example.org", size=5000))
+        assert code == 452 and text.startswith(b"4.2.2")
+    assert stored("full@example.org") == []
+
+
+def test_every_reply_carries_an_enhanced_status_code(smtp_port, alice):
+    client = RawSMTP(smtp_port)
+    assert client.greeting[0].startswith(b"220 ")
+    client.command(b"EHLO client.test")
+    for line in [b"NOOP", b"RCPT TO:<alice@example.org>", b"MAIL FROM:<a@b.example>",
+                 b"MAIL FROM:<a@b.example>", b"RCPT TO:<bad address>", b"VRFY alice",
+                 b"BOGUS", b"RSET", b"DATA", b"QUIT"]:
+        for reply in client.command(line):
+            if not reply.startswith((b"3", b"220")):
+                assert ENHANCED.match(reply), (line, reply)
