@@ -86,6 +86,10 @@ def _sqlite(path: Path | str) -> dict[str, object]:
     return {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": path,
+        # Listener threads keep their connection: opening one (and its PRAGMAs)
+        # per unit of work cost more than the work itself.
+        "CONN_MAX_AGE": 600,
+        "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {
             # DESIGN.md "Where the speed comes from": writers queue instead of
             # failing, and an acknowledged message survives power loss.

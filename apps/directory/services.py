@@ -172,6 +172,14 @@ def resolve(address: str) -> Resolution:
     """
     local, domain_name = split_address(address)
     normalized = f"{local}@{domain_name}"
+    # The common case, a plain mailbox, in one query.
+    direct = Mailbox.objects.select_related("domain").filter(address=normalized).first()
+    if direct is not None:
+        if not direct.domain.active:
+            raise Disabled(f"domain {domain_name} is disabled")
+        if not direct.active:
+            raise Disabled(f"mailbox {direct.address} is disabled")
+        return Resolution(address=normalized, hosted=True, mailboxes=[direct])
     domain = Domain.objects.filter(name=domain_name).first()
     if domain is None:
         return Resolution(address=normalized, hosted=False, external=[normalized])
@@ -182,6 +190,7 @@ def resolve(address: str) -> Resolution:
     seen_mailboxes: set[int] = set()
     delimiter = settings.MAILHOST_SUBADDRESS_DELIMITER
     max_depth = settings.MAILHOST_ALIAS_MAX_DEPTH
+    hosted: dict[str, bool] = {domain_name: True}
 
     def expand(local: str, domain_name: str, path: frozenset[str], depth: int) -> bool:
         """Add the targets of one address; False when nothing answers for it."""
@@ -190,7 +199,9 @@ def resolve(address: str) -> Resolution:
             log.warning("alias loop or depth limit at %s (path %s)", target, sorted(path))
             return True  # known, but delivers nothing further
         path = path | {target}
-        if not Domain.objects.filter(name=domain_name).exists():
+        if domain_name not in hosted:
+            hosted[domain_name] = Domain.objects.filter(name=domain_name).exists()
+        if not hosted[domain_name]:
             if target not in result.external:
                 result.external.append(target)
             return True
@@ -227,7 +238,6 @@ def resolve(address: str) -> Resolution:
     return result
 
 
-aresolve = database_sync_to_async(resolve)
 
 
 # --- authentication ---------------------------------------------------------------

@@ -20,7 +20,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from django.conf import settings
 from django.utils import timezone
 
-from apps.directory.services import Resolution, aresolve
+from apps.directory.models import Mailbox
+from apps.directory.services import Resolution, resolve
 from apps.smtp import replies
 from apps.smtp.received import protocol_name, received_header
 from apps.store import services as store
@@ -127,8 +128,9 @@ class InboundHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= settings.MAILHOST_SMTP_MAX_RECIPIENTS:
             return replies.TOO_MANY_RECIPIENTS
+        declared = _declared_size(envelope.mail_options)
         try:
-            resolution: Resolution = await aresolve(address)
+            resolution, full = await _check_recipient(address, declared)
         except Invalid:
             return replies.BAD_ADDRESS
         except NotFound:
@@ -139,9 +141,6 @@ class InboundHandler:
             return replies.RELAY_DENIED
         if resolution.external:
             return replies.FORWARDING_UNAVAILABLE
-        declared = _declared_size(envelope.mail_options)
-        full = await database_sync_to_async(store.mailboxes_over_quota)(
-            resolution.mailboxes, declared)
         if full:
             return OverQuota(f"Mailbox over quota: {address}").smtp_reply()
         envelope.rcpt_tos.append(address)
@@ -184,6 +183,13 @@ class InboundHandler:
             len(request.data), peer_ip,
         )
         return f"250 2.0.0 OK id={queue_id}"
+
+
+@database_sync_to_async
+def _check_recipient(address: str, declared_size: int) -> tuple[Resolution, list[Mailbox]]:
+    """Resolve a recipient and check its quota in one trip to a worker thread."""
+    resolution = resolve(address)
+    return resolution, store.mailboxes_over_quota(resolution.mailboxes, declared_size)
 
 
 def _declared_size(mail_options: list[str]) -> int:

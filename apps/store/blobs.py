@@ -14,6 +14,7 @@ import hashlib
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -41,12 +42,18 @@ class LocalBlobStore:
         return self.root / sha256[:2] / sha256[2:4] / sha256
 
     def put_many(self, blobs: list[bytes]) -> list[str]:
-        """Write every blob durably; return their sha256 names."""
+        """Write every blob durably; return their sha256 names.
+
+        The fsyncs of a batch are issued together from a small thread pool, so
+        that the filesystem can fold them into one journal commit (as jbd2 on
+        ext4 does) instead of paying one commit per message."""
         names = [digest(data) for data in blobs]
-        pending: list[tuple[Path, Path]] = []
+        pending: dict[Path, Path] = {}  # final path -> temporary file
         dirs: set[Path] = set()
         for name, data in zip(names, blobs, strict=True):
             final = self.path(name)
+            if final in pending:
+                continue
             try:
                 # Reusing a blob: a fresh mtime keeps the collector's hands off it.
                 os.utime(final)
@@ -54,29 +61,19 @@ class LocalBlobStore:
                 continue
             except FileNotFoundError:
                 pass
-            if any(p == final for _, p in pending):
-                continue
             tmp = self.tmp / f"{uuid.uuid4().hex}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            try:
-                view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            pending.append((tmp, final))
-        for tmp, final in pending:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "xb") as handle:
+                handle.write(data)
+            pending[final] = tmp
+        _fsync_all(list(pending.values()))
+        created: set[Path] = set()
+        for final, tmp in pending.items():
+            if not final.parent.is_dir():
+                created.update(_make_dirs(final.parent, self.root))
             os.replace(tmp, final)
             dirs.add(final.parent)
-        for directory in dirs:
-            _fsync_dir(directory)
-        if pending:
-            # New sub-directories must be durable in their parents too.
-            for directory in {d.parent for d in dirs} | {d.parent.parent for d in dirs}:
-                _fsync_dir(directory)
+        # A new directory must be durable in its parent as well.
+        _fsync_all(sorted(dirs | {d.parent for d in created}))
         return names
 
     def read(self, sha256: str) -> bytes:
@@ -93,12 +90,36 @@ class LocalBlobStore:
         return True
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_fsync_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
+
+
+def _fsync_all(paths: list[Path]) -> None:
+    if len(paths) == 1:
+        _fsync(paths[0])
+    elif paths:
+        list(_fsync_pool.map(_fsync, paths))
+
+
+def _make_dirs(directory: Path, root: Path) -> list[Path]:
+    """mkdir -p below ``root``; returns the directories it created."""
+    created = []
+    for parent in reversed([directory, *directory.parents]):
+        if parent == root or root not in parent.parents:
+            continue
+        try:
+            parent.mkdir()
+            created.append(parent)
+        except FileExistsError:
+            pass
+    return created
 
 
 _stores: dict[Path, LocalBlobStore] = {}

@@ -39,8 +39,8 @@ Deliberately not done:
 - No uuencode, BinHex, TNEF, S/MIME or PGP decoding; attachments other than text/plain
   and text/html are not turned into text; message/partial is not reassembled.
 - A CR alone is not a line break.
-- Parts whose closing delimiter has trailing garbage other than whitespace are not
-  recognised as delimiters (RFC 2046 §5.1.1 allows only whitespace there).
+- A boundary line followed by anything but whitespace is not a delimiter (RFC 2046
+  §5.1.1 allows only whitespace there), so "--b--junk" does not close "b".
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ Part = dict[str, Any]
 Address = list[str | None]
 
 # Nesting of multiparts and encapsulated messages beyond this is served as one opaque
-# leaf; it also bounds recursion. Dovecot uses the same two limits.
+# leaf; it also bounds recursion (about two frames a level).
 MAX_DEPTH = 100
 # Parts beyond this many in one message are not split out (the last part keeps the
 # rest), so a message of a million empty parts costs no more than a normal one.
@@ -482,9 +482,6 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
 _SEGMENT = re.compile(r'(?:"(?:[^"\\]|\\.)*"?|[^;"])+', re.DOTALL)
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"?', re.DOTALL)
 _COMMENT = re.compile(r"\([^()]*\)")
-# RFC 2045 §5.1 example: `charset=us-ascii (Plain text)`. Only a comment after
-# whitespace is removed: `name=Invoice_(1234).pdf` is a real unquoted value.
-_TRAILING_COMMENT = re.compile(r"\s+\([^()]*\)\s*$")
 # RFC 2231 §3 and §4: name*, name*0, name*0*
 _EXTENDED_NAME = re.compile(r"([^*]+)\*(?:(\d{1,4})(\*)?)?")
 
@@ -518,9 +515,20 @@ def _parse_mime_value(value: bytes) -> tuple[str, list[tuple[str, str]]]:
             # Unescape only \" and \\: Windows paths in filenames keep their backslashes.
             val = re.sub(r'\\(["\\])', r"\1", inner)
         else:
-            val = _TRAILING_COMMENT.sub("", val)
+            val = _strip_trailing_comment(val)
         params.append((name, val))
     return main.lower(), params
+
+
+def _strip_trailing_comment(value: str) -> str:
+    # RFC 2045 §5.1 example: `charset=us-ascii (Plain text)`. Only a comment after
+    # whitespace is removed: `name=Invoice_(1234).pdf` is a real unquoted value.
+    if not value.endswith(")"):
+        return value
+    opening = value.rfind("(")
+    if opening > 0 and value[opening - 1].isspace() and ")" not in value[opening:-1]:
+        return value[:opening].rstrip()
+    return value
 
 
 def _decode_params(raw_params: list[tuple[str, str]]) -> list[list[str]]:
@@ -923,20 +931,26 @@ def _decode_2047(text: str) -> str:
     )
 
 
-_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_NOT_BASE64 = bytes(c for c in range(256) if c not in _BASE64_ALPHABET)
+# "=" is kept: it ends a chunk (some senders concatenate separately padded chunks).
+_NOT_BASE64 = bytes(
+    c
+    for c in range(256)
+    if c not in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+)
 
 
 def _decode_base64(data: bytes) -> bytes:
     """Lenient base64: junk characters are dropped, missing padding is supplied."""
-    data = data.translate(None, _NOT_BASE64)
-    if len(data) % 4 == 1:
-        data = data[:-1]  # a lone trailing character carries no whole byte
-    data += b"=" * (-len(data) % 4)
-    try:
-        return binascii.a2b_base64(data)
-    except (binascii.Error, ValueError):
-        return b""
+    decoded: list[bytes] = []
+    for chunk in data.translate(None, _NOT_BASE64).split(b"="):
+        if len(chunk) % 4 == 1:
+            chunk = chunk[:-1]  # a lone trailing character carries no whole byte
+        if chunk:
+            try:
+                decoded.append(binascii.a2b_base64(chunk + b"=" * (-len(chunk) % 4)))
+            except (binascii.Error, ValueError):
+                continue
+    return b"".join(decoded)
 
 
 def _encoding_key(encoding: str) -> str:
@@ -990,9 +1004,11 @@ def _collect_text(raw: bytes, part: Part, out: list[str], budget: list[int]) -> 
     if part["type"] != "text" or part["subtype"] not in ("plain", "html"):
         return
     start, end = part["body_start"], part["body_end"]
-    # No need to decode more bytes than the remaining characters can come from
-    # (quoted-printable of 4-byte UTF-8 is at most 12 bytes a character).
-    end = min(end, start + budget[0] * 12 + 16)
+    if part["subtype"] == "plain":
+        # No need to decode more bytes than the remaining characters can come from
+        # (quoted-printable of 4-byte UTF-8 is at most 12 bytes a character). HTML is
+        # not cut: its markup is no text, and a cut script would hide what follows.
+        end = min(end, start + budget[0] * 12 + 16)
     data = _decode_transfer(raw[start:end], part["encoding"])
     charset = next((value for name, value in part["params"] if name == "charset"), None)
     text = _decode_bytes(data, charset)
@@ -1019,7 +1035,8 @@ _CELL_TAG = re.compile(r"</?t[dh]\b[^<>]*>", re.IGNORECASE)
 # `[^<>]*` rather than `.*?`: a "<" never starts a scan to the end of a huge text.
 _TAG = re.compile(r"</?[A-Za-z!?][^<>]*>")
 _SPACES = re.compile(r"[ \t\r\f\v\xa0]+")
-_BLANK_LINES = re.compile(r"\n\s*\n\s*(?:\n\s*)+")
+# html.unescape turns "&#<digits>" into an int: thousands of digits would raise.
+_HUGE_CHARREF = re.compile(r"&#(?:[xX][0-9a-fA-F]{9,}|[0-9]{9,})")
 
 
 def _html_to_text(text: str) -> str:
@@ -1041,10 +1058,11 @@ def _html_to_text(text: str) -> str:
     text = _BLOCK_TAG.sub("\n", text)
     text = _CELL_TAG.sub(" ", text)
     text = _TAG.sub("", text)
-    text = html.unescape(text)
+    text = html.unescape(_HUGE_CHARREF.sub("\ufffd", text))
     text = _SPACES.sub(" ", text)
-    text = "\n".join(line.strip() for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n\n", text).strip()
+    # One line per block; empty lines carry nothing for search.
+    stripped = (line.strip() for line in text.split("\n"))
+    return "\n".join(line for line in stripped if line)
 
 
 # ---------------------------------------------------------------------------

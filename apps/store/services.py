@@ -164,29 +164,28 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
 
     with transaction.atomic():
         all_ids = {mid for r in requests for mid in r.mailbox_ids}
-        ensure_default_folders(all_ids)
-        mailboxes = Mailbox.objects.in_bulk(list(all_ids))
         names = {r.folder for r in requests} | {"INBOX"}
-        folder_ids = {
-            (mid, name): pk for pk, mid, name in Folder.objects.filter(
-                mailbox_id__in=all_ids, name__in=names).values_list("pk", "mailbox_id", "name")
-        }
         # Lock in primary-key order so that concurrent batches cannot deadlock.
-        locked = {f.pk: f for f in Folder.objects.select_for_update()
-                  .filter(pk__in=set(folder_ids.values())).order_by("pk")}
+        lock_query = (Folder.objects.select_for_update()
+                      .filter(mailbox_id__in=all_ids, name__in=names).order_by("pk"))
+        locked = {(f.mailbox_id, f.name): f for f in lock_query}
+        if any((mid, "INBOX") not in locked for mid in all_ids):
+            ensure_default_folders(all_ids)
+            locked = {(f.mailbox_id, f.name): f for f in lock_query.all()}
+        mailboxes = Mailbox.objects.only("pk", "address", "quota").in_bulk(list(all_ids))
         usage = _usage(all_ids)
 
         targets: list[tuple[int, list[Folder]]] = []
         for index, request in enumerate(requests):
             folders = []
             for mid in request.mailbox_ids:
-                pk = folder_ids.get((mid, request.folder))
-                if pk is None and request.fallback_to_inbox:
-                    pk = folder_ids.get((mid, "INBOX"))
-                if pk is None:
+                folder = locked.get((mid, request.folder))
+                if folder is None and request.fallback_to_inbox:
+                    folder = locked.get((mid, "INBOX"))
+                if folder is None:
                     results[index] = NotFound(f"no folder named {request.folder}")
                     break
-                folders.append(locked[pk])
+                folders.append(folder)
             if results[index] is not None:
                 continue
             size = len(request.data)
@@ -220,7 +219,7 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
                 request.messages.append(message)
                 new_messages.append(message)
         Message.objects.bulk_create(new_messages)
-        touched = [locked[pk] for pk in bumped]
+        touched = [f for f in locked.values() if f.pk in bumped]
         _save_counters(touched, added)
         _publish_on_commit(touched)
     return results
