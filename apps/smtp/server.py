@@ -45,6 +45,10 @@ class MailhostSMTP(SMTP):
         kwargs.setdefault("enable_SMTPUTF8", True)
         kwargs.setdefault("decode_data", False)
         kwargs.setdefault("timeout", settings.MAILHOST_SMTP_TIMEOUT)
+        # RFC 5321 §4.5.3.1.6 sets 1000 octets, but real mail (HTML, long
+        # headers) goes past it and every peer accepts it: refusing would lose
+        # legitimate mail. Read before super().__init__ builds the stream reader.
+        self.line_length_limit = settings.MAILHOST_SMTP_MAX_LINE_LENGTH
         super().__init__(handler, **kwargs)
         self.listener = listener
         self._greeting_sent = False

@@ -185,3 +185,40 @@ def test_every_reply_carries_an_enhanced_status_code(smtp_port, alice):
         for reply in client.command(line):
             if not reply.startswith((b"3", b"220")):
                 assert ENHANCED.match(reply), (line, reply)
+
+
+def test_real_mail_with_lines_over_1000_octets_is_accepted(smtp_port, alice):
+    """15 messages of the SpamAssassin ham/spam corpus have such lines; peers accept them."""
+    from tests.conftest import CORPORA
+
+    for path in sorted((CORPORA / "ham").iterdir()):
+        raw = path.read_bytes()
+        if any(len(line) > 1000 for line in raw.split(b"\n")):
+            break
+    lines = raw.split(b"\n")
+    if lines[0].startswith(b"From "):
+        lines = lines[1:]
+    message = b"\r\n".join(line.rstrip(b"\r") for line in lines)
+    assert message.endswith(b"\r\n")
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        assert client.sendmail("sender@remote.example", ["alice@example.org"], message) == {}
+    (got,) = stored("alice@example.org")
+    assert got.endswith(message)
+
+
+def test_line_over_the_limit_is_refused_and_nothing_stored(transactional_db, settings):
+    settings.MAILHOST_SMTP_MAX_LINE_LENGTH = 2000
+    make_mailbox("alice@example.org")
+    from tests.conftest import ServerThread
+
+    server = ServerThread(["smtp"]).start()
+    try:
+        with smtplib.SMTP("127.0.0.1", server.port("smtp")) as client:
+            client.ehlo("client.test")
+            client.mail("sender@remote.example")
+            client.rcpt("alice@example.org")
+            code, text = client.data(b"Subject: long\r\n\r\n" + b"x" * 5000 + b"\r\n")
+        assert code == 500 and text.startswith(b"5.5.2")
+    finally:
+        server.stop()
+    assert stored("alice@example.org") == []
