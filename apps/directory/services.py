@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -38,12 +39,29 @@ log = logging.getLogger(__name__)
 # --- provisioning -----------------------------------------------------------------
 
 
+@contextmanager
+def _about(field_name: str) -> Iterator[None]:
+    """Name the input field that an Invalid raised inside was about (the API
+    answers with field-level errors), unless it already names one."""
+    try:
+        yield
+    except Invalid as error:
+        error.context.setdefault("field", field_name)
+        raise
+
+
+def _check_limits(**limits: int | None) -> None:
+    for name, value in limits.items():
+        if value is not None and value < 0:
+            raise Invalid(f"{name.replace('_', ' ')} must not be negative", field=name)
+
+
 def create_domain(
     name: str, *, default_quota: int | None = None, max_mailboxes: int = 0, active: bool = True
 ) -> Domain:
-    ascii_name = normalize_domain(name)
-    if default_quota is not None and default_quota < 0:
-        raise Invalid("default quota must not be negative", field="default_quota")
+    with _about("name"):
+        ascii_name = normalize_domain(name)
+    _check_limits(default_quota=default_quota, max_mailboxes=max_mailboxes)
     with transaction.atomic():
         if Domain.objects.filter(name=ascii_name).exists():
             raise Conflict(f"domain {ascii_name} exists already", field="name")
@@ -85,7 +103,8 @@ def _address_taken(address: str) -> bool:
 def create_mailbox(
     address: str, password: str, *, quota: int | None = None, display_name: str = ""
 ) -> Mailbox:
-    local, domain_name = split_address(address)
+    with _about("address"):
+        local, domain_name = split_address(address)
     address = f"{local}@{domain_name}"
     with transaction.atomic():
         domain = _hosted_domain(domain_name)
@@ -96,8 +115,7 @@ def create_mailbox(
                 f"domain {domain.name} has reached its limit of {domain.max_mailboxes} mailboxes",
                 field="address",
             )
-        if quota is not None and quota < 0:
-            raise Invalid("quota must not be negative", field="quota")
+        _check_limits(quota=quota)
         user = User(email=address, display_name=display_name, role=Role.MAILBOX_USER)
         _validate_password(password, user)
         user.set_password(password)
@@ -112,9 +130,31 @@ def create_mailbox(
 
 
 def set_password(user: User, password: str) -> None:
-    _validate_password(password, user)
-    user.set_password(password)
-    user.save(update_fields=["password"])
+    update_account(user, password=password)
+
+
+def update_account(
+    user: User, *, display_name: str | None = None, password: str | None = None
+) -> User:
+    """Change an account's display name and password; None leaves it as it is.
+    A new password takes effect for every protocol at once (authenticate()
+    keys its cache on the stored hash)."""
+    if display_name is not None:
+        display_name = display_name.strip()
+        if len(display_name) > User._meta.get_field("display_name").max_length:  # type: ignore[operator]
+            raise Invalid("display name too long", field="display_name")
+    if password is not None:
+        _validate_password(password, user)
+    changed = []
+    if display_name is not None:
+        user.display_name = display_name
+        changed.append("display_name")
+    if password is not None:
+        user.set_password(password)
+        changed.append("password")
+    if changed:
+        user.save(update_fields=changed)
+    return user
 
 
 def _split_alias_address(address: str) -> tuple[str, str]:
@@ -124,20 +164,98 @@ def _split_alias_address(address: str) -> tuple[str, str]:
     return split_address(address)
 
 
-def create_alias(address: str, destinations: Iterable[str]) -> Alias:
-    local, domain_name = _split_alias_address(address)
-    address = f"{local}@{domain_name}"
-    targets = [normalize_address(d) for d in destinations]
+def _alias_targets(destinations: Iterable[str]) -> list[str]:
+    with _about("destinations"):
+        targets = [normalize_address(d) for d in destinations]
     if not targets:
         raise Invalid("an alias needs at least one destination", field="destinations")
+    return list(dict.fromkeys(targets))
+
+
+def create_alias(address: str, destinations: Iterable[str]) -> Alias:
+    with _about("address"):
+        local, domain_name = _split_alias_address(address)
+    address = f"{local}@{domain_name}"
+    targets = _alias_targets(destinations)
     with transaction.atomic():
         domain = _hosted_domain(domain_name)
         if _address_taken(address):
             raise Conflict(f"{address} exists already", field="address")
         return Alias.objects.create(
-            domain=domain, local_part=local, address=address,
-            destinations=list(dict.fromkeys(targets)),
+            domain=domain, local_part=local, address=address, destinations=targets,
         )
+
+
+def update_domain(
+    domain: Domain, *, active: bool | None = None, default_quota: int | None = None,
+    max_mailboxes: int | None = None,
+) -> Domain:
+    """Change a domain's settings; None leaves a setting as it is. A disabled
+    domain refuses its mail (550 5.2.1) and its logins at once."""
+    _check_limits(default_quota=default_quota, max_mailboxes=max_mailboxes)
+    changes = {"active": active, "default_quota": default_quota, "max_mailboxes": max_mailboxes}
+    changed = [name for name, value in changes.items() if value is not None]
+    for name in changed:
+        setattr(domain, name, changes[name])
+    if changed:
+        domain.save(update_fields=changed)
+    return domain
+
+
+def delete_domain(domain: Domain) -> None:
+    """Remove an empty domain and its aliases; one that still has mailboxes is
+    refused, so that no mail store disappears as a side effect."""
+    with transaction.atomic():
+        count = domain.mailboxes.count()
+        if count:
+            raise Conflict(f"domain {domain.name} still has {count} mailboxes", field="name")
+        domain.delete()
+
+
+def update_mailbox(
+    mailbox: Mailbox, *, quota: int | None = None, active: bool | None = None,
+    display_name: str | None = None, password: str | None = None,
+) -> Mailbox:
+    """Change a mailbox and its account; None leaves a setting as it is. A
+    disabled mailbox refuses its mail (550 5.2.1) and its logins at once."""
+    _check_limits(quota=quota)
+    with transaction.atomic():
+        update_account(mailbox.user, display_name=display_name, password=password)
+        changed = []
+        if quota is not None:
+            mailbox.quota = quota
+            changed.append("quota")
+        if active is not None:
+            mailbox.active = active
+            changed.append("active")
+        if changed:
+            mailbox.save(update_fields=changed)
+    return mailbox
+
+
+def delete_mailbox(mailbox: Mailbox) -> None:
+    """Remove a mailbox with its account, folders and messages (the blobs are
+    collected later by the store's housekeeping)."""
+    mailbox.user.delete()
+
+
+def update_alias(
+    alias: Alias, *, destinations: Iterable[str] | None = None, active: bool | None = None,
+) -> Alias:
+    changed = []
+    if destinations is not None:
+        alias.destinations = _alias_targets(destinations)
+        changed.append("destinations")
+    if active is not None:
+        alias.active = active
+        changed.append("active")
+    if changed:
+        alias.save(update_fields=changed)
+    return alias
+
+
+def delete_alias(alias: Alias) -> None:
+    alias.delete()
 
 
 # --- resolution -------------------------------------------------------------------
