@@ -43,15 +43,28 @@ class CrudViewSet(
             return self.update_serializer_class
         return super().get_serializer_class()
 
-    def created(self, instance: Any) -> Response:
-        """201 with the new object as a list page shows it (annotations included)."""
-        fresh = self.get_queryset().get(pk=instance.pk)
-        return Response(self.get_serializer(fresh).data, status=status.HTTP_201_CREATED)
+    def create_object(self, data: dict[str, Any]) -> Any:
+        raise NotImplementedError  # each resource calls its own service
 
-    def changed(self, instance: Any) -> Response:
-        fresh = self.get_queryset().get(pk=instance.pk)
-        return Response(self.get_serializer(fresh).data)
+    def update_object(self, instance: Any, data: dict[str, Any]) -> None:
+        raise NotImplementedError
 
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        instance = self.create_object(serializer.validated_data)
+        return Response(self.shown(instance), status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        instance = self.get_object()
+        serializer = self.get_serializer(instance, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        self.update_object(instance, serializer.validated_data)
+        return Response(self.shown(instance))
+
+    def shown(self, instance: Any) -> Any:
+        """The object as a list page shows it (annotations included)."""
+        return self.get_serializer(self.get_queryset().get(pk=instance.pk)).data
 
 
 # --- domains ---------------------------------------------------------------------
@@ -80,26 +93,17 @@ class DomainViewSet(CrudViewSet):
             used_bytes=usage_expression("mailbox__domain"),
         )
 
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        domain = services.create_domain(
+    def create_object(self, data: dict[str, Any]) -> Domain:
+        return services.create_domain(
             data["name"], default_quota=data.get("default_quota"),
             max_mailboxes=data.get("max_mailboxes", 0), active=data.get("active", True),
         )
-        return self.created(domain)
 
-    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        domain = self.get_object()
-        serializer = self.get_serializer(domain, data=request.data, partial=True)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+    def update_object(self, instance: Domain, data: dict[str, Any]) -> None:
         services.update_domain(
-            domain, active=data.get("active"), default_quota=data.get("default_quota"),
+            instance, active=data.get("active"), default_quota=data.get("default_quota"),
             max_mailboxes=data.get("max_mailboxes"),
         )
-        return self.changed(domain)
 
     def perform_destroy(self, instance: Domain) -> None:
         services.delete_domain(instance)
@@ -132,10 +136,6 @@ class MailboxFilter(AddressFilter):
         fields = ["domain", "active"]
 
 
-# What a mailbox user may change about their own mailbox.
-SELF_SERVICE_FIELDS = {"password", "display_name"}
-
-
 class MailboxViewSet(CrudViewSet):
     serializer_class = serializers.MailboxSerializer
     update_serializer_class = serializers.MailboxUpdateSerializer
@@ -149,32 +149,23 @@ class MailboxViewSet(CrudViewSet):
         return (access.mailboxes_for(self.request.user).select_related("domain", "user")
                 .annotate(used_bytes=usage_expression("mailbox")))
 
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        check_domain_rights(request.user, data["address"])
-        mailbox = services.create_mailbox(
+    def create_object(self, data: dict[str, Any]) -> Mailbox:
+        check_domain_rights(self.request.user, data["address"])
+        return services.create_mailbox(
             data["address"], data["password"], quota=data.get("quota"),
             display_name=data.get("user", {}).get("display_name", ""),
         )
-        return self.created(mailbox)
 
-    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        mailbox = self.get_object()
-        serializer = self.get_serializer(mailbox, data=request.data, partial=True)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        if not access.is_admin(request.user):
+    def update_object(self, instance: Mailbox, data: dict[str, Any]) -> None:
+        if not access.is_admin(self.request.user):
             refused = {"quota", "active"} & set(data)
             if refused:
                 raise PermissionDenied(
                     f"only an administrator may change {', '.join(sorted(refused))}")
         services.update_mailbox(
-            mailbox, quota=data.get("quota"), active=data.get("active"),
+            instance, quota=data.get("quota"), active=data.get("active"),
             display_name=data.get("user", {}).get("display_name"), password=data.get("password"),
         )
-        return self.changed(mailbox)
 
     def perform_destroy(self, instance: Mailbox) -> None:
         services.delete_mailbox(instance)
@@ -218,22 +209,13 @@ class AliasViewSet(CrudViewSet):
     def get_queryset(self) -> QuerySet[Alias]:
         return access.aliases_for(self.request.user).select_related("domain")
 
-    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        serializer = self.get_serializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        check_domain_rights(request.user, data["address"])
-        alias = services.create_alias(data["address"], data["destinations"])
-        return self.created(alias)
+    def create_object(self, data: dict[str, Any]) -> Alias:
+        check_domain_rights(self.request.user, data["address"])
+        return services.create_alias(data["address"], data["destinations"])
 
-    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        alias = self.get_object()
-        serializer = self.get_serializer(alias, data=request.data, partial=True)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        services.update_alias(alias, destinations=data.get("destinations"),
+    def update_object(self, instance: Alias, data: dict[str, Any]) -> None:
+        services.update_alias(instance, destinations=data.get("destinations"),
                               active=data.get("active"))
-        return self.changed(alias)
 
     def perform_destroy(self, instance: Alias) -> None:
         services.delete_alias(instance)
@@ -254,8 +236,8 @@ class MeView(generics.GenericAPIView):
         mailbox = (Mailbox.objects.select_related("domain", "user")
                    .annotate(used_bytes=usage_expression("mailbox"))
                    .filter(user=user).first())
-        if mailbox is not None:
-            user.mailbox = mailbox
+        # Cached even when None, so that serializing asks no further query.
+        User.mailbox.related.set_cached_value(user, mailbox)
         return user
 
     def get(self, request: Request) -> Response:

@@ -22,6 +22,7 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Model
 
 from apps.directory.addresses import (
     normalize_address,
@@ -145,15 +146,9 @@ def update_account(
             raise Invalid("display name too long", field="display_name")
     if password is not None:
         _validate_password(password, user)
-    changed = []
-    if display_name is not None:
-        user.display_name = display_name
-        changed.append("display_name")
-    if password is not None:
         user.set_password(password)
-        changed.append("password")
-    if changed:
-        user.save(update_fields=changed)
+    _save_changes(user, display_name=display_name,
+                  password=None if password is None else user.password)
     return user
 
 
@@ -186,6 +181,15 @@ def create_alias(address: str, destinations: Iterable[str]) -> Alias:
         )
 
 
+def _save_changes(instance: Model, **values: object) -> None:
+    """Set the fields given a value other than None, and save only those."""
+    changed = [name for name, value in values.items() if value is not None]
+    for name in changed:
+        setattr(instance, name, values[name])
+    if changed:
+        instance.save(update_fields=changed)
+
+
 def update_domain(
     domain: Domain, *, active: bool | None = None, default_quota: int | None = None,
     max_mailboxes: int | None = None,
@@ -193,12 +197,8 @@ def update_domain(
     """Change a domain's settings; None leaves a setting as it is. A disabled
     domain refuses its mail (550 5.2.1) and its logins at once."""
     _check_limits(default_quota=default_quota, max_mailboxes=max_mailboxes)
-    changes = {"active": active, "default_quota": default_quota, "max_mailboxes": max_mailboxes}
-    changed = [name for name, value in changes.items() if value is not None]
-    for name in changed:
-        setattr(domain, name, changes[name])
-    if changed:
-        domain.save(update_fields=changed)
+    _save_changes(domain, active=active, default_quota=default_quota,
+                  max_mailboxes=max_mailboxes)
     return domain
 
 
@@ -221,15 +221,7 @@ def update_mailbox(
     _check_limits(quota=quota)
     with transaction.atomic():
         update_account(mailbox.user, display_name=display_name, password=password)
-        changed = []
-        if quota is not None:
-            mailbox.quota = quota
-            changed.append("quota")
-        if active is not None:
-            mailbox.active = active
-            changed.append("active")
-        if changed:
-            mailbox.save(update_fields=changed)
+        _save_changes(mailbox, quota=quota, active=active)
     return mailbox
 
 
@@ -242,15 +234,8 @@ def delete_mailbox(mailbox: Mailbox) -> None:
 def update_alias(
     alias: Alias, *, destinations: Iterable[str] | None = None, active: bool | None = None,
 ) -> Alias:
-    changed = []
-    if destinations is not None:
-        alias.destinations = _alias_targets(destinations)
-        changed.append("destinations")
-    if active is not None:
-        alias.active = active
-        changed.append("active")
-    if changed:
-        alias.save(update_fields=changed)
+    targets = None if destinations is None else _alias_targets(destinations)
+    _save_changes(alias, destinations=targets, active=active)
     return alias
 
 
