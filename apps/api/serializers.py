@@ -55,11 +55,16 @@ class MailboxSerializer(serializers.ModelSerializer):
                                          allow_blank=True, max_length=200)
     domain = serializers.CharField(source="domain.name", read_only=True)
     used_bytes = serializers.IntegerField(read_only=True)
+    forward_to = serializers.ListField(
+        child=serializers.CharField(max_length=320), read_only=True,
+        help_text="addresses each message is forwarded to (set with PATCH)")
+    forward_keep_copy = serializers.BooleanField(
+        read_only=True, help_text="keep a copy here when forwarding")
 
     class Meta:
         model = Mailbox
         fields = ["id", "address", "password", "domain", "display_name", "quota", "used_bytes",
-                  "active", "created"]
+                  "active", "forward_to", "forward_keep_copy", "created"]
         read_only_fields = ["created"]
 
 
@@ -68,6 +73,11 @@ class MailboxUpdateSerializer(MailboxSerializer):
     password = serializers.CharField(write_only=True, required=False, max_length=4096,
                                      style={"input_type": "password"})
     quota = byte_count(required=False, help_text="bytes; 0: unlimited")
+    forward_to = serializers.ListField(
+        child=serializers.CharField(max_length=320), required=False, max_length=1000,
+        help_text="addresses each message is forwarded to; [] turns forwarding off")
+    forward_keep_copy = serializers.BooleanField(
+        required=False, help_text="keep a copy here when forwarding")
 
 
 class AliasSerializer(serializers.ModelSerializer):

@@ -165,6 +165,7 @@ class MailboxViewSet(CrudViewSet):
         services.update_mailbox(
             instance, quota=data.get("quota"), active=data.get("active"),
             display_name=data.get("user", {}).get("display_name"), password=data.get("password"),
+            forward_to=data.get("forward_to"), forward_keep_copy=data.get("forward_keep_copy"),
         )
 
     def perform_destroy(self, instance: Mailbox) -> None:

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # --- provisioning -----------------------------------------------------------------
 
+MAX_FORWARDS = 50
+
 
 @contextmanager
 def _about(field_name: str) -> Iterator[None]:
@@ -212,16 +214,30 @@ def delete_domain(domain: Domain) -> None:
         domain.delete()
 
 
+def _forward_targets(mailbox: Mailbox, destinations: Iterable[str]) -> list[str]:
+    with _about("forward_to"):
+        targets = list(dict.fromkeys(normalize_address(d) for d in destinations))
+    if mailbox.address in targets:
+        raise Invalid("a mailbox cannot forward to itself", field="forward_to")
+    if len(targets) > MAX_FORWARDS:
+        raise Invalid(f"at most {MAX_FORWARDS} forwarding addresses", field="forward_to")
+    return targets
+
+
 def update_mailbox(
     mailbox: Mailbox, *, quota: int | None = None, active: bool | None = None,
     display_name: str | None = None, password: str | None = None,
+    forward_to: Iterable[str] | None = None, forward_keep_copy: bool | None = None,
 ) -> Mailbox:
     """Change a mailbox and its account; None leaves a setting as it is. A
-    disabled mailbox refuses its mail (550 5.2.1) and its logins at once."""
+    disabled mailbox refuses its mail (550 5.2.1) and its logins at once; an
+    empty ``forward_to`` turns forwarding off."""
     _check_limits(quota=quota)
+    forwards = None if forward_to is None else _forward_targets(mailbox, forward_to)
     with transaction.atomic():
         update_account(mailbox.user, display_name=display_name, password=password)
-        _save_changes(mailbox, quota=quota, active=active)
+        _save_changes(mailbox, quota=quota, active=active, forward_to=forwards,
+                      forward_keep_copy=forward_keep_copy)
     return mailbox
 
 
@@ -306,7 +322,11 @@ def resolve(address: str) -> Resolution:
             if mailbox is not None:
                 if not mailbox.active:
                     raise Disabled(f"mailbox {mailbox.address} is disabled")
-                if mailbox.pk not in seen_mailboxes:
+                for destination in mailbox.forward_to:
+                    d_local, d_domain = split_address(destination)
+                    expand(d_local, d_domain, path, depth + 1)
+                keep = mailbox.forward_keep_copy or not mailbox.forward_to
+                if keep and mailbox.pk not in seen_mailboxes:
                     seen_mailboxes.add(mailbox.pk)
                     result.mailboxes.append(mailbox)
                 return True

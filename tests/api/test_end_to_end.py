@@ -5,6 +5,7 @@ import smtplib
 import pytest
 
 from apps.directory import services
+from tests.factories import make_mailbox
 from tests.smtp.helpers import make_message, stored
 
 PASSWORD = "set through the api"
@@ -51,3 +52,23 @@ def test_provision_then_deliver_and_log_in(transactional_db, as_root, smtp_port)
     assert code == 550 and text.startswith(b"5.2.1")
     assert services.authenticate("new@fresh.example", PASSWORD) is None
     assert len(stored("new@fresh.example")) == 1
+
+
+@pytest.mark.slow
+def test_forwarding_set_by_the_user_applies_to_smtp_delivery(
+        transactional_db, as_alice, alice, smtp_port):
+    make_mailbox("bob@ours.example")
+    response = as_alice.patch(f"/api/v1/mailboxes/{alice.pk}/",
+                              {"forward_to": ["bob@ours.example"]}, format="json")
+    assert response.status_code == 200
+    message = make_message("alice@ours.example", subject="both of you")
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        assert client.sendmail("sender@remote.example", ["alice@ours.example"], message) == {}
+    assert [m.endswith(message) for m in stored("alice@ours.example")] == [True]
+    assert [m.endswith(message) for m in stored("bob@ours.example")] == [True]
+
+    as_alice.patch(f"/api/v1/mailboxes/{alice.pk}/", {"forward_keep_copy": False},
+                   format="json")
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        client.sendmail("sender@remote.example", ["alice@ours.example"], message)
+    assert (len(stored("alice@ours.example")), len(stored("bob@ours.example"))) == (1, 2)

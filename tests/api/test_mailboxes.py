@@ -171,3 +171,29 @@ def test_disabling_a_domain_stops_its_logins(as_root, ours, alice):
     assert as_root.patch(f"/api/v1/domains/{ours.pk}/", {"active": False},
                          format="json").status_code == 200
     assert services.authenticate("alice@ours.example", PASSWORD) is None
+
+
+def test_mailbox_user_sets_their_own_forwarding(as_alice, alice, zed):
+    response = as_alice.patch(f"/api/v1/mailboxes/{alice.pk}/", {
+        "forward_to": ["Zed@theirs.example", "me@elsewhere.example"],
+        "forward_keep_copy": False}, format="json")
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["forward_to"] == ["zed@theirs.example", "me@elsewhere.example"]
+    assert body["forward_keep_copy"] is False
+    resolution = services.resolve("alice@ours.example")
+    assert [m.address for m in resolution.mailboxes] == ["zed@theirs.example"]
+    assert resolution.external == ["me@elsewhere.example"]
+
+    response = as_alice.patch(f"/api/v1/mailboxes/{alice.pk}/",
+                              {"forward_to": ["alice@ours.example"]}, format="json")
+    assert response.status_code == 400 and "forward_to" in response.json()
+    assert as_alice.patch(f"/api/v1/mailboxes/{zed.pk}/", {"forward_to": ["x@y.example"]},
+                          format="json").status_code == 404
+    zed.refresh_from_db()
+    assert zed.forward_to == []
+    response = as_alice.patch(f"/api/v1/mailboxes/{alice.pk}/", {"forward_to": []},
+                              format="json")
+    assert response.json()["forward_to"] == []
+    assert [m.address for m in services.resolve("alice@ours.example").mailboxes] == [
+        "alice@ours.example"]
