@@ -197,3 +197,13 @@ def test_mailbox_user_sets_their_own_forwarding(as_alice, alice, zed):
     assert response.json()["forward_to"] == []
     assert [m.address for m in services.resolve("alice@ours.example").mailboxes] == [
         "alice@ours.example"]
+
+
+def test_a_create_race_lost_to_the_unique_constraint_is_a_conflict(as_root, alice, monkeypatch):
+    # As if another request created the address between the check and the insert.
+    monkeypatch.setattr(services, "_address_taken", lambda address: False)
+    response = as_root.post("/api/v1/mailboxes/", {
+        "address": "alice@ours.example", "password": "long enough pw"}, format="json")
+    assert response.status_code == 409
+    assert Mailbox.objects.filter(address="alice@ours.example").count() == 1
+    assert as_root.get("/api/v1/mailboxes/").json()["count"] == 1
