@@ -91,6 +91,10 @@ class Mailbox(models.Model):
     quota = models.BigIntegerField(help_text="bytes; 0 means unlimited")
     active = models.BooleanField(default=True)
     created = models.DateTimeField(default=timezone.now)
+    # Forwarding set by the mailbox's own user: each message also goes to these
+    # addresses, and stays here too unless forward_keep_copy is off.
+    forward_to = models.JSONField(default=list, blank=True)
+    forward_keep_copy = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["address"]

@@ -12,7 +12,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -21,6 +22,7 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Model
 
 from apps.directory.addresses import (
     normalize_address,
@@ -37,13 +39,32 @@ log = logging.getLogger(__name__)
 
 # --- provisioning -----------------------------------------------------------------
 
+MAX_FORWARDS = 50
+
+
+@contextmanager
+def _about(field_name: str) -> Iterator[None]:
+    """Name the input field that an Invalid raised inside was about (the API
+    answers with field-level errors), unless it already names one."""
+    try:
+        yield
+    except Invalid as error:
+        error.context.setdefault("field", field_name)
+        raise
+
+
+def _check_limits(**limits: int | None) -> None:
+    for name, value in limits.items():
+        if value is not None and value < 0:
+            raise Invalid(f"{name.replace('_', ' ')} must not be negative", field=name)
+
 
 def create_domain(
     name: str, *, default_quota: int | None = None, max_mailboxes: int = 0, active: bool = True
 ) -> Domain:
-    ascii_name = normalize_domain(name)
-    if default_quota is not None and default_quota < 0:
-        raise Invalid("default quota must not be negative", field="default_quota")
+    with _about("name"):
+        ascii_name = normalize_domain(name)
+    _check_limits(default_quota=default_quota, max_mailboxes=max_mailboxes)
     with transaction.atomic():
         if Domain.objects.filter(name=ascii_name).exists():
             raise Conflict(f"domain {ascii_name} exists already", field="name")
@@ -85,7 +106,8 @@ def _address_taken(address: str) -> bool:
 def create_mailbox(
     address: str, password: str, *, quota: int | None = None, display_name: str = ""
 ) -> Mailbox:
-    local, domain_name = split_address(address)
+    with _about("address"):
+        local, domain_name = split_address(address)
     address = f"{local}@{domain_name}"
     with transaction.atomic():
         domain = _hosted_domain(domain_name)
@@ -96,8 +118,7 @@ def create_mailbox(
                 f"domain {domain.name} has reached its limit of {domain.max_mailboxes} mailboxes",
                 field="address",
             )
-        if quota is not None and quota < 0:
-            raise Invalid("quota must not be negative", field="quota")
+        _check_limits(quota=quota)
         user = User(email=address, display_name=display_name, role=Role.MAILBOX_USER)
         _validate_password(password, user)
         user.set_password(password)
@@ -112,9 +133,25 @@ def create_mailbox(
 
 
 def set_password(user: User, password: str) -> None:
-    _validate_password(password, user)
-    user.set_password(password)
-    user.save(update_fields=["password"])
+    update_account(user, password=password)
+
+
+def update_account(
+    user: User, *, display_name: str | None = None, password: str | None = None
+) -> User:
+    """Change an account's display name and password; None leaves it as it is.
+    A new password takes effect for every protocol at once (authenticate()
+    keys its cache on the stored hash)."""
+    if display_name is not None:
+        display_name = display_name.strip()
+        if len(display_name) > User._meta.get_field("display_name").max_length:  # type: ignore[operator]
+            raise Invalid("display name too long", field="display_name")
+    if password is not None:
+        _validate_password(password, user)
+        user.set_password(password)
+    _save_changes(user, display_name=display_name,
+                  password=None if password is None else user.password)
+    return user
 
 
 def _split_alias_address(address: str) -> tuple[str, str]:
@@ -124,20 +161,102 @@ def _split_alias_address(address: str) -> tuple[str, str]:
     return split_address(address)
 
 
-def create_alias(address: str, destinations: Iterable[str]) -> Alias:
-    local, domain_name = _split_alias_address(address)
-    address = f"{local}@{domain_name}"
-    targets = [normalize_address(d) for d in destinations]
+def _alias_targets(destinations: Iterable[str]) -> list[str]:
+    with _about("destinations"):
+        targets = [normalize_address(d) for d in destinations]
     if not targets:
         raise Invalid("an alias needs at least one destination", field="destinations")
+    return list(dict.fromkeys(targets))
+
+
+def create_alias(address: str, destinations: Iterable[str]) -> Alias:
+    with _about("address"):
+        local, domain_name = _split_alias_address(address)
+    address = f"{local}@{domain_name}"
+    targets = _alias_targets(destinations)
     with transaction.atomic():
         domain = _hosted_domain(domain_name)
         if _address_taken(address):
             raise Conflict(f"{address} exists already", field="address")
         return Alias.objects.create(
-            domain=domain, local_part=local, address=address,
-            destinations=list(dict.fromkeys(targets)),
+            domain=domain, local_part=local, address=address, destinations=targets,
         )
+
+
+def _save_changes(instance: Model, **values: object) -> None:
+    """Set the fields given a value other than None, and save only those."""
+    changed = [name for name, value in values.items() if value is not None]
+    for name in changed:
+        setattr(instance, name, values[name])
+    if changed:
+        instance.save(update_fields=changed)
+
+
+def update_domain(
+    domain: Domain, *, active: bool | None = None, default_quota: int | None = None,
+    max_mailboxes: int | None = None,
+) -> Domain:
+    """Change a domain's settings; None leaves a setting as it is. A disabled
+    domain refuses its mail (550 5.2.1) and its logins at once."""
+    _check_limits(default_quota=default_quota, max_mailboxes=max_mailboxes)
+    _save_changes(domain, active=active, default_quota=default_quota,
+                  max_mailboxes=max_mailboxes)
+    return domain
+
+
+def delete_domain(domain: Domain) -> None:
+    """Remove an empty domain and its aliases; one that still has mailboxes is
+    refused, so that no mail store disappears as a side effect."""
+    with transaction.atomic():
+        count = domain.mailboxes.count()
+        if count:
+            raise Conflict(f"domain {domain.name} still has {count} mailboxes", field="name")
+        domain.delete()
+
+
+def _forward_targets(mailbox: Mailbox, destinations: Iterable[str]) -> list[str]:
+    with _about("forward_to"):
+        targets = list(dict.fromkeys(normalize_address(d) for d in destinations))
+    if mailbox.address in targets:
+        raise Invalid("a mailbox cannot forward to itself", field="forward_to")
+    if len(targets) > MAX_FORWARDS:
+        raise Invalid(f"at most {MAX_FORWARDS} forwarding addresses", field="forward_to")
+    return targets
+
+
+def update_mailbox(
+    mailbox: Mailbox, *, quota: int | None = None, active: bool | None = None,
+    display_name: str | None = None, password: str | None = None,
+    forward_to: Iterable[str] | None = None, forward_keep_copy: bool | None = None,
+) -> Mailbox:
+    """Change a mailbox and its account; None leaves a setting as it is. A
+    disabled mailbox refuses its mail (550 5.2.1) and its logins at once; an
+    empty ``forward_to`` turns forwarding off."""
+    _check_limits(quota=quota)
+    forwards = None if forward_to is None else _forward_targets(mailbox, forward_to)
+    with transaction.atomic():
+        update_account(mailbox.user, display_name=display_name, password=password)
+        _save_changes(mailbox, quota=quota, active=active, forward_to=forwards,
+                      forward_keep_copy=forward_keep_copy)
+    return mailbox
+
+
+def delete_mailbox(mailbox: Mailbox) -> None:
+    """Remove a mailbox with its account, folders and messages (the blobs are
+    collected later by the store's housekeeping)."""
+    mailbox.user.delete()
+
+
+def update_alias(
+    alias: Alias, *, destinations: Iterable[str] | None = None, active: bool | None = None,
+) -> Alias:
+    targets = None if destinations is None else _alias_targets(destinations)
+    _save_changes(alias, destinations=targets, active=active)
+    return alias
+
+
+def delete_alias(alias: Alias) -> None:
+    alias.delete()
 
 
 # --- resolution -------------------------------------------------------------------
@@ -214,7 +333,11 @@ def resolve(address: str) -> Resolution:
             if mailbox is not None:
                 if not mailbox.active:
                     raise Disabled(f"mailbox {mailbox.address} is disabled")
-                if mailbox.pk not in seen_mailboxes:
+                for destination in mailbox.forward_to:
+                    d_local, d_domain = split_address(destination)
+                    expand(d_local, d_domain, path, depth + 1)
+                keep = mailbox.forward_keep_copy or not mailbox.forward_to
+                if keep and mailbox.pk not in seen_mailboxes:
                     seen_mailboxes.add(mailbox.pk)
                     result.mailboxes.append(mailbox)
                 return True

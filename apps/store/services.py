@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import models, transaction
-from django.db.models import F, Sum
+from django.db.models import F, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.directory.models import Mailbox
@@ -85,6 +86,16 @@ def _usage(mailbox_ids: Iterable[int]) -> dict[int, int]:
     for row in rows:
         usage[row["mailbox_id"]] = row["used"] or 0
     return usage
+
+
+def usage_expression(mailbox_lookup: str) -> Coalesce:
+    """Bytes used, as an expression to annotate a whole queryset in its one
+    query (a list page of mailboxes or domains). ``mailbox_lookup`` leads from a
+    folder to the outer row: ``"mailbox"`` for Mailbox, ``"mailbox__domain"``
+    for Domain."""
+    used = (Folder.objects.filter(**{mailbox_lookup: OuterRef("pk")}).order_by()
+            .values(mailbox_lookup).annotate(used=Sum("total_size")).values("used"))
+    return Coalesce(Subquery(used), 0, output_field=models.BigIntegerField())
 
 
 def quota_usage(mailbox: Mailbox) -> tuple[int, int]:

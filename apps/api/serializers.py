@@ -1,0 +1,134 @@
+"""Resource shapes. Serializers check types only; every rule (address syntax,
+IDNA, limits, duplicates) is the directory services' and comes back as a
+field-level error through apps.api.errors."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from apps.api.models import ApiToken
+from apps.directory.models import Alias, Domain, Mailbox, User
+
+# Quotas are bytes in a 64-bit column; 0 means unlimited.
+MAX_BYTES = 2**63 - 1
+
+
+def byte_count(**kwargs: object) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=0, max_value=MAX_BYTES, **kwargs)  # type: ignore[arg-type]
+
+
+class DomainSerializer(serializers.ModelSerializer):
+    name = serializers.CharField(max_length=255)
+    default_quota = byte_count(required=False, help_text="bytes for new mailboxes; 0: none")
+    max_mailboxes = serializers.IntegerField(
+        min_value=0, max_value=2**31 - 1, required=False, help_text="0: unlimited")
+    mailbox_count = serializers.IntegerField(read_only=True)
+    used_bytes = serializers.IntegerField(
+        read_only=True, help_text="bytes stored in all the domain's mailboxes")
+
+    class Meta:
+        model = Domain
+        fields = ["id", "name", "unicode_name", "active", "default_quota", "max_mailboxes",
+                  "mailbox_count", "used_bytes", "created"]
+        read_only_fields = ["unicode_name", "created"]
+
+
+class DomainUpdateSerializer(DomainSerializer):
+    name = serializers.CharField(read_only=True)
+
+
+class DnsRecordSerializer(serializers.Serializer):
+    type = serializers.CharField()
+    name = serializers.CharField()
+    value = serializers.CharField()
+    priority = serializers.IntegerField(allow_null=True)
+    purpose = serializers.CharField()
+
+
+class MailboxSerializer(serializers.ModelSerializer):
+    address = serializers.CharField(max_length=320)
+    password = serializers.CharField(write_only=True, max_length=4096,
+                                     style={"input_type": "password"})
+    quota = byte_count(required=False, allow_null=True,
+                       help_text="bytes; 0: unlimited; omitted or null: the domain's default")
+    display_name = serializers.CharField(source="user.display_name", required=False,
+                                         allow_blank=True, max_length=200)
+    domain = serializers.CharField(source="domain.name", read_only=True)
+    used_bytes = serializers.IntegerField(read_only=True)
+    forward_to = serializers.ListField(
+        child=serializers.CharField(max_length=320), read_only=True,
+        help_text="addresses each message is forwarded to (set with PATCH)")
+    forward_keep_copy = serializers.BooleanField(
+        read_only=True, help_text="keep a copy here when forwarding")
+
+    class Meta:
+        model = Mailbox
+        fields = ["id", "address", "password", "domain", "display_name", "quota", "used_bytes",
+                  "active", "forward_to", "forward_keep_copy", "created"]
+        read_only_fields = ["created"]
+
+
+class MailboxUpdateSerializer(MailboxSerializer):
+    address = serializers.CharField(read_only=True)
+    password = serializers.CharField(write_only=True, required=False, max_length=4096,
+                                     style={"input_type": "password"})
+    quota = byte_count(required=False, help_text="bytes; 0: unlimited")
+    forward_to = serializers.ListField(
+        child=serializers.CharField(max_length=320), required=False, max_length=1000,
+        help_text="addresses each message is forwarded to; [] turns forwarding off")
+    forward_keep_copy = serializers.BooleanField(
+        required=False, help_text="keep a copy here when forwarding")
+
+
+class AliasSerializer(serializers.ModelSerializer):
+    address = serializers.CharField(max_length=320,
+                                    help_text="local@domain, or @domain for a catch-all")
+    destinations = serializers.ListField(
+        child=serializers.CharField(max_length=320), max_length=1000,
+        help_text="local mailboxes or external addresses")
+    domain = serializers.CharField(source="domain.name", read_only=True)
+
+    class Meta:
+        model = Alias
+        fields = ["id", "address", "destinations", "domain", "is_catch_all", "active", "created"]
+        read_only_fields = ["is_catch_all", "created"]
+
+
+class AliasUpdateSerializer(AliasSerializer):
+    address = serializers.CharField(read_only=True)
+    destinations = serializers.ListField(
+        child=serializers.CharField(max_length=320), max_length=1000, required=False)
+
+
+class MeSerializer(serializers.ModelSerializer):
+    password = serializers.CharField(write_only=True, required=False, max_length=4096,
+                                     style={"input_type": "password"})
+    display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    administered_domains = serializers.SlugRelatedField(
+        slug_field="name", many=True, read_only=True)
+    mailbox = MailboxSerializer(read_only=True, allow_null=True)
+
+    class Meta:
+        model = User
+        fields = ["id", "email", "display_name", "role", "password", "administered_domains",
+                  "mailbox"]
+        read_only_fields = ["email", "role"]
+
+
+class ApiTokenSerializer(serializers.ModelSerializer):
+    account = serializers.CharField(
+        source="user.email", required=False, max_length=320,
+        help_text="login of the account the token is for (default: your own)")
+    name = serializers.CharField(required=False, allow_blank=True, max_length=100)
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "account", "prefix", "created"]
+        read_only_fields = ["prefix", "created"]
+
+
+class NewApiTokenSerializer(ApiTokenSerializer):
+    key = serializers.CharField(read_only=True, help_text="shown this once; only a digest is kept")
+
+    class Meta(ApiTokenSerializer.Meta):
+        fields = [*ApiTokenSerializer.Meta.fields, "key"]

@@ -1,0 +1,294 @@
+"""Provisioning API, version 1. Views are thin: pick the objects the caller
+may see (apps.api.access), call a directory service, format the answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_filters
+from django.conf import settings
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from drf_spectacular.utils import extend_schema
+from rest_framework import filters, generics, mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.serializers import BaseSerializer
+
+from apps.api import access, serializers
+from apps.api import services as token_services
+from apps.api.models import ApiToken
+from apps.directory import services
+from apps.directory.addresses import normalize_domain
+from apps.directory.dns import dns_records
+from apps.directory.models import Alias, Domain, Mailbox, Role, User
+from apps.store.services import usage_expression
+from mailhost.errors import Invalid, NotFound
+
+
+class CrudViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+    mixins.UpdateModelMixin, mixins.DestroyModelMixin, viewsets.GenericViewSet,
+):
+    """List, create, read, change (PATCH) and delete; writes go to a service."""
+
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    update_serializer_class: type[BaseSerializer]
+
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        if self.action in ("update", "partial_update"):
+            return self.update_serializer_class
+        return super().get_serializer_class()
+
+    def create_object(self, data: dict[str, Any]) -> Any:
+        raise NotImplementedError  # each resource calls its own service
+
+    def update_object(self, instance: Any, data: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        instance = self.create_object(serializer.validated_data)
+        return Response(self.shown(instance), status=status.HTTP_201_CREATED)
+
+    def partial_update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        instance = self.get_object()
+        serializer = self.get_serializer(instance, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        self.update_object(instance, serializer.validated_data)
+        return Response(self.shown(instance))
+
+    def shown(self, instance: Any) -> Any:
+        """The object as a list page shows it (annotations included)."""
+        return self.get_serializer(self.get_queryset().get(pk=instance.pk)).data
+
+
+# --- domains ---------------------------------------------------------------------
+
+
+class DomainFilter(django_filters.FilterSet):
+    class Meta:
+        model = Domain
+        fields = ["active"]
+
+
+class DomainViewSet(CrudViewSet):
+    serializer_class = serializers.DomainSerializer
+    update_serializer_class = serializers.DomainUpdateSerializer
+    permission_classes = [access.IsSuperadminOrReadOnly]
+    filterset_class = DomainFilter
+    search_fields = ["name"]
+    ordering_fields = ["name", "created", "active"]
+    ordering = ["name"]
+
+    def get_queryset(self) -> QuerySet[Domain]:
+        mailbox_count = (Mailbox.objects.filter(domain=OuterRef("pk")).order_by()
+                         .values("domain").annotate(n=Count("pk")).values("n"))
+        return access.domains_for(self.request.user).annotate(
+            mailbox_count=Coalesce(Subquery(mailbox_count), 0),
+            used_bytes=usage_expression("mailbox__domain"),
+        )
+
+    def create_object(self, data: dict[str, Any]) -> Domain:
+        return services.create_domain(
+            data["name"], default_quota=data.get("default_quota"),
+            max_mailboxes=data.get("max_mailboxes", 0), active=data.get("active", True),
+        )
+
+    def update_object(self, instance: Domain, data: dict[str, Any]) -> None:
+        services.update_domain(
+            instance, active=data.get("active"), default_quota=data.get("default_quota"),
+            max_mailboxes=data.get("max_mailboxes"),
+        )
+
+    def perform_destroy(self, instance: Domain) -> None:
+        services.delete_domain(instance)
+
+    @extend_schema(responses=serializers.DnsRecordSerializer(many=True))
+    @action(detail=True, methods=["get"], filter_backends=[],
+            pagination_class=None)
+    def dns_records(self, request: Request, pk: str | None = None) -> Response:
+        """The DNS records to publish for the domain (MX, SPF, DMARC, DKIM)."""
+        records = dns_records(self.get_object(), mail_host=settings.MAILHOST_HOSTNAME)
+        return Response(serializers.DnsRecordSerializer(records, many=True).data)
+
+
+# --- mailboxes -------------------------------------------------------------------
+
+
+class AddressFilter(django_filters.FilterSet):
+    domain = django_filters.CharFilter(method="filter_domain", help_text="domain name")
+
+    def filter_domain(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        try:
+            return queryset.filter(domain__name=normalize_domain(value))
+        except Invalid:
+            return queryset.none()
+
+
+class MailboxFilter(AddressFilter):
+    class Meta:
+        model = Mailbox
+        fields = ["domain", "active"]
+
+
+class MailboxViewSet(CrudViewSet):
+    serializer_class = serializers.MailboxSerializer
+    update_serializer_class = serializers.MailboxUpdateSerializer
+    permission_classes = [access.IsAdministratorOrSelfUpdate]
+    filterset_class = MailboxFilter
+    search_fields = ["address"]
+    ordering_fields = ["address", "created", "quota", "active", "used_bytes"]
+    ordering = ["address"]
+
+    def get_queryset(self) -> QuerySet[Mailbox]:
+        return (access.mailboxes_for(self.request.user).select_related("domain", "user")
+                .annotate(used_bytes=usage_expression("mailbox")))
+
+    def create_object(self, data: dict[str, Any]) -> Mailbox:
+        check_domain_rights(self.request.user, data["address"])
+        return services.create_mailbox(
+            data["address"], data["password"], quota=data.get("quota"),
+            display_name=data.get("user", {}).get("display_name", ""),
+        )
+
+    def update_object(self, instance: Mailbox, data: dict[str, Any]) -> None:
+        if not access.is_admin(self.request.user):
+            refused = {"quota", "active"} & set(data)
+            if refused:
+                raise PermissionDenied(
+                    f"only an administrator may change {', '.join(sorted(refused))}")
+        services.update_mailbox(
+            instance, quota=data.get("quota"), active=data.get("active"),
+            display_name=data.get("user", {}).get("display_name"), password=data.get("password"),
+            forward_to=data.get("forward_to"), forward_keep_copy=data.get("forward_keep_copy"),
+        )
+
+    def perform_destroy(self, instance: Mailbox) -> None:
+        services.delete_mailbox(instance)
+
+
+def check_domain_rights(user: User, address: str) -> None:
+    """403 for an address in a domain the caller does not administer. A bad
+    address, or one in a domain not hosted here, is left to the service, which
+    names the field."""
+    if user.role == Role.SUPERADMIN:
+        return
+    domain_name = address.strip().rpartition("@")[2]
+    try:
+        domain_name = normalize_domain(domain_name)
+    except Invalid:
+        return
+    if not access.may_manage_domain(user, domain_name):
+        raise PermissionDenied(f"you do not administer the domain {domain_name}")
+
+
+# --- aliases ---------------------------------------------------------------------
+
+
+class AliasFilter(AddressFilter):
+    class Meta:
+        model = Alias
+        fields = ["domain", "active"]
+
+
+class AliasViewSet(CrudViewSet):
+    """Aliases, catch-alls (``@domain``) and forwards to external addresses."""
+
+    serializer_class = serializers.AliasSerializer
+    update_serializer_class = serializers.AliasUpdateSerializer
+    permission_classes = [access.IsAdministrator]
+    filterset_class = AliasFilter
+    search_fields = ["address"]
+    ordering_fields = ["address", "created", "active"]
+    ordering = ["address"]
+
+    def get_queryset(self) -> QuerySet[Alias]:
+        return access.aliases_for(self.request.user).select_related("domain")
+
+    def create_object(self, data: dict[str, Any]) -> Alias:
+        check_domain_rights(self.request.user, data["address"])
+        return services.create_alias(data["address"], data["destinations"])
+
+    def update_object(self, instance: Alias, data: dict[str, Any]) -> None:
+        services.update_alias(instance, destinations=data.get("destinations"),
+                              active=data.get("active"))
+
+    def perform_destroy(self, instance: Alias) -> None:
+        services.delete_alias(instance)
+
+
+# --- the caller ------------------------------------------------------------------
+
+
+class MeView(generics.GenericAPIView):
+    """The signed-in account: its role, the domains it administers, its mailbox."""
+
+    serializer_class = serializers.MeSerializer
+    permission_classes = [IsAuthenticated]
+
+    def account(self) -> User:
+        user = (User.objects.prefetch_related("administered_domains")
+                .get(pk=self.request.user.pk))
+        mailbox = (Mailbox.objects.select_related("domain", "user")
+                   .annotate(used_bytes=usage_expression("mailbox"))
+                   .filter(user=user).first())
+        # Cached even when None, so that serializing asks no further query.
+        User.mailbox.related.set_cached_value(user, mailbox)
+        return user
+
+    def get(self, request: Request) -> Response:
+        return Response(self.get_serializer(self.account()).data)
+
+    def patch(self, request: Request) -> Response:
+        user = request.user
+        serializer = self.get_serializer(user, data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        services.update_account(
+            user, display_name=data.get("display_name"), password=data.get("password"))
+        return Response(self.get_serializer(self.account()).data)
+
+
+# --- tokens ----------------------------------------------------------------------
+
+
+class ApiTokenViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+    mixins.DestroyModelMixin, viewsets.GenericViewSet,
+):
+    """API tokens: yours, and for administrators those of the accounts they manage."""
+
+    serializer_class = serializers.ApiTokenSerializer
+    permission_classes = [IsAuthenticated]
+    filter_backends = [filters.OrderingFilter]
+    ordering_fields = ["created", "name"]
+    ordering = ["-created", "-id"]
+
+    def get_queryset(self) -> QuerySet[ApiToken]:
+        return access.tokens_for(self.request.user).select_related("user")
+
+    @extend_schema(responses={201: serializers.NewApiTokenSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        login = data.get("user", {}).get("email")
+        account = request.user
+        if login is not None:
+            found = access.accounts_for(request.user).filter(email=login.strip().lower()).first()
+            if found is None:
+                raise NotFound(f"no account {login} that you manage", field="account")
+            account = found
+        token, key = token_services.create_token(account, name=data.get("name", ""))
+        token.key = key  # type: ignore[attr-defined]
+        return Response(serializers.NewApiTokenSerializer(token).data,
+                        status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance: ApiToken) -> None:
+        token_services.revoke_token(instance)
+

@@ -1,0 +1,114 @@
+"""/api/v1/domains/ with each role."""
+
+from django.test import override_settings
+
+from apps.directory.models import Domain
+from tests.factories import make_mailbox
+
+
+def test_superadmin_creates_a_domain_from_its_name(as_root):
+    response = as_root.post("/api/v1/domains/", {"name": "Bücher.Example"}, format="json")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["name"] == "xn--bcher-kva.example"
+    assert body["unicode_name"] == "bücher.example"
+    assert body["active"] is True and body["mailbox_count"] == 0 and body["used_bytes"] == 0
+    assert Domain.objects.filter(name="xn--bcher-kva.example").exists()
+
+
+def test_bad_and_duplicate_domain_names_are_field_errors(as_root, ours):
+    response = as_root.post("/api/v1/domains/", {"name": "no_such thing"}, format="json")
+    assert response.status_code == 400
+    assert list(response.json()) == ["name"]
+    response = as_root.post("/api/v1/domains/", {"name": "OURS.example."}, format="json")
+    assert response.status_code == 409
+    assert "exists" in response.json()["name"][0]
+    response = as_root.post("/api/v1/domains/", {"name": "x.example", "default_quota": -1},
+                            format="json")
+    assert response.status_code == 400 and "default_quota" in response.json()
+    assert not Domain.objects.filter(name="x.example").exists()
+
+
+def test_list_is_paginated_and_filterable(as_root, ours, theirs):
+    Domain.objects.filter(pk=theirs.pk).update(active=False)
+    body = as_root.get("/api/v1/domains/").json()
+    assert set(body) == {"count", "next", "previous", "results"}
+    assert [d["name"] for d in body["results"]] == ["ours.example", "theirs.example"]
+    body = as_root.get("/api/v1/domains/?active=false").json()
+    assert [d["name"] for d in body["results"]] == ["theirs.example"]
+    body = as_root.get("/api/v1/domains/?search=thei").json()
+    assert [d["name"] for d in body["results"]] == ["theirs.example"]
+    body = as_root.get("/api/v1/domains/?ordering=-name&page_size=1").json()
+    assert body["count"] == 2 and [d["name"] for d in body["results"]] == ["theirs.example"]
+    assert "page=2" in body["next"]
+
+
+def test_superadmin_changes_limits_and_disables(as_root, ours):
+    response = as_root.patch(f"/api/v1/domains/{ours.pk}/",
+                             {"active": False, "max_mailboxes": 3, "name": "renamed.example"},
+                             format="json")
+    assert response.status_code == 200
+    ours.refresh_from_db()
+    assert (ours.active, ours.max_mailboxes, ours.name) == (False, 3, "ours.example")
+
+
+def test_a_domain_with_mailboxes_is_not_deleted(as_root, ours, alice, theirs):
+    response = as_root.delete(f"/api/v1/domains/{ours.pk}/")
+    assert response.status_code == 409 and "mailboxes" in response.json()["name"][0]
+    assert Domain.objects.filter(pk=ours.pk).exists()
+    assert as_root.delete(f"/api/v1/domains/{theirs.pk}/").status_code == 204
+    assert not Domain.objects.filter(pk=theirs.pk).exists()
+
+
+def test_domain_admin_sees_only_their_domains_and_changes_none(as_admin, ours, theirs):
+    body = as_admin.get("/api/v1/domains/").json()
+    assert [d["name"] for d in body["results"]] == ["ours.example"]
+    assert as_admin.get(f"/api/v1/domains/{theirs.pk}/").status_code == 404
+    assert as_admin.get(f"/api/v1/domains/{ours.pk}/").status_code == 200
+    for response in (
+        as_admin.post("/api/v1/domains/", {"name": "new.example"}, format="json"),
+        as_admin.patch(f"/api/v1/domains/{ours.pk}/", {"max_mailboxes": 0}, format="json"),
+        as_admin.patch(f"/api/v1/domains/{theirs.pk}/", {"active": False}, format="json"),
+        as_admin.delete(f"/api/v1/domains/{theirs.pk}/"),
+    ):
+        assert response.status_code in (403, 404)
+    assert not Domain.objects.filter(name="new.example").exists()
+    assert Domain.objects.filter(name="theirs.example", active=True).exists()
+
+
+def test_mailbox_user_sees_no_domain(as_alice, ours):
+    assert as_alice.get("/api/v1/domains/").json()["count"] == 0
+    assert as_alice.get(f"/api/v1/domains/{ours.pk}/").status_code == 404
+    assert as_alice.get(f"/api/v1/domains/{ours.pk}/dns_records/").status_code == 404
+    response = as_alice.post("/api/v1/domains/", {"name": "mine.example"}, format="json")
+    assert response.status_code == 403
+    assert not Domain.objects.filter(name="mine.example").exists()
+
+
+def test_without_credentials_401_and_with_a_wrong_token_401(client, ours):
+    response = client.get("/api/v1/domains/")
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
+    response = client.get("/api/v1/domains/", HTTP_AUTHORIZATION="Token mh_not-a-key")
+    assert response.status_code == 401
+
+
+def test_domain_quota_shows_mailbox_count_and_usage(as_root, ours, alice):
+    from apps.store import services as store
+
+    make_mailbox("bob@ours.example")
+    store.deliver([alice], b"Subject: hi\r\n\r\n" + b"x" * 1000)
+    body = as_root.get(f"/api/v1/domains/{ours.pk}/").json()
+    assert body["mailbox_count"] == 2
+    assert body["used_bytes"] == 1000 + len(b"Subject: hi\r\n\r\n")
+
+
+@override_settings(MAILHOST_HOSTNAME="mx.provider.example")
+def test_dns_records_of_a_domain(as_admin, ours, theirs):
+    response = as_admin.get(f"/api/v1/domains/{ours.pk}/dns_records/")
+    assert response.status_code == 200
+    records = {(r["type"], r["name"]): r for r in response.json()}
+    assert records[("MX", "ours.example")]["value"] == "mx.provider.example"
+    assert records[("MX", "ours.example")]["priority"] == 10
+    assert records[("TXT", "ours.example")]["value"] == "v=spf1 mx -all"
+    assert records[("TXT", "_dmarc.ours.example")]["value"].startswith("v=DMARC1; p=")
+    assert as_admin.get(f"/api/v1/domains/{theirs.pk}/dns_records/").status_code == 404
