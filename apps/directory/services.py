@@ -291,9 +291,9 @@ def resolve(address: str) -> Resolution:
     """
     local, domain_name = split_address(address)
     normalized = f"{local}@{domain_name}"
-    # The common case, a plain mailbox, in one query.
+    # The common case, a plain mailbox that does not forward, in one query.
     direct = Mailbox.objects.select_related("domain").filter(address=normalized).first()
-    if direct is not None:
+    if direct is not None and not direct.forward_to:
         if not direct.domain.active:
             raise Disabled(f"domain {domain_name} is disabled")
         if not direct.active:
@@ -359,8 +359,6 @@ def resolve(address: str) -> Resolution:
     if not result.mailboxes and not result.external:
         raise NotFound(f"{normalized} resolves to nothing (alias loop)")
     return result
-
-
 
 
 # --- authentication ---------------------------------------------------------------
