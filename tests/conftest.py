@@ -21,6 +21,12 @@ from apps.mailservers.listeners import RunningListener, start_listeners, stop_li
 from apps.mailservers.tls import certificate_paths, server_context
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# No test queries real DNS; mail is checked and filed before the 250 so that a
+# test sees it in the mailbox at once (apps/antispam). Processes started by
+# tests inherit these.
+os.environ.setdefault("MAILHOST_DNS_RESOLVER", "tests.antispam.fakedns.FakeResolver")
+os.environ.setdefault("MAILHOST_ANTISPAM_INLINE", "1")
 CORPORA = ROOT.parent / "shared" / "corpora"
 
 
@@ -28,6 +34,8 @@ CORPORA = ROOT.parent / "shared" / "corpora"
 def _isolated(settings, tmp_path: Path) -> Iterator[None]:
     """Each test gets its own blob store and an empty cache (lockout counters)."""
     settings.MAILHOST_STORAGE_ROOT = tmp_path / "messages"
+    settings.MAILHOST_DNS_RESOLVER = os.environ["MAILHOST_DNS_RESOLVER"]
+    settings.MAILHOST_ANTISPAM_INLINE = True
     cache.clear()
     yield
 

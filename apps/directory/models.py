@@ -12,6 +12,7 @@ class Domain(models.Model):
     active = models.BooleanField(default=True)
     default_quota = models.BigIntegerField(help_text="bytes; 0 means unlimited")
     max_mailboxes = models.PositiveIntegerField(default=0, help_text="0 means unlimited")
+    greylisting = models.BooleanField(default=False, help_text="defer first-time senders")
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -91,6 +92,8 @@ class Mailbox(models.Model):
     quota = models.BigIntegerField(help_text="bytes; 0 means unlimited")
     active = models.BooleanField(default=True)
     created = models.DateTimeField(default=timezone.now)
+    spam_threshold = models.FloatField(
+        null=True, blank=True, help_text="spam score filed into Junk; empty: the site default")
 
     class Meta:
         ordering = ["address"]
