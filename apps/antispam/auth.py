@@ -74,13 +74,29 @@ def verify_dkim(data: bytes) -> list[DkimResult]:
             continue
         domain = tags.get(b"d", b"").decode("ascii", "replace").lower()
         selector = tags.get(b"s", b"").decode("ascii", "replace")
+        found_key: list[bool] = []
+
+        def dnsfunc(name: bytes | str, timeout: int = 5,
+                    found: list[bool] = found_key) -> bytes | None:
+            record = dns.dkim_dnsfunc(name, timeout)
+            found.append(record is not None)
+            return record
+
         try:
-            good = verifier.verify(index, dnsfunc=dns.dkim_dnsfunc)
-        except DnsTemporaryError:
+            good = verifier.verify(index, dnsfunc=dnsfunc)
+        except (DnsTemporaryError, dkim.DnsTimeoutError):
             results.append(DkimResult("temperror", domain, selector))
+            continue
+        except dkim.ValidationError as error:  # e.g. body hash mismatch
+            log.info("dkim fail d=%s: %s", domain, error)
+            results.append(DkimResult("fail", domain, selector))
             continue
         except Exception as error:  # malformed signature or key: RFC 6376 §6.1 PERMFAIL
             log.info("dkim permerror d=%s: %s", domain, error)
+            results.append(DkimResult("permerror", domain, selector))
+            continue
+        if not good and found_key == [False]:
+            # RFC 6376 §6.1.2: no key record is a PERMFAIL, not a bad signature.
             results.append(DkimResult("permerror", domain, selector))
             continue
         results.append(DkimResult("pass" if good else "fail", domain, selector))
