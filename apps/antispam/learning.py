@@ -115,37 +115,38 @@ def _apply(model: BayesModel, spam_delta: Counter[str], ham_delta: Counter[str])
 
 def classify_tokens(
     tokens: set[str], mailbox_ids: Sequence[int] = (),
-) -> dict[int | None, bayes.Score]:
+) -> dict[int | None, bayes.Score | None]:
     """Scores of one message for the global model (key None) and for each
-    mailbox (global plus that user's counts), from one query for the counts."""
+    mailbox (global plus that user's counts), from one query for the counts;
+    None where the model has learnt too little to judge."""
     models = list(BayesModel.objects.filter(mailbox__isnull=True).order_by("pk")[:1])
-    models += list(BayesModel.objects.filter(mailbox_id__in=list(mailbox_ids)))
-    if not models:
-        return {None: bayes.Score(0.5, [])}
+    glob = models[0] if models else None
+    users = {m.mailbox_id: m for m in BayesModel.objects.filter(mailbox_id__in=list(mailbox_ids))}
+    models += users.values()
     by_model: dict[int, dict[str, bayes.Counts]] = {m.pk: {} for m in models}
     for chunk in _chunks(sorted(tokens)):
         for model_id, token, spam, ham in BayesToken.objects.filter(
                 model__in=models, token__in=chunk).values_list(
                     "model_id", "token", "spam_count", "ham_count"):
             by_model[model_id][token] = bayes.Counts(spam, ham)
-    glob = models[0] if models[0].mailbox_id is None else None
     global_counts = by_model[glob.pk] if glob else {}
     base_spam, base_ham = (glob.spam_count, glob.ham_count) if glob else (0, 0)
-    scores: dict[int | None, bayes.Score] = {
-        None: bayes.score(tokens, global_counts, base_spam, base_ham)}
-    users = {m.mailbox_id: m for m in models if m.mailbox_id is not None}
+    scores: dict[int | None, bayes.Score | None] = {
+        None: bayes.score(tokens, global_counts, base_spam, base_ham)
+        if is_trained(base_spam, base_ham) else None}
     for mailbox_id in mailbox_ids:
         model = users.get(mailbox_id)
         if model is None or model.spam_count + model.ham_count == 0:
             scores[mailbox_id] = scores[None]
             continue
-        own = by_model[model.pk]
-        merged = {t: bayes.Counts(global_counts.get(t, bayes.Counts(0, 0)).spam + c.spam,
-                                  global_counts.get(t, bayes.Counts(0, 0)).ham + c.ham)
-                  for t, c in own.items()}
-        scores[mailbox_id] = bayes.score(
-            tokens, {**global_counts, **merged},
-            base_spam + model.spam_count, base_ham + model.ham_count)
+        zero = bayes.Counts(0, 0)
+        merged = {**global_counts, **{
+            t: bayes.Counts(global_counts.get(t, zero).spam + c.spam,
+                            global_counts.get(t, zero).ham + c.ham)
+            for t, c in by_model[model.pk].items()}}
+        spam_total, ham_total = base_spam + model.spam_count, base_ham + model.ham_count
+        scores[mailbox_id] = bayes.score(tokens, merged, spam_total, ham_total) \
+            if is_trained(spam_total, ham_total) else None
     return scores
 
 
@@ -153,16 +154,6 @@ def is_trained(spam_total: int, ham_total: int) -> bool:
     """Too few examples of either class give confident nonsense (SpamBayes
     warns below a handful of each)."""
     return spam_total >= 5 and ham_total >= 5
-
-
-def model_totals(mailbox_id: int | None) -> tuple[int, int]:
-    glob = BayesModel.objects.filter(mailbox__isnull=True).order_by("pk").first()
-    spam, ham = (glob.spam_count, glob.ham_count) if glob else (0, 0)
-    if mailbox_id is not None:
-        user = BayesModel.objects.filter(mailbox_id=mailbox_id).first()
-        if user:
-            spam, ham = spam + user.spam_count, ham + user.ham_count
-    return spam, ham
 
 
 def train_stored(mailbox_id: int, blob_ids: Sequence[str], *, is_spam: bool) -> int:

@@ -109,13 +109,13 @@ class Verdict:
     tests: list[str]
     rule_points: float
     quarantine: bool  # DMARC asked for quarantine or reject: never INBOX
-    bayes: dict[int | None, bayes.Score] = field(default_factory=dict)
-    bayes_used: bool = True
+    bayes: dict[int | None, bayes.Score | None] = field(default_factory=dict)
 
     def score(self, mailbox_id: int) -> float:
         points = self.rule_points
-        if self.bayes_used:
-            points += 10 * self.bayes[mailbox_id].probability
+        result = self.bayes.get(mailbox_id)
+        if result is not None:
+            points += 10 * result.probability
         return round(points, 1)
 
 
@@ -160,15 +160,12 @@ def check_message(row: SpooledMessage, data: bytes) -> Verdict:
             name__in=from_domains).exists():
         tests.append("FORGED_LOCAL_SENDER")
 
-    spam_total, ham_total = learning.model_totals(None)
-    tokens = bayes.tokenize(data)
-    scores = learning.classify_tokens(tokens, row.mailbox_ids)
-    bayes_used = learning.is_trained(spam_total, ham_total)
+    scores = learning.classify_tokens(bayes.tokenize(data), row.mailbox_ids)
     return Verdict(
         auth_header=_authentication_results(row, spf, dkim_results, dmarc),
         tests=tests, rule_points=sum(RULE_POINTS[t] for t in tests),
         quarantine=dmarc.policy in ("quarantine", "reject"),
-        bayes=scores, bayes_used=bayes_used)
+        bayes=scores)
 
 
 def _authentication_results(row: SpooledMessage, spf: auth.SpfResult,
@@ -200,9 +197,9 @@ def _fold(field_line: str) -> str:
 
 def _spam_headers(verdict: Verdict, mailbox_id: int, threshold: float, junk: bool) -> bytes:
     tests = list(verdict.tests)
-    if verdict.bayes_used:
-        probability = verdict.bayes[mailbox_id].probability
-        tests.insert(0, f"BAYES_{min(99, int(probability * 100)):02d}")
+    result = verdict.bayes.get(mailbox_id)
+    if result is not None:
+        tests.insert(0, f"BAYES_{min(99, int(result.probability * 100)):02d}")
     else:
         tests.insert(0, "BAYES_UNTRAINED")
     score = verdict.score(mailbox_id)

@@ -10,9 +10,9 @@ from apps.antispam.auth import SpfResult
 from apps.antispam.models import SpooledMessage
 from apps.store import services as store
 from apps.store.models import Blob
+from mailhost.errors import OverQuota
 from tests.antispam.conftest import message
 from tests.factories import make_mailbox
-from mailhost.errors import OverQuota
 from tests.smtp.helpers import stored
 
 RECEIVED = b"Received: from mx.sender.example ([192.0.2.10]) by mx.test; Thu, 26 Nov 2026\r\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.antispam import bayes, learning
 from apps.antispam.corpus import message_from_file_bytes
@@ -27,6 +27,8 @@ class Command(BaseCommand):
                 self.stderr.write(f"{path}: {error.strerror}")
                 continue
             result = learning.classify_tokens(bayes.tokenize(data))[None]
+            if result is None:
+                raise CommandError("the model has learnt too little: run trainspam first")
             clues = " ".join(f"{token!r}={f:.3f}" for token, f in result.clues[:SHOWN_CLUES])
             label = "spam" if result.is_spam else "ham"
             self.stdout.write(f"{path}\t{label}\t{result.probability:.4f}\t{clues}")
