@@ -1,5 +1,6 @@
 """The spool and the check task: verdict headers, INBOX or Junk, never lost."""
 
+import hashlib
 from datetime import timedelta
 
 import pytest
@@ -98,7 +99,7 @@ def trained_global_model():
     ham = [message(subject=f"Minutes {i}", body="The meeting agenda for Thursday's review")
            for i in range(10)]
     for batch, is_spam in ((spam, True), (ham, False)):
-        learning.train(model, [learning.LabelledMessage(str(hash(m)), frozenset(
+        learning.train(model, [learning.LabelledMessage(hashlib.sha256(m).hexdigest(), frozenset(
             bayes.tokenize(m))) for m in batch], is_spam=is_spam)
 
 

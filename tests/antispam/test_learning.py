@@ -1,6 +1,8 @@
 """Training: idempotent per message, relabelled on the way out of Junk, and
 driven by the store's move/copy hook (so IMAP MOVE trains without knowing)."""
 
+import hashlib
+
 import pytest
 
 from apps.antispam import bayes, learning, services
@@ -16,7 +18,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def labelled(data: bytes) -> learning.LabelledMessage:
-    return learning.LabelledMessage(str(hash(data)), frozenset(bayes.tokenize(data)))
+    return learning.LabelledMessage(hashlib.sha256(data).hexdigest(),
+                                    frozenset(bayes.tokenize(data)))
 
 
 def test_training_is_idempotent_and_relabels():
