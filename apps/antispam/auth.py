@@ -103,6 +103,20 @@ def verify_dkim(data: bytes) -> list[DkimResult]:
     return results
 
 
+def verify_arc(data: bytes) -> str:
+    """RFC 8617 §5.2: the chain validation status (pass, fail, none), or
+    temperror. Informational: recorded, not used to override DMARC."""
+    try:
+        status, _, _ = dkim.arc_verify(
+            data, logger=logging.getLogger("mailhost.antispam.arc"), dnsfunc=dns.dkim_dnsfunc)
+    except DnsTemporaryError:
+        return "temperror"
+    except Exception as error:  # a chain dkimpy cannot parse is a broken chain
+        log.info("arc chain unreadable: %s", error)
+        return "fail"
+    return status.decode() if isinstance(status, bytes) else str(status)
+
+
 # --- DMARC --------------------------------------------------------------------------
 
 

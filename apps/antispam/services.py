@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import authres
+import authres.arc
 import authres.dmarc
 from django.conf import settings
 from django.db import transaction
@@ -162,7 +163,8 @@ def check_message(row: SpooledMessage, data: bytes) -> Verdict:
 
     scores = learning.classify_tokens(bayes.tokenize(data), row.mailbox_ids)
     return Verdict(
-        auth_header=_authentication_results(row, spf, dkim_results, dmarc),
+        auth_header=_authentication_results(row, spf, dkim_results, dmarc,
+                                            auth.verify_arc(data)),
         tests=tests, rule_points=sum(RULE_POINTS[t] for t in tests),
         quarantine=dmarc.policy in ("quarantine", "reject"),
         bayes=scores)
@@ -170,7 +172,7 @@ def check_message(row: SpooledMessage, data: bytes) -> Verdict:
 
 def _authentication_results(row: SpooledMessage, spf: auth.SpfResult,
                             dkim_results: list[auth.DkimResult],
-                            dmarc: auth.DmarcResult) -> bytes:
+                            dmarc: auth.DmarcResult, arc: str) -> bytes:
     """RFC 8601 §2.2; one resinfo per method (per signature for DKIM)."""
     results: list[object] = [authres.SPFAuthenticationResult(
         result=spf.result, smtp_mailfrom=row.mail_from or None,
@@ -184,6 +186,8 @@ def _authentication_results(row: SpooledMessage, spf: auth.SpfResult,
     results.append(authres.dmarc.DMARCAuthenticationResult(
         result=dmarc.result, header_from=dmarc.from_domain or None,
         policy=dmarc.requested or None))
+    if arc != "none":
+        results.append(authres.arc.ARCAuthenticationResult(result=arc))
     header = authres.AuthenticationResultsHeader(
         authserv_id=settings.MAILHOST_HOSTNAME, results=results)
     return _fold(str(header)).encode("utf-8", "replace") + b"\r\n"

@@ -1,5 +1,6 @@
 """SPF, DKIM and DMARC against the fake resolver (no real DNS)."""
 
+import dkim
 import pytest
 
 from apps.antispam import auth
@@ -174,3 +175,17 @@ def test_dmarc_none_and_temperror(zone):
 def test_dmarc_two_records_mean_none(zone):
     zone.add("_dmarc.example.com", "TXT", "v=DMARC1; p=reject", "v=DMARC1; p=none")
     assert auth.evaluate_dmarc("example.com", spf("fail", "x"), [], sample=0).result == "none"
+
+
+# --- ARC ----------------------------------------------------------------------------
+
+
+def test_arc_chain_sealed_by_a_forwarder(zone, dkim_signer):
+    relay = dkim_signer("relay.example", "arc")
+    forwarded = b"Authentication-Results: relay.example; spf=pass\r\n" + message()
+    seal = dkim.arc_sign(forwarded, b"arc", b"relay.example", relay.private_pem,
+                         b"relay.example")
+    sealed = b"".join(seal) + forwarded
+    assert auth.verify_arc(sealed) == "pass"
+    assert auth.verify_arc(sealed.replace(b"noon", b"midnight")) == "fail"
+    assert auth.verify_arc(message()) == "none"

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apps.antispam import bayes
+from apps.antispam.auth import parse_dmarc_record
 from apps.antispam.corpus import is_held_out, message_from_file_bytes
 from apps.antispam.dns import reverse_name
 from apps.antispam.headers import header_facts, insert_after_first_field, strip_fields
@@ -104,3 +105,19 @@ def test_dnsbl_query_names():
     assert reverse_name("192.0.2.99", "bl.test") == "99.2.0.192.bl.test"
     assert reverse_name("2001:db8:1:2:3:4:567:89ab", "bl.test") == (
         "b.a.9.8.7.6.5.0.4.0.0.0.3.0.0.0.2.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.bl.test")
+
+
+@given(st.text(max_size=300))
+def test_dmarc_parser_never_raises(text):
+    record = parse_dmarc_record(text)
+    assert record is None or record.policy in ("none", "quarantine", "reject")
+
+
+@given(st.lists(st.sampled_from([b"A: 1", b"X-Spam-Status: x", b"\tfold", b"B:"]),
+                max_size=8), st.binary(max_size=50))
+def test_strip_fields_keeps_the_body_and_drops_only_the_named_field(lines, body):
+    data = b"\r\n".join([b"Received: r", *lines]) + b"\r\n\r\n" + body
+    result = strip_fields(data, lambda name, _: name == "x-spam-status")
+    assert result.endswith(b"\r\n\r\n" + body)
+    assert b"X-Spam-Status" not in result.split(b"\r\n\r\n")[0]
+    assert result.startswith(b"Received: r")
