@@ -1,6 +1,7 @@
 """A real Celery worker, SIGKILLed while it checks a message: the message is
 still delivered (the spool row outlives the worker; the sweeper files it)."""
 
+import contextlib
 import json
 import os
 import signal
@@ -26,9 +27,13 @@ class Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "mailhost", "worker", "--pool", "solo",
              "--loglevel", "INFO", "--without-gossip", "--without-mingle", *extra],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            # Its own process group: with --beat the scheduler is a child process,
+            # and a SIGKILL must take it too.
+            start_new_session=True)
         self.output: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
 
     def _drain(self) -> None:
         assert self.process.stdout is not None
@@ -36,9 +41,12 @@ class Worker:
             self.output.append(raw.decode(errors="replace"))
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(30)
+        self._drainer.join(30)  # the pipe ends with the process (and its children)
+        if self.process.stdout and not self._drainer.is_alive():
+            self.process.stdout.close()
 
 
 def wait_for(condition, seconds: float, what: str, worker: Worker) -> None:
@@ -78,13 +86,13 @@ def test_killed_worker_still_ends_with_the_message_delivered(settings, mail_serv
         # Accepted and durable, not yet filed.
         assert SpooledMessage.objects.count() == 1
         wait_for(lambda: SpooledMessage.objects.filter(claimed_until__isnull=False).exists(),
-                 90, "the worker to take the message", first)
+                 120, "the worker to take the message", first)
         first.stop()
         assert stored("bob@example.org") == []
 
         zone_file.write_text("{}")
         second = Worker(env, "--beat", "--schedule", str(tmp_path / "beat-schedule"))
-        wait_for(lambda: stored("bob@example.org") != [], 90, "the message to be filed",
+        wait_for(lambda: stored("bob@example.org") != [], 120, "the message to be filed",
                  second)
         (got,) = stored("bob@example.org")
         assert got.endswith(message)
