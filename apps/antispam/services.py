@@ -280,6 +280,14 @@ def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
     return True
 
 
+def file_if_overdue(pk: int) -> bool | None:
+    """File unchecked a message still waiting for its checks: True when filed
+    here, False when already filed, None while a worker holds it."""
+    if not SpooledMessage.objects.filter(pk=pk).exists():
+        return False
+    return True if file_spooled(pk, checks=False) else None
+
+
 def sweep_spool() -> int:
     """Deliver, unfiled, what has waited longer than the checks may take."""
     cutoff = timezone.now() - timedelta(seconds=settings.MAILHOST_ANTISPAM_TIMEOUT)

@@ -259,6 +259,34 @@ async def _spool(session: Session, envelope: Envelope, request: DeliveryRequest)
         request.data, list(request.mailbox_ids), facts)
     if settings.MAILHOST_ANTISPAM_INLINE:
         await database_sync_to_async(spool.file_spooled)(pk)
+    else:
+        _file_if_overdue_later(pk)
+
+
+_overdue_checks: set[asyncio.Task[None]] = set()
+
+
+def _file_if_overdue_later(pk: int) -> None:
+    """When the checks' time is up and no worker has filed the message, file it
+    unchecked from here: a stopped worker must not hold mail. (After a listener
+    restart, the beat task sweep_spool does the same.)"""
+    loop = asyncio.get_running_loop()
+
+    async def check() -> None:
+        try:
+            filed = await database_sync_to_async(spool.file_if_overdue)(pk)
+        except Exception:
+            log.exception("filing overdue spool=%s failed", pk)
+            filed = None
+        if filed is None:  # a worker holds it: look again when its claim ends
+            _file_if_overdue_later(pk)
+
+    def start() -> None:
+        task = loop.create_task(check())
+        _overdue_checks.add(task)
+        task.add_done_callback(_overdue_checks.discard)
+
+    loop.call_later(settings.MAILHOST_ANTISPAM_TIMEOUT + 1, start)
 # --- end antispam ---
 
 

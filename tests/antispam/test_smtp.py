@@ -10,6 +10,7 @@ from django.core.cache import cache
 
 from apps.antispam import bayes, learning
 from apps.antispam.corpus import is_held_out, read_messages
+from apps.antispam.models import SpooledMessage
 from apps.directory.models import Domain
 from tests.conftest import CORPORA
 from tests.factories import make_mailbox
@@ -137,3 +138,20 @@ def test_connection_and_message_rate_limits(settings, smtp_port, bob, zone):
     cache.clear()
     with smtplib.SMTP("127.0.0.1", smtp_port) as client:
         assert client.ehlo("a.test")[0] == 250
+
+
+def test_with_no_worker_running_mail_is_filed_unchecked_when_time_is_up(settings, smtp_port,
+                                                                       bob, zone):
+    settings.MAILHOST_ANTISPAM_INLINE = False  # after-queue, and no worker runs here
+    settings.MAILHOST_ANTISPAM_TIMEOUT = 1
+    message = make_message("bob@example.org")
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        client.ehlo("mx.sender.example")
+        assert client.sendmail("a@sender.example", ["bob@example.org"], message) == {}
+    assert SpooledMessage.objects.count() == 1  # durable before the 250
+    deadline = time.monotonic() + 30
+    while not stored("bob@example.org") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (got,) = stored("bob@example.org")
+    assert got.endswith(message) and b"X-Spam-Status" not in got
+    assert not SpooledMessage.objects.exists()
