@@ -12,10 +12,12 @@ NXDOMAIN or no data, and raises ``DnsTemporaryError`` when it cannot tell.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Protocol
 
 import dns.exception
 import dns.resolver
+import spf
 from django.conf import settings
 from django.utils.module_loading import import_string
 
@@ -30,7 +32,12 @@ class Resolver(Protocol):
 
 class DnsPythonResolver:
     def __init__(self) -> None:
-        self._resolver = dns.resolver.Resolver()
+        servers = settings.MAILHOST_DNS_NAMESERVERS
+        # Without a list, the system's resolver configuration (/etc/resolv.conf).
+        self._resolver = dns.resolver.Resolver(configure=not servers)
+        if servers:
+            self._resolver.nameservers = list(servers)
+            self._resolver.port = settings.MAILHOST_DNS_PORT
         self._resolver.lifetime = settings.MAILHOST_DNS_TIMEOUT
 
     def query(self, name: str, rdtype: str) -> list[str]:
@@ -53,15 +60,16 @@ class DnsPythonResolver:
         return [r.to_text() for r in answer]
 
 
-_resolvers: dict[str, Resolver] = {}
+_resolvers: dict[tuple[object, ...], Resolver] = {}
 
 
 def get_resolver() -> Resolver:
-    """The configured resolver (the setting is read at call time)."""
-    path = settings.MAILHOST_DNS_RESOLVER
-    resolver = _resolvers.get(path)
+    """The configured resolver (settings are read at call time)."""
+    key = (settings.MAILHOST_DNS_RESOLVER, tuple(settings.MAILHOST_DNS_NAMESERVERS),
+           settings.MAILHOST_DNS_PORT, settings.MAILHOST_DNS_TIMEOUT)
+    resolver = _resolvers.get(key)
     if resolver is None:
-        resolver = _resolvers[path] = import_string(path)()
+        resolver = _resolvers[key] = import_string(settings.MAILHOST_DNS_RESOLVER)()
     return resolver
 
 
@@ -80,8 +88,6 @@ def dkim_dnsfunc(name: str | bytes, timeout: int = 5) -> bytes | None:
 def pyspf_lookup(name: str, qtype: str, strict: object = True,
                  timeout: object = None) -> list[tuple[tuple[str, str], object]]:
     """pyspf's ``DNSLookup`` over our resolver, in the shapes pyspf expects."""
-    import spf
-
     try:
         records = get_resolver().query(name, qtype)
     except DnsTemporaryError as error:
@@ -100,8 +106,6 @@ def pyspf_lookup(name: str, qtype: str, strict: object = True,
 
 def reverse_name(ip: str, zone: str) -> str:
     """The DNSBL query name of an address (RFC 5782 §2.1, §2.4)."""
-    import ipaddress
-
     address = ipaddress.ip_address(ip)
     if address.version == 4:
         labels = ".".join(reversed(ip.split(".")))

@@ -132,10 +132,6 @@ class InboundHandler:
         self, server: MailhostSMTP, session: Session, envelope: Envelope,
         address: str, mail_options: list[str],
     ) -> str:
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        envelope.queue_id = secrets.token_hex(6).upper()  # type: ignore[attr-defined]
-        envelope.resolutions = {}  # type: ignore[attr-defined]
         # --- antispam: message rate, DNS blocklists, SPF ---
         envelope.spf = None  # type: ignore[attr-defined]
         if settings.MAILHOST_ANTISPAM:
@@ -145,10 +141,12 @@ class InboundHandler:
                 _peer_ip(session), session.host_name or "", address,
                 first_in_session=first, authenticated=bool(session.authenticated))
             if refusal:
-                envelope.mail_from = None
-                envelope.mail_options.clear()
                 return refusal
         # --- end antispam ---
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.queue_id = secrets.token_hex(6).upper()  # type: ignore[attr-defined]
+        envelope.resolutions = {}  # type: ignore[attr-defined]
         server.in_transaction = True
         return replies.SENDER_OK
 

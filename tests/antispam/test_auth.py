@@ -189,3 +189,11 @@ def test_arc_chain_sealed_by_a_forwarder(zone, dkim_signer):
     assert auth.verify_arc(sealed) == "pass"
     assert auth.verify_arc(sealed.replace(b"noon", b"midnight")) == "fail"
     assert auth.verify_arc(message()) == "none"
+
+
+def test_spf_mx_mechanism(zone):
+    zone.add("sender.example", "TXT", "v=spf1 mx -all")
+    zone.add("sender.example", "MX", "10 mx1.sender.example")
+    zone.add("mx1.sender.example", "A", IP)
+    assert auth.check_spf(IP, "alice@sender.example", "mx").result == "pass"
+    assert auth.check_spf("192.0.2.11", "alice@sender.example", "mx").result == "fail"
