@@ -153,13 +153,11 @@ def check_message(row: SpooledMessage, data: bytes) -> Verdict:
         tests.append("DKIM_INVALID")
     if dmarc.result == "fail":
         tests.append("DMARC_FAIL")
-    authenticated = row.authenticated or dmarc.result == "pass" or any(
-        r.result == "pass" and auth.aligned(r.domain, d, "r")
-        for r in dkim_results for d in from_domains) or (
-        spf.result == "pass" and any(auth.aligned(spf.domain, d, "r") for d in from_domains))
-    if not authenticated and from_domains and Domain.objects.filter(
+    verified = row.authenticated or dmarc.result == "pass" or _aligned_pass(
+        spf, dkim_results, from_domains)
+    if not verified and from_domains and Domain.objects.filter(
             name__in=from_domains).exists():
-        tests.append("FORGED_LOCAL_SENDER")
+        tests.append("FORGED_LOCAL_SENDER")  # our own domain, from outside, unproven
 
     scores = learning.classify_tokens(bayes.tokenize(data), row.mailbox_ids)
     return Verdict(
@@ -168,6 +166,16 @@ def check_message(row: SpooledMessage, data: bytes) -> Verdict:
         tests=tests, rule_points=sum(RULE_POINTS[t] for t in tests),
         quarantine=dmarc.policy in ("quarantine", "reject"),
         bayes=scores)
+
+
+def _aligned_pass(spf: auth.SpfResult, dkim_results: list[auth.DkimResult],
+                  from_domains: list[str]) -> bool:
+    """SPF or DKIM passed for a From domain (relaxed alignment, RFC 7489 §3.1),
+    whether or not that domain publishes DMARC."""
+    passed = [r.domain for r in dkim_results if r.result == "pass"]
+    if spf.result == "pass":
+        passed.append(spf.domain)
+    return any(auth.aligned(p, d, "r") for p in passed for d in from_domains)
 
 
 def _authentication_results(row: SpooledMessage, spf: auth.SpfResult,
@@ -179,8 +187,8 @@ def _authentication_results(row: SpooledMessage, spf: auth.SpfResult,
         smtp_helo=None if row.mail_from else row.helo or None)]
     if dkim_results:
         results += [authres.DKIMAuthenticationResult(
-            result=r.result if r.result != "permerror" else "permerror",
-            header_d=r.domain or None, header_s=r.selector or None) for r in dkim_results]
+            result=r.result, header_d=r.domain or None, header_s=r.selector or None)
+            for r in dkim_results]
     else:
         results.append(authres.DKIMAuthenticationResult(result="none"))
     results.append(authres.dmarc.DMARCAuthenticationResult(
