@@ -33,6 +33,7 @@ from apps.antispam.models import SpooledMessage
 from apps.directory.models import Domain, Mailbox
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
+from apps.store.models import Folder, SpecialUse
 from apps.store.services import DeliveryRequest
 from mailhost.errors import OverQuota
 
@@ -262,6 +263,10 @@ def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
         groups["INBOX", data] = [m for m in row.mailbox_ids if m in mailboxes]
     else:
         clean = strip_fields(data, _is_ours)
+        # RFC 6154: the folder marked \Junk, whatever the user renamed it to.
+        junk_folders = dict(Folder.objects.filter(
+            mailbox_id__in=row.mailbox_ids, special_use=SpecialUse.JUNK,
+        ).values_list("mailbox_id", "name"))
         for mailbox_id in row.mailbox_ids:
             mailbox = mailboxes.get(mailbox_id)
             if mailbox is None:
@@ -270,8 +275,8 @@ def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
                          else settings.MAILHOST_SPAM_THRESHOLD)
             junk = verdict.quarantine or verdict.score(mailbox_id) >= threshold
             headers = verdict.auth_header + _spam_headers(verdict, mailbox_id, threshold, junk)
-            groups["Junk" if junk else "INBOX",
-                   insert_after_first_field(clean, headers)].append(mailbox_id)
+            folder = junk_folders.get(mailbox_id, "Junk") if junk else "INBOX"
+            groups[folder, insert_after_first_field(clean, headers)].append(mailbox_id)
     requests = [DeliveryRequest(ids, payload, folder=folder, check_quota=False)
                 for (folder, payload), ids in groups.items() if ids]
     with transaction.atomic():

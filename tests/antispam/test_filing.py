@@ -10,7 +10,7 @@ from apps.antispam import bayes, learning, services
 from apps.antispam.auth import SpfResult
 from apps.antispam.models import SpooledMessage
 from apps.store import services as store
-from apps.store.models import Blob
+from apps.store.models import Blob, Folder
 from mailhost.errors import OverQuota
 from tests.antispam.conftest import message
 from tests.factories import make_mailbox
@@ -164,3 +164,12 @@ def test_over_quota_recipient_is_refused_before_spooling(zone):
     with pytest.raises(OverQuota):
         spool([tiny], message(body="x" * 500))
     assert not SpooledMessage.objects.exists()
+
+
+def test_spam_goes_to_the_folder_marked_junk_whatever_its_name(bob, zone):
+    zone.add("_dmarc.bank.example", "TXT", "v=DMARC1; p=quarantine")
+    store.list_folders(bob)
+    Folder.objects.filter(mailbox=bob, name="Junk").update(name="Spam")
+    services.file_spooled(spool([bob], message("security@bank.example"), spf="fail"))
+    assert len(stored("bob@example.org", "Spam")) == 1
+    assert stored("bob@example.org") == []
