@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import shutil
@@ -79,6 +80,10 @@ class ServerThread:
         if self._loop and self._stop:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
+        # The loop's executor threads are gone, but their database connections
+        # close only when collected; PostgreSQL will not drop a test database
+        # that still has sessions.
+        gc.collect()
 
     def port(self, name: str) -> int:
         return next(lst.port for lst in self.listeners if lst.spec.name == name)
