@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "apps.api",
+    "apps.antispam",
 ]
 
 MIDDLEWARE = [
@@ -168,6 +169,8 @@ else:
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        # Exchange tables: under the data dir, not in the worker's cwd (./control).
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ALWAYS_EAGER = env_bool("MAILHOST_CELERY_EAGER", False)
@@ -179,6 +182,10 @@ CELERY_BEAT_SCHEDULE = {
     "collect-unreferenced-blobs": {
         "task": "apps.store.tasks.collect_garbage",
         "schedule": 3600.0,
+    },
+    "sweep-antispam-spool": {
+        "task": "apps.antispam.tasks.sweep_spool",
+        "schedule": float(env_int("MAILHOST_SPOOL_SWEEP_INTERVAL", 60)),
     },
 }
 
@@ -262,6 +269,28 @@ MAILHOST_AUTH_LOCKOUT_SECONDS = env_int("MAILHOST_AUTH_LOCKOUT_SECONDS", 900)
 MAILHOST_AUTH_CACHE_SECONDS = env_int("MAILHOST_AUTH_CACHE_SECONDS", 60)
 MAILHOST_AUTH_CONCURRENCY = env_int("MAILHOST_AUTH_CONCURRENCY", 4)
 MAILHOST_BLOB_GRACE_SECONDS = env_int("MAILHOST_BLOB_GRACE_SECONDS", 24 * 3600)
+
+# Inbound checks (apps/antispam). Off: mail is filed into INBOX unchecked.
+MAILHOST_ANTISPAM = env_bool("MAILHOST_ANTISPAM", True)
+# Before-queue filtering: check and file before the 250 instead of in a worker.
+MAILHOST_ANTISPAM_INLINE = env_bool("MAILHOST_ANTISPAM_INLINE", False)
+# Checks slower than this (seconds) give way: the message is filed unchecked.
+MAILHOST_ANTISPAM_TIMEOUT = env_int("MAILHOST_ANTISPAM_TIMEOUT", 30)
+MAILHOST_SPAM_THRESHOLD = float(env_str("MAILHOST_SPAM_THRESHOLD", "9.0"))
+MAILHOST_DNS_RESOLVER = env_str("MAILHOST_DNS_RESOLVER", "apps.antispam.dns.DnsPythonResolver")
+MAILHOST_DNS_TIMEOUT = env_int("MAILHOST_DNS_TIMEOUT", 5)
+# A local validating resolver is best; empty: the system's (/etc/resolv.conf).
+MAILHOST_DNS_NAMESERVERS = env_list("MAILHOST_DNS_NAMESERVERS")
+MAILHOST_DNS_PORT = env_port("MAILHOST_DNS_PORT", 53)
+MAILHOST_DNSBL_ZONES = env_list("MAILHOST_DNSBL_ZONES")
+MAILHOST_SPF_FAIL_ACTION = env_str("MAILHOST_SPF_FAIL_ACTION", "mark")  # or "reject"
+MAILHOST_GREYLIST_DELAY = env_int("MAILHOST_GREYLIST_DELAY", 300)
+MAILHOST_GREYLIST_WINDOW = env_int("MAILHOST_GREYLIST_WINDOW", 4 * 3600)
+MAILHOST_GREYLIST_RETENTION = env_int("MAILHOST_GREYLIST_RETENTION", 36 * 24 * 3600)
+MAILHOST_RATE_CONNECTIONS_PER_MINUTE = env_int("MAILHOST_RATE_CONNECTIONS_PER_MINUTE", 60)
+MAILHOST_RATE_MESSAGES_PER_MINUTE = env_int("MAILHOST_RATE_MESSAGES_PER_MINUTE", 300)
+# As Postfix exempts $mynetworks: local reinjection is not rate limited.
+MAILHOST_RATE_LIMIT_EXEMPT = env_list("MAILHOST_RATE_LIMIT_EXEMPT", ["127.0.0.0/8", "::1/128"])
 
 # --- logging ------------------------------------------------------------------
 (DATA_DIR / "logs").mkdir(exist_ok=True)

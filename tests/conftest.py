@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import shutil
@@ -19,16 +20,28 @@ from django.db import connection
 
 from apps.mailservers.listeners import RunningListener, start_listeners, stop_listeners
 from apps.mailservers.tls import certificate_paths, server_context
+from mailhost.celery import app as celery_app
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# No test queries real DNS; mail is checked and filed before the 250 so that a
+# test sees it in the mailbox at once (apps/antispam). Processes started by
+# tests inherit these.
+os.environ.setdefault("MAILHOST_DNS_RESOLVER", "tests.antispam.fakedns.FakeResolver")
+os.environ.setdefault("MAILHOST_ANTISPAM_INLINE", "1")
 CORPORA = ROOT.parent / "shared" / "corpora"
 
 
 @pytest.fixture(autouse=True)
 def _isolated(settings, tmp_path: Path) -> Iterator[None]:
-    """Each test gets its own blob store and an empty cache (lockout counters)."""
+    """Each test gets its own blob store, an empty cache (lockout counters) and
+    an empty task queue (a worker started by one test must not run tasks that
+    an earlier test enqueued for rows that its database no longer holds)."""
     settings.MAILHOST_STORAGE_ROOT = tmp_path / "messages"
+    settings.MAILHOST_DNS_RESOLVER = os.environ["MAILHOST_DNS_RESOLVER"]
+    settings.MAILHOST_ANTISPAM_INLINE = True
     cache.clear()
+    celery_app.control.purge()
     yield
 
 
@@ -71,6 +84,10 @@ class ServerThread:
         if self._loop and self._stop:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
+        # The loop's executor threads are gone, but their database connections
+        # close only when collected; PostgreSQL will not drop a test database
+        # that still has sessions.
+        gc.collect()
 
     def port(self, name: str) -> int:
         return next(lst.port for lst in self.listeners if lst.spec.name == name)

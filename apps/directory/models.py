@@ -12,6 +12,7 @@ class Domain(models.Model):
     active = models.BooleanField(default=True)
     default_quota = models.BigIntegerField(help_text="bytes; 0 means unlimited")
     max_mailboxes = models.PositiveIntegerField(default=0, help_text="0 means unlimited")
+    greylisting = models.BooleanField(default=False, help_text="defer first-time senders")
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -95,6 +96,8 @@ class Mailbox(models.Model):
     # addresses, and stays here too unless forward_keep_copy is off.
     forward_to = models.JSONField(default=list, blank=True)
     forward_keep_copy = models.BooleanField(default=True)
+    spam_threshold = models.FloatField(
+        null=True, blank=True, help_text="spam score filed into Junk; empty: the site default")
 
     class Meta:
         ordering = ["address"]

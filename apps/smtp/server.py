@@ -20,6 +20,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from django.conf import settings
 from django.utils import timezone
 
+from apps.antispam import inbound as antispam
+from apps.antispam import services as spool
 from apps.directory.models import Mailbox
 from apps.directory.services import Resolution, resolve
 from apps.smtp import replies
@@ -112,13 +114,40 @@ class InboundHandler:
         hostname: str, responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
+        # --- antispam: connection rate (counted at the first greeting) ---
+        refusal = await _connection_refusal(server, session)
+        if refusal:
+            return [refusal]
+        # --- end antispam ---
         # aiosmtpd does not advertise these although it honours them.
         return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+
+    async def handle_HELO(
+        self, server: MailhostSMTP, session: Session, envelope: Envelope, hostname: str,
+    ) -> str:
+        session.host_name = hostname
+        # --- antispam: connection rate (counted at the first greeting) ---
+        refusal = await _connection_refusal(server, session)
+        if refusal:
+            return refusal
+        # --- end antispam ---
+        return f"250 {server.hostname}"
 
     async def handle_MAIL(
         self, server: MailhostSMTP, session: Session, envelope: Envelope,
         address: str, mail_options: list[str],
     ) -> str:
+        # --- antispam: message rate, DNS blocklists, SPF ---
+        envelope.spf = None  # type: ignore[attr-defined]
+        if settings.MAILHOST_ANTISPAM:
+            first = not getattr(session, "sender_checked", False)
+            session.sender_checked = True  # type: ignore[attr-defined]
+            refusal, envelope.spf = await antispam.sender_refusal(  # type: ignore[attr-defined]
+                _peer_ip(session), session.host_name or "", address,
+                first_in_session=first, authenticated=bool(session.authenticated))
+            if refusal:
+                return refusal
+        # --- end antispam ---
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         envelope.queue_id = secrets.token_hex(6).upper()  # type: ignore[attr-defined]
@@ -147,6 +176,14 @@ class InboundHandler:
             return replies.FORWARDING_UNAVAILABLE
         if full:
             return OverQuota(f"Mailbox over quota: {address}").smtp_reply()
+        # --- antispam: greylisting ---
+        if settings.MAILHOST_ANTISPAM:
+            refusal = await antispam.recipient_refusal(
+                _peer_ip(session), envelope.mail_from or "", address,
+                authenticated=bool(session.authenticated))
+            if refusal:
+                return refusal
+        # --- end antispam ---
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.resolutions[address] = resolution  # type: ignore[attr-defined]
@@ -157,7 +194,7 @@ class InboundHandler:
     ) -> str:
         content: bytes = envelope.original_content or b""
         queue_id: str = envelope.queue_id  # type: ignore[attr-defined]
-        peer_ip = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+        peer_ip = _peer_ip(session)
         if _BARE_LF.search(content):
             log.warning("reject id=%s peer=%s reason=bare-lf", queue_id, peer_ip)
             return replies.BARE_LF
@@ -174,7 +211,10 @@ class InboundHandler:
         ))
         request = DeliveryRequest(mailbox_ids, header + content)
         try:
-            await committer().submit(request)
+            if settings.MAILHOST_ANTISPAM:
+                await _spool(session, envelope, request)
+            else:
+                await committer().submit(request)
         except MailhostError as error:
             log.info("defer id=%s from=<%s> reason=%s", queue_id, envelope.mail_from, error.code)
             return error.smtp_reply()
@@ -194,6 +234,68 @@ def _check_recipient(address: str, declared_size: int) -> tuple[Resolution, list
     """Resolve a recipient and check its quota in one trip to a worker thread."""
     resolution = resolve(address)
     return resolution, store.mailboxes_over_quota(resolution.mailboxes, declared_size)
+
+
+def _peer_ip(session: Session) -> str:
+    return session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+
+
+# --- antispam -----------------------------------------------------------------------
+
+
+async def _connection_refusal(server: MailhostSMTP, session: Session) -> str | None:
+    if not settings.MAILHOST_ANTISPAM or getattr(session, "connection_counted", False):
+        return None
+    session.connection_counted = True  # type: ignore[attr-defined]
+    refusal = await antispam.connection_refusal(_peer_ip(session))
+    if refusal and server.transport is not None:
+        # RFC 5321 §3.8: a 421 is followed by closing the connection; the
+        # reply is written before the close takes effect.
+        asyncio.get_running_loop().call_soon(server.transport.close)
+    return refusal
+
+
+async def _spool(session: Session, envelope: Envelope, request: DeliveryRequest) -> None:
+    """Durable in the spool before the 250; filed by the check task (or now,
+    before answering, with MAILHOST_ANTISPAM_INLINE)."""
+    facts = spool.SmtpFacts(
+        client_ip=_peer_ip(session), helo=session.host_name or "",
+        mail_from=envelope.mail_from or "",
+        spf=envelope.spf,  # type: ignore[attr-defined]
+        authenticated=bool(session.authenticated))
+    pk = await database_sync_to_async(spool.spool_message)(
+        request.data, list(request.mailbox_ids), facts)
+    if settings.MAILHOST_ANTISPAM_INLINE:
+        await database_sync_to_async(spool.file_spooled)(pk)
+    else:
+        _file_if_overdue_later(pk)
+
+
+_overdue_checks: set[asyncio.Task[None]] = set()
+
+
+def _file_if_overdue_later(pk: int) -> None:
+    """When the checks' time is up and no worker has filed the message, file it
+    unchecked from here: a stopped worker must not hold mail. (After a listener
+    restart, the beat task sweep_spool does the same.)"""
+    loop = asyncio.get_running_loop()
+
+    async def check() -> None:
+        try:
+            filed = await database_sync_to_async(spool.file_if_overdue)(pk)
+        except Exception:
+            log.exception("filing overdue spool=%s failed", pk)
+            filed = None
+        if filed is None:  # a worker holds it: look again when its claim ends
+            _file_if_overdue_later(pk)
+
+    def start() -> None:
+        task = loop.create_task(check())
+        _overdue_checks.add(task)
+        task.add_done_callback(_overdue_checks.discard)
+
+    loop.call_later(settings.MAILHOST_ANTISPAM_TIMEOUT + 1, start)
+# --- end antispam ---
 
 
 def _declared_size(mail_options: list[str]) -> int:

@@ -24,7 +24,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.directory.models import Mailbox
-from apps.store import events, mime
+from apps.store import events, hooks, mime
 from apps.store.blobs import get_blob_store
 from apps.store.models import DEFAULT_FOLDERS, Blob, Expunged, Flag, Folder, Message
 from mailhost.errors import NotFound, OverQuota
@@ -124,6 +124,9 @@ class DeliveryRequest:
     keywords: Sequence[str] = ()
     internal_date: datetime | None = None
     fallback_to_inbox: bool = True
+    # Off when the message was acknowledged before (a spooled message being
+    # filed): it must land even if the mailbox filled up meanwhile.
+    check_quota: bool = True
     messages: list[Message] = field(default_factory=list)
 
 
@@ -201,7 +204,7 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
                 continue
             size = len(request.data)
             full = [mailboxes[m].address for m in request.mailbox_ids
-                    if _over_quota(mailboxes[m], usage[m], size)]
+                    if request.check_quota and _over_quota(mailboxes[m], usage[m], size)]
             if full:
                 results[index] = OverQuota(f"mailbox over quota: {', '.join(full)}")
                 continue
@@ -234,6 +237,14 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
         _save_counters(touched, added)
         _publish_on_commit(touched)
     return results
+
+
+def put_blob(data: bytes) -> str:
+    """Store bytes durably with their Blob row, referenced by nothing yet (a
+    spool); returns the sha256. Unreferenced, it is collected after the grace."""
+    (sha,) = get_blob_store().put_many([data])
+    Blob.objects.bulk_create([_blob_row(sha, data)], ignore_conflicts=True)
+    return sha
 
 
 def deliver(
@@ -272,9 +283,11 @@ def _lock(*folder_ids: int) -> dict[int, Folder]:
 
 def _copy_locked(
     source: Folder, uids: Sequence[int], target: Folder, bumped: set[int], *,
-    check_quota: bool = True,
+    check_quota: bool = True, moved: bool = False,
 ) -> tuple[list[tuple[int, int]], int]:
     originals = list(Message.objects.filter(folder=source, uid__in=list(uids)).order_by("uid"))
+    if originals:
+        _notify_transfer_on_commit(source, target, [m.blob_id for m in originals], moved=moved)
     size = sum(m.size for m in originals)
     if check_quota:
         mailbox = Mailbox.objects.get(pk=target.mailbox_id)
@@ -293,6 +306,16 @@ def _copy_locked(
         target.uidnext += 1
     Message.objects.bulk_create(copies)
     return mapping, size
+
+
+def _notify_transfer_on_commit(
+    source: Folder, target: Folder, blob_ids: list[str], *, moved: bool,
+) -> None:
+    transfer = hooks.Transfer(
+        mailbox_id=target.mailbox_id, source_folder_id=source.pk,
+        source_special_use=source.special_use, target_folder_id=target.pk,
+        target_special_use=target.special_use, blob_ids=tuple(blob_ids), moved=moved)
+    transaction.on_commit(lambda: hooks.notify_transfer(transfer))
 
 
 def copy(source: Folder, uids: Sequence[int], target: Folder) -> list[tuple[int, int]]:
@@ -314,7 +337,7 @@ def move(source: Folder, uids: Sequence[int], target: Folder) -> list[tuple[int,
         src, dst = locked[source.pk], locked[target.pk]
         bumped: set[int] = set()
         # Moving within one mailbox does not change its usage.
-        mapping, size = _copy_locked(src, uids, dst, bumped,
+        mapping, size = _copy_locked(src, uids, dst, bumped, moved=True,
                                      check_quota=src.mailbox_id != dst.mailbox_id)
         if not mapping:
             return []

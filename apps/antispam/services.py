@@ -1,0 +1,313 @@
+"""The inbound spool and the after-DATA checks that file its messages.
+
+``spool_message`` makes an accepted message durable (blob, then a spool row
+in one commit) before the SMTP server answers 250, and enqueues the check
+task on commit. ``file_spooled`` runs the checks and delivers the message
+with its verdict headers into INBOX or Junk, deleting the spool row in the
+same transaction. When the checks fail or take longer than
+MAILHOST_ANTISPAM_TIMEOUT the message is delivered unfiled, and
+``sweep_spool`` (a periodic task) delivers whatever a dead or absent worker
+left behind: mail is never lost, nor stuck behind the filter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import authres
+import authres.arc
+import authres.dmarc
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.antispam import auth, bayes, learning
+from apps.antispam.headers import header_facts, insert_after_first_field, strip_fields
+from apps.antispam.models import SpooledMessage
+from apps.directory.models import Domain, Mailbox
+from apps.store import services as store
+from apps.store.blobs import get_blob_store
+from apps.store.models import Folder, SpecialUse
+from apps.store.services import DeliveryRequest
+from mailhost.errors import OverQuota
+
+log = logging.getLogger(__name__)
+
+# Rule points added to 10 × the classifier's probability (SpamAssassin style:
+# the score is a sum, the mailbox's threshold decides Junk).
+RULE_POINTS = {
+    "SPF_FAIL": 2.0,
+    "SPF_SOFTFAIL": 1.0,
+    "DKIM_INVALID": 1.0,
+    "DMARC_FAIL": 2.0,
+    "MISSING_DATE": 1.0,
+    "MISSING_MESSAGE_ID": 1.0,
+    "MISSING_FROM": 2.5,
+    "MULTIPLE_FROM": 2.5,
+    "FORGED_LOCAL_SENDER": 3.0,
+}
+
+
+# --- spool --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SmtpFacts:
+    """What the SMTP session learnt, kept with the spooled message."""
+
+    client_ip: str
+    helo: str
+    mail_from: str
+    spf: auth.SpfResult | None
+    authenticated: bool = False
+
+
+def spool_message(data: bytes, mailbox_ids: list[int], facts: SmtpFacts) -> int:
+    """Durable before it returns; the check task is enqueued on commit.
+    Refuses (OverQuota) what a recipient's mailbox cannot take, as direct
+    delivery would, since after the 250 nothing may be refused."""
+    from apps.antispam import tasks
+
+    full = store.mailboxes_over_quota(list(Mailbox.objects.filter(pk__in=mailbox_ids)),
+                                      len(data))
+    if full:
+        raise OverQuota(f"Mailbox over quota: {', '.join(m.address for m in full)}")
+    with transaction.atomic():
+        sha = store.put_blob(data)
+        row = SpooledMessage.objects.create(
+            blob_id=sha, mailbox_ids=mailbox_ids, client_ip=facts.client_ip,
+            helo=facts.helo[:255], mail_from=facts.mail_from[:320],
+            spf_result=facts.spf.result if facts.spf else "",
+            spf_explanation=facts.spf.explanation[:500] if facts.spf else "",
+            authenticated=facts.authenticated)
+        if not settings.MAILHOST_ANTISPAM_INLINE:
+            transaction.on_commit(lambda: tasks.check_and_file.delay(row.pk))
+    return row.pk
+
+
+def _claim(pk: int) -> SpooledMessage | None:
+    """Take the row for one check (a dead worker's claim expires)."""
+    now = timezone.now()
+    until = now + timedelta(seconds=settings.MAILHOST_ANTISPAM_TIMEOUT)
+    claimed = SpooledMessage.objects.filter(pk=pk).filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)).update(claimed_until=until)
+    return SpooledMessage.objects.filter(pk=pk).first() if claimed else None
+
+
+# --- checks -------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    """What the checks found; per-mailbox scores because models are per user."""
+
+    auth_header: bytes
+    tests: list[str]
+    rule_points: float
+    quarantine: bool  # DMARC asked for quarantine or reject: never INBOX
+    bayes: dict[int | None, bayes.Score | None] = field(default_factory=dict)
+
+    def score(self, mailbox_id: int) -> float:
+        points = self.rule_points
+        result = self.bayes.get(mailbox_id)
+        if result is not None:
+            points += 10 * result.probability
+        return round(points, 1)
+
+
+def _spf_of(row: SpooledMessage) -> auth.SpfResult:
+    domain = (row.mail_from or f"postmaster@{row.helo}").rpartition("@")[2].lower()
+    return auth.SpfResult(row.spf_result or "none", row.spf_explanation, domain)
+
+
+def _sample(data: bytes) -> float:
+    """DMARC pct= sampling, stable per message so a re-check decides alike."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:4], "big") / 2**32
+
+
+def check_message(row: SpooledMessage, data: bytes) -> Verdict:
+    spf = _spf_of(row)
+    dkim_results = auth.verify_dkim(data)
+    facts = header_facts(data)
+    tests: list[str] = []
+    from_domains = sorted(set(facts.from_domains))
+    if not from_domains:
+        tests.append("MISSING_FROM")
+    elif len(from_domains) > 1:
+        tests.append("MULTIPLE_FROM")  # RFC 7489 §6.6.1: no single From domain
+    dmarc = auth.evaluate_dmarc(from_domains[0] if len(from_domains) == 1 else "",
+                                spf, dkim_results, sample=_sample(data))
+    if not facts.has_date:
+        tests.append("MISSING_DATE")
+    if not facts.has_message_id:
+        tests.append("MISSING_MESSAGE_ID")
+    if spf.result in ("fail", "softfail"):
+        tests.append(f"SPF_{spf.result.upper()}")
+    if dkim_results and not any(r.result == "pass" for r in dkim_results) and any(
+            r.result in ("fail", "permerror") for r in dkim_results):
+        tests.append("DKIM_INVALID")
+    if dmarc.result == "fail":
+        tests.append("DMARC_FAIL")
+    verified = row.authenticated or dmarc.result == "pass" or _aligned_pass(
+        spf, dkim_results, from_domains)
+    if not verified and from_domains and Domain.objects.filter(
+            name__in=from_domains).exists():
+        tests.append("FORGED_LOCAL_SENDER")  # our own domain, from outside, unproven
+
+    scores = learning.classify_tokens(bayes.tokenize(data), row.mailbox_ids)
+    return Verdict(
+        auth_header=_authentication_results(row, spf, dkim_results, dmarc,
+                                            auth.verify_arc(data)),
+        tests=tests, rule_points=sum(RULE_POINTS[t] for t in tests),
+        quarantine=dmarc.policy in ("quarantine", "reject"),
+        bayes=scores)
+
+
+def _aligned_pass(spf: auth.SpfResult, dkim_results: list[auth.DkimResult],
+                  from_domains: list[str]) -> bool:
+    """SPF or DKIM passed for a From domain (relaxed alignment, RFC 7489 §3.1),
+    whether or not that domain publishes DMARC."""
+    passed = [r.domain for r in dkim_results if r.result == "pass"]
+    if spf.result == "pass":
+        passed.append(spf.domain)
+    return any(auth.aligned(p, d, "r") for p in passed for d in from_domains)
+
+
+def _authentication_results(row: SpooledMessage, spf: auth.SpfResult,
+                            dkim_results: list[auth.DkimResult],
+                            dmarc: auth.DmarcResult, arc: str) -> bytes:
+    """RFC 8601 §2.2; one resinfo per method (per signature for DKIM)."""
+    results: list[object] = [authres.SPFAuthenticationResult(
+        result=spf.result, smtp_mailfrom=row.mail_from or None,
+        smtp_helo=None if row.mail_from else row.helo or None)]
+    if dkim_results:
+        results += [authres.DKIMAuthenticationResult(
+            result=r.result, header_d=r.domain or None, header_s=r.selector or None)
+            for r in dkim_results]
+    else:
+        results.append(authres.DKIMAuthenticationResult(result="none"))
+    results.append(authres.dmarc.DMARCAuthenticationResult(
+        result=dmarc.result, header_from=dmarc.from_domain or None,
+        policy=dmarc.requested or None))
+    if arc != "none":
+        results.append(authres.arc.ARCAuthenticationResult(result=arc))
+    header = authres.AuthenticationResultsHeader(
+        authserv_id=settings.MAILHOST_HOSTNAME, results=results)
+    return _fold(str(header)).encode("utf-8", "replace") + b"\r\n"
+
+
+def _fold(field_line: str) -> str:
+    """Fold at the resinfo separators so no line exceeds RFC 5322's 78 characters
+    needlessly (§2.1.1)."""
+    return field_line.replace("; ", ";\r\n\t")
+
+
+def _spam_headers(verdict: Verdict, mailbox_id: int, threshold: float, junk: bool) -> bytes:
+    tests = list(verdict.tests)
+    result = verdict.bayes.get(mailbox_id)
+    if result is not None:
+        tests.insert(0, f"BAYES_{min(99, int(result.probability * 100)):02d}")
+    else:
+        tests.insert(0, "BAYES_UNTRAINED")
+    score = verdict.score(mailbox_id)
+    status = (f"{'Yes' if junk else 'No'}, score={score:.1f} required={threshold:.1f} "
+              f"tests={','.join(tests)}")
+    return f"X-Spam-Score: {score:.1f}\r\nX-Spam-Status: {status}\r\n".encode()
+
+
+def _is_ours(name: str, value: bytes) -> bool:
+    """Fields a sender must not be able to forge: our verdicts, and results
+    claiming to come from us (RFC 8601 §5)."""
+    if name in ("x-spam-score", "x-spam-status", "x-spam-flag"):
+        return True
+    if name == "authentication-results":
+        authserv_id = value.split(b";", 1)[0].split()[:1]
+        return [a.decode("latin-1").lower() for a in authserv_id] == [
+            settings.MAILHOST_HOSTNAME.lower()]
+    return False
+
+
+# --- filing -------------------------------------------------------------------------
+
+
+def file_spooled(pk: int, *, checks: bool = True) -> bool:
+    """Check and deliver one spooled message; False if it was not ours to do
+    (already filed, or being checked by another worker)."""
+    row = _claim(pk)
+    if row is None:
+        return False
+    data = get_blob_store().read(row.blob_id)
+    verdict = None
+    if checks and settings.MAILHOST_ANTISPAM:
+        started = time.monotonic()
+        try:
+            verdict = check_message(row, data)
+        except Exception:
+            log.exception("checks failed spool=%s: delivering unfiled", pk)
+        if time.monotonic() - started > settings.MAILHOST_ANTISPAM_TIMEOUT:
+            log.warning("checks took too long spool=%s: delivering unfiled", pk)
+            verdict = None
+    return _deliver(row, data, verdict)
+
+
+def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
+    mailboxes = Mailbox.objects.in_bulk(row.mailbox_ids)
+    groups: dict[tuple[str, bytes], list[int]] = defaultdict(list)
+    if verdict is None:
+        groups["INBOX", data] = [m for m in row.mailbox_ids if m in mailboxes]
+    else:
+        clean = strip_fields(data, _is_ours)
+        # RFC 6154: the folder marked \Junk, whatever the user renamed it to.
+        junk_folders = dict(Folder.objects.filter(
+            mailbox_id__in=row.mailbox_ids, special_use=SpecialUse.JUNK,
+        ).values_list("mailbox_id", "name"))
+        for mailbox_id in row.mailbox_ids:
+            mailbox = mailboxes.get(mailbox_id)
+            if mailbox is None:
+                continue  # deleted since the message was accepted
+            threshold = (mailbox.spam_threshold if mailbox.spam_threshold is not None
+                         else settings.MAILHOST_SPAM_THRESHOLD)
+            junk = verdict.quarantine or verdict.score(mailbox_id) >= threshold
+            headers = verdict.auth_header + _spam_headers(verdict, mailbox_id, threshold, junk)
+            folder = junk_folders.get(mailbox_id, "Junk") if junk else "INBOX"
+            groups[folder, insert_after_first_field(clean, headers)].append(mailbox_id)
+    requests = [DeliveryRequest(ids, payload, folder=folder, check_quota=False)
+                for (folder, payload), ids in groups.items() if ids]
+    with transaction.atomic():
+        locked = SpooledMessage.objects.select_for_update().filter(pk=row.pk).first()
+        if locked is None:
+            return False  # the sweeper or another worker filed it meanwhile
+        for error in store.deliver_batch(requests):
+            if error is not None:
+                raise error
+        locked.delete()
+    for (folder, _), ids in groups.items():
+        log.info("filed spool=%s folder=%s mailboxes=%s checked=%s", row.pk, folder, ids,
+                 verdict is not None)
+    return True
+
+
+def file_if_overdue(pk: int) -> bool | None:
+    """File unchecked a message still waiting for its checks: True when filed
+    here, False when already filed, None while a worker holds it."""
+    if not SpooledMessage.objects.filter(pk=pk).exists():
+        return False
+    return True if file_spooled(pk, checks=False) else None
+
+
+def sweep_spool() -> int:
+    """Deliver, unfiled, what has waited longer than the checks may take."""
+    cutoff = timezone.now() - timedelta(seconds=settings.MAILHOST_ANTISPAM_TIMEOUT)
+    delivered = 0
+    for pk in SpooledMessage.objects.filter(received__lt=cutoff).filter(
+            Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now())
+    ).order_by("pk").values_list("pk", flat=True)[:1000]:
+        if file_spooled(pk, checks=False):
+            delivered += 1
+    return delivered

@@ -1,0 +1,100 @@
+"""Training: idempotent per message, relabelled on the way out of Junk, and
+driven by the store's move/copy hook (so IMAP MOVE trains without knowing)."""
+
+import hashlib
+
+import pytest
+
+from apps.antispam import bayes, learning, services
+from apps.antispam.auth import SpfResult
+from apps.antispam.models import BayesToken, TrainedMessage
+from apps.store import services as store
+from apps.store.models import Message
+from tests.antispam.conftest import message
+from tests.factories import make_mailbox
+from tests.smtp.helpers import stored
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def labelled(data: bytes) -> learning.LabelledMessage:
+    return learning.LabelledMessage(hashlib.sha256(data).hexdigest(),
+                                    frozenset(bayes.tokenize(data)))
+
+
+def test_training_is_idempotent_and_relabels():
+    model = learning.global_model()
+    spam = labelled(message(subject="Cheap pills"))
+    assert learning.train(model, [spam, spam], is_spam=True) == 1
+    assert learning.train(model, [spam], is_spam=True) == 0
+    model.refresh_from_db()
+    assert (model.spam_count, model.ham_count) == (1, 0)
+    assert BayesToken.objects.get(model=model, token="subject:cheap").spam_count == 1
+
+    assert learning.train(model, [spam], is_spam=False) == 1  # a correction
+    model.refresh_from_db()
+    assert (model.spam_count, model.ham_count) == (0, 1)
+    token = BayesToken.objects.get(model=model, token="subject:cheap")
+    assert (token.spam_count, token.ham_count) == (0, 1)
+    assert TrainedMessage.objects.get(model=model).is_spam is False
+
+
+def deliver(mailbox, subject: str, body: str) -> None:
+    facts = services.SmtpFacts("192.0.2.1", "mx.sender.example", "a@sender.example",
+                               SpfResult("none", "", "sender.example"))
+    pk = services.spool_message(message(subject=subject, body=body), [mailbox.pk], facts)
+    services.file_spooled(pk)
+
+
+def train_global() -> None:
+    model = learning.global_model()
+    learning.train(model, [labelled(message(subject=f"pills {i}", body="cheap pills online"))
+                           for i in range(5)], is_spam=True)
+    learning.train(model, [labelled(message(subject=f"minutes {i}", body="meeting agenda"))
+                           for i in range(5)], is_spam=False)
+
+
+LOTTERY = "Congratulations winner, claim your lottery prize transfer fee"
+
+
+def test_moving_into_and_out_of_junk_changes_the_users_next_verdicts(settings, zone):
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # the hook's training task runs at once
+    train_global()
+    bob = make_mailbox("bob@example.org")
+    for n in range(5):
+        deliver(bob, f"You won {n}", LOTTERY)
+    assert len(stored("bob@example.org")) == 5  # unknown words: not judged spam
+
+    inbox, junk = store.get_folder(bob, "INBOX"), store.get_folder(bob, "Junk")
+    store.move(inbox, list(Message.objects.filter(folder=inbox).values_list("uid", flat=True)),
+               junk)
+    deliver(bob, "You won again", LOTTERY)
+    assert len(stored("bob@example.org", "Junk")) == 6
+    assert stored("bob@example.org") == []
+    # Another user's verdicts are not his to change.
+    carol = make_mailbox("carol@example.org")
+    deliver(carol, "You won again", LOTTERY)
+    assert len(stored("carol@example.org")) == 1
+
+    # Out of Junk: learnt as ham instead (unlearnt as spam first).
+    uids = list(Message.objects.filter(folder=junk).values_list("uid", flat=True))
+    store.move(junk, uids, inbox)
+    model = learning.user_model(bob.pk)
+    model.refresh_from_db()
+    assert (model.spam_count, model.ham_count) == (0, 6)
+    deliver(bob, "You won once more", LOTTERY)
+    assert len(stored("bob@example.org")) == 7
+
+
+def test_copy_into_junk_trains_and_moving_to_trash_does_not(settings, zone):
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    bob = make_mailbox("bob@example.org")
+    deliver(bob, "hello", "some words here")
+    inbox, junk, trash = (store.get_folder(bob, name) for name in ("INBOX", "Junk", "Trash"))
+    store.copy(inbox, [1], junk)
+    model = learning.user_model(bob.pk)
+    model.refresh_from_db()
+    assert (model.spam_count, model.ham_count) == (1, 0)
+    store.move(junk, [1], trash)  # deleting spam is not calling it ham
+    model.refresh_from_db()
+    assert (model.spam_count, model.ham_count) == (1, 0)
