@@ -353,8 +353,12 @@ class Pop3Session(asyncio.Protocol):
         # between here and start_tls, which stops reading plaintext at once.
         self._buffer.clear()
         loop = asyncio.get_running_loop()
-        transport = await loop.start_tls(self.transport, self, self.tls_context,
-                                         server_side=True)
+        try:
+            transport = await loop.start_tls(self.transport, self, self.tls_context,
+                                             server_side=True)
+        except (ssl.SSLError, OSError) as error:
+            log.info("TLS handshake failed peer=%s: %s", self.peer, error)
+            raise _Closed from None
         if transport is None:
             raise _Closed
         self.transport = transport

@@ -3,7 +3,9 @@ from __future__ import annotations
 import poplib
 
 from apps.directory.models import Mailbox
+from apps.pop3.protocol import to_crlf
 from apps.store import services as store
+from tests.conftest import CORPORA
 from tests.factories import PASSWORD
 from tests.smtp.helpers import make_message
 
@@ -33,3 +35,15 @@ def retrieved(client: poplib.POP3, number: int) -> tuple[bytes, int]:
     octet count poplib measured."""
     _, lines, octets = client.retr(number)
     return b"".join(line + b"\r\n" for line in lines), octets
+
+
+def corpus_messages(count: int) -> list[bytes]:
+    """Real mail from the ham corpus, as it is sent over SMTP: the mbox
+    'From ' line dropped, CRLF line ends."""
+    messages = []
+    for path in sorted((CORPORA / "ham").iterdir())[:count]:
+        data = path.read_bytes()
+        if data.startswith(b"From "):
+            data = data.split(b"\n", 1)[1]
+        messages.append(to_crlf(data))
+    return messages
