@@ -57,6 +57,7 @@ _SYNTAX: dict[str, tuple[str, ...]] = {
 # responses (RFC 5034 §4) and passwords are exempt, as every server makes them.
 MAX_ARGUMENT = 40
 _NUMBER = re.compile(r"[0-9]{1,10}")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
 def _number(text: str, *, what: str, minimum: int) -> int:
@@ -76,12 +77,12 @@ def parse_command(line: bytes) -> Command:
         line = line[:-1]
     if not line.strip():
         raise CommandError("empty command")
+    if _CONTROL.search(line):
+        raise CommandError("control characters in command")
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise CommandError("command is not valid UTF-8") from None
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
-        raise CommandError("control characters in command")
     verb, _, rest = text.partition(" ")
     verb = verb.upper()
     syntax = _SYNTAX.get(verb)
@@ -169,7 +170,8 @@ _BARE_LF = re.compile(rb"(?<!\r)\n")
 def to_crlf(data: bytes) -> bytes:
     """Bare LF becomes CRLF; a last line without an end gets one. Other bytes,
     8-bit ones and lone CRs included, are left as they are."""
-    data = _BARE_LF.sub(CRLF, data)
+    if data.count(b"\n") != data.count(CRLF):  # the regex is slow: only when needed
+        data = _BARE_LF.sub(CRLF, data)
     if data and not data.endswith(CRLF):
         data += CRLF
     return data
@@ -178,7 +180,7 @@ def to_crlf(data: bytes) -> bytes:
 def wire_size(data: bytes) -> int:
     """Octets of the message as RETR sends it, before byte-stuffing: RFC 1939 §11
     counts each line end as two octets and does not count stuffed dots twice."""
-    size = len(data) + len(_BARE_LF.findall(data))
+    size = len(data) + data.count(b"\n") - data.count(CRLF)
     if data and not data.endswith(b"\n"):
         size += 2
     return size
