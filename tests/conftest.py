@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import shutil
@@ -47,6 +48,10 @@ class ServerThread:
     def _run(self) -> None:
         try:
             asyncio.run(self._main())
+            # The loop's worker threads are gone, but their database connections
+            # linger in reference cycles until collected, and PostgreSQL will not
+            # drop the test database while they are open.
+            gc.collect()
         except BaseException as error:  # surfaced to the test by start()
             self._error = error
             self._ready.set()

@@ -231,15 +231,19 @@ class Pop3Session(asyncio.Protocol):
             raise _Closed
         await self._send(reply)
 
-    async def _end(self) -> None:
+    async def _release_lock(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         if self.mailbox is not None and self.lock_token is not None:
+            token, self.lock_token = self.lock_token, None
             try:
-                await asyncio.shield(
-                    services.arelease_lock(self.mailbox.pk, self.lock_token))
+                await asyncio.shield(services.arelease_lock(self.mailbox.pk, token))
             except Exception:
+                # It expires by itself after MAILHOST_POP3_LOCK_SECONDS.
                 log.exception("could not release the maildrop lock of %s", self.mailbox.address)
+
+    async def _end(self) -> None:
+        await self._release_lock()
         if self.transport is not None:
             if self._output and not self.transport.is_closing():
                 self.transport.write(bytes(self._output))
@@ -404,14 +408,20 @@ class Pop3Session(asyncio.Protocol):
         assert self.maildrop is not None and self.mailbox is not None
         assert self.lock_token is not None
         uids = self.maildrop.deleted_uids()
+        failed = False
         if uids:
             try:
                 await services.aremove_deleted(self.mailbox.pk, self.lock_token,
                                                self.maildrop.folder_id, uids)
             except Exception:
                 log.exception("could not remove deleted messages of %s", self.mailbox.address)
-                await self._send(err("some deleted messages not removed", SYS_TEMP))
-                return
+                failed = True
+        # Unlocked before the reply, so that a client that logs in again at
+        # once is not told [IN-USE] by its own finished session.
+        await self._release_lock()
+        if failed:
+            await self._send(err("some deleted messages not removed", SYS_TEMP))
+            return
         left = len(self.maildrop.entries) - len(uids)
         log.info("quit mailbox=%s removed=%d left=%d", self.mailbox.address, len(uids), left)
         await self._send(ok(f"Mailhost POP3 server signing off ({left} messages left)"))

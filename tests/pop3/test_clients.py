@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import smtplib
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -107,33 +105,32 @@ def fetchmail(tmp_path: Path, port: int, address: str, *, keep: bool, round: str
 
 
 def getmail(tmp_path: Path, port: int, address: str, *, delete: bool, round: str) -> list[bytes]:
-    """getmail6 over implicit TLS (certificate checked) into its own Maildir
-    writer. getmail will not deliver as root, so under root (CI) it writes as
-    "nobody" into a directory that user can reach."""
-    as_root = os.geteuid() == 0
-    base = Path(tempfile.mkdtemp(prefix="getmail-", dir="/tmp")) if as_root else tmp_path
-    base.chmod(0o777)
-    maildir = base / f"getmail-{round}"
+    """getmail6 over implicit TLS (certificate checked), delivering into a Maildir
+    through an external MDA.
+
+    getmail forks a child for every delivery and loses the child's exit when
+    the child is done before the parent starts waiting (getmail6/getmail6#226,
+    "waiting child pid timed out"); a loaded machine makes that likely. The MDA
+    therefore waits a moment before it writes. An external MDA also lets root
+    (CI) deliver, which getmail's own Maildir writer refuses."""
+    maildir = tmp_path / f"getmail-{round}"
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True)
-        (maildir / sub).chmod(0o777)
     cert, _ = certificate_paths()
+    script = f'sleep 0.05; cat > "$(mktemp -p {maildir}/new msg.XXXXXXXX)"'
     rc = tmp_path / f"getmailrc-{round}"
     rc.write_text(
         "[retriever]\ntype = SimplePOP3SSLRetriever\nserver = 127.0.0.1\n"
         f"port = {port}\nusername = {address}\npassword = {PASSWORD}\n"
         f"ca_certs = {cert}\n"
-        f"[destination]\ntype = Maildir\npath = {maildir}/\n"
-        + ("user = nobody\n" if as_root else "")
-        + "[options]\nread_all = true\ndelivered_to = false\nreceived = false\n"
+        "[destination]\ntype = MDA_external\npath = /bin/sh\n"
+        f"arguments = (\"-c\", {script!r})\n"
+        "allow_root_commands = true\nunixfrom = false\n"
+        "[options]\nread_all = true\ndelivered_to = false\nreceived = false\n"
         f"delete = {'true' if delete else 'false'}\n"
     )
-    try:
-        run([require_program("getmail"), "--rcfile", str(rc), "--getmaildir", str(tmp_path)])
-        return read_maildir(maildir)
-    finally:
-        if as_root:
-            shutil.rmtree(base)
+    run([require_program("getmail"), "--rcfile", str(rc), "--getmaildir", str(tmp_path)])
+    return read_maildir(maildir)
 
 
 def test_fetchmail_keeps_then_deletes(pop_servers, mailbox, delivered, tmp_path) -> None:

@@ -299,6 +299,26 @@ def test_dele_then_quit_expunges_through_the_store(connect, mailbox) -> None:
     assert FolderChanged(mailbox.pk, inbox.pk, inbox.highestmodseq) in events
 
 
+def test_quit_that_cannot_remove_says_so_and_frees_the_mailbox(connect, mailbox,
+                                                              monkeypatch) -> None:
+    fill(mailbox, sample_messages(mailbox.address))
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("database is down")
+
+    monkeypatch.setattr(pop3_server.services, "aremove_deleted", broken)
+    client = connect()
+    login(client, mailbox)
+    client.dele(1)
+    with pytest.raises(poplib.error_proto,
+                       match=r"-ERR \[SYS/TEMP\] some deleted messages not removed"):
+        client.quit()
+    assert len(inbox_uids(mailbox.address)) == 3
+    again = connect()
+    assert login(again, mailbox).startswith(b"+OK maildrop has 3")
+    again.quit()
+
+
 def test_malformed_commands_get_reasons(connect, mailbox) -> None:
     client = connect()
     for command, reason in [
