@@ -53,9 +53,9 @@ _SYNTAX: dict[str, tuple[str, ...]] = {
     "AUTH": ("word?", "word?"),
 }
 
-# RFC 1939 §3: "arguments may be up to 40 characters long"; SASL initial
-# responses (RFC 5034 §4) and passwords are exempt, as every server makes them.
-MAX_ARGUMENT = 40
+# RFC 1939 §3 limited arguments to 40 characters; RFC 2449 §4 replaces that
+# with a limit on the whole command line (MAILHOST_POP3_MAX_LINE, enforced by
+# the server), which long login names need.
 _NUMBER = re.compile(r"[0-9]{1,10}")
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
@@ -107,8 +107,6 @@ def parse_command(line: bytes) -> Command:
         elif kind == "lines":
             args.append(_number(word, what="line count", minimum=0))
         else:
-            if len(word) > MAX_ARGUMENT and verb != "AUTH":
-                raise CommandError(f"argument longer than {MAX_ARGUMENT} characters")
             args.append(word)
     return Command(verb, tuple(args))
 

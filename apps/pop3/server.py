@@ -15,7 +15,7 @@ import ipaddress
 import logging
 import secrets
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
@@ -218,9 +218,9 @@ class Pop3Session(asyncio.Protocol):
         if command.verb not in ALLOWED[self.state]:
             await self._bad(err(f"{command.verb} is not valid in the {self.state.value} state"))
             return
-        handler: Callable[[Command], object] = getattr(self, f"pop3_{command.verb}")
+        handler: Callable[[Command], Awaitable[None]] = getattr(self, f"pop3_{command.verb}")
         try:
-            await handler(command)  # type: ignore[misc]
+            await handler(command)
         except CommandError as error:
             await self._send(err(error.reason, error.code))
 
