@@ -23,6 +23,7 @@ class Maildrop:
     folder_id: int
     uidvalidity: int
     entries: list[Entry]
+    leave_copy: bool = False  # DELE + QUIT hides from POP3 instead of removing
     deleted: set[int] = field(default_factory=set)  # message numbers marked by DELE
 
     def get(self, number: int) -> Entry:

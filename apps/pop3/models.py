@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.db import models
 
 from apps.directory.models import Mailbox
+from apps.store.models import Folder
 
 
 class MaildropLock(models.Model):
@@ -34,3 +35,36 @@ class WireSize(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sha256}: {self.size}"
+
+
+class MailboxOptions(models.Model):
+    """POP3 options of one mailbox (no row: the defaults)."""
+
+    mailbox = models.OneToOneField(Mailbox, on_delete=models.CASCADE, primary_key=True,
+                                   related_name="pop3_options")
+    # "Leave a copy on the server": DELE + QUIT hides a message from POP3 only;
+    # IMAP and webmail keep it.
+    leave_copy = models.BooleanField(default=False)
+
+    class Meta:
+        verbose_name_plural = "mailbox options"
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id} leave_copy={self.leave_copy}"
+
+
+class HiddenMessage(models.Model):
+    """A message that POP3 deleted while its mailbox leaves a copy on the server:
+    no longer in any POP3 maildrop, still in the folder. UIDs are never reused
+    in a folder, so a row can never hide another message."""
+
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="+")
+    uid = models.PositiveBigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["folder", "uid"], name="pop3_hidden_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.folder_id}:{self.uid}"

@@ -412,7 +412,8 @@ class Pop3Session(asyncio.Protocol):
         if uids:
             try:
                 await services.aremove_deleted(self.mailbox.pk, self.lock_token,
-                                               self.maildrop.folder_id, uids)
+                                               self.maildrop.folder_id, uids,
+                                               leave_copy=self.maildrop.leave_copy)
             except Exception:
                 log.exception("could not remove deleted messages of %s", self.mailbox.address)
                 failed = True

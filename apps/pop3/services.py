@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
 from apps.directory.models import Mailbox
 from apps.pop3.maildrop import Entry, Maildrop
-from apps.pop3.models import MaildropLock, WireSize
+from apps.pop3.models import HiddenMessage, MailboxOptions, MaildropLock, WireSize
 from apps.pop3.protocol import wire_size
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
@@ -62,12 +62,20 @@ def release_lock(mailbox_id: int, token: str) -> None:
 # --- the snapshot ----------------------------------------------------------------
 
 
+def set_leave_copy(mailbox: Mailbox, leave_copy: bool) -> None:
+    """Switch "leave a copy on the server" for a mailbox's POP3 sessions."""
+    MailboxOptions.objects.update_or_create(mailbox=mailbox,
+                                            defaults={"leave_copy": leave_copy})
+
+
 def open_maildrop(mailbox: Mailbox) -> Maildrop:
     """The INBOX as it is now: its messages in UID order from one query, with
-    their wire sizes; blobs seen by POP3 for the first time are measured once."""
+    their wire sizes, less those hidden by "leave a copy"; blobs seen by POP3
+    for the first time are measured once."""
     folder = store.get_folder(mailbox, "INBOX")
     known = WireSize.objects.filter(sha256=OuterRef("blob_id")).values("size")[:1]
-    rows = list(Message.objects.filter(folder=folder).order_by("uid")
+    hidden = HiddenMessage.objects.filter(folder_id=OuterRef("folder_id"), uid=OuterRef("uid"))
+    rows = list(Message.objects.filter(folder=folder).exclude(Exists(hidden)).order_by("uid")
                 .values_list("uid", "blob_id", Subquery(known)))
     unmeasured = {blob_id for _, blob_id, size in rows if size is None}
     measured: dict[str, int] = {}
@@ -79,7 +87,8 @@ def open_maildrop(mailbox: Mailbox) -> Maildrop:
             ignore_conflicts=True)
     entries = [Entry(uid, size if size is not None else measured[blob_id], blob_id)
                for uid, blob_id, size in rows]
-    return Maildrop(folder.pk, folder.uidvalidity, entries)
+    leave_copy = MailboxOptions.objects.filter(mailbox=mailbox, leave_copy=True).exists()
+    return Maildrop(folder.pk, folder.uidvalidity, entries, leave_copy=leave_copy)
 
 
 def read_message(blob_id: str) -> bytes:
@@ -89,10 +98,12 @@ def read_message(blob_id: str) -> bytes:
 # --- UPDATE state ----------------------------------------------------------------
 
 
-def remove_deleted(mailbox_id: int, token: str, folder_id: int, uids: Sequence[int]) -> list[int]:
+def remove_deleted(
+    mailbox_id: int, token: str, folder_id: int, uids: Sequence[int], *, leave_copy: bool = False,
+) -> list[int]:
     """RFC 1939 §6: remove the messages marked deleted, through the store (which
     leaves tombstones and tells IMAP sessions), only while this session still
-    holds the mailbox."""
+    holds the mailbox. With ``leave_copy`` they are only hidden from POP3."""
     with transaction.atomic():
         # The lock row stays locked until commit, so it cannot expire and be taken
         # over between this check and the removal.
@@ -100,6 +111,11 @@ def remove_deleted(mailbox_id: int, token: str, folder_id: int, uids: Sequence[i
             mailbox_id=mailbox_id, token=token)
         if not list(held):
             raise LockLost()
+        if leave_copy:
+            HiddenMessage.objects.bulk_create(
+                [HiddenMessage(folder_id=folder_id, uid=uid) for uid in uids],
+                ignore_conflicts=True)
+            return sorted(uids)
         return store.remove(Folder.objects.get(pk=folder_id), uids)
 
 

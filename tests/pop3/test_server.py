@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import poplib
 import socket
 import threading
 import time
 
 import pytest
+from django.core.management import call_command
 
 from apps.pop3 import server as pop3_server
 from apps.pop3.protocol import to_crlf
@@ -425,3 +427,29 @@ def test_every_tricky_mime_message_is_served_as_stored(connect, mailbox,
         _, lines, _ = client.top(number, 0)
         assert len(lines) <= data.count(b"\r\n")
     client.quit()
+
+
+def test_leave_a_copy_hides_from_pop3_and_keeps_for_imap(connect, mailbox) -> None:
+    fill(mailbox, sample_messages(mailbox.address))
+    call_command("pop3leavecopy", mailbox.address, "on", stdout=io.StringIO())
+    uids = inbox_uids(mailbox.address)
+    client = connect()
+    login(client, mailbox)
+    _, before, _ = client.uidl()
+    client.dele(1)
+    client.dele(2)
+    client.quit()
+    # Still in the folder (what IMAP shows), nothing expunged...
+    assert inbox_uids(mailbox.address) == uids
+    assert not Expunged.objects.exists()
+    # ...but gone from POP3, and the rest keeps its unique-id.
+    again = connect()
+    assert login(again, mailbox).startswith(b"+OK maildrop has 1 messages")
+    assert again.uidl()[1] == [b"1 " + before[2].split()[1]]
+    again.quit()
+    call_command("pop3leavecopy", mailbox.address, "off", stdout=io.StringIO())
+    third = connect()
+    login(third, mailbox)
+    third.dele(1)
+    third.quit()
+    assert inbox_uids(mailbox.address) == uids[:2]
