@@ -262,7 +262,7 @@ class Pop3Session(asyncio.Protocol):
             return False
 
     def _refuse_plaintext(self) -> bytes:
-        # RFC 3206 §4: [AUTH] covers logins refused by policy.
+        # RFC 3206 §5: [AUTH] covers logins refused by policy.
         return err("Plaintext authentication needs TLS: use STLS first", AUTH)
 
     async def pop3_USER(self, command: Command) -> None:
@@ -281,7 +281,7 @@ class Pop3Session(asyncio.Protocol):
 
     async def pop3_AUTH(self, command: Command) -> None:
         if not command.args:
-            # RFC 1734's mechanism list, which many clients still ask for.
+            # AUTH alone: the mechanism list, as Dovecot and Cyrus answer it; clients ask.
             await self._send(multiline(ok("SASL mechanisms follow"),
                                        ["PLAIN"] if self._plaintext_allowed() else []))
             return
