@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "apps.directory",
     "apps.store",
     "apps.smtp",
+    "apps.pop3",
     "apps.mailservers",
     "rest_framework",
     "django_filters",
@@ -291,6 +292,16 @@ MAILHOST_RATE_CONNECTIONS_PER_MINUTE = env_int("MAILHOST_RATE_CONNECTIONS_PER_MI
 MAILHOST_RATE_MESSAGES_PER_MINUTE = env_int("MAILHOST_RATE_MESSAGES_PER_MINUTE", 300)
 # As Postfix exempts $mynetworks: local reinjection is not rate limited.
 MAILHOST_RATE_LIMIT_EXEMPT = env_list("MAILHOST_RATE_LIMIT_EXEMPT", ["127.0.0.0/8", "::1/128"])
+
+# POP3. RFC 2449 §4 allows command lines of 255 octets; SASL responses may be longer.
+MAILHOST_POP3_MAX_LINE = env_int("MAILHOST_POP3_MAX_LINE", 1024)
+MAILHOST_POP3_MAX_BAD_COMMANDS = env_int("MAILHOST_POP3_MAX_BAD_COMMANDS", 10)
+# RFC 1939 §3: an autologout timer of at least 10 minutes.
+MAILHOST_POP3_IDLE_TIMEOUT = env_int("MAILHOST_POP3_IDLE_TIMEOUT", 600)
+# The one-session-per-mailbox lock outlives a dead listener process this long.
+MAILHOST_POP3_LOCK_SECONDS = env_int("MAILHOST_POP3_LOCK_SECONDS", 300)
+# RFC 2595 §2.3: clear-text logins only over TLS; from this host too unless switched off.
+MAILHOST_POP3_PLAINTEXT_ON_LOOPBACK = env_bool("MAILHOST_POP3_PLAINTEXT_ON_LOOPBACK", True)
 
 # --- logging ------------------------------------------------------------------
 (DATA_DIR / "logs").mkdir(exist_ok=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.pop3.server import pop3_protocol_factory
 from apps.smtp.server import mx_protocol_factory
 
 log = logging.getLogger("mailhost.listeners")
@@ -31,6 +32,8 @@ class ListenerSpec:
 # The protocol issues add their listeners here (IMAP, POP3, submission).
 LISTENERS: dict[str, ListenerSpec] = {
     "smtp": ListenerSpec("smtp", mx_protocol_factory),
+    "pop3": ListenerSpec("pop3", pop3_protocol_factory),
+    "pop3s": ListenerSpec("pop3s", pop3_protocol_factory, implicit_tls=True),
 }
 
 
