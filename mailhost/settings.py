@@ -225,6 +225,16 @@ MAILHOST_AUTH_CACHE_SECONDS = env_int("MAILHOST_AUTH_CACHE_SECONDS", 60)
 MAILHOST_AUTH_CONCURRENCY = env_int("MAILHOST_AUTH_CONCURRENCY", 4)
 MAILHOST_BLOB_GRACE_SECONDS = env_int("MAILHOST_BLOB_GRACE_SECONDS", 24 * 3600)
 
+# IMAP limits: a command line (outside literals), a literal (APPENDLIMIT), commands
+# before login and bad commands before the connection is dropped, idle seconds.
+MAILHOST_IMAP_MAX_LINE = env_int("MAILHOST_IMAP_MAX_LINE", 64 * 1024)
+MAILHOST_IMAP_MAX_LITERAL = env_int("MAILHOST_IMAP_MAX_LITERAL", 50 * 1024 * 1024)
+MAILHOST_IMAP_MAX_COMMANDS_BEFORE_AUTH = env_int("MAILHOST_IMAP_MAX_COMMANDS_BEFORE_AUTH", 50)
+MAILHOST_IMAP_MAX_BAD_COMMANDS = env_int("MAILHOST_IMAP_MAX_BAD_COMMANDS", 20)
+MAILHOST_IMAP_TIMEOUT = env_int("MAILHOST_IMAP_TIMEOUT", 30 * 60)
+# Password logins without TLS are refused except from loopback peers, when this is 1.
+MAILHOST_PLAINTEXT_AUTH_LOOPBACK = env_bool("MAILHOST_PLAINTEXT_AUTH_LOOPBACK", True)
+
 # --- logging ------------------------------------------------------------------
 (DATA_DIR / "logs").mkdir(exist_ok=True)
 LOGGING = {

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.imap.session import protocol_factory as imap_protocol_factory
 from apps.smtp.server import mx_protocol_factory
 
 log = logging.getLogger("mailhost.listeners")
@@ -31,6 +32,8 @@ class ListenerSpec:
 # The protocol issues add their listeners here (IMAP, POP3, submission).
 LISTENERS: dict[str, ListenerSpec] = {
     "smtp": ListenerSpec("smtp", mx_protocol_factory),
+    "imap": ListenerSpec("imap", imap_protocol_factory),
+    "imaps": ListenerSpec("imaps", imap_protocol_factory, implicit_tls=True),
 }
 
 
