@@ -555,7 +555,7 @@ async def authenticate(session: IMAPSession, cmd: Command) -> str:
 # --- authenticated (RFC 3501 §6.3) ------------------------------------------------------
 
 
-@command("ENABLE", AUTHED)
+@command("ENABLE", {AUTHENTICATED})  # RFC 5161 §3.1: authenticated state only
 async def enable(session: IMAPSession, cmd: Command) -> None:
     # RFC 5161 §3.1
     enabled = []
