@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import ssl
@@ -55,7 +56,5 @@ class RawIMAP:
         return self.command(f'LOGIN "{user}" "{password}"')
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass

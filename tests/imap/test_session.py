@@ -132,7 +132,7 @@ def test_list_patterns_special_use_children_and_mutf7(connect):
     assert lines == [b'(\\HasNoChildren) "/" Work/2024']
     typ, lines = client.list('""', "inbox")
     assert lines == [b'(\\HasNoChildren) "/" INBOX']
-    typ, lines = client.list('""', '""')
+    _typ, lines = client.list('""', '""')
     assert lines == [b'(\\Noselect) "/" ""']
     assert client.create("Bad&Name")[0] == "NO"
 
@@ -173,7 +173,7 @@ def test_create_delete_rename_subscribe(connect):
     typ, lines = client.lsub('""', "*")
     assert b"C" in b" ".join(lines) and b"Trash" not in b" ".join(lines)
     client._simple_command("CREATE", "Rubbish", "(USE (\\Trash))")
-    typ, lines = client.list('""', "Rubbish")
+    _typ, lines = client.list('""', "Rubbish")
     assert b"\\Trash" in lines[0]
     # RFC 3501 §6.3.5: renaming INBOX moves its mail, INBOX stays.
     client.append("INBOX", None, None, b"Subject: x\r\n\r\nbody\r\n")
