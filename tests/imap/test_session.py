@@ -130,7 +130,7 @@ def test_list_patterns_special_use_children_and_mutf7(connect):
     assert b"Work" in b" ".join(lines) and b"Work/2024" not in b" ".join(lines)
     typ, lines = client.list("Work/", "%")
     assert lines == [b'(\\HasNoChildren) "/" Work/2024']
-    typ, lines = client.list('""', "inbox")
+    _typ, lines = client.list('""', "inbox")
     assert lines == [b'(\\HasNoChildren) "/" INBOX']
     _typ, lines = client.list('""', '""')
     assert lines == [b'(\\Noselect) "/" ""']
@@ -170,7 +170,7 @@ def test_create_delete_rename_subscribe(connect):
     assert client.delete("INBOX")[0] == "NO"
     assert client.subscribe("C")[0] == "OK"
     assert client.unsubscribe("Trash")[0] == "OK"
-    typ, lines = client.lsub('""', "*")
+    _typ, lines = client.lsub('""', "*")
     assert b"C" in b" ".join(lines) and b"Trash" not in b" ".join(lines)
     client._simple_command("CREATE", "Rubbish", "(USE (\\Trash))")
     _typ, lines = client.list('""', "Rubbish")
