@@ -121,14 +121,14 @@ def test_list_patterns_special_use_children_and_mutf7(connect):
     client = connect()
     assert client.create("Projekte/Entw&APw-rfe")[0] == "OK"
     assert client.create("Work/2024")[0] == "OK"
-    typ, lines = client.list('""', "*")
+    _typ, lines = client.list('""', "*")
     listed = {line.rsplit(b' "/" ', 1)[1]: line for line in lines}
     assert b"\\HasChildren" in listed[b"Projekte"]
     assert b"\\HasNoChildren" in listed[b"Projekte/Entw&APw-rfe"]
     assert b"\\Sent" in listed[b"Sent"] and b"\\Junk" in listed[b"Junk"]
-    typ, lines = client.list('""', "%")
+    _typ, lines = client.list('""', "%")
     assert b"Work" in b" ".join(lines) and b"Work/2024" not in b" ".join(lines)
-    typ, lines = client.list("Work/", "%")
+    _typ, lines = client.list("Work/", "%")
     assert lines == [b'(\\HasNoChildren) "/" Work/2024']
     _typ, lines = client.list('""', "inbox")
     assert lines == [b'(\\HasNoChildren) "/" INBOX']
