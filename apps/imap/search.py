@@ -85,7 +85,11 @@ async def run(session: IMAPSession, key: SearchKey) -> list[int]:
         rows = await database_sync_to_async(_load)(
             view.folder_id, list(view.uids), sorted(fields))
     matcher = _Matcher(session, rows)
-    return [p for p in range(len(view)) if matcher.match(key, p)]
+    # Messages expunged by another session but not yet told are not found
+    # (RFC 2180 §4.1.3 leaves this to the server): they cannot be fetched either.
+    gone = view.pending_expunge
+    return [p for p in range(len(view))
+            if view.uids[p] not in gone and matcher.match(key, p)]
 
 
 def _casefold_in(needle: str, haystack: str | None) -> bool:
