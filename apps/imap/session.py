@@ -39,7 +39,7 @@ from apps.imap.parser import (
     parse_command,
 )
 from apps.imap.view import FolderView, Updates
-from apps.store import events
+from apps.store import events, mime
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
 from apps.store.models import Flag, Folder, SpecialUse
@@ -140,6 +140,7 @@ class IMAPSession(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._busy = False
+        self.idling = False
         self._compressor: Any = None
         self._decompressor: Any = None
 
@@ -185,7 +186,7 @@ class IMAPSession(asyncio.Protocol):
         self._writable.set()
 
     def request_shutdown(self) -> None:
-        if self._busy or self.transport is None:
+        if (self._busy and not self.idling) or self.transport is None:
             return
         self._write(b"* BYE server shutting down\r\n")
         self._close()
@@ -329,7 +330,7 @@ class IMAPSession(asyncio.Protocol):
                 "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH",
                 "SEARCHRES", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
-                "MULTIAPPEND", "UTF8=ACCEPT", "COMPRESS=DEFLATE"]
+                "MULTIAPPEND", "BINARY", "UTF8=ACCEPT", "COMPRESS=DEFLATE"]
         if self.state == NOT_AUTHENTICATED:
             caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"]
             if not self.tls and self.tls_context is not None:
@@ -1190,6 +1191,8 @@ def _fetch_item(session: IMAPSession, att: FetchAtt, position: int, row: dict | 
             fmt.section_bytes(raw, structure, (), "TEXT") or b"")
     section = att.section
     assert section is not None
+    if name.startswith("BINARY"):
+        return _binary_item(att, raw, structure)
     data = fmt.section_bytes(raw, structure, section.part, section.text, section.fields)
     label = f"BODY[{section.label()}]"
     if data is None:
@@ -1199,6 +1202,30 @@ def _fetch_item(session: IMAPSession, att: FetchAtt, position: int, row: dict | 
         data = data[origin:origin + count]
         label += f"<{origin}>"
     return label.encode() + b" " + fmt.literal(data)
+
+
+def _binary_item(att: FetchAtt, raw: bytes, structure: dict) -> bytes:
+    """RFC 3516 §4.2: BINARY[part] is the part with its transfer encoding undone."""
+    section = att.section
+    assert section is not None
+    data = fmt.section_bytes(raw, structure, section.part, "") or b""
+    if section.part:
+        part = mime.find_part(structure, list(section.part))
+        if part is not None and not part["parts"]:
+            decoded = mime.decode_body(data, part["encoding"])
+            if decoded is None:
+                raise No(f"cannot decode {part['encoding']}", "UNKNOWN-CTE")
+            data = decoded
+    label = f"[{section.label()}]"
+    if att.name == "BINARY.SIZE":
+        return f"BINARY.SIZE{label} {len(data)}".encode()
+    if att.partial is not None:
+        origin, count = att.partial
+        data = data[origin:origin + count]
+        label += f"<{origin}>"
+    # A literal8 only when the octets need one (NUL).
+    body = b"~" + fmt.literal(data) if b"\0" in data else fmt.literal(data)
+    return f"BINARY{label} ".encode() + body
 
 
 @command("FETCH", {SELECTED})
@@ -1272,6 +1299,14 @@ async def uid_search(session: IMAPSession, cmd: Command) -> str | None:
 @command("IDLE", AUTHED)
 async def idle(session: IMAPSession, cmd: Command) -> str:
     session._write(b"+ idling\r\n")
+    session.idling = True
+    try:
+        return await _idle(session)
+    finally:
+        session.idling = False
+
+
+async def _idle(session: IMAPSession) -> str:
     while True:
         line = session.framer.read_line()
         if line is not None:

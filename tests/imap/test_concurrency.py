@@ -81,3 +81,13 @@ def test_idle_hears_changes_made_by_another_process(listener_process, mailbox):
     assert client.readline().startswith(b"i OK")
     client.command("LOGOUT")
     assert server.terminate() == 0
+
+
+def test_sigterm_says_bye_to_idle_sessions(listener_process, mailbox):
+    server = listener_process(["imap"])
+    client = session(server.ports["imap"], mailbox)
+    client.send(b"i IDLE\r\n")
+    assert client.readline().startswith(b"+ ")
+    assert server.terminate() == 0
+    client.sock.settimeout(10)
+    assert client.readline() == b"* BYE server shutting down\r\n"

@@ -282,3 +282,26 @@ def test_imapclient_round_trip(imap_port, mailbox):
         client.move(uids, "Archive")
         assert client.search() == []
         assert client.folder_status("Archive", [b"MESSAGES"])[b"MESSAGES"] == 1
+
+
+def test_binary_fetch_decodes_parts(raw):
+    # RFC 3516: BINARY[part] undoes the transfer encoding; NUL needs a literal8.
+    message = (b"Subject: bin\r\nMIME-Version: 1.0\r\n"
+               b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+               b"--b\r\nContent-Type: application/octet-stream\r\n"
+               b"Content-Transfer-Encoding: base64\r\n\r\nAAECAw==\r\n"
+               b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: "
+               b"quoted-printable\r\n\r\ncaf=C3=A9\r\n"
+               b"--b\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-rot13\r\n\r\n"
+               b"uryyb\r\n--b--\r\n")
+    append(raw, message)
+    raw.command("SELECT INBOX")
+    assert b"BINARY" in raw.command("CAPABILITY")[0]
+    assert raw.command("FETCH 1 (BINARY.PEEK[1] BINARY.SIZE[2])")[0] == \
+        b"* 1 FETCH (BINARY[1] ~{4}\r\n\x00\x01\x02\x03 BINARY.SIZE[2] 5)\r\n"
+    assert raw.command("FETCH 1 BINARY.PEEK[2]<1.3>")[0] == \
+        b"* 1 FETCH (BINARY[2]<1> {3}\r\naf\xc3)\r\n"
+    assert b"NO [UNKNOWN-CTE]" in raw.command("FETCH 1 BINARY.PEEK[3]")[-1]
+    # A message with a NUL byte can be appended as a literal8.
+    line = raw.command(b"APPEND INBOX ~{9+}\r\nA: b\r\n\r\n\x00")[-1]
+    assert b"OK [APPENDUID" in line
