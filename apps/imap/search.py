@@ -170,7 +170,7 @@ class _Matcher:
             return _casefold_in(key.args[0], row[_ADDRESS_FIELDS[op]])
         if op == "HEADER":
             name, value = key.args
-            found = [v for n, v in self._headers(uid, row) if n == name]
+            found = [v for _n, v in self._headers(uid, row, name)]
             return bool(found) and (not value or any(_casefold_in(value, v) for v in found))
         if op == "BODY":
             return _casefold_in(key.args[0], self._body(uid, row))
@@ -180,17 +180,16 @@ class _Matcher:
                 _casefold_in(key.args[0], self._body(uid, row))
         raise ValueError(op)
 
-    def _headers(self, uid: int, row: dict) -> list[tuple[str, str]]:
-        cached = self._cache.get((uid, "headers"))
-        if cached is None:
-            raw = row["raw"]
-            block = raw[:row["blob__bodystructure"]["body_start"]]
-            cached = []
-            for name, field in fmt.header_lines(block):
-                value = field.split(b":", 1)[1] if b":" in field else b""
-                cached.append((name, _decoded(value.replace(b"\r\n", b"").strip())))
-            self._cache[(uid, "headers")] = cached
-        return cached
+    def _headers(self, uid: int, row: dict, name: str | None = None) -> list[tuple[str, str]]:
+        """Header fields (lower-case name, decoded value); only ``name`` if given,
+        so that a HEADER search decodes only the fields it looks at."""
+        fields = self._cache.get((uid, "fields"))
+        if fields is None:
+            block = row["raw"][:row["blob__bodystructure"]["body_start"]]
+            fields = self._cache[(uid, "fields")] = fmt.header_lines(block)
+        return [(field_name, _decoded(field.split(b":", 1)[1].replace(b"\r\n", b"").strip()
+                                      if b":" in field else b""))
+                for field_name, field in fields if name is None or field_name == name]
 
     def _body(self, uid: int, row: dict) -> str:
         cached = self._cache.get((uid, "body"))

@@ -1,0 +1,97 @@
+"""Helpers shared by the benchmarks: processes, their peak memory, a Mailhost
+instance of its own in a temporary data directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def peak_rss_mib(pid: int) -> float:
+    """Peak resident set size (VmHWM) of a live process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Background:
+    """A subprocess whose output is drained; ``wait_for`` finds a line."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                seen = len(self.lines)
+                left = deadline - time.monotonic()
+                if left <= 0 or self.process.poll() is not None:
+                    raise RuntimeError(f"{pattern!r} not seen:\n" + "".join(self.lines[-30:]))
+                self._cond.wait(min(left, 0.5))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class MailhostInstance:
+    """A throwaway Mailhost: its own data directory (or DATABASE_URL), migrated."""
+
+    def __init__(self, database_url: str | None = None) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="mailhost-bench-")
+        self.env = dict(os.environ)
+        self.env.update({"MAILHOST_DATA_DIR": self.tmp.name, "MAILHOST_LOG_LEVEL": "WARNING",
+                         "MAILHOST_FAST_PASSWORD_HASHER": "1"})
+        if database_url:
+            self.env["DATABASE_URL"] = database_url
+        self.manage("migrate", "--no-input", "-v0")
+
+    def manage(self, *args: str, stdin: str | None = None) -> str:
+        return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=self.env, input=stdin,
+                              text=True, check=True, capture_output=True).stdout
+
+    def start_listeners(self, names: str) -> tuple[Background, dict[str, int]]:
+        env = dict(self.env, MAILHOST_LOG_LEVEL="INFO")
+        for name in names.split(","):
+            env[f"{name.upper()}_PORT"] = "0"
+        process = Background([PYTHON, "manage.py", "runmailservers", "--only", names], env)
+        ports = {}
+        for name in names.split(","):
+            match = process.wait_for(rf"listening name={name} address=\S+ port=(\d+)")
+            ports[name] = int(match.group(1))
+        return process, ports
+
+    def cleanup(self) -> None:
+        self.tmp.cleanup()
