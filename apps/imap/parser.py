@@ -504,7 +504,7 @@ def _section(cursor: _Cursor, *, binary: bool) -> Section:
             names = cursor.paren_list(cursor.astring)
             if not names:
                 raise cursor.error("HEADER.FIELDS needs at least one field name")
-            fields = tuple(n.decode("ascii", "replace").upper() for n in names)
+            fields = tuple(n.decode("ascii", "replace") for n in names)
         else:
             raise cursor.error("unknown section")
     cursor.expect(b"]")

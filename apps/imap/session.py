@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import ipaddress
 import logging
 import re
@@ -44,7 +45,7 @@ from apps.store import services as store
 from apps.store.blobs import get_blob_store
 from apps.store.models import Flag, Folder, SpecialUse
 from mailhost.asyncdb import database_sync_to_async
-from mailhost.errors import Conflict, Invalid, MailhostError, NotFound, OverQuota
+from mailhost.errors import MailhostError, NotFound, OverQuota
 
 log = logging.getLogger("mailhost.imap")
 
@@ -129,6 +130,7 @@ class IMAPSession(asyncio.Protocol):
         self.condstore = False
         self.qresync = False
         self.utf8 = False
+        self.rev2 = False  # RFC 9051 semantics, after ENABLE IMAP4rev2
         self.saved: list[int] = []  # SEARCHRES "$" (RFC 5182), as UIDs
         self.bad_commands = 0
         self.commands_before_auth = 0
@@ -325,14 +327,14 @@ class IMAPSession(asyncio.Protocol):
                             and _is_loopback(self.peer))
 
     def capabilities(self) -> str:
-        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
+        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
                 "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE",
                 "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH",
                 "SEARCHRES", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
                 "MULTIAPPEND", "BINARY", "UTF8=ACCEPT", "COMPRESS=DEFLATE"]
         if self.state == NOT_AUTHENTICATED:
-            caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"]
+            caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"]
             if not self.tls and self.tls_context is not None:
                 caps.append("STARTTLS")
             caps.append("AUTH=PLAIN" if self.plaintext_allowed() else "LOGINDISABLED")
@@ -382,7 +384,8 @@ class IMAPSession(asyncio.Protocol):
             return None
         recent = (0, 0)
         last = view.uids[-1] if view.uids else 0
-        if not view.readonly and any(row[0] > last for row in changes.changed):
+        if not view.readonly and not self.rev2 and any(
+                row[0] > last for row in changes.changed):
             recent = await _sync(store.claim_recent)(Folder(pk=view.folder_id))
         updates = view.apply(changes, allow_expunge=allow_expunge, recent=recent)
         self._announce(updates)
@@ -400,7 +403,8 @@ class IMAPSession(asyncio.Protocol):
                     self.untagged(f"{seq} EXPUNGE")
         if updates.exists:
             self.untagged(f"{len(view)} EXISTS")
-            self.untagged(f"{len(view.recent)} RECENT")
+            if not self.rev2:  # RFC 9051 §7.4: no RECENT, no \Recent
+                self.untagged(f"{len(view.recent)} RECENT")
         for uid in updates.changed:
             position = view.index(uid)
             if position is None:
@@ -434,6 +438,13 @@ class IMAPSession(asyncio.Protocol):
             # RFC 3501 §6.4.8: a sequence number past the last message is an error.
             raise Bad("message sequence number out of range")
         return view.seq_positions(ranges)
+
+    def writable_view(self) -> FolderView:
+        view = self.view
+        assert view is not None
+        if view.readonly:
+            raise No("folder is read-only", "READ-ONLY")
+        return view
 
     async def folder_named(self, name: str) -> Folder:
         try:
@@ -570,6 +581,9 @@ async def enable(session: IMAPSession, cmd: Command) -> None:
         elif name == "UTF8=ACCEPT" and not session.utf8:
             session.utf8 = True
             enabled.append(name)
+        elif name == "IMAP4REV2" and not session.rev2:
+            session.rev2 = True
+            enabled.append("IMAP4rev2")
     session.untagged(" ".join(["ENABLED", *enabled]))
 
 
@@ -579,7 +593,7 @@ async def namespace(session: IMAPSession, cmd: Command) -> None:
     session.untagged('NAMESPACE (("" "/")) NIL NIL')
 
 
-async def _select(session: IMAPSession, cmd: Command, readonly: bool) -> str:
+async def _select(session: IMAPSession, cmd: Command, *, readonly: bool) -> str:
     if session.view is not None:
         session._leave_folder()
         # RFC 7162 §3.2.11
@@ -596,7 +610,8 @@ async def _select(session: IMAPSession, cmd: Command, readonly: bool) -> str:
     changes = await _sync(store.folder_changes)(folder.pk, 0)
     if changes is None:
         raise No(f"no folder named {cmd.args['mailbox']}", "NONEXISTENT")
-    recent = (0, 0) if readonly else await _sync(store.claim_recent)(folder)
+    # \Recent is gone in IMAP4rev2 (RFC 9051 §2.3.2): such a session claims none.
+    recent = (0, 0) if readonly or session.rev2 else await _sync(store.claim_recent)(folder)
     view.apply(changes, allow_expunge=True, recent=recent)
     session.view = view
     session.state = SELECTED
@@ -608,10 +623,14 @@ async def _select(session: IMAPSession, cmd: Command, readonly: bool) -> str:
     permanent = [*flags, "\\*"] if not readonly else []
     session.untagged(f"OK [PERMANENTFLAGS {fmt.flag_list(permanent).decode()}] flags")
     session.untagged(f"{len(view)} EXISTS")
-    session.untagged(f"{len(view.recent)} RECENT")
-    unseen = view.first_unseen()
-    if unseen is not None:
-        session.untagged(f"OK [UNSEEN {unseen}] first unseen")
+    if session.rev2:
+        # RFC 9051 §6.3.2: a LIST response for the selected mailbox; no RECENT/UNSEEN.
+        session.untagged(b'LIST () "/" ' + session.encode_name(view.name))
+    else:
+        session.untagged(f"{len(view.recent)} RECENT")
+        unseen = view.first_unseen()
+        if unseen is not None:
+            session.untagged(f"OK [UNSEEN {unseen}] first unseen")
     session.untagged(f"OK [UIDVALIDITY {view.uidvalidity}] UIDs valid")
     session.untagged(f"OK [UIDNEXT {view.uidnext}] predicted next UID")
     session.untagged(f"OK [HIGHESTMODSEQ {view.highestmodseq}] highest")
@@ -641,16 +660,6 @@ async def _qresync(session: IMAPSession, params: tuple) -> None:
                              f"MODSEQ ({view.modseqs[position]}))")
 
 
-@command("SELECT", AUTHED)
-async def select(session: IMAPSession, cmd: Command) -> str:
-    return await _select(session, cmd, readonly=False)
-
-
-@command("EXAMINE", AUTHED)
-async def examine(session: IMAPSession, cmd: Command) -> str:
-    return await _select(session, cmd, readonly=True)
-
-
 @command("CREATE", AUTHED)
 async def create(session: IMAPSession, cmd: Command) -> None:
     name = session.decode_name(cmd.args["mailbox"]).rstrip("/")
@@ -662,12 +671,8 @@ async def create(session: IMAPSession, cmd: Command) -> None:
             # RFC 6154 §3
             raise No("unsupported special use", "USEATTR")
         use = cmd.args["use"][0]
-    try:
-        await _sync(store.create_folder)(session.mailbox, name, special_use=use)
-    except Conflict:
-        raise No(f"folder {cmd.args['mailbox']} exists already", "ALREADYEXISTS") from None
-    except Invalid as error:
-        raise No(error.message, "CANNOT") from None
+    # Store errors become NO [ALREADYEXISTS] / [CANNOT] in IMAPSession._handle.
+    await _sync(store.create_folder)(session.mailbox, name, special_use=use)
 
 
 @command("DELETE", AUTHED)
@@ -675,46 +680,19 @@ async def delete(session: IMAPSession, cmd: Command) -> None:
     name = session.decode_name(cmd.args["mailbox"])
     if session.view is not None and session.view.name == name:
         raise No("cannot delete the selected folder", "INUSE")
-    try:
-        await _sync(store.delete_folder)(session.mailbox, name)
-    except NotFound:
-        raise No(f"no folder named {cmd.args['mailbox']}", "NONEXISTENT") from None
-    except Invalid as error:
-        raise No(error.message, "CANNOT") from None
+    await _sync(store.delete_folder)(session.mailbox, name)
 
 
 @command("RENAME", AUTHED)
 async def rename(session: IMAPSession, cmd: Command) -> None:
     old = session.decode_name(cmd.args["mailbox"])
     new = session.decode_name(cmd.args["new"])
-    try:
-        await _sync(store.rename_folder)(session.mailbox, old, new)
-    except NotFound:
-        raise No(f"no folder named {cmd.args['mailbox']}", "NONEXISTENT") from None
-    except Conflict:
-        raise No(f"folder {cmd.args['new']} exists already", "ALREADYEXISTS") from None
-    except Invalid as error:
-        raise No(error.message, "CANNOT") from None
+    await _sync(store.rename_folder)(session.mailbox, old, new)
 
 
-@command("SUBSCRIBE", AUTHED)
-async def subscribe(session: IMAPSession, cmd: Command) -> None:
-    await _subscribe(session, cmd, True)
-
-
-@command("UNSUBSCRIBE", AUTHED)
-async def unsubscribe(session: IMAPSession, cmd: Command) -> None:
-    await _subscribe(session, cmd, False)
-
-
-async def _subscribe(session: IMAPSession, cmd: Command, subscribed: bool) -> None:
-    try:
-        await _sync(store.set_subscribed)(session.mailbox,
-                                          session.decode_name(cmd.args["mailbox"]), subscribed)
-    except NotFound:
-        raise No(f"no folder named {cmd.args['mailbox']}", "NONEXISTENT") from None
-    except Invalid as error:
-        raise No(error.message, "CANNOT") from None
+async def _subscribe(session: IMAPSession, cmd: Command, *, subscribed: bool) -> None:
+    await _sync(store.set_subscribed)(session.mailbox,
+                                      session.decode_name(cmd.args["mailbox"]), subscribed)
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -728,16 +706,6 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(char))
     return re.compile("".join(out), re.DOTALL)
-
-
-@command("LIST", AUTHED)
-async def list_(session: IMAPSession, cmd: Command) -> None:
-    await _list(session, cmd)
-
-
-@command("LSUB", AUTHED)
-async def lsub(session: IMAPSession, cmd: Command) -> None:
-    await _list(session, cmd)
 
 
 async def _list(session: IMAPSession, cmd: Command) -> None:
@@ -942,19 +910,13 @@ async def unselect(session: IMAPSession, cmd: Command) -> None:
 
 @command("EXPUNGE", {SELECTED})
 async def expunge(session: IMAPSession, cmd: Command) -> None:
-    view = session.view
-    assert view is not None
-    if view.readonly:
-        raise No("folder is read-only", "READ-ONLY")
+    view = session.writable_view()
     await _sync(store.expunge)(Folder(pk=view.folder_id))
 
 
 @command("UID EXPUNGE", {SELECTED})
 async def uid_expunge(session: IMAPSession, cmd: Command) -> None:
-    view = session.view
-    assert view is not None
-    if view.readonly:
-        raise No("folder is read-only", "READ-ONLY")
+    view = session.writable_view()
     uids = [view.uids[p] for p in session.positions(cmd.args["seqs"], uid=True)]
     if uids:
         await _sync(store.expunge)(Folder(pk=view.folder_id), uids)
@@ -990,31 +952,8 @@ async def _copy(session: IMAPSession, cmd: Command, *, uid: bool, move: bool) ->
     return f"OK [{code}] COPY completed" if code else "OK COPY completed"
 
 
-@command("COPY", {SELECTED})
-async def copy(session: IMAPSession, cmd: Command) -> str:
-    return await _copy(session, cmd, uid=False, move=False)
-
-
-@command("UID COPY", {SELECTED})
-async def uid_copy(session: IMAPSession, cmd: Command) -> str:
-    return await _copy(session, cmd, uid=True, move=False)
-
-
-@command("MOVE", {SELECTED})
-async def move(session: IMAPSession, cmd: Command) -> str:
-    return await _copy(session, cmd, uid=False, move=True)
-
-
-@command("UID MOVE", {SELECTED})
-async def uid_move(session: IMAPSession, cmd: Command) -> str:
-    return await _copy(session, cmd, uid=True, move=True)
-
-
 async def _store(session: IMAPSession, cmd: Command, *, uid: bool) -> str:
-    view = session.view
-    assert view is not None
-    if view.readonly:
-        raise No("folder is read-only", "READ-ONLY")
+    view = session.writable_view()
     args = cmd.args
     bits, keywords = _flag_bits(args["flags"])
     if args["unchanged_since"] is not None:
@@ -1048,16 +987,6 @@ async def _store(session: IMAPSession, cmd: Command, *, uid: bool) -> str:
                                             if view.index(u) is not None)
         return f"OK [MODIFIED {_uid_set(numbers)}] conditional STORE failed"
     return "OK STORE completed"
-
-
-@command("STORE", {SELECTED})
-async def store_(session: IMAPSession, cmd: Command) -> str:
-    return await _store(session, cmd, uid=False)
-
-
-@command("UID STORE", {SELECTED})
-async def uid_store(session: IMAPSession, cmd: Command) -> str:
-    return await _store(session, cmd, uid=True)
 
 
 # --- FETCH (RFC 3501 §6.4.5) -------------------------------------------------------------
@@ -1228,16 +1157,6 @@ def _binary_item(att: FetchAtt, raw: bytes, structure: dict) -> bytes:
     return f"BINARY{label} ".encode() + body
 
 
-@command("FETCH", {SELECTED})
-async def fetch(session: IMAPSession, cmd: Command) -> str | None:
-    return await _fetch(session, cmd, uid=False)
-
-
-@command("UID FETCH", {SELECTED})
-async def uid_fetch(session: IMAPSession, cmd: Command) -> str | None:
-    return await _fetch(session, cmd, uid=True)
-
-
 # --- SEARCH (RFC 3501 §6.4.4) -----------------------------------------------------------
 
 
@@ -1256,6 +1175,8 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
     if searching.uses_modseq(key) and positions:
         modseq = f" (MODSEQ {max(view.modseqs[p] for p in positions)})"
     options = args["return"]
+    if options is None and session.rev2:
+        options = ["ALL"]  # RFC 9051 §6.4.4: results always come as ESEARCH
     if options is None:
         session.untagged("SEARCH" + "".join(f" {n}" for n in numbers) + modseq)
         return None
@@ -1281,16 +1202,6 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
         parts.append(f"MODSEQ {max(view.modseqs[p] for p in positions)}")
     session.untagged(" ".join(parts))
     return None
-
-
-@command("SEARCH", {SELECTED})
-async def search(session: IMAPSession, cmd: Command) -> str | None:
-    return await _search(session, cmd, uid=False)
-
-
-@command("UID SEARCH", {SELECTED})
-async def uid_search(session: IMAPSession, cmd: Command) -> str | None:
-    return await _search(session, cmd, uid=True)
 
 
 # --- IDLE (RFC 2177) -----------------------------------------------------------------
@@ -1332,6 +1243,28 @@ async def _idle(session: IMAPSession) -> str:
                 await waiter
         if not done:
             raise TimeoutError
+
+
+# Commands that share a handler (UID forms, SELECT/EXAMINE, LIST/LSUB, …).
+for _name, _states, _handler in (
+    ("COPY", {SELECTED}, functools.partial(_copy, uid=False, move=False)),
+    ("UID COPY", {SELECTED}, functools.partial(_copy, uid=True, move=False)),
+    ("MOVE", {SELECTED}, functools.partial(_copy, uid=False, move=True)),
+    ("UID MOVE", {SELECTED}, functools.partial(_copy, uid=True, move=True)),
+    ("STORE", {SELECTED}, functools.partial(_store, uid=False)),
+    ("UID STORE", {SELECTED}, functools.partial(_store, uid=True)),
+    ("FETCH", {SELECTED}, functools.partial(_fetch, uid=False)),
+    ("UID FETCH", {SELECTED}, functools.partial(_fetch, uid=True)),
+    ("SEARCH", {SELECTED}, functools.partial(_search, uid=False)),
+    ("UID SEARCH", {SELECTED}, functools.partial(_search, uid=True)),
+    ("SELECT", AUTHED, functools.partial(_select, readonly=False)),
+    ("EXAMINE", AUTHED, functools.partial(_select, readonly=True)),
+    ("SUBSCRIBE", AUTHED, functools.partial(_subscribe, subscribed=True)),
+    ("UNSUBSCRIBE", AUTHED, functools.partial(_subscribe, subscribed=False)),
+    ("LIST", AUTHED, _list),
+    ("LSUB", AUTHED, _list),
+):
+    COMMANDS[_name] = (_handler, _states)
 
 
 def protocol_factory(tls_context: ssl.SSLContext | None, listener: str = "imap",

@@ -125,9 +125,9 @@ def test_fetch_attributes_sections_partials_and_macros():
     assert command.name == "UID FETCH"
     atts = command.args["atts"]
     assert atts[0] == FetchAtt("FLAGS")
-    assert atts[1] == FetchAtt("BODY.PEEK", Section((), "HEADER.FIELDS", ("FROM", "TO")))
+    assert atts[1] == FetchAtt("BODY.PEEK", Section((), "HEADER.FIELDS", ("From", "To")))
     assert atts[1].peek
-    assert atts[1].section.label() == "HEADER.FIELDS (FROM TO)"
+    assert atts[1].section.label() == "HEADER.FIELDS (From To)"
     assert atts[2].section == Section((1, 2), "MIME")
     assert atts[3] == FetchAtt("BODY", Section(), (0, 100))
     assert atts[4] == FetchAtt("BINARY.PEEK", Section((1,)))
