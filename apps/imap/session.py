@@ -327,14 +327,16 @@ class IMAPSession(asyncio.Protocol):
                             and _is_loopback(self.peer))
 
     def capabilities(self) -> str:
-        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
+        base = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
+                "NAMESPACE"]
+        caps = [*base,
                 "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE",
                 "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH",
                 "SEARCHRES", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
                 "MULTIAPPEND", "BINARY", "UTF8=ACCEPT", "COMPRESS=DEFLATE"]
         if self.state == NOT_AUTHENTICATED:
-            caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE"]
+            caps = base
             if not self.tls and self.tls_context is not None:
                 caps.append("STARTTLS")
             caps.append("AUTH=PLAIN" if self.plaintext_allowed() else "LOGINDISABLED")
