@@ -651,26 +651,31 @@ def _decode_search_string(raw: bytes, charset: str, cursor: _Cursor) -> str:
 _SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
 
 
-def _search_program(cursor: _Cursor, *, allow_return: bool = True) -> dict[str, Any]:
+def _search_program(cursor: _Cursor) -> dict[str, Any]:
     cursor.sp()
-    result: dict[str, Any] = {"return": None, "charset": "US-ASCII"}
-    if allow_return and cursor.accept(b"RETURN "):
+    returns = None
+    if cursor.accept(b"RETURN "):
         # RFC 4731 §3: RETURN () means RETURN (ALL)
         options = [o.upper() for o in cursor.paren_list(cursor.atom)]
         unknown = set(options) - _SEARCH_RETURN
         if unknown:
             raise cursor.error(f"unknown RETURN option {sorted(unknown)[0]}")
-        result["return"] = options or ["ALL"]
+        returns = options or ["ALL"]
         cursor.sp()
+    charset = "US-ASCII"
     if cursor.accept(b"CHARSET "):
         charset = cursor.astring().decode("ascii", "replace").upper()
-        if charset not in ("UTF-8", "US-ASCII"):
-            result["bad_charset"] = charset
-        result["charset"] = charset
         cursor.sp()
-    keys = [_search_key(cursor, result["charset"])]
+    return {**_search_keys(cursor, charset), "return": returns}
+
+
+def _search_keys(cursor: _Cursor, charset: str) -> dict[str, Any]:
+    result: dict[str, Any] = {"charset": charset}
+    if charset not in ("UTF-8", "US-ASCII"):
+        result["bad_charset"] = charset
+    keys = [_search_key(cursor, charset)]
     while cursor.maybe_sp():
-        keys.append(_search_key(cursor, result["charset"]))
+        keys.append(_search_key(cursor, charset))
     result["key"] = keys[0] if len(keys) == 1 else SearchKey("AND", tuple(keys))
     return result
 
@@ -884,10 +889,6 @@ def _copy(cursor: _Cursor) -> dict[str, Any]:
     return {"seqs": seqs, "mailbox": cursor.mailbox()}
 
 
-def _search(cursor: _Cursor) -> dict[str, Any]:
-    return _search_program(cursor)
-
-
 def _uid_expunge(cursor: _Cursor) -> dict[str, Any]:
     cursor.sp()
     return {"seqs": cursor.seq_set()}
@@ -925,6 +926,41 @@ def _setquota(cursor: _Cursor) -> dict[str, Any]:
     return {"root": root.decode("utf-8", "replace")}
 
 
+_SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"}
+
+
+def _sort(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 5256 §3: SORT (sort-criteria) charset search-key...
+    cursor.sp()
+    words = [w.upper() for w in cursor.paren_list(cursor.atom)]
+    criteria: list[tuple[str, bool]] = []
+    reverse = False
+    for word in words:
+        if word == "REVERSE" and not reverse:
+            reverse = True
+            continue
+        if word not in _SORT_KEYS:
+            raise cursor.error(f"unknown sort key {word}")
+        criteria.append((word, reverse))
+        reverse = False
+    if not criteria or reverse:
+        raise cursor.error("bad sort criteria")
+    cursor.sp()
+    charset = cursor.astring().decode("ascii", "replace").upper()
+    cursor.sp()
+    return {"criteria": criteria, "return": None, **_search_keys(cursor, charset)}
+
+
+def _thread(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 5256 §3: THREAD algorithm charset search-key...
+    cursor.sp()
+    algorithm = cursor.atom().upper()
+    cursor.sp()
+    charset = cursor.astring().decode("ascii", "replace").upper()
+    cursor.sp()
+    return {"algorithm": algorithm, "return": None, **_search_keys(cursor, charset)}
+
+
 def _compress(cursor: _Cursor) -> dict[str, Any]:
     cursor.sp()
     return {"mechanism": cursor.atom().upper()}
@@ -937,12 +973,12 @@ _ARGS: dict[str, Callable[[_Cursor], dict[str, Any]]] = {
     "RENAME": _rename, "SUBSCRIBE": _mailbox_arg, "UNSUBSCRIBE": _mailbox_arg,
     "LIST": _list, "LSUB": _lsub, "STATUS": _status, "APPEND": _append,
     "CHECK": _no_args, "CLOSE": _no_args, "UNSELECT": _no_args, "EXPUNGE": _no_args,
-    "SEARCH": _search, "FETCH": _fetch_args, "STORE": _store, "COPY": _copy, "MOVE": _copy,
+    "SEARCH": _search_program, "FETCH": _fetch_args, "STORE": _store, "COPY": _copy, "MOVE": _copy,
     "IDLE": _no_args, "ENABLE": _enable, "ID": _id, "NAMESPACE": _no_args,
     "GETQUOTA": _quota_root, "GETQUOTAROOT": _mailbox_arg, "SETQUOTA": _setquota,
-    "COMPRESS": _compress,
+    "COMPRESS": _compress, "SORT": _sort, "THREAD": _thread,
 }
-_UID_COMMANDS = {"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE"}
+_UID_COMMANDS = {"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD"}
 
 
 def parse_command(data: bytes) -> Command:

@@ -24,6 +24,7 @@ from django.conf import settings
 from django.db import transaction
 
 from apps.directory.services import aauthenticate
+from apps.imap import ordering
 from apps.imap import responses as fmt
 from apps.imap import search as searching
 from apps.imap.notify import watcher
@@ -334,7 +335,8 @@ class IMAPSession(asyncio.Protocol):
                 "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH",
                 "SEARCHRES", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
-                "MULTIAPPEND", "BINARY", "UTF8=ACCEPT", "COMPRESS=DEFLATE"]
+                "MULTIAPPEND", "BINARY", "SORT", "THREAD=ORDEREDSUBJECT", "UTF8=ACCEPT",
+                "COMPRESS=DEFLATE"]
         if self.state == NOT_AUTHENTICATED:
             caps = base
             if not self.tls and self.tls_context is not None:
@@ -1206,6 +1208,28 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
     return None
 
 
+async def _sort_or_thread(session: IMAPSession, cmd: Command, *, uid: bool) -> None:
+    """RFC 5256 SORT and THREAD=ORDEREDSUBJECT over the SEARCH result."""
+    view = session.view
+    assert view is not None
+    args = cmd.args
+    if "bad_charset" in args:
+        raise No("unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
+    if "algorithm" in args and args["algorithm"] != "ORDEREDSUBJECT":
+        raise Bad(f"unsupported threading algorithm {args['algorithm']}")
+    positions = await searching.run(session, args["key"])
+    uids = [view.uids[p] for p in positions]
+    rows = {row["uid"]: row for row in await _sync(store.message_rows)(
+        view.folder_id, uids, ordering.SORT_FIELDS)}
+    items = [(view.uids[p] if uid else p + 1, rows[view.uids[p]])
+             for p in positions if view.uids[p] in rows]
+    if "algorithm" in args:
+        session.untagged(f"THREAD {ordering.ordered_subject(items)}".rstrip())
+    else:
+        numbers = ordering.sort(items, args["criteria"])
+        session.untagged("SORT" + "".join(f" {n}" for n in numbers))
+
+
 # --- IDLE (RFC 2177) -----------------------------------------------------------------
 
 
@@ -1265,6 +1289,10 @@ for _name, _states, _handler in (
     ("UNSUBSCRIBE", AUTHED, functools.partial(_subscribe, subscribed=False)),
     ("LIST", AUTHED, _list),
     ("LSUB", AUTHED, _list),
+    ("SORT", {SELECTED}, functools.partial(_sort_or_thread, uid=False)),
+    ("UID SORT", {SELECTED}, functools.partial(_sort_or_thread, uid=True)),
+    ("THREAD", {SELECTED}, functools.partial(_sort_or_thread, uid=False)),
+    ("UID THREAD", {SELECTED}, functools.partial(_sort_or_thread, uid=True)),
 ):
     COMMANDS[_name] = (_handler, _states)
 

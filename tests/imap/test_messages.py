@@ -321,3 +321,15 @@ def test_imap4rev2_after_enable(raw):
     assert b"\\Recent" not in raw.command("FETCH 1:* FLAGS")[0]
     lines = raw.command(b"APPEND INBOX {%d+}\r\n" % len(SIMPLE) + SIMPLE)
     assert lines[0] == b"* 3 EXISTS\r\n" and b"RECENT" not in b"".join(lines)
+
+
+def test_sort_and_thread(raw):
+    for subject, day in (("b", 3), ("Re: a", 2), ("a", 1)):
+        append(raw, SIMPLE.replace(b"Subject: lunch?", b"Subject: " + subject.encode())
+               .replace(b"06 Mar", f"0{day} Mar".encode()))
+    raw.command("SELECT INBOX")
+    assert raw.command("SORT (SUBJECT REVERSE DATE) UTF-8 ALL")[0] == b"* SORT 2 3 1\r\n"
+    assert raw.command("UID SORT (REVERSE ARRIVAL) US-ASCII NOT SUBJECT b")[0] == \
+        b"* SORT 3 2\r\n"
+    assert raw.command("THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (3 2)(1)\r\n"
+    assert raw.command("THREAD REFERENCES UTF-8 ALL")[-1].split(b" ")[1] == b"BAD"

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from apps.imap import ordering
 from apps.imap import responses as fmt
 from apps.imap.parser import (
     CommandFramer,
@@ -265,3 +266,29 @@ def test_sequence_set_round_trip(ranges):
     text = ",".join(f"{a}:{b}" for a, b in ranges)
     seqs = parse_command(f"a FETCH {text} UID\r\n".encode()).args["seqs"]
     assert seqs.ranges == tuple(ranges)
+
+
+@pytest.mark.parametrize(("subject", "base"), [
+    ("Re: hello", "HELLO"), ("RE: Fwd:  [list] Re: hello (fwd)", "HELLO"),
+    ("[Fwd: Re: lunch]", "LUNCH"), ("[list] news", "NEWS"), ("[only blob]", "[ONLY BLOB]"),
+    ("re:re:re: x", "X"), ("Fw[2]: report", "REPORT"), ("", ""),
+])
+def test_base_subject(subject, base):
+    # RFC 5256 §2.1
+    assert ordering.base_subject(subject) == base
+
+
+def test_sort_and_ordered_subject_threads():
+    def row(subject, day, size, sender):  # type: ignore[no-untyped-def]
+        sent = datetime(2024, 3, day, tzinfo=UTC)
+        return {"blob__subject": subject, "blob__sent_date": sent, "internal_date": sent,
+                "size": size, "blob__envelope": [None, None, [[None, None, sender, "x"]],
+                                                 None, None, None, None, None, None, None]}
+
+    items = [(1, row("b", 3, 10, "zed")), (2, row("Re: a", 2, 30, "amy")),
+             (3, row("a", 1, 20, "Bob")), (4, row("a", 4, 20, "bob"))]
+    assert ordering.sort(items, [("SUBJECT", False), ("DATE", True)]) == [4, 2, 3, 1]
+    assert ordering.sort(items, [("SIZE", True)]) == [2, 3, 4, 1]
+    assert ordering.sort(items, [("FROM", False)]) == [2, 3, 4, 1]
+    assert ordering.ordered_subject(items) == "(3 (2)(4))(1)"
+    assert ordering.ordered_subject(items[:1]) == "(1)"
