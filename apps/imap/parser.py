@@ -376,7 +376,7 @@ class _Cursor:
 
     def list_mailbox(self) -> str:
         value = self.string() if self.peek() in (b'"', b"{", b"~") else self._run(_LIST_CHARS)
-        return _mailbox_name(value, self, pattern=True)
+        return _mailbox_name(value, self)
 
     def paren_list(self, item: Callable[[], Any]) -> list[Any]:
         self.expect(b"(")
@@ -457,7 +457,7 @@ _SYSTEM_FLAGS = {name.upper(): name for name in (
     "\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent")}
 
 
-def _mailbox_name(raw: bytes, cursor: _Cursor, *, pattern: bool = False) -> str:
+def _mailbox_name(raw: bytes, cursor: _Cursor) -> str:
     """A mailbox name as sent: UTF-8 (RFC 6855, RFC 9051) or modified UTF-7
     (RFC 3501 §5.1.3), decoded by the session; here only its bytes are checked."""
     try:

@@ -44,10 +44,6 @@ def _walk(key: SearchKey) -> list[SearchKey]:
     for arg in key.args:
         if isinstance(arg, SearchKey):
             keys += _walk(arg)
-        elif isinstance(arg, tuple):
-            for item in arg:
-                if isinstance(item, SearchKey):
-                    keys += _walk(item)
     return keys
 
 
