@@ -55,9 +55,23 @@ def uses_saved(key: SearchKey) -> bool:
     return any(k.op in ("SEQ", "UID") and k.args[0].saved for k in _walk(key))
 
 
+# Header fields whose decoded text the store keeps on the blob row: a HEADER
+# search on them with a non-empty string needs no message bytes.
+_STORED_HEADERS = {"subject": "blob__subject", "from": "blob__from_text",
+                   "to": "blob__to_text", "cc": "blob__cc_text", "bcc": "blob__bcc_text"}
+
+
+def _stored_header(key: SearchKey) -> str | None:
+    name, value = key.args
+    return _STORED_HEADERS.get(name) if value else None
+
+
 def _fields(key: SearchKey) -> set[str]:
     needed: set[str] = set()
     for k in _walk(key):
+        if k.op == "HEADER" and _stored_header(k):
+            needed.add(_stored_header(k) or "")
+            continue
         needed.update(_KEY_FIELDS.get(k.op, ()))
     return needed
 
@@ -166,6 +180,9 @@ class _Matcher:
             return _casefold_in(key.args[0], row[_ADDRESS_FIELDS[op]])
         if op == "HEADER":
             name, value = key.args
+            stored = _stored_header(key)
+            if stored is not None:
+                return _casefold_in(value, row[stored])
             found = [v for _n, v in self._headers(uid, row, name)]
             return bool(found) and (not value or any(_casefold_in(value, v) for v in found))
         if op == "BODY":

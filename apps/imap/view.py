@@ -107,12 +107,13 @@ class FolderView:
                 self.recent.discard(uid)
             self.pending_expunge.clear()
         low, high = recent
+        expunged_now = set(changes.expunged)
         last = self.uids[-1] if self.uids else 0
         for uid, bits, words, modseq in changes.changed:
             if uid in self.pending_expunge:
                 continue
             if uid > last:
-                if uid in changes.expunged:
+                if uid in expunged_now:
                     continue  # came and went between two looks: never shown
                 self.uids.append(uid)
                 self.flags.append(bits)

@@ -143,13 +143,14 @@ def test_fetch_and_search_use_a_bounded_number_of_queries(raw, monkeypatch):
     monkeypatch.setattr(CursorWrapper, "execute", counting)
     lines = raw.command("FETCH 1:* (FLAGS ENVELOPE BODY.PEEK[HEADER] RFC822.SIZE)")
     assert len(lines) == 31 and b"lunch 29" in lines[29]
-    assert len([s for s in statements if "store_message" in s]) <= 2
+    # One for the 30 rows, two for the folder's changes after the command.
+    assert len([s for s in statements if "store_message" in s]) <= 3
     statements.clear()
     raw.command("FETCH 1:* (FLAGS UID)")
     assert [s for s in statements if "store_message" in s and "modseq" not in s] == []
     statements.clear()
     assert raw.command("SEARCH SUBJECT lunch")[0].startswith(b"* SEARCH 1 2 3")
-    assert len([s for s in statements if "store_message" in s]) <= 2
+    assert len([s for s in statements if "store_message" in s]) <= 3
 
 
 def test_store_forms_and_condstore(raw):
