@@ -252,6 +252,8 @@ def folder_changes(folder_id: int, since: int) -> FolderChanges | None:
             "highestmodseq", "uidnext").first()
         if head is None:
             return None
+        if since and head[0] == since:
+            return FolderChanges(head[0], head[1], [], [])  # nothing happened
         rows = Message.objects.filter(folder_id=folder_id, modseq__gt=since)
         # Most messages have no keywords: decoding an empty JSON list per row
         # would cost more than the rest of a large SELECT, so ask only for the others.
