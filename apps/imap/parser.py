@@ -81,6 +81,10 @@ class CommandFramer:
     def feed(self, data: bytes) -> None:
         self._buffer += data
 
+    def buffered(self) -> int:
+        """Octets received and not yet framed (for flow control)."""
+        return len(self._buffer)
+
     def pending(self) -> bytes:
         """Bytes received but not yet framed (discarded at STARTTLS)."""
         return bytes(self._buffer)

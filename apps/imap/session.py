@@ -166,7 +166,7 @@ class IMAPSession(asyncio.Protocol):
                 return
         self.framer.feed(data)
         self._data.set()
-        if len(self.framer.pending()) > 4 * settings.MAILHOST_IMAP_MAX_LINE and \
+        if self.framer.buffered() > 4 * settings.MAILHOST_IMAP_MAX_LINE and \
                 self.transport is not None:
             self.transport.pause_reading()
 
