@@ -751,8 +751,7 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
 
     lines = []
     for name in sorted(names, key=lambda n: (n != "INBOX", n)):
-        matched = any(r.fullmatch(name) or r.fullmatch(insensitive(name)) for r in full) or (
-            any(r.fullmatch(name.replace("INBOX", "inbox", 1)) for r in full))
+        matched = any(r.fullmatch(name) or r.fullmatch(insensitive(name)) for r in full)
         folder = by_name.get(name)
         attributes: list[str] = []
         child_info = False
