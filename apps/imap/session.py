@@ -425,7 +425,7 @@ class IMAPSession(asyncio.Protocol):
             return
         # RFC 3501 §7.4.1: no EXPUNGE while answering FETCH, STORE or SEARCH
         # (the UID forms may carry them).
-        allow = command.name not in ("FETCH", "STORE", "SEARCH")
+        allow = command.name not in ("FETCH", "STORE", "SEARCH", "SORT", "THREAD")
         await self.refresh(allow_expunge=allow)
 
     def positions(self, seqs: SeqSet, *, uid: bool) -> list[int]:
