@@ -335,8 +335,8 @@ class IMAPSession(asyncio.Protocol):
                 "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH",
                 "SEARCHRES", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
-                "MULTIAPPEND", "BINARY", "SORT", "THREAD=ORDEREDSUBJECT", "UTF8=ACCEPT",
-                "COMPRESS=DEFLATE"]
+                "MULTIAPPEND", "BINARY", "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
+                "UTF8=ACCEPT", "COMPRESS=DEFLATE"]
         if self.state == NOT_AUTHENTICATED:
             caps = base
             if not self.tls and self.tls_context is not None:
@@ -1207,23 +1207,28 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
     return None
 
 
+_THREADERS = {"ORDEREDSUBJECT": ordering.ordered_subject, "REFERENCES": ordering.references}
+
+
 async def _sort_or_thread(session: IMAPSession, cmd: Command, *, uid: bool) -> None:
-    """RFC 5256 SORT and THREAD=ORDEREDSUBJECT over the SEARCH result."""
+    """RFC 5256 SORT and THREAD over the SEARCH result."""
     view = session.view
     assert view is not None
     args = cmd.args
     if "bad_charset" in args:
         raise No("unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
-    if "algorithm" in args and args["algorithm"] != "ORDEREDSUBJECT":
+    threader = _THREADERS.get(args.get("algorithm", ""))
+    if "algorithm" in args and threader is None:
         raise Bad(f"unsupported threading algorithm {args['algorithm']}")
     positions = await searching.run(session, args["key"])
     uids = [view.uids[p] for p in positions]
+    fields = ordering.THREAD_FIELDS if threader else ordering.SORT_FIELDS
     rows = {row["uid"]: row for row in await _sync(store.message_rows)(
-        view.folder_id, uids, ordering.SORT_FIELDS)}
+        view.folder_id, uids, fields)}
     items = [(view.uids[p] if uid else p + 1, rows[view.uids[p]])
              for p in positions if view.uids[p] in rows]
-    if "algorithm" in args:
-        session.untagged(f"THREAD {ordering.ordered_subject(items)}".rstrip())
+    if threader is not None:
+        session.untagged(f"THREAD {threader(items)}".rstrip())
     else:
         numbers = ordering.sort(items, args["criteria"])
         session.untagged("SORT" + "".join(f" {n}" for n in numbers))

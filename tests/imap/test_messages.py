@@ -333,4 +333,5 @@ def test_sort_and_thread(raw):
     assert raw.command("UID SORT (REVERSE ARRIVAL) US-ASCII NOT SUBJECT b")[0] == \
         b"* SORT 3 2\r\n"
     assert raw.command("THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (3 2)(1)\r\n"
-    assert raw.command("THREAD REFERENCES UTF-8 ALL")[-1].split(b" ")[1] == b"BAD"
+    assert raw.command("THREAD REFERENCES UTF-8 ALL")[0] == b"* THREAD (3 2)(1)\r\n"
+    assert raw.command("THREAD X-GUESS UTF-8 ALL")[-1].split(b" ")[1] == b"BAD"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from datetime import UTC, date, datetime
 
 import pytest
@@ -292,3 +293,29 @@ def test_sort_and_ordered_subject_threads():
     assert ordering.sort(items, [("FROM", False)]) == [2, 3, 4, 1]
     assert ordering.ordered_subject(items) == "(3 (2)(4))(1)"
     assert ordering.ordered_subject(items[:1]) == "(1)"
+
+
+def test_references_threads():
+    # RFC 5256 §3 REFERENCES: ancestry from References/In-Reply-To, dummies for
+    # missing parents, then threads of the same base subject merged.
+    def row(day, subject, message_id, references=(), in_reply_to=""):  # type: ignore[no-untyped-def]
+        sent = datetime(2024, 3, day, tzinfo=UTC)
+        return {"blob__subject": subject, "blob__sent_date": sent, "internal_date": sent,
+                "size": 1, "blob__envelope": [None] * 10, "blob__message_id": message_id,
+                "blob__references": list(references), "blob__in_reply_to": in_reply_to}
+
+    items = [
+        (1, row(1, "plan", "<a>")),
+        (2, row(2, "Re: plan", "<b>", ["<a>"])),
+        (3, row(3, "Re: plan", "<c>", in_reply_to="<a>")),
+        (4, row(4, "Re: Re: plan", "<d>", ["<a>", "<b>"])),
+        (5, row(5, "other", "<e>")),
+        (6, row(6, "Re: lost", "<f>", ["<missing>"])),
+        (7, row(7, "Re: lost", "<g>", ["<missing>"])),
+        (8, row(8, "Re: other", "<h>")),  # no references: joined by subject
+    ]
+    assert ordering.references(items) == "(1 (2 4)(3))(5 8)((6)(7))"
+    assert ordering.references(items[:1]) == "(1)"
+    # A reference loop does not hang or lose messages.
+    looped = [(1, row(1, "x", "<a>", ["<b>"])), (2, row(2, "y", "<b>", ["<a>"]))]
+    assert sorted(re.findall(r"\d+", ordering.references(looped))) == ["1", "2"]
