@@ -319,3 +319,42 @@ def test_references_threads():
     # A reference loop does not hang or lose messages.
     looped = [(1, row(1, "x", "<a>", ["<b>"])), (2, row(2, "y", "<b>", ["<a>"]))]
     assert sorted(re.findall(r"\d+", ordering.references(looped))) == ["1", "2"]
+
+
+def _fetch_line(items: bytes) -> list:
+    """A FETCH response line split where IMAPClient's parser expects literals."""
+    parts: list = []
+    rest = b"1 (" + items + b")"
+    while (match := re.search(rb"\{(\d+)\}\r\n", rest)) is not None:
+        size = int(match.group(1))
+        start = match.end()
+        parts.append((rest[:match.start()] + match.group(0)[:-2], rest[start:start + size]))
+        rest = rest[start + size:]
+    parts.append(rest)
+    return parts
+
+
+_mail_bytes = st.lists(st.sampled_from([
+    b"From: A <a@x>\r\n", b"To: b@y, \"Q, R\" <q@r>\r\n", b"Subject: =?utf-8?q?h=C3=A9?=\r\n",
+    b"Content-Type: multipart/mixed; boundary=z\r\n", b"Content-Type: message/rfc822\r\n",
+    b"\r\n", b"--z\r\n", b"--z--\r\n", b"body \xff\x00 text\r\n", b"Cc: undisclosed:;\r\n",
+    b"Content-Disposition: attachment; filename*=utf-8''%C3%A9.txt\r\n", b"\"\\\r\n",
+]), max_size=30).map(b"".join)
+
+
+@given(_mail_bytes | st.binary(max_size=300))
+@settings(max_examples=200)
+def test_envelope_and_bodystructure_always_parse_as_imap(raw):
+    from imapclient.response_parser import parse_fetch_response
+
+    from apps.store import mime
+
+    info = mime.analyze(raw)
+    line = (b"ENVELOPE " + fmt.envelope(info.envelope) + b" BODYSTRUCTURE "
+            + fmt.body_structure(info.bodystructure) + b" BODY "
+            + fmt.body_structure(info.bodystructure, extended=False))
+    parsed = parse_fetch_response(_fetch_line(line))[1]
+    assert {b"ENVELOPE", b"BODYSTRUCTURE", b"BODY"} <= set(parsed)
+    for part in (), (1,), (1, 1), (2,):
+        data = fmt.section_bytes(raw, info.bodystructure, part, "")
+        assert data is None or data in raw

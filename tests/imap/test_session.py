@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import imaplib
+import random
 import zlib
 
 import pytest
@@ -224,3 +226,28 @@ def test_tricky_folder_names_are_refused(connect, name):
     typ, _ = client.create(f'"{name}"')
     assert typ == "NO"
     assert client.select(f'"{name}"')[0] == "NO"
+
+
+def test_hostile_input_never_hurts_a_neighbour(imap_port, mailbox):
+    # Random and adversarial bytes on one connection; a logged-in neighbour
+    # keeps working and the server still accepts new connections.
+    neighbour = RawIMAP(imap_port)
+    neighbour.login(mailbox.address, PASSWORD)
+    neighbour.command("SELECT INBOX")
+    rng = random.Random(3501)
+    payloads = [
+        b"a LOGIN {99999999999999999999}\r\n", b"a FETCH 1:* (BODY[" + b"1." * 500 + b"])\r\n",
+        b"a SEARCH " + b"(" * 500 + b"ALL" + b")" * 500 + b"\r\n", b"\x00\xff\r\n" * 50,
+        b"a APPEND INBOX {3+}\r\nab", b"a UID FETCH 4294967296:* FLAGS\r\n",
+        b"a LIST \"\" \"" + b"%*" * 1000 + b"\"\r\n",
+    ] + [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))) for _ in range(30)]
+    for payload in payloads:
+        hostile = RawIMAP(imap_port)
+        with contextlib.suppress(OSError):
+            hostile.send(payload + b"\r\nz LOGOUT\r\n")
+            hostile.sock.settimeout(5)
+            while hostile.sock.recv(65536):
+                pass
+        hostile.close()
+        assert neighbour.command("NOOP")[-1].split(b" ")[1] == b"OK"
+    assert RawIMAP(imap_port).greeting.startswith(b"* OK")
