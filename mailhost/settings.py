@@ -300,8 +300,17 @@ MAILHOST_POP3_MAX_BAD_COMMANDS = env_int("MAILHOST_POP3_MAX_BAD_COMMANDS", 10)
 MAILHOST_POP3_IDLE_TIMEOUT = env_int("MAILHOST_POP3_IDLE_TIMEOUT", 600)
 # The one-session-per-mailbox lock outlives a dead listener process this long.
 MAILHOST_POP3_LOCK_SECONDS = env_int("MAILHOST_POP3_LOCK_SECONDS", 300)
-# RFC 2595 §2.3: clear-text logins only over TLS; from this host too unless switched off.
-MAILHOST_POP3_PLAINTEXT_ON_LOOPBACK = env_bool("MAILHOST_POP3_PLAINTEXT_ON_LOOPBACK", True)
+
+# IMAP limits: a command line (outside literals), a literal (APPENDLIMIT), commands
+# before login and bad commands before the connection is dropped, idle seconds.
+MAILHOST_IMAP_MAX_LINE = env_int("MAILHOST_IMAP_MAX_LINE", 64 * 1024)
+MAILHOST_IMAP_MAX_LITERAL = env_int("MAILHOST_IMAP_MAX_LITERAL", 50 * 1024 * 1024)
+MAILHOST_IMAP_MAX_COMMANDS_BEFORE_AUTH = env_int("MAILHOST_IMAP_MAX_COMMANDS_BEFORE_AUTH", 50)
+MAILHOST_IMAP_MAX_BAD_COMMANDS = env_int("MAILHOST_IMAP_MAX_BAD_COMMANDS", 20)
+MAILHOST_IMAP_TIMEOUT = env_int("MAILHOST_IMAP_TIMEOUT", 30 * 60)
+# Password logins (IMAP, POP3, submission) without TLS are refused except from
+# loopback peers, when this is 1.
+MAILHOST_PLAINTEXT_AUTH_LOOPBACK = env_bool("MAILHOST_PLAINTEXT_AUTH_LOOPBACK", True)
 
 # --- logging ------------------------------------------------------------------
 (DATA_DIR / "logs").mkdir(exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import logging
 import threading
 import time
@@ -362,6 +363,20 @@ def resolve(address: str) -> Resolution:
 
 
 # --- authentication ---------------------------------------------------------------
+
+
+def plaintext_auth_allowed(*, tls: bool, remote_ip: str | None) -> bool:
+    """May a password be sent on this connection? Only inside TLS (RFC 8314 §5.1,
+    RFC 3501 §6.2.3, RFC 2595 §2.3), except from the host itself when
+    MAILHOST_PLAINTEXT_AUTH_LOOPBACK allows it (local tools and tests)."""
+    if tls:
+        return True
+    if not settings.MAILHOST_PLAINTEXT_AUTH_LOOPBACK or not remote_ip:
+        return False
+    try:
+        return ipaddress.ip_address(remote_ip).is_loopback
+    except ValueError:
+        return False
 
 
 def _failure_keys(login: str, remote_ip: str | None) -> list[tuple[str, int]]:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from apps.imap.session import protocol_factory as imap_protocol_factory
 from apps.pop3.server import pop3_protocol_factory
 from apps.smtp.server import mx_protocol_factory
 
@@ -34,6 +35,8 @@ LISTENERS: dict[str, ListenerSpec] = {
     "smtp": ListenerSpec("smtp", mx_protocol_factory),
     "pop3": ListenerSpec("pop3", pop3_protocol_factory),
     "pop3s": ListenerSpec("pop3s", pop3_protocol_factory, implicit_tls=True),
+    "imap": ListenerSpec("imap", imap_protocol_factory),
+    "imaps": ListenerSpec("imaps", imap_protocol_factory, implicit_tls=True),
 }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import ipaddress
 import logging
 import secrets
 import ssl
@@ -20,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from django.conf import settings
 
 from apps.directory.models import Mailbox
-from apps.directory.services import aauthenticate
+from apps.directory.services import aauthenticate, plaintext_auth_allowed
 from apps.pop3 import services
 from apps.pop3.maildrop import Maildrop
 from apps.pop3.protocol import (
@@ -252,14 +251,7 @@ class Pop3Session(asyncio.Protocol):
     # --- AUTHORIZATION --------------------------------------------------------------
     def _plaintext_allowed(self) -> bool:
         """RFC 2595 §2.3: no clear-text password before TLS, except from this host."""
-        if self.tls:
-            return True
-        if not settings.MAILHOST_POP3_PLAINTEXT_ON_LOOPBACK:
-            return False
-        try:
-            return ipaddress.ip_address(self.peer).is_loopback
-        except ValueError:
-            return False
+        return plaintext_auth_allowed(tls=self.tls, remote_ip=self.peer)
 
     def _refuse_plaintext(self) -> bytes:
         # RFC 3206 §5: [AUTH] covers logins refused by policy.

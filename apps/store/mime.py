@@ -55,7 +55,10 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-__all__ = ["MAX_DEPTH", "MAX_PARTS", "MessageInfo", "analyze", "extract_text", "find_part"]
+__all__ = [
+    "MAX_DEPTH", "MAX_PARTS", "MessageInfo", "analyze", "decode_body", "extract_text",
+    "find_part",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -956,6 +959,18 @@ def _decode_base64(data: bytes) -> bytes:
 def _encoding_key(encoding: str) -> str:
     # Compare without separators: "quoted printable" and "Quoted_Printable" are seen.
     return re.sub(r"[\s_-]", "", encoding)
+
+
+_IDENTITY_ENCODINGS = {"7bit", "8bit", "binary"}
+
+
+def decode_body(data: bytes, encoding: str) -> bytes | None:
+    """A part's body with its Content-Transfer-Encoding undone (IMAP BINARY,
+    RFC 3516), or None for an encoding this module does not know."""
+    name = _encoding_key(encoding.lower())
+    if name not in _IDENTITY_ENCODINGS | {"base64", "quotedprintable"}:
+        return None
+    return _decode_transfer(data, name)
 
 
 def _decode_transfer(data: bytes, encoding: str) -> bytes:

@@ -57,6 +57,9 @@ class Folder(models.Model):
     # Kept in step by the store services so that STATUS and quotas need no scan.
     message_count = models.PositiveIntegerField(default=0)
     total_size = models.PositiveBigIntegerField(default=0)
+    # RFC 3501 §2.3.2 \Recent: the first UID not yet shown as recent to a session
+    # (the session that selects the folder read-write claims UIDs up to UIDNEXT).
+    recent_uid = models.PositiveBigIntegerField(default=1)
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:

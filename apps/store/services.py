@@ -26,8 +26,16 @@ from django.utils import timezone
 from apps.directory.models import Mailbox
 from apps.store import events, hooks, mime
 from apps.store.blobs import get_blob_store
-from apps.store.models import DEFAULT_FOLDERS, Blob, Expunged, Flag, Folder, Message
-from mailhost.errors import NotFound, OverQuota
+from apps.store.models import (
+    DEFAULT_FOLDERS,
+    Blob,
+    Expunged,
+    Flag,
+    Folder,
+    Message,
+    SpecialUse,
+)
+from mailhost.errors import Conflict, Invalid, NotFound, OverQuota
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +77,212 @@ def get_folder(mailbox: Mailbox, name: str) -> Folder:
     """A folder by name; ``INBOX`` is case-insensitive (RFC 3501 §5.1)."""
     if name.upper() == "INBOX":
         name = "INBOX"
+    folder = Folder.objects.filter(mailbox=mailbox, name=name).first()
+    if folder is None:
+        # A mailbox that never received mail has no default folders yet.
         ensure_default_folders([mailbox.pk])
-    try:
-        return Folder.objects.get(mailbox=mailbox, name=name)
-    except Folder.DoesNotExist:
-        raise NotFound(f"no folder named {name}") from None
+        folder = Folder.objects.filter(mailbox=mailbox, name=name).first()
+    if folder is None:
+        raise NotFound(f"no folder named {name}")
+    return folder
+
+
+MAX_FOLDER_NAME = 1000
+MAX_FOLDER_LEVEL = 255
+MAX_FOLDER_DEPTH = 32
+
+
+def validate_folder_name(name: str) -> str:
+    """The canonical form of a folder name, or Invalid.
+
+    Folders are rows scoped by mailbox, so no name can reach another user's
+    data; the checks keep names sane for every client and for Maildir-style
+    exports: no empty levels (leading, trailing or doubled "/"), no "." or
+    ".." levels, no control characters, bounded length and depth. A first
+    level spelled like INBOX in any case is INBOX (RFC 3501 §5.1)."""
+    if not name:
+        raise Invalid("empty folder name")
+    if len(name) > MAX_FOLDER_NAME:
+        raise Invalid("folder name too long")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in name):
+        raise Invalid("control character in folder name")
+    levels = name.split(Folder.DELIMITER)
+    if len(levels) > MAX_FOLDER_DEPTH:
+        raise Invalid("folder hierarchy too deep")
+    for level in levels:
+        if not level:
+            raise Invalid("empty level in folder name")
+        if level in (".", ".."):
+            raise Invalid(f'"{level}" is not allowed as a folder name')
+        if len(level) > MAX_FOLDER_LEVEL:
+            raise Invalid("folder name level too long")
+    if levels[0].upper() == "INBOX":
+        levels[0] = "INBOX"
+    return Folder.DELIMITER.join(levels)
+
+
+def _parents(name: str) -> list[str]:
+    levels = name.split(Folder.DELIMITER)
+    return [Folder.DELIMITER.join(levels[:i]) for i in range(1, len(levels))]
+
+
+def create_folder(mailbox: Mailbox, name: str, *, special_use: str = "") -> Folder:
+    """RFC 3501 §6.3.3 CREATE, with the superior levels created as needed."""
+    name = validate_folder_name(name)
+    if special_use and special_use not in SpecialUse.values:
+        raise Invalid(f"unknown special use {special_use}")
+    ensure_default_folders([mailbox.pk])
+    with transaction.atomic():
+        if Folder.objects.filter(mailbox=mailbox, name=name).exists():
+            raise Conflict(f"folder {name} exists already")
+        for parent in _parents(name):
+            Folder.objects.get_or_create(
+                mailbox=mailbox, name=parent, defaults={"uidvalidity": new_uidvalidity()})
+        return Folder.objects.create(mailbox=mailbox, name=name, special_use=special_use,
+                                     uidvalidity=new_uidvalidity())
+
+
+def delete_folder(mailbox: Mailbox, name: str) -> None:
+    """RFC 3501 §6.3.4 DELETE: the folder and its messages; its subfolders stay."""
+    folder = get_folder(mailbox, validate_folder_name(name))
+    if folder.name == "INBOX":
+        raise Invalid("INBOX cannot be deleted")
+    with transaction.atomic():
+        locked = _lock(folder.pk)[folder.pk]
+        # Tombstones and messages go with the row (cascade); blobs stay for the
+        # garbage collector. Sessions that have it selected are told by the event.
+        locked.highestmodseq += 1
+        event = [events.FolderChanged(locked.mailbox_id, locked.pk, locked.highestmodseq)]
+        locked.delete()
+        transaction.on_commit(lambda: events.publish(event))
+
+
+def rename_folder(mailbox: Mailbox, old: str, new: str) -> None:
+    """RFC 3501 §6.3.5 RENAME, subfolders included. Renaming INBOX moves its
+    messages into a new folder of the new name and leaves INBOX empty."""
+    source = get_folder(mailbox, validate_folder_name(old))
+    new = validate_folder_name(new)
+    if new == source.name:
+        raise Conflict(f"folder {new} exists already")
+    if new.startswith(source.name + Folder.DELIMITER):
+        raise Invalid("a folder cannot be moved into itself")
+    if source.name == "INBOX":
+        target = create_folder(mailbox, new)
+        uids = list(Message.objects.filter(folder=source).values_list("uid", flat=True))
+        if uids:
+            move(source, uids, target)
+        return
+    with transaction.atomic():
+        prefix = source.name + Folder.DELIMITER
+        family = list(Folder.objects.select_for_update().filter(
+            models.Q(pk=source.pk) | models.Q(mailbox=mailbox, name__startswith=prefix)))
+        renamed = {f.pk: new + f.name[len(source.name):] for f in family}
+        if new == "INBOX" or Folder.objects.filter(
+                mailbox=mailbox, name__in=list(renamed.values())).exists():
+            raise Conflict(f"folder {new} exists already")
+        for folder in family:
+            folder.name = renamed[folder.pk]
+            # RFC 3501 §2.3.1.1: a client that knew the old contents under the
+            # new name must not take them for the same mailbox.
+            folder.uidvalidity = new_uidvalidity()
+        Folder.objects.bulk_update(family, ["name", "uidvalidity"])
+        for parent in _parents(new):
+            Folder.objects.get_or_create(
+                mailbox=mailbox, name=parent, defaults={"uidvalidity": new_uidvalidity()})
+
+
+def set_subscribed(mailbox: Mailbox, name: str, subscribed: bool) -> None:
+    """SUBSCRIBE / UNSUBSCRIBE (RFC 3501 §6.3.6, §6.3.7)."""
+    folder = get_folder(mailbox, validate_folder_name(name))
+    Folder.objects.filter(pk=folder.pk).update(subscribed=subscribed)
+
+
+def claim_recent(folder: Folder) -> tuple[int, int]:
+    """RFC 3501 §2.3.2: \\Recent goes to exactly one session. Returns the
+    (low, high) UID range, high excluded, that is recent for the caller."""
+    with transaction.atomic():
+        locked = _lock(folder.pk).get(folder.pk)
+        if locked is None:
+            return 0, 0
+        low, high = locked.recent_uid, locked.uidnext
+        if high > low:
+            Folder.objects.filter(pk=locked.pk).update(recent_uid=high)
+        return low, high
+
+
+# --- reading for protocol sessions --------------------------------------------------
+
+
+def folder_status(folder: Folder, items: Sequence[str]) -> dict[str, int]:
+    """STATUS data items (RFC 3501 §6.3.10, RFC 7162 HIGHESTMODSEQ, RFC 8438
+    SIZE, RFC 9051 DELETED) from the folder row, counting only when asked."""
+    row = Folder.objects.get(pk=folder.pk)
+    messages = Message.objects.filter(folder=row)
+    values = {"MESSAGES": row.message_count, "UIDNEXT": row.uidnext,
+              "UIDVALIDITY": row.uidvalidity, "HIGHESTMODSEQ": row.highestmodseq,
+              "SIZE": row.total_size}
+    if "UNSEEN" in items:
+        values["UNSEEN"] = messages.annotate(seen=F("flags").bitand(Flag.SEEN)).filter(
+            seen=0).count()
+    if "DELETED" in items:
+        values["DELETED"] = messages.annotate(gone=F("flags").bitand(Flag.DELETED)).filter(
+            gone=Flag.DELETED).count()
+    if "RECENT" in items:
+        values["RECENT"] = messages.filter(uid__gte=row.recent_uid).count()
+    return {item: values[item] for item in items}
+
+
+
+@dataclass(frozen=True)
+class FolderChanges:
+    """What changed in a folder since a MODSEQ: rows (uid, flags, keywords,
+    modseq) of messages added or changed, and UIDs expunged."""
+
+    highestmodseq: int
+    uidnext: int
+    changed: list[tuple[int, int, list[str], int]]
+    expunged: list[int]
+
+
+def folder_changes(folder_id: int, since: int) -> FolderChanges | None:
+    """Changes since ``since`` (0: every message), in UID order; None if the
+    folder is gone. HIGHESTMODSEQ is read first, so a change committed while
+    the rows are read is seen now or next time, never lost."""
+    with transaction.atomic():
+        head = Folder.objects.filter(pk=folder_id).values_list(
+            "highestmodseq", "uidnext").first()
+        if head is None:
+            return None
+        if since and head[0] == since:
+            return FolderChanges(head[0], head[1], [], [])  # nothing happened
+        rows = Message.objects.filter(folder_id=folder_id, modseq__gt=since)
+        # Most messages have no keywords: decoding an empty JSON list per row
+        # would cost more than the rest of a large SELECT, so ask only for the others.
+        keywords = dict(rows.exclude(keywords=[]).values_list("uid", "keywords"))
+        changed = [(uid, flags, keywords.get(uid, []), modseq) for uid, flags, modseq
+                   in rows.order_by("uid").values_list("uid", "flags", "modseq")]
+        expunged = [] if since == 0 else sorted(
+            Expunged.objects.filter(folder_id=folder_id, modseq__gt=since)
+            .values_list("uid", flat=True))
+    return FolderChanges(head[0], head[1], changed, expunged)
+
+
+def expunged_since(folder_id: int, since: int) -> list[int]:
+    """UIDs expunged after MODSEQ ``since`` (RFC 7162 §3.2.5.2 VANISHED)."""
+    return sorted(Expunged.objects.filter(folder_id=folder_id, modseq__gt=since)
+                  .values_list("uid", flat=True))
+
+
+def highest_modseqs(folder_ids: Iterable[int]) -> dict[int, int]:
+    """HIGHESTMODSEQ of many folders in one query (the IDLE poller's tick)."""
+    return dict(Folder.objects.filter(pk__in=list(folder_ids))
+                .values_list("pk", "highestmodseq"))
+
+
+def message_rows(folder_id: int, uids: Sequence[int], fields: Sequence[str]) -> list[dict]:
+    """Selected fields of messages (Message fields, or ``blob__*``), one query."""
+    return list(Message.objects.filter(folder_id=folder_id, uid__in=list(uids))
+                .order_by("uid").values("uid", *fields))
 
 
 # --- quotas -----------------------------------------------------------------------

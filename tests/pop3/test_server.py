@@ -155,7 +155,7 @@ def test_auth_failures_answer_with_response_codes(connect, mailbox, monkeypatch)
 
 def test_plaintext_login_refused_before_tls(connect, mailbox, settings,
                                             client_tls_context) -> None:
-    settings.MAILHOST_POP3_PLAINTEXT_ON_LOOPBACK = False  # as for a remote peer
+    settings.MAILHOST_PLAINTEXT_AUTH_LOOPBACK = False  # as for a remote peer
     client = connect()
     capabilities = client.capa()
     assert "USER" not in capabilities and "SASL" not in capabilities

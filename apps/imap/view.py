@@ -1,0 +1,155 @@
+"""A selected folder as an in-memory view.
+
+The session keeps the folder's UIDs, flags and MODSEQs in compact arrays, so
+that sequence numbers, FETCH FLAGS and most SEARCH keys need no query. The
+view is brought up to date from the store by MODSEQ deltas and Expunged
+tombstones (``store.services.folder_changes``); ``apply`` turns a delta into
+the untagged responses the client must see, holding expunges back while the
+RFC forbids them (RFC 3501 §7.4.1: not during FETCH, STORE and SEARCH), so
+that sequence numbers stay consistent. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left
+from dataclasses import dataclass, field
+
+from apps.store.models import Flag
+from apps.store.services import FolderChanges
+
+
+@dataclass
+class Updates:
+    """What a delta changed, in the order it must be told."""
+
+    expunged: list[tuple[int, int]] = field(default_factory=list)  # (seq before removal, uid)
+    exists: bool = False
+    new_uids: list[int] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)  # UIDs whose flags or MODSEQ changed
+
+
+class FolderView:
+    def __init__(self, *, folder_id: int, name: str, uidvalidity: int, readonly: bool) -> None:
+        self.folder_id = folder_id
+        self.name = name
+        self.uidvalidity = uidvalidity
+        self.readonly = readonly
+        self.uids = array("Q")
+        self.flags = array("H")
+        self.modseqs = array("Q")
+        self.keywords: dict[int, list[str]] = {}
+        self.recent: set[int] = set()
+        self.highestmodseq = 0
+        self.uidnext = 1
+        # Tombstones seen but not yet told (RFC 3501 §7.4.1).
+        self.pending_expunge: set[int] = set()
+
+    # --- lookups
+    def __len__(self) -> int:
+        return len(self.uids)
+
+    def index(self, uid: int) -> int | None:
+        position = bisect_left(self.uids, uid)
+        if position < len(self.uids) and self.uids[position] == uid:
+            return position
+        return None
+
+    def flag_names(self, position: int) -> list[str]:
+        bits = self.flags[position]
+        uid = self.uids[position]
+        names = [name for name, bit in Flag.NAMES.items() if bits & bit]
+        names += self.keywords.get(uid, [])
+        if uid in self.recent:
+            names.append("\\Recent")
+        return names
+
+    def keywords_in_use(self) -> list[str]:
+        return sorted({k for words in self.keywords.values() for k in words})
+
+    def first_unseen(self) -> int | None:
+        for position, bits in enumerate(self.flags):
+            if not bits & Flag.SEEN:
+                return position + 1
+        return None
+
+    def seq_positions(self, ranges: list[tuple[int, int]]) -> list[int]:
+        """0-based positions for message sequence number ranges (ascending, unique)."""
+        count = len(self.uids)
+        positions: set[int] = set()
+        for low, high in ranges:
+            positions.update(range(max(low, 1) - 1, min(high, count)))
+        return sorted(positions)
+
+    def uid_positions(self, ranges: list[tuple[int, int]]) -> list[int]:
+        positions: set[int] = set()
+        for low, high in ranges:
+            start = bisect_left(self.uids, low)
+            stop = bisect_left(self.uids, high + 1)
+            positions.update(range(start, stop))
+        return sorted(positions)
+
+    # --- updates
+    def apply(self, changes: FolderChanges, *, allow_expunge: bool,
+              recent: tuple[int, int] = (0, 0)) -> Updates:
+        updates = Updates()
+        self.pending_expunge.update(u for u in changes.expunged if self.index(u) is not None)
+        if allow_expunge and self.pending_expunge:
+            for uid in sorted(self.pending_expunge):
+                position = self.index(uid)
+                if position is None:
+                    continue
+                updates.expunged.append((position + 1, uid))
+                del self.uids[position]
+                del self.flags[position]
+                del self.modseqs[position]
+                self.keywords.pop(uid, None)
+                self.recent.discard(uid)
+            self.pending_expunge.clear()
+        low, high = recent
+        expunged_now = set(changes.expunged)
+        last = self.uids[-1] if self.uids else 0
+        for uid, bits, words, modseq in changes.changed:
+            if uid in self.pending_expunge:
+                continue
+            if uid > last:
+                if uid in expunged_now:
+                    continue  # came and went between two looks: never shown
+                self.uids.append(uid)
+                self.flags.append(bits)
+                self.modseqs.append(modseq)
+                if words:
+                    self.keywords[uid] = list(words)
+                if low <= uid < high:
+                    self.recent.add(uid)
+                updates.new_uids.append(uid)
+                last = uid
+                continue
+            position = self.index(uid)
+            if position is None:
+                continue  # expunged and already told
+            if self.modseqs[position] == modseq:
+                continue
+            self.flags[position] = bits
+            self.modseqs[position] = modseq
+            if words:
+                self.keywords[uid] = list(words)
+            else:
+                self.keywords.pop(uid, None)
+            updates.changed.append(uid)
+        updates.exists = bool(updates.new_uids)
+        self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
+        self.uidnext = max(self.uidnext, changes.uidnext)
+        return updates
+
+    def set_flags(self, uid: int, bits: int, words: list[str], modseq: int) -> None:
+        """Record a change this session made itself (so it is not told twice)."""
+        position = self.index(uid)
+        if position is None:
+            return
+        self.flags[position] = bits
+        self.modseqs[position] = max(self.modseqs[position], modseq)
+        if words:
+            self.keywords[uid] = list(words)
+        else:
+            self.keywords.pop(uid, None)

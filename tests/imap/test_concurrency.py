@@ -1,0 +1,93 @@
+"""Sessions see each other: two clients on one folder, IDLE woken by deliveries
+(in this process by SMTP, and from another process through the fallback poller)."""
+
+from __future__ import annotations
+
+import smtplib
+
+from apps.store import services as store
+from tests.factories import PASSWORD
+from tests.imap.helpers import RawIMAP
+from tests.smtp.helpers import make_message
+
+
+def session(port: int, mailbox) -> RawIMAP:  # type: ignore[no-untyped-def]
+    client = RawIMAP(port)
+    client.login(mailbox.address, PASSWORD)
+    client.command("SELECT INBOX")
+    return client
+
+
+def test_two_sessions_see_flags_new_mail_and_expunges_at_allowed_points(imap_port, mailbox):
+    for _ in range(3):
+        store.deliver([mailbox], make_message(mailbox.address))
+    first, second = session(imap_port, mailbox), session(imap_port, mailbox)
+    first.command("STORE 2 +FLAGS.SILENT (\\Flagged)")
+    assert second.command("NOOP")[0] == b"* 2 FETCH (FLAGS (\\Flagged))\r\n"
+    # An expunge by the first session is not told to the second during FETCH,
+    # STORE or SEARCH (RFC 3501 §7.4.1): sequence numbers stay valid.
+    first.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    assert first.command("EXPUNGE")[0] == b"* 1 EXPUNGE\r\n"
+    store.deliver([mailbox], make_message(mailbox.address))
+    lines = second.command("FETCH 3 (UID)")
+    assert b"EXPUNGE" not in b"".join(lines)
+    assert b"* 3 FETCH (UID 3)\r\n" in lines
+    assert b"* 4 EXISTS\r\n" in lines  # new mail may be told any time
+    lines = second.command("SEARCH ALL")
+    assert b"* SEARCH 2 3 4\r\n" in lines and b"EXPUNGE" not in b"".join(lines)
+    # At NOOP the expunge is told, and numbers shift.
+    lines = second.command("NOOP")
+    assert lines[0] == b"* 1 EXPUNGE\r\n"
+    assert second.command("FETCH 3 (UID)")[0] == b"* 3 FETCH (UID 4)\r\n"
+    # UID commands may carry expunges.
+    first.command("NOOP")  # the first session learns of UID 4
+    first.command("UID STORE 4 +FLAGS.SILENT (\\Deleted)")
+    first.command("UID EXPUNGE 4")
+    lines = second.command("UID FETCH 1:* (UID)")
+    assert b"* 3 EXPUNGE\r\n" in lines
+    # \Recent went to exactly one of the two sessions.
+    recent = b"".join(first.command("SEARCH RECENT") + second.command("SEARCH RECENT"))
+    assert recent.count(b" 3\r\n") <= 1
+
+
+def test_idle_is_woken_by_an_smtp_delivery(mail_servers, imap_port, mailbox):
+    client = session(imap_port, mailbox)
+    client.send(b"i IDLE\r\n")
+    assert client.readline().startswith(b"+ ")
+    with smtplib.SMTP("127.0.0.1", mail_servers.port("smtp")) as smtp:
+        smtp.sendmail("someone@remote.example", [mailbox.address], make_message(mailbox.address))
+    client.sock.settimeout(5)
+    assert client.readline() == b"* 1 EXISTS\r\n"
+    assert client.readline() == b"* 1 RECENT\r\n"
+    client.send(b"DONE\r\n")
+    assert client.readline().startswith(b"i OK")
+
+
+def test_idle_hears_changes_made_by_another_process(listener_process, mailbox):
+    server = listener_process(["imap"])
+    client = session(server.ports["imap"], mailbox)
+    client.send(b"i IDLE\r\n")
+    assert client.readline().startswith(b"+ ")
+    # This test process is another process for the listener: the change reaches
+    # it through the HIGHESTMODSEQ poller (no Redis here) or Redis pub/sub.
+    store.deliver([mailbox], make_message(mailbox.address))
+    client.sock.settimeout(10)
+    assert client.readline() == b"* 1 EXISTS\r\n"
+    client.readline()
+    inbox = store.get_folder(mailbox, "INBOX")
+    store.set_flags(inbox, [1], mode="add", flags=1)
+    assert client.readline() == b"* 1 FETCH (FLAGS (\\Seen \\Recent))\r\n"
+    client.send(b"DONE\r\n")
+    assert client.readline().startswith(b"i OK")
+    client.command("LOGOUT")
+    assert server.terminate() == 0
+
+
+def test_sigterm_says_bye_to_idle_sessions(listener_process, mailbox):
+    server = listener_process(["imap"])
+    client = session(server.ports["imap"], mailbox)
+    client.send(b"i IDLE\r\n")
+    assert client.readline().startswith(b"+ ")
+    assert server.terminate() == 0
+    client.sock.settimeout(10)
+    assert client.readline() == b"* BYE server shutting down\r\n"
