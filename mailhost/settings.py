@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "apps.store",
     "apps.smtp",
     "apps.mailservers",
+    "apps.delivery",
 ]
 
 MIDDLEWARE = [
@@ -171,6 +172,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.store.tasks.collect_garbage",
         "schedule": 3600.0,
     },
+    "run-outbound-queue": {
+        "task": "apps.delivery.tasks.run_queue",
+        "schedule": float(env_int("MAILHOST_QUEUE_INTERVAL", 5)),
+    },
 }
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
@@ -224,6 +229,32 @@ MAILHOST_AUTH_LOCKOUT_SECONDS = env_int("MAILHOST_AUTH_LOCKOUT_SECONDS", 900)
 MAILHOST_AUTH_CACHE_SECONDS = env_int("MAILHOST_AUTH_CACHE_SECONDS", 60)
 MAILHOST_AUTH_CONCURRENCY = env_int("MAILHOST_AUTH_CONCURRENCY", 4)
 MAILHOST_BLOB_GRACE_SECONDS = env_int("MAILHOST_BLOB_GRACE_SECONDS", 24 * 3600)
+
+# Submission (587/465) and the outbound queue.
+# RFC 8314 §3: AUTH needs TLS, except (if this is on) from a loopback address.
+MAILHOST_SUBMISSION_LOOPBACK_PLAINTEXT_AUTH = env_bool(
+    "MAILHOST_SUBMISSION_LOOPBACK_PLAINTEXT_AUTH", True)
+MAILHOST_SUBMISSION_MAX_RECIPIENTS = env_int("MAILHOST_SUBMISSION_MAX_RECIPIENTS", 100)
+MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE = env_int(
+    "MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE", 25 * 1024 * 1024)
+MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR = env_int(
+    "MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR", 500)
+# Postfix-style transport map: "example.net=127.0.0.1:2626,*=smtp.relay.test:587".
+MAILHOST_TRANSPORTS = env_str("MAILHOST_TRANSPORTS")
+MAILHOST_DELIVERY_PORT = env_port("MAILHOST_DELIVERY_PORT", 25)
+MAILHOST_DELIVERY_TIMEOUT = env_int("MAILHOST_DELIVERY_TIMEOUT", 60)
+# Dotted path of a callable returning a dnspython-like async resolver (tests).
+MAILHOST_DNS_RESOLVER = env_str("MAILHOST_DNS_RESOLVER")
+# RFC 5321 §4.5.4.1: give up after 4-5 days; tell the sender about a delay first.
+MAILHOST_QUEUE_LIFETIME = env_int("MAILHOST_QUEUE_LIFETIME", 5 * 24 * 3600)
+MAILHOST_QUEUE_DELAY_NOTICE = env_int("MAILHOST_QUEUE_DELAY_NOTICE", 4 * 3600)
+MAILHOST_QUEUE_RETRY_MIN = env_int("MAILHOST_QUEUE_RETRY_MIN", 300)
+MAILHOST_QUEUE_RETRY_MAX = env_int("MAILHOST_QUEUE_RETRY_MAX", 4 * 3600)
+# A claim not finished in this time (a dead worker) is taken again.
+MAILHOST_QUEUE_CLAIM_SECONDS = env_int("MAILHOST_QUEUE_CLAIM_SECONDS", 900)
+MAILHOST_QUEUE_BATCH = env_int("MAILHOST_QUEUE_BATCH", 200)
+# Wake the queue runner when mail is queued, not only at its next beat.
+MAILHOST_QUEUE_KICK = env_bool("MAILHOST_QUEUE_KICK", True)
 
 # --- logging ------------------------------------------------------------------
 (DATA_DIR / "logs").mkdir(exist_ok=True)

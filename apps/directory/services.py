@@ -7,6 +7,7 @@ none of them re-implements a rule that lives here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 import threading
@@ -15,12 +16,15 @@ import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.hashers import check_password, make_password
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from apps.directory.addresses import (
     normalize_address,
@@ -28,7 +32,7 @@ from apps.directory.addresses import (
     split_address,
     strip_subaddress,
 )
-from apps.directory.models import Alias, Domain, Mailbox, Role, User
+from apps.directory.models import Alias, DkimKey, Domain, Mailbox, Role, User
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import Conflict, Disabled, Invalid, LimitExceeded, NotFound
 
@@ -47,7 +51,7 @@ def create_domain(
     with transaction.atomic():
         if Domain.objects.filter(name=ascii_name).exists():
             raise Conflict(f"domain {ascii_name} exists already", field="name")
-        return Domain.objects.create(
+        domain = Domain.objects.create(
             name=ascii_name,
             default_quota=(
                 settings.MAILHOST_DEFAULT_QUOTA if default_quota is None else default_quota
@@ -55,6 +59,35 @@ def create_domain(
             max_mailboxes=max_mailboxes,
             active=active,
         )
+        create_dkim_key(domain)
+        return domain
+
+
+def create_dkim_key(domain: Domain) -> DkimKey:
+    """A new RSA-2048 DKIM key (RFC 8301 §3.2: at least 1024, 2048 advised) with a
+    date-based selector, so that a rotated key gets a name of its own."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()).decode("ascii")
+    public = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    selector = f"mh{timezone.now():%Y%m}"
+    taken = set(domain.dkim_keys.values_list("selector", flat=True))
+    base, suffix = selector, 1
+    while selector in taken:
+        suffix += 1
+        selector = f"{base}x{suffix}"
+    return DkimKey.objects.create(
+        domain=domain, selector=selector, private_key=pem,
+        public_key=base64.b64encode(public).decode("ascii"))
+
+
+def signing_key(domain_name: str) -> DkimKey | None:
+    """The newest active DKIM key of a hosted, active domain."""
+    return (DkimKey.objects.select_related("domain")
+            .filter(domain__name=domain_name, domain__active=True, active=True)
+            .order_by("-created").first())
 
 
 def _validate_password(password: str, user: User | None = None) -> None:
@@ -228,6 +261,31 @@ def resolve(address: str) -> Resolution:
 
 
 aresolve = database_sync_to_async(resolve)
+
+
+def may_send_as(mailbox: Mailbox, address: str) -> bool:
+    """Whether a signed-in mailbox may use ``address`` as its sender: its own
+    address (with or without a sub-address tag), an alias that points to it,
+    or any address of a domain its user administers."""
+    try:
+        local, domain_name = split_address(address)
+    except Invalid:
+        return False
+    own = mailbox.address
+    base = strip_subaddress(local, settings.MAILHOST_SUBADDRESS_DELIMITER)
+    candidates = {f"{local}@{domain_name}"} | ({f"{base}@{domain_name}"} if base else set())
+    if own in candidates:
+        return True
+    user = mailbox.user
+    if user.administered_domains.filter(name=domain_name).exists():
+        return True
+    if user.role == Role.SUPERADMIN and Domain.objects.filter(name=domain_name).exists():
+        return True
+    return any(own in alias.destinations
+               for alias in Alias.objects.filter(address__in=candidates, active=True))
+
+
+amay_send_as = database_sync_to_async(may_send_as)
 
 
 # --- authentication ---------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apps.smtp.server import mx_protocol_factory
+from apps.smtp.submission import smtps_protocol_factory, submission_protocol_factory
 
 log = logging.getLogger("mailhost.listeners")
 
@@ -31,6 +32,8 @@ class ListenerSpec:
 # The protocol issues add their listeners here (IMAP, POP3, submission).
 LISTENERS: dict[str, ListenerSpec] = {
     "smtp": ListenerSpec("smtp", mx_protocol_factory),
+    "submission": ListenerSpec("submission", submission_protocol_factory),
+    "smtps": ListenerSpec("smtps", smtps_protocol_factory, implicit_tls=True),
 }
 
 

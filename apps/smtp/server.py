@@ -20,6 +20,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from django.conf import settings
 from django.utils import timezone
 
+from apps.delivery.services import RecipientSpec, aenqueue
 from apps.directory.services import Resolution, aresolve
 from apps.smtp import replies
 from apps.smtp.received import protocol_name, received_header
@@ -137,8 +138,6 @@ class InboundHandler:
             return error.smtp_reply()
         if not resolution.hosted:
             return replies.RELAY_DENIED
-        if resolution.external:
-            return replies.FORWARDING_UNAVAILABLE
         declared = _declared_size(envelope.mail_options)
         full = await database_sync_to_async(store.mailboxes_over_quota)(
             resolution.mailboxes, declared)
@@ -172,6 +171,7 @@ class InboundHandler:
         request = DeliveryRequest(mailbox_ids, header + content)
         try:
             await committer().submit(request)
+            await _queue_forwards(envelope, request.data, queue_id)
         except MailhostError as error:
             log.info("defer id=%s from=<%s> reason=%s", queue_id, envelope.mail_from, error.code)
             return error.smtp_reply()
@@ -184,6 +184,19 @@ class InboundHandler:
             len(request.data), peer_ip,
         )
         return f"250 2.0.0 OK id={queue_id}"
+
+
+async def _queue_forwards(envelope: Envelope, data: bytes, queue_id: str) -> None:
+    """Aliases that point outside: the same message goes to the outbound queue,
+    with the original envelope sender (bounces go back to it)."""
+    forwards = list(dict.fromkeys(
+        address
+        for resolution in envelope.resolutions.values()  # type: ignore[attr-defined]
+        for address in resolution.external
+    ))
+    if forwards:
+        await aenqueue(sender=envelope.mail_from, data=data, queue_id=queue_id,
+                       recipients=[RecipientSpec(address) for address in forwards])
 
 
 def _declared_size(mail_options: list[str]) -> int:
