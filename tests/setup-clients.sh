@@ -2,7 +2,7 @@
 # Installs the Debian command-line clients that the real-client tests drive,
 # when they are missing. Needs root (as on CI); prints what it installs.
 set -euo pipefail
-wanted=(swaks)
+wanted=(swaks libnet-ssleay-perl libio-socket-ssl-perl postfix)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

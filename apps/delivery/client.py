@@ -112,6 +112,7 @@ def deliver_session(
     result = SessionResult(host=host)
     try:
         client = smtplib.SMTP(timeout=timeout, local_hostname=helo)
+        client._host = host  # the name STARTTLS sends as SNI; connect() leaves it unset
         code, text = client.connect(address, port)
     except (OSError, smtplib.SMTPException) as error:
         raise ConnectionFailed(f"451 4.4.1 Cannot connect to {host}: {error}") from None

@@ -78,6 +78,10 @@ def _rcpt_dsn(taken: dict[str, str]) -> dict[str, str]:
     }
 
 
+# handled=False: aiosmtpd answers "535 5.7.8 Authentication credentials invalid".
+_INVALID = AuthResult(success=False, handled=False)
+
+
 def _is_loopback(peer: Any) -> bool:
     try:
         return ipaddress.ip_address(peer[0]).is_loopback
@@ -117,13 +121,13 @@ class SubmissionSMTP(MailhostSMTP):
         try:
             login_text, secret = login.decode("utf-8"), password.decode("utf-8")
         except UnicodeDecodeError:
-            return AuthResult(success=False)
+            return _INVALID
         peer = self.session.peer
         mailbox = await aauthenticate(
             login_text, secret, remote_ip=peer[0] if isinstance(peer, tuple) else None,
             protocol=self.listener)
         if mailbox is None:
-            return AuthResult(success=False)
+            return _INVALID
         return AuthResult(success=True, auth_data=mailbox)
 
     async def _decode_initial(self, args: list[str], challenge: str) -> bytes | None:
@@ -147,7 +151,7 @@ class SubmissionSMTP(MailhostSMTP):
         authzid, login, password = parts
         # RFC 4616 §2: acting as another identity is not offered here.
         if authzid and authzid != login:
-            return AuthResult(success=False)
+            return _INVALID
         return await self._check_login(login, password)
 
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
