@@ -119,6 +119,7 @@ def enqueue(
 ) -> OutboundMessage:
     """Queue a message for remote recipients: the bytes are fsynced and the rows
     committed when this returns (DESIGN.md "Storage")."""
+    sender = "" if sender == "<>" else sender  # aiosmtpd's spelling of the null sender
     now = timezone.now()
     with transaction.atomic():
         blob = store.save_blob(data)
