@@ -16,3 +16,8 @@ echo "installing test clients: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Postfix is a test peer started by the tests with their own configuration:
+# the system instance that its package starts must not hold port 25.
+if [[ " ${missing[*]} " == *" postfix "* ]]; then
+  service postfix stop >/dev/null 2>&1 || true
+fi

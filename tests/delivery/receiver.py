@@ -27,6 +27,9 @@ class Script:
     rcpt: dict[str, list[str]] = field(default_factory=dict)
     messages: list[Received] = field(default_factory=list)
     connections: int = 0
+    # DATA commands to leave unanswered (until the client goes away)
+    stall_data: int = 0
+    stalled: threading.Event = field(default_factory=threading.Event)
 
 
 class _Handler:
@@ -53,6 +56,10 @@ class _Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.script.stall_data > 0:
+            self.script.stall_data -= 1
+            self.script.stalled.set()
+            await asyncio.sleep(3600)  # cancelled when the client disconnects
         self.script.messages.append(Received(
             envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content or b"",
             list(envelope.mail_options), list(envelope.rcpt_options), session.ssl is not None))
