@@ -253,8 +253,10 @@ MAILHOST_QUEUE_RETRY_MAX = env_int("MAILHOST_QUEUE_RETRY_MAX", 4 * 3600)
 # A claim not finished in this time (a dead worker) is taken again.
 MAILHOST_QUEUE_CLAIM_SECONDS = env_int("MAILHOST_QUEUE_CLAIM_SECONDS", 900)
 MAILHOST_QUEUE_BATCH = env_int("MAILHOST_QUEUE_BATCH", 200)
-# Wake the queue runner when mail is queued, not only at its next beat.
-MAILHOST_QUEUE_KICK = env_bool("MAILHOST_QUEUE_KICK", True)
+# Wake the queue runner when mail is queued, not only at its next beat. Off by
+# default on the filesystem broker: with tasks published from the listener's
+# threads it stopped delivering the workers' own tasks (bench/outbound.py).
+MAILHOST_QUEUE_KICK = env_bool("MAILHOST_QUEUE_KICK", bool(REDIS_URL))
 
 # --- logging ------------------------------------------------------------------
 (DATA_DIR / "logs").mkdir(exist_ok=True)

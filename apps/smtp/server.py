@@ -100,6 +100,27 @@ class MailhostSMTP(SMTP):
         self.in_transaction = False
 
 
+def ehlo_responses(
+    session: Session, hostname: str, responses: list[str], *extensions: str,
+) -> list[str]:
+    session.host_name = hostname
+    # aiosmtpd does not advertise these although it honours them.
+    return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", *extensions,
+            responses[-1]]
+
+
+async def resolve_recipient(address: str) -> Resolution | str:
+    """The directory's resolution of a RCPT address, or the reply refusing it."""
+    try:
+        return await aresolve(address)
+    except Invalid:
+        return replies.BAD_ADDRESS
+    except NotFound:
+        return replies.UNKNOWN_USER
+    except Disabled as error:
+        return error.smtp_reply()
+
+
 class InboundHandler:
     """Transaction rules for mail arriving from other servers (the MX)."""
 
@@ -107,9 +128,7 @@ class InboundHandler:
         self, server: MailhostSMTP, session: Session, envelope: Envelope,
         hostname: str, responses: list[str],
     ) -> list[str]:
-        session.host_name = hostname
-        # aiosmtpd does not advertise these although it honours them.
-        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+        return ehlo_responses(session, hostname, responses)
 
     async def handle_MAIL(
         self, server: MailhostSMTP, session: Session, envelope: Envelope,
@@ -128,14 +147,9 @@ class InboundHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= settings.MAILHOST_SMTP_MAX_RECIPIENTS:
             return replies.TOO_MANY_RECIPIENTS
-        try:
-            resolution: Resolution = await aresolve(address)
-        except Invalid:
-            return replies.BAD_ADDRESS
-        except NotFound:
-            return replies.UNKNOWN_USER
-        except Disabled as error:
-            return error.smtp_reply()
+        resolution = await resolve_recipient(address)
+        if isinstance(resolution, str):
+            return resolution
         if not resolution.hosted:
             return replies.RELAY_DENIED
         declared = _declared_size(envelope.mail_options)

@@ -28,13 +28,13 @@ from django.utils import timezone
 from apps.delivery.dsn import parse_notify, parse_orcpt, xtext_decode
 from apps.delivery.services import RecipientSpec, aenqueue, aprepare, new_queue_id
 from apps.directory.models import Mailbox
-from apps.directory.services import aauthenticate, amay_send_as, aresolve
+from apps.directory.services import aauthenticate, amay_send_as
 from apps.smtp import replies
 from apps.smtp.received import protocol_name, received_header
-from apps.smtp.server import _BARE_LF, MailhostSMTP
+from apps.smtp.server import _BARE_LF, MailhostSMTP, ehlo_responses, resolve_recipient
 from apps.store.batching import committer
 from apps.store.services import DeliveryRequest
-from mailhost.errors import Disabled, Invalid, MailhostError, NotFound
+from mailhost.errors import Invalid, MailhostError
 
 log = logging.getLogger("mailhost.smtp")
 
@@ -210,9 +210,7 @@ class SubmissionHandler:
         self, server: SubmissionSMTP, session: Session, envelope: Envelope,
         hostname: str, responses: list[str],
     ) -> list[str]:
-        session.host_name = hostname
-        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN",
-                responses[-1]]
+        return ehlo_responses(session, hostname, responses, "250-DSN")  # RFC 3461 §4
 
     async def handle_MAIL(
         self, server: SubmissionSMTP, session: Session, envelope: Envelope,
@@ -242,14 +240,9 @@ class SubmissionHandler:
         limit = settings.MAILHOST_SUBMISSION_MAX_RECIPIENTS
         if len(envelope.rcpt_tos) >= limit:
             return f"452 4.5.3 Too many recipients: at most {limit} per message"
-        try:
-            resolution = await aresolve(address)
-        except Invalid:
-            return replies.BAD_ADDRESS
-        except NotFound:
-            return replies.UNKNOWN_USER
-        except Disabled as error:
-            return error.smtp_reply()
+        resolution = await resolve_recipient(address)
+        if isinstance(resolution, str):
+            return resolution
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         envelope.resolutions[address] = resolution  # type: ignore[attr-defined]
