@@ -18,6 +18,7 @@ from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.delivery.services import RecipientSpec
 from tests.delivery import fakedns
 from tests.delivery.conftest import closed_port, run_queue
+from tests.delivery.receiver import Receiver
 from tests.factories import make_mailbox
 from tests.smtp.helpers import make_message, stored
 
@@ -289,3 +290,19 @@ def test_mailqueue_lists_retries_and_deletes(alice, settings, capsys):
     assert not OutboundMessage.objects.exists()
     call_command("mailqueue")
     assert "Mail queue is empty" in capsys.readouterr().out
+
+
+def test_a_route_that_requires_tls_is_not_used_in_clear(alice, settings):
+    plain = Receiver(None).start()  # offers no STARTTLS
+    try:
+        settings.MAILHOST_TRANSPORTS = f"example.net=127.0.0.1:{plain.port};tls=require"
+        send("carol@example.net")
+        run_queue()
+        assert plain.script.messages == []
+        assert QueueEntry.objects.get().last_reply.startswith("451 4.7.4")
+        settings.MAILHOST_TRANSPORTS = f"example.net=127.0.0.1:{plain.port};tls=may"
+        QueueEntry.objects.update(next_attempt=timezone.now())
+        run_queue()
+        assert [m.tls for m in plain.script.messages] == [False]
+    finally:
+        plain.stop()
