@@ -37,7 +37,7 @@ from apps.delivery.mx import DestinationError, Hop, resolve_hops
 from apps.delivery.signing import dkim_sign
 from apps.delivery.transports import parse_transports, route_for
 from apps.directory.models import Mailbox
-from apps.directory.services import may_send_as, resolve, signing_key
+from apps.directory.services import may_send_as, resolve, signing_keys
 from apps.store import mime
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
@@ -69,11 +69,12 @@ class SenderNotAllowed(MailhostError):
 
 
 def sign(data: bytes, domain: str) -> bytes:
-    """DKIM-sign for ``domain`` if it is hosted here and has a key."""
-    key = signing_key(domain)
-    if key is None:
-        return data
-    return dkim_sign(data, domain=domain, selector=key.selector, private_key_pem=key.private_key)
+    """DKIM-sign for ``domain`` with each of its keys (RSA, and Ed25519 beside
+    it as RFC 8463 §3 suggests), if it is hosted here."""
+    for key in signing_keys(domain):
+        data = dkim_sign(data, domain=domain, selector=key.selector,
+                         private_key=key.private_key, algorithm=key.algorithm)
+    return data
 
 
 _DATE_FIELD = re.compile(rb"(?im)^date:")

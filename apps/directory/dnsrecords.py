@@ -18,10 +18,10 @@ def _txt(value: str) -> str:
 
 
 def dns_records(
-    domain: str, *, mail_host: str, dkim_keys: Iterable[tuple[str, str]],
+    domain: str, *, mail_host: str, dkim_keys: Iterable[tuple[str, str, str]],
 ) -> list[str]:
-    """MX, SPF, DKIM (one per ``(selector, base64 public key)``) and DMARC records,
-    one per line, names fully qualified."""
+    """MX, SPF, DKIM (one per ``(selector, algorithm, base64 public key)``) and
+    DMARC records, one per line, names fully qualified."""
     origin = f"{domain.rstrip('.')}."
     host = f"{mail_host.rstrip('.')}."
     records = [
@@ -29,10 +29,12 @@ def dns_records(
         # RFC 7208: the hosts named by MX send the domain's mail; nobody else does.
         f"{origin}\t{TTL}\tIN\tTXT\t{_txt('v=spf1 mx -all')}",
     ]
-    for selector, public_key in dkim_keys:
-        # RFC 6376 §3.6.1: the key record at <selector>._domainkey.<domain>.
+    for selector, algorithm, public_key in dkim_keys:
+        # RFC 6376 §3.6.1: the key record at <selector>._domainkey.<domain>;
+        # k= is the key type, "rsa" or (RFC 8463 §4) "ed25519".
+        key_type = algorithm.partition("-")[0]
         records.append(f"{selector}._domainkey.{origin}\t{TTL}\tIN\tTXT\t"
-                       f"{_txt(f'v=DKIM1; k=rsa; p={public_key}')}")
+                       f"{_txt(f'v=DKIM1; k={key_type}; p={public_key}')}")
     # RFC 7489 §6.3: start at quarantine, relaxed alignment as signed and sent here.
     records.append(f"_dmarc.{origin}\t{TTL}\tIN\tTXT\t"
                    f"{_txt('v=DMARC1; p=quarantine; adkim=r; aspf=r')}")

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.hashers import check_password, make_password
@@ -37,6 +37,9 @@ from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import Conflict, Disabled, Invalid, LimitExceeded, NotFound
 
 log = logging.getLogger(__name__)
+
+RSA_SHA256 = "rsa-sha256"
+ED25519_SHA256 = "ed25519-sha256"
 
 
 # --- provisioning -----------------------------------------------------------------
@@ -59,35 +62,51 @@ def create_domain(
             max_mailboxes=max_mailboxes,
             active=active,
         )
-        create_dkim_key(domain)
+        create_dkim_key(domain, RSA_SHA256)
+        create_dkim_key(domain, ED25519_SHA256)  # RFC 8463 §3: a second signature
         return domain
 
 
-def create_dkim_key(domain: Domain) -> DkimKey:
-    """A new RSA-2048 DKIM key (RFC 8301 §3.2: at least 1024, 2048 advised) with a
-    date-based selector, so that a rotated key gets a name of its own."""
-    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()).decode("ascii")
-    public = private.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    selector = f"mh{timezone.now():%Y%m}"
+def create_dkim_key(domain: Domain, algorithm: str = RSA_SHA256) -> DkimKey:
+    """A new DKIM key with a date-based selector, so that a rotated key gets a
+    name of its own: RSA-2048 (RFC 8301 §3.2) or Ed25519 (RFC 8463)."""
+    if algorithm == RSA_SHA256:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        secret = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()).decode("ascii")
+        public = private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        selector = f"mh{timezone.now():%Y%m}"
+    elif algorithm == ED25519_SHA256:
+        # RFC 8463 §4: the raw 32-octet public key in p=; dkimpy takes the seed in base64.
+        private_ed = ed25519.Ed25519PrivateKey.generate()
+        secret = base64.b64encode(private_ed.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+            serialization.NoEncryption())).decode("ascii")
+        public = private_ed.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        selector = f"mh{timezone.now():%Y%m}e"
+    else:
+        raise Invalid(f"unknown DKIM algorithm {algorithm}", field="algorithm")
     taken = set(domain.dkim_keys.values_list("selector", flat=True))
     base, suffix = selector, 1
     while selector in taken:
         suffix += 1
         selector = f"{base}x{suffix}"
     return DkimKey.objects.create(
-        domain=domain, selector=selector, private_key=pem,
+        domain=domain, selector=selector, algorithm=algorithm, private_key=secret,
         public_key=base64.b64encode(public).decode("ascii"))
 
 
-def signing_key(domain_name: str) -> DkimKey | None:
-    """The newest active DKIM key of a hosted, active domain."""
-    return (DkimKey.objects.select_related("domain")
-            .filter(domain__name=domain_name, domain__active=True, active=True)
-            .order_by("-created").first())
+def signing_keys(domain_name: str) -> list[DkimKey]:
+    """The newest active DKIM key of each algorithm of a hosted, active domain."""
+    newest: dict[str, DkimKey] = {}
+    for key in (DkimKey.objects.select_related("domain")
+                .filter(domain__name=domain_name, domain__active=True, active=True)
+                .order_by("-created", "-pk")):
+        newest.setdefault(key.algorithm, key)
+    return list(newest.values())
 
 
 def _validate_password(password: str, user: User | None = None) -> None:

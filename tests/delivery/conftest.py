@@ -47,7 +47,8 @@ def publish_domain(name: str) -> None:
     """Serve a hosted domain's records (its DKIM key among them) from the fake DNS."""
     domain = Domain.objects.get(name=name)
     fakedns.publish(dns_records(domain.name, mail_host="mail.mailhost.test",
-                                dkim_keys=domain.dkim_keys.values_list("selector", "public_key")))
+                                dkim_keys=domain.dkim_keys.values_list(
+                                    "selector", "algorithm", "public_key")))
 
 
 def closed_port() -> int:

@@ -89,7 +89,8 @@ def test_dsn_structure():
 
 def test_dns_records_are_valid_zone_file_lines():
     lines = dns_records("example.org", mail_host="mail.example.org",
-                        dkim_keys=[("mh202611", "A" * 392)])
+                        dkim_keys=[("mh202611", "rsa-sha256", "A" * 392),
+                                   ("mh202611e", "ed25519-sha256", "B" * 44)])
     zone = dns.zone.from_text("\n".join(lines), origin="example.org.", relativize=False,
                               check_origin=False)
     assert zone.find_rdataset("example.org.", "MX")[0].exchange.to_text() == "mail.example.org."
@@ -98,6 +99,8 @@ def test_dns_records_are_valid_zone_file_lines():
     dkim_txt = zone.find_rdataset("mh202611._domainkey.example.org.", "TXT")[0]
     assert b"".join(dkim_txt.strings) == b"v=DKIM1; k=rsa; p=" + b"A" * 392
     assert all(len(s) <= 255 for s in dkim_txt.strings)
+    ed_txt = zone.find_rdataset("mh202611e._domainkey.example.org.", "TXT")[0]
+    assert b"".join(ed_txt.strings) == b"v=DKIM1; k=ed25519; p=" + b"B" * 44
     dmarc = zone.find_rdataset("_dmarc.example.org.", "TXT")[0]
     assert b"".join(dmarc.strings).startswith(b"v=DMARC1; p=quarantine")
 
@@ -105,14 +108,18 @@ def test_dns_records_are_valid_zone_file_lines():
 def test_dnsrecords_command_prints_the_domains_dkim_key(db, settings, capsys):
     settings.MAILHOST_HOSTNAME = "mail.example.org"
     domain = make_domain("example.org")
-    key = domain.dkim_keys.get()
-    assert key.selector.startswith("mh") and "BEGIN PRIVATE KEY" in key.private_key
+    rsa_key = domain.dkim_keys.get(algorithm="rsa-sha256")
+    ed_key = domain.dkim_keys.get(algorithm="ed25519-sha256")
+    assert "BEGIN PRIVATE KEY" in rsa_key.private_key
+    assert rsa_key.selector != ed_key.selector
     call_command("dnsrecords", "Example.ORG")
     out = capsys.readouterr().out
     zone = dns.zone.from_text(out, origin="example.org.", relativize=False,
                               check_origin=False)
-    record = zone.find_rdataset(f"{key.selector}._domainkey.example.org.", "TXT")[0]
-    assert b"".join(record.strings).endswith(key.public_key.encode())
-    assert len(out.strip().splitlines()) == 4
+    for key, key_type in ((rsa_key, b"rsa"), (ed_key, b"ed25519")):
+        record = zone.find_rdataset(f"{key.selector}._domainkey.example.org.", "TXT")[0]
+        assert b"".join(record.strings) == b"v=DKIM1; k=" + key_type + b"; p=" + (
+            key.public_key.encode())
+    assert len(out.strip().splitlines()) == 5
     with pytest.raises(CommandError):
         call_command("dnsrecords", "unknown.example")

@@ -25,7 +25,8 @@ class Command(BaseCommand):
         domain = Domain.objects.filter(name=name).first()
         if domain is None:
             raise CommandError(f"{name} is not a hosted domain")
-        keys = domain.dkim_keys.filter(active=True).values_list("selector", "public_key")
+        keys = domain.dkim_keys.filter(active=True).order_by("created", "pk").values_list(
+            "selector", "algorithm", "public_key")
         for line in dns_records(domain.name, mail_host=settings.MAILHOST_HOSTNAME,
                                 dkim_keys=keys):
             self.stdout.write(line)
