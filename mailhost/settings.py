@@ -256,8 +256,8 @@ MAILHOST_QUEUE_RETRY_MAX = env_int("MAILHOST_QUEUE_RETRY_MAX", 4 * 3600)
 MAILHOST_QUEUE_CLAIM_SECONDS = env_int("MAILHOST_QUEUE_CLAIM_SECONDS", 900)
 MAILHOST_QUEUE_BATCH = env_int("MAILHOST_QUEUE_BATCH", 200)
 # Wake the queue runner when mail is queued, not only at its next beat. Off by
-# default on the filesystem broker: with tasks published from the listener's
-# threads it stopped delivering the workers' own tasks (bench/outbound.py).
+# default on the filesystem broker: a worker takes about one message per second
+# from it, so one wake-up per queued message buries the delivery tasks.
 MAILHOST_QUEUE_KICK = env_bool("MAILHOST_QUEUE_KICK", bool(REDIS_URL))
 
 # --- logging ------------------------------------------------------------------
