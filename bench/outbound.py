@@ -194,17 +194,18 @@ def main() -> None:
     args = parser.parse_args()
     ensure_postfix_tools()
 
-    sink = Sink()
-    instance = Instance(sink.port)
-    # This process reads the instance's queue to see when it has drained.
-    os.environ.update(instance.env, DJANGO_SETTINGS_MODULE="mailhost.settings")
-    sys.path.insert(0, str(ROOT))
-    import django
-
-    django.setup()
     rates: dict[int, float] = {}
     submitted: dict[int, float] = {}
+    sink = Sink()
+    instance: Instance | None = None
     try:
+        instance = Instance(sink.port)
+        # This process reads the instance's queue to see when it has drained.
+        os.environ.update(instance.env, DJANGO_SETTINGS_MODULE="mailhost.settings")
+        sys.path.insert(0, str(ROOT))
+        import django
+
+        django.setup()
         port = instance.start_submission()
         for workers in (1, 2):
             processes = instance.start_workers(workers)
@@ -231,7 +232,8 @@ def main() -> None:
                        check=True, timeout=args.timeout)
         reference = args.messages / (time.perf_counter() - started)
     finally:
-        instance.cleanup()
+        if instance is not None:
+            instance.cleanup()
         sink.stop()
 
     broker = "Redis" if os.environ.get("REDIS_URL") else "filesystem broker"
