@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "apps.api",
     "apps.antispam",
+    "apps.delivery",
 ]
 
 MIDDLEWARE = [
@@ -163,7 +164,7 @@ else:
         }
     }
     _broker_dir = DATA_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -187,6 +188,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-antispam-spool": {
         "task": "apps.antispam.tasks.sweep_spool",
         "schedule": float(env_int("MAILHOST_SPOOL_SWEEP_INTERVAL", 60)),
+    },
+    "run-outbound-queue": {
+        "task": "apps.delivery.tasks.run_queue",
+        "schedule": float(env_int("MAILHOST_QUEUE_INTERVAL", 5)),
     },
 }
 
@@ -311,6 +316,31 @@ MAILHOST_IMAP_TIMEOUT = env_int("MAILHOST_IMAP_TIMEOUT", 30 * 60)
 # Password logins (IMAP, POP3, submission) without TLS are refused except from
 # loopback peers, when this is 1.
 MAILHOST_PLAINTEXT_AUTH_LOOPBACK = env_bool("MAILHOST_PLAINTEXT_AUTH_LOOPBACK", True)
+# Submission (587/465) and the outbound queue.
+MAILHOST_SUBMISSION_MAX_RECIPIENTS = env_int("MAILHOST_SUBMISSION_MAX_RECIPIENTS", 100)
+MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE = env_int(
+    "MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE", 25 * 1024 * 1024)
+MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR = env_int(
+    "MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR", 500)
+# Postfix-style transport map: "example.net=127.0.0.1:2626,*=smtp.relay.test:587".
+MAILHOST_TRANSPORTS = env_str("MAILHOST_TRANSPORTS")
+MAILHOST_DELIVERY_PORT = env_port("MAILHOST_DELIVERY_PORT", 25)
+MAILHOST_DELIVERY_TIMEOUT = env_int("MAILHOST_DELIVERY_TIMEOUT", 60)
+# Dotted path of a callable returning a dnspython-like async resolver for MX
+# lookups (tests); empty: dnspython's. See apps/delivery/mx.py.
+MAILHOST_MX_RESOLVER = env_str("MAILHOST_MX_RESOLVER")
+# RFC 5321 §4.5.4.1: give up after 4-5 days; tell the sender about a delay first.
+MAILHOST_QUEUE_LIFETIME = env_int("MAILHOST_QUEUE_LIFETIME", 5 * 24 * 3600)
+MAILHOST_QUEUE_DELAY_NOTICE = env_int("MAILHOST_QUEUE_DELAY_NOTICE", 4 * 3600)
+MAILHOST_QUEUE_RETRY_MIN = env_int("MAILHOST_QUEUE_RETRY_MIN", 300)
+MAILHOST_QUEUE_RETRY_MAX = env_int("MAILHOST_QUEUE_RETRY_MAX", 4 * 3600)
+# A claim not finished in this time (a dead worker) is taken again.
+MAILHOST_QUEUE_CLAIM_SECONDS = env_int("MAILHOST_QUEUE_CLAIM_SECONDS", 900)
+MAILHOST_QUEUE_BATCH = env_int("MAILHOST_QUEUE_BATCH", 200)
+# Wake the queue runner when mail is queued, not only at its next beat. Off by
+# default on the filesystem broker: a worker takes about one message per second
+# from it, so one wake-up per queued message buries the delivery tasks.
+MAILHOST_QUEUE_KICK = env_bool("MAILHOST_QUEUE_KICK", bool(REDIS_URL))
 
 # --- logging ------------------------------------------------------------------
 (DATA_DIR / "logs").mkdir(exist_ok=True)

@@ -2,7 +2,7 @@
 # Installs the Debian command-line clients that the real-client tests drive,
 # when they are missing. Needs root (as on CI); prints what it installs.
 set -euo pipefail
-wanted=(swaks fetchmail getmail6 isync offlineimap3)
+wanted=(swaks libnet-ssleay-perl libio-socket-ssl-perl postfix fetchmail getmail6 isync offlineimap3)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -16,3 +16,8 @@ echo "installing test clients: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Postfix is a test peer started by the tests with their own configuration:
+# the system instance that its package starts must not hold port 25.
+if [[ " ${missing[*]} " == *" postfix "* ]]; then
+  service postfix stop >/dev/null 2>&1 || true
+fi

@@ -129,3 +129,25 @@ class Alias(models.Model):
     @property
     def is_catch_all(self) -> bool:
         return self.local_part == ""
+
+
+class DkimKey(models.Model):
+    """A domain's DKIM signing key (RFC 6376 §3.6.1); the public half is
+    published at ``<selector>._domainkey.<domain>``."""
+
+    domain = models.ForeignKey(Domain, on_delete=models.CASCADE, related_name="dkim_keys")
+    selector = models.CharField(max_length=63)
+    algorithm = models.CharField(max_length=20, default="rsa-sha256")
+    private_key = models.TextField(help_text="PEM (PKCS#8)")
+    public_key = models.TextField(help_text="base64 DER SubjectPublicKeyInfo, the p= tag")
+    active = models.BooleanField(default=True)
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["domain_id", "-created"]
+        constraints = [
+            models.UniqueConstraint(fields=["domain", "selector"], name="dkimkey_unique_selector"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain.name}"

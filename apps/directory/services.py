@@ -7,6 +7,7 @@ none of them re-implements a rule that lives here.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import ipaddress
 import logging
@@ -17,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.hashers import check_password, make_password
@@ -24,6 +27,7 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Model
+from django.utils import timezone
 
 from apps.directory.addresses import (
     normalize_address,
@@ -31,11 +35,14 @@ from apps.directory.addresses import (
     split_address,
     strip_subaddress,
 )
-from apps.directory.models import Alias, Domain, Mailbox, Role, User
+from apps.directory.models import Alias, DkimKey, Domain, Mailbox, Role, User
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import Conflict, Disabled, Invalid, LimitExceeded, NotFound
 
 log = logging.getLogger(__name__)
+
+RSA_SHA256 = "rsa-sha256"
+ED25519_SHA256 = "ed25519-sha256"
 
 
 # --- provisioning -----------------------------------------------------------------
@@ -69,7 +76,7 @@ def create_domain(
     with transaction.atomic():
         if Domain.objects.filter(name=ascii_name).exists():
             raise Conflict(f"domain {ascii_name} exists already", field="name")
-        return Domain.objects.create(
+        domain = Domain.objects.create(
             name=ascii_name,
             default_quota=(
                 settings.MAILHOST_DEFAULT_QUOTA if default_quota is None else default_quota
@@ -77,6 +84,51 @@ def create_domain(
             max_mailboxes=max_mailboxes,
             active=active,
         )
+        create_dkim_key(domain, RSA_SHA256)
+        create_dkim_key(domain, ED25519_SHA256)  # RFC 8463 §3: a second signature
+        return domain
+
+
+def create_dkim_key(domain: Domain, algorithm: str = RSA_SHA256) -> DkimKey:
+    """A new DKIM key with a date-based selector, so that a rotated key gets a
+    name of its own: RSA-2048 (RFC 8301 §3.2) or Ed25519 (RFC 8463)."""
+    if algorithm == RSA_SHA256:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        secret = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()).decode("ascii")
+        public = private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        selector = f"mh{timezone.now():%Y%m}"
+    elif algorithm == ED25519_SHA256:
+        # RFC 8463 §4: the raw 32-octet public key in p=; dkimpy takes the seed in base64.
+        private_ed = ed25519.Ed25519PrivateKey.generate()
+        secret = base64.b64encode(private_ed.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+            serialization.NoEncryption())).decode("ascii")
+        public = private_ed.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        selector = f"mh{timezone.now():%Y%m}e"
+    else:
+        raise Invalid(f"unknown DKIM algorithm {algorithm}", field="algorithm")
+    taken = set(domain.dkim_keys.values_list("selector", flat=True))
+    base, suffix = selector, 1
+    while selector in taken:
+        suffix += 1
+        selector = f"{base}x{suffix}"
+    return DkimKey.objects.create(
+        domain=domain, selector=selector, algorithm=algorithm, private_key=secret,
+        public_key=base64.b64encode(public).decode("ascii"))
+
+
+def signing_keys(domain_name: str) -> list[DkimKey]:
+    """The newest active DKIM key of each algorithm of a hosted, active domain."""
+    newest: dict[str, DkimKey] = {}
+    for key in (DkimKey.objects.select_related("domain")
+                .filter(domain__name=domain_name, domain__active=True, active=True)
+                .order_by("-created", "-pk")):
+        newest.setdefault(key.algorithm, key)
+    return list(newest.values())
 
 
 def _validate_password(password: str, user: User | None = None) -> None:
@@ -360,6 +412,31 @@ def resolve(address: str) -> Resolution:
     if not result.mailboxes and not result.external:
         raise NotFound(f"{normalized} resolves to nothing (alias loop)")
     return result
+
+
+def may_send_as(mailbox: Mailbox, address: str) -> bool:
+    """Whether a signed-in mailbox may use ``address`` as its sender: its own
+    address (with or without a sub-address tag), an alias that points to it,
+    or any address of a domain its user administers."""
+    try:
+        local, domain_name = split_address(address)
+    except Invalid:
+        return False
+    own = mailbox.address
+    base = strip_subaddress(local, settings.MAILHOST_SUBADDRESS_DELIMITER)
+    candidates = {f"{local}@{domain_name}"} | ({f"{base}@{domain_name}"} if base else set())
+    if own in candidates:
+        return True
+    user = mailbox.user
+    if user.administered_domains.filter(name=domain_name).exists():
+        return True
+    if user.role == Role.SUPERADMIN and Domain.objects.filter(name=domain_name).exists():
+        return True
+    return any(own in alias.destinations
+               for alias in Alias.objects.filter(address__in=candidates, active=True))
+
+
+amay_send_as = database_sync_to_async(may_send_as)
 
 
 # --- authentication ---------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 from apps.imap.session import protocol_factory as imap_protocol_factory
 from apps.pop3.server import pop3_protocol_factory
 from apps.smtp.server import mx_protocol_factory
+from apps.smtp.submission import smtps_protocol_factory, submission_protocol_factory
 
 log = logging.getLogger("mailhost.listeners")
 
@@ -37,6 +38,8 @@ LISTENERS: dict[str, ListenerSpec] = {
     "pop3s": ListenerSpec("pop3s", pop3_protocol_factory, implicit_tls=True),
     "imap": ListenerSpec("imap", imap_protocol_factory),
     "imaps": ListenerSpec("imaps", imap_protocol_factory, implicit_tls=True),
+    "submission": ListenerSpec("submission", submission_protocol_factory),
+    "smtps": ListenerSpec("smtps", smtps_protocol_factory, implicit_tls=True),
 }
 
 

@@ -19,7 +19,6 @@ UNKNOWN_USER = "550 5.1.1 No such user here"
 RELAY_DENIED = "550 5.7.1 Relaying denied"
 # RFC 5321 §2.3.8: lines end in CRLF only; a bare LF is how SMTP smuggling starts.
 BARE_LF = "550 5.5.2 Message contains a bare LF; lines must end with CRLF"
-FORWARDING_UNAVAILABLE = "451 4.3.2 Forwarding to external addresses is not available yet"
 
 # Enhanced code for replies that come from aiosmtpd without one.
 _DEFAULT_ENHANCED = {

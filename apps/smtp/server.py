@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from apps.antispam import inbound as antispam
 from apps.antispam import services as spool
+from apps.delivery.services import RecipientSpec, aenqueue
 from apps.directory.models import Mailbox
 from apps.directory.services import Resolution, resolve
 from apps.smtp import replies
@@ -106,6 +107,38 @@ class MailhostSMTP(SMTP):
         self.in_transaction = False
 
 
+def ehlo_responses(
+    session: Session, hostname: str, responses: list[str], *extensions: str,
+) -> list[str]:
+    session.host_name = hostname
+    # aiosmtpd does not advertise these although it honours them.
+    return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", *extensions,
+            responses[-1]]
+
+
+@database_sync_to_async
+def _resolve_with_quota(address: str, declared_size: int) -> tuple[Resolution, list[Mailbox]]:
+    """Resolve a recipient and check its quota in one trip to a worker thread."""
+    resolution = resolve(address)
+    return resolution, store.mailboxes_over_quota(resolution.mailboxes, declared_size)
+
+
+async def resolve_recipient(
+    address: str, declared_size: int = 0,
+) -> tuple[Resolution, list[Mailbox]] | str:
+    """The directory's resolution of a RCPT address with the local mailboxes
+    that a message of ``declared_size`` would push over quota, or the reply
+    refusing the address."""
+    try:
+        return await _resolve_with_quota(address, declared_size)
+    except Invalid:
+        return replies.BAD_ADDRESS
+    except NotFound:
+        return replies.UNKNOWN_USER
+    except Disabled as error:
+        return error.smtp_reply()
+
+
 class InboundHandler:
     """Transaction rules for mail arriving from other servers (the MX)."""
 
@@ -113,14 +146,13 @@ class InboundHandler:
         self, server: MailhostSMTP, session: Session, envelope: Envelope,
         hostname: str, responses: list[str],
     ) -> list[str]:
-        session.host_name = hostname
         # --- antispam: connection rate (counted at the first greeting) ---
         refusal = await _connection_refusal(server, session)
         if refusal:
+            session.host_name = hostname
             return [refusal]
         # --- end antispam ---
-        # aiosmtpd does not advertise these although it honours them.
-        return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", responses[-1]]
+        return ehlo_responses(session, hostname, responses)
 
     async def handle_HELO(
         self, server: MailhostSMTP, session: Session, envelope: Envelope, hostname: str,
@@ -161,19 +193,12 @@ class InboundHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= settings.MAILHOST_SMTP_MAX_RECIPIENTS:
             return replies.TOO_MANY_RECIPIENTS
-        declared = _declared_size(envelope.mail_options)
-        try:
-            resolution, full = await _check_recipient(address, declared)
-        except Invalid:
-            return replies.BAD_ADDRESS
-        except NotFound:
-            return replies.UNKNOWN_USER
-        except Disabled as error:
-            return error.smtp_reply()
+        checked = await resolve_recipient(address, _declared_size(envelope.mail_options))
+        if isinstance(checked, str):
+            return checked
+        resolution, full = checked
         if not resolution.hosted:
             return replies.RELAY_DENIED
-        if resolution.external:
-            return replies.FORWARDING_UNAVAILABLE
         if full:
             return OverQuota(f"Mailbox over quota: {address}").smtp_reply()
         # --- antispam: greylisting ---
@@ -211,10 +236,13 @@ class InboundHandler:
         ))
         request = DeliveryRequest(mailbox_ids, header + content)
         try:
-            if settings.MAILHOST_ANTISPAM:
+            if not mailbox_ids:
+                pass  # only forwarded: nothing to file here
+            elif settings.MAILHOST_ANTISPAM:
                 await _spool(session, envelope, request)
             else:
                 await committer().submit(request)
+            await _queue_forwards(envelope, request.data, queue_id)
         except MailhostError as error:
             log.info("defer id=%s from=<%s> reason=%s", queue_id, envelope.mail_from, error.code)
             return error.smtp_reply()
@@ -229,11 +257,17 @@ class InboundHandler:
         return f"250 2.0.0 OK id={queue_id}"
 
 
-@database_sync_to_async
-def _check_recipient(address: str, declared_size: int) -> tuple[Resolution, list[Mailbox]]:
-    """Resolve a recipient and check its quota in one trip to a worker thread."""
-    resolution = resolve(address)
-    return resolution, store.mailboxes_over_quota(resolution.mailboxes, declared_size)
+async def _queue_forwards(envelope: Envelope, data: bytes, queue_id: str) -> None:
+    """Aliases that point outside: the same message goes to the outbound queue,
+    with the original envelope sender (bounces go back to it)."""
+    forwards = list(dict.fromkeys(
+        address
+        for resolution in envelope.resolutions.values()  # type: ignore[attr-defined]
+        for address in resolution.external
+    ))
+    if forwards:
+        await aenqueue(sender=envelope.mail_from, data=data, queue_id=queue_id,
+                       recipients=[RecipientSpec(address) for address in forwards])
 
 
 def _peer_ip(session: Session) -> str:

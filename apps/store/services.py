@@ -469,6 +469,16 @@ def deliver(
     return request.messages
 
 
+def save_blob(data: bytes) -> Blob:
+    """Store message bytes durably with their parsed row, for a caller that keeps
+    its own reference to them (the outbound queue). The bytes are fsynced on
+    return; call it inside the transaction that commits the reference."""
+    sha = get_blob_store().put_many([data])[0]
+    row = _blob_row(sha, data)
+    Blob.objects.bulk_create([row], ignore_conflicts=True)
+    return row
+
+
 def append(
     mailbox: Mailbox, folder: str, data: bytes, *, flags: int = 0,
     keywords: Sequence[str] = (), internal_date: datetime | None = None,

@@ -1,0 +1,64 @@
+"""The outbound queue: the database is the queue (DESIGN.md "Queues and workers").
+
+One ``OutboundMessage`` per accepted message (its bytes are a store Blob), one
+``QueueEntry`` per remote recipient still to be delivered. An entry is deleted
+once it is delivered or bounced, and the message with its last entry; Celery
+only ever carries primary keys."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from apps.store.models import Blob
+
+
+class OutboundMessage(models.Model):
+    queue_id = models.CharField(max_length=32, unique=True)
+    # PROTECT: the store's garbage collector skips blobs any relation points at.
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="outbound")
+    sender = models.CharField(max_length=320, blank=True, help_text="empty: the null sender <>")
+    # RFC 3461 §4.3 RET (FULL / HDRS, empty: not given) and §4.4 ENVID (decoded).
+    ret = models.CharField(max_length=4, blank=True)
+    envid = models.CharField(max_length=100, blank=True)
+    arrival = models.DateTimeField(default=timezone.now)
+    expires = models.DateTimeField()
+
+    class Meta:
+        ordering = ["arrival"]
+
+    def __str__(self) -> str:
+        return self.queue_id
+
+
+class QueueEntry(models.Model):
+    message = models.ForeignKey(OutboundMessage, on_delete=models.CASCADE,
+                                related_name="entries")
+    recipient = models.CharField(max_length=320)
+    domain = models.CharField(max_length=255)
+    # RFC 3461 §4.1 NOTIFY: empty (not given), "NEVER", or a comma list of
+    # SUCCESS, FAILURE, DELAY; §4.2 ORCPT as "addr-type;address" (decoded).
+    notify = models.CharField(max_length=30, blank=True)
+    orcpt = models.CharField(max_length=500, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt = models.DateTimeField(default=timezone.now)
+    last_reply = models.TextField(blank=True)
+    last_host = models.CharField(max_length=255, blank=True)
+    delay_notified = models.BooleanField(default=False)
+    # A claim is a worker's lease on the entry; past claimed_until it is free again.
+    claim = models.CharField(max_length=32, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["message_id", "pk"]
+        indexes = [models.Index(fields=["next_attempt"], name="queueentry_next_attempt")]
+        verbose_name_plural = "queue entries"
+
+    def __str__(self) -> str:
+        return f"{self.message_id}:{self.recipient}"
+
+    def notify_on(self, event: str) -> bool:
+        """RFC 3461 §4.1: without NOTIFY, FAILURE (and DELAY at our discretion) apply."""
+        if not self.notify:
+            return event in ("FAILURE", "DELAY")
+        return event in self.notify.split(",")

@@ -1,0 +1,380 @@
+"""Delivery services: accept mail for sending, run the outbound queue, report.
+
+``submit`` is the one way a front end sends mail (SMTP submission, webmail,
+forwarding, bounces): local recipients go straight into the store, remote
+ones into the queue. The queue is claimed in batches (``claim_due``), each
+claim is one attempt for one destination domain (``attempt``), and the
+outcome is recorded per recipient: delivered, retried with backoff, or
+bounced with an RFC 3464 report to the envelope sender."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import format_datetime
+
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.delivery.client import (
+    ConnectionFailed,
+    OutgoingMessage,
+    OutgoingRecipient,
+    deliver_session,
+)
+from apps.delivery.dsn import RecipientReport, build_dsn, headers_of, status_of
+from apps.delivery.models import OutboundMessage, QueueEntry
+from apps.delivery.mx import DestinationError, Hop, resolve_hops
+from apps.delivery.signing import dkim_sign
+from apps.delivery.transports import parse_transports, route_for
+from apps.directory.models import Mailbox
+from apps.directory.services import may_send_as, resolve, signing_keys
+from apps.store import mime
+from apps.store import services as store
+from apps.store.blobs import get_blob_store
+from mailhost.asyncdb import database_sync_to_async
+from mailhost.errors import MailhostError
+
+log = logging.getLogger("mailhost.delivery")
+
+
+@dataclass(frozen=True)
+class RecipientSpec:
+    """A remote recipient with its RFC 3461 parameters (NOTIFY, ORCPT)."""
+
+    address: str
+    notify: str = ""
+    orcpt: str = ""
+
+
+def new_queue_id() -> str:
+    return secrets.token_hex(6).upper()
+
+
+class SenderNotAllowed(MailhostError):
+    """The message claims a sender that is not the user's."""
+
+    code = "sender_not_allowed"
+    smtp_code = 553
+    enhanced = "5.7.1"
+
+
+def sign(data: bytes, domain: str) -> bytes:
+    """DKIM-sign for ``domain`` with each of its keys (RSA, and Ed25519 beside
+    it as RFC 8463 §3 suggests), if it is hosted here."""
+    for key in signing_keys(domain):
+        data = dkim_sign(data, domain=domain, selector=key.selector,
+                         private_key=key.private_key, algorithm=key.algorithm)
+    return data
+
+
+_DATE_FIELD = re.compile(rb"(?im)^date:")
+
+
+def prepare(content: bytes, *, mailbox: Mailbox, queue_id: str) -> bytes:
+    """Check and complete a submitted message (RFC 6409 §8): every From address
+    must be one the user may send as; a missing Message-ID or Date is added;
+    then it is DKIM-signed for its From domain."""
+    info = mime.analyze(content)
+    senders = [f"{local}@{host}" for _, _, local, host in info.envelope[2] or []
+               if local and host]
+    if not senders:
+        raise SenderNotAllowed("The message has no From address")
+    for sender in senders:
+        if not may_send_as(mailbox, sender):
+            raise SenderNotAllowed(f"From address <{sender}> is not yours")
+    added = b""
+    if not info.message_id:  # RFC 6409 §8.3
+        added += (f"Message-ID: <{queue_id}.{secrets.token_hex(8)}@"
+                  f"{settings.MAILHOST_HOSTNAME}>\r\n").encode()
+    if not _DATE_FIELD.search(headers_of(content)):  # RFC 6409 §8.2
+        added += f"Date: {format_datetime(timezone.now())}\r\n".encode()
+    data = added + content
+    if len(senders) == 1:
+        data = sign(data, senders[0].rpartition("@")[2].lower())
+    return data
+
+
+aprepare = database_sync_to_async(prepare)
+
+
+def _kick() -> None:
+    """Wake the queue runner now rather than at its next beat."""
+    if settings.MAILHOST_QUEUE_KICK:
+        transaction.on_commit(
+            lambda: current_app.send_task("apps.delivery.tasks.run_queue"))
+
+
+def enqueue(
+    *, sender: str, recipients: Sequence[RecipientSpec], data: bytes, ret: str = "",
+    envid: str = "", queue_id: str = "",
+) -> OutboundMessage:
+    """Queue a message for remote recipients: the bytes are fsynced and the rows
+    committed when this returns (DESIGN.md "Storage")."""
+    sender = "" if sender == "<>" else sender  # aiosmtpd's spelling of the null sender
+    now = timezone.now()
+    with transaction.atomic():
+        blob = store.save_blob(data)
+        message = OutboundMessage.objects.create(
+            queue_id=queue_id or new_queue_id(), blob=blob, sender=sender, ret=ret,
+            envid=envid, arrival=now,
+            expires=now + timedelta(seconds=settings.MAILHOST_QUEUE_LIFETIME))
+        QueueEntry.objects.bulk_create([
+            QueueEntry(message=message, recipient=r.address,
+                       domain=r.address.rpartition("@")[2].lower(), notify=r.notify,
+                       orcpt=r.orcpt, next_attempt=now)
+            for r in recipients
+        ])
+        _kick()
+    log.info("queued id=%s from=<%s> to=%s size=%d", message.queue_id, sender,
+             ",".join(f"<{r.address}>" for r in recipients), len(data))
+    return message
+
+
+aenqueue = database_sync_to_async(enqueue)
+
+
+def submit(
+    *, sender: str, recipients: Sequence[RecipientSpec], data: bytes, ret: str = "",
+    envid: str = "",
+) -> OutboundMessage | None:
+    """Send a message: resolve each recipient, deliver to the local mailboxes at
+    once, queue the rest. Returns the queued message, if any. An unknown or
+    disabled local recipient raises (NotFound, Disabled) before anything is kept."""
+    mailbox_ids: list[int] = []
+    remote: list[RecipientSpec] = []
+    for recipient in recipients:
+        resolution = resolve(recipient.address)
+        mailbox_ids.extend(m.pk for m in resolution.mailboxes)
+        remote.extend(RecipientSpec(address, recipient.notify, recipient.orcpt)
+                      for address in resolution.external)
+    with transaction.atomic():
+        if mailbox_ids:
+            request = store.DeliveryRequest(list(dict.fromkeys(mailbox_ids)), data)
+            error = store.deliver_batch([request])[0]
+            if error is not None:
+                raise error
+        if remote:
+            return enqueue(sender=sender, recipients=remote, data=data, ret=ret, envid=envid)
+    return None
+
+
+# --- the queue ----------------------------------------------------------------------
+
+
+def _due(now: datetime) -> Q:
+    return Q(next_attempt__lte=now) & (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+
+
+def claim_due(
+    *, now: datetime | None = None, limit: int | None = None,
+    on_claimed: Callable[[str, list[int]], None] | None = None,
+) -> list[tuple[str, list[int]]]:
+    """Lease the due entries, one claim per destination domain. ``on_claimed``
+    runs for each claim after the lease has committed (Celery enqueueing).
+
+    On PostgreSQL the rows are taken with ``SELECT … FOR UPDATE SKIP LOCKED`` so
+    that concurrent runners split the work; on SQLite the transaction is
+    ``BEGIN IMMEDIATE`` and the runners queue behind each other."""
+    now = now or timezone.now()
+    until = now + timedelta(seconds=settings.MAILHOST_QUEUE_CLAIM_SECONDS)
+    claims: list[tuple[str, list[int]]] = []
+    with transaction.atomic():
+        rows = list(QueueEntry.objects.filter(_due(now)).order_by("next_attempt", "pk")
+                    .select_for_update(skip_locked=True)
+                    .values_list("pk", "domain")[: limit or settings.MAILHOST_QUEUE_BATCH])
+        by_domain: dict[str, list[int]] = defaultdict(list)
+        for pk, domain in rows:
+            by_domain[domain].append(pk)
+        for ids in by_domain.values():
+            token = secrets.token_hex(16)
+            # The due filter again: a concurrent runner may have won these rows.
+            taken = QueueEntry.objects.filter(_due(now), pk__in=ids).update(
+                claim=token, claimed_until=until)
+            if taken:
+                claims.append((token, ids))
+                if on_claimed is not None:
+                    transaction.on_commit(lambda t=token, i=ids: on_claimed(t, i))
+    return claims
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Exponential backoff from MAILHOST_QUEUE_RETRY_MIN up to _MAX
+    (RFC 5321 §4.5.4.1: at least 30 minutes apart in steady state)."""
+    seconds = settings.MAILHOST_QUEUE_RETRY_MIN * 2 ** max(attempts - 1, 0)
+    return timedelta(seconds=min(seconds, settings.MAILHOST_QUEUE_RETRY_MAX))
+
+
+def _hops(domain: str) -> tuple[list[Hop], int, dict[str, str]]:
+    routes = parse_transports(settings.MAILHOST_TRANSPORTS,
+                              default_port=settings.MAILHOST_DELIVERY_PORT)
+    route = route_for(routes, domain)
+    if route is not None:
+        auth = {"tls": route.tls, "username": route.username, "password": route.password}
+        return [Hop(route.host, route.host)], route.port, auth
+    return asyncio.run(resolve_hops(domain)), settings.MAILHOST_DELIVERY_PORT, {}
+
+
+def _send(domain: str, messages: list[OutgoingMessage]) -> tuple[str, bool]:
+    """Deliver over the first host that takes the connection; fills in each
+    recipient's reply. Returns (remote host, DSN passed on)."""
+    def fail_all(reply: str) -> None:
+        for message in messages:
+            for recipient in message.recipients:
+                recipient.reply = reply
+
+    try:
+        hops, port, options = _hops(domain)
+    except DestinationError as error:
+        fail_all(error.reply)
+        return "", False
+    last = f"451 4.4.1 No host for {domain} answered"
+    for hop in hops:
+        try:
+            result = deliver_session(
+                hop.host, hop.address, port, messages, helo=settings.MAILHOST_HOSTNAME,
+                timeout=settings.MAILHOST_DELIVERY_TIMEOUT, **options)
+        except ConnectionFailed as error:
+            log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, error.reply)
+            last = error.reply
+            continue
+        return result.host, result.dsn_passed_on
+    fail_all(last)
+    return hops[-1].host if hops else "", False
+
+
+def attempt(claim: str, entry_ids: Sequence[int], *, now: datetime | None = None) -> None:
+    """One delivery attempt for the entries of one claim (one destination):
+    one connection for all of them, then the outcome recorded per recipient.
+    Idempotent: entries no longer held by this claim are left alone."""
+    entries = list(QueueEntry.objects.select_related("message")
+                   .filter(pk__in=list(entry_ids), claim=claim).order_by("pk"))
+    if not entries:
+        return
+    domain = entries[0].domain
+    blobs = get_blob_store()
+    outgoing: dict[int, OutgoingMessage] = {}
+    by_recipient: dict[int, OutgoingRecipient] = {}
+    for entry in entries:
+        message = entry.message
+        if message.pk not in outgoing:
+            outgoing[message.pk] = OutgoingMessage(
+                sender=message.sender, data=blobs.read(message.blob_id), recipients=[],
+                ret=message.ret, envid=message.envid)
+        recipient = OutgoingRecipient(entry.recipient, entry.notify, entry.orcpt)
+        outgoing[message.pk].recipients.append(recipient)
+        by_recipient[entry.pk] = recipient
+    host, dsn_passed_on = _send(domain, list(outgoing.values()))
+    record(claim, {e.pk: by_recipient[e.pk].reply for e in entries}, host=host,
+           dsn_passed_on=dsn_passed_on, now=now)
+
+
+def record(
+    claim: str, replies: dict[int, str], *, host: str, dsn_passed_on: bool,
+    now: datetime | None = None,
+) -> None:
+    """Record one attempt's replies (entry pk -> SMTP reply): 2xx delivered,
+    5xx bounced, 4xx retried until the message's lifetime is over."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        entries = list(QueueEntry.objects.select_for_update().select_related("message")
+                       .filter(pk__in=list(replies), claim=claim).order_by("pk"))
+        reports: dict[tuple[int, str], list[RecipientReport]] = defaultdict(list)
+        finished: list[int] = []
+        for entry in entries:
+            reply = replies[entry.pk] or "451 4.4.1 No answer"
+            code = int(reply[:3]) if reply[:3].isdigit() else 451
+            message = entry.message
+            if code < 300:
+                finished.append(entry.pk)
+                log.info("delivered id=%s to=<%s> host=%s reply=%s", message.queue_id,
+                         entry.recipient, host, reply)
+                # RFC 3461 §5.2.2: "relayed" when the next hop took no DSN duty.
+                if entry.notify_on("SUCCESS") and not dsn_passed_on:
+                    reports[(message.pk, "relayed")].append(_report(
+                        entry, "relayed", "2.0.0", reply, host, now))
+                continue
+            entry.attempts += 1
+            entry.last_reply, entry.last_host = reply, host
+            if code >= 500 or now >= message.expires:
+                finished.append(entry.pk)
+                # RFC 3463 X.4.7: delivery time expired, a permanent failure.
+                status = status_of(reply, permanent=True) if code >= 500 else "5.4.7"
+                log.info("bounced id=%s to=<%s> reply=%s", message.queue_id,
+                         entry.recipient, reply)
+                if entry.notify_on("FAILURE"):
+                    reports[(message.pk, "failed")].append(_report(
+                        entry, "failed", status, reply, host, now))
+                continue
+            entry.next_attempt = min(now + retry_delay(entry.attempts), message.expires)
+            entry.claim, entry.claimed_until = "", None
+            log.info("deferred id=%s to=<%s> attempts=%d next=%s reply=%s", message.queue_id,
+                     entry.recipient, entry.attempts, entry.next_attempt.isoformat(), reply)
+            notice_due = now - message.arrival >= timedelta(
+                seconds=settings.MAILHOST_QUEUE_DELAY_NOTICE)
+            if notice_due and not entry.delay_notified:
+                entry.delay_notified = True
+                if entry.notify_on("DELAY"):
+                    reports[(message.pk, "delayed")].append(_report(
+                        entry, "delayed", status_of(reply, permanent=False), reply, host, now,
+                        retry_until=message.expires))
+            entry.save(update_fields=["attempts", "last_reply", "last_host", "next_attempt",
+                                      "claim", "claimed_until", "delay_notified"])
+        messages = {e.message.pk: e.message for e in entries}
+        for (message_pk, _), message_reports in reports.items():
+            notify_sender(messages[message_pk], message_reports, now=now)
+        QueueEntry.objects.filter(pk__in=finished).delete()
+        OutboundMessage.objects.filter(pk__in=list(messages), entries__isnull=True).delete()
+
+
+def _report(
+    entry: QueueEntry, action: str, status: str, reply: str, host: str, now: datetime, *,
+    retry_until: datetime | None = None,
+) -> RecipientReport:
+    return RecipientReport(
+        recipient=entry.recipient, action=action, status=status, orcpt=entry.orcpt,
+        remote_mta=host, diagnostic=reply, last_attempt=now, will_retry_until=retry_until)
+
+
+def notify_sender(
+    message: OutboundMessage, reports: Sequence[RecipientReport], *, now: datetime,
+) -> None:
+    """Send a delivery status notification to the envelope sender: never to
+    the null sender (RFC 5321 §4.5.5), so a report is never reported on."""
+    if not message.sender:
+        log.info("no report id=%s: null sender", message.queue_id)
+        return
+    original = get_blob_store().read(message.blob_id)
+    report = build_dsn(
+        reporting_mta=settings.MAILHOST_HOSTNAME, recipient=message.sender, original=original,
+        reports=reports, ret=message.ret, envid=message.envid, arrival=message.arrival, now=now)
+    try:
+        submit(sender="", recipients=[RecipientSpec(message.sender)], data=report)
+    except MailhostError as error:  # the sender's own mailbox is gone, full, disabled
+        log.warning("report for id=%s to <%s> dropped: %s", message.queue_id, message.sender,
+                    error)
+
+
+# --- administration (manage.py mailqueue) ------------------------------------------
+
+
+def retry_now(queue_id: str) -> int:
+    """Make every entry of a queued message due now (and free any claim)."""
+    return QueueEntry.objects.filter(message__queue_id=queue_id).update(
+        next_attempt=timezone.now(), claim="", claimed_until=None)
+
+
+def delete_queued(queue_id: str) -> bool:
+    """Remove a queued message without a report, as ``postsuper -d`` does."""
+    with transaction.atomic():
+        deleted, _ = OutboundMessage.objects.filter(queue_id=queue_id).delete()
+    return bool(deleted)

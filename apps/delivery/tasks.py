@@ -1,0 +1,21 @@
+"""Celery tasks of the outbound queue: they take primary keys and claim
+tokens, make one attempt, and are safe to run twice."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from apps.delivery import services
+
+
+@shared_task
+def run_queue() -> int:
+    """Claim the due entries (every few seconds from beat, and when mail is
+    queued) and start one delivery task per destination domain."""
+    claims = services.claim_due(on_claimed=lambda claim, ids: deliver.delay(claim, ids))
+    return len(claims)
+
+
+@shared_task
+def deliver(claim: str, entry_ids: list[int]) -> None:
+    services.attempt(claim, entry_ids)

@@ -1,0 +1,32 @@
+"""``manage.py dnsrecords DOMAIN``: the records to paste into the domain's zone."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.directory.addresses import normalize_domain
+from apps.directory.dnsrecords import dns_records
+from apps.directory.models import Domain
+from mailhost.errors import Invalid
+
+
+class Command(BaseCommand):
+    help = "Print the DNS records (MX, SPF, DKIM, DMARC) a hosted domain needs, zone-file syntax."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("domain")
+
+    def handle(self, *args: object, **options: object) -> None:
+        try:
+            name = normalize_domain(str(options["domain"]))
+        except Invalid as error:
+            raise CommandError(error.message) from None
+        domain = Domain.objects.filter(name=name).first()
+        if domain is None:
+            raise CommandError(f"{name} is not a hosted domain")
+        keys = domain.dkim_keys.filter(active=True).order_by("created", "pk").values_list(
+            "selector", "algorithm", "public_key")
+        for line in dns_records(domain.name, mail_host=settings.MAILHOST_HOSTNAME,
+                                dkim_keys=keys):
+            self.stdout.write(line)

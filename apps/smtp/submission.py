@@ -1,0 +1,317 @@
+"""Message submission (RFC 6409): port 587 with STARTTLS and port 465 with
+implicit TLS (RFC 8314 §3.3), for the platform's own users.
+
+``SubmissionSMTP`` adds to the MX's connection state: AUTH PLAIN/LOGIN checked
+by the directory off the event loop, AUTH offered on the implicit-TLS port
+(aiosmtpd only counts STARTTLS as encryption), and the DSN parameters of
+RFC 3461 on MAIL and RCPT. ``SubmissionHandler`` holds the transaction rules:
+the sender must be the user's, per-user limits, and a durable hand-over to the
+store (local recipients) and the outbound queue (remote ones) before the 250.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from base64 import b64decode
+from binascii import Error as Base64Error
+from typing import Any
+
+from aiosmtpd.smtp import MISSING, AuthResult, Envelope, Session
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from apps.delivery.dsn import parse_notify, parse_orcpt, xtext_decode
+from apps.delivery.services import RecipientSpec, aenqueue, aprepare, new_queue_id
+from apps.directory.models import Mailbox
+from apps.directory.services import aauthenticate, amay_send_as, plaintext_auth_allowed
+from apps.smtp import replies
+from apps.smtp.received import protocol_name, received_header
+from apps.smtp.server import (
+    _BARE_LF,
+    MailhostSMTP,
+    _declared_size,
+    ehlo_responses,
+    resolve_recipient,
+)
+from apps.store.batching import committer
+from apps.store.services import DeliveryRequest
+from mailhost.errors import Invalid, MailhostError, OverQuota
+
+log = logging.getLogger("mailhost.smtp")
+
+# RFC 3461 §4.3-4.4 (MAIL) and §4.1-4.2 (RCPT); AUTH= of RFC 4954 §5 is accepted and unused.
+_MAIL_PARAMETERS = ("RET", "ENVID", "AUTH")
+_RCPT_PARAMETERS = ("NOTIFY", "ORCPT")
+_ENVID_MAX = 100  # RFC 3461 §4.4
+
+
+def _split_parameters(params: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """Take the named ``NAME=value`` parameters out of a MAIL/RCPT parameter
+    string (values keep their case, xtext is case-sensitive); the rest is left
+    for aiosmtpd. Raises Invalid on a repeated parameter."""
+    kept: list[str] = []
+    taken: dict[str, str] = {}
+    for token in params.split():
+        name, _, value = token.partition("=")
+        if name.upper() in names:
+            if name.upper() in taken:
+                raise Invalid(f"{name.upper()} given twice")
+            taken[name.upper()] = value
+        else:
+            kept.append(token)
+    return " ".join(kept), taken
+
+
+def _mail_dsn(taken: dict[str, str]) -> dict[str, str]:
+    ret = taken.get("RET", "").upper()
+    if "RET" in taken and ret not in ("FULL", "HDRS"):
+        raise Invalid("RET must be FULL or HDRS")
+    envid = xtext_decode(taken["ENVID"]) if "ENVID" in taken else ""
+    if len(envid) > _ENVID_MAX:
+        raise Invalid("ENVID longer than 100 characters")
+    return {"ret": ret, "envid": envid}
+
+
+def _rcpt_dsn(taken: dict[str, str]) -> dict[str, str]:
+    return {
+        "notify": parse_notify(taken["NOTIFY"]) if "NOTIFY" in taken else "",
+        "orcpt": parse_orcpt(taken["ORCPT"]) if "ORCPT" in taken else "",
+    }
+
+
+# handled=False: aiosmtpd answers "535 5.7.8 Authentication credentials invalid".
+_INVALID = AuthResult(success=False, handled=False)
+
+
+def _peer_address(peer: Any) -> str | None:
+    return peer[0] if isinstance(peer, tuple) else None
+
+
+class SubmissionSMTP(MailhostSMTP):
+    """One submission connection: AUTH required before MAIL."""
+
+    def __init__(self, handler: Any, *, listener: str, **kwargs: Any) -> None:
+        kwargs.setdefault("data_size_limit", settings.MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE)
+        super().__init__(handler, listener=listener, auth_required=True,
+                         auth_require_tls=True, **kwargs)
+        self.mail_dsn: dict[str, str] = {}
+        self.rcpt_dsn: dict[str, str] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if not first:
+            return
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            # Implicit TLS (RFC 8314 §3.3): the connection is encrypted from the
+            # first byte, which aiosmtpd does not know, so it would never offer AUTH.
+            self.session.ssl = {"ssl_object": ssl_object,
+                                "cipher": transport.get_extra_info("cipher"),
+                                "peercert": transport.get_extra_info("peercert")}
+            self._auth_require_tls = False
+        elif plaintext_auth_allowed(tls=False, remote_ip=_peer_address(self.session.peer)):
+            self._auth_require_tls = False
+
+    # --- AUTH (RFC 4954), checked by the directory off the event loop ---
+    async def _check_login(self, login: bytes, password: bytes) -> AuthResult:
+        try:
+            login_text, secret = login.decode("utf-8"), password.decode("utf-8")
+        except UnicodeDecodeError:
+            return _INVALID
+        peer = self.session.peer
+        mailbox = await aauthenticate(
+            login_text, secret, remote_ip=peer[0] if isinstance(peer, tuple) else None,
+            protocol=self.listener)
+        if mailbox is None:
+            return _INVALID
+        return AuthResult(success=True, auth_data=mailbox)
+
+    async def _decode_initial(self, args: list[str], challenge: str) -> bytes | None:
+        if len(args) == 1:
+            answer = await self.challenge_auth(challenge)
+            return None if answer is MISSING else answer  # type: ignore[return-value]
+        try:
+            return b64decode(args[1].encode(), validate=True)
+        except (Base64Error, ValueError):
+            await self.push("501 5.5.2 Cannot decode base64")
+            return None
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        response = await self._decode_initial(args, "")
+        if response is None:
+            return AuthResult(success=False, handled=True)
+        parts = response.split(b"\0")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Cannot split the PLAIN response")
+            return AuthResult(success=False, handled=True)
+        authzid, login, password = parts
+        # RFC 4616 §2: acting as another identity is not offered here.
+        if authzid and authzid != login:
+            return _INVALID
+        return await self._check_login(login, password)
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        login = await self._decode_initial(args, self.AuthLoginUsernameChallenge)
+        if login is None:
+            return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        return await self._check_login(login, password)  # type: ignore[arg-type]
+
+    # --- DSN parameters (RFC 3461) ---
+    async def _take_dsn(
+        self, arg: str | None, keyword: str, names: tuple[str, ...],
+    ) -> tuple[str | None, dict[str, str] | None]:
+        """(the command argument without the DSN parameters, their values);
+        (None, None) after answering a malformed parameter."""
+        stripped = self._strip_command_keyword(keyword, arg or "") if arg else None
+        if stripped is None:
+            return arg, {}
+        address, params = self._getaddr(stripped)
+        if address is None or not params:
+            return arg, {}
+        try:
+            kept, taken = _split_parameters(params, names)
+            values = _mail_dsn(taken) if keyword == "FROM:" else _rcpt_dsn(taken)
+        except Invalid as error:
+            await self.push(f"501 5.5.4 {error.message}")
+            return None, None
+        head = stripped[: len(stripped) - len(params)].rstrip()
+        return f"{keyword}{head} {kept}".rstrip(), values
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        arg, values = await self._take_dsn(arg, "FROM:", _MAIL_PARAMETERS)
+        if values is None:
+            return
+        self.mail_dsn = values
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        arg, values = await self._take_dsn(arg, "TO:", _RCPT_PARAMETERS)
+        if values is None:
+            return
+        self.rcpt_dsn = values
+        await super().smtp_RCPT(arg)
+
+
+def _hour_key(mailbox: Mailbox) -> str:
+    return f"submission:sent:{mailbox.pk}:{int(time.time() // 3600)}"
+
+
+class SubmissionHandler:
+    """Transaction rules for the platform's own users."""
+
+    async def handle_EHLO(
+        self, server: SubmissionSMTP, session: Session, envelope: Envelope,
+        hostname: str, responses: list[str],
+    ) -> list[str]:
+        return ehlo_responses(session, hostname, responses, "250-DSN")  # RFC 3461 §4
+
+    async def handle_MAIL(
+        self, server: SubmissionSMTP, session: Session, envelope: Envelope,
+        address: str, mail_options: list[str],
+    ) -> str:
+        mailbox: Mailbox = session.auth_data
+        if not await amay_send_as(mailbox, address):
+            log.warning("refused sender login=%s from=<%s>", mailbox.address, address)
+            return f"553 5.7.1 Sender address <{address}> is not yours"
+        limit = settings.MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR
+        if (await cache.aget(_hour_key(mailbox), 0)) >= limit:
+            # RFC 3463 X.7.1 is not quite it; Postfix and Exim answer rate limits so too.
+            return f"450 4.7.1 Sending limit of {limit} messages per hour reached, try later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        envelope.queue_id = new_queue_id()  # type: ignore[attr-defined]
+        envelope.resolutions = {}  # type: ignore[attr-defined]
+        envelope.dsn = dict(server.mail_dsn)  # type: ignore[attr-defined]
+        envelope.rcpt_dsn = {}  # type: ignore[attr-defined]
+        server.in_transaction = True
+        return replies.SENDER_OK
+
+    async def handle_RCPT(
+        self, server: SubmissionSMTP, session: Session, envelope: Envelope,
+        address: str, rcpt_options: list[str],
+    ) -> str:
+        limit = settings.MAILHOST_SUBMISSION_MAX_RECIPIENTS
+        if len(envelope.rcpt_tos) >= limit:
+            return f"452 4.5.3 Too many recipients: at most {limit} per message"
+        checked = await resolve_recipient(address, _declared_size(envelope.mail_options))
+        if isinstance(checked, str):
+            return checked
+        resolution, full = checked
+        if full:
+            return OverQuota(f"Mailbox over quota: {address}").smtp_reply()
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        envelope.resolutions[address] = resolution  # type: ignore[attr-defined]
+        envelope.rcpt_dsn[address] = dict(server.rcpt_dsn)  # type: ignore[attr-defined]
+        return replies.RECIPIENT_OK
+
+    async def handle_DATA(
+        self, server: SubmissionSMTP, session: Session, envelope: Envelope,
+    ) -> str:
+        content: bytes = envelope.original_content or b""
+        queue_id: str = envelope.queue_id  # type: ignore[attr-defined]
+        mailbox: Mailbox = session.auth_data
+        if _BARE_LF.search(content):
+            return replies.BARE_LF
+        peer = session.peer
+        try:
+            signed = await aprepare(content, mailbox=mailbox, queue_id=queue_id)
+            data = received_header(
+                helo=session.host_name, by_host=server.hostname, queue_id=queue_id,
+                peer_ip=peer[0] if isinstance(peer, tuple) else str(peer),
+                protocol=protocol_name(esmtp=session.extended_smtp, tls=session.ssl is not None,
+                                       authenticated=True),
+                recipients=envelope.rcpt_tos, when=timezone.now()) + signed
+            resolutions = envelope.resolutions.items()  # type: ignore[attr-defined]
+            mailbox_ids = list(dict.fromkeys(
+                m.pk for _, resolution in resolutions for m in resolution.mailboxes))
+            if mailbox_ids:
+                await committer().submit(DeliveryRequest(mailbox_ids, data))
+            remote = [
+                RecipientSpec(external, **envelope.rcpt_dsn[address])  # type: ignore[attr-defined]
+                for address, resolution in resolutions for external in resolution.external
+            ]
+            if remote:
+                dsn = envelope.dsn  # type: ignore[attr-defined]
+                await aenqueue(sender=envelope.mail_from, recipients=remote, data=data,
+                               ret=dsn.get("ret", ""), envid=dsn.get("envid", ""),
+                               queue_id=queue_id)
+        except MailhostError as error:
+            log.info("refused id=%s login=%s reason=%s", queue_id, mailbox.address, error.code)
+            return error.smtp_reply()
+        except Exception:
+            log.exception("submission failed id=%s", queue_id)
+            return replies.TEMPORARY_FAILURE
+        key = _hour_key(mailbox)
+        await cache.aadd(key, 0, timeout=3600)
+        await cache.aincr(key)
+        log.info("submitted id=%s login=%s from=<%s> local=%d remote=%d size=%d", queue_id,
+                 mailbox.address, envelope.mail_from, len(mailbox_ids), len(remote), len(data))
+        return f"250 2.0.0 OK id={queue_id}"
+
+
+def _factory(tls_context: ssl.SSLContext | None, listener: str):
+    handler = SubmissionHandler()
+
+    def factory() -> SubmissionSMTP:
+        return SubmissionSMTP(handler, listener=listener, tls_context=tls_context)
+
+    return factory
+
+
+def submission_protocol_factory(tls_context: ssl.SSLContext | None, listener: str = "submission"):
+    """Port 587: STARTTLS, then AUTH (RFC 6409, RFC 3207)."""
+    return _factory(tls_context, listener)
+
+
+def smtps_protocol_factory(tls_context: ssl.SSLContext | None, listener: str = "smtps"):
+    """Port 465: the listener wraps the socket in TLS (RFC 8314 §3.3); no STARTTLS inside."""
+    return _factory(None, listener)

@@ -1,0 +1,253 @@
+"""Outbound delivery: N messages of about 10 KB submitted (port 587, AUTH) to a
+remote domain that the transport map routes to Postfix's smtp-sink on
+127.0.0.1; messages/s from the first submission to the sink's last acceptance,
+with 1 and with 2 Celery worker processes (plus beat). In the same run,
+smtp-source pushes as many messages of the same size straight into the sink:
+the reference. Bounded: each phase gives up after --timeout seconds.
+
+    .venv/bin/python bench/outbound.py --messages 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+SENDER = "bench@bench.example"
+PASSWORD = "bench password 123"
+RECIPIENT = "sink@remote.example"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ensure_postfix_tools() -> None:
+    if shutil.which("smtp-sink") and shutil.which("smtp-source"):
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["flock", "/tmp/apt.lock", "apt-get", "install", "-y", "-qq",
+                    "--no-install-recommends", "postfix"], check=True, env=env)
+    subprocess.run(["service", "postfix", "stop"], check=False, capture_output=True)
+
+
+class Sink:
+    """Postfix's smtp-sink on a free port of 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            ["smtp-sink", "-u", "nobody", f"127.0.0.1:{self.port}", "256"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def wait_until_sent(timeout: float) -> float:
+    """perf_counter() when the outbound queue is empty: a queue entry is
+    deleted right after the sink's 250, so this is the last acceptance."""
+    from apps.delivery.models import QueueEntry
+
+    deadline = time.monotonic() + timeout
+    while QueueEntry.objects.exists():
+        if time.monotonic() > deadline:
+            claimed = QueueEntry.objects.exclude(claim="").count()
+            import glob
+            print(sorted(glob.glob(os.environ["MAILHOST_DATA_DIR"] + "/broker/*/*"))[:20],
+                  file=sys.stderr)
+            raise TimeoutError(f"{QueueEntry.objects.count()} entries still queued, "
+                               f"{claimed} of them claimed")
+        time.sleep(0.02)
+    return time.perf_counter()
+
+
+def message(n: int, size: int) -> bytes:
+    head = (f"From: {SENDER}\r\nTo: {RECIPIENT}\r\nSubject: outbound {n}\r\n"
+            f"Message-ID: <out-{n}-{time.time_ns()}@bench.example>\r\n"
+            "Date: Thu, 26 Nov 2026 10:00:00 +0000\r\n\r\n")
+    line = "The quick brown fox jumps over the lazy dog 0123456789 abcdefghijklmn\r\n"
+    return (head + line * max(1, (size - len(head)) // len(line))).encode()
+
+
+def submit(port: int, total: int, connections: int, size: int, offset: int) -> None:
+    per = [total // connections + (1 if i < total % connections else 0)
+           for i in range(connections)]
+    errors: list[BaseException] = []
+
+    def client(index: int, count: int) -> None:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=120) as smtp:
+                smtp.login(SENDER, PASSWORD)
+                for n in range(count):
+                    smtp.sendmail(SENDER, [RECIPIENT],
+                                  message(offset + index * 1_000_000 + n, size))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=client, args=(i, c)) for i, c in enumerate(per)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+class Instance:
+    def __init__(self, sink_port: int) -> None:
+        self.tmp = tempfile.mkdtemp(prefix="mailhost-outbound-")
+        self.env = dict(os.environ)
+        self.env.update({
+            "MAILHOST_DATA_DIR": self.tmp, "MAILHOST_LOG_LEVEL": "WARNING",
+            "MAILHOST_FAST_PASSWORD_HASHER": "1", "MAILHOST_HOSTNAME": "mail.bench.example",
+            "MAILHOST_TRANSPORTS": f"remote.example=127.0.0.1:{sink_port}",
+            "MAILHOST_QUEUE_INTERVAL": "1",
+            "MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR": "1000000",
+            "SUBMISSION_PORT": "0",
+        })
+        self.processes: list[subprocess.Popen] = []
+        self.manage("migrate", "--no-input", "-v0")
+        self.manage("createdomain", "bench.example")
+        self.manage("createmailbox", SENDER, "--password-stdin", stdin=PASSWORD + "\n")
+
+    def manage(self, *args: str, stdin: str | None = None) -> str:
+        return subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=self.env, input=stdin,
+                              text=True, check=True, capture_output=True).stdout
+
+    def spawn(self, args: list[str], log: str, level: str = "WARNING") -> subprocess.Popen:
+        out = open(Path(self.tmp) / log, "wb")  # noqa: SIM115 (closed with the process)
+        process = subprocess.Popen(args, cwd=ROOT, env=dict(self.env, MAILHOST_LOG_LEVEL=level),
+                                   stdout=out, stderr=subprocess.STDOUT)
+        self.processes.append(process)
+        return process
+
+    def start_submission(self) -> int:
+        self.spawn([PYTHON, "manage.py", "runmailservers", "--only", "submission"],
+                   "listeners.log", level="INFO")
+        log = Path(self.tmp) / "listeners.log"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            match = re.search(r"listening name=submission address=\S+ port=(\d+)",
+                              log.read_text(errors="replace"))
+            if match:
+                return int(match.group(1))
+            time.sleep(0.1)
+        raise RuntimeError(log.read_text(errors="replace"))
+
+    def start_workers(self, count: int) -> list[subprocess.Popen]:
+        """``count`` worker processes, the first with beat inside (as the Procfile runs it)."""
+        return [self.spawn([PYTHON, "-m", "celery", "-A", "mailhost", "worker",
+                            "--concurrency", "1", "--hostname", f"w{n}-{count}@%h",
+                            "--loglevel", "INFO",
+                            *(["--beat", "--schedule", str(Path(self.tmp) / f"beat-{count}")]
+                              if n == 0 else [])],
+                           f"worker{n}-{count}.log", level="INFO")
+                for n in range(count)]
+
+    def stop(self, processes: list[subprocess.Popen]) -> None:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def logs(self) -> str:
+        return "".join(f"--- {log.name}\n" + log.read_text(errors="replace")[-30000:]
+                       for log in sorted(Path(self.tmp).glob("*.log")))
+
+    def cleanup(self) -> None:
+        self.stop([p for p in self.processes if p.poll() is None])
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--size", type=int, default=10_240)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=600)
+    args = parser.parse_args()
+    ensure_postfix_tools()
+
+    rates: dict[int, float] = {}
+    submitted: dict[int, float] = {}
+    sink = Sink()
+    instance: Instance | None = None
+    try:
+        instance = Instance(sink.port)
+        # This process reads the instance's queue to see when it has drained.
+        os.environ.update(instance.env, DJANGO_SETTINGS_MODULE="mailhost.settings")
+        sys.path.insert(0, str(ROOT))
+        import django
+
+        django.setup()
+        port = instance.start_submission()
+        for workers in (1, 2):
+            processes = instance.start_workers(workers)
+            try:
+                submit(port, 20, 2, args.size, offset=workers * 10_000_000)  # warm-up
+                wait_until_sent(args.timeout)
+                started = time.perf_counter()
+                submit(port, args.messages, args.connections, args.size,
+                       offset=workers * 20_000_000)
+                submitted[workers] = args.messages / (time.perf_counter() - started)
+                finished = wait_until_sent(args.timeout)
+                rates[workers] = args.messages / (finished - started)
+            except TimeoutError:
+                print(instance.logs(), file=sys.stderr)
+                raise
+            finally:
+                instance.stop(processes)
+
+        # smtp-source returns once the sink has answered its last message.
+        started = time.perf_counter()
+        subprocess.run(["smtp-source", "-s", str(args.connections), "-l", str(args.size),
+                        "-m", str(args.messages), "-C", str(args.messages // args.connections),
+                        "-f", SENDER, "-t", RECIPIENT, f"127.0.0.1:{sink.port}"],
+                       check=True, timeout=args.timeout)
+        reference = args.messages / (time.perf_counter() - started)
+    finally:
+        if instance is not None:
+            instance.cleanup()
+        sink.stop()
+
+    broker = "Redis" if os.environ.get("REDIS_URL") else "filesystem broker"
+    database = "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
+    print(f"outbound: {args.messages} messages of {args.size} B submitted over "
+          f"{args.connections} connections to smtp-sink ({database}, {broker})")
+    print(f"  {'path':<44}{'messages/s':>12}")
+    for workers, rate in rates.items():
+        print(f"  {f'Mailhost submission -> queue -> {workers} worker(s)':<44}{rate:>12.0f}"
+              f"   (submission alone: {submitted[workers]:.0f}/s)")
+    print(f"  {'smtp-source -> smtp-sink (reference)':<44}{reference:>12.0f}")
+    for workers, rate in rates.items():
+        print(f"  ratio Mailhost ({workers} worker(s))/reference: {rate / reference:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Pure parts of delivery: the transport map, RFC 3461 parameters, the DSN
+builder, and the DNS records a domain needs."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+
+import dns.zone
+import pytest
+from django.core.management import CommandError, call_command
+from hypothesis import given
+from hypothesis import strategies as st
+
+from apps.delivery.dsn import (
+    RecipientReport,
+    build_dsn,
+    parse_notify,
+    parse_orcpt,
+    xtext_decode,
+    xtext_encode,
+)
+from apps.delivery.transports import Route, parse_transports, route_for
+from apps.directory.dnsrecords import dns_records
+from mailhost.errors import Invalid
+from tests.factories import make_domain
+
+
+def test_transport_map_entries_and_smarthost():
+    routes = parse_transports(
+        "example.net=127.0.0.1:2626, *=smtp.relay.test:587;tls=require;auth=u:p:w,"
+        "v6.test=[::1]:25,bare.test=relay.test", default_port=25)
+    assert routes["example.net"] == Route("127.0.0.1", 2626)
+    assert routes["*"] == Route("smtp.relay.test", 587, "require", "u", "p:w")
+    assert routes["v6.test"] == Route("::1", 25)
+    assert routes["bare.test"] == Route("relay.test", 25)
+    assert route_for(routes, "EXAMPLE.NET").port == 2626
+    assert route_for(routes, "other.test").host == "smtp.relay.test"
+    assert route_for(parse_transports(""), "other.test") is None
+
+
+@pytest.mark.parametrize("bad", ["example.net", "example.net=", "x=h:port", "x=h:70000",
+                                 "x=h:25;tls=maybe", "=h:25"])
+def test_transport_map_refuses_malformed_entries(bad):
+    with pytest.raises(Invalid):
+        parse_transports(bad)
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=1, max_codepoint=127)))
+def test_xtext_round_trip(text):
+    encoded = xtext_encode(text)
+    assert all("!" <= c <= "~" and c != "=" for c in encoded)
+    assert xtext_decode(encoded) == text
+
+
+def test_rfc3461_parameters():
+    assert xtext_decode("a+2Bb+3Dc") == "a+b=c"
+    assert parse_notify("failure,delay") == "FAILURE,DELAY"
+    assert parse_notify("NEVER") == "NEVER"
+    assert parse_orcpt("RFC822;a+2Bb@x.test") == "rfc822;a+b@x.test"
+    for bad in ("NEVER,FAILURE", "SOMETIMES", "FAILURE,FAILURE"):
+        with pytest.raises(Invalid):
+            parse_notify(bad)
+    for bad in ("rfc822", ";x", "rfc822;a=b"):
+        with pytest.raises(Invalid):
+            parse_orcpt(bad)
+
+
+def test_dsn_structure():
+    original = b"From: a@x.test\r\nSubject: hi\r\n\r\nbody\r\n"
+    when = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+    raw = build_dsn(
+        reporting_mta="mx.test", recipient="a@x.test", original=original,
+        reports=[RecipientReport("b@y.test", "failed", "5.1.1", diagnostic="550 5.1.1 no\r\n x",
+                                 remote_mta="mx.y.test", last_attempt=when)],
+        ret="", envid="", arrival=when, now=when)
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF only
+    report = email.message_from_bytes(raw, policy=email.policy.compat32)
+    assert report["To"] == "<a@x.test>"
+    _text, status, returned = report.get_payload()
+    per_message, per_recipient = status.get_payload()
+    assert per_message["Reporting-MTA"] == "dns; mx.test"
+    assert per_message["Original-Envelope-Id"] is None
+    assert per_recipient["Diagnostic-Code"] == "smtp; 550 5.1.1 no x"
+    assert per_recipient["Last-Attempt-Date"] == "Thu, 26 Nov 2026 10:00:00 +0000"
+    assert returned.get_payload()[0]["Subject"] == "hi"
+
+
+def test_dns_records_are_valid_zone_file_lines():
+    lines = dns_records("example.org", mail_host="mail.example.org",
+                        dkim_keys=[("mh202611", "rsa-sha256", "A" * 392),
+                                   ("mh202611e", "ed25519-sha256", "B" * 44)])
+    zone = dns.zone.from_text("\n".join(lines), origin="example.org.", relativize=False,
+                              check_origin=False)
+    assert zone.find_rdataset("example.org.", "MX")[0].exchange.to_text() == "mail.example.org."
+    spf = zone.find_rdataset("example.org.", "TXT")[0]
+    assert b"".join(spf.strings) == b"v=spf1 mx -all"
+    dkim_txt = zone.find_rdataset("mh202611._domainkey.example.org.", "TXT")[0]
+    assert b"".join(dkim_txt.strings) == b"v=DKIM1; k=rsa; p=" + b"A" * 392
+    assert all(len(s) <= 255 for s in dkim_txt.strings)
+    ed_txt = zone.find_rdataset("mh202611e._domainkey.example.org.", "TXT")[0]
+    assert b"".join(ed_txt.strings) == b"v=DKIM1; k=ed25519; p=" + b"B" * 44
+    dmarc = zone.find_rdataset("_dmarc.example.org.", "TXT")[0]
+    assert b"".join(dmarc.strings).startswith(b"v=DMARC1; p=quarantine")
+
+
+def test_dnsrecords_command_prints_the_domains_dkim_key(db, settings, capsys):
+    settings.MAILHOST_HOSTNAME = "mail.example.org"
+    domain = make_domain("example.org")
+    rsa_key = domain.dkim_keys.get(algorithm="rsa-sha256")
+    ed_key = domain.dkim_keys.get(algorithm="ed25519-sha256")
+    assert "BEGIN PRIVATE KEY" in rsa_key.private_key
+    assert rsa_key.selector != ed_key.selector
+    call_command("dnsrecords", "Example.ORG")
+    out = capsys.readouterr().out
+    zone = dns.zone.from_text(out, origin="example.org.", relativize=False,
+                              check_origin=False)
+    for key, key_type in ((rsa_key, b"rsa"), (ed_key, b"ed25519")):
+        record = zone.find_rdataset(f"{key.selector}._domainkey.example.org.", "TXT")[0]
+        assert b"".join(record.strings) == b"v=DKIM1; k=" + key_type + b"; p=" + (
+            key.public_key.encode())
+    assert len(out.strip().splitlines()) == 5
+    with pytest.raises(CommandError):
+        call_command("dnsrecords", "unknown.example")
