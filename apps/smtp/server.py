@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import secrets
 import ssl
 from typing import Any
 
@@ -22,7 +21,7 @@ from django.utils import timezone
 
 from apps.antispam import inbound as antispam
 from apps.antispam import services as spool
-from apps.delivery.services import RecipientSpec, aenqueue
+from apps.delivery.services import RecipientSpec, aenqueue, new_queue_id
 from apps.directory.models import Mailbox
 from apps.directory.services import Resolution, resolve
 from apps.smtp import replies
@@ -123,6 +122,18 @@ def _resolve_with_quota(address: str, declared_size: int) -> tuple[Resolution, l
     return resolution, store.mailboxes_over_quota(resolution.mailboxes, declared_size)
 
 
+def start_transaction(
+    server: MailhostSMTP, envelope: Envelope, address: str, mail_options: list[str],
+) -> None:
+    """MAIL FROM accepted: the envelope of a new transaction (aiosmtpd's own
+    fields plus our queue id and per-recipient resolutions)."""
+    envelope.mail_from = address
+    envelope.mail_options.extend(mail_options)
+    envelope.queue_id = new_queue_id()  # type: ignore[attr-defined]
+    envelope.resolutions = {}  # type: ignore[attr-defined]
+    server.in_transaction = True
+
+
 async def resolve_recipient(
     address: str, declared_size: int = 0,
 ) -> tuple[Resolution, list[Mailbox]] | str:
@@ -180,11 +191,7 @@ class InboundHandler:
             if refusal:
                 return refusal
         # --- end antispam ---
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        envelope.queue_id = secrets.token_hex(6).upper()  # type: ignore[attr-defined]
-        envelope.resolutions = {}  # type: ignore[attr-defined]
-        server.in_transaction = True
+        start_transaction(server, envelope, address, mail_options)
         return replies.SENDER_OK
 
     async def handle_RCPT(

@@ -25,7 +25,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from apps.delivery.dsn import parse_notify, parse_orcpt, xtext_decode
-from apps.delivery.services import RecipientSpec, aenqueue, aprepare, new_queue_id
+from apps.delivery.services import RecipientSpec, aenqueue, aprepare
 from apps.directory.models import Mailbox
 from apps.directory.services import aauthenticate, amay_send_as, plaintext_auth_allowed
 from apps.smtp import replies
@@ -36,6 +36,7 @@ from apps.smtp.server import (
     _declared_size,
     ehlo_responses,
     resolve_recipient,
+    start_transaction,
 )
 from apps.store.batching import committer
 from apps.store.services import DeliveryRequest
@@ -225,13 +226,9 @@ class SubmissionHandler:
         if (await cache.aget(_hour_key(mailbox), 0)) >= limit:
             # RFC 3463 X.7.1 is not quite it; Postfix and Exim answer rate limits so too.
             return f"450 4.7.1 Sending limit of {limit} messages per hour reached, try later"
-        envelope.mail_from = address
-        envelope.mail_options.extend(mail_options)
-        envelope.queue_id = new_queue_id()  # type: ignore[attr-defined]
-        envelope.resolutions = {}  # type: ignore[attr-defined]
+        start_transaction(server, envelope, address, mail_options)
         envelope.dsn = dict(server.mail_dsn)  # type: ignore[attr-defined]
         envelope.rcpt_dsn = {}  # type: ignore[attr-defined]
-        server.in_transaction = True
         return replies.SENDER_OK
 
     async def handle_RCPT(
