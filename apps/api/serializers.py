@@ -7,7 +7,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.api.models import ApiToken
-from apps.directory.models import Alias, Domain, Mailbox, User
+from apps.directory.models import Alias, DkimKey, Domain, Mailbox, User
 
 # Quotas are bytes in a 64-bit column; 0 means unlimited.
 MAX_BYTES = 2**63 - 1
@@ -37,11 +37,36 @@ class DomainUpdateSerializer(DomainSerializer):
     name = serializers.CharField(read_only=True)
 
 
+class DkimKeySerializer(serializers.ModelSerializer):
+    """The public half only: the private key never leaves the server."""
+
+    public_key = serializers.CharField(
+        read_only=True, help_text="base64, the p= tag of the key's DNS record")
+    active = serializers.BooleanField(
+        read_only=True, help_text="published in DNS (see dns_records)")
+
+    class Meta:
+        model = DkimKey
+        fields = ["selector", "algorithm", "public_key", "active", "created"]
+        read_only_fields = fields
+
+
+class DomainDetailSerializer(DomainSerializer):
+    dkim_keys = DkimKeySerializer(many=True, read_only=True,
+                                  help_text="the domain's DKIM keys, newest first")
+
+    class Meta(DomainSerializer.Meta):
+        fields = [*DomainSerializer.Meta.fields, "dkim_keys"]
+
+
 class DnsRecordSerializer(serializers.Serializer):
-    type = serializers.CharField()
-    name = serializers.CharField()
-    value = serializers.CharField()
-    priority = serializers.IntegerField(allow_null=True)
+    type = serializers.CharField(help_text="MX or TXT")
+    name = serializers.CharField(
+        help_text="owner name, e.g. <selector>._domainkey.<domain> for a DKIM key")
+    value = serializers.CharField(
+        help_text="the MX host, or the whole TXT value (split it into strings of at most "
+                  "255 octets where the DNS provider asks for that)")
+    priority = serializers.IntegerField(allow_null=True, help_text="MX preference; null: none")
     purpose = serializers.CharField()
 
 

@@ -85,6 +85,11 @@ class DomainViewSet(CrudViewSet):
     ordering_fields = ["name", "created", "active"]
     ordering = ["name"]
 
+    def get_serializer_class(self) -> type[BaseSerializer]:
+        if self.action == "retrieve":
+            return serializers.DomainDetailSerializer
+        return super().get_serializer_class()
+
     def get_queryset(self) -> QuerySet[Domain]:
         mailbox_count = (Mailbox.objects.filter(domain=OuterRef("pk")).order_by()
                          .values("domain").annotate(n=Count("pk")).values("n"))
@@ -112,7 +117,9 @@ class DomainViewSet(CrudViewSet):
     @action(detail=True, methods=["get"], filter_backends=[],
             pagination_class=None)
     def dns_records(self, request: Request, pk: str | None = None) -> Response:
-        """The DNS records to publish for the domain (MX, SPF, DMARC, DKIM)."""
+        """The DNS records to publish for the domain: MX, SPF, a DKIM key record
+        for each active key (RSA and Ed25519) and DMARC, the same as
+        ``manage.py dnsrecords`` prints."""
         records = dns_records(self.get_object(), mail_host=settings.MAILHOST_HOSTNAME)
         return Response(serializers.DnsRecordSerializer(records, many=True).data)
 

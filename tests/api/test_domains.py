@@ -111,4 +111,49 @@ def test_dns_records_of_a_domain(as_admin, ours, theirs):
     assert records[("MX", "ours.example")]["priority"] == 10
     assert records[("TXT", "ours.example")]["value"] == "v=spf1 mx -all"
     assert records[("TXT", "_dmarc.ours.example")]["value"].startswith("v=DMARC1; p=")
+    # RFC 6376 §3.6.1 and RFC 8463 §4: one key record per selector, RSA and Ed25519.
+    for key in ours.dkim_keys.all():
+        key_type = {"rsa-sha256": "rsa", "ed25519-sha256": "ed25519"}[key.algorithm]
+        record = records[("TXT", f"{key.selector}._domainkey.ours.example")]
+        assert record["value"] == f"v=DKIM1; k={key_type}; p={key.public_key}"
+        assert record["priority"] is None and key.selector in record["purpose"]
+    assert len(records) == 5
     assert as_admin.get(f"/api/v1/domains/{theirs.pk}/dns_records/").status_code == 404
+
+
+def test_domain_detail_shows_the_public_dkim_keys(as_admin, ours):
+    body = as_admin.get(f"/api/v1/domains/{ours.pk}/").json()
+    keys = {k["algorithm"]: k for k in body["dkim_keys"]}
+    assert set(keys) == {"rsa-sha256", "ed25519-sha256"}
+    for key in ours.dkim_keys.all():
+        shown = keys[key.algorithm]
+        assert (shown["selector"], shown["public_key"], shown["active"]) == (
+            key.selector, key.public_key, True)
+        assert set(shown) == {"selector", "algorithm", "public_key", "active", "created"}
+    # Lists stay lean (a constant number of queries): the keys are in the detail only.
+    listed = as_admin.get("/api/v1/domains/").json()["results"]
+    assert "dkim_keys" not in listed[0]
+
+
+def test_no_api_answer_shows_a_dkim_private_key(as_root, ours, client):
+    created = as_root.post("/api/v1/domains/", {"name": "new.example"}, format="json")
+    new = Domain.objects.get(name="new.example")
+    answers = [
+        created,
+        as_root.get("/api/v1/domains/"),
+        as_root.get(f"/api/v1/domains/{ours.pk}/"),
+        as_root.get(f"/api/v1/domains/{new.pk}/dns_records/"),
+        as_root.get(f"/api/v1/domains/{ours.pk}/dns_records/"),
+        as_root.patch(f"/api/v1/domains/{ours.pk}/", {"max_mailboxes": 5}, format="json"),
+        client.get("/api/schema/"),
+    ]
+    secrets = [key.private_key for domain in (ours, new) for key in domain.dkim_keys.all()]
+    assert len(secrets) == 4
+    for response in answers:
+        assert response.status_code in (200, 201), response.content
+        text = response.content.decode()
+        assert "private_key" not in text
+        # The PEM's base64 body (RSA) and the seed (Ed25519), without the armour.
+        for secret in secrets:
+            body = "".join(line for line in secret.splitlines() if "-----" not in line)
+            assert body[:40] not in text

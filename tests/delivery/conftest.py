@@ -7,7 +7,7 @@ from datetime import datetime
 import pytest
 
 from apps.delivery import services
-from apps.directory.dnsrecords import dns_records
+from apps.directory.dns import dns_records, zone_lines
 from apps.directory.models import Domain
 from apps.mailservers.tls import server_context
 from tests.delivery import fakedns
@@ -46,9 +46,7 @@ def run_queue(now: datetime | None = None) -> int:
 def publish_domain(name: str) -> None:
     """Serve a hosted domain's records (its DKIM key among them) from the fake DNS."""
     domain = Domain.objects.get(name=name)
-    fakedns.publish(dns_records(domain.name, mail_host="mail.mailhost.test",
-                                dkim_keys=domain.dkim_keys.values_list(
-                                    "selector", "algorithm", "public_key")))
+    fakedns.publish(zone_lines(dns_records(domain, mail_host="mail.mailhost.test")))
 
 
 def closed_port() -> int:

@@ -22,7 +22,8 @@ from apps.delivery.dsn import (
     xtext_encode,
 )
 from apps.delivery.transports import Route, parse_transports, route_for
-from apps.directory.dnsrecords import dns_records
+from apps.directory.dns import DnsRecord, zone_lines
+from apps.directory.services import create_dkim_key
 from mailhost.errors import Invalid
 from tests.factories import make_domain
 
@@ -87,22 +88,26 @@ def test_dsn_structure():
     assert returned.get_payload()[0]["Subject"] == "hi"
 
 
-def test_dns_records_are_valid_zone_file_lines():
-    lines = dns_records("example.org", mail_host="mail.example.org",
-                        dkim_keys=[("mh202611", "rsa-sha256", "A" * 392),
-                                   ("mh202611e", "ed25519-sha256", "B" * 44)])
+def test_zone_lines_are_valid_zone_file_lines():
+    long_value = "v=DKIM1; k=rsa; p=" + "A" * 392
+    lines = zone_lines([
+        DnsRecord("MX", "example.org", "mail.example.org.", "mx", priority=10),
+        DnsRecord("TXT", "example.org", "v=spf1 mx -all", "spf"),
+        DnsRecord("TXT", "mh202611._domainkey.example.org", long_value, "dkim"),
+    ])
+    assert len(lines) == 3 and all(line.split()[0].endswith(".org.") for line in lines)
     zone = dns.zone.from_text("\n".join(lines), origin="example.org.", relativize=False,
                               check_origin=False)
-    assert zone.find_rdataset("example.org.", "MX")[0].exchange.to_text() == "mail.example.org."
+    mx = zone.find_rdataset("example.org.", "MX")[0]
+    assert (mx.preference, mx.exchange.to_text()) == (10, "mail.example.org.")
     spf = zone.find_rdataset("example.org.", "TXT")[0]
-    assert b"".join(spf.strings) == b"v=spf1 mx -all"
+    assert spf.strings == (b"v=spf1 mx -all",)
     dkim_txt = zone.find_rdataset("mh202611._domainkey.example.org.", "TXT")[0]
-    assert b"".join(dkim_txt.strings) == b"v=DKIM1; k=rsa; p=" + b"A" * 392
-    assert all(len(s) <= 255 for s in dkim_txt.strings)
-    ed_txt = zone.find_rdataset("mh202611e._domainkey.example.org.", "TXT")[0]
-    assert b"".join(ed_txt.strings) == b"v=DKIM1; k=ed25519; p=" + b"B" * 44
-    dmarc = zone.find_rdataset("_dmarc.example.org.", "TXT")[0]
-    assert b"".join(dmarc.strings).startswith(b"v=DMARC1; p=quarantine")
+    # RFC 6376 §3.6.2.2: a long key is split into strings of at most 255 octets.
+    assert len(dkim_txt.strings) == 2 and all(len(s) <= 255 for s in dkim_txt.strings)
+    assert b"".join(dkim_txt.strings) == long_value.encode()
+    with pytest.raises(ValueError, match="AAAA"):
+        zone_lines([DnsRecord("AAAA", "example.org", "::1", "address")])
 
 
 def test_dnsrecords_command_prints_the_domains_dkim_key(db, settings, capsys):
@@ -120,6 +125,28 @@ def test_dnsrecords_command_prints_the_domains_dkim_key(db, settings, capsys):
         record = zone.find_rdataset(f"{key.selector}._domainkey.example.org.", "TXT")[0]
         assert b"".join(record.strings) == b"v=DKIM1; k=" + key_type + b"; p=" + (
             key.public_key.encode())
+    assert zone.find_rdataset("example.org.", "MX")[0].exchange.to_text() == "mail.example.org."
+    assert b"".join(zone.find_rdataset("example.org.", "TXT")[0].strings) == b"v=spf1 mx -all"
+    dmarc = zone.find_rdataset("_dmarc.example.org.", "TXT")[0]
+    assert b"".join(dmarc.strings).startswith(b"v=DMARC1; p=quarantine")
     assert len(out.strip().splitlines()) == 5
+    assert "PRIVATE" not in out and ed_key.private_key not in out
     with pytest.raises(CommandError):
         call_command("dnsrecords", "unknown.example")
+
+
+def test_dnsrecords_publishes_a_rotated_key_beside_its_successor(db, settings, capsys):
+    settings.MAILHOST_HOSTNAME = "mail.example.org"
+    domain = make_domain("example.org")
+    new_key = create_dkim_key(domain)
+    retired = domain.dkim_keys.get(algorithm="ed25519-sha256")
+    retired.active = False
+    retired.save()
+    call_command("dnsrecords", "example.org")
+    out = capsys.readouterr().out
+    zone = dns.zone.from_text(out, origin="example.org.", relativize=False,
+                              check_origin=False)
+    published = {name.to_text() for name in zone.nodes if "_domainkey" in name.to_text()}
+    rsa_keys = domain.dkim_keys.filter(algorithm="rsa-sha256")
+    assert new_key in rsa_keys and len(rsa_keys) == 2
+    assert published == {f"{key.selector}._domainkey.example.org." for key in rsa_keys}

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.directory.addresses import normalize_domain
-from apps.directory.dnsrecords import dns_records
+from apps.directory.dns import dns_records, zone_lines
 from apps.directory.models import Domain
 from mailhost.errors import Invalid
 
@@ -25,8 +25,5 @@ class Command(BaseCommand):
         domain = Domain.objects.filter(name=name).first()
         if domain is None:
             raise CommandError(f"{name} is not a hosted domain")
-        keys = domain.dkim_keys.filter(active=True).order_by("created", "pk").values_list(
-            "selector", "algorithm", "public_key")
-        for line in dns_records(domain.name, mail_host=settings.MAILHOST_HOSTNAME,
-                                dkim_keys=keys):
+        for line in zone_lines(dns_records(domain, mail_host=settings.MAILHOST_HOSTNAME)):
             self.stdout.write(line)
