@@ -45,6 +45,21 @@ def _isolated(settings, tmp_path: Path) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _release_thread_connections(django_db_setup, django_db_blocker):  # type: ignore[no-untyped-def]
+    """The listeners' worker threads keep a database connection each, as in a
+    real listener process where they live as long as the process, and processes
+    that tests SIGKILL leave theirs for the server to notice. PostgreSQL refuses
+    to drop the test database while any is open: end them first."""
+    yield
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        connection.close()
+
+
 class ServerThread:
     """The real listeners on ephemeral ports, in an event loop of their own."""
 

@@ -5,25 +5,9 @@ import imaplib
 from collections.abc import Callable, Iterator
 
 import pytest
-from django.db import connection
 
 from tests.conftest import ServerThread
 from tests.factories import PASSWORD, make_mailbox
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _release_thread_connections(django_db_setup, django_db_blocker):  # type: ignore[no-untyped-def]
-    """The listeners' worker threads keep a database connection each, as in a
-    real listener process where they live as long as the process. In tests those
-    connections can outlive the server thread, and PostgreSQL refuses to drop
-    the test database while they are open: end them first."""
-    yield
-    with django_db_blocker.unblock():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-        connection.close()
 
 
 @pytest.fixture
