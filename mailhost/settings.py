@@ -54,10 +54,14 @@ INSTALLED_APPS = [
     "apps.api",
     "apps.antispam",
     "apps.delivery",
+    "apps.web",
+    "apps.webadmin",
+    "apps.webmail",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "apps.web.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -81,6 +85,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "apps.web.context_processors.navigation",
             ],
         },
     },
@@ -196,6 +201,15 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
+LOGIN_URL = "web:sign_in"
+# Cookies: never readable by scripts, not sent on cross-site sub-requests, and
+# HTTPS-only once the site is served over TLS (MAILHOST_SECURE_COOKIES=1).
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("MAILHOST_SECURE_COOKIES", False)
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "SAMEORIGIN"  # the webmail frames a message's sanitised HTML
 
 # --- REST API -------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -233,6 +247,9 @@ STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(exist_ok=True)  # WhiteNoise warns (an error in tests) when it is missing
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Static files are served from the app and static/ directories directly, so a
+# fresh checkout and the test servers need no collectstatic step.
+WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

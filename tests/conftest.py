@@ -21,6 +21,7 @@ from django.db import connection
 from apps.mailservers.listeners import RunningListener, start_listeners, stop_listeners
 from apps.mailservers.tls import certificate_paths, server_context
 from mailhost.celery import app as celery_app
+from tests.web_server import WebServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # tests inherit these.
 os.environ.setdefault("MAILHOST_DNS_RESOLVER", "tests.antispam.fakedns.FakeResolver")
 os.environ.setdefault("MAILHOST_ANTISPAM_INLINE", "1")
+# Playwright's sync API runs an event loop in the test's thread; the tests' own
+# ORM calls there are synchronous all the same (the web server process keeps
+# Django's guard).
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 CORPORA = ROOT.parent / "shared" / "corpora"
 
 
@@ -214,3 +219,30 @@ def require_program(name: str) -> str:
     path = shutil.which(name)
     assert path, f"{name} is missing: run tests/setup-clients.sh (make test does)"
     return path
+
+
+# --- the web side in a real browser --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
+    """Debian's Chromium (tests/setup-clients.sh installs it): Playwright cannot
+    download a browser of its own here."""
+    return {**browser_type_launch_args, "executable_path": require_program("chromium")}
+
+
+@pytest.fixture
+def web_server(transactional_db, settings) -> Iterator[WebServerProcess]:
+    """The web server as a separate process on the test database and this
+    test's blob store; ``web_server.url`` is where the browser goes."""
+    server = WebServerProcess(database_url(), Path(settings.MAILHOST_STORAGE_ROOT))
+    yield server
+    server.stop()
+
+
+def sign_in(page, base_url: str, email: str, password: str) -> None:  # type: ignore[no-untyped-def]
+    """Sign in through the sign-in page, as a person does."""
+    page.goto(f"{base_url}/")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()

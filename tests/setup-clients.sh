@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs the Debian command-line clients that the real-client tests drive,
+# Installs the Debian command-line clients and the browser that the real-client tests drive,
 # when they are missing. Needs root (as on CI); prints what it installs.
 set -euo pipefail
-wanted=(swaks libnet-ssleay-perl libio-socket-ssl-perl postfix fetchmail getmail6 isync offlineimap3)
+# chromium (and a font) for the real-browser tests of the admin panel and webmail.
+wanted=(swaks libnet-ssleay-perl libio-socket-ssl-perl postfix fetchmail getmail6 isync offlineimap3
+        chromium fonts-dejavu-core)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

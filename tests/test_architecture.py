@@ -12,13 +12,14 @@ LAYER = {
     "directory": 0,
     "store": 1,
     "smtp": 2, "imap": 2, "pop3": 2, "delivery": 2, "antispam": 2,
-    "api": 3, "webadmin": 3, "webmail": 3, "mailservers": 3,
+    "api": 3, "web": 3, "webadmin": 3, "webmail": 3, "mailservers": 3,
 }
 # Protocols and workers are peers; these peer imports are part of the design
 # (SMTP submission hands remote mail to the outbound queue and inbound mail to
 # the checks; delivery drops local bounces through SMTP's code paths).
+# The admin panel and the webmail share the web shell (sign-in, layout, guards).
 ALLOWED_PEERS = {("smtp", "delivery"), ("smtp", "antispam"), ("delivery", "smtp"),
-                 ("antispam", "delivery")}
+                 ("antispam", "delivery"), ("webadmin", "web"), ("webmail", "web")}
 
 
 def imported_apps(path: Path) -> set[str]:

@@ -1,5 +1,5 @@
-"""What each role may see: every API query starts from one of these querysets,
-so that an object outside one's rights is simply not found (404)."""
+"""The API's permission classes and token scoping, on top of the one access
+module every front end shares (apps/directory/access.py)."""
 
 from __future__ import annotations
 
@@ -10,58 +10,23 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from apps.api.models import ApiToken
-from apps.directory.models import Alias, Domain, Mailbox, Role, User
+from apps.directory.access import (
+    accounts_for,
+    aliases_for,
+    domains_for,
+    is_admin,
+    is_superadmin,
+    mailboxes_for,
+    may_manage_domain,
+)
+from apps.directory.models import User
 
-
-def _role(user: User | AnonymousUser) -> str | None:
-    # The schema generator asks for querysets with an anonymous user.
-    return getattr(user, "role", None)
-
-
-def is_admin(user: User | AnonymousUser) -> bool:
-    return _role(user) in (Role.SUPERADMIN, Role.DOMAIN_ADMIN)
-
-
-def domains_for(user: User | AnonymousUser) -> QuerySet[Domain]:
-    if _role(user) == Role.SUPERADMIN:
-        return Domain.objects.all()
-    if _role(user) == Role.DOMAIN_ADMIN:
-        return Domain.objects.filter(admins=user)
-    return Domain.objects.none()
-
-
-def mailboxes_for(user: User | AnonymousUser) -> QuerySet[Mailbox]:
-    if _role(user) == Role.SUPERADMIN:
-        return Mailbox.objects.all()
-    if _role(user) == Role.DOMAIN_ADMIN:
-        return Mailbox.objects.filter(domain__admins=user)
-    return Mailbox.objects.filter(user_id=user.pk)
-
-
-def aliases_for(user: User | AnonymousUser) -> QuerySet[Alias]:
-    if _role(user) == Role.SUPERADMIN:
-        return Alias.objects.all()
-    if _role(user) == Role.DOMAIN_ADMIN:
-        return Alias.objects.filter(domain__admins=user)
-    return Alias.objects.none()
-
-
-def accounts_for(user: User | AnonymousUser) -> QuerySet[User]:
-    """Accounts whose tokens ``user`` may create, list and revoke."""
-    if _role(user) == Role.SUPERADMIN:
-        return User.objects.all()
-    if _role(user) == Role.DOMAIN_ADMIN:
-        return User.objects.filter(pk=user.pk) | User.objects.filter(
-            mailbox__domain__admins=user)
-    return User.objects.filter(pk=user.pk)
+__all__ = ["accounts_for", "aliases_for", "domains_for", "is_admin", "mailboxes_for",
+           "may_manage_domain", "tokens_for"]
 
 
 def tokens_for(user: User | AnonymousUser) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user__in=accounts_for(user))
-
-
-def may_manage_domain(user: User, domain_name: str) -> bool:
-    return domains_for(user).filter(name=domain_name).exists()
 
 
 class IsAdministrator(BasePermission):
@@ -80,7 +45,7 @@ class IsSuperadminOrReadOnly(BasePermission):
         user = request.user
         if not (user and user.is_authenticated):
             return False
-        return request.method in ("GET", "HEAD", "OPTIONS") or _role(user) == Role.SUPERADMIN
+        return request.method in ("GET", "HEAD", "OPTIONS") or is_superadmin(user)
 
 
 class IsAdministratorOrSelfUpdate(BasePermission):

@@ -17,5 +17,5 @@ class Command(BaseCommand):
             "\n  Created the administrator account (shown only this once):\n"
             "    login:    admin@localhost\n"
             f"    password: {password}\n"
-            "  Web admin: http://127.0.0.1:8000/admin/\n"
+            "  Sign in at http://127.0.0.1:8000/\n"
         )

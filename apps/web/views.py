@@ -1,0 +1,69 @@
+"""One sign-in page for every person; administrators land on the panel,
+mailbox users on the webmail."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import authenticate, login, logout
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from apps.directory.access import is_admin
+from apps.web.forms import SignInForm
+
+# Lockout, unknown login, wrong password and a disabled account all read the
+# same, so the page never tells whether a login exists.
+SIGN_IN_FAILED = "The email or password is not right, or sign-in is paused for a while."
+
+
+def home_for(user: object) -> str:
+    if is_admin(user):  # type: ignore[arg-type]
+        return reverse("webadmin:dashboard")
+    return reverse("webmail:index")
+
+
+def _safe_next(request: HttpRequest) -> str | None:
+    target = request.POST.get("next") or request.GET.get("next")
+    if target and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return target
+    return None
+
+
+@never_cache
+def landing(request: HttpRequest) -> HttpResponse:
+    if not request.user.is_authenticated:
+        return redirect(settings.LOGIN_URL)
+    return redirect(home_for(request.user))
+
+
+@sensitive_post_parameters("password")
+@csrf_protect
+@never_cache
+def sign_in(request: HttpRequest) -> HttpResponse:
+    if request.user.is_authenticated and request.method == "GET":
+        return redirect(_safe_next(request) or home_for(request.user))
+    form = SignInForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = authenticate(request, username=form.cleaned_data["email"],
+                            password=form.cleaned_data["password"])
+        if user is None:
+            form.add_error(None, SIGN_IN_FAILED)
+        else:
+            login(request, user)
+            return HttpResponseRedirect(_safe_next(request) or home_for(user))
+    return render(request, "web/sign_in.html", {
+        "form": form, "next": _safe_next(request) or ""}, status=400 if form.errors else 200)
+
+
+@require_POST
+def sign_out(request: HttpRequest) -> HttpResponse:
+    logout(request)
+    return redirect(settings.LOGIN_URL)
+
