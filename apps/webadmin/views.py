@@ -8,4 +8,4 @@ from apps.web.auth import admin_required
 
 @admin_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "webadmin/dashboard.html")
+    return render(request, "webadmin/dashboard.html", {"section": "dashboard"})
