@@ -41,7 +41,8 @@ class WebServerProcess:
              "--port", str(self.port), "--no-access-log", "--lifespan", "off"],
             cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.output: list[str] = []
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -67,3 +68,6 @@ class WebServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(15)
+        self._drainer.join(5)
+        if self.process.stdout:
+            self.process.stdout.close()

@@ -106,3 +106,16 @@ def test_sign_in_and_out_in_a_browser(web_server, page: Page, superadmin) -> Non
     expect(page).to_have_url(f"{web_server.url}/manage/")
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(f"{web_server.url}/signin/")
+
+
+@pytest.mark.slow
+def test_api_documentation_page_runs_under_the_content_security_policy(web_server,
+                                                                       page: Page) -> None:
+    refused: list[str] = []
+    page.on("console", lambda message: refused.append(message.text)
+            if "Content Security Policy" in message.text else None)
+    page.goto(f"{web_server.url}/api/docs/")
+    # Swagger UI drew the schema it fetched: its scripts ran.
+    expect(page.get_by_role("heading", name="Mailhost provisioning API")).to_be_visible()
+    expect(page.get_by_text("/api/v1/domains/").first).to_be_visible()
+    assert refused == []
