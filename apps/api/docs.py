@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularSwaggerSplitView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -24,6 +25,7 @@ DOCS_POLICY = "; ".join([
 
 
 class ApiDocsView(SpectacularSwaggerSplitView):
+    @extend_schema(exclude=True)  # a page about the API, not part of it
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         response = super().get(request, *args, **kwargs)
         response["Content-Security-Policy"] = DOCS_POLICY
