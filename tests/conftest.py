@@ -224,6 +224,13 @@ def require_program(name: str) -> str:
 # --- the web side in a real browser --------------------------------------------------
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Browser tests run last: Playwright's sync API leaves its event loop
+    marked as running in the main thread for the rest of the session, and
+    asyncio.run() in a later test would then refuse to start."""
+    items.sort(key=lambda item: "page" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args: dict) -> dict:
     """Debian's Chromium (tests/setup-clients.sh installs it): Playwright cannot
