@@ -436,7 +436,14 @@ def may_send_as(mailbox: Mailbox, address: str) -> bool:
                for alias in Alias.objects.filter(address__in=candidates, active=True))
 
 
-amay_send_as = database_sync_to_async(may_send_as)
+def own_addresses(mailbox: Mailbox) -> list[str]:
+    """The addresses that are a mailbox's own: its address, then the active
+    aliases that deliver to it (not catch-alls), each of which ``may_send_as``
+    allows. The webmail offers them as From; vacation replies recognise them."""
+    aliases = Alias.objects.filter(active=True).exclude(local_part="").only(
+        "address", "destinations")
+    return [mailbox.address, *sorted(a.address for a in aliases.iterator()
+                                     if mailbox.address in a.destinations)]
 
 
 # --- authentication ---------------------------------------------------------------
