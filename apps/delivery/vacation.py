@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.message import Message as ParsedHeaders
@@ -27,6 +27,7 @@ from apps.delivery.dsn import headers_of
 from apps.delivery.models import Vacation, VacationReply
 from apps.delivery.services import RecipientSpec, sign, submit
 from apps.directory.addresses import split_address, strip_subaddress
+from apps.directory.models import Mailbox
 from apps.directory.services import own_addresses
 from mailhost.errors import Invalid, MailhostError
 
@@ -73,6 +74,28 @@ def _addressed_to(headers: ParsedHeaders, addresses: Sequence[str]) -> bool:
     listed = getaddresses([str(v) for name in ("To", "Cc") for v in headers.get_all(name, [])])
     found = {_base_address(address) for _, address in listed if address}
     return any(address in found for address in addresses)
+
+
+def vacation_of(mailbox: Mailbox) -> Vacation:
+    return Vacation.objects.filter(mailbox=mailbox).first() or Vacation(mailbox=mailbox)
+
+
+def set_vacation(
+    mailbox: Mailbox, *, enabled: bool, subject: str, body: str, start: date | None,
+    end: date | None,
+) -> Vacation:
+    """Turn the auto-reply on or off and set its text and dates. Each change
+    starts a new absence: who was answered before is answered again."""
+    if start and end and end < start:
+        raise Invalid("the last day comes before the first", field="end")
+    if enabled and not body.strip():
+        raise Invalid("write the text of the reply", field="body")
+    with transaction.atomic():
+        vacation, _ = Vacation.objects.update_or_create(mailbox=mailbox, defaults={
+            "enabled": enabled, "subject": subject.strip(), "body": body, "start": start,
+            "end": end})
+        VacationReply.objects.filter(mailbox=mailbox).delete()
+    return vacation
 
 
 def active_vacations(mailbox_ids: Sequence[int]) -> list[Vacation]:
