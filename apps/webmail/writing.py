@@ -228,9 +228,10 @@ def start_from(mailbox: Mailbox, source: Message, mode: str) -> Start:
     text = _readable_text(parsed)
     if mode == "forward":
         letter.subject = _prefixed("Fwd:", subject)
-        heading = "\n".join([
-            "---------- Forwarded message ----------", f"From: {sender}", f"Date: {date}",
-            f"Subject: {subject}", f"To: {parsed.get('To', '')}"])
+        fields = (("From", sender), ("Date", date), ("Subject", subject),
+                  ("To", str(parsed.get("To", ""))))
+        heading = "\n".join(["---------- Forwarded message ----------",
+                              *(f"{name}: {value}" for name, value in fields if value)])
         letter.text = f"{heading}\n\n{text}"
         return Start(letter, attachments_from=source)
     letter.subject = _prefixed("Re:", subject)
