@@ -150,6 +150,11 @@ def answer_absences(mailbox_ids: Sequence[int], data: bytes, *, sender: str) -> 
         except MailhostError as error:  # the sender's hosted mailbox is gone or full
             log.warning("vacation reply of %s to <%s> failed: %s", vacation.mailbox.address,
                         sender, error)
+        except Exception:
+            # The message is filed and acknowledged: a failed reply must not
+            # turn into a 451 that makes the sender deliver it twice.
+            log.exception("vacation reply of %s to <%s> failed", vacation.mailbox.address,
+                          sender)
     return sent
 
 

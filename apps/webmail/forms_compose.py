@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.template.defaultfilters import filesizeformat
 
 from apps.directory.addresses import normalize_address
-from apps.webmail.writing import Attachment
+from apps.webmail.writing import Attachment, clean_html
 from mailhost.errors import Invalid
 
 
@@ -73,6 +73,11 @@ class ComposeForm(forms.Form):
     def __init__(self, *args: Any, identities: list[tuple[str, str]],
                  kept: list[Attachment], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.is_bound and self.data.get("html_body", "").strip():
+            # Cleaned on arrival, not only when sent: a form shown again with
+            # its errors puts this back into the editor (compose.js).
+            self.data = self.data.copy()
+            self.data["html_body"] = clean_html(self.data["html_body"])
         self.identities = dict(identities)
         self.fields["from_address"].choices = [
             (address, formataddr((name, address))) for address, name in identities]

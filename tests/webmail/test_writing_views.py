@@ -3,6 +3,8 @@ the page shows, what lands in the mailboxes, what is refused and kept."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -271,3 +273,12 @@ def test_address_suggestions_from_sent_mail_and_the_domain(client, alice, bob,
     found = client.get("/mail/compose/addresses/?q=builder").json()["addresses"]
     assert found == ["Bob Builder <bob@example.org>"]
     assert client.get("/mail/compose/addresses/?q=bobby").json()["addresses"] == []
+
+
+def test_rich_text_shown_again_with_errors_is_cleaned(client, alice):
+    response = compose(signed_in(client, alice), to="not an address",
+                       html_body='<p>x</p><img src=x onerror="alert(1)"><script>alert(2)</script>')
+    assert response.status_code == 400
+    (value,) = re.findall(r'name="html_body" value="([^"]*)"', response.content.decode())
+    assert value.startswith("&lt;p&gt;x&lt;/p&gt;")
+    assert "onerror" not in value and "alert" not in value and "script" not in value
