@@ -60,6 +60,7 @@
   let saving = null;
   function changed() {
     clearTimeout(timer);
+    status.textContent = "Changes not saved yet";
     timer = setTimeout(save, 2000);
   }
   function renumberKept() {
