@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from email.utils import formataddr, getaddresses
+from email.utils import getaddresses
 from typing import Any
 
 from django import forms
@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.template.defaultfilters import filesizeformat
 
 from apps.directory.addresses import normalize_address
-from apps.webmail.writing import Attachment, clean_html
+from apps.webmail.writing import Attachment, clean_html, format_address
 from mailhost.errors import Invalid
 
 
@@ -31,7 +31,7 @@ def parse_address_list(value: str) -> list[str]:
         if not address and not name:
             continue
         try:
-            found.append(formataddr((name, normalize_address(address))))
+            found.append(format_address(name, normalize_address(address)))
         except Invalid:
             raise forms.ValidationError(
                 f"“{address or name}” is not an email address; separate addresses "
@@ -80,7 +80,7 @@ class ComposeForm(forms.Form):
             self.data["html_body"] = clean_html(self.data["html_body"])
         self.identities = dict(identities)
         self.fields["from_address"].choices = [
-            (address, formataddr((name, address))) for address, name in identities]
+            (address, format_address(name, address)) for address, name in identities]
         self.fields["keep"].choices = [
             (index, f"{a.filename} ({filesizeformat(len(a.data))})")
             for index, a in enumerate(kept)]

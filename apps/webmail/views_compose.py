@@ -4,7 +4,7 @@ submission service."""
 
 from __future__ import annotations
 
-from email.utils import formataddr, getaddresses
+from email.utils import getaddresses
 from typing import Any
 
 from django.contrib import messages
@@ -154,10 +154,10 @@ def address_suggestions(request: HttpRequest) -> JsonResponse:
     for to_text, cc_text in written:
         for name, address in getaddresses([to_text, cc_text]):
             if query in name.lower() or query in address.lower():
-                found.setdefault(address.lower(), formataddr((name, address)))
+                found.setdefault(address.lower(), writing.format_address(name, address))
     colleagues = Mailbox.objects.filter(domain=mailbox.domain, active=True).filter(
         Q(address__icontains=query) | Q(user__display_name__icontains=query),
     ).order_by("address").values_list("address", "user__display_name")
     for address, name in colleagues[:SUGGESTIONS]:
-        found.setdefault(address, formataddr((name, address)))
+        found.setdefault(address, writing.format_address(name, address))
     return JsonResponse({"addresses": list(found.values())[:SUGGESTIONS]})

@@ -179,11 +179,28 @@ def attachments_of(parsed: EmailMessage) -> list[Attachment]:
     return found
 
 
+def format_address(name: str, address: str) -> str:
+    """``Name <address>``, the name encoded as needed; an address that is not
+    ASCII (RFC 6532) is written as it is rather than refused."""
+    try:
+        return email.utils.formataddr((name, address))
+    except UnicodeEncodeError:
+        return f'"{name}" <{address}>' if name else address
+
+
+def _text_content(part: EmailMessage) -> str:
+    """A text part as text, also when its charset is one Python lacks."""
+    try:
+        return part.get_content()
+    except (LookupError, UnicodeError):
+        return (part.get_payload(decode=True) or b"").decode("utf-8", "replace")
+
+
 def _readable_text(parsed: EmailMessage) -> str:
     body = parsed.get_body(preferencelist=("plain", "html"))
     if body is None:
         return ""
-    content = body.get_content()
+    content = _text_content(body)
     if body.get_content_type() == "text/html":
         return html_to_text(clean_html(content))
     return content
@@ -191,7 +208,7 @@ def _readable_text(parsed: EmailMessage) -> str:
 
 def _header_addresses(parsed: EmailMessage, *names: str) -> list[str]:
     pairs = getaddresses([str(v) for name in names for v in parsed.get_all(name, [])])
-    return [email.utils.formataddr(pair) for pair in pairs if pair[1]]
+    return [format_address(name, address) for name, address in pairs if address]
 
 
 def _prefixed(prefix: str, subject: str) -> str:
@@ -261,8 +278,8 @@ def letter_from_draft(parsed: EmailMessage) -> Letter:
         from_address=address.lower(), from_name=name,
         to=_header_addresses(parsed, "To"), cc=_header_addresses(parsed, "Cc"),
         bcc=_header_addresses(parsed, "Bcc"), subject=str(parsed.get("Subject", "")),
-        text=plain.get_content() if plain is not None else "",
-        html=clean_html(rich.get_content()) if rich is not None else "",
+        text=_text_content(plain) if plain is not None else "",
+        html=clean_html(_text_content(rich)) if rich is not None else "",
         in_reply_to=str(parsed.get("In-Reply-To", "")).strip(),
         references=str(parsed.get("References", "")).split())
 

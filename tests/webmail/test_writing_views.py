@@ -4,6 +4,7 @@ the page shows, what lands in the mailboxes, what is refused and kept."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -12,6 +13,7 @@ from django.test import Client
 from apps.delivery.models import QueueEntry
 from apps.directory import services as directory
 from apps.store.models import Flag, Message
+from apps.webmail.writing import attachments_of
 from tests.factories import make_mailbox
 from tests.smtp.helpers import stored
 from tests.webmail.writing_helpers import deliver, folder, parsed, signed_in, text_of
@@ -282,3 +284,22 @@ def test_rich_text_shown_again_with_errors_is_cleaned(client, alice):
     (value,) = re.findall(r'name="html_body" value="([^"]*)"', response.content.decode())
     assert value.startswith("&lt;p&gt;x&lt;/p&gt;")
     assert "onerror" not in value and "alert" not in value and "script" not in value
+
+
+MAIL = Path(__file__).parent / "mail"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in MAIL.glob("*.eml")))
+def test_real_mail_can_be_answered_and_forwarded(client, alice, bob, name):
+    """Bogus charsets, broken headers, non-ASCII addresses (RFC 6532), a PDF."""
+    data = (MAIL / name).read_bytes()
+    original = deliver(alice, data)
+    signed_in(client, alice)
+    for mode in ("reply", "reply_all", "forward"):
+        assert client.get(f"/mail/compose/?{mode}={original.pk}").status_code == 200
+    kept = attachments_of(parsed(data))
+    compose(client, to="bob@example.org", subject="fwd", body="see below",
+            attachments_from=original.pk, keep=[str(i) for i in range(len(kept))])
+    (received,) = folder("bob@example.org", "INBOX")
+    assert [p.get_payload(decode=True) for p in received.iter_attachments()] == [
+        a.data for a in kept]
