@@ -67,6 +67,9 @@ class ComposeForm(forms.Form):
     # The draft this form replaces, and the message whose attachments "keep" picks.
     draft = forms.IntegerField(required=False, widget=forms.HiddenInput)
     attachments_from = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    # The message answered or forwarded: marked \Answered / $Forwarded once sent.
+    replied = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    forwarded = forms.IntegerField(required=False, widget=forms.HiddenInput)
     in_reply_to = forms.CharField(required=False, widget=forms.HiddenInput)
     references = forms.CharField(required=False, widget=forms.HiddenInput)
 

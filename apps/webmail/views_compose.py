@@ -36,6 +36,15 @@ def _owned(mailbox: Mailbox, pk: Any) -> Message | None:
         raise Http404 from None
 
 
+def _still_there(mailbox: Mailbox, pk: int | None) -> Message | None:
+    """The message being answered, if it is still the user's (it may have
+    been moved or deleted meanwhile; the letter goes all the same)."""
+    if pk is None:
+        return None
+    return Message.objects.select_related("folder").filter(
+        pk=pk, folder__mailbox=mailbox).first()
+
+
 def _form(request: HttpRequest, mailbox: Mailbox, *, files: bool = True) -> ComposeForm:
     source = _owned(mailbox, request.POST.get("attachments_from"))
     kept = writing.attachments_of(writing.parse_stored(source)) if source else []
@@ -78,7 +87,10 @@ def _compose_post(request: HttpRequest, mailbox: Mailbox) -> HttpResponse:
             form.add_error("to", "Write at least one recipient.")
             return _render(request, form, status=400)
         try:
-            writing.send(mailbox, letter, replacing=replacing)
+            writing.send(
+                mailbox, letter, replacing=replacing,
+                replied=_still_there(mailbox, form.cleaned_data["replied"]),
+                forwarded=_still_there(mailbox, form.cleaned_data["forwarded"]))
         except MailhostError as error:
             draft = writing.save_draft(mailbox, letter, replacing=replacing)
             messages.error(request, f"Not sent: {error.message}. Your draft is saved.")
@@ -94,6 +106,7 @@ def _compose_get(request: HttpRequest, mailbox: Mailbox) -> HttpResponse:
     letter = writing.Letter(from_address=mailbox.address)
     source: Message | None = None
     draft: Message | None = None
+    start = writing.Start(letter)
     for mode in ("reply", "reply_all", "forward"):
         if mode in request.GET:
             start = writing.start_from(mailbox, _owned(mailbox, request.GET[mode]), mode)
@@ -119,6 +132,8 @@ def _compose_get(request: HttpRequest, mailbox: Mailbox) -> HttpResponse:
         "body": letter.text, "html_body": letter.html, "in_reply_to": letter.in_reply_to,
         "references": " ".join(letter.references), "keep": list(range(len(kept))),
         "draft": draft.pk if draft else None, "attachments_from": source.pk if source else None,
+        "replied": start.replied.pk if start.replied else None,
+        "forwarded": start.forwarded.pk if start.forwarded else None,
     }, identities=identities, kept=kept)
     return _render(request, form)
 

@@ -228,6 +228,8 @@ class Start:
 
     letter: Letter
     attachments_from: Message | None = None
+    replied: Message | None = None
+    forwarded: Message | None = None
 
 
 def start_from(mailbox: Mailbox, source: Message, mode: str) -> Start:
@@ -250,7 +252,7 @@ def start_from(mailbox: Mailbox, source: Message, mode: str) -> Start:
         heading = "\n".join(["---------- Forwarded message ----------",
                               *(f"{name}: {value}" for name, value in fields if value)])
         letter.text = f"{heading}\n\n{text}"
-        return Start(letter, attachments_from=source)
+        return Start(letter, attachments_from=source, forwarded=source)
     letter.subject = _prefixed("Re:", subject)
     reply_to = _header_addresses(parsed, "Reply-To") or _header_addresses(parsed, "From")
     letter.to = reply_to
@@ -265,7 +267,7 @@ def start_from(mailbox: Mailbox, source: Message, mode: str) -> Start:
         letter.in_reply_to = message_id
         letter.references = [*str(parsed.get("References", "")).split(), message_id]
     letter.text = f"On {date}, {sender} wrote:\n{_quoted(text)}"
-    return Start(letter)
+    return Start(letter, replied=source)
 
 
 def letter_from_draft(parsed: EmailMessage) -> Letter:
@@ -323,10 +325,18 @@ def identities(mailbox: Mailbox) -> list[tuple[str, str]]:
     return chosen or [(mailbox.address, mailbox.user.display_name)]
 
 
-def send(mailbox: Mailbox, letter: Letter, *, replacing: Message | None) -> Submitted:
+# RFC 5788's registry: the keyword mail programs set on a forwarded message.
+FORWARDED = "$Forwarded"
+
+
+def send(
+    mailbox: Mailbox, letter: Letter, *, replacing: Message | None,
+    replied: Message | None = None, forwarded: Message | None = None,
+) -> Submitted:
     """Submit the letter as port 587 would (sender rules, limits, signing,
-    delivery, queue), keep a copy in Sent and drop the draft — all or
-    nothing. A refusal raises the service's MailhostError; the draft stays."""
+    delivery, queue), keep a copy in Sent, drop the draft and mark the message
+    answered or forwarded — all or nothing. A refusal raises the service's
+    MailhostError; the draft stays."""
     check_sender(mailbox, letter.from_address)
     accepted: list[AcceptedRecipient] = []
     for address in letter.recipients:
@@ -342,4 +352,9 @@ def send(mailbox: Mailbox, letter: Letter, *, replacing: Message | None) -> Subm
                if letter.bcc else b"")
         store.append(mailbox, sent_folder.name, bcc + submitted.data, flags=Flag.SEEN)
         _remove(replacing)
+        if replied is not None:  # RFC 3501 §2.3.2
+            store.set_flags(replied.folder, [replied.uid], mode="add", flags=Flag.ANSWERED)
+        if forwarded is not None:
+            store.set_flags(forwarded.folder, [forwarded.uid], mode="add",
+                            keywords=[FORWARDED])
     return submitted

@@ -108,12 +108,15 @@ def test_reply_prefills_thread_headers_quote_and_subject(client, alice, bob):
     assert 'value="Re: Plans"' in page and 'value="Carol &lt;carol@remote.example&gt;"' in page
     assert 'value="&lt;plans-1@remote.example&gt;"' in page
     assert "&gt; Shall we meet?" in page
+    assert f'name="replied" value="{original.pk}"' in page
     compose(client, to="bob@example.org", subject="Re: Plans", body="Yes",
-            in_reply_to="<plans-1@remote.example>",
+            in_reply_to="<plans-1@remote.example>", replied=original.pk,
             references="<start@remote.example> <plans-1@remote.example>")
     (received,) = folder("bob@example.org", "INBOX")
     assert received["In-Reply-To"] == "<plans-1@remote.example>"
     assert received["References"] == "<start@remote.example> <plans-1@remote.example>"
+    original.refresh_from_db()
+    assert original.flags & Flag.ANSWERED, "an IMAP client sees it answered"
 
 
 def test_reply_all_leaves_out_the_user(client, alice):
@@ -130,7 +133,9 @@ def test_forward_keeps_the_attachments(client, alice, bob):
     page = signed_in(client, alice).get(f"/mail/compose/?forward={original.pk}").content.decode()
     assert 'value="Fwd: Plans"' in page and "agenda.bin" in page
     compose(client, to="bob@example.org", subject="Fwd: Plans", body="see below",
-            attachments_from=original.pk, keep=["0"])
+            attachments_from=original.pk, keep=["0"], forwarded=original.pk)
+    original.refresh_from_db()
+    assert original.keywords == ["$Forwarded"]
     (received,) = folder("bob@example.org", "INBOX")
     (attachment,) = received.iter_attachments()
     assert attachment.get_filename() == "agenda.bin"
@@ -244,6 +249,9 @@ def test_another_users_messages_are_not_found(client, alice, bob):
     response = compose(client, to="bob@example.org", draft=theirs.pk)
     assert response.status_code == 404
     assert len(stored("bob@example.org")) == 1
+    compose(client, to="bob@example.org", replied=theirs.pk, forwarded=theirs.pk)
+    theirs.refresh_from_db()
+    assert (theirs.flags, theirs.keywords) == (0, []), "another's message is never marked"
 
 
 def test_anonymous_and_administrators_are_kept_out(client, db):
