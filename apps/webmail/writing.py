@@ -118,10 +118,20 @@ def _addresses(values: Sequence[str]) -> str:
     return ", ".join(values)
 
 
+# CRLF, encoded words in headers, and bodies that any 7-bit hop carries.
+POLICY = SMTP.clone(cte_type="7bit")
+
+
+def _text_cte(text: str) -> str | None:
+    """Quoted-printable for text that is not plain ASCII (readable where it
+    is mostly ASCII, unlike base64); otherwise the email package's choice."""
+    return None if text.isascii() else "quoted-printable"
+
+
 def build_message(letter: Letter, *, with_bcc: bool) -> bytes:
     """The message as bytes. Bcc is kept only in the sender's own copies
     (draft, Sent), never in what the recipients receive (RFC 5322 §3.6.3)."""
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=POLICY)
     local, _, domain = letter.from_address.rpartition("@")
     message["From"] = Address(letter.from_name, local, domain)
     if letter.to:
@@ -139,10 +149,11 @@ def build_message(letter: Letter, *, with_bcc: bool) -> bytes:
         message["References"] = " ".join(letter.references)
     if letter.html:
         html = clean_html(letter.html)
-        message.set_content(html_to_text(html))
-        message.add_alternative(html, subtype="html")
+        text = html_to_text(html)
+        message.set_content(text, cte=_text_cte(text))
+        message.add_alternative(html, subtype="html", cte=_text_cte(html))
     else:
-        message.set_content(letter.text)
+        message.set_content(letter.text, cte=_text_cte(letter.text))
     for attachment in letter.attachments:
         maintype, _, subtype = attachment.content_type.partition("/")
         if not subtype or maintype == "multipart":

@@ -100,6 +100,10 @@ def test_long_lines_and_non_ascii_are_encoded_seven_bit_safe(client, alice, bob)
     message = parsed(raw)
     assert message["Subject"] == ("Ünïcödé " * 20).strip()
     assert text_of(message) == "ä" * 3000 + "\n"
+    compose(client, to="bob@example.org", subject="kurz", body="Grüße aus Köln")
+    raw = stored("bob@example.org")[1]
+    assert raw.isascii() and b"Content-Transfer-Encoding: quoted-printable" in raw
+    assert b"Gr=C3=BC=C3=9Fe aus K=C3=B6ln" in raw
 
 
 def test_reply_prefills_thread_headers_quote_and_subject(client, alice, bob):
