@@ -109,7 +109,7 @@ def build_reply(vacation: Vacation, headers: ParsedHeaders, *, to: str) -> bytes
     """The auto-reply (RFC 3834 §3): Auto-Submitted: auto-replied, threaded to
     the original, its subject the user's or "Auto: " and the original's."""
     mailbox = vacation.mailbox
-    message = EmailMessage(policy=SMTP)
+    message = EmailMessage(policy=SMTP.clone(cte_type="7bit"))
     local, _, domain = mailbox.address.rpartition("@")
     message["From"] = Address(mailbox.user.display_name, local, domain)
     message["To"] = to
@@ -124,7 +124,8 @@ def build_reply(vacation: Vacation, headers: ParsedHeaders, *, to: str) -> bytes
         references = str(headers.get("References", "")).split()
         message["References"] = " ".join([*references, original_id])
     message["Auto-Submitted"] = "auto-replied"  # RFC 3834 §5
-    message.set_content(vacation.body or "")
+    body = vacation.body or ""
+    message.set_content(body, cte=None if body.isascii() else "quoted-printable")
     return message.as_bytes()
 
 

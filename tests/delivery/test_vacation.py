@@ -14,6 +14,7 @@ from django.utils import timezone
 from apps.delivery.models import OutboundMessage, VacationReply
 from apps.delivery.vacation import answer_absences, set_vacation
 from apps.directory import services as directory
+from apps.store.blobs import get_blob_store
 from tests.delivery import fakedns
 from tests.delivery.conftest import publish_domain, run_queue
 from tests.factories import PASSWORD, make_mailbox
@@ -70,12 +71,14 @@ def test_one_reply_per_sender_per_interval(alice, bob, settings):
 
 
 def test_the_users_subject_and_a_null_envelope_sender(alice):
-    set_vacation(alice, enabled=True, subject="Out of office", body="Away.", start=None,
-                 end=None)
+    set_vacation(alice, enabled=True, subject="Out of office", body="Zurück am Montag.",
+                 start=None, end=None)
     assert answer_absences([alice.pk], letter(sender="carol@remote.example"),
                            sender="carol@remote.example") == 1
     queued = OutboundMessage.objects.get()
     assert queued.sender == "", "RFC 3834 §3.3: the reply goes from the null sender"
+    data = get_blob_store().read(queued.blob_id)
+    assert data.isascii() and parsed(data).get_content().strip() == "Zurück am Montag."
     assert queued.entries.get().recipient == "carol@remote.example"
 
 
