@@ -149,3 +149,24 @@ def test_a_refused_recipient_shows_an_error_and_the_draft_stays(
     ((_, draft),) = imap("alice@example.org").messages("Drafts")
     assert b"Subject: Invitation" in draft
     assert imap("bob@example.org").messages("INBOX") == []
+
+
+def test_rich_text_is_sent_with_a_text_part(web_server, page: Page, people, imap):
+    sign_in(page, web_server.url, "alice@example.org", PASSWORD)
+    page.goto(f"{web_server.url}/mail/compose/")
+    page.get_by_label("To", exact=True).fill("bob@example.org")
+    page.get_by_label("Subject").fill("Formatted")
+    page.get_by_label("Rich text", exact=True).check()
+    area = page.get_by_role("textbox", name="Message (rich text)")
+    area.click()
+    area.press("Control+a")
+    area.type("Plain then ")
+    page.get_by_role("button", name="Bold").click()
+    area.type("strong")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_text("Message sent.")).to_be_visible()
+    ((_, received),) = imap("bob@example.org").messages("INBOX")
+    message = email.message_from_bytes(received, policy=email.policy.default)
+    assert message.get_content_type() == "multipart/alternative"
+    assert re.search(r"<b>strong</b>", message.get_body(("html",)).get_content())
+    assert "Plain then strong" in message.get_body(("plain",)).get_content()
