@@ -253,6 +253,11 @@ def test_another_users_messages_are_not_found(client, alice, bob):
     response = compose(client, to="bob@example.org", draft=theirs.pk)
     assert response.status_code == 404
     assert len(stored("bob@example.org")) == 1
+    for field in ("draft", "attachments_from"):
+        response = client.post("/mail/compose/autosave/", {
+            "from_address": "alice@example.org", "to": "bob@example.org", field: theirs.pk})
+        assert response.status_code == 404
+    assert Message.objects.filter(pk=theirs.pk).exists()
     compose(client, to="bob@example.org", replied=theirs.pk, forwarded=theirs.pk)
     theirs.refresh_from_db()
     assert (theirs.flags, theirs.keywords) == (0, []), "another's message is never marked"
