@@ -30,6 +30,7 @@ from django.utils import timezone
 from apps.antispam import auth, bayes, learning
 from apps.antispam.headers import header_facts, insert_after_first_field, strip_fields
 from apps.antispam.models import SpooledMessage
+from apps.delivery.vacation import answer_absences
 from apps.directory.models import Domain, Mailbox
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
@@ -290,6 +291,8 @@ def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
     for (folder, _), ids in groups.items():
         log.info("filed spool=%s folder=%s mailboxes=%s checked=%s", row.pk, folder, ids,
                  verdict is not None)
+    inbox_ids = [i for (folder, _), ids in groups.items() if folder == "INBOX" for i in ids]
+    answer_absences(inbox_ids, data, sender=row.mail_from)  # never for Junk
     return True
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from apps.directory.models import Mailbox
 from apps.store.models import Blob
 
 
@@ -62,3 +63,35 @@ class QueueEntry(models.Model):
         if not self.notify:
             return event in ("FAILURE", "DELAY")
         return event in self.notify.split(",")
+
+
+class Vacation(models.Model):
+    """A mailbox's vacation auto-reply (RFC 3834), set in the webmail's settings;
+    answered from the filing path, which lives below the web apps."""
+
+    mailbox = models.OneToOneField(Mailbox, on_delete=models.CASCADE, related_name="vacation")
+    enabled = models.BooleanField(default=False)
+    subject = models.CharField(max_length=200, blank=True)
+    body = models.TextField(blank=True)
+    start = models.DateField(null=True, blank=True, help_text="first day; empty: from now")
+    end = models.DateField(null=True, blank=True, help_text="last day; empty: until turned off")
+
+    def __str__(self) -> str:
+        return f"vacation of {self.mailbox_id}"
+
+
+class VacationReply(models.Model):
+    """When a mailbox last answered a sender: at most one reply per sender per
+    MAILHOST_VACATION_INTERVAL_DAYS (RFC 3834 §2)."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE,
+                                related_name="vacation_replies")
+    sender = models.CharField(max_length=320)
+    replied = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["mailbox", "sender"],
+                                               name="vacationreply_unique_sender")]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id} -> {self.sender}"

@@ -104,9 +104,6 @@ def prepare(content: bytes, *, mailbox: Mailbox, queue_id: str) -> bytes:
     return data
 
 
-aprepare = database_sync_to_async(prepare)
-
-
 def _kick() -> None:
     """Wake the queue runner now rather than at its next beat."""
     if settings.MAILHOST_QUEUE_KICK:
@@ -157,14 +154,25 @@ def submit(
         mailbox_ids.extend(m.pk for m in resolution.mailboxes)
         remote.extend(RecipientSpec(address, recipient.notify, recipient.orcpt)
                       for address in resolution.external)
+    return hand_over(mailbox_ids=list(dict.fromkeys(mailbox_ids)), remote=remote,
+                     sender=sender, data=data, ret=ret, envid=envid)
+
+
+def hand_over(
+    *, mailbox_ids: Sequence[int], remote: Sequence[RecipientSpec], sender: str, data: bytes,
+    ret: str = "", envid: str = "", queue_id: str = "",
+) -> OutboundMessage | None:
+    """Deliver to the local mailboxes and queue for the remote recipients, in
+    one transaction: both or neither."""
     with transaction.atomic():
         if mailbox_ids:
-            request = store.DeliveryRequest(list(dict.fromkeys(mailbox_ids)), data)
+            request = store.DeliveryRequest(list(mailbox_ids), data)
             error = store.deliver_batch([request])[0]
             if error is not None:
                 raise error
         if remote:
-            return enqueue(sender=sender, recipients=remote, data=data, ret=ret, envid=envid)
+            return enqueue(sender=sender, recipients=remote, data=data, ret=ret, envid=envid,
+                           queue_id=queue_id)
     return None
 
 

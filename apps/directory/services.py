@@ -294,6 +294,31 @@ def update_mailbox(
     return mailbox
 
 
+def change_own_password(
+    mailbox: Mailbox, *, old: str, new: str, remote_ip: str | None, protocol: str,
+) -> None:
+    """A user changing their own password: the old one is checked as a login
+    is (a wrong one counts towards the lockout, a locked-out login fails)."""
+    if authenticate(mailbox.address, old, remote_ip=remote_ip, protocol=protocol) is None:
+        raise Invalid("The current password is not right, or changes are paused for a while.",
+                      field="old_password")
+    update_account(mailbox.user, password=new)
+
+
+SPAM_THRESHOLD_RANGE = (0.0, 100.0)
+
+
+def set_spam_threshold(mailbox: Mailbox, threshold: float | None) -> Mailbox:
+    """The score from which this mailbox's mail goes to Junk; None: the site's."""
+    low, high = SPAM_THRESHOLD_RANGE
+    if threshold is not None and not low <= threshold <= high:
+        raise Invalid(f"the threshold must be between {low:g} and {high:g}",
+                      field="spam_threshold")
+    mailbox.spam_threshold = threshold
+    mailbox.save(update_fields=["spam_threshold"])
+    return mailbox
+
+
 def delete_mailbox(mailbox: Mailbox) -> None:
     """Remove a mailbox with its account, folders and messages (the blobs are
     collected later by the store's housekeeping)."""
@@ -436,7 +461,14 @@ def may_send_as(mailbox: Mailbox, address: str) -> bool:
                for alias in Alias.objects.filter(address__in=candidates, active=True))
 
 
-amay_send_as = database_sync_to_async(may_send_as)
+def own_addresses(mailbox: Mailbox) -> list[str]:
+    """The addresses that are a mailbox's own: its address, then the active
+    aliases that deliver to it (not catch-alls), each of which ``may_send_as``
+    allows. The webmail offers them as From; vacation replies recognise them."""
+    aliases = Alias.objects.filter(active=True).exclude(local_part="").only(
+        "address", "destinations")
+    return [mailbox.address, *sorted(a.address for a in aliases.iterator()
+                                     if mailbox.address in a.destinations)]
 
 
 # --- authentication ---------------------------------------------------------------

@@ -22,6 +22,7 @@ from django.utils import timezone
 from apps.antispam import inbound as antispam
 from apps.antispam import services as spool
 from apps.delivery.services import RecipientSpec, aenqueue, new_queue_id
+from apps.delivery.vacation import answer_absences
 from apps.directory.models import Mailbox
 from apps.directory.services import Resolution, resolve
 from apps.smtp import replies
@@ -249,6 +250,8 @@ class InboundHandler:
                 await _spool(session, envelope, request)
             else:
                 await committer().submit(request)
+                await database_sync_to_async(answer_absences)(
+                    mailbox_ids, request.data, sender=envelope.mail_from or "")
             await _queue_forwards(envelope, request.data, queue_id)
         except MailhostError as error:
             log.info("defer id=%s from=<%s> reason=%s", queue_id, envelope.mail_from, error.code)

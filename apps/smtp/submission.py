@@ -14,20 +14,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import time
 from base64 import b64decode
 from binascii import Error as Base64Error
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, AuthResult, Envelope, Session
 from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 
+from apps.delivery import submission
 from apps.delivery.dsn import parse_notify, parse_orcpt, xtext_decode
-from apps.delivery.services import RecipientSpec, aenqueue, aprepare
 from apps.directory.models import Mailbox
-from apps.directory.services import aauthenticate, amay_send_as, plaintext_auth_allowed
+from apps.directory.services import aauthenticate, plaintext_auth_allowed
 from apps.smtp import replies
 from apps.smtp.received import protocol_name, received_header
 from apps.smtp.server import (
@@ -35,12 +33,9 @@ from apps.smtp.server import (
     MailhostSMTP,
     _declared_size,
     ehlo_responses,
-    resolve_recipient,
     start_transaction,
 )
-from apps.store.batching import committer
-from apps.store.services import DeliveryRequest
-from mailhost.errors import Invalid, MailhostError, OverQuota
+from mailhost.errors import Invalid, MailhostError
 
 log = logging.getLogger("mailhost.smtp")
 
@@ -201,12 +196,9 @@ class SubmissionSMTP(MailhostSMTP):
         await super().smtp_RCPT(arg)
 
 
-def _hour_key(mailbox: Mailbox) -> str:
-    return f"submission:sent:{mailbox.pk}:{int(time.time() // 3600)}"
-
-
 class SubmissionHandler:
-    """Transaction rules for the platform's own users."""
+    """Transaction rules for the platform's own users: each step asks the one
+    submission service (apps.delivery.submission) that the webmail asks too."""
 
     async def handle_EHLO(
         self, server: SubmissionSMTP, session: Session, envelope: Envelope,
@@ -219,35 +211,31 @@ class SubmissionHandler:
         address: str, mail_options: list[str],
     ) -> str:
         mailbox: Mailbox = session.auth_data
-        if not await amay_send_as(mailbox, address):
-            log.warning("refused sender login=%s from=<%s>", mailbox.address, address)
-            return f"553 5.7.1 Sender address <{address}> is not yours"
-        limit = settings.MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR
-        if (await cache.aget(_hour_key(mailbox), 0)) >= limit:
-            # RFC 3463 X.7.1 is not quite it; Postfix and Exim answer rate limits so too.
-            return f"450 4.7.1 Sending limit of {limit} messages per hour reached, try later"
+        try:
+            await submission.acheck_sender(mailbox, address)
+        except MailhostError as error:
+            log.warning("refused sender login=%s from=<%s> reason=%s", mailbox.address,
+                        address, error.code)
+            return error.smtp_reply()
         start_transaction(server, envelope, address, mail_options)
         envelope.dsn = dict(server.mail_dsn)  # type: ignore[attr-defined]
-        envelope.rcpt_dsn = {}  # type: ignore[attr-defined]
+        envelope.accepted = []  # type: ignore[attr-defined]
         return replies.SENDER_OK
 
     async def handle_RCPT(
         self, server: SubmissionSMTP, session: Session, envelope: Envelope,
         address: str, rcpt_options: list[str],
     ) -> str:
-        limit = settings.MAILHOST_SUBMISSION_MAX_RECIPIENTS
-        if len(envelope.rcpt_tos) >= limit:
-            return f"452 4.5.3 Too many recipients: at most {limit} per message"
-        checked = await resolve_recipient(address, _declared_size(envelope.mail_options))
-        if isinstance(checked, str):
-            return checked
-        resolution, full = checked
-        if full:
-            return OverQuota(f"Mailbox over quota: {address}").smtp_reply()
+        try:
+            resolution = await submission.acheck_recipient(
+                address, accepted=len(envelope.rcpt_tos),
+                declared_size=_declared_size(envelope.mail_options))
+        except MailhostError as error:
+            return error.smtp_reply()
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        envelope.resolutions[address] = resolution  # type: ignore[attr-defined]
-        envelope.rcpt_dsn[address] = dict(server.rcpt_dsn)  # type: ignore[attr-defined]
+        envelope.accepted.append(  # type: ignore[attr-defined]
+            submission.AcceptedRecipient(address, resolution, **server.rcpt_dsn))
         return replies.RECIPIENT_OK
 
     async def handle_DATA(
@@ -259,39 +247,27 @@ class SubmissionHandler:
         if _BARE_LF.search(content):
             return replies.BARE_LF
         peer = session.peer
+        received = received_header(
+            helo=session.host_name, by_host=server.hostname, queue_id=queue_id,
+            peer_ip=peer[0] if isinstance(peer, tuple) else str(peer),
+            protocol=protocol_name(esmtp=session.extended_smtp, tls=session.ssl is not None,
+                                   authenticated=True),
+            recipients=envelope.rcpt_tos, when=timezone.now())
+        dsn = envelope.dsn  # type: ignore[attr-defined]
         try:
-            signed = await aprepare(content, mailbox=mailbox, queue_id=queue_id)
-            data = received_header(
-                helo=session.host_name, by_host=server.hostname, queue_id=queue_id,
-                peer_ip=peer[0] if isinstance(peer, tuple) else str(peer),
-                protocol=protocol_name(esmtp=session.extended_smtp, tls=session.ssl is not None,
-                                       authenticated=True),
-                recipients=envelope.rcpt_tos, when=timezone.now()) + signed
-            resolutions = envelope.resolutions.items()  # type: ignore[attr-defined]
-            mailbox_ids = list(dict.fromkeys(
-                m.pk for _, resolution in resolutions for m in resolution.mailboxes))
-            if mailbox_ids:
-                await committer().submit(DeliveryRequest(mailbox_ids, data))
-            remote = [
-                RecipientSpec(external, **envelope.rcpt_dsn[address])  # type: ignore[attr-defined]
-                for address, resolution in resolutions for external in resolution.external
-            ]
-            if remote:
-                dsn = envelope.dsn  # type: ignore[attr-defined]
-                await aenqueue(sender=envelope.mail_from, recipients=remote, data=data,
-                               ret=dsn.get("ret", ""), envid=dsn.get("envid", ""),
-                               queue_id=queue_id)
+            sent = await submission.asubmit_as_user(
+                mailbox, sender=envelope.mail_from,
+                recipients=envelope.accepted,  # type: ignore[attr-defined]
+                data=content, ret=dsn.get("ret", ""), envid=dsn.get("envid", ""),
+                queue_id=queue_id, received=received)
         except MailhostError as error:
             log.info("refused id=%s login=%s reason=%s", queue_id, mailbox.address, error.code)
             return error.smtp_reply()
         except Exception:
             log.exception("submission failed id=%s", queue_id)
             return replies.TEMPORARY_FAILURE
-        key = _hour_key(mailbox)
-        await cache.aadd(key, 0, timeout=3600)
-        await cache.aincr(key)
         log.info("submitted id=%s login=%s from=<%s> local=%d remote=%d size=%d", queue_id,
-                 mailbox.address, envelope.mail_from, len(mailbox_ids), len(remote), len(data))
+                 mailbox.address, envelope.mail_from, sent.local, sent.remote, len(sent.data))
         return f"250 2.0.0 OK id={queue_id}"
 
 

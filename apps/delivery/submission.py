@@ -1,0 +1,202 @@
+"""The one submission service: how a signed-in user sends mail, whichever front
+end they use (SMTP submission on 587/465, the webmail).
+
+Each step raises a ``MailhostError`` that carries its SMTP reply, so the SMTP
+handler answers with it and the webmail shows its message:
+
+- ``check_sender`` at MAIL FROM: the envelope sender must be the user's
+  (``directory.may_send_as``) and the per-hour limit not yet reached;
+- ``check_recipient`` at each RCPT TO: the recipients limit, then the
+  directory's resolution (unknown, disabled, over quota);
+- ``submit_as_user`` (``asubmit_as_user`` from asyncio) after DATA: size,
+  ``prepare`` (From check, Message-ID/Date, DKIM), local mailboxes through the
+  store, remote ones through the outbound queue, then the hour's count.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+
+from apps.delivery.services import (
+    RecipientSpec,
+    SenderNotAllowed,
+    aenqueue,
+    hand_over,
+    new_queue_id,
+    prepare,
+)
+from apps.delivery.vacation import answer_absences
+from apps.directory.models import Mailbox
+from apps.directory.services import Resolution, may_send_as, resolve
+from apps.store import services as store
+from apps.store.batching import committer
+from mailhost.asyncdb import database_sync_to_async
+from mailhost.errors import Disabled, Invalid, LimitExceeded, MailhostError, NotFound, OverQuota
+
+
+class SendingLimitReached(MailhostError):
+    """The user has sent as many messages this hour as allowed."""
+
+    code = "sending_limit"
+    # RFC 3463 X.7.1 is not quite it; Postfix and Exim answer rate limits so too.
+    smtp_code = 450
+    enhanced = "4.7.1"
+
+
+class TooManyRecipients(LimitExceeded):
+    """More recipients than one message may have."""
+
+    code = "too_many_recipients"
+    smtp_code = 452  # RFC 5321 §4.5.3.1.10
+    enhanced = "4.5.3"
+
+
+class BadRecipient(Invalid):
+    """A recipient address that is not an address."""
+
+    code = "bad_recipient"
+    smtp_code = 501
+    enhanced = "5.1.3"
+
+
+class UnknownRecipient(NotFound):
+    """A recipient in a hosted domain that does not exist."""
+
+    code = "unknown_recipient"
+    smtp_code = 550
+    enhanced = "5.1.1"
+
+
+class MessageTooLarge(MailhostError):
+    """The message is larger than submission allows."""
+
+    code = "message_too_large"
+    smtp_code = 552  # RFC 1870 §6.3
+    enhanced = "5.3.4"
+
+
+@dataclass(frozen=True)
+class AcceptedRecipient:
+    """A recipient that passed ``check_recipient``, with where its mail goes and
+    its RFC 3461 parameters."""
+
+    address: str
+    resolution: Resolution
+    notify: str = ""
+    orcpt: str = ""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    queue_id: str
+    local: int
+    remote: int
+    data: bytes  # as sent: trace field, added fields and signatures included
+
+
+def _hour_key(mailbox: Mailbox) -> str:
+    return f"submission:sent:{mailbox.pk}:{int(time.time() // 3600)}"
+
+
+def check_sender(mailbox: Mailbox, address: str) -> None:
+    """MAIL FROM: ``address`` must be one the user may send as, and the user
+    under the per-hour limit."""
+    if not may_send_as(mailbox, address):
+        raise SenderNotAllowed(f"Sender address <{address}> is not yours")
+    limit = settings.MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR
+    if cache.get(_hour_key(mailbox), 0) >= limit:
+        raise SendingLimitReached(
+            f"Sending limit of {limit} messages per hour reached, try later")
+
+
+def check_recipient(address: str, *, accepted: int, declared_size: int = 0) -> Resolution:
+    """RCPT TO: one more recipient after ``accepted`` others; where it goes."""
+    limit = settings.MAILHOST_SUBMISSION_MAX_RECIPIENTS
+    if accepted >= limit:
+        raise TooManyRecipients(f"Too many recipients: at most {limit} per message")
+    try:
+        resolution = resolve(address)
+    except Invalid:
+        raise BadRecipient(f"Bad recipient address syntax: {address}") from None
+    except NotFound:
+        raise UnknownRecipient(f"No such user here: <{address}>") from None
+    except Disabled as error:
+        raise Disabled(f"{error.message}: <{address}>") from None
+    if store.mailboxes_over_quota(resolution.mailboxes, declared_size):
+        raise OverQuota(f"Mailbox over quota: {address}")
+    return resolution
+
+
+acheck_sender = database_sync_to_async(check_sender)
+acheck_recipient = database_sync_to_async(check_recipient)
+
+
+@dataclass
+class _Prepared:
+    data: bytes
+    mailbox_ids: list[int]
+    remote: list[RecipientSpec]
+
+
+def _prepare(
+    mailbox: Mailbox, recipients: Sequence[AcceptedRecipient], data: bytes, *,
+    queue_id: str, received: bytes,
+) -> _Prepared:
+    if len(data) > settings.MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE:
+        raise MessageTooLarge(
+            f"Message too large: at most {settings.MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE} bytes")
+    signed = received + prepare(data, mailbox=mailbox, queue_id=queue_id)
+    mailbox_ids = list(dict.fromkeys(
+        m.pk for r in recipients for m in r.resolution.mailboxes))
+    remote = [RecipientSpec(external, r.notify, r.orcpt)
+              for r in recipients for external in r.resolution.external]
+    return _Prepared(signed, mailbox_ids, remote)
+
+
+def _count_sent(mailbox: Mailbox) -> None:
+    key = _hour_key(mailbox)
+    cache.add(key, 0, timeout=3600)
+    cache.incr(key)
+
+
+def submit_as_user(
+    mailbox: Mailbox, *, sender: str, recipients: Sequence[AcceptedRecipient], data: bytes,
+    ret: str = "", envid: str = "", queue_id: str = "", received: bytes = b"",
+) -> Submitted:
+    """Send a message for a signed-in user: checked, signed, delivered to the
+    local recipients and queued for the remote ones in one transaction, then
+    counted against the hour's limit. ``received`` is the front end's trace
+    field, put above the signature. Raises before anything is kept."""
+    queue_id = queue_id or new_queue_id()
+    prepared = _prepare(mailbox, recipients, data, queue_id=queue_id, received=received)
+    hand_over(mailbox_ids=prepared.mailbox_ids, remote=prepared.remote, sender=sender,
+              data=prepared.data, ret=ret, envid=envid, queue_id=queue_id)
+    _count_sent(mailbox)
+    answer_absences(prepared.mailbox_ids, prepared.data, sender=sender)
+    return Submitted(queue_id, len(prepared.mailbox_ids), len(prepared.remote), prepared.data)
+
+
+async def asubmit_as_user(
+    mailbox: Mailbox, *, sender: str, recipients: Sequence[AcceptedRecipient], data: bytes,
+    ret: str = "", envid: str = "", queue_id: str = "", received: bytes = b"",
+) -> Submitted:
+    """``submit_as_user`` for asyncio front ends: the local copies go through
+    the group committer (DESIGN.md "Group commit"), so they share a batch
+    with the deliveries arriving at the same moment."""
+    queue_id = queue_id or new_queue_id()
+    prepared = await database_sync_to_async(_prepare)(
+        mailbox, recipients, data, queue_id=queue_id, received=received)
+    if prepared.mailbox_ids:
+        await committer().submit(store.DeliveryRequest(prepared.mailbox_ids, prepared.data))
+    if prepared.remote:
+        await aenqueue(sender=sender, recipients=prepared.remote, data=prepared.data, ret=ret,
+                       envid=envid, queue_id=queue_id)
+    await database_sync_to_async(_count_sent)(mailbox)
+    await database_sync_to_async(answer_absences)(prepared.mailbox_ids, prepared.data,
+                                                  sender=sender)
+    return Submitted(queue_id, len(prepared.mailbox_ids), len(prepared.remote), prepared.data)
