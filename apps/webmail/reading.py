@@ -65,11 +65,12 @@ def _body_in(node: Part, section: list[int]) -> tuple[list[int], Part] | None:
     if children:
         numbered = [([*section, n], child) for n, child in enumerate(children, 1)]
         if node["subtype"] == "alternative":
-            numbered.reverse()  # the last alternative is the preferred one
-            for wanted in ("html", "plain"):
-                for path, child in numbered:
-                    if child["type"] == "text" and child["subtype"] == wanted:
-                        return path, child
+            # The last alternative is the sender's preferred one; HTML (perhaps
+            # inside a related group with its images) over plain text.
+            found = [body for path, child in reversed(numbered)
+                     if (body := _body_in(child, path)) is not None]
+            html = [body for body in found if body[1]["subtype"] == "html"]
+            return (html or found or [None])[0]
         if node["subtype"] == "related":
             numbered = numbered[:1]
         for path, child in numbered:

@@ -53,6 +53,9 @@ _INLINE_IMAGE = re.compile(r"data:image/(?:png|gif|jpe?g|webp);", re.IGNORECASE)
 # A declaration that can fetch something: url(), image-set(), @import, or a
 # CSS escape that could spell either of them.
 _FETCHING_CSS = re.compile(r"url\s*\(|image-set|@import|\\", re.IGNORECASE)
+# Old browsers' ways to run code from CSS: never kept, images or not.
+_ACTIVE_CSS = re.compile(r"expression\s*\(|javascript:|behavior\s*:|-moz-binding",
+                         re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,10 @@ def clean_html(text: str, *, cid_url: Callable[[str], str | None],
                     return value
                 blocked += 1
             return None
-        if attribute == "style" and not images:
-            declarations = value.split(";")
+        if attribute == "style":
+            declarations = [d for d in value.split(";") if not _ACTIVE_CSS.search(d)]
+            if images:
+                return ";".join(declarations)
             kept = [d for d in declarations if not _FETCHING_CSS.search(d)]
             blocked += len(declarations) - len(kept)
             return ";".join(kept)
