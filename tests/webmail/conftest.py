@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from email import policy
 from email.message import EmailMessage
 
 import pytest
@@ -14,7 +15,7 @@ from tests.factories import make_mailbox
 
 def build(subject: str = "Hello", body: str = "Hi there.", *, sender: str = "Ann <ann@far.example>",
           to: str = "bob@here.example", html: str | None = None, **headers: str) -> bytes:
-    """A message as a mail client writes it."""
+    """A message as a mail client writes it (CRLF line ends, as SMTP wants)."""
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
@@ -24,7 +25,7 @@ def build(subject: str = "Hello", body: str = "Hi there.", *, sender: str = "Ann
     message.set_content(body)
     if html is not None:
         message.add_alternative(html, subtype="html")
-    return bytes(message)
+    return message.as_bytes(policy=policy.SMTP)
 
 
 @pytest.fixture
