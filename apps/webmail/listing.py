@@ -15,6 +15,8 @@ from datetime import datetime
 from email.utils import getaddresses
 
 from django.db.models import QuerySet
+from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.store import mime
@@ -56,16 +58,18 @@ class Row:
     answered: bool
     attachment: bool
 
-    @property
-    def date_label(self) -> str:
-        """Today's mail by time, this year's by day, older with the year."""
-        local = timezone.localtime(self.date)
-        now = timezone.localtime()
-        if local.date() == now.date():
-            return local.strftime("%H:%M")
-        if local.year == now.year:
-            return f"{local.day} {local.strftime('%b')}"
-        return f"{local.day} {local.strftime('%b %Y')}"
+    url: str
+    date_label: str  # today's mail by time, this year's by day, older with the year
+    size_label: str
+
+
+def _date_label(value: datetime, now: datetime) -> str:
+    local = timezone.localtime(value)
+    if local.date() == now.date():
+        return local.strftime("%H:%M")
+    if local.year == now.year:
+        return f"{local.day} {local.strftime('%b')}"
+    return f"{local.day} {local.strftime('%b %Y')}"
 
 
 def _names(header_text: str) -> str:
@@ -110,6 +114,10 @@ def snippet(blob_id: str, structure: dict) -> str:
 def rows(query: QuerySet[Message], folders: dict[int, Folder]) -> list[Row]:
     """List rows for messages (one query; ``query`` already sliced)."""
     out = []
+    now = timezone.localtime()
+    # Labels and URLs made here, once per row: a template filter or {% url %}
+    # per row would be most of a page's time.
+    base = reverse("webmail:message", args=[0]).removesuffix("0/")
     for r in query.values(*_FIELDS):
         folder = folders.get(r["folder_id"])
         outgoing = folder is not None and folder.special_use in (SpecialUse.SENT,
@@ -124,7 +132,9 @@ def rows(query: QuerySet[Message], folders: dict[int, Folder]) -> list[Row]:
             size=r["size"], seen=bool(r["flags"] & Flag.SEEN),
             flagged=bool(r["flags"] & Flag.FLAGGED),
             answered=bool(r["flags"] & Flag.ANSWERED),
-            attachment=mime.has_attachment(structure)))
+            attachment=mime.has_attachment(structure), url=f"{base}{r['pk']}/",
+            date_label=_date_label(r["internal_date"], now),
+            size_label=filesizeformat(r["size"])))
     return out
 
 

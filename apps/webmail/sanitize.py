@@ -53,9 +53,22 @@ _INLINE_IMAGE = re.compile(r"data:image/(?:png|gif|jpe?g|webp);", re.IGNORECASE)
 # A declaration that can fetch something: url(), image-set(), @import, or a
 # CSS escape that could spell either of them.
 _FETCHING_CSS = re.compile(r"url\s*\(|image-set|@import|\\", re.IGNORECASE)
+# Anything in a style attribute that needs a closer look.
+_SUSPECT_CSS = re.compile(r"[(\\@]|javascript|behavior|binding", re.IGNORECASE)
 # Old browsers' ways to run code from CSS: never kept, images or not.
 _ACTIVE_CSS = re.compile(r"expression\s*\(|javascript:|behavior\s*:|-moz-binding",
                          re.IGNORECASE)
+
+
+_REMOTE_REFERENCE = re.compile(
+    r"""(?:src|srcset|background|poster)\s*=\s*["']?\s*https?:|url\s*\(\s*["']?\s*https?:""",
+    re.IGNORECASE)
+
+
+def has_remote_content(text: str) -> bool:
+    """Whether HTML refers to anything remote, for offering "Show images":
+    a quick look, not a sanitiser (the frame's own request sanitises)."""
+    return _REMOTE_REFERENCE.search(text) is not None
 
 
 @dataclass(frozen=True)
@@ -71,11 +84,21 @@ def clean_html(text: str, *, cid_url: Callable[[str], str | None],
     blocked = 0
 
     def keep(tag: str, attribute: str, value: str) -> str | None:
+        # Called for every attribute of a large message: the common cases first.
         nonlocal blocked
-        lowered = value.strip().lower()
+        if attribute == "style":
+            if not _SUSPECT_CSS.search(value):
+                return value
+            declarations = [d for d in value.split(";") if not _ACTIVE_CSS.search(d)]
+            if images:
+                return ";".join(declarations)
+            kept = [d for d in declarations if not _FETCHING_CSS.search(d)]
+            blocked += len(declarations) - len(kept)
+            return ";".join(kept)
         if attribute == "href":
-            return value if lowered.startswith(_LINK_SCHEMES) else None
+            return value if value.lstrip().lower().startswith(_LINK_SCHEMES) else None
         if attribute == "src":
+            lowered = value.strip().lower()
             if lowered.startswith("cid:"):
                 return cid_url(value.strip()[4:])
             if _INLINE_IMAGE.match(lowered):
@@ -85,13 +108,6 @@ def clean_html(text: str, *, cid_url: Callable[[str], str | None],
                     return value
                 blocked += 1
             return None
-        if attribute == "style":
-            declarations = [d for d in value.split(";") if not _ACTIVE_CSS.search(d)]
-            if images:
-                return ";".join(declarations)
-            kept = [d for d in declarations if not _FETCHING_CSS.search(d)]
-            blocked += len(declarations) - len(kept)
-            return ";".join(kept)
         return value
 
     cleaned = nh3.clean(

@@ -31,7 +31,7 @@ from apps.webmail.folders import (
     messages_of,
 )
 from apps.webmail.query import QueryError, parse
-from apps.webmail.sanitize import clean_html, frame_policy, text_to_html
+from apps.webmail.sanitize import clean_html, frame_policy, has_remote_content, text_to_html
 from mailhost.errors import Invalid, MailhostError
 
 UNDO_KEY = "webmail_undo"
@@ -118,16 +118,14 @@ def _reading_context(request: HttpRequest, mailbox: Mailbox, message: Message,
     structure = blob.bodystructure
     raw = get_blob_store().read(blob.pk)
     body = reading.body_part(structure)
-    text_html = blocked = None
-    is_html = False
+    text_html = None
+    is_html = blocked = False
     if body is not None:
         _section, part = body
         text = reading.decode_text(reading.part_bytes(raw, part), part)
         if part["subtype"] == "html":
             is_html = True
-            # Sanitised here only to know whether anything was held back; the
-            # frame's own request renders it.
-            blocked = clean_html(text, cid_url=lambda _cid: "").blocked
+            blocked = has_remote_content(text)  # the frame's own request sanitises
         else:
             text_html = text_to_html(text)
     newer, older = listing.neighbours(message)
