@@ -79,13 +79,16 @@ def _fields(key: SearchKey) -> set[str]:
     return needed
 
 
-def _load(folder_id: int, uids: list[int], fields: list[str]) -> dict[int, dict]:
-    rows = store.message_rows(folder_id, uids, fields)
-    if "blob_id" in fields:
+def _by_uid(rows: list[dict], fields: list[str]) -> dict[int, dict]:
+    if "blob_id" in fields:  # HEADER, BODY and TEXT read the message bytes
         blobs = get_blob_store()
         for row in rows:
             row["raw"] = blobs.read(row["blob_id"])
     return {row["uid"]: row for row in rows}
+
+
+def _load(folder_id: int, uids: list[int], fields: list[str]) -> dict[int, dict]:
+    return _by_uid(store.message_rows(folder_id, uids, fields), fields)
 
 
 async def run(session: IMAPSession, key: SearchKey) -> list[int]:
@@ -113,15 +116,13 @@ def _positions(view: FolderView, saved: list[int], rows: dict[int, dict],
 def search_folder(folder_id: int, key: SearchKey) -> list[int]:
     """UIDs of a folder's messages that match ``key``, ascending: the same
     evaluation as SEARCH in a session, over a fresh view of the folder (for
-    front ends without a selected folder, such as the webmail)."""
-    changes = store.folder_changes(folder_id, 0)
-    if changes is None:
-        return []
+    front ends without a selected folder, such as the webmail). One query
+    reads the view and the fields the key needs."""
+    fields = sorted(_fields(key))
+    changes, found = store.folder_rows(folder_id, fields)
     view = FolderView(folder_id=folder_id, name="", uidvalidity=0, readonly=True)
     view.apply(changes, allow_expunge=True)
-    fields = _fields(key)
-    rows = _load(folder_id, list(view.uids), sorted(fields)) if fields and len(view) else {}
-    return [view.uids[p] for p in _positions(view, [], rows, key)]
+    return [view.uids[p] for p in _positions(view, [], _by_uid(found, fields), key)]
 
 
 def _casefold_in(needle: str, haystack: str | None) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.core.cache import cache
 from django.db.models import Count, F
 from django.http import Http404
 
@@ -12,6 +13,7 @@ from apps.directory.models import Mailbox
 from apps.store import services as store
 from apps.store.models import Flag, Folder, Message, SpecialUse
 
+UNREAD_CACHE_SECONDS = 7 * 24 * 3600
 # The sidebar's order (RFC 6154 special uses first, as most clients show them).
 SPECIAL_ORDER = [SpecialUse.DRAFTS, SpecialUse.SENT, SpecialUse.ARCHIVE, SpecialUse.JUNK,
                  SpecialUse.TRASH]
@@ -37,19 +39,35 @@ def _rank(folder: Folder) -> tuple[int, str]:
     return len(SPECIAL_ORDER) + 1, folder.name
 
 
-def unread_counts(mailbox: Mailbox) -> dict[int, int]:
-    """Unseen messages per folder, in one grouped query."""
-    rows = (Message.objects.filter(folder__mailbox=mailbox)
-            .annotate(seen=F("flags").bitand(Flag.SEEN)).filter(seen=0)
-            .values("folder_id").annotate(count=Count("pk")).order_by())
-    return {row["folder_id"]: row["count"] for row in rows}
+def _unread_key(folder: Folder) -> str:
+    # Every change of flags or contents raises HIGHESTMODSEQ, so a count
+    # cached under it is right for as long as the key is asked for.
+    return f"webmail:unread:{folder.pk}:{folder.highestmodseq}"
+
+
+def unread_counts(folders: list[Folder]) -> dict[int, int]:
+    """Unseen messages per folder: from the cache for folders unchanged since
+    they were counted, the others in one grouped query."""
+    keys = {_unread_key(folder): folder.pk for folder in folders}
+    counts = {keys[key]: count for key, count in cache.get_many(list(keys)).items()}
+    missing = [folder for folder in folders if folder.pk not in counts]
+    if missing:
+        rows = (Message.objects.filter(folder__in=missing)
+                .annotate(seen=F("flags").bitand(Flag.SEEN)).filter(seen=0)
+                .values("folder_id").annotate(count=Count("pk")).order_by())
+        fresh = {folder.pk: 0 for folder in missing}
+        fresh.update({row["folder_id"]: row["count"] for row in rows})
+        cache.set_many({_unread_key(folder): fresh[folder.pk] for folder in missing},
+                       timeout=UNREAD_CACHE_SECONDS)
+        counts.update(fresh)
+    return counts
 
 
 def folder_entries(mailbox: Mailbox) -> list[FolderEntry]:
     """Every folder for the sidebar: Inbox, Drafts, Sent, Archive, Junk,
     Trash, then the others in tree order, each with its unread count."""
     folders = sorted(store.list_folders(mailbox), key=_rank)
-    counts = unread_counts(mailbox)
+    counts = unread_counts(folders)
     entries = []
     for folder in folders:
         levels = folder.name.split(Folder.DELIMITER)

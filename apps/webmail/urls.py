@@ -17,6 +17,7 @@ urlpatterns = [
     path("message/<int:message_id>/inline/<str:section>/", views.message_inline,
          name="inline"),
     path("message/<int:message_id>/source/", views.message_source, name="source"),
+    path("message/<int:message_id>/conversation/", views.conversation, name="conversation"),
     path("act/", views.act, name="act"),
     path("undo/", views.undo, name="undo"),
     path("search/", views.search, name="search"),

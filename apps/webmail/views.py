@@ -134,7 +134,10 @@ def _reading_context(request: HttpRequest, mailbox: Mailbox, message: Message,
         "blocked": blocked, "images": request.GET.get("images") == "1",
         "attachments": reading.attachments(structure),
         "badges": reading.verdict_badges(reading.header_fields(raw, structure)),
-        "conversation": reading.conversation(mailbox, message),
+        # The thread is looked up across the mailbox: its own request (after the
+        # page shows), or inline when asked without JavaScript.
+        "conversation": (reading.conversation(mailbox, message)
+                         if request.GET.get("conversation") == "1" else None),
         "flagged": bool(message.flags & Flag.FLAGGED),
         "in_trash": message.folder.special_use == SpecialUse.TRASH,
         "in_junk": message.folder.special_use == SpecialUse.JUNK,
@@ -161,6 +164,16 @@ def message(request: HttpRequest, message_id: int) -> HttpResponse:
         kind=_kind(found.folder),
         sort=listing.DEFAULT_SORT, list_url=reverse("webmail:folder", args=[found.folder_id])
         + f"?page={page.number}", **context))
+
+
+@mailbox_required
+@require_GET
+def conversation(request: HttpRequest, message_id: int) -> HttpResponse:
+    """The thread of a message, for its reading pane."""
+    mailbox = _mailbox(request)
+    found = message_of(mailbox, message_id)
+    return render(request, "webmail/_conversation.html", {
+        "message": found, "conversation": reading.conversation(mailbox, found)})
 
 
 @xframe_options_sameorigin
