@@ -11,7 +11,8 @@ from django.http import Http404
 
 from apps.directory.models import Mailbox
 from apps.store import services as store
-from apps.store.models import Flag, Folder, Message, SpecialUse
+from apps.store.models import DEFAULT_FOLDERS, Flag, Folder, Message, SpecialUse
+from mailhost.errors import Conflict
 
 UNREAD_CACHE_SECONDS = 7 * 24 * 3600
 # The sidebar's order (RFC 6154 special uses first, as most clients show them).
@@ -86,11 +87,12 @@ def special_folder(mailbox: Mailbox, use: str) -> Folder:
     if folder is None:
         store.ensure_default_folders([mailbox.pk])
         folder = Folder.objects.filter(mailbox=mailbox, special_use=use).order_by("pk").first()
-    if folder is None:  # the user deleted it: make it again under its usual name
-        name = {SpecialUse.TRASH: "Trash", SpecialUse.JUNK: "Junk",
-                SpecialUse.ARCHIVE: "Archive", SpecialUse.SENT: "Sent",
-                SpecialUse.DRAFTS: "Drafts"}[use]
-        folder = store.create_folder(mailbox, name, special_use=use)
+    if folder is None:  # deleted over IMAP: made again under its usual name
+        name = {special: usual for usual, special in DEFAULT_FOLDERS}[use]
+        try:
+            folder = store.create_folder(mailbox, name, special_use=use)
+        except Conflict:  # a plain folder has that name: it serves
+            folder = store.get_folder(mailbox, name)
     return folder
 
 

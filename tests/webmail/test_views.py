@@ -437,3 +437,11 @@ def test_no_open_redirect_after_an_action(reader: Client, deliver, mailbox) -> N
     response = act(reader, "unread", message, next="//evil.example/")
     assert response["Location"] == f"/mail/folder/{inbox.pk}/"
     assert act(reader, "read", message, next="/mail/?page=2")["Location"] == "/mail/?page=2"
+
+
+def test_trash_deleted_over_imap_is_made_again(reader: Client, deliver, mailbox) -> None:
+    store.delete_folder(mailbox, "Trash")
+    message = deliver()
+    act(reader, "delete", message)
+    trash = Folder.objects.get(mailbox=mailbox, special_use="\\Trash")
+    assert trash.name == "Trash" and trash.message_count == 1
