@@ -4,6 +4,9 @@ user's tab which folders changed, from the store's own change events."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import pytest
 from django.test import AsyncClient
@@ -12,6 +15,15 @@ from apps.store import services as store
 from mailhost.asyncdb import database_sync_to_async
 from tests.factories import make_mailbox
 from tests.webmail.conftest import build
+
+T = TypeVar("T")
+
+
+def run(coroutine: Coroutine[object, object, T]) -> T:
+    """Run a coroutine on an event loop of its own thread (Playwright's sync
+    API may already run a loop in the test's thread)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
 
 
 async def next_frame(chunks) -> bytes:  # type: ignore[no-untyped-def]
@@ -42,7 +54,7 @@ def test_the_stream_tells_of_new_mail_and_moves() -> None:
                          f'{max(inbox.pk, junk.pk)}]}}\n\n').encode()
         await chunks.aclose()
 
-    asyncio.run(watch())
+    run(watch())
 
 
 @pytest.mark.django_db(transaction=True)
@@ -51,4 +63,4 @@ def test_the_stream_is_only_for_mailbox_users() -> None:
         response = await AsyncClient().get("/mail/events/")
         return response.status_code
 
-    assert asyncio.run(ask()) == 404
+    assert run(ask()) == 404
