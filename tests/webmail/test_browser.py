@@ -126,3 +126,28 @@ def test_moving_to_junk_is_an_expunge_for_an_imap_session(web_server, mail_serve
         assert imap.select("Junk") == ("OK", [b"1"])
     finally:
         imap.logout()
+
+
+def test_keyboard_archives_and_dragging_onto_a_folder_moves(web_server, page: Page) -> None:
+    mailbox = make_mailbox("bob@here.example")
+    for subject in ("Oldest", "Middle", "Newest"):
+        store.deliver([mailbox], build(subject=subject))
+    sign_in(page, web_server.url, mailbox.address, PASSWORD)
+    expect(page.locator(".msg-row")).to_have_count(3)
+    page.wait_for_load_state()
+    page.keyboard.press("?")
+    expect(page.get_by_role("dialog", name="Keyboard shortcuts")).to_be_visible()
+    page.keyboard.press("Escape")
+    page.keyboard.press("j")
+    page.keyboard.press("j")  # the second row: "Middle"
+    page.keyboard.press("e")
+    expect(page.get_by_text("Moved 1 message to Archive.")).to_be_visible()
+    archive = store.get_folder(mailbox, "Archive")
+    assert [m.blob.subject for m in archive.messages.all()] == ["Middle"]
+    page.locator(".msg-row", has_text="Newest").drag_to(
+        page.locator(".folder-list a", has_text="Junk"))
+    expect(page.get_by_text("Moved 1 message to Junk.")).to_be_visible()
+    junk = store.get_folder(mailbox, "Junk")
+    assert [m.blob.subject for m in junk.messages.all()] == ["Newest"]
+    page.keyboard.press("/")
+    expect(page.get_by_label("Search mail")).to_be_focused()
