@@ -445,3 +445,13 @@ def test_trash_deleted_over_imap_is_made_again(reader: Client, deliver, mailbox)
     act(reader, "delete", message)
     trash = Folder.objects.get(mailbox=mailbox, special_use="\\Trash")
     assert trash.name == "Trash" and trash.message_count == 1
+
+
+def test_any_page_of_the_layout_lists_the_folders(rf, mailbox) -> None:
+    """The writing side's pages extend the same layout without passing folders."""
+    from django.template.loader import render_to_string
+
+    request = rf.get("/mail/compose/")
+    request.user = mailbox.user
+    html = render_to_string("webmail/base.html", {}, request=request)
+    assert 'class="folder-list"' in html and ">Inbox<" in html and ">Trash<" in html
