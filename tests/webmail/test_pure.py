@@ -175,3 +175,44 @@ def test_any_query_parses_or_says_why(query: str | bytes) -> None:
         assert str(error)
         return
     assert key is None or isinstance(key, SearchKey)
+
+
+# --- the store and IMAP helpers the webmail reads with ------------------------------
+
+
+def test_leaf_parts_carry_the_section_find_part_takes() -> None:
+    from email.message import EmailMessage
+
+    from apps.store import mime
+
+    message = EmailMessage()
+    message["Subject"] = "parts"
+    message.set_content("plain")
+    message.add_alternative("<p>html</p>", subtype="html")
+    message.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="a.pdf")
+    structure = mime.analyze(bytes(message)).bodystructure
+    leaves = mime.leaf_parts(structure)
+    assert [section for section, _part in leaves] == [[1, 1], [1, 2], [2]]
+    for section, part in leaves:
+        assert mime.find_part(structure, section) == part
+    assert [mime.is_attachment(part) for _s, part in leaves] == [False, False, True]
+    assert mime.has_attachment(structure)
+    single = mime.analyze(b"Subject: x\r\n\r\nbody\r\n").bodystructure
+    assert mime.leaf_parts(single) == [([1], single)] and not mime.has_attachment(single)
+
+
+def test_reference_threads_nest_replies_in_reading_order() -> None:
+    from datetime import UTC, datetime
+
+    from apps.imap.ordering import reference_threads
+
+    def row(message_id: str, refs: list[str], day: int, subject: str = "Trip") -> dict:
+        return {"blob__message_id": message_id, "blob__references": refs,
+                "blob__in_reply_to": refs[-1] if refs else "", "blob__subject": subject,
+                "blob__sent_date": datetime(2025, 1, day, tzinfo=UTC),
+                "internal_date": datetime(2025, 1, day, tzinfo=UTC)}
+
+    items = [(1, row("<a>", [], 1)), (2, row("<b>", ["<a>"], 2, "Re: Trip")),
+             (3, row("<c>", ["<a>", "<b>"], 3, "Re: Trip")),
+             (4, row("<d>", ["<a>"], 4, "Re: Trip")), (5, row("<z>", [], 5, "Other"))]
+    assert reference_threads(items) == [[(1, 0), (2, 1), (3, 2), (4, 1)], [(5, 0)]]
