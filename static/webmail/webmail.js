@@ -36,7 +36,7 @@
     try {
       const doc = frame.contentDocument;
       if (doc && doc.documentElement) {
-        frame.style.height = Math.max(doc.documentElement.scrollHeight + 24, 200) + "px";
+        frame.style.height = Math.max(doc.documentElement.scrollHeight + 24, 160) + "px";
       }
     } catch (error) { /* not ours to measure */ }
   }
