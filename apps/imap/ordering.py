@@ -217,8 +217,8 @@ def _members(node: _Node) -> str:
 THREAD_FIELDS = (*SORT_FIELDS, "blob__message_id", "blob__references", "blob__in_reply_to")
 
 
-def references(items: Sequence[tuple[int, dict[str, Any]]]) -> str:
-    """THREAD=REFERENCES (RFC 5256 §3) in the response syntax of §4."""
+def _reference_threads(items: Sequence[tuple[int, dict[str, Any]]]) -> list[_Node]:
+    """The sorted roots of THREAD=REFERENCES (RFC 5256 §3) over (number, row) pairs."""
     by_id: dict[str, _Node] = {}
     nodes: list[_Node] = []
     for number, row in sorted(items, key=lambda item: item[0]):
@@ -256,4 +256,30 @@ def references(items: Sequence[tuple[int, dict[str, Any]]]) -> str:
     _sort_tree(roots)  # step 4
     roots = _merge_by_subject(roots)  # step 5
     _sort_tree(roots)  # step 6
-    return "".join(f"({_members(node)})" for node in roots)
+    return roots
+
+
+def references(items: Sequence[tuple[int, dict[str, Any]]]) -> str:
+    """THREAD=REFERENCES (RFC 5256 §3) in the response syntax of §4."""
+    return "".join(f"({_members(node)})" for node in _reference_threads(items))
+
+
+def reference_threads(
+        items: Sequence[tuple[int, dict[str, Any]]]) -> list[list[tuple[int, int]]]:
+    """The same threads as ``references``, each as (number, depth) pairs in
+    reading order (depth first); dummies are left out, their children keep
+    the dummy's depth. The webmail's conversation view uses it."""
+
+    def walk(node: _Node, depth: int, out: list[tuple[int, int]]) -> None:
+        if node.row is not None:
+            out.append((node.number, depth))
+            depth += 1
+        for child in node.children:
+            walk(child, depth, out)
+
+    threads = []
+    for root in _reference_threads(items):
+        members: list[tuple[int, int]] = []
+        walk(root, 0, members)
+        threads.append(members)
+    return threads

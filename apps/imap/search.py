@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from apps.imap import responses as fmt
 from apps.imap.parser import SearchKey
+from apps.imap.view import FolderView
 from apps.store import mime
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
@@ -36,6 +37,8 @@ _KEY_FIELDS: dict[str, tuple[str, ...]] = {
     **{k: (v,) for k, v in _ADDRESS_FIELDS.items()},
     "HEADER": ("blob_id", "blob__bodystructure"), "BODY": ("blob_id", "blob__bodystructure"),
     "TEXT": ("blob_id", "blob__bodystructure"),
+    # Not an IMAP key: the webmail's has:attachment, evaluated by the same matcher.
+    "HASATTACHMENT": ("blob__bodystructure",),
 }
 
 
@@ -76,13 +79,16 @@ def _fields(key: SearchKey) -> set[str]:
     return needed
 
 
-def _load(folder_id: int, uids: list[int], fields: list[str]) -> dict[int, dict]:
-    rows = store.message_rows(folder_id, uids, fields)
-    if "blob_id" in fields:
+def _by_uid(rows: list[dict], fields: list[str]) -> dict[int, dict]:
+    if "blob_id" in fields:  # HEADER, BODY and TEXT read the message bytes
         blobs = get_blob_store()
         for row in rows:
             row["raw"] = blobs.read(row["blob_id"])
     return {row["uid"]: row for row in rows}
+
+
+def _load(folder_id: int, uids: list[int], fields: list[str]) -> dict[int, dict]:
+    return _by_uid(store.message_rows(folder_id, uids, fields), fields)
 
 
 async def run(session: IMAPSession, key: SearchKey) -> list[int]:
@@ -94,12 +100,29 @@ async def run(session: IMAPSession, key: SearchKey) -> list[int]:
     if fields and len(view):
         rows = await database_sync_to_async(_load)(
             view.folder_id, list(view.uids), sorted(fields))
-    matcher = _Matcher(session, rows)
+    return _positions(view, session.saved, rows, key)
+
+
+def _positions(view: FolderView, saved: list[int], rows: dict[int, dict],
+               key: SearchKey) -> list[int]:
+    matcher = _Matcher(view, saved, rows)
     # Messages expunged by another session but not yet told are not found
     # (RFC 2180 §4.1.3 leaves this to the server): they cannot be fetched either.
     gone = view.pending_expunge
     return [p for p in range(len(view))
             if view.uids[p] not in gone and matcher.match(key, p)]
+
+
+def search_folder(folder_id: int, key: SearchKey) -> list[int]:
+    """UIDs of a folder's messages that match ``key``, ascending: the same
+    evaluation as SEARCH in a session, over a fresh view of the folder (for
+    front ends without a selected folder, such as the webmail). One query
+    reads the view and the fields the key needs."""
+    fields = sorted(_fields(key))
+    changes, found = store.folder_rows(folder_id, fields)
+    view = FolderView(folder_id=folder_id, name="", uidvalidity=0, readonly=True)
+    view.apply(changes, allow_expunge=True)
+    return [view.uids[p] for p in _positions(view, [], _by_uid(found, fields), key)]
 
 
 def _casefold_in(needle: str, haystack: str | None) -> bool:
@@ -115,9 +138,9 @@ def _decoded(value: bytes) -> str:
 
 
 class _Matcher:
-    def __init__(self, session: IMAPSession, rows: dict[int, dict]) -> None:
-        self.session = session
-        self.view = session.view
+    def __init__(self, view: FolderView, saved: list[int], rows: dict[int, dict]) -> None:
+        self.view = view
+        self.saved = saved
         self.rows = rows
         self.largest_uid = self.view.uids[-1] if self.view.uids else 0
         self._cache: dict[tuple[int, str], Any] = {}
@@ -137,7 +160,7 @@ class _Matcher:
         if op in ("SEQ", "UID"):
             seqs = key.args[0]
             if seqs.saved:
-                return uid in self.session.saved
+                return uid in self.saved
             if op == "SEQ":
                 return seqs.contains(position + 1, len(view))
             return seqs.contains(uid, self.largest_uid)
@@ -185,6 +208,8 @@ class _Matcher:
                 return _casefold_in(value, row[stored])
             found = [v for _n, v in self._headers(uid, row, name)]
             return bool(found) and (not value or any(_casefold_in(value, v) for v in found))
+        if op == "HASATTACHMENT":
+            return mime.has_attachment(row["blob__bodystructure"])
         if op == "BODY":
             return _casefold_in(key.args[0], self._body(uid, row))
         if op == "TEXT":

@@ -57,7 +57,7 @@ from urllib.parse import unquote_to_bytes
 
 __all__ = [
     "MAX_DEPTH", "MAX_PARTS", "MessageInfo", "analyze", "decode_body", "extract_text",
-    "find_part",
+    "find_part", "has_attachment", "is_attachment", "leaf_parts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -148,6 +148,44 @@ def find_part(structure: dict, section: list[int]) -> dict | None:
         node = children[number - 1]
         children = _children(node)
     return node
+
+
+def leaf_parts(structure: dict) -> list[tuple[list[int], dict]]:
+    """The leaves of a message's body in message order, each with its IMAP
+    section number (as `find_part` takes it). An encapsulated message
+    (message/rfc822) is one leaf: its own parts belong to it."""
+    out: list[tuple[list[int], Part]] = []
+
+    def walk(children: list[Part], path: list[int]) -> None:
+        for number, child in enumerate(children, 1):
+            if child.get("parts"):
+                walk(child["parts"], [*path, number])
+            else:
+                out.append(([*path, number], child))
+
+    walk(_message_children(structure), [])
+    return out
+
+
+def _param(params: list[list[str]] | None, name: str) -> str:
+    return next((value for key, value in params or () if key.lower() == name), "")
+
+
+def is_attachment(part: dict) -> bool:
+    """Whether a leaf is a file for the reader to save rather than body text
+    to show (RFC 2183): declared as an attachment, or named, or not text,
+    except an inline part referenced by Content-ID (an image in the HTML)."""
+    disposition = part.get("disposition") or ["", []]
+    if disposition[0].lower() == "attachment":
+        return True
+    if part.get("id") and part["type"] != "text":
+        return False
+    named = _param(disposition[1], "filename") or _param(part.get("params"), "name")
+    return bool(named) or part["type"] != "text"
+
+
+def has_attachment(structure: dict) -> bool:
+    return any(is_attachment(part) for _section, part in leaf_parts(structure))
 
 
 # ---------------------------------------------------------------------------

@@ -279,6 +279,23 @@ def highest_modseqs(folder_ids: Iterable[int]) -> dict[int, int]:
                 .values_list("pk", "highestmodseq"))
 
 
+def folder_rows(folder_id: int, fields: Sequence[str]) -> tuple[FolderChanges, list[dict]]:
+    """Every message of a folder at once, for a reader with no session view
+    (the webmail's search): its state as ``folder_changes(folder_id, 0)``
+    gives it, and the selected fields of each row, in UID order, read in the
+    same query."""
+    with transaction.atomic():
+        head = Folder.objects.filter(pk=folder_id).values_list(
+            "highestmodseq", "uidnext").first()
+        if head is None:
+            return FolderChanges(0, 0, [], []), []
+        query = Message.objects.filter(folder_id=folder_id)
+        keywords = dict(query.exclude(keywords=[]).values_list("uid", "keywords"))
+        rows = list(query.order_by("uid").values("uid", "flags", "modseq", *fields))
+    changed = [(r["uid"], r["flags"], keywords.get(r["uid"], []), r["modseq"]) for r in rows]
+    return FolderChanges(head[0], head[1], changed, []), rows
+
+
 def message_rows(folder_id: int, uids: Sequence[int], fields: Sequence[str]) -> list[dict]:
     """Selected fields of messages (Message fields, or ``blob__*``), one query."""
     return list(Message.objects.filter(folder_id=folder_id, uid__in=list(uids))

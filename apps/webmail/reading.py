@@ -1,0 +1,224 @@
+"""What the reading pane shows of a message: which part is its body, its
+attachments, the sender-authentication results and spam verdict our own
+checks wrote into it, and its conversation.
+
+Everything is taken from the body structure the store parsed once at
+delivery (``Blob.bodystructure``, byte offsets into the blob) and the
+message bytes; nothing here writes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+
+from apps.directory.models import Mailbox
+from apps.imap import ordering
+from apps.store import mime
+from apps.store.models import Message
+
+Part = dict[str, Any]
+
+
+def section_text(section: list[int]) -> str:
+    return ".".join(map(str, section))
+
+
+def parse_section(text: str) -> list[int] | None:
+    if not re.fullmatch(r"[1-9][0-9]{0,4}(?:\.[1-9][0-9]{0,4}){0,20}", text):
+        return None
+    return [int(number) for number in text.split(".")]
+
+
+def decode_text(data: bytes, part: Part) -> str:
+    """A text part's body (transfer encoding undone) as str in its charset;
+    an unknown charset falls back to UTF-8 with replacement characters."""
+    decoded = mime.decode_body(data, part["encoding"])
+    if decoded is None:
+        decoded = data
+    charset = next((value for name, value in part["params"] if name == "charset"), "")
+    charset = charset.strip().strip("\"'") or "utf-8"
+    if charset.lower() in ("us-ascii", "ascii"):
+        charset = "utf-8"  # undeclared 8-bit text is usually UTF-8
+    try:
+        return decoded.decode(charset, "replace")
+    except (LookupError, ValueError):
+        return decoded.decode("utf-8", "replace")
+
+
+def part_bytes(raw: bytes, part: Part) -> bytes:
+    """A part's body with its transfer encoding undone: what the sender attached."""
+    data = raw[part["body_start"]:part["body_end"]]
+    decoded = mime.decode_body(data, part["encoding"])
+    return data if decoded is None else decoded
+
+
+def _body_in(node: Part, section: list[int]) -> tuple[list[int], Part] | None:
+    """RFC 2046 §5.1.4: of alternatives the richest we show (HTML, then
+    plain); of a related group its root; of a mixed one the first text."""
+    children = node.get("parts") or []
+    if children:
+        numbered = [([*section, n], child) for n, child in enumerate(children, 1)]
+        if node["subtype"] == "alternative":
+            # The last alternative is the sender's preferred one; HTML (perhaps
+            # inside a related group with its images) over plain text.
+            found = [body for path, child in reversed(numbered)
+                     if (body := _body_in(child, path)) is not None]
+            html = [body for body in found if body[1]["subtype"] == "html"]
+            return (html or found or [None])[0]
+        if node["subtype"] == "related":
+            numbered = numbered[:1]
+        for path, child in numbered:
+            found = _body_in(child, path)
+            if found is not None:
+                return found
+        return None
+    if node["type"] == "text" and node["subtype"] in ("plain", "html") \
+            and not mime.is_attachment(node):
+        return section, node
+    return None
+
+
+def body_part(structure: Part) -> tuple[list[int], Part] | None:
+    """The section and part shown as the message's body."""
+    if structure.get("parts"):
+        return _body_in(structure, [])
+    return _body_in(structure, [1])
+
+
+def _param(params: list[list[str]] | None, name: str) -> str:
+    return next((value for key, value in params or () if key.lower() == name), "")
+
+
+def _decoded_words(text: str) -> str:
+    try:
+        return str(make_header(decode_header(text)))
+    except Exception:  # a broken encoded word: show it as it came
+        return text
+
+
+@dataclass(frozen=True)
+class Attachment:
+    section: str
+    filename: str
+    content_type: str
+    size: int  # decoded bytes (estimated for base64 without decoding)
+    content_id: str
+
+
+def filename_of(part: Part, section: str) -> str:
+    disposition = part.get("disposition") or ["", []]
+    name = _param(disposition[1], "filename") or _param(part.get("params"), "name")
+    if name:
+        return _decoded_words(name).replace("/", "_").replace("\\", "_")
+    if part["type"] == "message":
+        return f"message-{section}.eml"
+    return f"part-{section}.{part['subtype'] or 'bin'}"
+
+
+def attachments(structure: Part) -> list[Attachment]:
+    out = []
+    for section, part in mime.leaf_parts(structure):
+        if not mime.is_attachment(part):
+            continue
+        size = part["size"]
+        if part["encoding"].lower() == "base64":
+            size = size * 3 // 4
+        text = section_text(section)
+        out.append(Attachment(text, filename_of(part, text),
+                              f"{part['type']}/{part['subtype']}", size,
+                              (part.get("id") or "").strip("<> ")))
+    return out
+
+
+def content_ids(structure: Part) -> dict[str, str]:
+    """Content-ID (without angle brackets) to section, for ``cid:`` links."""
+    return {(part["id"] or "").strip().strip("<>"): section_text(section)
+            for section, part in mime.leaf_parts(structure) if part.get("id")}
+
+
+# --- our own verdicts in the header -----------------------------------------------
+
+_FIELD = re.compile(rb"^([A-Za-z0-9-]+):[ \t]*(.*?)(?=\r?\n(?![ \t])|\Z)",
+                    re.MULTILINE | re.DOTALL)
+_RESULT = re.compile(r"\b(spf|dkim|dmarc)\s*=\s*([a-z]+)", re.IGNORECASE)
+_GOOD = {"pass"}
+_BAD = {"fail", "permerror", "softfail"}
+
+
+@dataclass(frozen=True)
+class Badge:
+    label: str
+    tone: str  # "ok", "bad" or "warn" (the shared CSS's badge classes)
+
+
+def header_fields(raw: bytes, structure: Part) -> list[tuple[str, str]]:
+    """The top-level header fields, unfolded, names lower-cased."""
+    block = raw[:structure["body_start"]]
+    return [(name.decode("ascii").lower(),
+             re.sub(rb"\r?\n[ \t]+", b" ", value).decode("utf-8", "replace").strip())
+            for name, value in _FIELD.findall(block)]
+
+
+def verdict_badges(fields: list[tuple[str, str]]) -> list[Badge]:
+    """SPF/DKIM/DMARC from the Authentication-Results field our server wrote
+    (RFC 8601 §5: only results from our own authserv-id are trusted; the
+    antispam filter strips forged ones) and the spam verdict."""
+    badges: list[Badge] = []
+    seen: set[str] = set()
+    ours = settings.MAILHOST_HOSTNAME.lower()
+    for name, value in fields:
+        if name == "authentication-results" and value.split(";", 1)[0].strip().lower() == ours:
+            for method, result in _RESULT.findall(value):
+                method, result = method.upper(), result.lower()
+                if method in seen:
+                    continue
+                seen.add(method)
+                tone = "ok" if result in _GOOD else "bad" if result in _BAD else "warn"
+                badges.append(Badge(f"{method} {result}", tone))
+        elif name == "x-spam-status":
+            score = re.search(r"score=(-?[0-9.]+)", value)
+            figure = f" ({score.group(1)})" if score else ""
+            if value.lower().startswith("yes"):
+                badges.append(Badge(f"Spam{figure}", "bad"))
+            else:
+                badges.append(Badge(f"Not spam{figure}", "ok"))
+    return badges
+
+
+# --- conversation ---------------------------------------------------------------
+
+CONVERSATION_ROUNDS = 3
+_THREAD_VALUES = ("pk", "folder__name", "flags", "blob__from_text",
+                  *ordering.THREAD_FIELDS)
+
+
+def conversation(mailbox: Mailbox, message: Message) -> list[tuple[dict, int]]:
+    """The message's thread across the mailbox's folders, as THREAD=REFERENCES
+    builds it (RFC 5256 §3): (row, depth) in reading order. Related messages
+    are found by Message-ID, In-Reply-To and References, a few rounds out."""
+    blob = message.blob
+    wanted = {blob.message_id, blob.in_reply_to, *blob.references} - {""}
+    found: dict[int, dict] = {}
+    for _round in range(CONVERSATION_ROUNDS):
+        if not wanted:
+            break
+        rows = (Message.objects.filter(folder__mailbox=mailbox)
+                .filter(Q(blob__message_id__in=wanted) | Q(blob__in_reply_to__in=wanted))
+                .exclude(pk__in=list(found)).values(*_THREAD_VALUES)[:200])
+        known = {row["blob__message_id"] for row in found.values()}
+        for row in rows:
+            found[row["pk"]] = row
+        ids = {row["blob__message_id"] for row in found.values()} - {""}
+        wanted = ids - known
+    if message.pk not in found:
+        return []
+    for thread in ordering.reference_threads(sorted(found.items())):
+        if any(pk == message.pk for pk, _depth in thread):
+            return [(found[pk], depth) for pk, depth in thread]
+    return []
