@@ -38,7 +38,9 @@ from apps.smtp.server import (
     resolve_recipient,
     start_transaction,
 )
+from apps.store import trace
 from apps.store.batching import committer
+from apps.store.models import TraceKind
 from apps.store.services import DeliveryRequest
 from mailhost.errors import Invalid, MailhostError, OverQuota
 
@@ -270,8 +272,17 @@ class SubmissionHandler:
             resolutions = envelope.resolutions.items()  # type: ignore[attr-defined]
             mailbox_ids = list(dict.fromkeys(
                 m.pk for _, resolution in resolutions for m in resolution.mailboxes))
+            # The acceptance joins the message trace with the first durable step.
+            acceptance = [trace.accepted(
+                TraceKind.SUBMITTED, queue_id=queue_id, listener=server.listener,
+                peer_ip=peer[0] if isinstance(peer, tuple) else str(peer),
+                helo=session.host_name or "", tls=session.ssl is not None,
+                user=mailbox.address, sender=envelope.mail_from or "",
+                recipients=envelope.rcpt_tos, data=data)]
             if mailbox_ids:
-                await committer().submit(DeliveryRequest(mailbox_ids, data))
+                await committer().submit(DeliveryRequest(
+                    mailbox_ids, data, queue_id=queue_id, trace_events=acceptance))
+                acceptance = []
             remote = [
                 RecipientSpec(external, **envelope.rcpt_dsn[address])  # type: ignore[attr-defined]
                 for address, resolution in resolutions for external in resolution.external
@@ -280,7 +291,7 @@ class SubmissionHandler:
                 dsn = envelope.dsn  # type: ignore[attr-defined]
                 await aenqueue(sender=envelope.mail_from, recipients=remote, data=data,
                                ret=dsn.get("ret", ""), envid=dsn.get("envid", ""),
-                               queue_id=queue_id)
+                               queue_id=queue_id, trace_events=acceptance)
         except MailhostError as error:
             log.info("refused id=%s login=%s reason=%s", queue_id, mailbox.address, error.code)
             return error.smtp_reply()

@@ -24,7 +24,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.directory.models import Mailbox
-from apps.store import events, hooks, mime
+from apps.store import events, hooks, mime, trace
 from apps.store.blobs import get_blob_store
 from apps.store.models import (
     DEFAULT_FOLDERS,
@@ -34,6 +34,8 @@ from apps.store.models import (
     Folder,
     Message,
     SpecialUse,
+    TraceEvent,
+    TraceKind,
 )
 from mailhost.errors import Conflict, Invalid, NotFound, OverQuota
 
@@ -336,6 +338,10 @@ class DeliveryRequest:
     # Off when the message was acknowledged before (a spooled message being
     # filed): it must land even if the mailbox filled up meanwhile.
     check_quota: bool = True
+    # The message trace: with a queue id, each filing is recorded (and
+    # ``trace_events``, e.g. the SMTP acceptance) in the batch's transaction.
+    queue_id: str = ""
+    trace_events: list[TraceEvent] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
 
 
@@ -426,6 +432,7 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
         bumped: set[int] = set()
         added: dict[int, tuple[int, int]] = defaultdict(lambda: (0, 0))
         new_messages: list[Message] = []
+        trace_rows: list[TraceEvent] = []
         now = timezone.now()
         for index, folders in targets:
             request = requests[index]
@@ -441,7 +448,16 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
                 added[folder.pk] = (count + 1, size + message.size)
                 request.messages.append(message)
                 new_messages.append(message)
+            if request.queue_id:
+                trace_rows += request.trace_events
+                trace_rows += [trace.event(
+                    TraceKind.FILED, request.queue_id,
+                    addresses=[mailboxes[f.mailbox_id].address],
+                    mailbox=mailboxes[f.mailbox_id].address, folder=f.name, uid=m.uid,
+                    junk=f.special_use == SpecialUse.JUNK)
+                    for f, m in zip(folders, request.messages, strict=True)]
         Message.objects.bulk_create(new_messages)
+        trace.record(trace_rows)
         touched = [f for f in locked.values() if f.pk in bumped]
         _save_counters(touched, added)
         _publish_on_commit(touched)
