@@ -330,7 +330,7 @@ def record(
             entry.next_attempt = min(now + retry_delay(entry.attempts), message.expires)
             entry.claim, entry.claimed_until = "", None
             outcome.kind = TraceKind.DEFERRED
-            outcome.detail["next_attempt"] = entry.next_attempt.isoformat()
+            outcome.detail["next_attempt"] = f"{entry.next_attempt:%Y-%m-%d %H:%M:%S} UTC"
             log.info("deferred id=%s to=<%s> attempts=%d next=%s reply=%s", message.queue_id,
                      entry.recipient, entry.attempts, entry.next_attempt.isoformat(), reply)
             notice_due = now - message.arrival >= timedelta(

@@ -15,11 +15,12 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Sum
+from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from apps.store.models import FlowCounter, TraceEvent, TraceKind
@@ -126,3 +127,82 @@ def prune(*, now: float | None = None) -> int:
     oldest_hour = int((now or time.time()) // 3600) - 24 * max(days, 31)
     FlowCounter.objects.filter(hour__lt=oldest_hour).delete()
     return deleted
+
+
+# --- reading: the admin panel's message trace ---------------------------------------
+
+
+@dataclass
+class Timeline:
+    """Every recorded stage of one message (one queue id), oldest first."""
+
+    queue_id: str
+    events: list[TraceEvent]
+
+    @property
+    def started(self) -> datetime:
+        return self.events[0].time
+
+    @property
+    def message_id(self) -> str:
+        return next((e.message_id for e in self.events if e.message_id), "")
+
+    @property
+    def envelope(self) -> dict[str, object]:
+        """Sender and recipients as the first stage that knew them recorded them."""
+        return next((e.detail for e in self.events if "sender" in e.detail), {})
+
+
+def domain_filter(domains: Sequence[str]) -> Q:
+    """Events naming an address in one of ``domains``."""
+    query = Q(pk__in=[])
+    for name in domains:
+        query |= Q(addresses__contains=f"@{name.lower()} ")
+    return query
+
+
+def _domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def _trimmed(item: TraceEvent, domains: Sequence[str]) -> TraceEvent:
+    """A domain administrator sees the recipients in their domains, or all of
+    them when the sender is theirs."""
+    recipients = item.detail.get("recipients")
+    sender = str(item.detail.get("sender") or item.detail.get("to") or "")
+    if isinstance(recipients, list) and _domain_of(sender) not in domains:
+        item.detail["recipients"] = [r for r in recipients if _domain_of(r) in domains]
+    return item
+
+
+def search(
+    *, address: str = "", message_id: str = "", queue_id: str = "",
+    since: datetime | None = None, until: datetime | None = None,
+    domains: Sequence[str] | None = None, limit: int = 50,
+) -> list[Timeline]:
+    """The most recent messages matching every criterion given, each with its
+    whole timeline; ``domains`` (None: all) limits them to messages to or from
+    those domains, and their stages to those naming them. Two queries."""
+    matching = TraceEvent.objects.all()
+    if address:
+        matching = matching.filter(addresses__contains=address.strip().lower())
+    if message_id:
+        matching = matching.filter(message_id=normalise_message_id(message_id))
+    if queue_id:
+        matching = matching.filter(queue_id=queue_id.strip().upper())
+    if since:
+        matching = matching.filter(time__gte=since)
+    if until:
+        matching = matching.filter(time__lt=until)
+    if domains is not None:
+        matching = matching.filter(domain_filter(domains))
+    latest = list(matching.values("queue_id").annotate(last=Max("time"))
+                  .order_by("-last").values_list("queue_id", flat=True)[:limit])
+    events = TraceEvent.objects.filter(queue_id__in=latest)
+    if domains is not None:
+        events = events.filter(domain_filter(domains))
+    by_queue_id: dict[str, list[TraceEvent]] = {queue_id: [] for queue_id in latest}
+    for item in events.order_by("time", "pk"):
+        by_queue_id[item.queue_id].append(
+            item if domains is None else _trimmed(item, domains))
+    return [Timeline(queue_id, found) for queue_id, found in by_queue_id.items() if found]
