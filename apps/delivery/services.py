@@ -22,7 +22,7 @@ from email.utils import format_datetime
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from apps.delivery.client import (
@@ -386,7 +386,40 @@ def notify_sender(
     trace.record([notice])
 
 
-# --- administration (manage.py mailqueue) ------------------------------------------
+# --- administration (manage.py mailqueue, the admin panel) -------------------------
+
+
+def sent_from(domains: Sequence[str], field: str = "sender") -> Q:
+    """Rows whose envelope sender (``field``) is in one of ``domains``."""
+    query = Q(pk__in=[])
+    for name in domains:
+        query |= Q(**{f"{field}__iendswith": f"@{name}"})
+    return query
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    messages: int
+    recipients: int
+    deferred: int  # recipients tried at least once
+    oldest: datetime | None  # arrival of the oldest queued message
+
+
+def queue_summary(*, sender_domains: Sequence[str] | None = None) -> QueueSummary:
+    """The queue's size and age in one query; ``sender_domains`` (None: all)
+    counts only mail sent from those domains."""
+    entries = QueueEntry.objects.all()
+    if sender_domains is not None:
+        entries = entries.filter(sent_from(sender_domains, "message__sender"))
+    return QueueSummary(**entries.aggregate(
+        messages=Count("message", distinct=True), recipients=Count("pk"),
+        deferred=Count("pk", filter=Q(attempts__gt=0)), oldest=Min("message__arrival")))
+
+
+
+def stored_headers(message: OutboundMessage) -> str:
+    """The header section of a queued message, as it will be sent."""
+    return headers_of(get_blob_store().read(message.blob_id)).decode("utf-8", "replace")
 
 
 def retry_now(queue_id: str) -> int:

@@ -206,3 +206,9 @@ def search(
         by_queue_id[item.queue_id].append(
             item if domains is None else _trimmed(item, domains))
     return [Timeline(queue_id, found) for queue_id, found in by_queue_id.items() if found]
+
+
+def last_delivery() -> datetime | None:
+    """When a message was last filed here or delivered to a remote server."""
+    return (TraceEvent.objects.filter(kind__in=[TraceKind.FILED, TraceKind.SENT])
+            .order_by("-time").values_list("time", flat=True).first())
