@@ -166,12 +166,17 @@ def _domain_of(address: str) -> str:
 
 
 def _trimmed(item: TraceEvent, domains: Sequence[str]) -> TraceEvent:
-    """A domain administrator sees the recipients in their domains, or all of
-    them when the sender is theirs."""
-    recipients = item.detail.get("recipients")
+    """A domain administrator sees the recipients (and their verdicts) in their
+    domains, or all of them when the sender is theirs."""
     sender = str(item.detail.get("sender") or item.detail.get("to") or "")
-    if isinstance(recipients, list) and _domain_of(sender) not in domains:
-        item.detail["recipients"] = [r for r in recipients if _domain_of(r) in domains]
+    if _domain_of(sender) in domains:
+        return item
+    if isinstance(item.detail.get("recipients"), list):
+        item.detail["recipients"] = [
+            r for r in item.detail["recipients"] if _domain_of(r) in domains]
+    if isinstance(item.detail.get("mailboxes"), list):
+        item.detail["mailboxes"] = [
+            m for m in item.detail["mailboxes"] if _domain_of(m["mailbox"]) in domains]
     return item
 
 

@@ -94,6 +94,12 @@ def test_domain_admin_sees_only_messages_of_their_domains(domain_admin) -> None:
                     listener="smtp", peer_ip="192.0.2.7", helo="h", tls=False, user="",
                     sender="x@sender.example",
                     recipients=["bob@ours.example", "carol@theirs.example"], size=1),
+        trace.event("verdict", "BOTH01", addresses=["x@sender.example", "bob@ours.example",
+                                                    "carol@theirs.example"],
+                    checked=True, spf="none", dkim=["none"], dmarc="none", tests=[],
+                    mailboxes=[{"mailbox": m, "score": 0, "threshold": 9.0, "junk": False,
+                                "clues": []}
+                               for m in ("bob@ours.example", "carol@theirs.example")]),
         trace.event("filed", "BOTH01", addresses=["carol@theirs.example"],
                     mailbox="carol@theirs.example", folder="INBOX", uid=1, junk=False),
     ])
