@@ -79,7 +79,7 @@ def test_a_queue_entry_is_retried_from_the_panel(page: Page, web_server, receive
     page.goto(f"{web_server.url}/manage/queue/")
     row = page.get_by_role("row").filter(has_text=queued.queue_id)
     expect(row).to_contain_text("451 4.3.0 Try later")
-    row.get_by_role("button", name=f"Retry {queued.queue_id} now").click()
+    row.get_by_role("button", name=f"Retry now {queued.queue_id}").click()
     expect(page.get_by_role("status").first).to_contain_text("will be tried again now")
     expect(page.locator("td.next-attempt")).to_have_text("now")
 
