@@ -162,3 +162,14 @@ def test_heartbeats_mark_processes_up_then_stale(db, settings) -> None:
     assert by_kind == {"beat": True, "listeners": False}
     health.beat("listeners")  # the same process again: one row, refreshed
     assert Heartbeat.objects.filter(kind="listeners").count() == 1
+
+
+def test_a_refused_delivery_records_nothing(db) -> None:
+    mailbox = make_mailbox("bob@ours.example", quota=100)
+    request = store.DeliveryRequest([mailbox.pk], make_message(mailbox.address, size=500),
+                                    queue_id="REFUSED",
+                                    trace_events=[trace.event("received", "REFUSED")])
+    (error,) = store.deliver_batch([request])
+    assert error is not None
+    assert not TraceEvent.objects.exists()
+    assert counters() == {}
