@@ -198,6 +198,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.delivery.tasks.run_queue",
         "schedule": float(env_int("MAILHOST_QUEUE_INTERVAL", 5)),
     },
+    # The dashboard's worker and beat health, and the message trace's retention.
+    "heartbeat": {
+        "task": "apps.store.tasks.heartbeat",
+        "schedule": float(env_int("MAILHOST_WORKER_HEARTBEAT_INTERVAL", 30)),
+    },
+    "prune-message-trace": {
+        "task": "apps.store.tasks.prune_trace",
+        "schedule": 3600.0,
+    },
 }
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
@@ -360,6 +369,11 @@ MAILHOST_QUEUE_BATCH = env_int("MAILHOST_QUEUE_BATCH", 200)
 # default on the filesystem broker: a worker takes about one message per second
 # from it, so one wake-up per queued message buries the delivery tasks.
 MAILHOST_QUEUE_KICK = env_bool("MAILHOST_QUEUE_KICK", bool(REDIS_URL))
+
+# Message trace and dashboard (apps/store/trace.py, apps/store/health.py).
+MAILHOST_TRACE_RETENTION_DAYS = env_int("MAILHOST_TRACE_RETENTION_DAYS", 30)
+MAILHOST_HEARTBEAT_INTERVAL = env_int("MAILHOST_HEARTBEAT_INTERVAL", 10)
+MAILHOST_WORKER_HEARTBEAT_INTERVAL = env_int("MAILHOST_WORKER_HEARTBEAT_INTERVAL", 30)
 
 # --- logging ------------------------------------------------------------------
 (DATA_DIR / "logs").mkdir(exist_ok=True)

@@ -23,6 +23,8 @@ class SpooledMessage(models.Model):
     spf_result = models.CharField(max_length=16, blank=True)
     spf_explanation = models.CharField(max_length=500, blank=True)
     authenticated = models.BooleanField(default=False)
+    # The SMTP queue id, so that the checks and the filing join the message trace.
+    queue_id = models.CharField(max_length=32, blank=True)
     # A worker checking the message holds it until then; after that the
     # sweeper may take it (a dead worker's claim expires).
     claimed_until = models.DateTimeField(null=True, blank=True)

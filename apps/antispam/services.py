@@ -16,6 +16,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -33,8 +34,9 @@ from apps.antispam.models import SpooledMessage
 from apps.delivery.vacation import answer_absences
 from apps.directory.models import Domain, Mailbox
 from apps.store import services as store
+from apps.store import trace
 from apps.store.blobs import get_blob_store
-from apps.store.models import Folder, SpecialUse
+from apps.store.models import Folder, SpecialUse, TraceEvent, TraceKind
 from apps.store.services import DeliveryRequest
 from mailhost.errors import OverQuota
 
@@ -67,12 +69,15 @@ class SmtpFacts:
     mail_from: str
     spf: auth.SpfResult | None
     authenticated: bool = False
+    queue_id: str = ""
 
 
-def spool_message(data: bytes, mailbox_ids: list[int], facts: SmtpFacts) -> int:
-    """Durable before it returns; the check task is enqueued on commit.
-    Refuses (OverQuota) what a recipient's mailbox cannot take, as direct
-    delivery would, since after the 250 nothing may be refused."""
+def spool_message(data: bytes, mailbox_ids: list[int], facts: SmtpFacts, *,
+                  trace_events: Sequence[TraceEvent] = ()) -> int:
+    """Durable before it returns (with ``trace_events``, the SMTP acceptance);
+    the check task is enqueued on commit. Refuses (OverQuota) what a
+    recipient's mailbox cannot take, as direct delivery would, since after the
+    250 nothing may be refused."""
     from apps.antispam import tasks
 
     full = store.mailboxes_over_quota(list(Mailbox.objects.filter(pk__in=mailbox_ids)),
@@ -86,7 +91,8 @@ def spool_message(data: bytes, mailbox_ids: list[int], facts: SmtpFacts) -> int:
             helo=facts.helo[:255], mail_from=facts.mail_from[:320],
             spf_result=facts.spf.result if facts.spf else "",
             spf_explanation=facts.spf.explanation[:500] if facts.spf else "",
-            authenticated=facts.authenticated)
+            authenticated=facts.authenticated, queue_id=facts.queue_id)
+        trace.record(trace_events)
         if not settings.MAILHOST_ANTISPAM_INLINE:
             transaction.on_commit(lambda: tasks.check_and_file.delay(row.pk))
     return row.pk
@@ -113,6 +119,8 @@ class Verdict:
     rule_points: float
     quarantine: bool  # DMARC asked for quarantine or reject: never INBOX
     bayes: dict[int | None, bayes.Score | None] = field(default_factory=dict)
+    # The authentication results in short, for the message trace.
+    results: dict[str, object] = field(default_factory=dict)
 
     def score(self, mailbox_id: int) -> float:
         points = self.rule_points
@@ -167,7 +175,9 @@ def check_message(row: SpooledMessage, data: bytes) -> Verdict:
                                             auth.verify_arc(data)),
         tests=tests, rule_points=sum(RULE_POINTS[t] for t in tests),
         quarantine=dmarc.policy in ("quarantine", "reject"),
-        bayes=scores)
+        bayes=scores,
+        results={"spf": spf.result, "dmarc": dmarc.result,
+                 "dkim": [f"{r.result} ({r.domain})" for r in dkim_results] or ["none"]})
 
 
 def _aligned_pass(spf: auth.SpfResult, dkim_results: list[auth.DkimResult],
@@ -260,6 +270,7 @@ def file_spooled(pk: int, *, checks: bool = True) -> bool:
 def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
     mailboxes = Mailbox.objects.in_bulk(row.mailbox_ids)
     groups: dict[tuple[str, bytes], list[int]] = defaultdict(list)
+    verdicts: list[dict[str, object]] = []
     if verdict is None:
         groups["INBOX", data] = [m for m in row.mailbox_ids if m in mailboxes]
     else:
@@ -278,8 +289,16 @@ def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
             headers = verdict.auth_header + _spam_headers(verdict, mailbox_id, threshold, junk)
             folder = junk_folders.get(mailbox_id, "Junk") if junk else "INBOX"
             groups[folder, insert_after_first_field(clean, headers)].append(mailbox_id)
-    requests = [DeliveryRequest(ids, payload, folder=folder, check_quota=False)
+            verdicts.append(_mailbox_verdict(verdict, mailbox, threshold, junk))
+    requests = [DeliveryRequest(ids, payload, folder=folder, check_quota=False,
+                                queue_id=row.queue_id)
                 for (folder, payload), ids in groups.items() if ids]
+    if requests and row.queue_id:
+        requests[0].trace_events.append(trace.event(
+            TraceKind.VERDICT, row.queue_id,
+            addresses=[row.mail_from, *(m.address for m in mailboxes.values())],
+            checked=verdict is not None, tests=verdict.tests if verdict else [],
+            mailboxes=verdicts, **(verdict.results if verdict else {})))
     with transaction.atomic():
         locked = SpooledMessage.objects.select_for_update().filter(pk=row.pk).first()
         if locked is None:
@@ -294,6 +313,16 @@ def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
     inbox_ids = [i for (folder, _), ids in groups.items() if folder == "INBOX" for i in ids]
     answer_absences(inbox_ids, data, sender=row.mail_from)  # never for Junk
     return True
+
+
+def _mailbox_verdict(verdict: Verdict, mailbox: Mailbox, threshold: float,
+                     junk: bool) -> dict[str, object]:
+    """One mailbox's score and the classifier's strongest clues, for the trace."""
+    result = verdict.bayes.get(mailbox.pk)
+    clues = [[token, round(probability, 2)] for token, probability in
+             (result.clues[:5] if result else [])]
+    return {"mailbox": mailbox.address, "score": verdict.score(mailbox.pk),
+            "threshold": threshold, "junk": junk, "clues": clues}
 
 
 def file_if_overdue(pk: int) -> bool | None:

@@ -22,7 +22,7 @@ from email.utils import format_datetime
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from apps.delivery.client import (
@@ -38,9 +38,10 @@ from apps.delivery.signing import dkim_sign
 from apps.delivery.transports import parse_transports, route_for
 from apps.directory.models import Mailbox
 from apps.directory.services import may_send_as, resolve, signing_keys
-from apps.store import mime
+from apps.store import mime, trace
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
+from apps.store.models import TraceEvent, TraceKind
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import MailhostError
 
@@ -113,10 +114,11 @@ def _kick() -> None:
 
 def enqueue(
     *, sender: str, recipients: Sequence[RecipientSpec], data: bytes, ret: str = "",
-    envid: str = "", queue_id: str = "",
+    envid: str = "", queue_id: str = "", trace_events: Sequence[TraceEvent] = (),
 ) -> OutboundMessage:
     """Queue a message for remote recipients: the bytes are fsynced and the rows
-    committed when this returns (DESIGN.md "Storage")."""
+    committed when this returns (DESIGN.md "Storage"), with ``trace_events``
+    (the SMTP acceptance) and the message trace's "queued"."""
     sender = "" if sender == "<>" else sender  # aiosmtpd's spelling of the null sender
     now = timezone.now()
     with transaction.atomic():
@@ -131,6 +133,10 @@ def enqueue(
                        orcpt=r.orcpt, next_attempt=now)
             for r in recipients
         ])
+        addresses = [r.address for r in recipients]
+        trace.record([*trace_events, trace.event(
+            TraceKind.QUEUED, message.queue_id, addresses=[sender, *addresses],
+            message_id=trace.message_id_of(data), sender=sender, recipients=addresses)])
         _kick()
     log.info("queued id=%s from=<%s> to=%s size=%d", message.queue_id, sender,
              ",".join(f"<{r.address}>" for r in recipients), len(data))
@@ -160,19 +166,22 @@ def submit(
 
 def hand_over(
     *, mailbox_ids: Sequence[int], remote: Sequence[RecipientSpec], sender: str, data: bytes,
-    ret: str = "", envid: str = "", queue_id: str = "",
+    ret: str = "", envid: str = "", queue_id: str = "", trace_events: Sequence[TraceEvent] = (),
 ) -> OutboundMessage | None:
     """Deliver to the local mailboxes and queue for the remote recipients, in
-    one transaction: both or neither."""
+    one transaction: both or neither. ``trace_events`` (the acceptance) are
+    recorded with the first of the two."""
     with transaction.atomic():
         if mailbox_ids:
-            request = store.DeliveryRequest(list(mailbox_ids), data)
+            request = store.DeliveryRequest(list(mailbox_ids), data, queue_id=queue_id,
+                                            trace_events=list(trace_events))
             error = store.deliver_batch([request])[0]
             if error is not None:
                 raise error
+            trace_events = ()
         if remote:
             return enqueue(sender=sender, recipients=remote, data=data, ret=ret, envid=envid,
-                           queue_id=queue_id)
+                           queue_id=queue_id, trace_events=trace_events)
     return None
 
 
@@ -298,10 +307,15 @@ def record(
                        .filter(pk__in=list(replies), claim=claim).order_by("pk"))
         reports: dict[tuple[int, str], list[RecipientReport]] = defaultdict(list)
         finished: list[int] = []
+        outcomes: list[TraceEvent] = []
         for entry in entries:
             reply = replies[entry.pk] or "451 4.4.1 No answer"
             code = int(reply[:3]) if reply[:3].isdigit() else 451
             message = entry.message
+            outcome = trace.event(
+                TraceKind.SENT, message.queue_id, addresses=[message.sender, entry.recipient],
+                recipient=entry.recipient, host=host, reply=reply, attempt=entry.attempts + 1)
+            outcomes.append(outcome)
             if code < 300:
                 finished.append(entry.pk)
                 log.info("delivered id=%s to=<%s> host=%s reply=%s", message.queue_id,
@@ -315,6 +329,7 @@ def record(
             entry.last_reply, entry.last_host = reply, host
             if code >= 500 or now >= message.expires:
                 finished.append(entry.pk)
+                outcome.kind = TraceKind.BOUNCED
                 # RFC 3463 X.4.7: delivery time expired, a permanent failure.
                 status = status_of(reply, permanent=True) if code >= 500 else "5.4.7"
                 log.info("bounced id=%s to=<%s> reply=%s", message.queue_id,
@@ -325,6 +340,8 @@ def record(
                 continue
             entry.next_attempt = min(now + retry_delay(entry.attempts), message.expires)
             entry.claim, entry.claimed_until = "", None
+            outcome.kind = TraceKind.DEFERRED
+            outcome.detail["next_attempt"] = f"{entry.next_attempt:%Y-%m-%d %H:%M:%S} UTC"
             log.info("deferred id=%s to=<%s> attempts=%d next=%s reply=%s", message.queue_id,
                      entry.recipient, entry.attempts, entry.next_attempt.isoformat(), reply)
             notice_due = now - message.arrival >= timedelta(
@@ -337,6 +354,7 @@ def record(
                         retry_until=message.expires))
             entry.save(update_fields=["attempts", "last_reply", "last_host", "next_attempt",
                                       "claim", "claimed_until", "delay_notified"])
+        trace.record(outcomes)
         messages = {e.message.pk: e.message for e in entries}
         for (message_pk, _), message_reports in reports.items():
             notify_sender(messages[message_pk], message_reports, now=now)
@@ -358,8 +376,13 @@ def notify_sender(
 ) -> None:
     """Send a delivery status notification to the envelope sender: never to
     the null sender (RFC 5321 §4.5.5), so a report is never reported on."""
+    notice = trace.event(TraceKind.DSN, message.queue_id, addresses=[message.sender],
+                         action=reports[0].action, to=message.sender,
+                         recipients=[r.recipient for r in reports])
     if not message.sender:
         log.info("no report id=%s: null sender", message.queue_id)
+        notice.detail["dropped"] = "the sender is the null sender <>"
+        trace.record([notice])
         return
     original = get_blob_store().read(message.blob_id)
     report = build_dsn(
@@ -370,9 +393,44 @@ def notify_sender(
     except MailhostError as error:  # the sender's own mailbox is gone, full, disabled
         log.warning("report for id=%s to <%s> dropped: %s", message.queue_id, message.sender,
                     error)
+        notice.detail["dropped"] = str(error)
+    trace.record([notice])
 
 
-# --- administration (manage.py mailqueue) ------------------------------------------
+# --- administration (manage.py mailqueue, the admin panel) -------------------------
+
+
+def sent_from(domains: Sequence[str], field: str = "sender") -> Q:
+    """Rows whose envelope sender (``field``) is in one of ``domains``."""
+    query = Q(pk__in=[])
+    for name in domains:
+        query |= Q(**{f"{field}__iendswith": f"@{name}"})
+    return query
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    messages: int
+    recipients: int
+    deferred: int  # recipients tried at least once
+    oldest: datetime | None  # arrival of the oldest queued message
+
+
+def queue_summary(*, sender_domains: Sequence[str] | None = None) -> QueueSummary:
+    """The queue's size and age in one query; ``sender_domains`` (None: all)
+    counts only mail sent from those domains."""
+    entries = QueueEntry.objects.all()
+    if sender_domains is not None:
+        entries = entries.filter(sent_from(sender_domains, "message__sender"))
+    return QueueSummary(**entries.aggregate(
+        messages=Count("message", distinct=True), recipients=Count("pk"),
+        deferred=Count("pk", filter=Q(attempts__gt=0)), oldest=Min("message__arrival")))
+
+
+
+def stored_headers(message: OutboundMessage) -> str:
+    """The header section of a queued message, as it will be sent."""
+    return headers_of(get_blob_store().read(message.blob_id)).decode("utf-8", "replace")
 
 
 def retry_now(queue_id: str) -> int:
@@ -384,5 +442,32 @@ def retry_now(queue_id: str) -> int:
 def delete_queued(queue_id: str) -> bool:
     """Remove a queued message without a report, as ``postsuper -d`` does."""
     with transaction.atomic():
+        recipients = list(QueueEntry.objects.filter(message__queue_id=queue_id)
+                          .values_list("recipient", flat=True))
         deleted, _ = OutboundMessage.objects.filter(queue_id=queue_id).delete()
+        if deleted:
+            trace.record([trace.event(TraceKind.DELETED, queue_id, addresses=recipients,
+                                      recipients=recipients)])
     return bool(deleted)
+
+
+# RFC 3463 X.4.7: as for a message whose time in the queue is over.
+BOUNCED_BY_ADMINISTRATOR = "554 5.4.7 Delivery given up by the postmaster"
+
+
+def bounce_now(queue_id: str, *, now: datetime | None = None) -> int:
+    """Give up on a queued message now: each recipient still waiting bounces
+    and the sender gets the report an expired message gets (``record``'s own
+    path, a 5xx reply). Returns the number of recipients bounced; entries a worker is
+    delivering at this moment are left to it."""
+    now = now or timezone.now()
+    claim = secrets.token_hex(16)
+    with transaction.atomic():
+        free = Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)
+        replies = dict(QueueEntry.objects.filter(free, message__queue_id=queue_id)
+                       .values_list("pk", "last_reply"))
+        QueueEntry.objects.filter(pk__in=list(replies)).update(
+            claim=claim, claimed_until=now + timedelta(seconds=60))
+        record(claim, dict.fromkeys(replies, BOUNCED_BY_ADMINISTRATOR), host="",
+               dsn_passed_on=False, now=now)
+    return len(replies)

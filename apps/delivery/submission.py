@@ -34,7 +34,9 @@ from apps.delivery.vacation import answer_absences
 from apps.directory.models import Mailbox
 from apps.directory.services import Resolution, may_send_as, resolve
 from apps.store import services as store
+from apps.store import trace
 from apps.store.batching import committer
+from apps.store.models import TraceEvent, TraceKind
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import Disabled, Invalid, LimitExceeded, MailhostError, NotFound, OverQuota
 
@@ -92,6 +94,17 @@ class AcceptedRecipient:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a submission came from, for the message trace: the listener (or
+    "webmail"), the client's address, TLS, and the SMTP client's HELO name."""
+
+    listener: str
+    peer_ip: str
+    tls: bool
+    helo: str = ""
+
+
+@dataclass(frozen=True)
 class Submitted:
     queue_id: str
     local: int
@@ -141,11 +154,12 @@ class _Prepared:
     data: bytes
     mailbox_ids: list[int]
     remote: list[RecipientSpec]
+    acceptance: TraceEvent
 
 
 def _prepare(
-    mailbox: Mailbox, recipients: Sequence[AcceptedRecipient], data: bytes, *,
-    queue_id: str, received: bytes,
+    mailbox: Mailbox, recipients: Sequence[AcceptedRecipient], data: bytes, *, sender: str,
+    queue_id: str, received: bytes, origin: Origin,
 ) -> _Prepared:
     if len(data) > settings.MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE:
         raise MessageTooLarge(
@@ -155,7 +169,12 @@ def _prepare(
         m.pk for r in recipients for m in r.resolution.mailboxes))
     remote = [RecipientSpec(external, r.notify, r.orcpt)
               for r in recipients for external in r.resolution.external]
-    return _Prepared(signed, mailbox_ids, remote)
+    # The acceptance joins the message trace with the first durable step.
+    acceptance = trace.accepted(
+        TraceKind.SUBMITTED, queue_id=queue_id, listener=origin.listener,
+        peer_ip=origin.peer_ip, helo=origin.helo, tls=origin.tls, user=mailbox.address,
+        sender=sender, recipients=[r.address for r in recipients], data=signed)
+    return _Prepared(signed, mailbox_ids, remote, acceptance)
 
 
 def _count_sent(mailbox: Mailbox) -> None:
@@ -166,16 +185,18 @@ def _count_sent(mailbox: Mailbox) -> None:
 
 def submit_as_user(
     mailbox: Mailbox, *, sender: str, recipients: Sequence[AcceptedRecipient], data: bytes,
-    ret: str = "", envid: str = "", queue_id: str = "", received: bytes = b"",
+    origin: Origin, ret: str = "", envid: str = "", queue_id: str = "", received: bytes = b"",
 ) -> Submitted:
     """Send a message for a signed-in user: checked, signed, delivered to the
     local recipients and queued for the remote ones in one transaction, then
     counted against the hour's limit. ``received`` is the front end's trace
     field, put above the signature. Raises before anything is kept."""
     queue_id = queue_id or new_queue_id()
-    prepared = _prepare(mailbox, recipients, data, queue_id=queue_id, received=received)
+    prepared = _prepare(mailbox, recipients, data, sender=sender, queue_id=queue_id,
+                        received=received, origin=origin)
     hand_over(mailbox_ids=prepared.mailbox_ids, remote=prepared.remote, sender=sender,
-              data=prepared.data, ret=ret, envid=envid, queue_id=queue_id)
+              data=prepared.data, ret=ret, envid=envid, queue_id=queue_id,
+              trace_events=[prepared.acceptance])
     _count_sent(mailbox)
     answer_absences(prepared.mailbox_ids, prepared.data, sender=sender)
     return Submitted(queue_id, len(prepared.mailbox_ids), len(prepared.remote), prepared.data)
@@ -183,19 +204,23 @@ def submit_as_user(
 
 async def asubmit_as_user(
     mailbox: Mailbox, *, sender: str, recipients: Sequence[AcceptedRecipient], data: bytes,
-    ret: str = "", envid: str = "", queue_id: str = "", received: bytes = b"",
+    origin: Origin, ret: str = "", envid: str = "", queue_id: str = "", received: bytes = b"",
 ) -> Submitted:
     """``submit_as_user`` for asyncio front ends: the local copies go through
     the group committer (DESIGN.md "Group commit"), so they share a batch
     with the deliveries arriving at the same moment."""
     queue_id = queue_id or new_queue_id()
     prepared = await database_sync_to_async(_prepare)(
-        mailbox, recipients, data, queue_id=queue_id, received=received)
+        mailbox, recipients, data, sender=sender, queue_id=queue_id, received=received,
+        origin=origin)
+    acceptance = [prepared.acceptance]
     if prepared.mailbox_ids:
-        await committer().submit(store.DeliveryRequest(prepared.mailbox_ids, prepared.data))
+        await committer().submit(store.DeliveryRequest(
+            prepared.mailbox_ids, prepared.data, queue_id=queue_id, trace_events=acceptance))
+        acceptance = []
     if prepared.remote:
         await aenqueue(sender=sender, recipients=prepared.remote, data=prepared.data, ret=ret,
-                       envid=envid, queue_id=queue_id)
+                       envid=envid, queue_id=queue_id, trace_events=acceptance)
     await database_sync_to_async(_count_sent)(mailbox)
     await database_sync_to_async(answer_absences)(prepared.mailbox_ids, prepared.data,
                                                   sender=sender)

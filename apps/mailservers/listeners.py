@@ -18,6 +18,8 @@ from apps.imap.session import protocol_factory as imap_protocol_factory
 from apps.pop3.server import pop3_protocol_factory
 from apps.smtp.server import mx_protocol_factory
 from apps.smtp.submission import smtps_protocol_factory, submission_protocol_factory
+from apps.store import health
+from mailhost.asyncdb import database_sync_to_async
 
 log = logging.getLogger("mailhost.listeners")
 
@@ -91,6 +93,20 @@ async def start_listeners(
         log.info("listening name=%s address=%s port=%d", name, host, listener.port)
         running.append(listener)
     return running
+
+
+async def send_heartbeats(listeners: list[RunningListener], interval: float) -> None:
+    """Tell the dashboard every ``interval`` seconds that this process and its
+    listeners are up (apps/store/health.py), until cancelled."""
+    while True:
+        detail = {"listeners": {lst.spec.name: {"port": lst.port, "serving":
+                                                lst.server.is_serving()}
+                                for lst in listeners}}
+        try:
+            await database_sync_to_async(health.beat)("listeners", detail=detail)
+        except Exception:
+            log.exception("heartbeat failed")
+        await asyncio.sleep(interval)
 
 
 async def stop_listeners(listeners: list[RunningListener], *, grace: float) -> None:

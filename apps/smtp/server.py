@@ -28,7 +28,9 @@ from apps.directory.services import Resolution, resolve
 from apps.smtp import replies
 from apps.smtp.received import protocol_name, received_header
 from apps.store import services as store
+from apps.store import trace
 from apps.store.batching import committer
+from apps.store.models import TraceEvent, TraceKind
 from apps.store.services import DeliveryRequest
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import Disabled, Invalid, MailhostError, NotFound, OverQuota
@@ -242,17 +244,25 @@ class InboundHandler:
             for resolution in envelope.resolutions.values()  # type: ignore[attr-defined]
             for mailbox in resolution.mailboxes
         ))
-        request = DeliveryRequest(mailbox_ids, header + content)
+        request = DeliveryRequest(mailbox_ids, header + content, queue_id=queue_id)
+        # The acceptance joins the message trace with the first durable step.
+        acceptance = trace.accepted(
+            TraceKind.RECEIVED, queue_id=queue_id, listener=server.listener, peer_ip=peer_ip,
+            helo=session.host_name or "", tls=session.ssl is not None,
+            user=_login(session), sender=envelope.mail_from or "",
+            recipients=envelope.rcpt_tos, data=request.data)
         try:
             if not mailbox_ids:
                 pass  # only forwarded: nothing to file here
             elif settings.MAILHOST_ANTISPAM:
-                await _spool(session, envelope, request)
+                await _spool(session, envelope, request, acceptance)
             else:
+                request.trace_events.append(acceptance)
                 await committer().submit(request)
                 await database_sync_to_async(answer_absences)(
                     mailbox_ids, request.data, sender=envelope.mail_from or "")
-            await _queue_forwards(envelope, request.data, queue_id)
+            await _queue_forwards(envelope, request.data, queue_id,
+                                  [] if mailbox_ids else [acceptance])
         except MailhostError as error:
             log.info("defer id=%s from=<%s> reason=%s", queue_id, envelope.mail_from, error.code)
             return error.smtp_reply()
@@ -267,7 +277,9 @@ class InboundHandler:
         return f"250 2.0.0 OK id={queue_id}"
 
 
-async def _queue_forwards(envelope: Envelope, data: bytes, queue_id: str) -> None:
+async def _queue_forwards(
+    envelope: Envelope, data: bytes, queue_id: str, trace_events: list[TraceEvent],
+) -> None:
     """Aliases that point outside: the same message goes to the outbound queue,
     with the original envelope sender (bounces go back to it)."""
     forwards = list(dict.fromkeys(
@@ -277,7 +289,14 @@ async def _queue_forwards(envelope: Envelope, data: bytes, queue_id: str) -> Non
     ))
     if forwards:
         await aenqueue(sender=envelope.mail_from, data=data, queue_id=queue_id,
-                       recipients=[RecipientSpec(address) for address in forwards])
+                       recipients=[RecipientSpec(address) for address in forwards],
+                       trace_events=trace_events)
+
+
+def _login(session: Session) -> str:
+    """The authenticated user's address, for the message trace."""
+    mailbox = session.auth_data if session.authenticated else None
+    return getattr(mailbox, "address", "")
 
 
 def _peer_ip(session: Session) -> str:
@@ -299,16 +318,18 @@ async def _connection_refusal(server: MailhostSMTP, session: Session) -> str | N
     return refusal
 
 
-async def _spool(session: Session, envelope: Envelope, request: DeliveryRequest) -> None:
+async def _spool(
+    session: Session, envelope: Envelope, request: DeliveryRequest, acceptance: TraceEvent,
+) -> None:
     """Durable in the spool before the 250; filed by the check task (or now,
     before answering, with MAILHOST_ANTISPAM_INLINE)."""
     facts = spool.SmtpFacts(
         client_ip=_peer_ip(session), helo=session.host_name or "",
         mail_from=envelope.mail_from or "",
         spf=envelope.spf,  # type: ignore[attr-defined]
-        authenticated=bool(session.authenticated))
+        authenticated=bool(session.authenticated), queue_id=request.queue_id)
     pk = await database_sync_to_async(spool.spool_message)(
-        request.data, list(request.mailbox_ids), facts)
+        request.data, list(request.mailbox_ids), facts, trace_events=[acceptance])
     if settings.MAILHOST_ANTISPAM_INLINE:
         await database_sync_to_async(spool.file_spooled)(pk)
     else:

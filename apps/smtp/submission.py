@@ -247,9 +247,10 @@ class SubmissionHandler:
         if _BARE_LF.search(content):
             return replies.BARE_LF
         peer = session.peer
+        peer_ip = peer[0] if isinstance(peer, tuple) else str(peer)
         received = received_header(
             helo=session.host_name, by_host=server.hostname, queue_id=queue_id,
-            peer_ip=peer[0] if isinstance(peer, tuple) else str(peer),
+            peer_ip=peer_ip,
             protocol=protocol_name(esmtp=session.extended_smtp, tls=session.ssl is not None,
                                    authenticated=True),
             recipients=envelope.rcpt_tos, when=timezone.now())
@@ -259,7 +260,9 @@ class SubmissionHandler:
                 mailbox, sender=envelope.mail_from,
                 recipients=envelope.accepted,  # type: ignore[attr-defined]
                 data=content, ret=dsn.get("ret", ""), envid=dsn.get("envid", ""),
-                queue_id=queue_id, received=received)
+                queue_id=queue_id, received=received, origin=submission.Origin(
+                    listener=server.listener, peer_ip=peer_ip, tls=session.ssl is not None,
+                    helo=session.host_name or ""))
         except MailhostError as error:
             log.info("refused id=%s login=%s reason=%s", queue_id, mailbox.address, error.code)
             return error.smtp_reply()

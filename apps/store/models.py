@@ -136,3 +136,78 @@ class Expunged(models.Model):
 
     def __str__(self) -> str:
         return f"{self.folder_id}:{self.uid} expunged at {self.modseq}"
+
+
+class TraceKind(models.TextChoices):
+    """The stages a message passes, as the message trace shows them."""
+
+    RECEIVED = "received", "received over SMTP"
+    SUBMITTED = "submitted", "submitted by a user"
+    VERDICT = "verdict", "checked"
+    FILED = "filed", "filed"
+    QUEUED = "queued", "queued for remote delivery"
+    DEFERRED = "deferred", "deferred"
+    SENT = "sent", "delivered to the remote server"
+    BOUNCED = "bounced", "bounced"
+    DSN = "dsn", "delivery report"
+    DELETED = "deleted", "deleted from the queue"
+
+
+class TraceEvent(models.Model):
+    """One stage of one message (DESIGN.md "The web side"), written by the
+    service doing the work, in its transaction. The message trace and the
+    dashboard read these, never the messages."""
+
+    time = models.DateTimeField(default=timezone.now, db_index=True)
+    queue_id = models.CharField(max_length=32, db_index=True)
+    message_id = models.CharField(max_length=255, blank=True, db_index=True)
+    kind = models.CharField(max_length=16, choices=TraceKind.choices)
+    # " sender rcpt1 rcpt2 ", lowercased: a search by address or by domain
+    # ("@example.com ") is one LIKE on one column.
+    addresses = models.TextField(blank=True)
+    detail = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["time", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.queue_id} {self.kind}"
+
+
+class FlowCounter(models.Model):
+    """Messages per hour and kind (received, delivered, junked, sent, deferred,
+    bounced), bumped with the events in their transaction. A few shards per
+    hour, so that concurrent writers seldom wait for one hot row."""
+
+    hour = models.BigIntegerField(help_text="Unix time // 3600")
+    kind = models.CharField(max_length=16)
+    shard = models.PositiveSmallIntegerField(default=0)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "kind", "shard"], name="flowcounter_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour} {self.kind} {self.count}"
+
+
+class Heartbeat(models.Model):
+    """The last sign of life of a process: a listener process, a Celery worker,
+    beat. The dashboard marks the ones not seen lately as stale."""
+
+    kind = models.CharField(max_length=16)  # listeners | worker | beat
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    detail = models.JSONField(default=dict)
+    started = models.DateTimeField(default=timezone.now)
+    seen = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "host", "pid"], name="heartbeat_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.host}:{self.pid}"

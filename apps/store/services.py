@@ -24,7 +24,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.directory.models import Mailbox
-from apps.store import events, hooks, mime
+from apps.store import events, hooks, mime, trace
 from apps.store.blobs import get_blob_store
 from apps.store.models import (
     DEFAULT_FOLDERS,
@@ -34,6 +34,8 @@ from apps.store.models import (
     Folder,
     Message,
     SpecialUse,
+    TraceEvent,
+    TraceKind,
 )
 from mailhost.errors import Conflict, Invalid, NotFound, OverQuota
 
@@ -324,6 +326,26 @@ def usage_expression(mailbox_lookup: str) -> Coalesce:
     return Coalesce(Subquery(used), 0, output_field=models.BigIntegerField())
 
 
+@dataclass(frozen=True)
+class StorageSummary:
+    used: int  # bytes, in every folder of the mailboxes
+    quota: int  # bytes, the sum of the limited mailboxes' quotas
+    mailboxes: int
+    unlimited: int  # mailboxes without a quota
+
+
+def storage_summary(mailboxes: models.QuerySet[Mailbox]) -> StorageSummary:
+    """Storage used by ``mailboxes`` against their quotas, from the folders'
+    kept totals (two queries, no message scan)."""
+    used = Folder.objects.filter(mailbox__in=mailboxes).aggregate(
+        used=Coalesce(Sum("total_size"), 0))["used"]
+    quotas = mailboxes.aggregate(
+        total=Coalesce(Sum("quota"), 0), count=models.Count("pk"),
+        unlimited=models.Count("pk", filter=models.Q(quota=0)))
+    return StorageSummary(used=used, quota=quotas["total"], mailboxes=quotas["count"],
+                          unlimited=quotas["unlimited"])
+
+
 def quota_usage(mailbox: Mailbox) -> tuple[int, int]:
     """(bytes used, quota in bytes; 0 means unlimited)."""
     return _usage([mailbox.pk])[mailbox.pk], mailbox.quota
@@ -353,6 +375,10 @@ class DeliveryRequest:
     # Off when the message was acknowledged before (a spooled message being
     # filed): it must land even if the mailbox filled up meanwhile.
     check_quota: bool = True
+    # The message trace: with a queue id, each filing is recorded (and
+    # ``trace_events``, e.g. the SMTP acceptance) in the batch's transaction.
+    queue_id: str = ""
+    trace_events: list[TraceEvent] = field(default_factory=list)
     messages: list[Message] = field(default_factory=list)
 
 
@@ -443,6 +469,7 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
         bumped: set[int] = set()
         added: dict[int, tuple[int, int]] = defaultdict(lambda: (0, 0))
         new_messages: list[Message] = []
+        trace_rows: list[TraceEvent] = []
         now = timezone.now()
         for index, folders in targets:
             request = requests[index]
@@ -458,7 +485,16 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
                 added[folder.pk] = (count + 1, size + message.size)
                 request.messages.append(message)
                 new_messages.append(message)
+            if request.queue_id:
+                trace_rows += request.trace_events
+                trace_rows += [trace.event(
+                    TraceKind.FILED, request.queue_id,
+                    addresses=[mailboxes[f.mailbox_id].address],
+                    mailbox=mailboxes[f.mailbox_id].address, folder=f.name, uid=m.uid,
+                    junk=f.special_use == SpecialUse.JUNK)
+                    for f, m in zip(folders, request.messages, strict=True)]
         Message.objects.bulk_create(new_messages)
+        trace.record(trace_rows)
         touched = [f for f in locked.values() if f.pk in bumped]
         _save_counters(touched, added)
         _publish_on_commit(touched)

@@ -14,6 +14,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from apps.delivery.submission import Origin
 from apps.directory.models import Mailbox
 from apps.store.models import Message, SpecialUse
 from apps.web.auth import mailbox_required
@@ -88,7 +89,9 @@ def _compose_post(request: HttpRequest, mailbox: Mailbox) -> HttpResponse:
             return _render(request, form, status=400)
         try:
             writing.send(
-                mailbox, letter, replacing=replacing,
+                mailbox, letter, replacing=replacing, origin=Origin(
+                    listener="webmail", peer_ip=request.META.get("REMOTE_ADDR", ""),
+                    tls=request.is_secure()),
                 replied=_still_there(mailbox, form.cleaned_data["replied"]),
                 forwarded=_still_there(mailbox, form.cleaned_data["forwarded"]))
         except MailhostError as error:

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from apps.delivery.submission import (
     AcceptedRecipient,
+    Origin,
     Submitted,
     check_recipient,
     check_sender,
@@ -341,7 +342,7 @@ FORWARDED = "$Forwarded"
 
 
 def send(
-    mailbox: Mailbox, letter: Letter, *, replacing: Message | None,
+    mailbox: Mailbox, letter: Letter, *, origin: Origin, replacing: Message | None,
     replied: Message | None = None, forwarded: Message | None = None,
 ) -> Submitted:
     """Submit the letter as port 587 would (sender rules, limits, signing,
@@ -356,7 +357,7 @@ def send(
     sent_folder = special_folder(mailbox, SpecialUse.SENT, "Sent")
     with transaction.atomic():
         submitted = submit_as_user(mailbox, sender=letter.from_address, recipients=accepted,
-                                   data=build_message(letter, with_bcc=False))
+                                   data=build_message(letter, with_bcc=False), origin=origin)
         # The Sent copy shows whom the user wrote to in Bcc; the field sits
         # above the signed ones, where it changes no signature.
         bcc = (SMTP.fold_binary("Bcc", SMTP.header_factory("Bcc", _addresses(letter.bcc)))

@@ -39,6 +39,9 @@ def accepted(*addresses: str) -> list[submission.AcceptedRecipient]:
             for i, a in enumerate(addresses)]
 
 
+WEB = submission.Origin(listener="webmail", peer_ip="127.0.0.1", tls=False)
+
+
 def reply(error: MailhostError) -> str:
     return error.smtp_reply()[:9]
 
@@ -49,7 +52,7 @@ def test_submit_delivers_locally_queues_remote_signs_and_counts(alice, bob, sett
     sent = submission.submit_as_user(
         alice, sender="alice@example.org", recipients=accepted("bob@example.org",
                                                                "carol@example.net"),
-        data=letter())
+        data=letter(), origin=WEB)
     assert (sent.local, sent.remote) == (1, 1)
     (local,) = stored("bob@example.org")
     assert local == sent.data and fakedns.dkim_verifies(local, 0)
@@ -71,7 +74,7 @@ def test_sender_rules(alice, bob):
     with pytest.raises(SenderNotAllowed):
         submission.submit_as_user(alice, sender="alice@example.org",
                                   recipients=accepted("bob@example.org"),
-                                  data=letter("bob@example.org"))
+                                  data=letter("bob@example.org"), origin=WEB)
     assert stored("bob@example.org") == [] and not OutboundMessage.objects.exists()
 
 
@@ -100,7 +103,7 @@ def test_size_limit(alice, bob, settings):
     with pytest.raises(submission.MessageTooLarge) as refused:
         submission.submit_as_user(alice, sender="alice@example.org",
                                   recipients=accepted("bob@example.org"),
-                                  data=letter() + b"x" * 100)
+                                  data=letter() + b"x" * 100, origin=WEB)
     assert reply(refused.value) == "552 5.3.4" and stored("bob@example.org") == []
 
 
@@ -110,7 +113,8 @@ def test_both_front_ends_share_the_hourly_limit(mail_servers, transactional_db, 
     alice = make_mailbox("alice@example.org")
     make_mailbox("bob@example.org")
     writing.send(alice, writing.Letter(from_address="alice@example.org",
-                                       to=["bob@example.org"], subject="web"), replacing=None)
+                                       to=["bob@example.org"], subject="web"), replacing=None,
+                 origin=WEB)
     with smtplib.SMTP("localhost", mail_servers.port("submission")) as client:
         client.starttls(context=client_tls_context)
         client.login("alice@example.org", PASSWORD)
@@ -120,5 +124,5 @@ def test_both_front_ends_share_the_hourly_limit(mail_servers, transactional_db, 
     with pytest.raises(submission.SendingLimitReached):
         writing.send(alice, writing.Letter(from_address="alice@example.org",
                                            to=["bob@example.org"], subject="web 2"),
-                     replacing=None)
+                     replacing=None, origin=WEB)
     assert len(stored("bob@example.org")) == 2

@@ -9,7 +9,12 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from apps.mailservers.listeners import LISTENERS, start_listeners, stop_listeners
+from apps.mailservers.listeners import (
+    LISTENERS,
+    send_heartbeats,
+    start_listeners,
+    stop_listeners,
+)
 from apps.mailservers.tls import server_context
 
 log = logging.getLogger("mailhost.listeners")
@@ -36,7 +41,10 @@ class Command(BaseCommand):
             loop.add_signal_handler(sig, stop.set)
         listeners = await start_listeners(
             ports, host=settings.MAILHOST_BIND, tls_context=server_context())
+        heartbeats = asyncio.create_task(
+            send_heartbeats(listeners, settings.MAILHOST_HEARTBEAT_INTERVAL))
         await stop.wait()
+        heartbeats.cancel()
         log.info("shutting down: no new connections, waiting up to %ds for sessions",
                  settings.MAILHOST_SHUTDOWN_GRACE)
         await stop_listeners(listeners, grace=settings.MAILHOST_SHUTDOWN_GRACE)
