@@ -11,6 +11,7 @@ from apps.delivery import submission
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.delivery.services import SenderNotAllowed
 from apps.directory import services as directory
+from apps.store.models import TraceEvent, TraceKind
 from apps.webmail import writing
 from mailhost.errors import Disabled, MailhostError, OverQuota
 from tests.delivery import fakedns
@@ -126,3 +127,17 @@ def test_both_front_ends_share_the_hourly_limit(mail_servers, transactional_db, 
                                            to=["bob@example.org"], subject="web 2"),
                      replacing=None, origin=WEB)
     assert len(stored("bob@example.org")) == 2
+
+
+def test_mail_sent_from_the_webmail_is_traced_like_submission(alice, bob):
+    sent = writing.send(alice, writing.Letter(from_address="alice@example.org",
+                                              to=["bob@example.org", "carol@example.net"],
+                                              subject="traced"),
+                        replacing=None, origin=WEB)
+    kinds = list(TraceEvent.objects.filter(queue_id=sent.queue_id)
+                 .values_list("kind", flat=True))
+    assert sorted(kinds) == ["filed", "queued", "submitted"]
+    accepted = TraceEvent.objects.get(queue_id=sent.queue_id, kind=TraceKind.SUBMITTED)
+    assert accepted.detail["listener"] == "webmail"
+    assert accepted.detail["user"] == "alice@example.org"
+    assert accepted.detail["recipients"] == ["bob@example.org", "carol@example.net"]
