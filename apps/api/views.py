@@ -23,6 +23,7 @@ from apps.api import services as token_services
 from apps.api.models import ApiToken
 from apps.directory import services
 from apps.directory.addresses import normalize_domain
+from apps.directory.audit import Actor
 from apps.directory.dns import dns_records
 from apps.directory.models import Alias, Domain, Mailbox, Role, User
 from apps.store.services import usage_expression
@@ -102,16 +103,17 @@ class DomainViewSet(CrudViewSet):
         return services.create_domain(
             data["name"], default_quota=data.get("default_quota"),
             max_mailboxes=data.get("max_mailboxes", 0), active=data.get("active", True),
+            actor=Actor.of(self.request),
         )
 
     def update_object(self, instance: Domain, data: dict[str, Any]) -> None:
         services.update_domain(
             instance, active=data.get("active"), default_quota=data.get("default_quota"),
-            max_mailboxes=data.get("max_mailboxes"),
+            max_mailboxes=data.get("max_mailboxes"), actor=Actor.of(self.request),
         )
 
     def perform_destroy(self, instance: Domain) -> None:
-        services.delete_domain(instance)
+        services.delete_domain(instance, actor=Actor.of(self.request))
 
     @extend_schema(responses=serializers.DnsRecordSerializer(many=True))
     @action(detail=True, methods=["get"], filter_backends=[],
@@ -161,6 +163,7 @@ class MailboxViewSet(CrudViewSet):
         return services.create_mailbox(
             data["address"], data["password"], quota=data.get("quota"),
             display_name=data.get("user", {}).get("display_name", ""),
+            actor=Actor.of(self.request),
         )
 
     def update_object(self, instance: Mailbox, data: dict[str, Any]) -> None:
@@ -173,10 +176,11 @@ class MailboxViewSet(CrudViewSet):
             instance, quota=data.get("quota"), active=data.get("active"),
             display_name=data.get("user", {}).get("display_name"), password=data.get("password"),
             forward_to=data.get("forward_to"), forward_keep_copy=data.get("forward_keep_copy"),
+            actor=Actor.of(self.request),
         )
 
     def perform_destroy(self, instance: Mailbox) -> None:
-        services.delete_mailbox(instance)
+        services.delete_mailbox(instance, actor=Actor.of(self.request))
 
 
 def check_domain_rights(user: User, address: str) -> None:
@@ -219,14 +223,15 @@ class AliasViewSet(CrudViewSet):
 
     def create_object(self, data: dict[str, Any]) -> Alias:
         check_domain_rights(self.request.user, data["address"])
-        return services.create_alias(data["address"], data["destinations"])
+        return services.create_alias(data["address"], data["destinations"],
+                                     actor=Actor.of(self.request))
 
     def update_object(self, instance: Alias, data: dict[str, Any]) -> None:
         services.update_alias(instance, destinations=data.get("destinations"),
-                              active=data.get("active"))
+                              active=data.get("active"), actor=Actor.of(self.request))
 
     def perform_destroy(self, instance: Alias) -> None:
-        services.delete_alias(instance)
+        services.delete_alias(instance, actor=Actor.of(self.request))
 
 
 # --- the caller ------------------------------------------------------------------
@@ -257,7 +262,8 @@ class MeView(generics.GenericAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         services.update_account(
-            user, display_name=data.get("display_name"), password=data.get("password"))
+            user, display_name=data.get("display_name"), password=data.get("password"),
+            actor=Actor.of(request))
         return Response(self.get_serializer(self.account()).data)
 
 
