@@ -17,12 +17,13 @@ from apps.directory.access import (
     is_admin,
     is_superadmin,
     mailboxes_for,
+    may_manage_address,
     may_manage_domain,
 )
 from apps.directory.models import User
 
 __all__ = ["accounts_for", "aliases_for", "domains_for", "is_admin", "mailboxes_for",
-           "may_manage_domain", "tokens_for"]
+           "may_manage_address", "may_manage_domain", "tokens_for"]
 
 
 def tokens_for(user: User | AnonymousUser) -> QuerySet[ApiToken]:

@@ -7,8 +7,7 @@ from typing import Any
 
 import django_filters
 from django.conf import settings
-from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import filters, generics, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -25,8 +24,8 @@ from apps.directory import services
 from apps.directory.addresses import normalize_domain
 from apps.directory.audit import Actor
 from apps.directory.dns import dns_records
-from apps.directory.models import Alias, Domain, Mailbox, Role, User
-from apps.store.services import usage_expression
+from apps.directory.models import Alias, Domain, Mailbox, User
+from apps.store.services import usage_expression, with_domain_usage
 from mailhost.errors import Invalid, NotFound
 
 
@@ -92,12 +91,7 @@ class DomainViewSet(CrudViewSet):
         return super().get_serializer_class()
 
     def get_queryset(self) -> QuerySet[Domain]:
-        mailbox_count = (Mailbox.objects.filter(domain=OuterRef("pk")).order_by()
-                         .values("domain").annotate(n=Count("pk")).values("n"))
-        return access.domains_for(self.request.user).annotate(
-            mailbox_count=Coalesce(Subquery(mailbox_count), 0),
-            used_bytes=usage_expression("mailbox__domain"),
-        )
+        return with_domain_usage(access.domains_for(self.request.user))
 
     def create_object(self, data: dict[str, Any]) -> Domain:
         return services.create_domain(
@@ -187,14 +181,8 @@ def check_domain_rights(user: User, address: str) -> None:
     """403 for an address in a domain the caller does not administer. A bad
     address, or one in a domain not hosted here, is left to the service, which
     names the field."""
-    if user.role == Role.SUPERADMIN:
-        return
-    domain_name = address.strip().rpartition("@")[2]
-    try:
-        domain_name = normalize_domain(domain_name)
-    except Invalid:
-        return
-    if not access.may_manage_domain(user, domain_name):
+    if not access.may_manage_address(user, address):
+        domain_name = address.strip().rpartition("@")[2]
         raise PermissionDenied(f"you do not administer the domain {domain_name}")
 
 
