@@ -183,6 +183,19 @@ class AuditEntry(models.Model):
     def __str__(self) -> str:
         return f"{self.when:%Y-%m-%d %H:%M} {self.actor_email} {self.action} {self.object_repr}"
 
+    @property
+    def change_list(self) -> list[tuple[str, str]]:
+        """Each change as (field, "old → new"), or what was said of it
+        ("changed" for a password)."""
+        shown = []
+        for name, change in self.changes.items():
+            if isinstance(change, list) and len(change) == 2:
+                old, new = change
+                shown.append((name, f"{new}" if old is None else f"{old} → {new}"))
+            else:
+                shown.append((name, str(change)))
+        return shown
+
 
 class SecondFactor(models.Model):
     """An administrator's TOTP second factor (RFC 6238). ``confirmed`` once the
