@@ -7,7 +7,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.api.models import ApiToken
-from apps.directory.models import Alias, DkimKey, Domain, Mailbox, User
+from apps.directory.models import Alias, DkimKey, Domain, Mailbox, Role, User
 
 # Quotas are bytes in a 64-bit column; 0 means unlimited.
 MAX_BYTES = 2**63 - 1
@@ -157,3 +157,37 @@ class NewApiTokenSerializer(ApiTokenSerializer):
 
     class Meta(ApiTokenSerializer.Meta):
         fields = [*ApiTokenSerializer.Meta.fields, "key"]
+
+
+class AdministratorSerializer(serializers.ModelSerializer):
+    email = serializers.CharField(max_length=320)
+    password = serializers.CharField(write_only=True, max_length=4096,
+                                     style={"input_type": "password"})
+    display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    role = serializers.ChoiceField(choices=[Role.DOMAIN_ADMIN.value, Role.SUPERADMIN.value],
+                                   default=Role.DOMAIN_ADMIN.value)
+    domains = serializers.SlugRelatedField(
+        source="administered_domains", slug_field="name", many=True, required=False,
+        queryset=Domain.objects.all(),
+        help_text="names of the domains a domain administrator manages (a superadmin: all)")
+    is_active = serializers.BooleanField(required=False, default=True)
+    two_factor = serializers.SerializerMethodField(
+        help_text="whether sign-in asks this administrator for a TOTP code")
+
+    class Meta:
+        model = User
+        fields = ["id", "email", "password", "display_name", "role", "domains", "is_active",
+                  "two_factor", "date_joined"]
+        read_only_fields = ["date_joined"]
+
+    def get_two_factor(self, user: User) -> bool:
+        return bool(getattr(user, "two_factor", False))
+
+
+class AdministratorUpdateSerializer(AdministratorSerializer):
+    email = serializers.CharField(read_only=True)
+    password = serializers.CharField(write_only=True, required=False, max_length=4096,
+                                     style={"input_type": "password"})
+    role = serializers.ChoiceField(choices=[Role.DOMAIN_ADMIN.value, Role.SUPERADMIN.value],
+                                   required=False)
+    is_active = serializers.BooleanField(required=False)

@@ -7,7 +7,7 @@ from typing import Any
 
 import django_filters
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import filters, generics, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -20,11 +20,11 @@ from rest_framework.serializers import BaseSerializer
 from apps.api import access, serializers
 from apps.api import services as token_services
 from apps.api.models import ApiToken
-from apps.directory import services
+from apps.directory import administrators, services
 from apps.directory.addresses import normalize_domain
 from apps.directory.audit import Actor
 from apps.directory.dns import dns_records
-from apps.directory.models import Alias, Domain, Mailbox, User
+from apps.directory.models import Alias, Domain, Mailbox, SecondFactor, User
 from apps.store.services import usage_expression, with_domain_usage
 from mailhost.errors import Invalid, NotFound
 
@@ -220,6 +220,49 @@ class AliasViewSet(CrudViewSet):
 
     def perform_destroy(self, instance: Alias) -> None:
         services.delete_alias(instance, actor=Actor.of(self.request))
+
+
+# --- administrators ----------------------------------------------------------------
+
+
+class AdministratorFilter(django_filters.FilterSet):
+    class Meta:
+        model = User
+        fields = ["role", "is_active"]
+
+
+class AdministratorViewSet(CrudViewSet):
+    """Administrator accounts (superadmins only): domain admins with the
+    domains they manage, and other superadmins."""
+
+    serializer_class = serializers.AdministratorSerializer
+    update_serializer_class = serializers.AdministratorUpdateSerializer
+    permission_classes = [access.IsSuperadmin]
+    filterset_class = AdministratorFilter
+    search_fields = ["email"]
+    ordering_fields = ["email", "date_joined"]
+    ordering = ["email"]
+
+    def get_queryset(self) -> QuerySet[User]:
+        return (access.administrators_for(self.request.user)
+                .prefetch_related("administered_domains")
+                .annotate(two_factor=Exists(SecondFactor.objects.filter(
+                    user=OuterRef("pk"), confirmed=True))))
+
+    def create_object(self, data: dict[str, Any]) -> User:
+        return administrators.create_administrator(
+            data["email"], data["password"], role=data["role"],
+            domains=data.get("administered_domains", []),
+            display_name=data.get("display_name", ""), actor=Actor.of(self.request))
+
+    def update_object(self, instance: User, data: dict[str, Any]) -> None:
+        administrators.update_administrator(
+            instance, role=data.get("role"), domains=data.get("administered_domains"),
+            is_active=data.get("is_active"), display_name=data.get("display_name"),
+            password=data.get("password"), actor=Actor.of(self.request))
+
+    def perform_destroy(self, instance: User) -> None:
+        administrators.delete_administrator(instance, actor=Actor.of(self.request))
 
 
 # --- the caller ------------------------------------------------------------------
