@@ -189,12 +189,23 @@ class AuditEntry(models.Model):
         ("changed" for a password)."""
         shown = []
         for name, change in self.changes.items():
+            label = name.replace("_", " ")
             if isinstance(change, list) and len(change) == 2:
-                old, new = change
-                shown.append((name, f"{new}" if old is None else f"{old} → {new}"))
+                old, new = (_shown(value) for value in change)
+                shown.append((label, new if change[0] is None else f"{old} → {new}"))
             else:
-                shown.append((name, str(change)))
+                shown.append((label, _shown(change)))
         return shown
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value) or "none"
+    if value is None or value == "":
+        return "none"
+    return str(value)
 
 
 class SecondFactor(models.Model):

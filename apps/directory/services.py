@@ -189,9 +189,10 @@ def create_mailbox(
             user=user,
             quota=domain.default_quota if quota is None else quota,
         )
-        record(actor, "create", "mailbox", address, domain_name=domain.name, changes={
-            "quota": [None, mailbox.quota], "display_name": [None, display_name],
-            "password": SECRET_CHANGED})
+        changes: dict[str, object] = {"quota": [None, mailbox.quota], "password": SECRET_CHANGED}
+        if display_name:
+            changes["display_name"] = [None, display_name]
+        record(actor, "create", "mailbox", address, domain_name=domain.name, changes=changes)
         return mailbox
 
 

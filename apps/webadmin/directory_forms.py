@@ -5,6 +5,9 @@ name through ``show_error``."""
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
+
 from django import forms
 
 from apps.directory.models import Domain, Role
@@ -12,7 +15,8 @@ from mailhost.errors import MailhostError
 
 MB = 1024 * 1024
 # Quotas are bytes in a 64-bit column.
-MAX_MB = (2**63 - 1) // MB
+MAX_BYTES = 2**63 - 1
+MAX_MB = MAX_BYTES // MB
 
 
 def show_error(form: forms.Form, error: MailhostError, *, fields: dict[str, str] | None = None,
@@ -24,13 +28,44 @@ def show_error(form: forms.Form, error: MailhostError, *, fields: dict[str, str]
     form.add_error(name if name in form.fields else None, error.message)
 
 
-def megabytes(label: str, *, required: bool = True, help_text: str = "") -> forms.IntegerField:
-    return forms.IntegerField(label=label, min_value=0, max_value=MAX_MB, required=required,
-                              help_text=help_text or "in MB; 0 for unlimited")
+UNITS = {"": MB, "b": 1, "k": 1024, "kb": 1024, "m": MB, "mb": MB, "g": 1024 * MB,
+         "gb": 1024 * MB, "t": 1024**2 * MB, "tb": 1024**2 * MB}
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
-def to_bytes(value: int | None) -> int | None:
-    return None if value is None else value * MB
+def size_text(size: int) -> str:
+    """A byte count as the size field shows it, exactly: "2 GB", "500 MB"."""
+    for unit in ("TB", "GB", "MB", "KB"):
+        if size and size % UNITS[unit.lower()] == 0:
+            return f"{size // UNITS[unit.lower()]} {unit}"
+    return f"{size} B"
+
+
+class SizeField(forms.Field):
+    """A size in bytes, typed as "500 MB", "2 GB", "1.5 GB" or a bare number
+    of MB."""
+
+    def to_python(self, value: object) -> int | None:  # type: ignore[override]
+        text = str(value or "").strip()
+        if not text:
+            return None
+        match = SIZE.match(text[:40])
+        unit = match.group(2).lower() if match else ""
+        if match is None or unit not in UNITS:
+            raise forms.ValidationError("Give a size such as 500 MB or 2 GB.")
+        size = int(Decimal(match.group(1)) * UNITS[unit])
+        if size > MAX_BYTES:
+            raise forms.ValidationError("That is more than can be stored.")
+        return size
+
+    def prepare_value(self, value: object) -> object:
+        return size_text(value) if isinstance(value, int) else value
+
+
+def megabytes(label: str, *, required: bool = True, help_text: str = "") -> SizeField:
+    return SizeField(label=label, required=required,
+                     widget=forms.TextInput(attrs={"inputmode": "decimal", "maxlength": 40}),
+                     help_text=help_text or "such as 500 MB or 2 GB; 0 for unlimited")
 
 
 def lines(text: str) -> list[str]:
@@ -50,14 +85,14 @@ class DomainCreateForm(forms.Form):
     name = forms.CharField(label="Domain name", max_length=255,
                            widget=forms.TextInput(attrs={"autocomplete": "off"}))
     default_quota = megabytes("Default quota", required=False,
-                              help_text="in MB for new mailboxes; empty: the site default")
+                              help_text="for new mailboxes, such as 1 GB; empty: the site default")
     max_mailboxes = forms.IntegerField(label="Mailbox limit", min_value=0, max_value=2**31 - 1,
                                        initial=0, help_text="0 for unlimited")
 
 
 class DomainEditForm(forms.Form):
     default_quota = megabytes("Default quota",
-                              help_text="in MB for new mailboxes; 0 for unlimited")
+                              help_text="for new mailboxes, such as 1 GB; 0 for unlimited")
     max_mailboxes = forms.IntegerField(label="Mailbox limit", min_value=0, max_value=2**31 - 1,
                                        help_text="0 for unlimited")
     greylisting = forms.BooleanField(
@@ -88,7 +123,8 @@ class MailboxCreateForm(forms.Form):
     password = forms.CharField(label="Password", strip=False, max_length=4096,
                                widget=PasswordInput())
     quota = megabytes("Quota", required=False,
-                      help_text="in MB; 0 for unlimited; empty: the domain's default")
+                      help_text="such as 500 MB or 2 GB; 0 for unlimited; "
+                                "empty: the domain's default")
     display_name = forms.CharField(label="Display name", max_length=200, required=False)
 
 

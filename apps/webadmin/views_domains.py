@@ -20,11 +20,9 @@ from apps.store.models import Folder
 from apps.store.services import with_domain_usage
 from apps.web.auth import admin_required
 from apps.webadmin.directory_forms import (
-    MB,
     DomainCreateForm,
     DomainEditForm,
     show_error,
-    to_bytes,
 )
 from apps.webadmin.dns_check import check_records
 from apps.webadmin.paging import paginate
@@ -60,7 +58,7 @@ def domain_create(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         try:
             domain = services.create_domain(
-                data["name"], default_quota=to_bytes(data["default_quota"]),
+                data["name"], default_quota=data["default_quota"],
                 max_mailboxes=data["max_mailboxes"], actor=Actor.of(request))
         except MailhostError as error:
             show_error(form, error)
@@ -78,14 +76,14 @@ def domain_detail(request: HttpRequest, pk: int) -> HttpResponse:
     form = None
     if is_superadmin(request.user):
         form = DomainEditForm(request.POST or None, initial={
-            "default_quota": domain.default_quota // MB, "max_mailboxes": domain.max_mailboxes,
+            "default_quota": domain.default_quota, "max_mailboxes": domain.max_mailboxes,
             "greylisting": domain.greylisting, "spam_threshold": domain.spam_threshold,
             "active": domain.active})
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
                 services.update_domain(
-                    domain, default_quota=to_bytes(data["default_quota"]),
+                    domain, default_quota=data["default_quota"],
                     max_mailboxes=data["max_mailboxes"], greylisting=data["greylisting"],
                     spam_threshold=data["spam_threshold"], active=data["active"],
                     actor=Actor.of(request))

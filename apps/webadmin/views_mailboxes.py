@@ -28,14 +28,12 @@ from apps.pop3.models import MailboxOptions
 from apps.store.services import usage_expression
 from apps.web.auth import admin_required
 from apps.webadmin.directory_forms import (
-    MB,
     CsvImportForm,
     MailboxCreateForm,
     MailboxEditForm,
     PasswordForm,
     lines,
     show_error,
-    to_bytes,
 )
 from apps.webadmin.mailbox_csv import export_rows, import_mailboxes
 from apps.webadmin.paging import paginate
@@ -96,7 +94,7 @@ def mailbox_create(request: HttpRequest) -> HttpResponse:
         else:
             try:
                 mailbox = services.create_mailbox(
-                    data["address"], data["password"], quota=to_bytes(data["quota"]),
+                    data["address"], data["password"], quota=data["quota"],
                     display_name=data["display_name"], actor=Actor.of(request))
             except MailhostError as error:
                 show_error(form, error)
@@ -112,7 +110,7 @@ def mailbox_edit(request: HttpRequest, pk: int) -> HttpResponse:
     mailbox = _mailbox(request, pk)
     leave_copy = MailboxOptions.objects.filter(mailbox=mailbox, leave_copy=True).exists()
     form = MailboxEditForm(request.POST or None, initial={
-        "display_name": mailbox.user.display_name, "quota": mailbox.quota // MB,
+        "display_name": mailbox.user.display_name, "quota": mailbox.quota,
         "active": mailbox.active, "forward_to": "\n".join(mailbox.forward_to),
         "forward_keep_copy": mailbox.forward_keep_copy, "leave_copy": leave_copy,
         "spam_threshold": mailbox.spam_threshold})
@@ -121,7 +119,7 @@ def mailbox_edit(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             with transaction.atomic():  # one change: the mailbox and its POP3 option
                 services.update_mailbox(
-                    mailbox, display_name=data["display_name"], quota=to_bytes(data["quota"]),
+                    mailbox, display_name=data["display_name"], quota=data["quota"],
                     active=data["active"], forward_to=lines(data["forward_to"]),
                     forward_keep_copy=data["forward_keep_copy"],
                     spam_threshold=data["spam_threshold"], actor=Actor.of(request))

@@ -47,7 +47,7 @@ def test_settings_are_saved_and_recorded(root_client, ours):
     assert entry.changes["spam_threshold"] == [None, 6.5]
     bad = root_client.post(f"/manage/domains/{ours.pk}/", {
         "default_quota": "lots", "max_mailboxes": 10, "active": "on"})
-    assert bad.status_code == 400 and b"Enter a whole number" in bad.content
+    assert bad.status_code == 400 and b"Give a size such as 500 MB" in bad.content
 
 
 def test_disable_and_enable(root_client, ours):

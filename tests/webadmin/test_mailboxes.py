@@ -74,6 +74,18 @@ def test_edit_forwarding_quota_and_pop3_copy(root_client, alice):
     assert looping.status_code == 400 and b"cannot forward to itself" in looping.content
 
 
+def test_quota_is_typed_and_shown_in_units_without_losing_bytes(root_client, alice):
+    update_mailbox(alice, quota=10_000)
+    page = root_client.get(f"/manage/mailboxes/{alice.pk}/").content.decode()
+    assert 'value="10000 B"' in page  # not rounded to 0 MB (unlimited)
+    root_client.post(f"/manage/mailboxes/{alice.pk}/", {"quota": "1.5 GB", "active": "on"})
+    alice.refresh_from_db()
+    assert alice.quota == 1536 * MB
+    assert 'value="1536 MB"' in root_client.get(f"/manage/mailboxes/{alice.pk}/").content.decode()
+    wrong = root_client.post(f"/manage/mailboxes/{alice.pk}/", {"quota": "2 parsecs"})
+    assert wrong.status_code == 400 and b"such as 500 MB" in wrong.content
+
+
 def test_new_password_takes_effect_and_is_never_shown(root_client, alice):
     response = root_client.post(f"/manage/mailboxes/{alice.pk}/password/",
                                 {"password": "brand new secret 7"})
