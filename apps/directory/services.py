@@ -227,14 +227,14 @@ def update_account(
     with transaction.atomic():
         changes = _account_changes(user, display_name=display_name, password=password)
         if changes:
+            # An administrator's address says nothing about the domains they
+            # manage: their entries are not any domain's (superadmins see them).
+            mailbox = user.role == Role.MAILBOX_USER
             record(actor, "password" if set(changes) == {"password"} else "update",
-                   _account_type(user), user.email,
-                   domain_name=user.email.rpartition("@")[2], changes=changes)
+                   "mailbox" if mailbox else "administrator", user.email,
+                   domain_name=user.email.rpartition("@")[2] if mailbox else "",
+                   changes=changes)
     return user
-
-
-def _account_type(user: User) -> str:
-    return "mailbox" if user.role == Role.MAILBOX_USER else "administrator"
 
 
 def _split_alias_address(address: str) -> tuple[str, str]:

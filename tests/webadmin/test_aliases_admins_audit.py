@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from apps.directory.audit import Actor
 from apps.directory.models import Alias, AuditEntry, Role, User
-from apps.directory.services import create_alias, resolve, update_mailbox
+from apps.directory.services import create_alias, resolve, update_account, update_mailbox
 from tests.webadmin.conftest import ADMIN_PASSWORD
 
 
@@ -127,3 +127,11 @@ def test_pages_carry_labels_for_every_field(root_client, alice):
         assert f">{label}</label>" in create
     assert ">Domain name</label>" in root_client.get("/manage/domains/new/").content.decode()
     assert ADMIN_PASSWORD not in page
+
+
+def test_an_administrators_own_changes_are_not_their_email_domains(client, domain_admin, ours):
+    other = User.objects.create_user("chief@ours.example", ADMIN_PASSWORD, role=Role.SUPERADMIN)
+    update_account(other, password="another password 5", actor=Actor(other))
+    assert AuditEntry.objects.get(object_repr="chief@ours.example").domain_name == ""
+    client.force_login(domain_admin)
+    assert "chief@ours.example" not in client.get("/manage/audit/").content.decode()
