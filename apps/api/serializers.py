@@ -22,6 +22,12 @@ class DomainSerializer(serializers.ModelSerializer):
     default_quota = byte_count(required=False, help_text="bytes for new mailboxes; 0: none")
     max_mailboxes = serializers.IntegerField(
         min_value=0, max_value=2**31 - 1, required=False, help_text="0: unlimited")
+    greylisting = serializers.BooleanField(required=False,
+                                           help_text="defer mail from first-time senders")
+    spam_threshold = serializers.FloatField(
+        required=False, allow_null=True, min_value=0.1, max_value=1000,
+        help_text="spam score filed into Junk for mailboxes without their own; "
+                  "null: the site default")
     mailbox_count = serializers.IntegerField(read_only=True)
     used_bytes = serializers.IntegerField(
         read_only=True, help_text="bytes stored in all the domain's mailboxes")
@@ -29,7 +35,7 @@ class DomainSerializer(serializers.ModelSerializer):
     class Meta:
         model = Domain
         fields = ["id", "name", "unicode_name", "active", "default_quota", "max_mailboxes",
-                  "mailbox_count", "used_bytes", "created"]
+                  "greylisting", "spam_threshold", "mailbox_count", "used_bytes", "created"]
         read_only_fields = ["unicode_name", "created"]
 
 

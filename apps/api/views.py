@@ -97,13 +97,16 @@ class DomainViewSet(CrudViewSet):
         return services.create_domain(
             data["name"], default_quota=data.get("default_quota"),
             max_mailboxes=data.get("max_mailboxes", 0), active=data.get("active", True),
-            actor=Actor.of(self.request),
+            greylisting=data.get("greylisting", False),
+            spam_threshold=data.get("spam_threshold"), actor=Actor.of(self.request),
         )
 
     def update_object(self, instance: Domain, data: dict[str, Any]) -> None:
         services.update_domain(
             instance, active=data.get("active"), default_quota=data.get("default_quota"),
-            max_mailboxes=data.get("max_mailboxes"), actor=Actor.of(self.request),
+            max_mailboxes=data.get("max_mailboxes"), greylisting=data.get("greylisting"),
+            spam_threshold=data.get("spam_threshold", services.KEEP),
+            actor=Actor.of(self.request),
         )
 
     def perform_destroy(self, instance: Domain) -> None:

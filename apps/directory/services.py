@@ -68,13 +68,19 @@ def _check_limits(**limits: int | None) -> None:
             raise Invalid(f"{name.replace('_', ' ')} must not be negative", field=name)
 
 
+def _check_spam_threshold(threshold: float | None) -> None:
+    if threshold is not None and not 0 < threshold <= 1000:
+        raise Invalid("spam threshold must be above 0 and at most 1000", field="spam_threshold")
+
+
 def create_domain(
     name: str, *, default_quota: int | None = None, max_mailboxes: int = 0, active: bool = True,
-    actor: Actor | None = None,
+    greylisting: bool = False, spam_threshold: float | None = None, actor: Actor | None = None,
 ) -> Domain:
     with _about("name"):
         ascii_name = normalize_domain(name)
     _check_limits(default_quota=default_quota, max_mailboxes=max_mailboxes)
+    _check_spam_threshold(spam_threshold)
     with transaction.atomic():
         if Domain.objects.filter(name=ascii_name).exists():
             raise Conflict(f"domain {ascii_name} exists already", field="name")
@@ -85,6 +91,8 @@ def create_domain(
             ),
             max_mailboxes=max_mailboxes,
             active=active,
+            greylisting=greylisting,
+            spam_threshold=spam_threshold,
         )
         create_dkim_key(domain, RSA_SHA256)
         create_dkim_key(domain, ED25519_SHA256)  # RFC 8463 §3: a second signature
@@ -306,9 +314,7 @@ def update_domain(
         changes = _save_changes(domain, active=active, default_quota=default_quota,
                                 max_mailboxes=max_mailboxes, greylisting=greylisting)
         if spam_threshold is not KEEP and spam_threshold != domain.spam_threshold:
-            if spam_threshold is not None and not 0 < spam_threshold <= 1000:  # type: ignore[operator]
-                raise Invalid("spam threshold must be above 0 and at most 1000",
-                              field="spam_threshold")
+            _check_spam_threshold(spam_threshold)  # type: ignore[arg-type]
             changes["spam_threshold"] = [domain.spam_threshold, spam_threshold]
             domain.spam_threshold = spam_threshold  # type: ignore[assignment]
             domain.save(update_fields=["spam_threshold"])
@@ -356,9 +362,8 @@ def update_mailbox(
     empty ``forward_to`` turns forwarding off."""
     _check_limits(quota=quota)
     forwards = None if forward_to is None else _forward_targets(mailbox, forward_to)
-    if spam_threshold is not KEEP and spam_threshold is not None and not (
-            0 < spam_threshold <= 1000):  # type: ignore[operator]
-        raise Invalid("spam threshold must be above 0 and at most 1000", field="spam_threshold")
+    if spam_threshold is not KEEP:
+        _check_spam_threshold(spam_threshold)  # type: ignore[arg-type]
     with transaction.atomic():
         changes = _account_changes(mailbox.user, display_name=display_name, password=password)
         changes |= _save_changes(mailbox, quota=quota, active=active, forward_to=forwards,
