@@ -17,6 +17,7 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
 
 from apps.directory import services
@@ -159,7 +160,7 @@ def mailbox_delete(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         services.delete_mailbox(mailbox, actor=Actor.of(request))
         messages.success(request, f"Mailbox {mailbox.address} deleted.")
-        return redirect(f"/manage/mailboxes/?domain={mailbox.domain.name}")
+        return redirect(f"{reverse('webadmin:mailbox_list')}?domain={mailbox.domain.name}")
     return render(request, "webadmin/directory/mailbox_delete.html", {
         "section": "mailboxes", "mailbox": mailbox})
 
