@@ -105,7 +105,7 @@ def confirm_enrolment(user: User, code: str, *, actor: Actor | None = None) -> l
     return codes
 
 
-def verify(user: User, code: str) -> bool:
+def verify(user: User, code: str, *, actor: Actor | None = None) -> bool:
     """Whether ``code`` (a current TOTP code, or an unused recovery code) is
     right for ``user``'s confirmed second factor; uses the code up."""
     with transaction.atomic():
@@ -126,7 +126,7 @@ def verify(user: User, code: str) -> bool:
             return False
         factor.recovery_codes = remaining
         factor.save(update_fields=["recovery_codes"])
-        record(Actor(user), "2fa recovery code used", "administrator", user.email,
+        record(actor or Actor(user), "2fa recovery code used", "administrator", user.email,
                changes={"recovery codes left": len(remaining)})
         return True
 
@@ -134,7 +134,7 @@ def verify(user: User, code: str) -> bool:
 def disable(user: User, code: str, *, actor: Actor | None = None) -> None:
     """Turn the second factor off; it takes a valid code, so that a session
     left open is not enough."""
-    if not verify(user, code):
+    if not verify(user, code, actor=actor):
         raise Invalid("that code is not right", field="code")
     with transaction.atomic():
         SecondFactor.objects.filter(user=user).delete()

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from apps.directory import second_factor, services
 from apps.directory.access import is_admin
+from apps.directory.audit import Actor
 from apps.directory.models import User
 from apps.web.forms import CodeForm, SignInForm
 
@@ -93,7 +94,8 @@ def sign_in_code(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         remote_ip = request.META.get("REMOTE_ADDR")
         if (not services.is_locked_out(user.email, remote_ip)
-                and second_factor.verify(user, form.cleaned_data["code"])):
+                and second_factor.verify(user, form.cleaned_data["code"],
+                                         actor=Actor(user, remote_ip))):
             del request.session[PENDING_KEY]
             login(request, user)
             return HttpResponseRedirect(pending["next"] or home_for(user))

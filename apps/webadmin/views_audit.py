@@ -70,6 +70,7 @@ def security(request: HttpRequest) -> HttpResponse:
     qr = None
     if factor is not None and not factor.confirmed:
         qr = second_factor.qr_code(factor)
+        form.fields["code"].help_text = "The 6-digit code your authenticator app shows now."
     return render(request, "webadmin/directory/security.html", {
         "section": "security", "factor": factor, "form": form, "qr": qr,
         "recovery_codes": recovery_codes}, status=400 if form.errors else 200)

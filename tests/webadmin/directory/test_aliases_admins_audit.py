@@ -11,7 +11,7 @@ from django.utils import timezone
 from apps.directory.audit import Actor
 from apps.directory.models import Alias, AuditEntry, Role, User
 from apps.directory.services import create_alias, resolve, update_account, update_mailbox
-from tests.webadmin.conftest import ADMIN_PASSWORD
+from tests.webadmin.directory.conftest import ADMIN_PASSWORD
 
 
 def test_alias_create_catch_all_edit_and_delete(root_client, alice):

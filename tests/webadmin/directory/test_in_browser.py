@@ -18,8 +18,8 @@ from tests.conftest import database_url, sign_in
 from tests.dns_server import TinyDnsServer
 from tests.factories import make_domain, make_mailbox
 from tests.web_server import WebServerProcess
-from tests.webadmin.conftest import ADMIN_PASSWORD
-from tests.webadmin.test_dns_page import MAIL_HOST, zone_for
+from tests.webadmin.directory.conftest import ADMIN_PASSWORD
+from tests.webadmin.directory.test_dns_page import MAIL_HOST, zone_for
 
 pytestmark = pytest.mark.slow
 

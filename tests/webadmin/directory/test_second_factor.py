@@ -11,7 +11,7 @@ from django.test import Client
 
 from apps.directory import second_factor
 from apps.directory.models import AuditEntry, SecondFactor
-from tests.webadmin.conftest import ADMIN_PASSWORD
+from tests.webadmin.directory.conftest import ADMIN_PASSWORD
 
 
 def enrol(client: Client, user) -> tuple[str, list[str]]:  # type: ignore[no-untyped-def]
@@ -62,6 +62,8 @@ def test_a_recovery_code_works_once(client, superadmin):
     sign_in(client, superadmin.email)
     assert client.post("/signin/code/", {"code": codes[0]}).status_code == 400
     assert len(SecondFactor.objects.get(user=superadmin).recovery_codes) == 9
+    used = AuditEntry.objects.get(action="2fa recovery code used")
+    assert used.ip == "127.0.0.1" and used.changes == {"recovery codes left": 9}
 
 
 def test_wrong_codes_count_toward_the_lockout(client, settings, superadmin):
