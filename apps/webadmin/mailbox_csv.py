@@ -85,10 +85,16 @@ def import_mailboxes(text: str, *, user: User, actor: Actor, first_line: int = 1
     return results
 
 
+def _inert(text: str) -> str:
+    """A display name (which mailbox users set themselves) that a spreadsheet
+    opening the export will not run as a formula (CSV injection)."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def export_rows(mailboxes: QuerySet[Mailbox]) -> Iterable[list[object]]:
     """The rows of a mailbox export, header first; ``mailboxes`` carries
     ``used_bytes`` and its ``user`` (read in chunks, whatever the count)."""
     yield EXPORT_COLUMNS
     for mailbox in mailboxes.iterator(chunk_size=2000):
-        yield [mailbox.address, mailbox.user.display_name, mailbox.quota // MB,
+        yield [mailbox.address, _inert(mailbox.user.display_name), mailbox.quota // MB,
                mailbox.used_bytes, int(mailbox.active), mailbox.created.isoformat()]

@@ -141,12 +141,14 @@ def test_domain_admin_imports_only_into_their_domains(boss_client, ours, theirs)
 
 def test_csv_export_has_the_filtered_mailboxes(root_client, alice, zed):
     store.deliver([alice], b"Subject: x\r\n\r\nbody\r\n")
+    update_mailbox(alice, display_name="=HYPERLINK(\"http://evil.example\")")
     response = root_client.get("/manage/mailboxes/export.csv?domain=ours.example")
     assert response["Content-Type"].startswith("text/csv")
     rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert rows[0] == ["address", "display_name", "quota_mb", "used_bytes", "active", "created"]
     assert [row[0] for row in rows[1:]] == ["alice@ours.example"]
     assert int(rows[1][3]) > 0
+    assert rows[1][1].startswith("'=HYPERLINK")  # not a formula in a spreadsheet
 
 
 def test_domain_admin_reaches_only_their_mailboxes(boss_client, alice, zed):
