@@ -165,6 +165,16 @@ class NewApiTokenSerializer(ApiTokenSerializer):
         fields = [*ApiTokenSerializer.Meta.fields, "key"]
 
 
+class DomainNameField(serializers.SlugRelatedField):
+    """A hosted domain by name. A name with NUL in it names none (PostgreSQL
+    would refuse the lookup itself)."""
+
+    def to_internal_value(self, data: object) -> Domain:
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        return super().to_internal_value(data)
+
+
 class AdministratorSerializer(serializers.ModelSerializer):
     email = serializers.CharField(max_length=320)
     password = serializers.CharField(write_only=True, max_length=4096,
@@ -172,7 +182,7 @@ class AdministratorSerializer(serializers.ModelSerializer):
     display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
     role = serializers.ChoiceField(choices=[Role.DOMAIN_ADMIN.value, Role.SUPERADMIN.value],
                                    default=Role.DOMAIN_ADMIN.value)
-    domains = serializers.SlugRelatedField(
+    domains = DomainNameField(
         source="administered_domains", slug_field="name", many=True, required=False,
         queryset=Domain.objects.all(),
         help_text="names of the domains a domain administrator manages (a superadmin: all)")

@@ -62,6 +62,10 @@ def import_mailboxes(text: str, *, user: User, actor: Actor, first_line: int = 1
         if len(results) >= MAX_ROWS:
             results.append(RowResult(line, address, False, f"more than {MAX_ROWS} rows"))
             break
+        if any("\x00" in cell for cell in row):
+            results.append(RowResult(line, address.replace("\x00", ""), False,
+                                     "contains a NUL character"))
+            continue
         if len(row) < 2 or not row[1]:
             results.append(RowResult(line, address, False, "needs an address and a password"))
             continue

@@ -58,6 +58,13 @@ class Page:
         return self.link(self.number + 1)
 
 
+def search_text(request: HttpRequest, name: str) -> str:
+    """A list filter's text as typed, trimmed and lower-cased (addresses and
+    domain names are stored lower-case). NUL is dropped: PostgreSQL refuses it
+    in a query, and no address contains it."""
+    return request.GET.get(name, "").replace("\x00", "").strip().lower()[:320]
+
+
 def _positive(value: str | None, default: int) -> int:
     try:
         number = int(value or default)

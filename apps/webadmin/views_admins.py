@@ -16,7 +16,7 @@ from apps.directory.audit import Actor
 from apps.directory.models import SecondFactor, User
 from apps.web.auth import admin_required
 from apps.webadmin.directory_forms import AdminCreateForm, AdminEditForm, show_error
-from apps.webadmin.paging import paginate
+from apps.webadmin.paging import paginate, search_text
 from mailhost.errors import MailhostError
 
 
@@ -33,7 +33,7 @@ def _admin(request: HttpRequest, pk: int) -> User:
 @admin_required
 def admin_list(request: HttpRequest) -> HttpResponse:
     _superadmin_only(request)
-    query = request.GET.get("q", "").strip().lower()
+    query = search_text(request, "q")
     admins = administrators_for(request.user).order_by("email")
     if query:
         admins = admins.filter(email__contains=query)

@@ -13,7 +13,7 @@ from apps.directory.audit import Actor
 from apps.directory.models import Alias
 from apps.web.auth import admin_required
 from apps.webadmin.directory_forms import AliasCreateForm, AliasEditForm, lines, show_error
-from apps.webadmin.paging import paginate
+from apps.webadmin.paging import paginate, search_text
 from mailhost.errors import MailhostError
 
 
@@ -23,8 +23,8 @@ def _alias(request: HttpRequest, pk: int) -> Alias:
 
 @admin_required
 def alias_list(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip().lower()
-    domain = request.GET.get("domain", "").strip().lower()
+    query = search_text(request, "q")
+    domain = search_text(request, "domain")
     aliases = aliases_for(request.user)
     if query:
         aliases = aliases.filter(address__contains=query)
@@ -37,7 +37,7 @@ def alias_list(request: HttpRequest) -> HttpResponse:
 
 @admin_required
 def alias_create(request: HttpRequest) -> HttpResponse:
-    domain = request.GET.get("domain", "")
+    domain = search_text(request, "domain")
     form = AliasCreateForm(request.POST or None,
                            initial={"address": f"@{domain}" if domain else ""})
     if request.method == "POST" and form.is_valid():

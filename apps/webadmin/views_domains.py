@@ -25,7 +25,7 @@ from apps.webadmin.directory_forms import (
     show_error,
 )
 from apps.webadmin.dns_check import check_records
-from apps.webadmin.paging import paginate
+from apps.webadmin.paging import paginate, search_text
 from mailhost.errors import MailhostError
 
 
@@ -40,7 +40,7 @@ def _superadmin_only(request: HttpRequest) -> None:
 
 @admin_required
 def domain_list(request: HttpRequest) -> HttpResponse:
-    query = request.GET.get("q", "").strip().lower()
+    query = search_text(request, "q")
     domains = domains_for(request.user)
     if query:
         domains = domains.filter(name__contains=query)

@@ -37,7 +37,7 @@ from apps.webadmin.directory_forms import (
     show_error,
 )
 from apps.webadmin.mailbox_csv import export_rows, import_mailboxes
-from apps.webadmin.paging import paginate
+from apps.webadmin.paging import paginate, search_text
 from mailhost.errors import MailhostError
 
 # A mailbox is "nearly full" from this share of its quota on.
@@ -51,13 +51,13 @@ def _with_usage(mailboxes: QuerySet[Mailbox]) -> QuerySet[Mailbox]:
 
 def _filtered(request: HttpRequest) -> tuple[QuerySet[Mailbox], dict[str, str]]:
     """The mailboxes the list's filters pick, and the filters as given."""
-    filters = {name: request.GET.get(name, "").strip() for name in ("q", "domain", "status",
-                                                                     "usage")}
+    filters = {name: search_text(request, name)
+               for name in ("q", "domain", "status", "usage")}
     mailboxes = mailboxes_for(request.user)
     if filters["q"]:
-        mailboxes = mailboxes.filter(address__contains=filters["q"].lower())
+        mailboxes = mailboxes.filter(address__contains=filters["q"])
     if filters["domain"]:
-        mailboxes = mailboxes.filter(domain__name=filters["domain"].lower())
+        mailboxes = mailboxes.filter(domain__name=filters["domain"])
     if filters["status"] in ("active", "disabled"):
         mailboxes = mailboxes.filter(active=filters["status"] == "active")
     if filters["usage"] == "high":
@@ -85,7 +85,7 @@ def mailbox_list(request: HttpRequest) -> HttpResponse:
 @sensitive_post_parameters("password")
 @admin_required
 def mailbox_create(request: HttpRequest) -> HttpResponse:
-    domain = request.GET.get("domain", "")
+    domain = search_text(request, "domain")
     form = MailboxCreateForm(request.POST or None,
                              initial={"address": f"@{domain}" if domain else ""})
     if request.method == "POST" and form.is_valid():

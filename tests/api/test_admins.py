@@ -32,6 +32,10 @@ def test_field_errors(client_for, superadmin, domain_admin):
                                               "admin password 3", "domains": ["nope.example"]},
                           format="json")
     assert unknown.status_code == 400 and "domains" in unknown.json()
+    nul = client.post("/api/v1/admins/", {"email": "x@ours.example", "password":
+                                          "admin password 3", "domains": ["a\x00b"]},
+                      format="json")
+    assert nul.status_code == 400 and "domains" in nul.json()
     weak = client.post("/api/v1/admins/", {"email": "x@ours.example", "password": "short"},
                        format="json")
     assert weak.status_code == 400 and "password" in weak.json()

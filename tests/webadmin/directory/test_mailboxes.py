@@ -163,3 +163,15 @@ def test_domain_admin_reaches_only_their_mailboxes(boss_client, alice, zed):
     assert refused.status_code == 400 and b"do not administer" in refused.content
     export = b"".join(boss_client.get("/manage/mailboxes/export.csv").streaming_content)
     assert b"zed@" not in export and b"alice@" in export
+
+
+def test_hostile_filters_and_rows_get_answers_not_errors(root_client, alice):
+    for url in ("/manage/mailboxes/?q=a%00b&domain=%00&page=-3&size=x",
+                "/manage/domains/?q=%00", "/manage/aliases/?q=%00&domain=%00",
+                "/manage/admins/?q=%00", "/manage/audit/?actor=%00&since=yesterday",
+                "/manage/mailboxes/new/?domain=%00"):
+        assert root_client.get(url).status_code == 200, url
+    response = root_client.post("/manage/mailboxes/import/", {
+        "csv": "nul@ours.example,a good password 1,,Bad\x00Name\n", "first_line": "x"})
+    assert response.json()["results"] == [{"line": 1, "address": "nul@ours.example",
+                                           "ok": False, "error": "contains a NUL character"}]
