@@ -90,7 +90,21 @@ def test_domain_admin_sees_only_their_domains_and_changes_none(boss_client, ours
     assert ours.active and ours.max_mailboxes == 0
 
 
-def test_mailbox_user_and_anonymous_are_kept_out(client, alice):
-    assert client.get("/manage/domains/")["Location"].startswith("/signin/")
+def test_mailbox_user_and_anonymous_are_kept_out_of_every_page(client, alice, superadmin):
+    alias = create_alias("info@ours.example", ["alice@ours.example"])
+    pk, domain = alice.pk, alice.domain_id
+    urls = ["/manage/domains/", "/manage/domains/new/", f"/manage/domains/{domain}/",
+            f"/manage/domains/{domain}/dns/", f"/manage/domains/{domain}/delete/",
+            "/manage/mailboxes/", "/manage/mailboxes/new/", "/manage/mailboxes/import/",
+            "/manage/mailboxes/export.csv", f"/manage/mailboxes/{pk}/",
+            f"/manage/mailboxes/{pk}/password/", f"/manage/mailboxes/{pk}/delete/",
+            "/manage/aliases/", "/manage/aliases/new/", f"/manage/aliases/{alias.pk}/",
+            f"/manage/aliases/{alias.pk}/delete/", "/manage/admins/", "/manage/admins/new/",
+            f"/manage/admins/{superadmin.pk}/", "/manage/audit/", "/manage/security/"]
+    for url in urls:
+        assert client.get(url)["Location"].startswith("/signin/"), url
     client.force_login(alice.user)
-    assert client.get("/manage/domains/").status_code == 404
+    for url in urls:
+        assert client.get(url).status_code == 404, url
+        assert client.post(url, {"password": "x y z w 1234"}).status_code == 404, url
+    assert Mailbox.objects.filter(pk=pk).exists()
