@@ -245,6 +245,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # An account's role, and the narrower choice of an administrator's role.
+    "ENUM_NAME_OVERRIDES": {
+        "RoleEnum": "apps.directory.models.Role",
+        "AdministratorRoleEnum": ["domainadmin", "superadmin"],
+    },
 }
 
 # --- i18n, static -------------------------------------------------------------

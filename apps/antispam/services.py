@@ -267,8 +267,17 @@ def file_spooled(pk: int, *, checks: bool = True) -> bool:
     return _deliver(row, data, verdict)
 
 
+def spam_threshold(mailbox: Mailbox) -> float:
+    """The score from which mail is filed into Junk: the mailbox's own, else
+    its domain's, else the site default."""
+    for own in (mailbox.spam_threshold, mailbox.domain.spam_threshold):
+        if own is not None:
+            return own
+    return settings.MAILHOST_SPAM_THRESHOLD
+
+
 def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
-    mailboxes = Mailbox.objects.in_bulk(row.mailbox_ids)
+    mailboxes = Mailbox.objects.select_related("domain").in_bulk(row.mailbox_ids)
     groups: dict[tuple[str, bytes], list[int]] = defaultdict(list)
     verdicts: list[dict[str, object]] = []
     if verdict is None:
@@ -283,8 +292,7 @@ def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
             mailbox = mailboxes.get(mailbox_id)
             if mailbox is None:
                 continue  # deleted since the message was accepted
-            threshold = (mailbox.spam_threshold if mailbox.spam_threshold is not None
-                         else settings.MAILHOST_SPAM_THRESHOLD)
+            threshold = spam_threshold(mailbox)
             junk = verdict.quarantine or verdict.score(mailbox_id) >= threshold
             headers = verdict.auth_header + _spam_headers(verdict, mailbox_id, threshold, junk)
             folder = junk_folders.get(mailbox_id, "Junk") if junk else "INBOX"

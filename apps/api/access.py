@@ -12,17 +12,19 @@ from rest_framework.views import APIView
 from apps.api.models import ApiToken
 from apps.directory.access import (
     accounts_for,
+    administrators_for,
     aliases_for,
     domains_for,
     is_admin,
     is_superadmin,
     mailboxes_for,
+    may_manage_address,
     may_manage_domain,
 )
 from apps.directory.models import User
 
-__all__ = ["accounts_for", "aliases_for", "domains_for", "is_admin", "mailboxes_for",
-           "may_manage_domain", "tokens_for"]
+__all__ = ["accounts_for", "administrators_for", "aliases_for", "domains_for", "is_admin",
+           "mailboxes_for", "may_manage_address", "may_manage_domain", "tokens_for"]
 
 
 def tokens_for(user: User | AnonymousUser) -> QuerySet[ApiToken]:
@@ -59,3 +61,11 @@ class IsAdministratorOrSelfUpdate(BasePermission):
         if not (user and user.is_authenticated):
             return False
         return is_admin(user) or request.method in ("GET", "HEAD", "OPTIONS", "PATCH")
+
+
+class IsSuperadmin(BasePermission):
+    message = "only a superadmin may manage administrators"
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        return bool(user and user.is_authenticated and is_superadmin(user))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.api.models import ApiToken
-from apps.directory.models import Alias, DkimKey, Domain, Mailbox, User
+from apps.directory.models import Alias, DkimKey, Domain, Mailbox, Role, User
 
 # Quotas are bytes in a 64-bit column; 0 means unlimited.
 MAX_BYTES = 2**63 - 1
@@ -22,6 +22,12 @@ class DomainSerializer(serializers.ModelSerializer):
     default_quota = byte_count(required=False, help_text="bytes for new mailboxes; 0: none")
     max_mailboxes = serializers.IntegerField(
         min_value=0, max_value=2**31 - 1, required=False, help_text="0: unlimited")
+    greylisting = serializers.BooleanField(required=False,
+                                           help_text="defer mail from first-time senders")
+    spam_threshold = serializers.FloatField(
+        required=False, allow_null=True, min_value=0.1, max_value=1000,
+        help_text="spam score filed into Junk for mailboxes without their own; "
+                  "null: the site default")
     mailbox_count = serializers.IntegerField(read_only=True)
     used_bytes = serializers.IntegerField(
         read_only=True, help_text="bytes stored in all the domain's mailboxes")
@@ -29,7 +35,7 @@ class DomainSerializer(serializers.ModelSerializer):
     class Meta:
         model = Domain
         fields = ["id", "name", "unicode_name", "active", "default_quota", "max_mailboxes",
-                  "mailbox_count", "used_bytes", "created"]
+                  "greylisting", "spam_threshold", "mailbox_count", "used_bytes", "created"]
         read_only_fields = ["unicode_name", "created"]
 
 
@@ -157,3 +163,47 @@ class NewApiTokenSerializer(ApiTokenSerializer):
 
     class Meta(ApiTokenSerializer.Meta):
         fields = [*ApiTokenSerializer.Meta.fields, "key"]
+
+
+class DomainNameField(serializers.SlugRelatedField):
+    """A hosted domain by name. A name with NUL in it names none (PostgreSQL
+    would refuse the lookup itself)."""
+
+    def to_internal_value(self, data: object) -> Domain:
+        if isinstance(data, str) and "\x00" in data:
+            self.fail("does_not_exist", slug_name=self.slug_field, value=data)
+        return super().to_internal_value(data)
+
+
+class AdministratorSerializer(serializers.ModelSerializer):
+    email = serializers.CharField(max_length=320)
+    password = serializers.CharField(write_only=True, max_length=4096,
+                                     style={"input_type": "password"})
+    display_name = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    role = serializers.ChoiceField(choices=[Role.DOMAIN_ADMIN.value, Role.SUPERADMIN.value],
+                                   default=Role.DOMAIN_ADMIN.value)
+    domains = DomainNameField(
+        source="administered_domains", slug_field="name", many=True, required=False,
+        queryset=Domain.objects.all(),
+        help_text="names of the domains a domain administrator manages (a superadmin: all)")
+    is_active = serializers.BooleanField(required=False, default=True)
+    two_factor = serializers.SerializerMethodField(
+        help_text="whether sign-in asks this administrator for a TOTP code")
+
+    class Meta:
+        model = User
+        fields = ["id", "email", "password", "display_name", "role", "domains", "is_active",
+                  "two_factor", "date_joined"]
+        read_only_fields = ["date_joined"]
+
+    def get_two_factor(self, user: User) -> bool:
+        return bool(getattr(user, "two_factor", False))
+
+
+class AdministratorUpdateSerializer(AdministratorSerializer):
+    email = serializers.CharField(read_only=True)
+    password = serializers.CharField(write_only=True, required=False, max_length=4096,
+                                     style={"input_type": "password"})
+    role = serializers.ChoiceField(choices=[Role.DOMAIN_ADMIN.value, Role.SUPERADMIN.value],
+                                   required=False)
+    is_active = serializers.BooleanField(required=False)

@@ -10,6 +10,7 @@ router.register("domains", views.DomainViewSet, basename="domain")
 router.register("mailboxes", views.MailboxViewSet, basename="mailbox")
 router.register("aliases", views.AliasViewSet, basename="alias")
 router.register("tokens", views.ApiTokenViewSet, basename="apitoken")
+router.register("admins", views.AdministratorViewSet, basename="administrator")
 
 urlpatterns = [
     path("v1/", include(router.urls)),

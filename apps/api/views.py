@@ -7,8 +7,7 @@ from typing import Any
 
 import django_filters
 from django.conf import settings
-from django.db.models import Count, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import Exists, OuterRef, QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import filters, generics, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -21,11 +20,12 @@ from rest_framework.serializers import BaseSerializer
 from apps.api import access, serializers
 from apps.api import services as token_services
 from apps.api.models import ApiToken
-from apps.directory import services
+from apps.directory import administrators, services
 from apps.directory.addresses import normalize_domain
+from apps.directory.audit import Actor
 from apps.directory.dns import dns_records
-from apps.directory.models import Alias, Domain, Mailbox, Role, User
-from apps.store.services import usage_expression
+from apps.directory.models import Alias, Domain, Mailbox, SecondFactor, User
+from apps.store.services import usage_expression, with_domain_usage
 from mailhost.errors import Invalid, NotFound
 
 
@@ -91,27 +91,26 @@ class DomainViewSet(CrudViewSet):
         return super().get_serializer_class()
 
     def get_queryset(self) -> QuerySet[Domain]:
-        mailbox_count = (Mailbox.objects.filter(domain=OuterRef("pk")).order_by()
-                         .values("domain").annotate(n=Count("pk")).values("n"))
-        return access.domains_for(self.request.user).annotate(
-            mailbox_count=Coalesce(Subquery(mailbox_count), 0),
-            used_bytes=usage_expression("mailbox__domain"),
-        )
+        return with_domain_usage(access.domains_for(self.request.user))
 
     def create_object(self, data: dict[str, Any]) -> Domain:
         return services.create_domain(
             data["name"], default_quota=data.get("default_quota"),
             max_mailboxes=data.get("max_mailboxes", 0), active=data.get("active", True),
+            greylisting=data.get("greylisting", False),
+            spam_threshold=data.get("spam_threshold"), actor=Actor.of(self.request),
         )
 
     def update_object(self, instance: Domain, data: dict[str, Any]) -> None:
         services.update_domain(
             instance, active=data.get("active"), default_quota=data.get("default_quota"),
-            max_mailboxes=data.get("max_mailboxes"),
+            max_mailboxes=data.get("max_mailboxes"), greylisting=data.get("greylisting"),
+            spam_threshold=data.get("spam_threshold", services.KEEP),
+            actor=Actor.of(self.request),
         )
 
     def perform_destroy(self, instance: Domain) -> None:
-        services.delete_domain(instance)
+        services.delete_domain(instance, actor=Actor.of(self.request))
 
     @extend_schema(responses=serializers.DnsRecordSerializer(many=True))
     @action(detail=True, methods=["get"], filter_backends=[],
@@ -161,6 +160,7 @@ class MailboxViewSet(CrudViewSet):
         return services.create_mailbox(
             data["address"], data["password"], quota=data.get("quota"),
             display_name=data.get("user", {}).get("display_name", ""),
+            actor=Actor.of(self.request),
         )
 
     def update_object(self, instance: Mailbox, data: dict[str, Any]) -> None:
@@ -173,24 +173,19 @@ class MailboxViewSet(CrudViewSet):
             instance, quota=data.get("quota"), active=data.get("active"),
             display_name=data.get("user", {}).get("display_name"), password=data.get("password"),
             forward_to=data.get("forward_to"), forward_keep_copy=data.get("forward_keep_copy"),
+            actor=Actor.of(self.request),
         )
 
     def perform_destroy(self, instance: Mailbox) -> None:
-        services.delete_mailbox(instance)
+        services.delete_mailbox(instance, actor=Actor.of(self.request))
 
 
 def check_domain_rights(user: User, address: str) -> None:
     """403 for an address in a domain the caller does not administer. A bad
     address, or one in a domain not hosted here, is left to the service, which
     names the field."""
-    if user.role == Role.SUPERADMIN:
-        return
-    domain_name = address.strip().rpartition("@")[2]
-    try:
-        domain_name = normalize_domain(domain_name)
-    except Invalid:
-        return
-    if not access.may_manage_domain(user, domain_name):
+    if not access.may_manage_address(user, address):
+        domain_name = address.strip().rpartition("@")[2]
         raise PermissionDenied(f"you do not administer the domain {domain_name}")
 
 
@@ -219,14 +214,58 @@ class AliasViewSet(CrudViewSet):
 
     def create_object(self, data: dict[str, Any]) -> Alias:
         check_domain_rights(self.request.user, data["address"])
-        return services.create_alias(data["address"], data["destinations"])
+        return services.create_alias(data["address"], data["destinations"],
+                                     actor=Actor.of(self.request))
 
     def update_object(self, instance: Alias, data: dict[str, Any]) -> None:
         services.update_alias(instance, destinations=data.get("destinations"),
-                              active=data.get("active"))
+                              active=data.get("active"), actor=Actor.of(self.request))
 
     def perform_destroy(self, instance: Alias) -> None:
-        services.delete_alias(instance)
+        services.delete_alias(instance, actor=Actor.of(self.request))
+
+
+# --- administrators ----------------------------------------------------------------
+
+
+class AdministratorFilter(django_filters.FilterSet):
+    class Meta:
+        model = User
+        fields = ["role", "is_active"]
+
+
+class AdministratorViewSet(CrudViewSet):
+    """Administrator accounts (superadmins only): domain admins with the
+    domains they manage, and other superadmins."""
+
+    serializer_class = serializers.AdministratorSerializer
+    update_serializer_class = serializers.AdministratorUpdateSerializer
+    permission_classes = [access.IsSuperadmin]
+    filterset_class = AdministratorFilter
+    search_fields = ["email"]
+    ordering_fields = ["email", "date_joined"]
+    ordering = ["email"]
+
+    def get_queryset(self) -> QuerySet[User]:
+        return (access.administrators_for(self.request.user)
+                .prefetch_related("administered_domains")
+                .annotate(two_factor=Exists(SecondFactor.objects.filter(
+                    user=OuterRef("pk"), confirmed=True))))
+
+    def create_object(self, data: dict[str, Any]) -> User:
+        return administrators.create_administrator(
+            data["email"], data["password"], role=data["role"],
+            domains=data.get("administered_domains", []),
+            display_name=data.get("display_name", ""), actor=Actor.of(self.request))
+
+    def update_object(self, instance: User, data: dict[str, Any]) -> None:
+        administrators.update_administrator(
+            instance, role=data.get("role"), domains=data.get("administered_domains"),
+            is_active=data.get("is_active"), display_name=data.get("display_name"),
+            password=data.get("password"), actor=Actor.of(self.request))
+
+    def perform_destroy(self, instance: User) -> None:
+        administrators.delete_administrator(instance, actor=Actor.of(self.request))
 
 
 # --- the caller ------------------------------------------------------------------
@@ -257,7 +296,8 @@ class MeView(generics.GenericAPIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         services.update_account(
-            user, display_name=data.get("display_name"), password=data.get("password"))
+            user, display_name=data.get("display_name"), password=data.get("password"),
+            actor=Actor.of(request))
         return Response(self.get_serializer(self.account()).data)
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 from django.contrib.auth.models import AnonymousUser
 from django.db.models import QuerySet
 
-from apps.directory.models import Alias, Domain, Mailbox, Role, User
+from apps.directory.addresses import normalize_domain
+from apps.directory.models import Alias, AuditEntry, Domain, Mailbox, Role, User
+from mailhost.errors import Invalid
 
 
 def role_of(user: User | AnonymousUser) -> str | None:
@@ -60,3 +62,35 @@ def accounts_for(user: User | AnonymousUser) -> QuerySet[User]:
 
 def may_manage_domain(user: User, domain_name: str) -> bool:
     return domains_for(user).filter(name=domain_name).exists()
+
+
+def may_manage_address(user: User, address: str) -> bool:
+    """Whether ``user`` may create an address (mailbox, alias) in its domain.
+    An address whose domain part is not even valid is not refused here: the
+    directory services refuse it with an error that names the field."""
+    if role_of(user) == Role.SUPERADMIN:
+        return True
+    try:
+        domain_name = normalize_domain(address.strip().rpartition("@")[2])
+    except Invalid:
+        return True
+    return may_manage_domain(user, domain_name)
+
+
+def administrators_for(user: User | AnonymousUser) -> QuerySet[User]:
+    """Administrator accounts ``user`` may see and change: superadmins manage
+    every administrator; a domain admin none (not even the list)."""
+    if role_of(user) == Role.SUPERADMIN:
+        return User.objects.filter(role__in=[Role.SUPERADMIN, Role.DOMAIN_ADMIN])
+    return User.objects.none()
+
+
+def audit_entries_for(user: User | AnonymousUser) -> QuerySet[AuditEntry]:
+    """Superadmins read the whole audit log; a domain admin the entries about
+    their domains' objects (by domain name, so deleted objects' entries too)."""
+    if role_of(user) == Role.SUPERADMIN:
+        return AuditEntry.objects.all()
+    if role_of(user) == Role.DOMAIN_ADMIN:
+        return AuditEntry.objects.filter(
+            domain_name__in=Domain.objects.filter(admins=user).values("name"))
+    return AuditEntry.objects.none()

@@ -13,6 +13,10 @@ class Domain(models.Model):
     default_quota = models.BigIntegerField(help_text="bytes; 0 means unlimited")
     max_mailboxes = models.PositiveIntegerField(default=0, help_text="0 means unlimited")
     greylisting = models.BooleanField(default=False, help_text="defer first-time senders")
+    spam_threshold = models.FloatField(
+        null=True, blank=True,
+        help_text="spam score filed into Junk for mailboxes without their own; "
+                  "empty: the site default")
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -151,3 +155,71 @@ class DkimKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.selector}._domainkey.{self.domain.name}"
+
+
+class AuditEntry(models.Model):
+    """One change made through the panel or the API: who, when, from where, to
+    which object, and what changed (``{field: [old, new]}``; a password only
+    ever as "changed"). Written by ``apps.directory.audit.record`` alone."""
+
+    when = models.DateTimeField(default=timezone.now, db_index=True)
+    actor = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    # Kept as text so that the entry still says who once the account is gone.
+    actor_email = models.CharField(max_length=320, blank=True, db_index=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    action = models.CharField(max_length=40)
+    object_type = models.CharField(max_length=40)
+    object_repr = models.CharField(max_length=320, db_index=True)
+    # The domain the object belongs to, by name: a domain admin sees the entries
+    # of their domains, also after the object (or the domain) was deleted.
+    domain_name = models.CharField(max_length=255, blank=True, db_index=True)
+    changes = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-when", "-pk"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.when:%Y-%m-%d %H:%M} {self.actor_email} {self.action} {self.object_repr}"
+
+    @property
+    def change_list(self) -> list[tuple[str, str]]:
+        """Each change as (field, "old → new"), or what was said of it
+        ("changed" for a password)."""
+        shown = []
+        for name, change in self.changes.items():
+            label = name.replace("_", " ")
+            if isinstance(change, list) and len(change) == 2:
+                old, new = (_shown(value) for value in change)
+                shown.append((label, new if change[0] is None else f"{old} → {new}"))
+            else:
+                shown.append((label, _shown(change)))
+        return shown
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value) or "none"
+    if value is None or value == "":
+        return "none"
+    return str(value)
+
+
+class SecondFactor(models.Model):
+    """An administrator's TOTP second factor (RFC 6238). ``confirmed`` once the
+    first code was checked; from then on sign-in asks for a code. Recovery
+    codes are stored hashed and each one is removed when used."""
+
+    user = models.OneToOneField(User, on_delete=models.CASCADE, related_name="second_factor")
+    secret = models.CharField(max_length=64, help_text="base32 TOTP key")
+    confirmed = models.BooleanField(default=False)
+    recovery_codes = models.JSONField(default=list, blank=True)
+    # RFC 6238 §5.2: a code is accepted once; the time step of the last one.
+    last_step = models.BigIntegerField(default=0)
+    created = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.user} {'enrolled' if self.confirmed else 'pending'}"

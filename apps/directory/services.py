@@ -35,6 +35,7 @@ from apps.directory.addresses import (
     split_address,
     strip_subaddress,
 )
+from apps.directory.audit import SECRET_CHANGED, Actor, record
 from apps.directory.models import Alias, DkimKey, Domain, Mailbox, Role, User
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import Conflict, Disabled, Invalid, LimitExceeded, NotFound
@@ -67,12 +68,19 @@ def _check_limits(**limits: int | None) -> None:
             raise Invalid(f"{name.replace('_', ' ')} must not be negative", field=name)
 
 
+def _check_spam_threshold(threshold: float | None) -> None:
+    if threshold is not None and not 0 < threshold <= 1000:
+        raise Invalid("spam threshold must be above 0 and at most 1000", field="spam_threshold")
+
+
 def create_domain(
-    name: str, *, default_quota: int | None = None, max_mailboxes: int = 0, active: bool = True
+    name: str, *, default_quota: int | None = None, max_mailboxes: int = 0, active: bool = True,
+    greylisting: bool = False, spam_threshold: float | None = None, actor: Actor | None = None,
 ) -> Domain:
     with _about("name"):
         ascii_name = normalize_domain(name)
     _check_limits(default_quota=default_quota, max_mailboxes=max_mailboxes)
+    _check_spam_threshold(spam_threshold)
     with transaction.atomic():
         if Domain.objects.filter(name=ascii_name).exists():
             raise Conflict(f"domain {ascii_name} exists already", field="name")
@@ -83,9 +91,14 @@ def create_domain(
             ),
             max_mailboxes=max_mailboxes,
             active=active,
+            greylisting=greylisting,
+            spam_threshold=spam_threshold,
         )
         create_dkim_key(domain, RSA_SHA256)
         create_dkim_key(domain, ED25519_SHA256)  # RFC 8463 §3: a second signature
+        record(actor, "create", "domain", domain.name, domain_name=domain.name, changes={
+            "default_quota": [None, domain.default_quota],
+            "max_mailboxes": [None, max_mailboxes], "active": [None, active]})
         return domain
 
 
@@ -157,7 +170,8 @@ def _address_taken(address: str) -> bool:
 
 
 def create_mailbox(
-    address: str, password: str, *, quota: int | None = None, display_name: str = ""
+    address: str, password: str, *, quota: int | None = None, display_name: str = "",
+    actor: Actor | None = None,
 ) -> Mailbox:
     with _about("address"):
         local, domain_name = split_address(address)
@@ -176,34 +190,58 @@ def create_mailbox(
         _validate_password(password, user)
         user.set_password(password)
         user.save()
-        return Mailbox.objects.create(
+        mailbox = Mailbox.objects.create(
             domain=domain,
             local_part=local,
             address=address,
             user=user,
             quota=domain.default_quota if quota is None else quota,
         )
+        changes: dict[str, object] = {"quota": [None, mailbox.quota], "password": SECRET_CHANGED}
+        if display_name:
+            changes["display_name"] = [None, display_name]
+        record(actor, "create", "mailbox", address, domain_name=domain.name, changes=changes)
+        return mailbox
 
 
-def set_password(user: User, password: str) -> None:
-    update_account(user, password=password)
+def set_password(user: User, password: str, *, actor: Actor | None = None) -> None:
+    update_account(user, password=password, actor=actor)
 
 
-def update_account(
-    user: User, *, display_name: str | None = None, password: str | None = None
-) -> User:
-    """Change an account's display name and password; None leaves it as it is.
-    A new password takes effect for every protocol at once (authenticate()
-    keys its cache on the stored hash)."""
+def _account_changes(
+    user: User, *, display_name: str | None, password: str | None
+) -> dict[str, object]:
     if display_name is not None:
         display_name = display_name.strip()
         if len(display_name) > User._meta.get_field("display_name").max_length:  # type: ignore[operator]
             raise Invalid("display name too long", field="display_name")
+    hashed = None
     if password is not None:
         _validate_password(password, user)
-        user.set_password(password)
-    _save_changes(user, display_name=display_name,
-                  password=None if password is None else user.password)
+        hashed = make_password(password)
+    changes = _save_changes(user, display_name=display_name, password=hashed)
+    if "password" in changes:
+        changes["password"] = SECRET_CHANGED  # never the hashes
+    return changes
+
+
+def update_account(
+    user: User, *, display_name: str | None = None, password: str | None = None,
+    actor: Actor | None = None,
+) -> User:
+    """Change an account's display name and password; None leaves it as it is.
+    A new password takes effect for every protocol at once (authenticate()
+    keys its cache on the stored hash)."""
+    with transaction.atomic():
+        changes = _account_changes(user, display_name=display_name, password=password)
+        if changes:
+            # An administrator's address says nothing about the domains they
+            # manage: their entries are not any domain's (superadmins see them).
+            mailbox = user.role == Role.MAILBOX_USER
+            record(actor, "password" if set(changes) == {"password"} else "update",
+                   "mailbox" if mailbox else "administrator", user.email,
+                   domain_name=user.email.rpartition("@")[2] if mailbox else "",
+                   changes=changes)
     return user
 
 
@@ -222,7 +260,9 @@ def _alias_targets(destinations: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(targets))
 
 
-def create_alias(address: str, destinations: Iterable[str]) -> Alias:
+def create_alias(
+    address: str, destinations: Iterable[str], *, actor: Actor | None = None
+) -> Alias:
     with _about("address"):
         local, domain_name = _split_alias_address(address)
     address = f"{local}@{domain_name}"
@@ -231,39 +271,73 @@ def create_alias(address: str, destinations: Iterable[str]) -> Alias:
         domain = _hosted_domain(domain_name)
         if _address_taken(address):
             raise Conflict(f"{address} exists already", field="address")
-        return Alias.objects.create(
+        alias = Alias.objects.create(
             domain=domain, local_part=local, address=address, destinations=targets,
         )
+        record(actor, "create", "alias", address, domain_name=domain.name,
+               changes={"destinations": [None, targets]})
+        return alias
 
 
-def _save_changes(instance: Model, **values: object) -> None:
-    """Set the fields given a value other than None, and save only those."""
-    changed = [name for name, value in values.items() if value is not None]
-    for name in changed:
-        setattr(instance, name, values[name])
-    if changed:
-        instance.save(update_fields=changed)
+class _Keep:
+    """The default of a setting that None would clear: leave it as it is."""
+
+
+KEEP = _Keep()
+
+
+def _save_changes(instance: Model, **values: object) -> dict[str, object]:
+    """Set the fields given a value other than None (or KEEP), and save only
+    those that really change; the changes, as ``{field: [old, new]}``."""
+    changes: dict[str, object] = {}
+    for name, value in values.items():
+        old = getattr(instance, name)
+        if value is None or value is KEEP or value == old:
+            continue
+        setattr(instance, name, value)
+        changes[name] = [old, value]
+    if changes:
+        instance.save(update_fields=list(changes))
+    return changes
 
 
 def update_domain(
     domain: Domain, *, active: bool | None = None, default_quota: int | None = None,
-    max_mailboxes: int | None = None,
+    max_mailboxes: int | None = None, greylisting: bool | None = None,
+    spam_threshold: float | _Keep | None = KEEP, actor: Actor | None = None,
 ) -> Domain:
-    """Change a domain's settings; None leaves a setting as it is. A disabled
-    domain refuses its mail (550 5.2.1) and its logins at once."""
+    """Change a domain's settings; None leaves a setting as it is (but clears
+    ``spam_threshold``, back to the site default). A disabled domain refuses
+    its mail (550 5.2.1) and its logins at once."""
     _check_limits(default_quota=default_quota, max_mailboxes=max_mailboxes)
-    _save_changes(domain, active=active, default_quota=default_quota,
-                  max_mailboxes=max_mailboxes)
+    with transaction.atomic():
+        changes = _save_changes(domain, active=active, default_quota=default_quota,
+                                max_mailboxes=max_mailboxes, greylisting=greylisting)
+        if spam_threshold is not KEEP and spam_threshold != domain.spam_threshold:
+            _check_spam_threshold(spam_threshold)  # type: ignore[arg-type]
+            changes["spam_threshold"] = [domain.spam_threshold, spam_threshold]
+            domain.spam_threshold = spam_threshold  # type: ignore[assignment]
+            domain.save(update_fields=["spam_threshold"])
+        if changes:
+            record(actor, "update", "domain", domain.name, domain_name=domain.name,
+                   changes=changes)
     return domain
 
 
-def delete_domain(domain: Domain) -> None:
-    """Remove an empty domain and its aliases; one that still has mailboxes is
-    refused, so that no mail store disappears as a side effect."""
+def delete_domain(
+    domain: Domain, *, with_mailboxes: bool = False, actor: Actor | None = None
+) -> None:
+    """Remove a domain with its aliases and DKIM keys. One that still has
+    mailboxes is refused, so that no mail store disappears as a side effect,
+    unless ``with_mailboxes`` says to remove them (and their mail) too."""
     with transaction.atomic():
         count = domain.mailboxes.count()
-        if count:
+        if count and not with_mailboxes:
             raise Conflict(f"domain {domain.name} still has {count} mailboxes", field="name")
+        # The mailboxes go with their accounts (Mailbox.user cascades).
+        User.objects.filter(mailbox__domain=domain).delete()
+        record(actor, "delete", "domain", domain.name, domain_name=domain.name,
+               changes={"mailboxes removed": count} if count else None)
         domain.delete()
 
 
@@ -281,16 +355,26 @@ def update_mailbox(
     mailbox: Mailbox, *, quota: int | None = None, active: bool | None = None,
     display_name: str | None = None, password: str | None = None,
     forward_to: Iterable[str] | None = None, forward_keep_copy: bool | None = None,
+    spam_threshold: float | _Keep | None = KEEP, actor: Actor | None = None,
 ) -> Mailbox:
     """Change a mailbox and its account; None leaves a setting as it is. A
     disabled mailbox refuses its mail (550 5.2.1) and its logins at once; an
     empty ``forward_to`` turns forwarding off."""
     _check_limits(quota=quota)
     forwards = None if forward_to is None else _forward_targets(mailbox, forward_to)
+    if spam_threshold is not KEEP:
+        _check_spam_threshold(spam_threshold)  # type: ignore[arg-type]
     with transaction.atomic():
-        update_account(mailbox.user, display_name=display_name, password=password)
-        _save_changes(mailbox, quota=quota, active=active, forward_to=forwards,
-                      forward_keep_copy=forward_keep_copy)
+        changes = _account_changes(mailbox.user, display_name=display_name, password=password)
+        changes |= _save_changes(mailbox, quota=quota, active=active, forward_to=forwards,
+                                 forward_keep_copy=forward_keep_copy)
+        if spam_threshold is not KEEP and spam_threshold != mailbox.spam_threshold:
+            changes["spam_threshold"] = [mailbox.spam_threshold, spam_threshold]
+            mailbox.spam_threshold = spam_threshold  # type: ignore[assignment]
+            mailbox.save(update_fields=["spam_threshold"])
+        if changes:
+            record(actor, "password" if set(changes) == {"password"} else "update", "mailbox",
+                   mailbox.address, domain_name=mailbox.domain.name, changes=changes)
     return mailbox
 
 
@@ -302,39 +386,34 @@ def change_own_password(
     if authenticate(mailbox.address, old, remote_ip=remote_ip, protocol=protocol) is None:
         raise Invalid("The current password is not right, or changes are paused for a while.",
                       field="old_password")
-    update_account(mailbox.user, password=new)
+    update_account(mailbox.user, password=new, actor=Actor(mailbox.user, remote_ip))
 
 
-SPAM_THRESHOLD_RANGE = (0.0, 100.0)
-
-
-def set_spam_threshold(mailbox: Mailbox, threshold: float | None) -> Mailbox:
-    """The score from which this mailbox's mail goes to Junk; None: the site's."""
-    low, high = SPAM_THRESHOLD_RANGE
-    if threshold is not None and not low <= threshold <= high:
-        raise Invalid(f"the threshold must be between {low:g} and {high:g}",
-                      field="spam_threshold")
-    mailbox.spam_threshold = threshold
-    mailbox.save(update_fields=["spam_threshold"])
-    return mailbox
-
-
-def delete_mailbox(mailbox: Mailbox) -> None:
+def delete_mailbox(mailbox: Mailbox, *, actor: Actor | None = None) -> None:
     """Remove a mailbox with its account, folders and messages (the blobs are
     collected later by the store's housekeeping)."""
-    mailbox.user.delete()
+    with transaction.atomic():
+        record(actor, "delete", "mailbox", mailbox.address, domain_name=mailbox.domain.name)
+        mailbox.user.delete()
 
 
 def update_alias(
     alias: Alias, *, destinations: Iterable[str] | None = None, active: bool | None = None,
+    actor: Actor | None = None,
 ) -> Alias:
     targets = None if destinations is None else _alias_targets(destinations)
-    _save_changes(alias, destinations=targets, active=active)
+    with transaction.atomic():
+        changes = _save_changes(alias, destinations=targets, active=active)
+        if changes:
+            record(actor, "update", "alias", alias.address, domain_name=alias.domain.name,
+                   changes=changes)
     return alias
 
 
-def delete_alias(alias: Alias) -> None:
-    alias.delete()
+def delete_alias(alias: Alias, *, actor: Actor | None = None) -> None:
+    with transaction.atomic():
+        record(actor, "delete", "alias", alias.address, domain_name=alias.domain.name)
+        alias.delete()
 
 
 # --- resolution -------------------------------------------------------------------

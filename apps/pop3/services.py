@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
+from apps.directory.audit import Actor, record
 from apps.directory.models import Mailbox
 from apps.pop3.maildrop import Entry, Maildrop
 from apps.pop3.models import HiddenMessage, MailboxOptions, MaildropLock, WireSize
@@ -62,10 +63,15 @@ def release_lock(mailbox_id: int, token: str) -> None:
 # --- the snapshot ----------------------------------------------------------------
 
 
-def set_leave_copy(mailbox: Mailbox, leave_copy: bool) -> None:
+def set_leave_copy(mailbox: Mailbox, leave_copy: bool, *, actor: Actor | None = None) -> None:
     """Switch "leave a copy on the server" for a mailbox's POP3 sessions."""
-    MailboxOptions.objects.update_or_create(mailbox=mailbox,
-                                            defaults={"leave_copy": leave_copy})
+    with transaction.atomic():
+        options, _ = MailboxOptions.objects.get_or_create(mailbox=mailbox)
+        if options.leave_copy != leave_copy:
+            options.leave_copy = leave_copy
+            options.save(update_fields=["leave_copy"])
+            record(actor, "update", "mailbox", mailbox.address, domain_name=mailbox.domain.name,
+                   changes={"pop3_leave_copy": [not leave_copy, leave_copy]})
 
 
 def open_maildrop(mailbox: Mailbox) -> Maildrop:

@@ -3,6 +3,8 @@ mailbox users on the webmail."""
 
 from __future__ import annotations
 
+import time
+
 from django.conf import settings
 from django.contrib.auth import authenticate, login, logout
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -14,12 +16,19 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from apps.directory import second_factor, services
 from apps.directory.access import is_admin
-from apps.web.forms import SignInForm
+from apps.directory.audit import Actor
+from apps.directory.models import User
+from apps.web.forms import CodeForm, SignInForm
 
 # Lockout, unknown login, wrong password and a disabled account all read the
 # same, so the page never tells whether a login exists.
 SIGN_IN_FAILED = "The email or password is not right, or sign-in is paused for a while."
+CODE_FAILED = "That code is not right, or sign-in is paused for a while."
+# Between the password and the code: whose password was right, for how long.
+PENDING_KEY = "sign_in_pending"
+PENDING_SECONDS = 300
 
 
 def home_for(user: object) -> str:
@@ -55,11 +64,45 @@ def sign_in(request: HttpRequest) -> HttpResponse:
                             password=form.cleaned_data["password"])
         if user is None:
             form.add_error(None, SIGN_IN_FAILED)
+        elif is_admin(user) and second_factor.is_enrolled(user):
+            # The password was right; the session is signed in only after the code.
+            request.session[PENDING_KEY] = {
+                "user": user.pk, "next": _safe_next(request) or "", "at": time.time()}
+            return redirect("web:sign_in_code")
         else:
             login(request, user)
             return HttpResponseRedirect(_safe_next(request) or home_for(user))
     return render(request, "web/sign_in.html", {
         "form": form, "next": _safe_next(request) or ""}, status=400 if form.errors else 200)
+
+
+@sensitive_post_parameters("code")
+@csrf_protect
+@never_cache
+def sign_in_code(request: HttpRequest) -> HttpResponse:
+    """The second step for an administrator with a second factor: a TOTP code
+    or a recovery code. Wrong codes count toward the same lockout as wrong
+    passwords."""
+    pending = request.session.get(PENDING_KEY)
+    user = None
+    if pending and time.time() - pending["at"] < PENDING_SECONDS:
+        user = User.objects.filter(pk=pending["user"], is_active=True).first()
+    if user is None:
+        request.session.pop(PENDING_KEY, None)
+        return redirect(settings.LOGIN_URL)
+    form = CodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        remote_ip = request.META.get("REMOTE_ADDR")
+        if (not services.is_locked_out(user.email, remote_ip)
+                and second_factor.verify(user, form.cleaned_data["code"],
+                                         actor=Actor(user, remote_ip))):
+            del request.session[PENDING_KEY]
+            login(request, user)
+            return HttpResponseRedirect(pending["next"] or home_for(user))
+        services.record_failure(user.email, remote_ip)
+        form.add_error("code", CODE_FAILED)
+    return render(request, "web/sign_in_code.html", {"form": form},
+                  status=400 if form.errors else 200)
 
 
 @require_POST

@@ -19,6 +19,7 @@ from django.views.decorators.debug import sensitive_post_parameters
 
 from apps.delivery.vacation import set_vacation, vacation_of
 from apps.directory import services as directory
+from apps.directory.audit import Actor
 from apps.directory.models import Mailbox
 from apps.web.auth import mailbox_required
 from apps.webmail import writing
@@ -46,7 +47,8 @@ def _save_password(request: HttpRequest, mailbox: Mailbox, form: forms.Form) -> 
 
 def _save_profile(request: HttpRequest, mailbox: Mailbox, form: forms.Form) -> str:
     with transaction.atomic():
-        directory.update_account(mailbox.user, display_name=form.cleaned_data["display_name"])
+        directory.update_account(mailbox.user, display_name=form.cleaned_data["display_name"],
+                                 actor=Actor.of(request))
         WritingSettings.objects.update_or_create(
             mailbox=mailbox, defaults={"signature": form.cleaned_data["signature"]})
     return "Name and signature saved."
@@ -61,7 +63,8 @@ def _save_identities(request: HttpRequest, mailbox: Mailbox, form: forms.Form) -
 def _save_forwarding(request: HttpRequest, mailbox: Mailbox, form: forms.Form) -> str:
     targets = [address for _, address in getaddresses(form.cleaned_data["forward_to"])]
     directory.update_mailbox(mailbox, forward_to=targets,
-                             forward_keep_copy=form.cleaned_data["forward_keep_copy"])
+                             forward_keep_copy=form.cleaned_data["forward_keep_copy"],
+                             actor=Actor.of(request))
     return "Forwarding saved." if targets else "Forwarding is off."
 
 
@@ -71,7 +74,8 @@ def _save_vacation(request: HttpRequest, mailbox: Mailbox, form: forms.Form) -> 
 
 
 def _save_spam(request: HttpRequest, mailbox: Mailbox, form: forms.Form) -> str:
-    directory.set_spam_threshold(mailbox, form.cleaned_data["spam_threshold"])
+    directory.update_mailbox(mailbox, spam_threshold=form.cleaned_data["spam_threshold"],
+                             actor=Actor.of(request))
     return "Spam threshold saved."
 
 

@@ -1,18 +1,13 @@
 """The production resolver (dnspython) against a DNS server on 127.0.0.1,
 so that the answer shapes the checks rely on are those of real DNS replies."""
 
-import socket
-import threading
 from collections.abc import Iterator
 
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rrset
 import pytest
 
 from apps.antispam import auth
 from apps.antispam.dns import DnsPythonResolver, DnsTemporaryError
+from tests.dns_server import TinyDnsServer
 
 RECORDS = {
     ("sender.example.", "TXT"): ['"v=spf1 mx " "-all"'],
@@ -22,43 +17,9 @@ RECORDS = {
 }
 
 
-class TinyDnsServer:
-    """Answers from RECORDS; NXDOMAIN for unknown names; SERVFAIL for *.broken."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self) -> None:
-        while True:
-            try:
-                data, peer = self.sock.recvfrom(4096)
-            except OSError:
-                return
-            query = dns.message.from_wire(data)
-            question = query.question[0]
-            name, rdtype = question.name.to_text(), dns.rdatatype.to_text(question.rdtype)
-            reply = dns.message.make_response(query)
-            reply.flags |= dns.flags.RA
-            if name.endswith("broken."):
-                reply.set_rcode(dns.rcode.SERVFAIL)
-            elif (name, rdtype) in RECORDS:
-                reply.answer.append(dns.rrset.from_text_list(
-                    name, 300, "IN", rdtype, RECORDS[name, rdtype]))
-            elif not any(known == name for known, _ in RECORDS):
-                reply.set_rcode(dns.rcode.NXDOMAIN)
-            self.sock.sendto(reply.to_wire(), peer)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
 def resolver(settings) -> Iterator[DnsPythonResolver]:
-    server = TinyDnsServer()
+    server = TinyDnsServer(RECORDS)
     settings.MAILHOST_DNS_NAMESERVERS = ["127.0.0.1"]
     settings.MAILHOST_DNS_PORT = server.port
     settings.MAILHOST_DNS_TIMEOUT = 2

@@ -9,6 +9,7 @@ from django.utils import timezone
 from apps.antispam import bayes, learning, services
 from apps.antispam.auth import SpfResult
 from apps.antispam.models import SpooledMessage
+from apps.directory.services import update_domain, update_mailbox
 from apps.store import services as store
 from apps.store.models import Blob, Folder
 from mailhost.errors import OverQuota
@@ -118,6 +119,20 @@ def test_classifier_files_spam_into_junk_by_each_mailboxs_threshold(bob):
     services.file_spooled(spool([bob], ham))
     (inbox,) = stored("bob@example.org")
     assert b"X-Spam-Status: No, score=0.0" in inbox
+
+
+def test_domain_threshold_sits_between_the_mailboxs_own_and_the_site_default(bob):
+    trained_global_model()
+    own = make_mailbox("dan@lenient.example")
+    by_domain = make_mailbox("erin@lenient.example")
+    update_domain(own.domain, spam_threshold=20.0)
+    update_mailbox(own, spam_threshold=5.0)
+    spam = message(subject="Cheap pills", body="Buy cheap viagra pills online now")
+    services.file_spooled(spool([bob, own, by_domain], spam))
+    assert b"required=9.0" in stored("bob@example.org", "Junk")[0]  # the site default
+    assert b"required=5.0" in stored("dan@lenient.example", "Junk")[0]  # its own
+    (kept,) = stored("erin@lenient.example")  # its domain's
+    assert b"X-Spam-Status: No, score=10.0 required=20.0" in kept
 
 
 def test_slow_checks_give_way_and_the_message_is_delivered_unfiled(settings, bob, zone):

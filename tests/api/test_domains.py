@@ -157,3 +157,16 @@ def test_no_api_answer_shows_a_dkim_private_key(as_root, ours, client):
         for secret in secrets:
             body = "".join(line for line in secret.splitlines() if "-----" not in line)
             assert body[:40] not in text
+
+
+def test_greylisting_and_spam_threshold_as_in_the_panel(client_for, superadmin):
+    client = client_for(superadmin)
+    created = client.post("/api/v1/domains/", {"name": "grey.example", "greylisting": True,
+                                               "spam_threshold": 7.5}, format="json").json()
+    assert (created["greylisting"], created["spam_threshold"]) == (True, 7.5)
+    url = f"/api/v1/domains/{created['id']}/"
+    assert client.patch(url, {"greylisting": False}, format="json").json()["spam_threshold"] == 7.5
+    assert client.patch(url, {"spam_threshold": None}, format="json").json()[
+        "spam_threshold"] is None
+    bad = client.patch(url, {"spam_threshold": 0}, format="json")
+    assert bad.status_code == 400 and "spam_threshold" in bad.json()

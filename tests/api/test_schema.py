@@ -19,7 +19,8 @@ def test_schema_is_openapi_3_and_lists_every_endpoint(client):
     assert {"/api/v1/domains/", "/api/v1/domains/{id}/", "/api/v1/domains/{id}/dns_records/",
             "/api/v1/mailboxes/", "/api/v1/mailboxes/{id}/", "/api/v1/aliases/",
             "/api/v1/aliases/{id}/", "/api/v1/me/", "/api/v1/tokens/",
-            "/api/v1/tokens/{id}/"} <= set(schema["paths"])
+            "/api/v1/tokens/{id}/", "/api/v1/admins/",
+            "/api/v1/admins/{id}/"} <= set(schema["paths"])
     mailbox = schema["components"]["schemas"]["MailboxRequest"]
     assert {"address", "password"} <= set(mailbox["required"])
     assert schema["components"]["schemas"]["Mailbox"]["properties"].get("password") is None

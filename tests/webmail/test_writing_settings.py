@@ -126,8 +126,8 @@ def test_spam_threshold(client, alice):
     save(signed_in(client, alice), "spam", spam_threshold="4.5")
     alice.refresh_from_db()
     assert alice.spam_threshold == 4.5
-    response = save(client, "spam", spam_threshold="1000")
-    assert response.status_code == 400 and "between 0 and 100" in response.content.decode()
+    response = save(client, "spam", spam_threshold="1001")
+    assert response.status_code == 400 and "at most 1000" in response.content.decode()
     save(client, "spam", spam_threshold="")
     alice.refresh_from_db()
     assert alice.spam_threshold is None

@@ -1,0 +1,93 @@
+"""The DNS page's live check: each record a domain should publish
+(apps/directory/dns.py) looked up through the project's resolver
+(apps/antispam/dns.py, so ``MAILHOST_DNS_*`` settings apply) and marked
+published correctly, missing, or different with what was found."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from apps.antispam.dns import DnsTemporaryError, get_resolver
+from apps.directory.dns import DnsRecord
+
+
+class Status(StrEnum):
+    OK = "ok"
+    MISSING = "missing"
+    DIFFERENT = "different"
+    UNKNOWN = "unknown"  # the lookup failed (timeout, SERVFAIL): try again later
+
+
+@dataclass
+class RecordCheck:
+    record: DnsRecord
+    status: Status
+    found: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def _tags(value: str) -> dict[str, str]:
+    """A tag=value list (RFC 6376 §3.2, RFC 7489 §6.4), whitespace ignored."""
+    tags = {}
+    for part in value.split(";"):
+        name, _, tag_value = part.partition("=")
+        if name.strip():
+            tags[name.strip().lower()] = "".join(tag_value.split())
+    return tags
+
+
+def _kind(record: DnsRecord) -> str:
+    if record.type == "MX":
+        return "mx"
+    if record.value.startswith("v=spf1"):
+        return "spf"
+    if record.value.startswith("v=DKIM1"):
+        return "dkim"
+    return "dmarc"
+
+
+def _relevant(kind: str, answers: list[str]) -> list[str]:
+    """The answers that are this kind of record: a name may hold other TXT
+    records (site verifications) beside the one we look for."""
+    prefix = {"spf": "v=spf1", "dmarc": "v=dmarc1"}.get(kind)
+    if prefix is None:
+        return answers
+    return [a for a in answers if a.strip().lower().startswith(prefix)]
+
+
+def _matches(kind: str, record: DnsRecord, answer: str) -> bool:
+    if kind == "mx":
+        # RFC 5321 §5.1: the host matters; any preference will do.
+        host = answer.split()[-1] if answer.split() else ""
+        return host.rstrip(".").lower() == record.value.rstrip(".").lower()
+    if kind == "spf":
+        # RFC 7208 §4.6.1: terms separated by spaces; case does not matter.
+        return answer.lower().split() == record.value.lower().split()
+    if kind == "dkim":
+        # RFC 6376 §3.6.1: the key (p=) and its type (k=, rsa by default) matter.
+        want, got = _tags(record.value), _tags(answer)
+        return got.get("p") == want.get("p") and got.get("k", "rsa") == want.get("k", "rsa")
+    return _tags(answer) == _tags(record.value)
+
+
+def check_record(record: DnsRecord) -> RecordCheck:
+    kind = _kind(record)
+    try:
+        answers = get_resolver().query(record.name, record.type)
+    except DnsTemporaryError as error:
+        return RecordCheck(record, Status.UNKNOWN, error=str(error) or "no answer")
+    found = _relevant(kind, answers)
+    if not found:
+        return RecordCheck(record, Status.MISSING)
+    if kind == "mx":
+        ok = any(_matches(kind, record, answer) for answer in found)
+    else:
+        # SPF and DMARC must be the only record of their kind (RFC 7208 §4.5,
+        # RFC 7489 §6.6.3), and a DKIM selector names one key.
+        ok = len(found) == 1 and _matches(kind, record, found[0])
+    return RecordCheck(record, Status.OK if ok else Status.DIFFERENT, found)
+
+
+def check_records(records: list[DnsRecord]) -> list[RecordCheck]:
+    return [check_record(record) for record in records]
