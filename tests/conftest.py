@@ -34,7 +34,9 @@ os.environ.setdefault("MAILHOST_ANTISPAM_INLINE", "1")
 # ORM calls there are synchronous all the same (the web server process keeps
 # Django's guard).
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-CORPORA = ROOT.parent / "shared" / "corpora"
+# Real mail nobody here wrote: a copy of the shared corpora's mime/ set and a sample
+# of its ham and spam (tests/corpus/README.md), so that a clone tests on its own.
+CORPORA = ROOT / "tests" / "corpus"
 
 
 @pytest.fixture(autouse=True)
