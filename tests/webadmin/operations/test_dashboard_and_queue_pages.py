@@ -17,7 +17,7 @@ from apps.store import health, trace
 from apps.store.models import Heartbeat, TraceEvent
 from tests.factories import make_mailbox
 from tests.smtp.helpers import make_message, stored
-from tests.webadmin_operations.conftest import client_for
+from tests.webadmin.operations.conftest import client_for
 
 
 def queue(sender: str, recipient: str = "carol@example.net") -> str:

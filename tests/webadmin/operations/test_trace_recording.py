@@ -21,7 +21,7 @@ from apps.store import services as store
 from apps.store.models import FlowCounter, Heartbeat, TraceEvent
 from tests.factories import PASSWORD, make_mailbox
 from tests.smtp.helpers import make_message, stored
-from tests.webadmin_operations.conftest import run_queue
+from tests.webadmin.operations.conftest import run_queue
 
 
 def kinds(queue_id: str) -> list[str]:

@@ -14,7 +14,7 @@ from apps.delivery.services import RecipientSpec, enqueue
 from tests.conftest import sign_in
 from tests.factories import PASSWORD, make_mailbox
 from tests.smtp.helpers import make_message
-from tests.webadmin_operations.conftest import ADMIN_PASSWORD, run_queue
+from tests.webadmin.operations.conftest import ADMIN_PASSWORD, run_queue
 
 
 def send_to_mx(port: int, recipient: str, count: int = 1) -> None:

@@ -11,7 +11,7 @@ from django.utils import timezone
 from apps.store import trace
 from apps.store.models import TraceEvent
 from tests.factories import make_mailbox
-from tests.webadmin_operations.conftest import client_for
+from tests.webadmin.operations.conftest import client_for
 
 
 def message(queue_id: str, sender: str, recipient: str, *, message_id: str = "") -> None:
