@@ -22,11 +22,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from apps.store import mime
+from apps.store.blobs import get_blob_store
 from apps.store.models import Blob, BlobText, Message
 
 # The indexed columns of BlobText (migration 0004 indexes the same).
@@ -181,3 +182,32 @@ def _texts_holding(columns: Sequence[str], folded: str) -> QuerySet[BlobText]:
         for column in columns)
     return BlobText.objects.filter(
         id__in=RawSQL(sql, [pattern] * len(columns))).values("id")  # noqa: S611
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """One batch of ``index_missing``."""
+
+    indexed: int
+    unreadable: list[str]  # blobs whose bytes could not be read: still unindexed
+    last: str  # the sha256 to continue after; "" when no blob was left
+
+
+def index_missing(*, after: str = "", limit: int = 500) -> Backfill:
+    """Index up to ``limit`` blobs that have no index row, in sha256 order after
+    ``after``, in one transaction (one select, one insert). Searches read the
+    blobs not indexed yet, so this can run while mail flows, and be stopped
+    and started again."""
+    blobs = list(Blob.objects.filter(search_text__isnull=True, sha256__gt=after)
+                 .order_by("sha256").only("sha256", "bodystructure", "subject", "from_text",
+                                          "to_text", "cc_text", "bcc_text")[:limit])
+    store = get_blob_store()
+    rows, unreadable = [], []
+    for blob in blobs:
+        try:
+            rows.append(text_row(blob, store.read(blob.sha256)))
+        except OSError:
+            unreadable.append(blob.sha256)
+    with transaction.atomic():
+        index_rows(rows)
+    return Backfill(len(rows), unreadable, blobs[-1].sha256 if blobs else "")
