@@ -70,6 +70,8 @@ def decoded_value(field: bytes) -> str:
     """A raw header field's value, unfolded, with RFC 2047 encoded words decoded."""
     value = field.split(b":", 1)[1].replace(b"\r\n", b"").strip() if b":" in field else b""
     text = value.decode("utf-8", "replace")
+    if "=?" not in text:  # no encoded word (RFC 2047 §2): decoding would return it as is
+        return text
     try:
         return str(make_header(decode_header(text)))
     except Exception:  # a broken encoded word: search the raw text
