@@ -85,6 +85,8 @@ def _fields(keys: list[SearchKey]) -> set[str]:
 def _index_question(key: SearchKey) -> tuple[tuple[str, ...], str, bool] | None:
     """(index columns, string, whether the index's answer is the key's) for a
     key the full-text index can narrow, else None."""
+    # The string is the last argument; HEADER with an empty one asks whether
+    # the field is there, which only the message's header says.
     if key.op in ("HEADER", *_ADDRESS_FIELDS, "BODY", "TEXT") and \
             not textindex.answers_for(key.args[-1]):
         return None
@@ -96,8 +98,6 @@ def _index_question(key: SearchKey) -> tuple[tuple[str, ...], str, bool] | None:
         return ("headers", "body"), key.args[0], True
     if key.op == "HEADER":
         name, value = key.args
-        if not value:  # any message with the field: only its header says
-            return None
         if name in textindex.STORED_HEADERS:
             return (textindex.STORED_HEADERS[name],), value, True
         # The value is somewhere in the header; in the named field, the
