@@ -156,7 +156,7 @@ def lookup(folder_id: int, columns: Sequence[str], needle: str) -> Lookup:
     unknown = Q(**{f"{text}__isnull": True})
     if "body" in columns:
         unknown |= Q(**{f"{text}__complete": False})
-    rows = (Message.objects.filter(found | unknown, folder_id=folder_id)
+    rows = (Message.objects.filter(found | unknown, folder_id=folder_id).order_by()
             .values_list("uid", f"{text}__complete"))
     hits, unknowns = set(), set()
     for uid, complete in rows:
