@@ -310,8 +310,9 @@ def main() -> None:
                 for key, value in folder_load(server.port, folder,
                                               min(args.fetch, count)).items():
                     figures[f"{count:>6} msgs: {key}"] = value
-            figures[f"memory per IDLE connection, {args.idle} clients (KiB)"] = idle_memory(
-                server, args.idle)
+            if args.idle:  # --idle 0: the folder figures only
+                figures[f"memory per IDLE connection, {args.idle} clients (KiB)"] = \
+                    idle_memory(server, args.idle)
             results[server.name] = figures
         finally:
             server.stop()

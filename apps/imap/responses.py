@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from apps.store import mime
+from apps.store.textindex import header_lines
 
 __all__ = [
     "astring", "body_structure", "envelope", "flag_list", "header_fields", "header_lines",
@@ -144,21 +145,6 @@ def body_structure(part: dict[str, Any], *, extended: bool = True) -> bytes:
 
 
 # --- sections (RFC 3501 §6.4.5) --------------------------------------------------
-
-
-def header_lines(block: bytes) -> list[tuple[str, bytes]]:
-    """Split a header block into (lower-case name, raw field with folding)."""
-    fields: list[tuple[str, bytes]] = []
-    for line in block.splitlines(keepends=True):
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t") and fields:
-            name, raw = fields[-1]
-            fields[-1] = (name, raw + line)
-            continue
-        name = line.split(b":", 1)[0].strip().decode("latin-1").lower()
-        fields.append((name, line))
-    return fields
 
 
 def header_fields(block: bytes, names: Sequence[str], *, exclude: bool) -> bytes:

@@ -1,23 +1,26 @@
 """SEARCH evaluation (RFC 3501 §6.4.4, RFC 7162 §3.1.5, RFC 5182).
 
 Flag, sequence, UID and MODSEQ keys are answered from the selected folder's
-in-memory view; the other keys need one query for the message rows they use
-(and the message bytes only for HEADER, BODY and TEXT). Strings match as
+in-memory view. String keys (FROM, TO, CC, BCC, SUBJECT, HEADER, BODY, TEXT)
+are looked up in the store's full-text index (apps/store/textindex.py), one
+query per key whatever the folder's size; only the messages the index cannot
+answer for (not indexed yet, a very large body, a HEADER field other than
+the address and subject fields) are read and compared here. The other keys
+need one query for the message rows they use. Strings match as
 case-insensitive substrings, as the RFC asks.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
-from email.header import decode_header, make_header
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
 
-from apps.imap import responses as fmt
 from apps.imap.parser import SearchKey
 from apps.imap.view import FolderView
-from apps.store import mime
+from apps.store import mime, textindex
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
 from apps.store.models import Flag
@@ -60,8 +63,8 @@ def uses_saved(key: SearchKey) -> bool:
 
 # Header fields whose decoded text the store keeps on the blob row: a HEADER
 # search on them with a non-empty string needs no message bytes.
-_STORED_HEADERS = {"subject": "blob__subject", "from": "blob__from_text",
-                   "to": "blob__to_text", "cc": "blob__cc_text", "bcc": "blob__bcc_text"}
+_STORED_HEADERS = {name: f"blob__{column}"
+                   for name, column in textindex.STORED_HEADERS.items()}
 
 
 def _stored_header(key: SearchKey) -> str | None:
@@ -69,14 +72,60 @@ def _stored_header(key: SearchKey) -> str | None:
     return _STORED_HEADERS.get(name) if value else None
 
 
-def _fields(key: SearchKey) -> set[str]:
+def _fields(keys: list[SearchKey]) -> set[str]:
     needed: set[str] = set()
-    for k in _walk(key):
+    for k in keys:
         if k.op == "HEADER" and _stored_header(k):
             needed.add(_stored_header(k) or "")
             continue
         needed.update(_KEY_FIELDS.get(k.op, ()))
     return needed
+
+
+def _index_question(key: SearchKey) -> tuple[tuple[str, ...], str, bool] | None:
+    """(index columns, string, whether the index's answer is the key's) for a
+    key the full-text index can narrow, else None."""
+    # The string is the last argument; HEADER with an empty one asks whether
+    # the field is there, which only the message's header says.
+    if key.op in ("HEADER", *_ADDRESS_FIELDS, "BODY", "TEXT") and \
+            not textindex.answers_for(key.args[-1]):
+        return None
+    if key.op in _ADDRESS_FIELDS:
+        return (_ADDRESS_FIELDS[key.op].removeprefix("blob__"),), key.args[0], True
+    if key.op == "BODY":
+        return ("body",), key.args[0], True
+    if key.op == "TEXT":
+        return ("headers", "body"), key.args[0], True
+    if key.op == "HEADER":
+        name, value = key.args
+        if name in textindex.STORED_HEADERS:
+            return (textindex.STORED_HEADERS[name],), value, True
+        # The value is somewhere in the header; in the named field, the
+        # message's header says.
+        return ("headers",), value, False
+    return None
+
+
+@dataclass(frozen=True)
+class _IndexAnswer:
+    hits: set[int]  # UIDs whose indexed text holds the string
+    unknown: frozenset[int]  # UIDs the index cannot answer for
+    exact: bool  # the hits are the key's matches (else candidates)
+
+    def to_read(self) -> set[int]:
+        return set(self.unknown) if self.exact else self.hits | self.unknown
+
+
+def _ask_index(folder_id: int, keys: list[SearchKey]) -> dict[int, _IndexAnswer]:
+    """The index's answers, by ``id()`` of the key: one query per string key."""
+    answers = {}
+    for key in keys:
+        question = _index_question(key)
+        if question is not None:
+            columns, needle, exact = question
+            found = textindex.lookup(folder_id, columns, needle)
+            answers[id(key)] = _IndexAnswer(found.hits, frozenset(found.unknown), exact)
+    return answers
 
 
 def _by_uid(rows: list[dict], fields: list[str]) -> dict[int, dict]:
@@ -87,25 +136,50 @@ def _by_uid(rows: list[dict], fields: list[str]) -> dict[int, dict]:
     return {row["uid"]: row for row in rows}
 
 
-def _load(folder_id: int, uids: list[int], fields: list[str]) -> dict[int, dict]:
-    return _by_uid(store.message_rows(folder_id, uids, fields), fields)
+def _unanswered_fields(keys: list[SearchKey]) -> list[str]:
+    """Fields every message needs read for the keys the index does not answer."""
+    return sorted(_fields([k for k in keys if _index_question(k) is None]))
+
+
+def _read_checked(folder_id: int, keys: list[SearchKey], answers: dict[int, _IndexAnswer],
+                  rows: dict[int, dict]) -> dict[int, dict]:
+    """``rows`` with the fields (and bytes) of the messages the index could not
+    answer for, to be compared here: one query, none if there are none."""
+    checked = sorted(set().union(*(answer.to_read() for answer in answers.values())))
+    fields = sorted(_fields([k for k in keys if id(k) in answers]))
+    if checked:
+        found = store.message_rows(folder_id, checked, fields)
+        for uid, row in _by_uid(found, fields).items():
+            rows.setdefault(uid, {}).update(row)
+    return rows
+
+
+def _gather(folder_id: int, uids: list[int], key: SearchKey,
+            ) -> tuple[dict[int, _IndexAnswer], dict[int, dict]]:
+    keys = _walk(key)
+    answers = _ask_index(folder_id, keys)
+    fields = _unanswered_fields(keys)
+    rows: dict[int, dict] = {}
+    if fields:
+        rows = _by_uid(store.message_rows(folder_id, uids, fields), fields)
+    return answers, _read_checked(folder_id, keys, answers, rows)
 
 
 async def run(session: IMAPSession, key: SearchKey) -> list[int]:
     """0-based positions of the matching messages, ascending."""
     view = session.view
     assert view is not None
-    fields = _fields(key)
+    answers: dict[int, _IndexAnswer] = {}
     rows: dict[int, dict] = {}
-    if fields and len(view):
-        rows = await database_sync_to_async(_load)(
-            view.folder_id, list(view.uids), sorted(fields))
-    return _positions(view, session.saved, rows, key)
+    if _fields(_walk(key)) and len(view):
+        answers, rows = await database_sync_to_async(_gather)(
+            view.folder_id, list(view.uids), key)
+    return _positions(view, session.saved, rows, answers, key)
 
 
 def _positions(view: FolderView, saved: list[int], rows: dict[int, dict],
-               key: SearchKey) -> list[int]:
-    matcher = _Matcher(view, saved, rows)
+               answers: dict[int, _IndexAnswer], key: SearchKey) -> list[int]:
+    matcher = _Matcher(view, saved, rows, answers)
     # Messages expunged by another session but not yet told are not found
     # (RFC 2180 §4.1.3 leaves this to the server): they cannot be fetched either.
     gone = view.pending_expunge
@@ -117,31 +191,29 @@ def search_folder(folder_id: int, key: SearchKey) -> list[int]:
     """UIDs of a folder's messages that match ``key``, ascending: the same
     evaluation as SEARCH in a session, over a fresh view of the folder (for
     front ends without a selected folder, such as the webmail). One query
-    reads the view and the fields the key needs."""
-    fields = sorted(_fields(key))
+    reads the view and the fields the keys the index does not answer need;
+    the index is asked after, so that it knows every message of the view."""
+    keys = _walk(key)
+    fields = _unanswered_fields(keys)
     changes, found = store.folder_rows(folder_id, fields)
     view = FolderView(folder_id=folder_id, name="", uidvalidity=0, readonly=True)
     view.apply(changes, allow_expunge=True)
-    return [view.uids[p] for p in _positions(view, [], _by_uid(found, fields), key)]
+    answers = _ask_index(folder_id, keys)
+    rows = _read_checked(folder_id, keys, answers, _by_uid(found, fields))
+    return [view.uids[p] for p in _positions(view, [], rows, answers, key)]
 
 
 def _casefold_in(needle: str, haystack: str | None) -> bool:
     return needle.casefold() in (haystack or "").casefold()
 
 
-def _decoded(value: bytes) -> str:
-    text = value.decode("utf-8", "replace")
-    try:
-        return str(make_header(decode_header(text)))
-    except Exception:  # a broken encoded word: search the raw text
-        return text
-
-
 class _Matcher:
-    def __init__(self, view: FolderView, saved: list[int], rows: dict[int, dict]) -> None:
+    def __init__(self, view: FolderView, saved: list[int], rows: dict[int, dict],
+                 answers: dict[int, _IndexAnswer]) -> None:
         self.view = view
         self.saved = saved
         self.rows = rows
+        self.answers = answers
         self.largest_uid = self.view.uids[-1] if self.view.uids else 0
         self._cache: dict[tuple[int, str], Any] = {}
 
@@ -182,6 +254,12 @@ class _Matcher:
             return uid not in view.recent
         if op == "MODSEQ":
             return view.modseqs[position] >= key.args[0]
+        answer = self.answers.get(id(key))
+        if answer is not None and uid not in answer.unknown:
+            if uid not in answer.hits:
+                return False
+            if answer.exact:
+                return True
         row = self.rows.get(uid)
         if row is None:
             return False  # expunged meanwhile
@@ -221,23 +299,14 @@ class _Matcher:
     def _headers(self, uid: int, row: dict, name: str | None = None) -> list[tuple[str, str]]:
         """Header fields (lower-case name, decoded value); only ``name`` if given,
         so that a HEADER search decodes only the fields it looks at."""
-        fields = self._cache.get((uid, "fields"))
-        if fields is None:
-            block = row["raw"][:row["blob__bodystructure"]["body_start"]]
-            fields = self._cache[(uid, "fields")] = fmt.header_lines(block)
-        return [(field_name, _decoded(field.split(b":", 1)[1].replace(b"\r\n", b"").strip()
-                                      if b":" in field else b""))
-                for field_name, field in fields if name is None or field_name == name]
+        return textindex.header_values(row["raw"], row["blob__bodystructure"]["body_start"],
+                                       name)
 
     def _body(self, uid: int, row: dict) -> str:
         cached = self._cache.get((uid, "body"))
         if cached is None:
-            raw = row["raw"]
-            cached = mime.extract_text(raw)
-            start = row["blob__bodystructure"]["body_start"]
-            # Parts that are not text (or could not be decoded) are searched raw.
-            cached += "\n" + raw[start:].decode("utf-8", "replace")
-            self._cache[(uid, "body")] = cached
+            cached = self._cache[(uid, "body")] = textindex.body_text(
+                row["raw"], row["blob__bodystructure"]["body_start"])
         return cached
 
 

@@ -97,6 +97,29 @@ class Blob(models.Model):
         return self.sha256
 
 
+class BlobText(models.Model):
+    """A blob's text as SEARCH compares it, case-folded, for the full-text index
+    (apps/store/textindex.py). SQLite indexes the columns with an FTS5 trigram
+    table kept in step by triggers, PostgreSQL with pg_trgm GIN indexes (both
+    created in migration 0004): RFC 3501 §6.4.4 substring matches become
+    index lookups."""
+
+    blob = models.OneToOneField(Blob, on_delete=models.CASCADE, related_name="search_text")
+    from_text = models.TextField(blank=True)
+    to_text = models.TextField(blank=True)
+    cc_text = models.TextField(blank=True)
+    bcc_text = models.TextField(blank=True)
+    subject = models.TextField(blank=True)
+    headers = models.TextField(blank=True)  # every header field's decoded value
+    body = models.TextField(blank=True)  # decoded text parts and the raw body
+    # False when ``body`` holds only the start of a very large body: the index
+    # cannot say that such a message lacks a string.
+    complete = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"text of {self.blob_id}"
+
+
 class Message(models.Model):
     folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="messages")
     uid = models.PositiveBigIntegerField()

@@ -24,11 +24,12 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.directory.models import Domain, Mailbox
-from apps.store import events, hooks, mime, trace
+from apps.store import events, hooks, mime, textindex, trace
 from apps.store.blobs import get_blob_store
 from apps.store.models import (
     DEFAULT_FOLDERS,
     Blob,
+    BlobText,
     Expunged,
     Flag,
     Folder,
@@ -391,14 +392,23 @@ class DeliveryRequest:
     messages: list[Message] = field(default_factory=list)
 
 
-def _blob_row(sha: str, data: bytes) -> Blob:
+def _blob_row(sha: str, data: bytes) -> tuple[Blob, BlobText]:
+    """The parsed row of a blob and its full-text index row."""
     info = mime.analyze(data)
-    return Blob(
+    blob = Blob(
         sha256=sha, size=len(data), envelope=info.envelope, bodystructure=info.bodystructure,
         subject=info.subject, from_text=info.from_text, to_text=info.to_text,
         cc_text=info.cc_text, bcc_text=info.bcc_text, message_id=info.message_id,
         in_reply_to=info.in_reply_to, references=info.references, sent_date=info.date,
     )
+    return blob, textindex.text_row(blob, data)
+
+
+def _create_blob_rows(rows: Sequence[tuple[Blob, BlobText]]) -> None:
+    """Blob rows and their index rows, one insert each; a blob stored before
+    keeps its rows. Call it in the transaction that references the blobs."""
+    Blob.objects.bulk_create([blob for blob, _text in rows], ignore_conflicts=True)
+    textindex.index_rows(text for _blob, text in rows)
 
 
 def _next_modseq(folder: Folder, bumped: set[int]) -> int:
@@ -432,7 +442,7 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
     store = get_blob_store()
     shas = store.put_many([r.data for r in requests])
     results: list[OverQuota | NotFound | None] = [None] * len(requests)
-    blob_rows: dict[str, Blob] = {}
+    blob_rows: dict[str, tuple[Blob, BlobText]] = {}
     for sha, request in zip(shas, requests, strict=True):
         if sha not in blob_rows:
             blob_rows[sha] = _blob_row(sha, request.data)
@@ -473,8 +483,7 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
                 usage[mid] += size
             targets.append((index, folders))
 
-        Blob.objects.bulk_create(
-            [blob_rows[shas[i]] for i, _ in targets], ignore_conflicts=True)
+        _create_blob_rows(list({shas[i]: blob_rows[shas[i]] for i, _ in targets}.values()))
         bumped: set[int] = set()
         added: dict[int, tuple[int, int]] = defaultdict(lambda: (0, 0))
         new_messages: list[Message] = []
@@ -514,7 +523,7 @@ def put_blob(data: bytes) -> str:
     """Store bytes durably with their Blob row, referenced by nothing yet (a
     spool); returns the sha256. Unreferenced, it is collected after the grace."""
     (sha,) = get_blob_store().put_many([data])
-    Blob.objects.bulk_create([_blob_row(sha, data)], ignore_conflicts=True)
+    _create_blob_rows([_blob_row(sha, data)])
     return sha
 
 
@@ -537,8 +546,8 @@ def save_blob(data: bytes) -> Blob:
     return; call it inside the transaction that commits the reference."""
     sha = get_blob_store().put_many([data])[0]
     row = _blob_row(sha, data)
-    Blob.objects.bulk_create([row], ignore_conflicts=True)
-    return row
+    _create_blob_rows([row])
+    return row[0]
 
 
 def append(
@@ -723,10 +732,12 @@ def set_flags(
 
 
 def _unreferenced_blobs() -> models.QuerySet[Blob]:
-    """Blobs no row points at, whichever app the reference comes from."""
+    """Blobs no row points at, whichever app the reference comes from (the
+    full-text index row is no reference: it goes with the blob)."""
     query = Blob.objects.all()
     for relation in Blob._meta.related_objects:
-        query = query.filter(**{f"{relation.name}__isnull": True})
+        if relation.related_model is not BlobText:
+            query = query.filter(**{f"{relation.name}__isnull": True})
     return query
 
 

@@ -1,0 +1,215 @@
+"""The full-text index: each blob's searchable text, and lookups in it.
+
+IMAP SEARCH compares strings as case-insensitive substrings (RFC 3501 §6.4.4:
+"a message matches the key if the string is a substring of the field. The
+matching is case-insensitive"). The text SEARCH compares is defined here once
+(``header_values``, ``body_text``), used both by the evaluator in
+apps/imap/search.py and to fill the index, and stored case-folded (Python's
+``str.casefold``, as the evaluator compares) in ``BlobText``. A substring
+lookup on that text is then exact: SQLite answers it from an FTS5 trigram
+table (GLOB '*needle*'), PostgreSQL from pg_trgm GIN indexes (LIKE
+'%needle%'); see migration 0004.
+
+The index cannot answer for a blob written before it existed (until
+``manage.py reindex`` has run) nor for the end of a very large body; those
+messages are reported as ``unindexed`` and the caller reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+
+from django.db import connection, transaction
+from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
+
+from apps.store import mime
+from apps.store.blobs import get_blob_store
+from apps.store.models import Blob, BlobText, Message
+
+# The indexed columns of BlobText (migration 0004 indexes the same).
+COLUMNS = ("from_text", "to_text", "cc_text", "bcc_text", "subject", "headers", "body")
+# Header fields whose decoded text the store keeps on the Blob row, by the
+# BlobText column that holds them case-folded.
+STORED_HEADERS = {"subject": "subject", "from": "from_text", "to": "to_text",
+                  "cc": "cc_text", "bcc": "bcc_text"}
+# Bodies longer than this (decoded text plus raw body, in characters) are
+# indexed only in part: a 40 MB attachment would cost more to index than to
+# read on the rare search that needs it.
+MAX_BODY_CHARS = 2_000_000
+# FTS5's trigram index needs three characters; shorter needles scan the
+# folder's rows instead.
+_TRIGRAM = 3
+# What the databases cannot store (NUL, lone surrogates) is stored as U+FFFD;
+# a needle holding U+FFFD itself is therefore left to the caller.
+_UNSTORABLE = "\ufffd"
+_UNSTORABLE_CHARS = re.compile("[\\x00\\ud800-\\udfff]")
+# GLOB's wildcards, matched literally when bracketed.
+_GLOB_SPECIAL = re.compile(r"[*?\\[]")
+
+
+def header_lines(block: bytes) -> list[tuple[str, bytes]]:
+    """Split a header block into (lower-case name, raw field with folding)."""
+    fields: list[tuple[str, bytes]] = []
+    for line in block.splitlines(keepends=True):
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t") and fields:
+            name, raw = fields[-1]
+            fields[-1] = (name, raw + line)
+            continue
+        name = line.split(b":", 1)[0].strip().decode("latin-1").lower()
+        fields.append((name, line))
+    return fields
+
+
+def decoded_value(field: bytes) -> str:
+    """A raw header field's value, unfolded, with RFC 2047 encoded words decoded."""
+    value = field.split(b":", 1)[1].replace(b"\r\n", b"").strip() if b":" in field else b""
+    text = value.decode("utf-8", "replace")
+    if "=?" not in text:  # no encoded word (RFC 2047 §2): decoding would return it as is
+        return text
+    try:
+        return str(make_header(decode_header(text)))
+    except Exception:  # a broken encoded word: search the raw text
+        return text
+
+
+def header_values(raw: bytes, body_start: int, name: str | None = None,
+                  ) -> list[tuple[str, str]]:
+    """(lower-case name, decoded value) of the header fields of a message, as
+    SEARCH HEADER and TEXT compare them; only those named ``name`` if given."""
+    return [(field_name, decoded_value(field))
+            for field_name, field in header_lines(raw[:body_start])
+            if name is None or field_name == name]
+
+
+def body_text(raw: bytes, body_start: int) -> str:
+    """The text SEARCH BODY compares: the decoded text parts, then the raw
+    body, so that parts which are not text (or could not be decoded) are
+    searched as they are."""
+    return mime.extract_text(raw) + "\n" + raw[body_start:].decode("utf-8", "replace")
+
+
+def _storable(text: str) -> str:
+    return _UNSTORABLE_CHARS.sub(_UNSTORABLE, text)
+
+
+def text_row(blob: Blob, raw: bytes) -> BlobText:
+    """The index row of a blob, from its parsed row and its bytes."""
+    body_start = blob.bodystructure["body_start"]
+    body = body_text(raw, body_start)
+    complete = len(body) <= MAX_BODY_CHARS
+    headers = "\n".join(value for _name, value in header_values(raw, body_start))
+    return BlobText(
+        blob_id=blob.sha256, complete=complete,
+        from_text=_fold(blob.from_text), to_text=_fold(blob.to_text),
+        cc_text=_fold(blob.cc_text), bcc_text=_fold(blob.bcc_text),
+        subject=_fold(blob.subject), headers=_fold(headers),
+        body=_fold(body if complete else body[:MAX_BODY_CHARS]),
+    )
+
+
+def _fold(text: str) -> str:
+    return _storable(text.casefold())
+
+
+def index_rows(rows: Iterable[BlobText]) -> None:
+    """Insert index rows, one statement; a blob indexed already keeps its row."""
+    BlobText.objects.bulk_create(list(rows), ignore_conflicts=True)
+
+
+def answers_for(needle: str) -> bool:
+    """Whether the index can look ``needle`` up: not the empty string (every
+    message holds it), nor one with a character the databases cannot store."""
+    folded = needle.casefold()
+    return bool(folded) and _UNSTORABLE not in folded and not _UNSTORABLE_CHARS.search(folded)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The index's answer for one string in a folder, by UID."""
+
+    hits: set[int]  # the message's text holds the string
+    unknown: set[int]  # the index lacks the message's text (in whole or in part)
+
+
+def lookup(folder_id: int, columns: Sequence[str], needle: str) -> Lookup:
+    """One query: which of the folder's messages hold ``needle`` in any of
+    ``columns`` (case-insensitively, RFC 3501 §6.4.4), and which the index
+    cannot answer for. Only for a needle ``answers_for`` accepts; messages in
+    neither set do not hold it."""
+    if not set(columns) <= set(COLUMNS):
+        raise ValueError(f"not an index column: {columns}")
+    folded = needle.casefold()
+    text = "blob__search_text"
+    if connection.vendor == "sqlite" and len(folded) < _TRIGRAM:
+        # Too short for the trigram index: a scan of the folder's rows.
+        found = Q()
+        for column in columns:
+            found |= Q(**{f"{text}__{column}__contains": folded})
+    else:
+        found = Q(**{f"{text}__in": _texts_holding(columns, folded)})
+    unknown = Q(**{f"{text}__isnull": True})
+    if "body" in columns:
+        unknown |= Q(**{f"{text}__complete": False})
+    rows = (Message.objects.filter(found | unknown, folder_id=folder_id).order_by()
+            .values_list("uid", f"{text}__complete"))
+    hits, unknowns = set(), set()
+    for uid, complete in rows:
+        # A partial row is returned when it holds the needle or when it lacks
+        # the end of a body searched: read it either way.
+        (hits if complete or (complete is False and "body" not in columns)
+         else unknowns).add(uid)
+    return Lookup(hits, unknowns)
+
+
+def _texts_holding(columns: Sequence[str], folded: str) -> QuerySet[BlobText]:
+    """Index rows with ``folded`` in any of ``columns``, through the index."""
+    if connection.vendor != "sqlite":
+        # PostgreSQL: LIKE '%needle%' (Django escapes it), by the pg_trgm GIN indexes.
+        holding = Q()
+        for column in columns:
+            holding |= Q(**{f"{column}__contains": folded})
+        return BlobText.objects.filter(holding).values("id")
+    # SQLite: the FTS5 trigram table answers GLOB, one column at a time (not an
+    # OR of columns); GLOB is case-sensitive and the stored text is folded.
+    pattern = "*" + _GLOB_SPECIAL.sub(r"[\g<0>]", folded) + "*"
+    # The column names are checked by the caller; the values are parameters.
+    sql = " UNION ".join(
+        f"SELECT rowid FROM store_blobtext_fts WHERE {column} GLOB %s"  # noqa: S608
+        for column in columns)
+    return BlobText.objects.filter(
+        id__in=RawSQL(sql, [pattern] * len(columns))).values("id")  # noqa: S611
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """One batch of ``index_missing``."""
+
+    indexed: int
+    unreadable: list[str]  # blobs whose bytes could not be read: still unindexed
+    last: str  # the sha256 to continue after; "" when no blob was left
+
+
+def index_missing(*, after: str = "", limit: int = 500) -> Backfill:
+    """Index up to ``limit`` blobs that have no index row, in sha256 order after
+    ``after``, in one transaction (one select, one insert). Searches read the
+    blobs not indexed yet, so this can run while mail flows, and be stopped
+    and started again."""
+    blobs = list(Blob.objects.filter(search_text__isnull=True, sha256__gt=after)
+                 .order_by("sha256").only("sha256", "bodystructure", "subject", "from_text",
+                                          "to_text", "cc_text", "bcc_text")[:limit])
+    store = get_blob_store()
+    rows, unreadable = [], []
+    for blob in blobs:
+        try:
+            rows.append(text_row(blob, store.read(blob.sha256)))
+        except OSError:
+            unreadable.append(blob.sha256)
+    with transaction.atomic():
+        index_rows(rows)
+    return Backfill(len(rows), unreadable, blobs[-1].sha256 if blobs else "")
