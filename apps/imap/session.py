@@ -125,6 +125,8 @@ class IMAPSession(asyncio.Protocol):
         self.utf8 = False
         self.rev2 = False  # RFC 9051 semantics, after ENABLE IMAP4rev2
         self.saved: list[int] = []  # SEARCHRES "$" (RFC 5182), as UIDs
+        # Keywords the client was told of in FLAGS since SELECT (RFC 3501 §7.2.6).
+        self.keywords_told: set[str] = set()
         self.bad_commands = 0
         self.commands_before_auth = 0
         self._data = asyncio.Event()
@@ -386,9 +388,29 @@ class IMAPSession(asyncio.Protocol):
         self._announce(updates)
         return updates
 
+    def tell_flags(self) -> None:
+        """FLAGS and PERMANENTFLAGS for the selected folder; again whenever a
+        keyword the client has not been told of is in use, before any FETCH
+        names it (RFC 3501 §7.2.6, RFC 9051 §7.3.5: clients keep the list)."""
+        view = self.view
+        assert view is not None
+        self.keywords_told.update(view.keywords_in_use())
+        flags = SYSTEM_FLAGS + sorted(self.keywords_told)
+        self.untagged(f"FLAGS {fmt.flag_list(flags).decode()}")
+        permanent = [*flags, "\\*"] if not view.readonly else []
+        self.untagged(f"OK [PERMANENTFLAGS {fmt.flag_list(permanent).decode()}] flags")
+
+    def tell_new_keywords(self) -> None:
+        view = self.view
+        assert view is not None
+        if not set(view.keywords_in_use()) <= self.keywords_told:
+            self.tell_flags()
+
     def _announce(self, updates: Updates) -> None:
         view = self.view
         assert view is not None
+        if updates.changed or updates.exists:
+            self.tell_new_keywords()
         if updates.expunged:
             if self.qresync:
                 # RFC 7162 §3.2.10: VANISHED instead of EXPUNGE once QRESYNC is on.
@@ -613,10 +635,8 @@ async def _select(session: IMAPSession, cmd: Command, *, readonly: bool) -> str:
     session.saved = []
     session._unsubscribe = events.subscribe(folder.mailbox_id, session._on_change)
     watcher().watch(folder.mailbox_id, folder.pk, view.highestmodseq)
-    flags = SYSTEM_FLAGS + view.keywords_in_use()
-    session.untagged(f"FLAGS {fmt.flag_list(flags).decode()}")
-    permanent = [*flags, "\\*"] if not readonly else []
-    session.untagged(f"OK [PERMANENTFLAGS {fmt.flag_list(permanent).decode()}] flags")
+    session.keywords_told = set()
+    session.tell_flags()
     session.untagged(f"{len(view)} EXISTS")
     if session.rev2:
         # RFC 9051 §6.3.2: a LIST response for the selected mailbox; no RECENT/UNSEEN.
@@ -960,6 +980,8 @@ async def _store(session: IMAPSession, cmd: Command, *, uid: bool) -> str:
     changed = {c.uid for c in changes}
     for change in changes:
         view.set_flags(change.uid, change.flags, change.keywords, change.modseq)
+    if keywords:
+        session.tell_new_keywords()
     failed_set = set(failed)
     for position in positions:
         message_uid = view.uids[position]

@@ -50,6 +50,29 @@ def test_two_sessions_see_flags_new_mail_and_expunges_at_allowed_points(imap_por
     assert recent.count(b" 3\r\n") <= 1
 
 
+def test_a_new_keyword_is_in_flags_before_any_fetch_names_it(imap_port, mailbox):
+    """RFC 3501 §7.2.6: the FLAGS list grows, untagged, before a FETCH uses a
+    keyword the client was not told of (imaptest's "Keyword used without being
+    in FLAGS"; Thunderbird and Apple Mail keep the list)."""
+    store.deliver([mailbox], make_message(mailbox.address))
+    first, second = session(imap_port, mailbox), session(imap_port, mailbox)
+    lines = first.command("STORE 1 +FLAGS ($Label1)")
+    assert lines[0] == (b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft "
+                        b"$Label1)\r\n")
+    assert lines[1].startswith(b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted "
+                               b"\\Seen \\Draft $Label1 \\*)]")
+    assert lines[2].startswith(b"* 1 FETCH (FLAGS ($Label1")  # \\Recent may follow
+    lines = second.command("NOOP")
+    flags_at = next(i for i, line in enumerate(lines) if line.startswith(b"* FLAGS ("))
+    fetch_at = next(i for i, line in enumerate(lines) if b" FETCH " in line)
+    assert b"$Label1" in lines[flags_at] and flags_at < fetch_at
+    # A keyword already told is not told again; an existing one on new mail neither.
+    first.command("STORE 1 -FLAGS ($Label1)")
+    assert not any(line.startswith(b"* FLAGS") for line in second.command("NOOP"))
+    first.command("STORE 1 +FLAGS ($Label1)")
+    assert not any(line.startswith(b"* FLAGS") for line in second.command("NOOP"))
+
+
 def test_idle_is_woken_by_an_smtp_delivery(mail_servers, imap_port, mailbox):
     client = session(imap_port, mailbox)
     client.send(b"i IDLE\r\n")

@@ -157,8 +157,10 @@ def test_store_forms_and_condstore(raw):
     for _ in range(3):
         append(raw, SIMPLE)
     raw.command("SELECT INBOX")
-    assert raw.command("STORE 1 +FLAGS (\\Flagged $A)")[0] == \
-        b"* 1 FETCH (FLAGS (\\Flagged $A \\Recent))\r\n"
+    lines = raw.command("STORE 1 +FLAGS (\\Flagged $A)")
+    # RFC 3501 §7.2.6: a keyword new to the folder is in FLAGS before a FETCH names it.
+    assert lines[0] == b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $A)\r\n"
+    assert lines[2] == b"* 1 FETCH (FLAGS (\\Flagged $A \\Recent))\r\n"
     assert raw.command("STORE 1 -FLAGS ($A)")[0] == b"* 1 FETCH (FLAGS (\\Flagged \\Recent))\r\n"
     assert raw.command("STORE 1:2 FLAGS.SILENT (\\Answered)")[0].startswith(b"t")
     lines = raw.command("UID STORE 2 +FLAGS (\\Seen)")
