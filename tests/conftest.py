@@ -18,9 +18,11 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 
+from apps.directory.models import Domain, Mailbox
 from apps.mailservers.listeners import RunningListener, start_listeners, stop_listeners
 from apps.mailservers.tls import certificate_paths, server_context
 from mailhost.celery import app as celery_app
+from tests.factories import make_domain, make_mailbox
 from tests.web_server import WebServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,6 +138,28 @@ def client_tls_context() -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(cert_path))
     context.check_hostname = True
     return context
+
+
+# Two hosted domains and a mailbox in each: the API's and the admin panel's
+# tests check what one domain's administrator may and may not reach.
+@pytest.fixture
+def ours(db) -> Domain:
+    return make_domain("ours.example")
+
+
+@pytest.fixture
+def theirs(db) -> Domain:
+    return make_domain("theirs.example")
+
+
+@pytest.fixture
+def alice(ours: Domain) -> Mailbox:
+    return make_mailbox("alice@ours.example")
+
+
+@pytest.fixture
+def zed(theirs: Domain) -> Mailbox:
+    return make_mailbox("zed@theirs.example")
 
 
 def database_url() -> str:

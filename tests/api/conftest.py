@@ -7,7 +7,6 @@ from rest_framework.test import APIClient
 
 from apps.api.services import create_token
 from apps.directory.models import Domain, Mailbox, Role, User
-from tests.factories import make_domain, make_mailbox
 
 Client = Callable[[User], APIClient]
 
@@ -31,31 +30,11 @@ def superadmin(db) -> User:
 
 
 @pytest.fixture
-def ours(db) -> Domain:
-    return make_domain("ours.example")
-
-
-@pytest.fixture
-def theirs(db) -> Domain:
-    return make_domain("theirs.example")
-
-
-@pytest.fixture
 def domain_admin(ours: Domain) -> User:
     user = User.objects.create_user("admin@ours.example", "admin password 1",
                                     role=Role.DOMAIN_ADMIN)
     user.administered_domains.add(ours)
     return user
-
-
-@pytest.fixture
-def alice(ours: Domain) -> Mailbox:
-    return make_mailbox("alice@ours.example")
-
-
-@pytest.fixture
-def zed(theirs: Domain) -> Mailbox:
-    return make_mailbox("zed@theirs.example")
 
 
 @pytest.fixture

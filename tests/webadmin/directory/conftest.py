@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from apps.directory.models import Domain, Mailbox, Role, User
-from tests.factories import make_domain, make_mailbox
+from apps.directory.models import Domain, Role, User
 
 ADMIN_PASSWORD = "admin password 1"
 
@@ -15,30 +14,10 @@ def superadmin(db) -> User:
 
 
 @pytest.fixture
-def ours(db) -> Domain:
-    return make_domain("ours.example")
-
-
-@pytest.fixture
-def theirs(db) -> Domain:
-    return make_domain("theirs.example")
-
-
-@pytest.fixture
 def domain_admin(ours: Domain) -> User:
     user = User.objects.create_user("boss@ours.example", ADMIN_PASSWORD, role=Role.DOMAIN_ADMIN)
     user.administered_domains.add(ours)
     return user
-
-
-@pytest.fixture
-def alice(ours: Domain) -> Mailbox:
-    return make_mailbox("alice@ours.example")
-
-
-@pytest.fixture
-def zed(theirs: Domain) -> Mailbox:
-    return make_mailbox("zed@theirs.example")
 
 
 @pytest.fixture
