@@ -72,30 +72,73 @@ class SmtpFacts:
     queue_id: str = ""
 
 
+@dataclass
+class SpoolRequest:
+    """One accepted message for the spool, with its SMTP acceptance to trace."""
+
+    data: bytes
+    mailbox_ids: list[int]
+    facts: SmtpFacts
+    trace_events: Sequence[TraceEvent] = ()
+
+
+def spool_batch(requests: Sequence[SpoolRequest]) -> list[int | OverQuota]:
+    """Spool several messages with one round of blob fsyncs (blobs, then their
+    directories) and then one commit; the checks are scheduled on commit.
+
+    Returns one entry per request: the spool row's pk, or OverQuota when a
+    recipient's mailbox cannot take the message, as direct delivery would
+    refuse it, since after the 250 nothing may be refused."""
+    mailboxes = Mailbox.objects.in_bulk({mid for r in requests for mid in r.mailbox_ids})
+    refusals: list[OverQuota | None] = []
+    for request in requests:
+        full = store.mailboxes_over_quota(
+            [mailboxes[mid] for mid in request.mailbox_ids if mid in mailboxes],
+            len(request.data))
+        refusals.append(OverQuota(f"Mailbox over quota: {', '.join(m.address for m in full)}")
+                        if full else None)
+    accepted = [r for r, refusal in zip(requests, refusals, strict=True) if refusal is None]
+    pks = _spool_rows(accepted) if accepted else []
+    spooled = iter(pks)
+    return [refusal if refusal is not None else next(spooled) for refusal in refusals]
+
+
+def _spool_rows(requests: list[SpoolRequest]) -> list[int]:
+    """Blobs fsynced, then the rows and the trace in one commit; their pks."""
+    with transaction.atomic():
+        shas = store.put_blobs([request.data for request in requests])
+        rows = SpooledMessage.objects.bulk_create([
+            SpooledMessage(
+                blob_id=sha, mailbox_ids=request.mailbox_ids,
+                client_ip=request.facts.client_ip, helo=request.facts.helo[:255],
+                mail_from=request.facts.mail_from[:320],
+                spf_result=request.facts.spf.result if request.facts.spf else "",
+                spf_explanation=(request.facts.spf.explanation[:500]
+                                 if request.facts.spf else ""),
+                authenticated=request.facts.authenticated, queue_id=request.facts.queue_id)
+            for sha, request in zip(shas, requests, strict=True)])
+        trace.record([event for request in requests for event in request.trace_events])
+        pks = [row.pk for row in rows]
+        if not settings.MAILHOST_ANTISPAM_INLINE:
+            transaction.on_commit(lambda: schedule_checks(pks))
+    return pks
+
+
 def spool_message(data: bytes, mailbox_ids: list[int], facts: SmtpFacts, *,
                   trace_events: Sequence[TraceEvent] = ()) -> int:
-    """Durable before it returns (with ``trace_events``, the SMTP acceptance);
-    the check task is enqueued on commit. Refuses (OverQuota) what a
-    recipient's mailbox cannot take, as direct delivery would, since after the
-    250 nothing may be refused."""
+    """One message through ``spool_batch``: its pk, or OverQuota raised."""
+    (result,) = spool_batch([SpoolRequest(data, mailbox_ids, facts, trace_events)])
+    if isinstance(result, OverQuota):
+        raise result
+    return result
+
+
+def schedule_checks(pks: list[int]) -> None:
+    """Hand newly spooled messages to the check workers (on commit)."""
     from apps.antispam import tasks
 
-    full = store.mailboxes_over_quota(list(Mailbox.objects.filter(pk__in=mailbox_ids)),
-                                      len(data))
-    if full:
-        raise OverQuota(f"Mailbox over quota: {', '.join(m.address for m in full)}")
-    with transaction.atomic():
-        sha = store.put_blob(data)
-        row = SpooledMessage.objects.create(
-            blob_id=sha, mailbox_ids=mailbox_ids, client_ip=facts.client_ip,
-            helo=facts.helo[:255], mail_from=facts.mail_from[:320],
-            spf_result=facts.spf.result if facts.spf else "",
-            spf_explanation=facts.spf.explanation[:500] if facts.spf else "",
-            authenticated=facts.authenticated, queue_id=facts.queue_id)
-        trace.record(trace_events)
-        if not settings.MAILHOST_ANTISPAM_INLINE:
-            transaction.on_commit(lambda: tasks.check_and_file.delay(row.pk))
-    return row.pk
+    for pk in pks:
+        tasks.check_and_file.delay(pk)
 
 
 def _claim(pk: int) -> SpooledMessage | None:

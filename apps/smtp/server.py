@@ -328,8 +328,8 @@ async def _spool(
         mail_from=envelope.mail_from or "",
         spf=envelope.spf,  # type: ignore[attr-defined]
         authenticated=bool(session.authenticated), queue_id=request.queue_id)
-    pk = await database_sync_to_async(spool.spool_message)(
-        request.data, list(request.mailbox_ids), facts, trace_events=[acceptance])
+    pk = await committer(spool.spool_batch).submit(spool.SpoolRequest(
+        request.data, list(request.mailbox_ids), facts, trace_events=[acceptance]))
     if settings.MAILHOST_ANTISPAM_INLINE:
         await database_sync_to_async(spool.file_spooled)(pk)
     else:

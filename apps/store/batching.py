@@ -1,42 +1,54 @@
 """Group commit for asyncio front ends.
 
-Deliveries that arrive while a batch is being written wait and then go
-together in the next batch: one transaction, one round of fsyncs. Each caller
-still gets its own answer, and gets it only after its batch is durable."""
+Work that arrives while a batch is being written waits and then goes together
+in the next batch: one transaction, one round of fsyncs. Each caller still
+gets its own answer, and gets it only after its batch is durable. The store's
+deliveries use it (``deliver_batch``), and so does any service with a batch
+function of the same shape (the inbound spool's ``spool_batch``)."""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from django.conf import settings
 
-from apps.store.services import DeliveryRequest, deliver_batch
+from apps.store.services import deliver_batch
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import MailhostError
 
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
-@database_sync_to_async
-def _deliver_batch_in_thread(requests: list[DeliveryRequest]) -> list[MailhostError | None]:
-    return list(deliver_batch(requests))
+# A batch function: one result per item, in order; a MailhostError as a
+# result refuses that item alone (the others are stored).
+BatchFunction = Callable[[Sequence[Item]], Sequence[Result | MailhostError]]
 
 
-class GroupCommitter:
-    def __init__(self, max_batch: int | None = None) -> None:
+class GroupCommitter(Generic[Item, Result]):
+    def __init__(self, write_batch: BatchFunction[Item, Result],
+                 max_batch: int | None = None) -> None:
         self.max_batch = max_batch or settings.MAILHOST_GROUP_COMMIT_MAX
-        self._pending: list[tuple[DeliveryRequest, asyncio.Future[MailhostError | None]]] = []
+        self._write_batch = database_sync_to_async(
+            lambda items: list(write_batch(items)))
+        self._pending: list[tuple[Item, asyncio.Future[Result | MailhostError]]] = []
         self._running = False
 
-    async def submit(self, request: DeliveryRequest) -> None:
-        """Store the request durably; raise its error (OverQuota, …) if refused."""
-        future: asyncio.Future[MailhostError | None] = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
+    async def submit(self, item: Item) -> Result:
+        """Store the item durably and return its result; raise its error
+        (OverQuota, …) if it was refused."""
+        future: asyncio.Future[Result | MailhostError] = (
+            asyncio.get_running_loop().create_future())
+        self._pending.append((item, future))
         if not self._running:
             self._running = True
             asyncio.get_running_loop().create_task(self._drain())
-        error = await future
-        if error is not None:
-            raise error
+        result = await future
+        if isinstance(result, MailhostError):
+            raise result
+        return result
 
     async def _drain(self) -> None:
         try:
@@ -44,7 +56,7 @@ class GroupCommitter:
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
                 try:
-                    results = await _deliver_batch_in_thread([request for request, _ in batch])
+                    results = await self._write_batch([item for item, _ in batch])
                 except BaseException as error:
                     for _, future in batch:
                         if not future.done():
@@ -59,15 +71,18 @@ class GroupCommitter:
             self._running = False
 
 
-_committers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupCommitter] = (
-    weakref.WeakKeyDictionary()
-)
+_committers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[Callable[..., Any], GroupCommitter[Any, Any]]
+] = weakref.WeakKeyDictionary()
 
 
-def committer() -> GroupCommitter:
-    """The group committer of the running loop."""
-    loop = asyncio.get_running_loop()
-    instance = _committers.get(loop)
+def committer(
+    write_batch: BatchFunction[Item, Result] = deliver_batch,  # type: ignore[assignment]
+) -> GroupCommitter[Item, Result]:
+    """The running loop's group committer for ``write_batch`` (by default the
+    store's deliveries: submit a DeliveryRequest, get None once it is stored)."""
+    per_function = _committers.setdefault(asyncio.get_running_loop(), {})
+    instance = per_function.get(write_batch)
     if instance is None:
-        instance = _committers[loop] = GroupCommitter()
+        instance = per_function[write_batch] = GroupCommitter(write_batch)
     return instance

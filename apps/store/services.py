@@ -519,12 +519,18 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
     return results
 
 
-def put_blob(data: bytes) -> str:
-    """Store bytes durably with their Blob row, referenced by nothing yet (a
-    spool); returns the sha256. Unreferenced, it is collected after the grace."""
-    (sha,) = get_blob_store().put_many([data])
-    _create_blob_rows([_blob_row(sha, data)])
-    return sha
+def put_blobs(blobs: Sequence[bytes]) -> list[str]:
+    """Store bytes durably with their Blob rows (one round of fsyncs for all),
+    referenced by nothing yet (a spool); returns the sha256s. Call it in the
+    transaction that references them. Unreferenced, a blob is collected after
+    the grace."""
+    shas = get_blob_store().put_many(list(blobs))
+    rows: dict[str, tuple[Blob, BlobText]] = {}
+    for sha, data in zip(shas, blobs, strict=True):
+        if sha not in rows:
+            rows[sha] = _blob_row(sha, data)
+    _create_blob_rows(list(rows.values()))
+    return shas
 
 
 def deliver(
