@@ -3,7 +3,8 @@
 Called from apps.smtp.server.InboundHandler. Each function answers None to
 let the command through, or the SMTP reply that refuses it. Counters live in
 Django's cache (Redis when configured), so that every listener process
-counts together. DNS lookups and pyspf run in threads, off the event loop.
+counts together. DNS lookups and pyspf run in threads, off the event loop; the
+per-recipient check runs in the thread of the recipient's directory lookup.
 """
 
 from __future__ import annotations
@@ -106,10 +107,10 @@ def _network(ip: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
-@sync_to_async(thread_sensitive=False)
 def recipient_refusal(ip: str, mail_from: str, recipient: str, *,
                       authenticated: bool) -> str | None:
-    """At RCPT TO: greylisting, for domains that have it switched on."""
+    """At RCPT TO: greylisting, for domains that have it switched on. Called
+    from a worker thread with the recipient's other checks."""
     domain = recipient.rpartition("@")[2].lower()
     if authenticated or not Domain.objects.filter(name=domain, greylisting=True).exists():
         return None

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 import ssl
+from dataclasses import dataclass
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -23,7 +24,6 @@ from apps.antispam import inbound as antispam
 from apps.antispam import services as spool
 from apps.delivery.services import RecipientSpec, aenqueue, new_queue_id
 from apps.delivery.vacation import answer_absences
-from apps.directory.models import Mailbox
 from apps.directory.services import Resolution, resolve
 from apps.smtp import replies
 from apps.smtp.received import protocol_name, received_header
@@ -118,13 +118,6 @@ def ehlo_responses(
             responses[-1]]
 
 
-@database_sync_to_async
-def _resolve_with_quota(address: str, declared_size: int) -> tuple[Resolution, list[Mailbox]]:
-    """Resolve a recipient and check its quota in one trip to a worker thread."""
-    resolution = resolve(address)
-    return resolution, store.mailboxes_over_quota(resolution.mailboxes, declared_size)
-
-
 def start_transaction(
     server: MailhostSMTP, envelope: Envelope, address: str, mail_options: list[str],
 ) -> None:
@@ -137,20 +130,40 @@ def start_transaction(
     server.in_transaction = True
 
 
-async def resolve_recipient(
-    address: str, declared_size: int = 0,
-) -> tuple[Resolution, list[Mailbox]] | str:
-    """The directory's resolution of a RCPT address with the local mailboxes
-    that a message of ``declared_size`` would push over quota, or the reply
-    refusing the address."""
+@dataclass(frozen=True)
+class Client:
+    """Who is sending, as the per-recipient checks need it."""
+
+    ip: str
+    mail_from: str
+    authenticated: bool
+
+
+@database_sync_to_async
+def check_recipient(address: str, declared_size: int, client: Client) -> Resolution | str:
+    """The directory's resolution of a RCPT address, or the reply refusing it:
+    unknown, not ours to relay, over quota for a message of ``declared_size``,
+    greylisted. Every check in one trip to a worker thread."""
     try:
-        return await _resolve_with_quota(address, declared_size)
+        resolution = resolve(address)
     except Invalid:
         return replies.BAD_ADDRESS
     except NotFound:
         return replies.UNKNOWN_USER
     except Disabled as error:
         return error.smtp_reply()
+    if not resolution.hosted:
+        return replies.RELAY_DENIED
+    if store.mailboxes_over_quota(resolution.mailboxes, declared_size):
+        return OverQuota(f"Mailbox over quota: {address}").smtp_reply()
+    # --- antispam: greylisting ---
+    if settings.MAILHOST_ANTISPAM:
+        refusal = antispam.recipient_refusal(client.ip, client.mail_from, address,
+                                             authenticated=client.authenticated)
+        if refusal:
+            return refusal
+    # --- end antispam ---
+    return resolution
 
 
 class InboundHandler:
@@ -203,25 +216,14 @@ class InboundHandler:
     ) -> str:
         if len(envelope.rcpt_tos) >= settings.MAILHOST_SMTP_MAX_RECIPIENTS:
             return replies.TOO_MANY_RECIPIENTS
-        checked = await resolve_recipient(address, _declared_size(envelope.mail_options))
+        checked = await check_recipient(
+            address, _declared_size(envelope.mail_options),
+            Client(_peer_ip(session), envelope.mail_from or "", bool(session.authenticated)))
         if isinstance(checked, str):
             return checked
-        resolution, full = checked
-        if not resolution.hosted:
-            return replies.RELAY_DENIED
-        if full:
-            return OverQuota(f"Mailbox over quota: {address}").smtp_reply()
-        # --- antispam: greylisting ---
-        if settings.MAILHOST_ANTISPAM:
-            refusal = await antispam.recipient_refusal(
-                _peer_ip(session), envelope.mail_from or "", address,
-                authenticated=bool(session.authenticated))
-            if refusal:
-                return refusal
-        # --- end antispam ---
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
-        envelope.resolutions[address] = resolution  # type: ignore[attr-defined]
+        envelope.resolutions[address] = checked  # type: ignore[attr-defined]
         return replies.RECIPIENT_OK
 
     async def handle_DATA(
