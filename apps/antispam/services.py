@@ -376,12 +376,11 @@ def _mailbox_verdict(verdict: Verdict, mailbox: Mailbox, threshold: float,
             "threshold": threshold, "junk": junk, "clues": clues}
 
 
-def file_if_overdue(pk: int) -> bool | None:
-    """File unchecked a message still waiting for its checks: True when filed
-    here, False when already filed, None while a worker holds it."""
-    if not SpooledMessage.objects.filter(pk=pk).exists():
-        return False
-    return True if file_spooled(pk, checks=False) else None
+def file_overdue(pks: list[int]) -> list[int]:
+    """File unchecked those of ``pks`` still waiting for their checks (one
+    query to find them); returns the ones a worker holds meanwhile."""
+    return [pk for pk in SpooledMessage.objects.filter(pk__in=pks).values_list("pk", flat=True)
+            if not file_spooled(pk, checks=False)]
 
 
 def sweep_spool() -> int:

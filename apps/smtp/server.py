@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import ssl
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -339,29 +341,42 @@ async def _spool(
 
 
 _overdue_checks: set[asyncio.Task[None]] = set()
+# Per loop: when (whole seconds of loop time) -> the spool rows to look at then.
+_overdue: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, list[int]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _file_if_overdue_later(pk: int) -> None:
     """When the checks' time is up and no worker has filed the message, file it
     unchecked from here: a stopped worker must not hold mail. (After a listener
-    restart, the beat task sweep_spool does the same.)"""
+    restart, the beat task sweep_spool does the same.) The messages spooled
+    within a second are looked at together, in one query."""
     loop = asyncio.get_running_loop()
+    due = math.ceil(loop.time()) + settings.MAILHOST_ANTISPAM_TIMEOUT + 1
+    buckets = _overdue.setdefault(loop, {})
+    if due not in buckets:
+        buckets[due] = []
+        loop.call_at(due, _start_overdue_check, loop, due)
+    buckets[due].append(pk)
+
+
+def _start_overdue_check(loop: asyncio.AbstractEventLoop, due: int) -> None:
+    pks = _overdue[loop].pop(due)
 
     async def check() -> None:
         try:
-            filed = await database_sync_to_async(spool.file_if_overdue)(pk)
+            held = await database_sync_to_async(spool.file_overdue)(pks)
         except Exception:
-            log.exception("filing overdue spool=%s failed", pk)
-            filed = None
-        if filed is None:  # a worker holds it: look again when its claim ends
+            log.exception("filing overdue spool=%s failed", pks)
+            held = pks
+        for pk in held:  # a worker holds it: look again when its claim ends
             _file_if_overdue_later(pk)
 
-    def start() -> None:
-        task = loop.create_task(check())
-        _overdue_checks.add(task)
-        task.add_done_callback(_overdue_checks.discard)
+    task = loop.create_task(check())
+    _overdue_checks.add(task)
+    task.add_done_callback(_overdue_checks.discard)
 
-    loop.call_later(settings.MAILHOST_ANTISPAM_TIMEOUT + 1, start)
+
 # --- end antispam ---
 
 
