@@ -90,11 +90,15 @@ def spool_batch(requests: Sequence[SpoolRequest]) -> list[int | OverQuota]:
     recipient's mailbox cannot take the message, as direct delivery would
     refuse it, since after the 250 nothing may be refused."""
     mailboxes = Mailbox.objects.in_bulk({mid for r in requests for mid in r.mailbox_ids})
+    # One query for the batch: a mailbox with room for the largest message has
+    # room for each; only the others are looked at message by message.
+    tight = {m.pk for m in store.mailboxes_over_quota(
+        list(mailboxes.values()), max(len(r.data) for r in requests))}
     refusals: list[OverQuota | None] = []
     for request in requests:
         full = store.mailboxes_over_quota(
-            [mailboxes[mid] for mid in request.mailbox_ids if mid in mailboxes],
-            len(request.data))
+            [mailboxes[mid] for mid in request.mailbox_ids if mid in tight],
+            len(request.data)) if tight else []
         refusals.append(OverQuota(f"Mailbox over quota: {', '.join(m.address for m in full)}")
                         if full else None)
     accepted = [r for r, refusal in zip(requests, refusals, strict=True) if refusal is None]

@@ -766,5 +766,6 @@ def collect_garbage(grace_seconds: float) -> int:
 def mailboxes_over_quota(mailboxes: Sequence[Mailbox], adding: int) -> list[Mailbox]:
     """The mailboxes that a message of ``adding`` bytes would push over quota
     (checked at RCPT time with the size the client declared)."""
-    usage = _usage([m.pk for m in mailboxes])
-    return [m for m in mailboxes if _over_quota(m, usage[m.pk], adding)]
+    limited = [m for m in mailboxes if m.quota > 0]  # no query when none has a quota
+    usage = _usage([m.pk for m in limited]) if limited else {}
+    return [m for m in limited if _over_quota(m, usage[m.pk], adding)]
