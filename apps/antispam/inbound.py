@@ -56,6 +56,11 @@ def _over_rate(kind: str, ip: str, limit: int) -> bool:
     return count > limit
 
 
+def counts_connections(ip: str) -> bool:
+    """Whether connections from ``ip`` are counted at all."""
+    return settings.MAILHOST_RATE_CONNECTIONS_PER_MINUTE > 0 and not _exempt(ip)
+
+
 @sync_to_async(thread_sensitive=False)
 def connection_refusal(ip: str) -> str | None:
     """At the first HELO/EHLO of a connection."""

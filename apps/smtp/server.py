@@ -314,6 +314,8 @@ async def _connection_refusal(server: MailhostSMTP, session: Session) -> str | N
     if not settings.MAILHOST_ANTISPAM or getattr(session, "connection_counted", False):
         return None
     session.connection_counted = True  # type: ignore[attr-defined]
+    if not antispam.counts_connections(_peer_ip(session)):
+        return None  # exempt: no trip to a thread and the cache for nothing
     refusal = await antispam.connection_refusal(_peer_ip(session))
     if refusal and server.transport is not None:
         # RFC 5321 §3.8: a 421 is followed by closing the connection; the
