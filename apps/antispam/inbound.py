@@ -13,6 +13,7 @@ import hashlib
 import ipaddress
 import logging
 import time
+from collections.abc import Iterable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -112,12 +113,18 @@ def _network(ip: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
-def recipient_refusal(ip: str, mail_from: str, recipient: str, *,
-                      authenticated: bool) -> str | None:
+def recipient_refusal(ip: str, mail_from: str, recipient: str, *, authenticated: bool,
+                      known_domains: Iterable[Domain] = ()) -> str | None:
     """At RCPT TO: greylisting, for domains that have it switched on. Called
-    from a worker thread with the recipient's other checks."""
-    domain = recipient.rpartition("@")[2].lower()
-    if authenticated or not Domain.objects.filter(name=domain, greylisting=True).exists():
+    from a worker thread with the recipient's other checks; ``known_domains``
+    (those of the resolved mailboxes) spare the query for the recipient's."""
+    if authenticated:
+        return None
+    name = recipient.rpartition("@")[2].lower()
+    known = next((d for d in known_domains if d.name == name), None)
+    greylisting = (known.greylisting if known is not None
+                   else Domain.objects.filter(name=name, greylisting=True).exists())
+    if not greylisting:
         return None
     triplet = f"{_network(ip)}|{mail_from.lower()}|{recipient.lower()}"
     key = "antispam:grey:" + hashlib.sha256(triplet.encode()).hexdigest()

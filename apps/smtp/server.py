@@ -160,8 +160,9 @@ def check_recipient(address: str, declared_size: int, client: Client) -> Resolut
         return OverQuota(f"Mailbox over quota: {address}").smtp_reply()
     # --- antispam: greylisting ---
     if settings.MAILHOST_ANTISPAM:
-        refusal = antispam.recipient_refusal(client.ip, client.mail_from, address,
-                                             authenticated=client.authenticated)
+        refusal = antispam.recipient_refusal(
+            client.ip, client.mail_from, address, authenticated=client.authenticated,
+            known_domains=[mailbox.domain for mailbox in resolution.mailboxes])
         if refusal:
             return refusal
     # --- end antispam ---
