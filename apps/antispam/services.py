@@ -1,11 +1,12 @@
 """The inbound spool and the after-DATA checks that file its messages.
 
-``spool_message`` makes an accepted message durable (blob, then a spool row
-in one commit) before the SMTP server answers 250, and enqueues the check
-task on commit. ``file_spooled`` runs the checks and delivers the message
-with its verdict headers into INBOX or Junk, deleting the spool row in the
-same transaction. When the checks fail or take longer than
-MAILHOST_ANTISPAM_TIMEOUT the message is delivered unfiled, and
+``spool_batch`` makes accepted messages durable (blobs, then their spool
+rows in one commit: the SMTP server's group commit) before the SMTP server
+answers 250, and hands them to ``schedule_checks`` on commit.
+``file_spooled`` runs the checks and delivers the message with its verdict
+headers into INBOX or Junk, deleting the spool row in the same transaction.
+When the checks fail or take longer than MAILHOST_ANTISPAM_TIMEOUT the
+message is delivered unfiled, and
 ``sweep_spool`` (a periodic task) delivers whatever a dead or absent worker
 left behind: mail is never lost, nor stuck behind the filter.
 """
