@@ -78,8 +78,6 @@ def spool_message(data: bytes, mailbox_ids: list[int], facts: SmtpFacts, *,
     the check task is enqueued on commit. Refuses (OverQuota) what a
     recipient's mailbox cannot take, as direct delivery would, since after the
     250 nothing may be refused."""
-    from apps.antispam import tasks
-
     full = store.mailboxes_over_quota(list(Mailbox.objects.filter(pk__in=mailbox_ids)),
                                       len(data))
     if full:
@@ -93,18 +91,8 @@ def spool_message(data: bytes, mailbox_ids: list[int], facts: SmtpFacts, *,
             spf_explanation=facts.spf.explanation[:500] if facts.spf else "",
             authenticated=facts.authenticated, queue_id=facts.queue_id)
         trace.record(trace_events)
-        if not settings.MAILHOST_ANTISPAM_INLINE:
-            transaction.on_commit(lambda: tasks.check_and_file.delay(row.pk))
+        transaction.on_commit(lambda: schedule_checks([row.pk]))
     return row.pk
-
-
-def _claim(pk: int) -> SpooledMessage | None:
-    """Take the row for one check (a dead worker's claim expires)."""
-    now = timezone.now()
-    until = now + timedelta(seconds=settings.MAILHOST_ANTISPAM_TIMEOUT)
-    claimed = SpooledMessage.objects.filter(pk=pk).filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)).update(claimed_until=until)
-    return SpooledMessage.objects.filter(pk=pk).first() if claimed else None
 
 
 # --- checks -------------------------------------------------------------------------
@@ -247,24 +235,80 @@ def _is_ours(name: str, value: bytes) -> bool:
 # --- filing -------------------------------------------------------------------------
 
 
+def schedule_checks(pks: list[int]) -> None:
+    """Hand newly spooled messages to the workers (on the spool's commit): one
+    task for all of them. The task tops its batch up with whatever else is
+    waiting, so a burst is checked and filed in a few transactions, not one
+    per message; the tasks that find their rows taken already cost a query."""
+    from apps.antispam import tasks
+
+    if pks and not settings.MAILHOST_ANTISPAM_INLINE:
+        tasks.check_and_file_many.delay(list(pks))
+
+
+def _claim_batch(pks: Sequence[int], *, fill_to: int = 0,
+                 waiting: Q | None = None) -> list[SpooledMessage]:
+    """Take the rows of ``pks`` that no live claim holds, and then other such
+    rows (oldest first, matching ``waiting``) until the batch holds
+    ``fill_to``. A claim lasts MAILHOST_ANTISPAM_TIMEOUT: a dead worker's
+    rows are taken again after that."""
+    now = timezone.now()
+    until = now + timedelta(seconds=settings.MAILHOST_ANTISPAM_TIMEOUT)
+    free = SpooledMessage.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    with transaction.atomic():
+        # PostgreSQL skips the rows another worker is claiming right now;
+        # SQLite's BEGIN IMMEDIATE lets one claim run at a time.
+        free = free.select_for_update(skip_locked=True).order_by("pk")
+        ids = list(free.filter(pk__in=list(pks)).values_list("pk", flat=True)) if pks else []
+        if len(ids) < fill_to:
+            more = free.exclude(pk__in=ids).filter(waiting or Q())
+            ids += more.values_list("pk", flat=True)[:fill_to - len(ids)]
+        if not ids:
+            return []
+        SpooledMessage.objects.filter(pk__in=ids).update(claimed_until=until)
+    return list(SpooledMessage.objects.filter(pk__in=ids).order_by("pk"))
+
+
 def file_spooled(pk: int, *, checks: bool = True) -> bool:
     """Check and deliver one spooled message; False if it was not ours to do
     (already filed, or being checked by another worker)."""
-    row = _claim(pk)
-    if row is None:
-        return False
-    data = get_blob_store().read(row.blob_id)
-    verdict = None
-    if checks and settings.MAILHOST_ANTISPAM:
-        started = time.monotonic()
-        try:
-            verdict = check_message(row, data)
-        except Exception:
-            log.exception("checks failed spool=%s: delivering unfiled", pk)
-        if time.monotonic() - started > settings.MAILHOST_ANTISPAM_TIMEOUT:
-            log.warning("checks took too long spool=%s: delivering unfiled", pk)
-            verdict = None
-    return _deliver(row, data, verdict)
+    return file_spooled_batch([pk], checks=checks) == [pk]
+
+
+def file_spooled_batch(pks: Sequence[int], *, checks: bool = True, fill_to: int = 0,
+                       waiting: Q | None = None) -> list[int]:
+    """Claim the spooled messages ``pks`` (and up to ``fill_to`` in all with
+    others waiting, see ``_claim_batch``), check each, and file them all in one
+    transaction that also deletes their spool rows: a worker killed at any
+    point leaves each message either filed once or still spooled. Returns the
+    primary keys filed here."""
+    rows = _claim_batch(pks, fill_to=fill_to, waiting=waiting)
+    if not rows:
+        return []
+    store_ = get_blob_store()
+    checked: list[tuple[SpooledMessage, bytes, Verdict | None]] = []
+    for row in rows:
+        data = store_.read(row.blob_id)
+        checked.append((row, data, _checked(row, data) if checks else None))
+    return _deliver(checked)
+
+
+def _checked(row: SpooledMessage, data: bytes) -> Verdict | None:
+    """The checks' verdict, or None (filed unchecked) when they fail or take
+    longer than MAILHOST_ANTISPAM_TIMEOUT."""
+    if not settings.MAILHOST_ANTISPAM:
+        return None
+    started = time.monotonic()
+    try:
+        verdict = check_message(row, data)
+    except Exception:
+        log.exception("checks failed spool=%s: delivering unfiled", row.pk)
+        return None
+    if time.monotonic() - started > settings.MAILHOST_ANTISPAM_TIMEOUT:
+        log.warning("checks took too long spool=%s: delivering unfiled", row.pk)
+        return None
+    return verdict
 
 
 def spam_threshold(mailbox: Mailbox) -> float:
@@ -276,22 +320,27 @@ def spam_threshold(mailbox: Mailbox) -> float:
     return settings.MAILHOST_SPAM_THRESHOLD
 
 
-def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
-    mailboxes = Mailbox.objects.select_related("domain").in_bulk(row.mailbox_ids)
+@dataclass
+class _Filing:
+    """One spooled message's deliveries (one per folder and header block)."""
+
+    row: SpooledMessage
+    data: bytes
+    requests: list[DeliveryRequest]
+    inbox_ids: list[int]
+
+
+def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
+            mailboxes: dict[int, Mailbox], junk_folders: dict[int, str]) -> _Filing:
     groups: dict[tuple[str, bytes], list[int]] = defaultdict(list)
     verdicts: list[dict[str, object]] = []
+    present = [m for m in row.mailbox_ids if m in mailboxes]  # else deleted since
     if verdict is None:
-        groups["INBOX", data] = [m for m in row.mailbox_ids if m in mailboxes]
+        groups["INBOX", data] = present
     else:
         clean = strip_fields(data, _is_ours)
-        # RFC 6154: the folder marked \Junk, whatever the user renamed it to.
-        junk_folders = dict(Folder.objects.filter(
-            mailbox_id__in=row.mailbox_ids, special_use=SpecialUse.JUNK,
-        ).values_list("mailbox_id", "name"))
-        for mailbox_id in row.mailbox_ids:
-            mailbox = mailboxes.get(mailbox_id)
-            if mailbox is None:
-                continue  # deleted since the message was accepted
+        for mailbox_id in present:
+            mailbox = mailboxes[mailbox_id]
             threshold = spam_threshold(mailbox)
             junk = verdict.quarantine or verdict.score(mailbox_id) >= threshold
             headers = verdict.auth_header + _spam_headers(verdict, mailbox_id, threshold, junk)
@@ -304,23 +353,40 @@ def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
     if requests and row.queue_id:
         requests[0].trace_events.append(trace.event(
             TraceKind.VERDICT, row.queue_id,
-            addresses=[row.mail_from, *(m.address for m in mailboxes.values())],
+            addresses=[row.mail_from, *(mailboxes[m].address for m in present)],
             checked=verdict is not None, tests=verdict.tests if verdict else [],
             mailboxes=verdicts, **(verdict.results if verdict else {})))
+    for (folder, _), ids in groups.items():
+        log.info("filing spool=%s folder=%s mailboxes=%s checked=%s", row.pk, folder, ids,
+                 verdict is not None)
+    return _Filing(row, data, requests,
+                   [i for (folder, _), ids in groups.items() if folder == "INBOX" for i in ids])
+
+
+def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) -> list[int]:
+    """File checked messages in one transaction (one round of fsyncs), each
+    only if its spool row is still there, deleting the rows filed."""
+    all_ids = {m for row, _, _ in checked for m in row.mailbox_ids}
+    mailboxes = Mailbox.objects.select_related("domain").in_bulk(list(all_ids))
+    # RFC 6154: the folder marked \Junk, whatever the user renamed it to.
+    junk_folders = dict(Folder.objects.filter(
+        mailbox_id__in=all_ids, special_use=SpecialUse.JUNK,
+    ).values_list("mailbox_id", "name")) if any(v for _, _, v in checked) else {}
+    filings = [_filing(row, data, verdict, mailboxes, junk_folders)
+               for row, data, verdict in checked]
     with transaction.atomic():
-        locked = SpooledMessage.objects.select_for_update().filter(pk=row.pk).first()
-        if locked is None:
-            return False  # the sweeper or another worker filed it meanwhile
-        for error in store.deliver_batch(requests):
+        # The sweeper or another worker may have filed some meanwhile (after
+        # our claim expired): those rows are gone, and their messages stay out.
+        locked = set(SpooledMessage.objects.select_for_update().filter(
+            pk__in=[f.row.pk for f in filings]).values_list("pk", flat=True))
+        filings = [f for f in filings if f.row.pk in locked]
+        for error in store.deliver_batch([r for f in filings for r in f.requests]):
             if error is not None:
                 raise error
-        locked.delete()
-    for (folder, _), ids in groups.items():
-        log.info("filed spool=%s folder=%s mailboxes=%s checked=%s", row.pk, folder, ids,
-                 verdict is not None)
-    inbox_ids = [i for (folder, _), ids in groups.items() if folder == "INBOX" for i in ids]
-    answer_absences(inbox_ids, data, sender=row.mail_from)  # never for Junk
-    return True
+        SpooledMessage.objects.filter(pk__in=locked).delete()
+    for filing in filings:
+        answer_absences(filing.inbox_ids, filing.data, sender=filing.row.mail_from)  # not Junk
+    return [f.row.pk for f in filings]
 
 
 def _mailbox_verdict(verdict: Verdict, mailbox: Mailbox, threshold: float,
@@ -342,12 +408,12 @@ def file_if_overdue(pk: int) -> bool | None:
 
 
 def sweep_spool() -> int:
-    """Deliver, unfiled, what has waited longer than the checks may take."""
-    cutoff = timezone.now() - timedelta(seconds=settings.MAILHOST_ANTISPAM_TIMEOUT)
+    """Deliver, unfiled, what has waited longer than the checks may take, a
+    batch per transaction."""
+    overdue = Q(received__lt=timezone.now()
+                - timedelta(seconds=settings.MAILHOST_ANTISPAM_TIMEOUT))
     delivered = 0
-    for pk in SpooledMessage.objects.filter(received__lt=cutoff).filter(
-            Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now())
-    ).order_by("pk").values_list("pk", flat=True)[:1000]:
-        if file_spooled(pk, checks=False):
-            delivered += 1
+    while batch := file_spooled_batch([], checks=False, fill_to=settings.MAILHOST_SPOOL_BATCH,
+                                      waiting=overdue):
+        delivered += len(batch)
     return delivered
