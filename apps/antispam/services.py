@@ -24,6 +24,7 @@ import authres
 import authres.arc
 import authres.dmarc
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -31,7 +32,7 @@ from django.utils import timezone
 from apps.antispam import auth, bayes, learning
 from apps.antispam.headers import header_facts, insert_after_first_field, strip_fields
 from apps.antispam.models import SpooledMessage
-from apps.delivery.vacation import answer_absences
+from apps.delivery.vacation import active_vacations, answer_absences
 from apps.directory.models import Domain, Mailbox
 from apps.store import services as store
 from apps.store import trace
@@ -235,15 +236,36 @@ def _is_ours(name: str, value: bytes) -> bool:
 # --- filing -------------------------------------------------------------------------
 
 
+# Set while a filing task is queued and not started yet: that task will take
+# every row committed before it starts, so no other task is needed meanwhile.
+# It expires, so that a task lost with its worker holds nothing up for long.
+_TASK_QUEUED = "antispam:filing-task-queued"
+_TASK_QUEUED_SECONDS = 5
+
+
 def schedule_checks(pks: list[int]) -> None:
-    """Hand newly spooled messages to the workers (on the spool's commit): one
-    task for all of them. The task tops its batch up with whatever else is
-    waiting, so a burst is checked and filed in a few transactions, not one
-    per message; the tasks that find their rows taken already cost a query."""
+    """Hand newly spooled messages to the workers (on the spool's commit).
+    A burst is checked and filed in a few transactions, not one per message:
+    no task is queued while one is waiting to start, and a task takes what
+    else is waiting besides its own rows (``file_waiting``)."""
     from apps.antispam import tasks
 
-    if pks and not settings.MAILHOST_ANTISPAM_INLINE:
+    if pks and not settings.MAILHOST_ANTISPAM_INLINE and cache.add(
+            _TASK_QUEUED, True, timeout=_TASK_QUEUED_SECONDS):
         tasks.check_and_file_many.delay(list(pks))
+
+
+def file_waiting(pks: Sequence[int]) -> int:
+    """Check and file ``pks`` and every other spooled message waiting, a
+    batch per transaction, until none is left; returns how many were filed."""
+    # Cleared before the first claim: a row committed after this queues a task
+    # of its own, a row committed before it is in our claims.
+    cache.delete(_TASK_QUEUED)
+    filed = 0
+    while batch := file_spooled_batch(pks, fill_to=settings.MAILHOST_SPOOL_BATCH):
+        filed += len(batch)
+        pks = []
+    return filed
 
 
 def _claim_batch(pks: Sequence[int], *, fill_to: int = 0,
@@ -326,8 +348,12 @@ class _Filing:
 
     row: SpooledMessage
     data: bytes
+    checked: bool
     requests: list[DeliveryRequest]
-    inbox_ids: list[int]
+
+    @property
+    def inbox_ids(self) -> list[int]:
+        return [i for r in self.requests if r.folder == "INBOX" for i in r.mailbox_ids]
 
 
 def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
@@ -356,11 +382,7 @@ def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
             addresses=[row.mail_from, *(mailboxes[m].address for m in present)],
             checked=verdict is not None, tests=verdict.tests if verdict else [],
             mailboxes=verdicts, **(verdict.results if verdict else {})))
-    for (folder, _), ids in groups.items():
-        log.info("filing spool=%s folder=%s mailboxes=%s checked=%s", row.pk, folder, ids,
-                 verdict is not None)
-    return _Filing(row, data, requests,
-                   [i for (folder, _), ids in groups.items() if folder == "INBOX" for i in ids])
+    return _Filing(row, data, verdict is not None, requests)
 
 
 def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) -> list[int]:
@@ -385,7 +407,14 @@ def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) ->
                 raise error
         SpooledMessage.objects.filter(pk__in=locked).delete()
     for filing in filings:
-        answer_absences(filing.inbox_ids, filing.data, sender=filing.row.mail_from)  # not Junk
+        for request in filing.requests:
+            log.info("filed spool=%s folder=%s mailboxes=%s checked=%s", filing.row.pk,
+                     request.folder, list(request.mailbox_ids), filing.checked)
+    # Vacation replies for INBOX only, never for Junk; one query for the batch.
+    away = {v.mailbox_id for v in active_vacations([i for f in filings for i in f.inbox_ids])}
+    for filing in filings:
+        if present := [i for i in filing.inbox_ids if i in away]:
+            answer_absences(present, filing.data, sender=filing.row.mail_from)
     return [f.row.pk for f in filings]
 
 

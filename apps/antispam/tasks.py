@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 from celery import shared_task
-from django.conf import settings
 
 from apps.antispam import learning, services
 
 
 @shared_task
 def check_and_file_many(spool_pks: list[int]) -> int:
-    """Check and file these spooled messages and others waiting, a batch per
-    transaction; returns how many were filed here."""
-    filed = 0
-    while batch := services.file_spooled_batch(spool_pks, fill_to=settings.MAILHOST_SPOOL_BATCH):
-        filed += len(batch)
-        spool_pks = []
-    return filed
+    return services.file_waiting(spool_pks)
 
 
 @shared_task
