@@ -213,14 +213,44 @@ class Mailhost:
                              stdin=PASSWORD + "\n")
         self.instance.manage("trainspam", "--spam", str(CORPUS / "spam"),
                              "--ham", str(CORPUS / "ham"))
+        self.start()
+
+    def start(self) -> None:
         self.listeners, ports = self.instance.start_listeners("smtp,imap")
         self.port, self.imap_port = ports["smtp"], ports["imap"]
+        self.start_worker()
+
+    def start_worker(self) -> None:
         data = self.instance.tmp.name
         self.worker = Background(
             [PYTHON, "-m", "celery", "-A", "mailhost", "worker", "--beat", "--loglevel",
              "INFO", "--concurrency", "2", "--schedule", f"{data}/celerybeat-schedule"],
             self.instance.env)
         self.worker.wait_for(r"ready\.")
+
+    def leftovers(self, count: int, message: Path, timeout: float) -> float:
+        """Seconds from a restart until ``count`` messages, spooled (250 sent)
+        by a listener that was then SIGKILLed while no worker ran, are visible."""
+        self.worker.stop()
+        client = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=60)
+        client.login(USER, PASSWORD)
+        before = inbox_count(client)
+        client.logout()
+        subprocess.run(["smtp-source", "-s", "20", "-m", str(count), "-F", str(message),
+                        "-f", SENDER, "-t", USER, f"127.0.0.1:{self.port}"],
+                       check=True, timeout=timeout, capture_output=True)
+        self.listeners.process.kill()
+        self.listeners.process.wait()
+        started = time.perf_counter()
+        self.start()
+        client = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=60)
+        client.login(USER, PASSWORD)
+        while inbox_count(client) - before < count:
+            if time.perf_counter() - started > timeout:
+                raise TimeoutError(f"leftovers: {inbox_count(client) - before} of {count}")
+            time.sleep(0.02)
+        client.logout()
+        return time.perf_counter() - started
 
     def stop(self) -> None:
         self.worker.stop()
@@ -285,6 +315,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=150, help="per server, seconds")
     parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--leftovers", type=int, default=100,
+                        help="messages left spooled by a killed listener (0: skip)")
     args = parser.parse_args()
     ensure_packages()
     scratch = tempfile.TemporaryDirectory(prefix="e2e-message-")
@@ -299,6 +331,8 @@ def main() -> None:
     mailhost = Mailhost()
     try:
         results = {"Mailhost": load(mailhost.port, mailhost.imap_port)}
+        if args.leftovers:
+            leftover_seconds = mailhost.leftovers(args.leftovers, message, args.timeout)
     except BaseException:
         print("".join(mailhost.worker.lines[-40:]), file=sys.stderr)
         raise
@@ -328,6 +362,10 @@ def main() -> None:
     print(f"  {'path':<36}{'filed msg/s':>12}{'accepted msg/s':>16}")
     for name, (accepted, filed) in results.items():
         print(f"  {name:<36}{filed:>12.0f}{accepted:>16.0f}")
+    if args.leftovers:
+        print(f"  {args.leftovers} messages spooled by a listener SIGKILLed while no worker "
+              f"ran: all visible {leftover_seconds:.1f} s after the restart of listener "
+              "and worker")
     if len(results) == 2:
         (_, mailhost_rate), (_, reference) = results.values()
         print(f"  ratio Mailhost/reference (filed): {mailhost_rate / reference:.3f}")
