@@ -212,3 +212,13 @@ def test_a_message_filed_unchecked_is_parsed_and_searchable(bob):
     assert filed.blob.subject == "unchecked quokka"
     assert filed.blob.envelope[1] == "unchecked quokka"
     assert textindex.lookup(inbox.pk, ["body"], "wombat").hits == {filed.uid}
+
+
+def test_slow_checks_file_what_is_checked_and_give_the_rest_back(bob, monkeypatch):
+    monkeypatch.setattr(services, "_BATCH_CHECK_SECONDS", 0)  # every check is "slow"
+    pks = [spool([bob], message(subject=f"slow {n}")) for n in range(3)]
+    assert services.file_spooled_batch(pks, fill_to=3) == pks[:1]
+    assert list(SpooledMessage.objects.filter(claimed_until__isnull=True)
+                .values_list("pk", flat=True)) == pks[1:]
+    assert services.file_waiting([]) == 2
+    assert len(stored("bob@example.org")) == 3
