@@ -179,6 +179,9 @@ else:
         # Exchange tables: under the data dir, not in the worker's cwd (./control).
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # A worker looks for new tasks this often (kombu's default is every
+        # second, which caps a worker at about one task per second).
+        "polling_interval": env_int("MAILHOST_FILESYSTEM_BROKER_POLL_MS", 20) / 1000,
     }
 CELERY_TASK_ALWAYS_EAGER = env_bool("MAILHOST_CELERY_EAGER", False)
 CELERY_TASK_ACKS_LATE = True
@@ -313,6 +316,8 @@ MAILHOST_ANTISPAM = env_bool("MAILHOST_ANTISPAM", True)
 MAILHOST_ANTISPAM_INLINE = env_bool("MAILHOST_ANTISPAM_INLINE", False)
 # Checks slower than this (seconds) give way: the message is filed unchecked.
 MAILHOST_ANTISPAM_TIMEOUT = env_int("MAILHOST_ANTISPAM_TIMEOUT", 30)
+# Spooled messages checked and filed together, in one transaction.
+MAILHOST_SPOOL_BATCH = env_int("MAILHOST_SPOOL_BATCH", 100)
 MAILHOST_SPAM_THRESHOLD = float(env_str("MAILHOST_SPAM_THRESHOLD", "9.0"))
 MAILHOST_DNS_RESOLVER = env_str("MAILHOST_DNS_RESOLVER", "apps.antispam.dns.DnsPythonResolver")
 MAILHOST_DNS_TIMEOUT = env_int("MAILHOST_DNS_TIMEOUT", 5)

@@ -8,6 +8,7 @@ pure functions; ``evaluate_dmarc`` adds the record lookup.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -103,9 +104,14 @@ def verify_dkim(data: bytes) -> list[DkimResult]:
     return results
 
 
+_ARC_FIELD = re.compile(rb"^arc-[a-z-]+[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
 def verify_arc(data: bytes) -> str:
     """RFC 8617 §5.2: the chain validation status (pass, fail, none), or
     temperror. Informational: recorded, not used to override DMARC."""
+    if not _ARC_FIELD.search(data.split(b"\r\n\r\n", 1)[0]):
+        return "none"  # no ARC field at all: nothing for dkimpy to parse
     try:
         status, _, _ = dkim.arc_verify(
             data, logger=logging.getLogger("mailhost.antispam.arc"), dnsfunc=dns.dkim_dnsfunc)

@@ -25,6 +25,7 @@ import authres
 import authres.arc
 import authres.dmarc
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -32,7 +33,7 @@ from django.utils import timezone
 from apps.antispam import auth, bayes, learning
 from apps.antispam.headers import header_facts, insert_after_first_field, strip_fields
 from apps.antispam.models import SpooledMessage
-from apps.delivery.vacation import answer_absences
+from apps.delivery.vacation import active_vacations, answer_absences
 from apps.directory.models import Domain, Mailbox
 from apps.store import services as store
 from apps.store import trace
@@ -136,23 +137,6 @@ def spool_message(data: bytes, mailbox_ids: list[int], facts: SmtpFacts, *,
     if isinstance(result, OverQuota):
         raise result
     return result
-
-
-def schedule_checks(pks: list[int]) -> None:
-    """Hand newly spooled messages to the check workers (on commit)."""
-    from apps.antispam import tasks
-
-    for pk in pks:
-        tasks.check_and_file.delay(pk)
-
-
-def _claim(pk: int) -> SpooledMessage | None:
-    """Take the row for one check (a dead worker's claim expires)."""
-    now = timezone.now()
-    until = now + timedelta(seconds=settings.MAILHOST_ANTISPAM_TIMEOUT)
-    claimed = SpooledMessage.objects.filter(pk=pk).filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)).update(claimed_until=until)
-    return SpooledMessage.objects.filter(pk=pk).first() if claimed else None
 
 
 # --- checks -------------------------------------------------------------------------
@@ -295,24 +279,111 @@ def _is_ours(name: str, value: bytes) -> bool:
 # --- filing -------------------------------------------------------------------------
 
 
+# Set while a filing task is queued and not started yet: that task will take
+# every row committed before it starts, so no other task is needed meanwhile.
+# It expires, so that a task lost with its worker holds nothing up for long.
+_TASK_QUEUED = "antispam:filing-task-queued"
+_TASK_QUEUED_SECONDS = 5
+# A batch stops taking on checks after this many seconds and is filed.
+_BATCH_CHECK_SECONDS = 2.0
+
+
+def schedule_checks(pks: list[int]) -> None:
+    """Hand newly spooled messages to the workers (on the spool's commit).
+    A burst is checked and filed in a few transactions, not one per message:
+    no task is queued while one is waiting to start, and a task takes what
+    else is waiting besides its own rows (``file_waiting``)."""
+    from apps.antispam import tasks
+
+    if pks and not settings.MAILHOST_ANTISPAM_INLINE and cache.add(
+            _TASK_QUEUED, True, timeout=_TASK_QUEUED_SECONDS):
+        tasks.check_and_file_many.delay(list(pks))
+
+
+def file_waiting(pks: Sequence[int]) -> int:
+    """Check and file ``pks`` and every other spooled message waiting, a
+    batch per transaction, until none is left; returns how many were filed."""
+    # Cleared before the first claim: a row committed after this queues a task
+    # of its own, a row committed before it is in our claims.
+    cache.delete(_TASK_QUEUED)
+    filed = 0
+    while batch := file_spooled_batch(pks, fill_to=settings.MAILHOST_SPOOL_BATCH):
+        filed += len(batch)
+        pks = []
+    return filed
+
+
+def _claim_batch(pks: Sequence[int], *, fill_to: int = 0,
+                 waiting: Q | None = None) -> list[SpooledMessage]:
+    """Take the rows of ``pks`` that no live claim holds, and then other such
+    rows (oldest first, matching ``waiting``) until the batch holds
+    ``fill_to``. A claim lasts MAILHOST_ANTISPAM_TIMEOUT: a dead worker's
+    rows are taken again after that."""
+    now = timezone.now()
+    until = now + timedelta(seconds=settings.MAILHOST_ANTISPAM_TIMEOUT)
+    free = SpooledMessage.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+    with transaction.atomic():
+        # PostgreSQL skips the rows another worker is claiming right now;
+        # SQLite's BEGIN IMMEDIATE lets one claim run at a time.
+        free = free.select_for_update(skip_locked=True).order_by("pk")
+        ids = list(free.filter(pk__in=list(pks)).values_list("pk", flat=True)) if pks else []
+        if len(ids) < fill_to:
+            more = free.exclude(pk__in=ids).filter(waiting or Q())
+            ids += more.values_list("pk", flat=True)[:fill_to - len(ids)]
+        if not ids:
+            return []
+        SpooledMessage.objects.filter(pk__in=ids).update(claimed_until=until)
+    return list(SpooledMessage.objects.filter(pk__in=ids).order_by("pk"))
+
+
 def file_spooled(pk: int, *, checks: bool = True) -> bool:
     """Check and deliver one spooled message; False if it was not ours to do
     (already filed, or being checked by another worker)."""
-    row = _claim(pk)
-    if row is None:
-        return False
-    data = get_blob_store().read(row.blob_id)
-    verdict = None
-    if checks and settings.MAILHOST_ANTISPAM:
-        started = time.monotonic()
-        try:
-            verdict = check_message(row, data)
-        except Exception:
-            log.exception("checks failed spool=%s: delivering unfiled", pk)
-        if time.monotonic() - started > settings.MAILHOST_ANTISPAM_TIMEOUT:
-            log.warning("checks took too long spool=%s: delivering unfiled", pk)
-            verdict = None
-    return _deliver(row, data, verdict)
+    return file_spooled_batch([pk], checks=checks) == [pk]
+
+
+def file_spooled_batch(pks: Sequence[int], *, checks: bool = True, fill_to: int = 0,
+                       waiting: Q | None = None) -> list[int]:
+    """Claim the spooled messages ``pks`` (and up to ``fill_to`` in all with
+    others waiting, see ``_claim_batch``), check each, and file them all in one
+    transaction that also deletes their spool rows: a worker killed at any
+    point leaves each message either filed once or still spooled. Returns the
+    primary keys filed here."""
+    rows = _claim_batch(pks, fill_to=fill_to, waiting=waiting)
+    if not rows:
+        return []
+    store_ = get_blob_store()
+    started = time.monotonic()
+    checked: list[tuple[SpooledMessage, bytes, Verdict | None]] = []
+    for index, row in enumerate(rows):
+        if checked and time.monotonic() - started > _BATCH_CHECK_SECONDS:
+            # Slow checks (DNS) must not hold back what is checked already:
+            # file that now, and give the rest back for the next claim.
+            SpooledMessage.objects.filter(
+                pk__in=[r.pk for r in rows[index:]], claimed_until=row.claimed_until,
+            ).update(claimed_until=None)
+            break
+        data = store_.read(row.blob_id)
+        checked.append((row, data, _checked(row, data) if checks else None))
+    return _deliver(checked)
+
+
+def _checked(row: SpooledMessage, data: bytes) -> Verdict | None:
+    """The checks' verdict, or None (filed unchecked) when they fail or take
+    longer than MAILHOST_ANTISPAM_TIMEOUT."""
+    if not settings.MAILHOST_ANTISPAM:
+        return None
+    started = time.monotonic()
+    try:
+        verdict = check_message(row, data)
+    except Exception:
+        log.exception("checks failed spool=%s: delivering unfiled", row.pk)
+        return None
+    if time.monotonic() - started > settings.MAILHOST_ANTISPAM_TIMEOUT:
+        log.warning("checks took too long spool=%s: delivering unfiled", row.pk)
+        return None
+    return verdict
 
 
 def spam_threshold(mailbox: Mailbox) -> float:
@@ -324,22 +395,31 @@ def spam_threshold(mailbox: Mailbox) -> float:
     return settings.MAILHOST_SPAM_THRESHOLD
 
 
-def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
-    mailboxes = Mailbox.objects.select_related("domain").in_bulk(row.mailbox_ids)
+@dataclass
+class _Filing:
+    """One spooled message's deliveries (one per folder and header block)."""
+
+    row: SpooledMessage
+    data: bytes
+    checked: bool
+    requests: list[DeliveryRequest]
+
+    @property
+    def inbox_ids(self) -> list[int]:
+        return [i for r in self.requests if r.folder == "INBOX" for i in r.mailbox_ids]
+
+
+def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
+            mailboxes: dict[int, Mailbox], junk_folders: dict[int, str]) -> _Filing:
     groups: dict[tuple[str, bytes], list[int]] = defaultdict(list)
     verdicts: list[dict[str, object]] = []
+    present = [m for m in row.mailbox_ids if m in mailboxes]  # else deleted since
     if verdict is None:
-        groups["INBOX", data] = [m for m in row.mailbox_ids if m in mailboxes]
+        groups["INBOX", data] = present
     else:
         clean = strip_fields(data, _is_ours)
-        # RFC 6154: the folder marked \Junk, whatever the user renamed it to.
-        junk_folders = dict(Folder.objects.filter(
-            mailbox_id__in=row.mailbox_ids, special_use=SpecialUse.JUNK,
-        ).values_list("mailbox_id", "name"))
-        for mailbox_id in row.mailbox_ids:
-            mailbox = mailboxes.get(mailbox_id)
-            if mailbox is None:
-                continue  # deleted since the message was accepted
+        for mailbox_id in present:
+            mailbox = mailboxes[mailbox_id]
             threshold = spam_threshold(mailbox)
             junk = verdict.quarantine or verdict.score(mailbox_id) >= threshold
             headers = verdict.auth_header + _spam_headers(verdict, mailbox_id, threshold, junk)
@@ -352,23 +432,43 @@ def _deliver(row: SpooledMessage, data: bytes, verdict: Verdict | None) -> bool:
     if requests and row.queue_id:
         requests[0].trace_events.append(trace.event(
             TraceKind.VERDICT, row.queue_id,
-            addresses=[row.mail_from, *(m.address for m in mailboxes.values())],
+            addresses=[row.mail_from, *(mailboxes[m].address for m in present)],
             checked=verdict is not None, tests=verdict.tests if verdict else [],
             mailboxes=verdicts, **(verdict.results if verdict else {})))
+    return _Filing(row, data, verdict is not None, requests)
+
+
+def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) -> list[int]:
+    """File checked messages in one transaction (one round of fsyncs), each
+    only if its spool row is still there, deleting the rows filed."""
+    all_ids = {m for row, _, _ in checked for m in row.mailbox_ids}
+    mailboxes = Mailbox.objects.select_related("domain").in_bulk(list(all_ids))
+    # RFC 6154: the folder marked \Junk, whatever the user renamed it to.
+    junk_folders = dict(Folder.objects.filter(
+        mailbox_id__in=all_ids, special_use=SpecialUse.JUNK,
+    ).values_list("mailbox_id", "name")) if any(v for _, _, v in checked) else {}
+    filings = [_filing(row, data, verdict, mailboxes, junk_folders)
+               for row, data, verdict in checked]
     with transaction.atomic():
-        locked = SpooledMessage.objects.select_for_update().filter(pk=row.pk).first()
-        if locked is None:
-            return False  # the sweeper or another worker filed it meanwhile
-        for error in store.deliver_batch(requests):
+        # The sweeper or another worker may have filed some meanwhile (after
+        # our claim expired): those rows are gone, and their messages stay out.
+        locked = set(SpooledMessage.objects.select_for_update().filter(
+            pk__in=[f.row.pk for f in filings]).values_list("pk", flat=True))
+        filings = [f for f in filings if f.row.pk in locked]
+        for error in store.deliver_batch([r for f in filings for r in f.requests]):
             if error is not None:
                 raise error
-        locked.delete()
-    for (folder, _), ids in groups.items():
-        log.info("filed spool=%s folder=%s mailboxes=%s checked=%s", row.pk, folder, ids,
-                 verdict is not None)
-    inbox_ids = [i for (folder, _), ids in groups.items() if folder == "INBOX" for i in ids]
-    answer_absences(inbox_ids, data, sender=row.mail_from)  # never for Junk
-    return True
+        SpooledMessage.objects.filter(pk__in=locked).delete()
+    for filing in filings:
+        for request in filing.requests:
+            log.info("filed spool=%s folder=%s mailboxes=%s checked=%s", filing.row.pk,
+                     request.folder, list(request.mailbox_ids), filing.checked)
+    # Vacation replies for INBOX only, never for Junk; one query for the batch.
+    away = {v.mailbox_id for v in active_vacations([i for f in filings for i in f.inbox_ids])}
+    for filing in filings:
+        if present := [i for i in filing.inbox_ids if i in away]:
+            answer_absences(present, filing.data, sender=filing.row.mail_from)
+    return [f.row.pk for f in filings]
 
 
 def _mailbox_verdict(verdict: Verdict, mailbox: Mailbox, threshold: float,
@@ -382,19 +482,20 @@ def _mailbox_verdict(verdict: Verdict, mailbox: Mailbox, threshold: float,
 
 
 def file_overdue(pks: list[int]) -> list[int]:
-    """File unchecked those of ``pks`` still waiting for their checks (one
-    query to find them); returns the ones a worker holds meanwhile."""
-    return [pk for pk in SpooledMessage.objects.filter(pk__in=pks).values_list("pk", flat=True)
-            if not file_spooled(pk, checks=False)]
+    """File unchecked, in one transaction, those of ``pks`` still waiting for
+    their checks; returns the ones a worker holds meanwhile."""
+    waiting = set(SpooledMessage.objects.filter(pk__in=pks).values_list("pk", flat=True))
+    filed = set(file_spooled_batch(sorted(waiting), checks=False)) if waiting else set()
+    return sorted(waiting - filed)
 
 
 def sweep_spool() -> int:
-    """Deliver, unfiled, what has waited longer than the checks may take."""
-    cutoff = timezone.now() - timedelta(seconds=settings.MAILHOST_ANTISPAM_TIMEOUT)
+    """Deliver, unfiled, what has waited longer than the checks may take, a
+    batch per transaction."""
+    overdue = Q(received__lt=timezone.now()
+                - timedelta(seconds=settings.MAILHOST_ANTISPAM_TIMEOUT))
     delivered = 0
-    for pk in SpooledMessage.objects.filter(received__lt=cutoff).filter(
-            Q(claimed_until__isnull=True) | Q(claimed_until__lt=timezone.now())
-    ).order_by("pk").values_list("pk", flat=True)[:1000]:
-        if file_spooled(pk, checks=False):
-            delivered += 1
+    while batch := file_spooled_batch([], checks=False, fill_to=settings.MAILHOST_SPOOL_BATCH,
+                                      waiting=overdue):
+        delivered += len(batch)
     return delivered

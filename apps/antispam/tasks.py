@@ -8,7 +8,13 @@ from apps.antispam import learning, services
 
 
 @shared_task
+def check_and_file_many(spool_pks: list[int]) -> int:
+    return services.file_waiting(spool_pks)
+
+
+@shared_task
 def check_and_file(spool_pk: int) -> bool:
+    # Tasks queued by a version that enqueued one per message.
     return services.file_spooled(spool_pk)
 
 

@@ -404,10 +404,21 @@ def _blob_row(sha: str, data: bytes) -> tuple[Blob, BlobText]:
     return blob, textindex.text_row(blob, data)
 
 
+# What ``_blob_row`` parses; a row written by ``put_blobs`` has it still empty.
+_PARSED_FIELDS = ["envelope", "bodystructure", "subject", "from_text", "to_text", "cc_text",
+                  "bcc_text", "message_id", "in_reply_to", "references", "sent_date"]
+
+
 def _create_blob_rows(rows: Sequence[tuple[Blob, BlobText]]) -> None:
     """Blob rows and their index rows, one insert each; a blob stored before
-    keeps its rows. Call it in the transaction that references the blobs."""
+    keeps its rows, and gets them parsed if ``put_blobs`` stored it. Call it in
+    the transaction that references the blobs."""
     Blob.objects.bulk_create([blob for blob, _text in rows], ignore_conflicts=True)
+    unparsed = set(Blob.objects.filter(pk__in=[blob.pk for blob, _text in rows],
+                                       bodystructure={}).values_list("pk", flat=True))
+    if unparsed:
+        Blob.objects.bulk_update([blob for blob, _text in rows if blob.pk in unparsed],
+                                 _PARSED_FIELDS)
     textindex.index_rows(text for _blob, text in rows)
 
 
@@ -523,13 +534,14 @@ def put_blobs(blobs: Sequence[bytes]) -> list[str]:
     """Store bytes durably with their Blob rows (one round of fsyncs for all),
     referenced by nothing yet (a spool); returns the sha256s. Call it in the
     transaction that references them. Unreferenced, a blob is collected after
-    the grace."""
+    the grace. Nothing is parsed here (the rows' bodystructure is empty): the
+    checks read the bytes, clients never see this copy unless it is delivered
+    as it is, and delivering it parses it."""
     shas = get_blob_store().put_many(list(blobs))
-    rows: dict[str, tuple[Blob, BlobText]] = {}
-    for sha, data in zip(shas, blobs, strict=True):
-        if sha not in rows:
-            rows[sha] = _blob_row(sha, data)
-    _create_blob_rows(list(rows.values()))
+    sizes = {sha: len(data) for sha, data in zip(shas, blobs, strict=True)}
+    Blob.objects.bulk_create(
+        [Blob(sha256=sha, size=size, envelope={}, bodystructure={}) for sha, size in sizes.items()],
+        ignore_conflicts=True)
     return shas
 
 

@@ -201,6 +201,7 @@ def index_missing(*, after: str = "", limit: int = 500) -> Backfill:
     blobs not indexed yet, so this can run while mail flows, and be stopped
     and started again."""
     blobs = list(Blob.objects.filter(search_text__isnull=True, sha256__gt=after)
+                 .exclude(bodystructure={})  # spooled, not parsed: indexed when delivered
                  .order_by("sha256").only("sha256", "bodystructure", "subject", "from_text",
                                           "to_text", "cc_text", "bcc_text")[:limit])
     store = get_blob_store()

@@ -11,7 +11,8 @@ from apps.antispam.auth import SpfResult
 from apps.antispam.models import SpooledMessage
 from apps.directory.services import update_domain, update_mailbox
 from apps.store import services as store
-from apps.store.models import Blob, Folder
+from apps.store import textindex
+from apps.store.models import Blob, Folder, Message
 from mailhost.errors import OverQuota
 from tests.antispam.conftest import message
 from tests.factories import make_mailbox
@@ -188,3 +189,36 @@ def test_spam_goes_to_the_folder_marked_junk_whatever_its_name(bob, zone):
     services.file_spooled(spool([bob], message("security@bank.example"), spf="fail"))
     assert len(stored("bob@example.org", "Spam")) == 1
     assert stored("bob@example.org") == []
+
+
+def test_one_call_files_every_waiting_message_but_those_another_worker_holds(bob):
+    pks = [spool([bob], message(subject=f"batch {n}")) for n in range(5)]
+    held = pks[2]
+    SpooledMessage.objects.filter(pk=held).update(
+        claimed_until=timezone.now() + timedelta(minutes=1))
+    assert services.file_waiting(pks[:1]) == 4
+    subjects = [header_block(got).split(b"Subject: ")[1].split(b"\r\n")[0]
+                for got in stored("bob@example.org")]
+    assert subjects == [b"batch 0", b"batch 1", b"batch 3", b"batch 4"]
+    assert list(SpooledMessage.objects.values_list("pk", flat=True)) == [held]
+    assert services.file_waiting([held]) == 0  # still held: left for its worker
+
+
+def test_a_message_filed_unchecked_is_parsed_and_searchable(bob):
+    pk = spool([bob], message(subject="unchecked quokka", body="a wombat said hi"))
+    assert services.file_spooled(pk, checks=False)
+    inbox = Folder.objects.get(mailbox=bob, name="INBOX")
+    (filed,) = Message.objects.filter(folder=inbox).select_related("blob")
+    assert filed.blob.subject == "unchecked quokka"
+    assert filed.blob.envelope[1] == "unchecked quokka"
+    assert textindex.lookup(inbox.pk, ["body"], "wombat").hits == {filed.uid}
+
+
+def test_slow_checks_file_what_is_checked_and_give_the_rest_back(bob, monkeypatch):
+    monkeypatch.setattr(services, "_BATCH_CHECK_SECONDS", 0)  # every check is "slow"
+    pks = [spool([bob], message(subject=f"slow {n}")) for n in range(3)]
+    assert services.file_spooled_batch(pks, fill_to=3) == pks[:1]
+    assert list(SpooledMessage.objects.filter(claimed_until__isnull=True)
+                .values_list("pk", flat=True)) == pks[1:]
+    assert services.file_waiting([]) == 2
+    assert len(stored("bob@example.org")) == 3

@@ -106,3 +106,57 @@ def test_killed_worker_still_ends_with_the_message_delivered(settings, mail_serv
         first.stop()
         if second:
             second.stop()
+
+
+def test_worker_killed_mid_batch_files_every_message_exactly_once(settings, mail_servers,
+                                                                  tmp_path: Path):
+    """A worker claims a batch and is SIGKILLed while checking it (the DMARC
+    lookup of the batch's middle message hangs): nothing of the batch is
+    filed, and the next worker files every message once."""
+    settings.MAILHOST_ANTISPAM_INLINE = False
+    settings.MAILHOST_ANTISPAM_TIMEOUT = 600  # the listener's own fallback stays out
+    make_mailbox("bob@example.org")
+    zone_file = tmp_path / "zone.json"
+    zone_file.write_text(json.dumps({"_dmarc.slow.example TXT": {"sleep": 120, "answers": []}}))
+    env = dict(os.environ)
+    env.update({
+        "DATABASE_URL": database_url(),
+        "MAILHOST_STORAGE_ROOT": str(settings.MAILHOST_STORAGE_ROOT),
+        "MAILHOST_FAKE_DNS": str(zone_file),
+        "MAILHOST_ANTISPAM_INLINE": "0",
+        "MAILHOST_ANTISPAM_TIMEOUT": "3",
+        "MAILHOST_SPOOL_SWEEP_INTERVAL": "1",
+        "PYTHONUNBUFFERED": "1",
+    })
+    subjects = [f"batch message {n}" for n in range(12)]
+    with smtplib.SMTP("127.0.0.1", mail_servers.port("smtp")) as client:
+        client.ehlo("mx.sender.example")
+        for n, subject in enumerate(subjects):
+            message = make_message("bob@example.org", subject=subject)
+            if n == 6:
+                message = message.replace(b"sender@remote.example", b"sender@slow.example")
+            assert client.sendmail("alice@sender.example", ["bob@example.org"], message) == {}
+    assert SpooledMessage.objects.count() == len(subjects)
+
+    first = Worker(env)
+    second = None
+    try:
+        # One task claims the whole spool, then hangs on the seventh message.
+        wait_for(lambda: SpooledMessage.objects.filter(claimed_until__isnull=True).count() == 0,
+                 120, "the worker to claim the batch", first)
+        time.sleep(1)  # well into the hanging lookup
+        first.stop()
+        assert stored("bob@example.org") == []
+        assert SpooledMessage.objects.count() == len(subjects)
+
+        zone_file.write_text("{}")
+        second = Worker(env, "--beat", "--schedule", str(tmp_path / "beat-schedule"))
+        wait_for(lambda: not SpooledMessage.objects.exists(), 120, "the spool to be filed",
+                 second)
+        filed = [next(line for line in data.split(b"\r\n") if line.startswith(b"Subject: "))
+                 for data in stored("bob@example.org")]
+        assert sorted(filed) == sorted(f"Subject: {s}".encode() for s in subjects)
+    finally:
+        first.stop()
+        if second:
+            second.stop()
