@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -129,7 +130,8 @@ for folder in sorted(Path("{spool}").iterdir()):
 class Dovecot:
     name = "Dovecot"
 
-    def __init__(self, folders: dict[str, list[bytes]], connections: int) -> None:
+    def __init__(self, folders: dict[str, list[bytes]], connections: int,
+                 extra_users: Sequence[str] = ()) -> None:
         if shutil.which("dovecot") is None or not Path("/usr/lib/dovecot/imap").exists():
             subprocess.run(["flock", "/tmp/apt.lock", "apt-get", "install", "-y", "-qq",
                             "--no-install-recommends", "dovecot-imapd"], check=True)
@@ -139,7 +141,11 @@ class Dovecot:
         base = Path(self.tmp.name)
         # Dovecot's mail processes run as the "mail" user and must reach the Maildir.
         os.chmod(base, 0o755)  # noqa: S103
-        mail = base / "mail"
+        # One Maildir per user: the first (USER) holds the folders, the rest start empty.
+        mail = base / "mail" / USER
+        for user in extra_users:
+            for sub in ("cur", "new", "tmp"):
+                (base / "mail" / user / sub).mkdir(parents=True, exist_ok=True)
         for folder, messages in folders.items():
             # Maildir++: INBOX is the root, other folders are ".Name".
             target = mail if folder == "INBOX" else mail / f".{folder}"
@@ -147,8 +153,11 @@ class Dovecot:
                 (target / sub).mkdir(parents=True, exist_ok=True)
             for index, data in enumerate(messages):
                 (target / "cur" / f"{1700000000 + index}.{index}.bench:2,").write_bytes(data)
-        subprocess.run(["chown", "-R", "mail:mail", str(mail)], check=True)
-        (base / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}:8:8::{mail}::\n")
+        (mail / "tmp").mkdir(parents=True, exist_ok=True)
+        subprocess.run(["chown", "-R", "mail:mail", str(base / "mail")], check=True)
+        (base / "passwd").write_text("".join(
+            f"{user}:{{PLAIN}}{PASSWORD}:8:8::{base / 'mail' / user}::\n"
+            for user in (USER, *extra_users)))
         self.port = free_port()
         (base / "dovecot.conf").write_text(f"""
 base_dir = {base}/run
@@ -160,7 +169,7 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = 8
-mail_location = maildir:{mail}
+mail_location = maildir:~
 default_login_user = dovenull
 default_internal_user = dovecot
 default_client_limit = {connections + 100}
