@@ -43,8 +43,10 @@ def base_subject(subject: str) -> str:
 
 def _first_mailbox(addresses: list | None) -> str:
     # RFC 5256 §3: the addr-mailbox of the first address, compared case-insensitively.
+    # A group's start marker (RFC 3501 §7.4.2: host NIL) counts: its mailbox is
+    # the group name, as in Dovecot.
     for address in addresses or ():
-        if address[2] is not None and address[3] is not None:
+        if address[2] is not None:
             return str(address[2]).lower()
     return ""
 
@@ -242,12 +244,13 @@ def _reference_threads(items: Sequence[tuple[int, dict[str, Any]]]) -> list[_Nod
                     not _is_ancestor(container, previous):
                 _link(previous, container)
             previous = container
-        # Step 1.B: the last reference is the parent, unless that makes a loop.
-        if previous is None:
-            if node.parent is not None:
-                node.parent.children.remove(node)
-                node.parent = None
-        elif not _is_ancestor(node, previous):
+        # Step 1.B: an existing parent link goes (it came from a truncated
+        # References field); the last reference becomes the parent, unless
+        # that would make a loop.
+        if node.parent is not None:
+            node.parent.children.remove(node)
+            node.parent = None
+        if previous is not None and not _is_ancestor(node, previous):
             _link(previous, node)
     roots = [node for node in dict.fromkeys(nodes) if node.parent is None]  # step 2
     roots = _prune(roots, at_root=True)  # step 3

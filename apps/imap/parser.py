@@ -353,16 +353,21 @@ class _Cursor:
         self.pos += size
         return value
 
+    def at_string(self) -> bool:
+        """A quoted string or literal starts here. "~" is an ATOM-CHAR: only
+        "~{" opens a literal8 (RFC 3516 §4.1), so "~foo" stays an atom."""
+        return self.peek() in (b'"', b"{") or self.peek(2) == b"~{"
+
     def string(self) -> bytes:
         first = self.peek()
         if first == b'"':
             return self.quoted()
-        if first in (b"{", b"~"):
+        if first == b"{" or self.peek(2) == b"~{":
             return self.literal()
         raise self.error("expected a string")
 
     def astring(self) -> bytes:
-        if self.peek() in (b'"', b"{", b"~"):
+        if self.at_string():
             return self.string()
         value = self._run(_ASTRING_CHARS)
         if not value:
@@ -379,7 +384,7 @@ class _Cursor:
         return _mailbox_name(self.astring(), self)
 
     def list_mailbox(self) -> str:
-        value = self.string() if self.peek() in (b'"', b"{", b"~") else self._run(_LIST_CHARS)
+        value = self.string() if self.at_string() else self._run(_LIST_CHARS)
         return _mailbox_name(value, self)
 
     def paren_list(self, item: Callable[[], Any]) -> list[Any]:
@@ -425,7 +430,8 @@ class _Cursor:
 
     def date(self) -> date:
         quoted = self.accept(b'"')
-        text = self._run(set(b"0123456789-ADFJMNOSabcdefgijlnoprstuvy"))
+        # RFC 3501 §9: date-month is case-insensitive ("24-mar-2007").
+        text = self._run(_DATE_CHARS)
         if quoted:
             self.expect(b'"')
         match = re.fullmatch(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})", text)
@@ -456,6 +462,7 @@ class _Cursor:
             raise self.error("no such date-time") from None
 
 
+_DATE_CHARS = frozenset(b"0123456789-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 _SYSTEM_FLAGS = {name.upper(): name for name in (
     "\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent")}
@@ -776,12 +783,23 @@ def _rename(cursor: _Cursor) -> dict[str, Any]:
     return {"mailbox": old, "new": cursor.mailbox()}
 
 
+_LIST_SELECTION = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}
+_LIST_RETURN = {"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"}
+
+
 def _list(cursor: _Cursor) -> dict[str, Any]:
     # RFC 5258 §6: LIST [(selection-options)] reference (patterns) [RETURN (options)]
     cursor.sp()
     selection: list[str] = []
     if cursor.peek() == b"(":
         selection = [o.upper() for o in cursor.paren_list(cursor.atom)]
+        # RFC 5258 §3: options the server does not know are BAD, and so is
+        # RECURSIVEMATCH alone or with only REMOTE (§3.1).
+        unknown = set(selection) - _LIST_SELECTION
+        if unknown:
+            raise cursor.error(f"unknown selection option {sorted(unknown)[0]}")
+        if "RECURSIVEMATCH" in selection and not set(selection) - {"RECURSIVEMATCH", "REMOTE"}:
+            raise cursor.error("RECURSIVEMATCH needs another selection option")
         cursor.sp()
     reference = cursor.mailbox()
     cursor.sp()
@@ -796,6 +814,8 @@ def _list(cursor: _Cursor) -> dict[str, Any]:
 
         def option() -> str:
             name = cursor.atom().upper()
+            if name not in _LIST_RETURN:
+                raise cursor.error(f"unknown return option {name}")  # RFC 5258 §3
             if name == "STATUS":  # RFC 5819
                 cursor.sp()
                 status_items.extend(i.upper() for i in cursor.paren_list(cursor.atom))

@@ -37,7 +37,8 @@ _KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "SENTBEFORE": ("blob__sent_date",), "SENTON": ("blob__sent_date",),
     "SENTSINCE": ("blob__sent_date",),
     "LARGER": ("size",), "SMALLER": ("size",),
-    **{k: (v,) for k, v in _ADDRESS_FIELDS.items()},
+    **{k: (v, "blob__envelope") for k, v in _ADDRESS_FIELDS.items()},
+    "SUBJECT": ("blob__subject",),
     "HEADER": ("blob_id", "blob__bodystructure"), "BODY": ("blob_id", "blob__bodystructure"),
     "TEXT": ("blob_id", "blob__bodystructure"),
     # Not an IMAP key: the webmail's has:attachment, evaluated by the same matcher.
@@ -72,11 +73,19 @@ def _stored_header(key: SearchKey) -> str | None:
     return _STORED_HEADERS.get(name) if value else None
 
 
+def _stored_text(row: dict, field: str) -> str:
+    """A stored header's text as the index holds it (addresses spelled out too)."""
+    column = field.removeprefix("blob__")
+    if column in textindex.ENVELOPE_ADDRESSES:
+        return textindex.address_text(row[field], row["blob__envelope"], column)
+    return row[field]
+
+
 def _fields(keys: list[SearchKey]) -> set[str]:
     needed: set[str] = set()
     for k in keys:
         if k.op == "HEADER" and _stored_header(k):
-            needed.add(_stored_header(k) or "")
+            needed.update((_stored_header(k) or "", "blob__envelope"))
             continue
         needed.update(_KEY_FIELDS.get(k.op, ()))
     return needed
@@ -278,12 +287,12 @@ class _Matcher:
         if op == "SMALLER":
             return row["size"] < key.args[0]
         if op in _ADDRESS_FIELDS:
-            return _casefold_in(key.args[0], row[_ADDRESS_FIELDS[op]])
+            return _casefold_in(key.args[0], _stored_text(row, _ADDRESS_FIELDS[op]))
         if op == "HEADER":
             name, value = key.args
             stored = _stored_header(key)
             if stored is not None:
-                return _casefold_in(value, row[stored])
+                return _casefold_in(value, _stored_text(row, stored))
             found = [v for _n, v in self._headers(uid, row, name)]
             return bool(found) and (not value or any(_casefold_in(value, v) for v in found))
         if op == "HASATTACHMENT":

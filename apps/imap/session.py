@@ -26,6 +26,7 @@ from apps.directory.services import aauthenticate, plaintext_auth_allowed
 from apps.imap import ordering
 from apps.imap import responses as fmt
 from apps.imap import search as searching
+from apps.imap.binary import encode_binary_parts
 from apps.imap.notify import watcher
 from apps.imap.parser import (
     Command,
@@ -456,6 +457,13 @@ class IMAPSession(asyncio.Protocol):
             raise Bad("message sequence number out of range")
         return view.seq_positions(ranges)
 
+    def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command in selected state (RFC 7162 §3.1): the
+        client learns the folder's HIGHESTMODSEQ the first time."""
+        if not self.condstore and self.view is not None:
+            self.untagged(f"OK [HIGHESTMODSEQ {self.view.highestmodseq}] CONDSTORE enabled")
+        self.condstore = True
+
     def writable_view(self) -> FolderView:
         view = self.view
         assert view is not None
@@ -628,7 +636,14 @@ async def _select(session: IMAPSession, cmd: Command, *, readonly: bool) -> str:
     if changes is None:
         raise No(f"no folder named {cmd.args['mailbox']}", "NONEXISTENT")
     # \Recent is gone in IMAP4rev2 (RFC 9051 §2.3.2): such a session claims none.
-    recent = (0, 0) if readonly or session.rev2 else await _sync(store.claim_recent)(folder)
+    # EXAMINE shows what is recent without claiming it (RFC 3501 §6.3.2: read-only
+    # access does not clear \Recent), so a later SELECT still gets it.
+    if session.rev2:
+        recent = (0, 0)
+    elif readonly:
+        recent = (folder.recent_uid, folder.uidnext)
+    else:
+        recent = await _sync(store.claim_recent)(folder)
     view.apply(changes, allow_expunge=True, recent=recent)
     session.view = view
     session.state = SELECTED
@@ -687,7 +702,9 @@ async def create(session: IMAPSession, cmd: Command) -> None:
             raise No("unsupported special use", "USEATTR")
         use = cmd.args["use"][0]
     # Store errors become NO [ALREADYEXISTS] / [CANNOT] in IMAPSession._handle.
-    await _sync(store.create_folder)(session.mailbox, name, special_use=use)
+    # RFC 3501 §6.3.3: CREATE does not subscribe (clients SUBSCRIBE themselves).
+    await _sync(store.create_folder)(session.mailbox, name, special_use=use,
+                                     subscribed=False)
 
 
 @command("DELETE", AUTHED)
@@ -732,11 +749,6 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
         # RFC 3501 §6.3.8: the delimiter and root name.
         session.untagged('LIST (\\Noselect) "/" ""')
         return
-    for option in args["selection"]:
-        if option not in ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"):
-            raise Bad(f"unknown selection option {option}")
-    if args["selection"] == ["RECURSIVEMATCH"]:
-        raise Bad("RECURSIVEMATCH needs another selection option")  # RFC 5258 §3
     full = []
     for pattern in patterns:
         pattern = session.decode_name(pattern) if pattern else pattern
@@ -750,6 +762,7 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
         for i in range(1, len(levels)):
             names.add("/".join(levels[:i]))
     has_children = {n.rsplit("/", 1)[0] for n in names if "/" in n}
+    subscribed = {f.name for f in folders if f.subscribed}
     subscribed_only = "SUBSCRIBED" in args["selection"]
     special_only = "SPECIAL-USE" in args["selection"]
     recursive = "RECURSIVEMATCH" in args["selection"]
@@ -757,36 +770,40 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
     extended = bool(args["selection"] or args["returns"]) and verb == "LIST"
     statuses = args["status"]
 
-    def insensitive(name: str) -> str:
-        return "inbox" + name[5:] if name == "INBOX" or name.startswith("INBOX/") else name
+    def matches(name: str) -> bool:
+        lowered = "inbox" + name[5:] if name == "INBOX" or name.startswith("INBOX/") else name
+        return any(r.fullmatch(name) or r.fullmatch(lowered) for r in full)
+
+    def subscribed_below(name: str) -> bool:
+        """A subscribed descendant the patterns do not list themselves: RFC 5258
+        §3.5 CHILDINFO, RFC 3501 §6.3.9 LSUB with "%" (as Dovecot does)."""
+        return any(s.startswith(name + "/") and not matches(s) for s in subscribed)
 
     lines = []
     for name in sorted(names, key=lambda n: (n != "INBOX", n)):
-        matched = any(r.fullmatch(name) or r.fullmatch(insensitive(name)) for r in full)
+        if not matches(name):
+            continue
         folder = by_name.get(name)
         attributes: list[str] = []
         child_info = False
-        if subscribed_only:
-            if recursive and not (folder and folder.subscribed):
-                child_info = any(f.subscribed and f.name.startswith(name + "/")
-                                 for f in folders) and matched
-                if not child_info:
-                    continue
-            elif not (folder and folder.subscribed):
+        if subscribed_only and name not in subscribed:
+            if verb == "LSUB" and subscribed_below(name):
+                attributes.append("\\Noselect")
+            elif recursive and subscribed_below(name):
+                child_info = True
+            else:
                 continue
-        if not matched:
-            continue
         if special_only and not (folder and folder.special_use):
             continue
-        if folder is None:
-            attributes.append("\\NonExistent" if extended else "\\Noselect")
         if verb == "LIST":
+            if folder is None:
+                attributes.append("\\NonExistent" if extended else "\\Noselect")
             attributes.append("\\HasChildren" if name in has_children else "\\HasNoChildren")
-        if folder is not None and folder.subscribed and (
-                "SUBSCRIBED" in returns or subscribed_only) and verb == "LIST":
-            attributes.append("\\Subscribed")
-        if folder is not None and folder.special_use and verb == "LIST":
-            attributes.append(folder.special_use)
+            # RFC 5258 §3.1: the SUBSCRIBED selection implies the return option.
+            if name in subscribed and ("SUBSCRIBED" in returns or subscribed_only):
+                attributes.append("\\Subscribed")
+            if folder is not None and folder.special_use:
+                attributes.append(folder.special_use)
         line = (f"{verb} ({' '.join(attributes)}) \"/\" ".encode()
                 + session.encode_name(name))
         if child_info:
@@ -828,7 +845,8 @@ async def append(session: IMAPSession, cmd: Command) -> str:
         if not message["data"]:
             raise No("empty message")
         bits, keywords = _flag_bits(message["flags"])
-        prepared.append((message["data"], bits, keywords, message["date"]))
+        data = encode_binary_parts(message["data"])  # RFC 3516 §4.4, §6
+        prepared.append((data, bits, keywords, message["date"]))
 
     def append_all() -> tuple[int, list[int]]:
         # RFC 3502 §6.3.11: all messages or none.
@@ -971,7 +989,7 @@ async def _store(session: IMAPSession, cmd: Command, *, uid: bool) -> str:
     args = cmd.args
     bits, keywords = _flag_bits(args["flags"])
     if args["unchanged_since"] is not None:
-        session.condstore = True
+        session.enable_condstore()
     positions = session.positions(args["seqs"], uid=uid)
     uids = [view.uids[p] for p in positions]
     changes, failed = await _sync(store.set_flags)(
@@ -1033,7 +1051,7 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
     if uid and not any(a.name == "UID" for a in atts):
         atts.insert(0, FetchAtt("UID"))  # RFC 3501 §6.4.8
     if "CHANGEDSINCE" in modifiers or any(a.name == "MODSEQ" for a in atts):
-        session.condstore = True
+        session.enable_condstore()
         if not any(a.name == "MODSEQ" for a in atts):
             atts.append(FetchAtt("MODSEQ"))
     if modifiers.get("VANISHED") and (not uid or not session.qresync or
@@ -1184,11 +1202,12 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
         raise No("unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
     key: SearchKey = args["key"]
     if searching.uses_modseq(key):
-        session.condstore = True
+        session.enable_condstore()
     positions = await searching.run(session, key)
     numbers = [view.uids[p] if uid else p + 1 for p in positions]
+    with_modseq = searching.uses_modseq(key) and bool(positions)
     modseq = ""
-    if searching.uses_modseq(key) and positions:
+    if with_modseq:
         modseq = f" (MODSEQ {max(view.modseqs[p] for p in positions)})"
     options = args["return"]
     if options is None and session.rev2:
@@ -1214,8 +1233,14 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
             parts.append(f"ALL {_uid_set(numbers)}")
     if "COUNT" in options:
         parts.append(f"COUNT {len(numbers)}")
-    if modseq and numbers:
-        parts.append(f"MODSEQ {max(view.modseqs[p] for p in positions)}")
+    if with_modseq:
+        # RFC 4731 §3.2 / RFC 7162 §3.1.5: with only MIN and/or MAX, the
+        # highest MODSEQ of the messages returned; otherwise of all matches.
+        returned = ([positions[0]] if "MIN" in options else []) + \
+            ([positions[-1]] if "MAX" in options else [])
+        if {"ALL", "COUNT"} & set(options) or not returned:
+            returned = positions
+        parts.append(f"MODSEQ {max(view.modseqs[p] for p in returned)}")
     session.untagged(" ".join(parts))
     return None
 
