@@ -27,7 +27,7 @@ from apps.imap import ordering
 from apps.imap import responses as fmt
 from apps.imap import search as searching
 from apps.imap.binary import encode_binary_parts
-from apps.imap.notify import watcher
+from apps.imap.notify import news_mark, watcher
 from apps.imap.parser import (
     Command,
     CommandFramer,
@@ -132,6 +132,7 @@ class IMAPSession(asyncio.Protocol):
         self.commands_before_auth = 0
         self._data = asyncio.Event()
         self._changed = asyncio.Event()
+        self._news = 0  # notify.news_mark() of the latest change event
         self._writable = asyncio.Event()
         self._writable.set()
         self._closed = False
@@ -367,14 +368,19 @@ class IMAPSession(asyncio.Protocol):
 
     def _on_change(self, event: events.FolderChanged) -> None:
         if self.view is not None and event.folder_id == self.view.folder_id:
+            self._news = news_mark()
             self._changed.set()
 
-    async def refresh(self, *, allow_expunge: bool) -> Updates | None:
+    async def refresh(self, *, allow_expunge: bool, on_news: bool = False) -> Updates | None:
+        """Bring the view up to date and tell the client. ``on_news``: woken by
+        a change event, so a read that other sessions started after that news
+        will do; otherwise (after a command) the read starts now."""
         view = self.view
         if view is None:
             return None
         self._changed.clear()
-        changes = await _sync(store.folder_changes)(view.folder_id, view.highestmodseq)
+        after = self._news if on_news else news_mark()
+        changes = await watcher().folder_changes(view.folder_id, view.highestmodseq, after)
         if changes is None:
             # RFC 3501 §7.1.5: the folder is gone under us.
             self.untagged("BYE the selected folder was deleted")
@@ -384,7 +390,7 @@ class IMAPSession(asyncio.Protocol):
         last = view.uids[-1] if view.uids else 0
         if not view.readonly and not self.rev2 and any(
                 row[0] > last for row in changes.changed):
-            recent = await _sync(store.claim_recent)(Folder(pk=view.folder_id))
+            recent = await watcher().claim_recent(view.folder_id, changes.uidnext)
         updates = view.apply(changes, allow_expunge=allow_expunge, recent=recent)
         self._announce(updates)
         return updates
@@ -643,7 +649,7 @@ async def _select(session: IMAPSession, cmd: Command, *, readonly: bool) -> str:
     elif readonly:
         recent = (folder.recent_uid, folder.uidnext)
     else:
-        recent = await _sync(store.claim_recent)(folder)
+        recent = await watcher().claim_recent(folder.pk, changes.uidnext)
     view.apply(changes, allow_expunge=True, recent=recent)
     session.view = view
     session.state = SELECTED
@@ -1295,7 +1301,7 @@ async def _idle(session: IMAPSession) -> str:
         if session._closed:
             raise ConnectionError("closed")
         if session._changed.is_set():
-            await session.refresh(allow_expunge=True)
+            await session.refresh(allow_expunge=True, on_news=True)
             continue
         session._data.clear()
         if session.transport is not None:

@@ -114,3 +114,33 @@ def test_sigterm_says_bye_to_idle_sessions(listener_process, mailbox):
     assert server.terminate() == 0
     client.sock.settimeout(10)
     assert client.readline() == b"* BYE server shutting down\r\n"
+
+
+def test_idlers_on_one_folder_share_the_read_of_a_delivery(mail_servers, imap_port, mailbox,
+                                                          monkeypatch):
+    reads, claims = [], []
+    real_changes, real_claim = store.folder_changes, store.claim_recent
+    monkeypatch.setattr(store, "folder_changes",
+                        lambda *args: reads.append(args) or real_changes(*args))
+    monkeypatch.setattr(store, "claim_recent",
+                        lambda *args: claims.append(args) or real_claim(*args))
+    idlers = [session(imap_port, mailbox) for _ in range(20)]
+    for client in idlers:
+        client.send(b"i IDLE\r\n")
+        assert client.readline().startswith(b"+ ")
+    reads.clear()
+    claims.clear()
+    with smtplib.SMTP("127.0.0.1", mail_servers.port("smtp")) as smtp:
+        smtp.sendmail("someone@remote.example", [mailbox.address], make_message(mailbox.address))
+    recent = []
+    for client in idlers:
+        client.sock.settimeout(5)
+        assert client.readline() == b"* 1 EXISTS\r\n"
+        recent.append(client.readline())
+    # RFC 3501 §2.3.2: \Recent goes to exactly one session.
+    assert sorted(recent) == [b"* 0 RECENT\r\n"] * 19 + [b"* 1 RECENT\r\n"]
+    # Sessions woken by one change do not read it one after another.
+    assert len(reads) < 5 and len(claims) == 1
+    for client in idlers:
+        client.send(b"DONE\r\n")
+        assert client.readline().startswith(b"i OK")
