@@ -4,7 +4,8 @@ the same messages). Prints each figure for both servers and their ratio.
 
 For each folder size (10,000 messages; add 100,000 with --large): time to
 SELECT, UID FETCH 1:* (FLAGS), FETCH of 1,000 whole messages (MB/s), SEARCH on a
-header and on body text; then the memory per connection of N clients in IDLE.
+header and on body text; then the memory per connection of N clients in IDLE
+and how soon they all hear of a message APPENDed by another client.
 
     .venv/bin/python bench/imap.py                 # 10k folder, 1000 IDLE clients
     .venv/bin/python bench/imap.py --large --idle 300
@@ -16,6 +17,7 @@ import argparse
 import imaplib
 import os
 import resource
+import selectors
 import shutil
 import socket
 import subprocess
@@ -274,13 +276,15 @@ def folder_load(port: int, folder: str, fetch_count: int) -> dict[str, float]:
     return figures
 
 
-def idle_memory(server: Mailhost | Dovecot, connections: int) -> float:
-    """KiB of server memory per connection logged in, with INBOX selected, in IDLE."""
+def idle_figures(server: Mailhost | Dovecot, connections: int) -> dict[str, float]:
+    """N clients logged in, INBOX selected, in IDLE: server memory per
+    connection (KiB), then how long after an APPEND's OK from another client
+    each idler hears "* n EXISTS" (median and p99, seconds)."""
     before = tree_rss_kib(server.pid)
     clients = []
     for _ in range(connections):
         client = login(server.port)
-        client.select("INBOX", readonly=True)
+        client.select("INBOX")
         tag = client._new_tag().decode()
         client.send(f"{tag} IDLE\r\n".encode())
         if not client.readline().startswith(b"+"):
@@ -288,9 +292,32 @@ def idle_memory(server: Mailhost | Dovecot, connections: int) -> float:
         clients.append(client)
     time.sleep(2)
     after = tree_rss_kib(server.pid)
+    figures = {f"memory per IDLE connection, {connections} clients (KiB)":
+               (after - before) / connections}
+    waiting = selectors.DefaultSelector()
+    for client in clients:
+        waiting.register(client.sock, selectors.EVENT_READ, bytearray())
+    sender = login(server.port)
+    check(sender.append("INBOX", None, None, make_messages(1)[0]))
+    acked = time.perf_counter()
+    latencies: list[float] = []
+    while len(latencies) < connections and time.perf_counter() - acked < 120:
+        for key, _mask in waiting.select(timeout=1):
+            key.data.extend(key.fileobj.recv(65536))  # type: ignore[union-attr]
+            if b" EXISTS\r\n" in key.data:
+                latencies.append(time.perf_counter() - acked)
+                waiting.unregister(key.fileobj)
+    sender.logout()
     for client in clients:
         client.sock.close()
-    return (after - before) / connections
+    if len(latencies) < connections:
+        raise RuntimeError(f"only {len(latencies)} of {connections} idlers heard of the append")
+    latencies.sort()
+    figures[f"IDLE: told of an APPEND, median of {connections} (s)"] = \
+        latencies[len(latencies) // 2]
+    figures[f"IDLE: told of an APPEND, p99 of {connections} (s)"] = \
+        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return figures
 
 
 def main() -> None:
@@ -320,8 +347,7 @@ def main() -> None:
                                               min(args.fetch, count)).items():
                     figures[f"{count:>6} msgs: {key}"] = value
             if args.idle:  # --idle 0: the folder figures only
-                figures[f"memory per IDLE connection, {args.idle} clients (KiB)"] = \
-                    idle_memory(server, args.idle)
+                figures.update(idle_figures(server, args.idle))
             results[server.name] = figures
         finally:
             server.stop()

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from apps.store import mime
+
 _WSP = re.compile(r"\s+")
 _TRAILER = re.compile(r"(?:\s|\(fwd\))+$", re.IGNORECASE)
 _BLOB = r"\[[^\[\]]*\]\s*"
@@ -51,6 +53,19 @@ def _first_mailbox(addresses: list | None) -> str:
     return ""
 
 
+def _display_name(addresses: list | None) -> str:
+    # RFC 5957 §3: the first address's display name (RFC 2047 decoded), or its
+    # addr-spec when it has none; compared case-insensitively.
+    for address in addresses or ():
+        if address[2] is None:
+            continue
+        name = mime.decode_header_text(address[0] or "").strip()
+        if name:
+            return name.casefold()
+        return (f"{address[2]}@{address[3]}" if address[3] else str(address[2])).casefold()
+    return ""
+
+
 def _sent(row: dict[str, Any]) -> datetime:
     # RFC 5256 §3: DATE is the Date: header, or the internal date without one.
     return row["blob__sent_date"] or row["internal_date"]
@@ -69,6 +84,8 @@ def _key(criterion: str, row: dict[str, Any]) -> Any:
     if criterion == "SUBJECT":
         return base_subject(row["blob__subject"])
     envelope = row["blob__envelope"]
+    if criterion in ("DISPLAYFROM", "DISPLAYTO"):
+        return _display_name(envelope[2 if criterion == "DISPLAYFROM" else 5])
     return _first_mailbox(envelope[{"FROM": 2, "TO": 5, "CC": 6}[criterion]])
 
 

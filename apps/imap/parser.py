@@ -950,12 +950,24 @@ def _setquota(cursor: _Cursor) -> dict[str, Any]:
     return {"root": root.decode("utf-8", "replace")}
 
 
-_SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"}
+# RFC 5256 §3 and RFC 5957 §3 (SORT=DISPLAY)
+_SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
+              "DISPLAYTO"}
+_SORT_RETURN = {"MIN", "MAX", "ALL", "COUNT"}  # RFC 5267 §3.2 ESORT
 
 
 def _sort(cursor: _Cursor) -> dict[str, Any]:
-    # RFC 5256 §3: SORT (sort-criteria) charset search-key...
+    # RFC 5256 §3: SORT [RETURN (options)] (sort-criteria) charset search-key...
     cursor.sp()
+    returns = None
+    if cursor.accept(b"RETURN "):
+        # RFC 5267 §3.2: ESORT's options; RETURN () means RETURN (ALL).
+        options = [o.upper() for o in cursor.paren_list(cursor.atom)]
+        unknown = set(options) - _SORT_RETURN
+        if unknown:
+            raise cursor.error(f"unknown RETURN option {sorted(unknown)[0]}")
+        returns = options or ["ALL"]
+        cursor.sp()
     words = [w.upper() for w in cursor.paren_list(cursor.atom)]
     criteria: list[tuple[str, bool]] = []
     reverse = False
@@ -972,7 +984,7 @@ def _sort(cursor: _Cursor) -> dict[str, Any]:
     cursor.sp()
     charset = cursor.astring().decode("ascii", "replace").upper()
     cursor.sp()
-    return {"criteria": criteria, "return": None, **_search_keys(cursor, charset)}
+    return {"criteria": criteria, "return": returns, **_search_keys(cursor, charset)}
 
 
 def _thread(cursor: _Cursor) -> dict[str, Any]:

@@ -92,7 +92,8 @@ def _flag_bits(names: Sequence[str]) -> tuple[int, list[str]]:
 
 
 def _uid_set(uids: Sequence[int]) -> str:
-    """Compact sequence-set text for ascending UIDs ("1:3,7")."""
+    """Compact sequence-set text for numbers in the order given ("1:3,7"; "5,3:4"):
+    ranges only where the numbers ascend (RFC 5267 §3.2)."""
     pieces: list[str] = []
     start = previous = None
     for uid in uids:
@@ -330,8 +331,8 @@ class IMAPSession(asyncio.Protocol):
                 "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH",
                 "SEARCHRES", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
-                "MULTIAPPEND", "BINARY", "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-                "UTF8=ACCEPT", "COMPRESS=DEFLATE"]
+                "MULTIAPPEND", "BINARY", "SORT", "ESORT", "SORT=DISPLAY",
+                "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "UTF8=ACCEPT", "COMPRESS=DEFLATE"]
         if self.state == NOT_AUTHENTICATED:
             caps = base
             if not self.tls and self.tls_context is not None:
@@ -1227,7 +1228,24 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
         options = [o for o in options if o != "SAVE"]
         if not options:
             return None
-    parts = [f'ESEARCH (TAG "{cmd.tag}")']
+    parts = _esearch_parts(cmd.tag, uid, numbers, options)
+    if with_modseq:
+        # RFC 4731 §3.2 / RFC 7162 §3.1.5: with only MIN and/or MAX, the
+        # highest MODSEQ of the messages returned; otherwise of all matches.
+        returned = ([positions[0]] if "MIN" in options else []) + \
+            ([positions[-1]] if "MAX" in options else [])
+        if {"ALL", "COUNT"} & set(options) or not returned:
+            returned = positions
+        parts.append(f"MODSEQ {max(view.modseqs[p] for p in returned)}")
+    session.untagged(" ".join(parts))
+    return None
+
+
+def _esearch_parts(tag: str, uid: bool, numbers: list[int], options: list[str]) -> list[str]:
+    """An ESEARCH response (RFC 4731 §3.1) for numbers in result order: SEARCH's
+    ascending, ESORT's sorted (RFC 5267 §3.1: MIN and MAX are the first and
+    last sorted; ALL keeps the order, §3.2: ranges only where ascending)."""
+    parts = [f'ESEARCH (TAG "{tag}")']
     if uid:
         parts.append("UID")
     if numbers:
@@ -1239,16 +1257,7 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
             parts.append(f"ALL {_uid_set(numbers)}")
     if "COUNT" in options:
         parts.append(f"COUNT {len(numbers)}")
-    if with_modseq:
-        # RFC 4731 §3.2 / RFC 7162 §3.1.5: with only MIN and/or MAX, the
-        # highest MODSEQ of the messages returned; otherwise of all matches.
-        returned = ([positions[0]] if "MIN" in options else []) + \
-            ([positions[-1]] if "MAX" in options else [])
-        if {"ALL", "COUNT"} & set(options) or not returned:
-            returned = positions
-        parts.append(f"MODSEQ {max(view.modseqs[p] for p in returned)}")
-    session.untagged(" ".join(parts))
-    return None
+    return parts
 
 
 _THREADERS = {"ORDEREDSUBJECT": ordering.ordered_subject, "REFERENCES": ordering.references}
@@ -1275,7 +1284,10 @@ async def _sort_or_thread(session: IMAPSession, cmd: Command, *, uid: bool) -> N
         session.untagged(f"THREAD {threader(items)}".rstrip())
     else:
         numbers = ordering.sort(items, args["criteria"])
-        session.untagged("SORT" + "".join(f" {n}" for n in numbers))
+        if args["return"] is not None:
+            session.untagged(" ".join(_esearch_parts(cmd.tag, uid, numbers, args["return"])))
+        else:
+            session.untagged("SORT" + "".join(f" {n}" for n in numbers))
 
 
 # --- IDLE (RFC 2177) -----------------------------------------------------------------

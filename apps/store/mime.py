@@ -941,6 +941,11 @@ def _decode_word(encoding: str, text: str) -> bytes | None:
     return _decode_base64(encoded)
 
 
+def decode_header_text(text: str) -> str:
+    """RFC 2047 encoded words in a header text (a display name, say) decoded."""
+    return _decode_2047(text)
+
+
 def _decode_2047(text: str) -> str:
     """Decode RFC 2047 encoded words in an (unstructured) header text."""
     if "=?" not in text:

@@ -265,3 +265,31 @@ def test_encode_binary_parts_leaves_other_parts_and_messages_alone():
                  b"Content-Transfer-Encoding: BINARY\r\n\r\n\x00\x01\r\n--x--\r\n")
     assert encode_binary_parts(multipart) == multipart.replace(
         b"BINARY\r\n\r\n\x00\x01", b"base64\r\n\r\nAAE=")
+
+
+# --- esort, sort-display-from, sort-display-to ----------------------------------------------
+
+
+def test_esort_answers_in_esearch_form_in_sorted_order(raw):
+    for size in (30, 10, 20):
+        append(raw, b"Subject: s\r\n\r\n" + b"x" * size)
+    raw.command("SELECT INBOX")
+    assert b" ESORT" in raw.command("CAPABILITY")[0]
+    # RFC 5267 §3.1: MIN/MAX are the first/last sorted; ALL keeps the sort order.
+    assert raw.command("SORT RETURN (MIN MAX COUNT) (SIZE) US-ASCII ALL")[0] == \
+        b'* ESEARCH (TAG "t7") MIN 2 MAX 1 COUNT 3\r\n'
+    assert raw.command("SORT RETURN () (REVERSE ARRIVAL) US-ASCII ALL")[0] == \
+        b'* ESEARCH (TAG "t8") ALL 3,2,1\r\n'
+    assert raw.command("UID SORT RETURN (ALL) (SIZE) US-ASCII ALL")[0] == \
+        b'* ESEARCH (TAG "t9") UID ALL 2:3,1\r\n'
+    assert raw.command("SORT RETURN (PARTIAL 1:2) (SIZE) US-ASCII ALL")[-1].startswith(b"t10 BAD")
+
+
+def test_sort_by_display_name(raw):
+    for sender in (b"foo bar <a@b.c>", b"b@c.d", b"d", b"=?iso-8859-1?q?foo_aar?= <e@f.g>",
+                   b"=?iso-8859-1?q?foo_car?= <f@g.h>"):
+        append(raw, b"From: " + sender + b"\r\nTo: " + sender + b"\r\n\r\nbody\r\n")
+    raw.command("SELECT INBOX")
+    # RFC 5957 §3: the decoded display name, else the address.
+    assert raw.command("SORT (DISPLAYFROM) US-ASCII ALL")[0] == b"* SORT 2 3 4 1 5\r\n"
+    assert raw.command("SORT (REVERSE DISPLAYTO) US-ASCII ALL")[0] == b"* SORT 5 1 4 3 2\r\n"
