@@ -23,10 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 __all__ = [
-    "Command", "CommandFramer", "Continue", "FetchAtt", "LimitError", "ParseError",
-    "SearchKey", "Section", "SeqSet", "TooBig", "parse_command",
+    "Command", "CommandFramer", "Continue", "FetchAtt", "ImapUrl", "LimitError", "ParseError",
+    "SearchKey", "Section", "SeqSet", "TooBig", "parse_command", "parse_imap_url",
 ]
 
 
@@ -863,15 +864,78 @@ def _append(cursor: _Cursor) -> dict[str, Any]:
         if cursor.peek() == b'"':
             when = cursor.date_time()
             cursor.sp()
-        if cursor.accept(b"UTF8 ("):  # RFC 6855 §4
+        catenate = None
+        data = b""
+        if cursor.accept(b"CATENATE ("):  # RFC 4469 §5
+            catenate = _catenate_parts(cursor)
+        elif cursor.accept(b"UTF8 ("):  # RFC 6855 §4
             data = cursor.literal(allow_binary=True)
             cursor.expect(b")")
         else:
             data = cursor.literal(allow_binary=True)
-        messages.append({"flags": flags, "date": when, "data": data})
+        messages.append({"flags": flags, "date": when, "data": data, "catenate": catenate})
     if not messages:
         raise cursor.error("APPEND needs a message")
     return {"mailbox": mailbox, "messages": messages}
+
+
+def _catenate_parts(cursor: _Cursor) -> list[tuple[str, bytes]]:
+    """RFC 4469 §5: cat-part *(SP cat-part) ")", each ("TEXT", octets) or
+    ("URL", the URL as sent)."""
+    parts: list[tuple[str, bytes]] = []
+    while True:
+        if cursor.accept(b"TEXT "):
+            parts.append(("TEXT", cursor.literal(allow_binary=True)))
+        elif cursor.accept(b"URL "):
+            parts.append(("URL", cursor.astring()))
+        else:
+            raise cursor.error("expected TEXT or URL")
+        if cursor.accept(b")"):
+            return parts
+        cursor.sp()
+
+
+@dataclass(frozen=True)
+class ImapUrl:
+    """A message (part) named by an IMAP URL (RFC 5092 §3) of this user."""
+
+    mailbox: str
+    uidvalidity: int | None
+    uid: int
+    section: Section
+    partial: tuple[int, int | None] | None
+
+
+_URL = re.compile(
+    rb"(?:imap://[^/]*)?/(?P<mailbox>[^;/?]+(?:/[^;/?]+)*)(?:;UIDVALIDITY=(?P<uidvalidity>\d+))?"
+    rb"/;UID=(?P<uid>\d+)(?:/;SECTION=(?P<section>[^/;]+))?"
+    rb"(?:/;PARTIAL=(?P<origin>\d+)(?:\.(?P<length>\d+))?)?", re.IGNORECASE)
+
+
+def parse_imap_url(url: bytes) -> ImapUrl:
+    """An IMAP URL as CATENATE takes it (RFC 4469 §3, RFC 5092 §3): a message
+    or section of the user's own folders; the mailbox and section are
+    percent-encoded UTF-8. ValueError when it is not one."""
+    match = _URL.fullmatch(url)
+    if match is None:
+        raise ValueError("not an IMAP message URL")
+    section = Section()
+    if match["section"]:
+        cursor = _Cursor(b"[" + unquote_to_bytes(match["section"]) + b"]")
+        try:
+            section = _section(cursor, binary=False)
+        except ParseError as error:
+            raise ValueError(error.message) from None
+        if not cursor.at_end():
+            raise ValueError("bad section")
+    partial = None
+    if match["origin"] is not None:
+        length = int(match["length"]) if match["length"] is not None else None
+        partial = (int(match["origin"]), length)
+    return ImapUrl(
+        mailbox=unquote_to_bytes(match["mailbox"]).decode("utf-8"),
+        uidvalidity=int(match["uidvalidity"]) if match["uidvalidity"] else None,
+        uid=int(match["uid"]), section=section, partial=partial)
 
 
 def _store(cursor: _Cursor) -> dict[str, Any]:

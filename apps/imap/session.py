@@ -39,6 +39,7 @@ from apps.imap.parser import (
     SeqSet,
     TooBig,
     parse_command,
+    parse_imap_url,
 )
 from apps.imap.view import FolderView, Updates
 from apps.store import events, mime
@@ -331,7 +332,7 @@ class IMAPSession(asyncio.Protocol):
                 "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH",
                 "SEARCHRES", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
-                "MULTIAPPEND", "BINARY", "SORT", "ESORT", "SORT=DISPLAY",
+                "MULTIAPPEND", "CATENATE", "BINARY", "SORT", "ESORT", "SORT=DISPLAY",
                 "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "UTF8=ACCEPT", "COMPRESS=DEFLATE"]
         if self.state == NOT_AUTHENTICATED:
             caps = base
@@ -847,17 +848,22 @@ async def status(session: IMAPSession, cmd: Command) -> None:
 @command("APPEND", AUTHED)
 async def append(session: IMAPSession, cmd: Command) -> str:
     name = session.decode_name(cmd.args["mailbox"])
-    prepared = []
-    for message in cmd.args["messages"]:
-        if not message["data"]:
-            raise No("empty message")
-        bits, keywords = _flag_bits(message["flags"])
-        data = encode_binary_parts(message["data"])  # RFC 3516 §4.4, §6
-        prepared.append((data, bits, keywords, message["date"]))
+    messages = cmd.args["messages"]
 
     def append_all() -> tuple[int, list[int]]:
-        # RFC 3502 §6.3.11: all messages or none.
+        # RFC 3502 §6.3.11: all messages or none. RFC 4469 §5: an unknown
+        # target is TRYCREATE before any URL is looked at.
         folder = store.get_folder(session.mailbox, name)
+        prepared = []
+        for message in messages:
+            data = message["data"]
+            if message["catenate"] is not None:
+                data = _catenated(session, message["catenate"])
+            if not data:
+                raise No("empty message")
+            bits, keywords = _flag_bits(message["flags"])
+            data = encode_binary_parts(data)  # RFC 3516 §4.4, §6
+            prepared.append((data, bits, keywords, message["date"]))
         with transaction.atomic():
             uids = [store.append(session.mailbox, folder.name, data, flags=bits,
                                  keywords=keywords, internal_date=when).uid
@@ -872,6 +878,37 @@ async def append(session: IMAPSession, cmd: Command) -> str:
         raise No(error.message, "OVERQUOTA") from None
     # RFC 4315 §3: APPENDUID
     return f"OK [APPENDUID {uidvalidity} {_uid_set(uids)}] APPEND completed"
+
+
+def _catenated(session: IMAPSession, parts: list[tuple[str, bytes]]) -> bytes:
+    """RFC 4469 §5 CATENATE: the TEXT parts and the octets the URLs name, in
+    order (run in a worker thread: it reads the store)."""
+    out = []
+    for kind, value in parts:
+        if kind == "TEXT":
+            out.append(value)
+            continue
+        # RFC 4469 §6: a URL that names nothing is NO [BADURL url].
+        shown = value.decode("utf-8", "replace").replace("]", "%5D")
+        try:
+            url = parse_imap_url(value)
+            folder = store.get_folder(session.mailbox, session.decode_name(url.mailbox))
+        except (ValueError, NotFound):
+            raise No("the URL names no message", f"BADURL {shown}") from None
+        rows = store.message_rows(folder.pk, [url.uid], ["blob_id", "blob__bodystructure"])
+        if (url.uidvalidity is not None and url.uidvalidity != folder.uidvalidity) or not rows:
+            raise No("the URL names no message", f"BADURL {shown}")
+        raw = get_blob_store().read(rows[0]["blob_id"])
+        section = url.section
+        data = fmt.section_bytes(raw, rows[0]["blob__bodystructure"], section.part,
+                                 section.text, section.fields)
+        if data is None:
+            raise No("the URL names no message part", f"BADURL {shown}")
+        if url.partial is not None:
+            origin, length = url.partial
+            data = data[origin:] if length is None else data[origin:origin + length]
+        out.append(data)
+    return b"".join(out)
 
 
 @command("GETQUOTAROOT", AUTHED)

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from apps.imap.binary import encode_binary_parts
-from apps.imap.parser import ParseError, parse_command
+from apps.imap.parser import ParseError, parse_command, parse_imap_url
 from apps.store import mime
 from apps.store.models import BlobText
 from tests.factories import PASSWORD
@@ -293,3 +293,55 @@ def test_sort_by_display_name(raw):
     # RFC 5957 §3: the decoded display name, else the address.
     assert raw.command("SORT (DISPLAYFROM) US-ASCII ALL")[0] == b"* SORT 2 3 4 1 5\r\n"
     assert raw.command("SORT (REVERSE DISPLAYTO) US-ASCII ALL")[0] == b"* SORT 5 1 4 3 2\r\n"
+
+
+# --- catenate -----------------------------------------------------------------------------------
+
+
+def test_append_catenate_joins_text_and_parts_of_stored_messages(raw):
+    stored = b"From: foo@example.com\r\n\r\nHello world body\r\n"
+    append(raw, stored)
+    uidvalidity = re.search(rb"UIDVALIDITY (\d+)", b"".join(raw.command("SELECT INBOX")))[1]
+    raw.command("CREATE Out")
+    assert b" CATENATE" in raw.command("CAPABILITY")[0]
+    line = raw.command(b'APPEND Out (\\Seen) CATENATE (URL "/INBOX;UIDVALIDITY=' + uidvalidity
+                       + b'/;UID=1/;SECTION=HEADER" TEXT {7+}\r\nbody1\r\n)')[-1]
+    assert b"OK [APPENDUID" in line
+    # RFC 4469 §6: a URL naming nothing is NO [BADURL url], and nothing is stored.
+    line = raw.command(b'APPEND Out CATENATE (TEXT {4+}\r\nx: 1 URL "/INBOX;UIDVALIDITY=1'
+                       b'/;UID=1/;SECTION=HEADER")')[-1]
+    assert b"NO [BADURL /INBOX;UIDVALIDITY=1/;UID=1/;SECTION=HEADER]" in line
+    line = raw.command(b'APPEND Nowhere CATENATE (URL "/INBOX/;UID=9")')[-1]
+    assert b"NO [TRYCREATE]" in line
+    line = raw.command(b'APPEND Out CATENATE (TEXT {19+}\r\nSubject: joined\r\n\r\n '
+                       b'URL "/INBOX/;UID=1/;SECTION=TEXT" URL "/INBOX/;UID=1/;PARTIAL=6.3")')[-1]
+    assert b"OK [APPENDUID" in line
+    raw.command("SELECT Out")
+    first = b"From: foo@example.com\r\n\r\nbody1\r\n"
+    second = b"Subject: joined\r\n\r\nHello world body\r\nfoo"
+    assert raw.command("FETCH 1:* BODY.PEEK[]")[:-1] == [
+        b"* 1 FETCH (BODY[] {%d}\r\n%s)\r\n" % (len(first), first),
+        b"* 2 FETCH (BODY[] {%d}\r\n%s)\r\n" % (len(second), second)]
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    (b"/INBOX/;UID=3", ("INBOX", None, 3, "", None)),
+    (b"/a%20b%C3%A9;UIDVALIDITY=7/;uid=2/;section=1.MIME/;partial=5.10",
+     ("a b\u00e9", 7, 2, "1.MIME", (5, 10))),
+    (b"imap://joe@example.com/Sent/;UID=1/;SECTION=header.fields%20(subject)",
+     ("Sent", None, 1, "HEADER.FIELDS (subject)", None)),
+])
+def test_imap_urls_parse(url, expected):
+    parsed = parse_imap_url(url)
+    assert (parsed.mailbox, parsed.uidvalidity, parsed.uid, parsed.section.label(),
+            parsed.partial) == expected
+
+
+@given(st.binary(max_size=60))
+def test_anything_else_is_not_an_imap_url(data):
+    url = b"/INBOX/;UID=" + data
+    try:
+        parsed = parse_imap_url(url)
+    except ValueError:
+        return
+    assert parsed.mailbox == "INBOX" and url.upper().startswith(b"/INBOX/;UID=%d" % parsed.uid)
