@@ -41,7 +41,7 @@ from apps.imap.parser import (
     parse_command,
     parse_imap_url,
 )
-from apps.imap.view import FolderView, Updates
+from apps.imap.view import FolderView, SnapshotCache, Updates
 from apps.store import events, mime
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
@@ -55,6 +55,8 @@ NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-auth", "auth", "select
 ANY = {NOT_AUTHENTICATED, AUTHENTICATED, SELECTED}
 AUTHED = {AUTHENTICATED, SELECTED}
 
+# The folders last selected in this process: SELECT reads only their changes.
+SNAPSHOTS = SnapshotCache()
 SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
 FETCH_BATCH = 200
 
@@ -638,9 +640,9 @@ async def _select(session: IMAPSession, cmd: Command, *, readonly: bool) -> str:
     if qresync is not None and not session.qresync:
         raise Bad("QRESYNC is not enabled")
     folder = await session.folder_named(cmd.args["mailbox"])
-    view = FolderView(folder_id=folder.pk, name=folder.name, uidvalidity=folder.uidvalidity,
-                      readonly=readonly)
-    changes = await _sync(store.folder_changes)(folder.pk, 0)
+    view = SNAPSHOTS.start(folder_id=folder.pk, name=folder.name,
+                           uidvalidity=folder.uidvalidity, readonly=readonly)
+    changes = await _sync(store.folder_changes)(folder.pk, view.highestmodseq)
     if changes is None:
         raise No(f"no folder named {cmd.args['mailbox']}", "NONEXISTENT")
     # \Recent is gone in IMAP4rev2 (RFC 9051 §2.3.2): such a session claims none.
@@ -652,7 +654,9 @@ async def _select(session: IMAPSession, cmd: Command, *, readonly: bool) -> str:
         recent = (folder.recent_uid, folder.uidnext)
     else:
         recent = await watcher().claim_recent(folder.pk, changes.uidnext)
-    view.apply(changes, allow_expunge=True, recent=recent)
+    view.apply(changes, allow_expunge=True)
+    SNAPSHOTS.keep(view)
+    view.mark_recent(*recent)
     session.view = view
     session.state = SELECTED
     session.saved = []

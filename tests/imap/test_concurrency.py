@@ -144,3 +144,27 @@ def test_idlers_on_one_folder_share_the_read_of_a_delivery(mail_servers, imap_po
     for client in idlers:
         client.send(b"DONE\r\n")
         assert client.readline().startswith(b"i OK")
+
+
+def test_select_starts_from_the_last_view_of_the_folder(imap_port, mailbox, monkeypatch):
+    for _ in range(4):
+        store.deliver([mailbox], make_message(mailbox.address))
+    first = session(imap_port, mailbox)
+    inbox = store.get_folder(mailbox, "INBOX")
+    store.set_flags(inbox, [1], mode="add", flags=1, keywords=["$Label1"])
+    store.set_flags(inbox, [2], mode="add", flags=8)
+    store.expunge(inbox, [2])
+    store.deliver([mailbox], make_message(mailbox.address))
+    reads = []
+    real_changes = store.folder_changes
+    monkeypatch.setattr(store, "folder_changes",
+                        lambda *args: reads.append(args) or real_changes(*args))
+    second = session(imap_port, mailbox)
+    # Only what changed since the first session's SELECT is read …
+    assert reads and reads[0][1] > 0
+    # … and the second session sees the folder as it is.
+    lines = second.command("FETCH 1:* (UID FLAGS)")
+    assert lines[:-1] == [b"* 1 FETCH (UID 1 FLAGS (\\Seen $Label1))\r\n",
+                          b"* 2 FETCH (UID 3 FLAGS ())\r\n", b"* 3 FETCH (UID 4 FLAGS ())\r\n",
+                          b"* 4 FETCH (UID 5 FLAGS (\\Recent))\r\n"]
+    first.close()
