@@ -1146,15 +1146,16 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
         if fields:
             found = await _sync(_load_rows)(view.folder_id, uids, sorted(fields), need_body)
             rows = {row["uid"]: row for row in found}
+        out = []  # one write per batch, not per message
         for position in batch:
             message_uid = view.uids[position]
             row = rows.get(message_uid)
             if fields and row is None:
                 continue  # expunged by another session, not yet told (RFC 3501 §7.4.1)
-            items = []
-            for att in atts:
-                items.append(_fetch_item(session, att, position, row, message_uid in seen_now))
-            session._write(f"* {position + 1} FETCH (".encode() + b" ".join(items) + b")\r\n")
+            items = [_fetch_item(session, att, position, row, message_uid in seen_now)
+                     for att in atts]
+            out.append(b"* %d FETCH (%s)\r\n" % (position + 1, b" ".join(items)))
+        session._write(b"".join(out))
         await session._drain()
     return None
 
