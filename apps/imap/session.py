@@ -763,7 +763,9 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
         return
     full = []
     for pattern in patterns:
-        pattern = session.decode_name(pattern) if pattern else pattern
+        with contextlib.suppress(No):
+            # A pattern that is not valid modified UTF-7 matches only itself.
+            pattern = session.decode_name(pattern) if pattern else pattern
         full.append(_pattern_regex(reference + pattern if reference else pattern))
     folders = await _sync(store.list_folders)(session.mailbox)
     by_name = {f.name: f for f in folders}

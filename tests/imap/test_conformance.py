@@ -345,3 +345,20 @@ def test_anything_else_is_not_an_imap_url(data):
     except ValueError:
         return
     assert parsed.mailbox == "INBOX" and url.upper().startswith(b"/INBOX/;UID=%d" % parsed.uid)
+
+
+def test_sent_dates_are_the_days_written_in_the_date_header(raw):
+    for written in (b"Sat, 24 Mar 2007 23:00:00 +0200", b"Sun, 25 Mar 2007 00:00:00 +0200",
+                    b"Mon, 26 Mar 2007 00:00:00 +0300"):
+        append(raw, b"Date: " + written + b"\r\n\r\nbody\r\n")
+    raw.command("SELECT INBOX")
+    # RFC 3501 §6.4.4: the Date: header's day, time and timezone disregarded
+    # (in UTC the second message is still 24 March).
+    assert raw.command("SEARCH SENTON 25-Mar-2007")[0] == b"* SEARCH 2\r\n"
+    assert raw.command("SEARCH SENTBEFORE 25-Mar-2007")[0] == b"* SEARCH 1\r\n"
+    assert raw.command("SEARCH SENTSINCE 26-Mar-2007")[0] == b"* SEARCH 3\r\n"
+
+
+def test_a_list_pattern_that_is_not_modified_utf7_matches_nothing(raw):
+    lines = raw.command("LIST \"\" !#$$&'+,-.0123456789:;<=>?@^_`|[}%*")
+    assert lines == [lines[-1]] and lines[-1].startswith(b"t2 OK")
