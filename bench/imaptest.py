@@ -123,8 +123,6 @@ def stress(binary: Path, server: Mailhost | Dovecot, mbox: Path, users: int, cli
                                    f"pass={PASSWORD}", f"mbox={mbox}",
                                    f"clients={clients}", f"secs={secs}"],
                           timeout=secs + 120)
-    # The totals line: "Totals:" header then a line of counts per operation; the
-    # per-second lines carry the number of operations in that second.
     counts = _stress_ops(output)
     errors = [line for line in output.splitlines() if line.startswith("Error:")]
     sample = "\n".join(dict.fromkeys(re.sub(r"\d+", "N", e) for e in errors).keys())
@@ -134,9 +132,13 @@ def stress(binary: Path, server: Mailhost | Dovecot, mbox: Path, users: int, cli
 def _stress_ops(output: str) -> int:
     """Operations in imaptest's Totals line (the sum of its counters)."""
     lines = output.splitlines()
-    for index, line in enumerate(lines):
-        if line.startswith("Totals:") and index + 2 < len(lines):
-            return sum(int(value) for value in lines[index + 2].split())
+    if "Totals:" not in lines:
+        return 0
+    # After the header lines (names, then percentages) comes the line of counts.
+    for line in lines[lines.index("Totals:") + 1:]:
+        values = line.split()
+        if values and all(value.isdigit() for value in values):
+            return sum(int(value) for value in values)
     return 0
 
 

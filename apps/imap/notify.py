@@ -99,18 +99,23 @@ class Watcher:
             if self._claimed.get(folder_id, 0) >= uidnext:
                 return 0, 0
             pending = self._claiming.get(folder_id)
-            if pending is None:
+            if pending is None or pending.done():
                 break
             with contextlib.suppress(Exception):
                 await asyncio.shield(pending)
         claim = asyncio.get_running_loop().create_task(
             database_sync_to_async(store.claim_recent)(Folder(pk=folder_id)))
         self._claiming[folder_id] = claim
-        claim.add_done_callback(lambda _task: self._claiming.pop(folder_id, None))
-        low, high = await asyncio.shield(claim)
-        if folder_id in self.folders:
-            self._claimed[folder_id] = max(self._claimed.get(folder_id, 0), high)
-        return low, high
+
+        def record(task: asyncio.Task[tuple[int, int]]) -> None:
+            # Runs before any waiter resumes, so that none claims again for nothing.
+            if self._claiming.get(folder_id) is task:
+                del self._claiming[folder_id]
+            if not task.cancelled() and task.exception() is None and folder_id in self.folders:
+                self._claimed[folder_id] = max(self._claimed.get(folder_id, 0), task.result()[1])
+
+        claim.add_done_callback(record)
+        return await asyncio.shield(claim)
 
     async def _run(self) -> None:
         if settings.REDIS_URL:

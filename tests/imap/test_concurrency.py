@@ -168,3 +168,24 @@ def test_select_starts_from_the_last_view_of_the_folder(imap_port, mailbox, monk
                           b"* 2 FETCH (UID 3 FLAGS ())\r\n", b"* 3 FETCH (UID 4 FLAGS ())\r\n",
                           b"* 4 FETCH (UID 5 FLAGS (\\Recent))\r\n"]
     first.close()
+
+
+def test_many_sessions_selecting_at_once_share_recent_exactly_once(imap_port, mailbox):
+    clients = []
+    for _ in range(12):
+        client = RawIMAP(imap_port)
+        client.login(mailbox.address, PASSWORD)
+        clients.append(client)
+    for round_ in range(3):
+        store.deliver([mailbox], make_message(mailbox.address))
+        for client in clients:
+            client.send(b"s SELECT INBOX\r\n")
+        recent = []
+        for client in clients:
+            client.sock.settimeout(10)
+            lines = client.until("s")
+            assert lines[-1].startswith(b"s OK [READ-WRITE]")
+            recent += [line for line in lines if line.endswith(b" RECENT\r\n")]
+        # RFC 3501 §2.3.2: each new message is \Recent in exactly one session.
+        assert sorted(recent)[-1] == b"* 1 RECENT\r\n", round_
+        assert recent.count(b"* 0 RECENT\r\n") == len(clients) - 1
