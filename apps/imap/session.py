@@ -406,10 +406,18 @@ class IMAPSession(asyncio.Protocol):
         view = self.view
         assert view is not None
         self.keywords_told.update(view.keywords_in_use())
+        SNAPSHOTS.known_keywords(view.folder_id).update(self.keywords_told)
         flags = SYSTEM_FLAGS + sorted(self.keywords_told)
         self.untagged(f"FLAGS {fmt.flag_list(flags).decode()}")
         permanent = [*flags, "\\*"] if not view.readonly else []
         self.untagged(f"OK [PERMANENTFLAGS {fmt.flag_list(permanent).decode()}] flags")
+
+    def tell_keywords_of(self, changes: Sequence[Any]) -> None:
+        """Before FETCH responses name the keywords of messages this session
+        changed: the store returns each message's whole keyword list, which
+        may hold keywords another session set and nobody told yet."""
+        if any(word not in self.keywords_told for c in changes for word in c.keywords):
+            self.tell_flags()
 
     def tell_new_keywords(self) -> None:
         view = self.view
@@ -662,7 +670,9 @@ async def _select(session: IMAPSession, cmd: Command, *, readonly: bool) -> str:
     session.saved = []
     session._unsubscribe = events.subscribe(folder.mailbox_id, session._on_change)
     watcher().watch(folder.mailbox_id, folder.pk, view.highestmodseq)
-    session.keywords_told = set()
+    # A keyword once told in this process stays in FLAGS (as Dovecot keeps a
+    # folder's keywords): other sessions' clients may still see it on messages.
+    session.keywords_told = set(SNAPSHOTS.known_keywords(folder.pk))
     session.tell_flags()
     session.untagged(f"{len(view)} EXISTS")
     if session.rev2:
@@ -1048,8 +1058,7 @@ async def _store(session: IMAPSession, cmd: Command, *, uid: bool) -> str:
     changed = {c.uid for c in changes}
     for change in changes:
         view.set_flags(change.uid, change.flags, change.keywords, change.modseq)
-    if keywords:
-        session.tell_new_keywords()
+    session.tell_keywords_of(changes)
     failed_set = set(failed)
     for position in positions:
         message_uid = view.uids[position]
@@ -1128,6 +1137,7 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
                 Folder(pk=view.folder_id), unseen, mode="add", flags=Flag.SEEN)
             for change in changes:
                 view.set_flags(change.uid, change.flags, change.keywords, change.modseq)
+            session.tell_keywords_of(changes)
             if not any(a.name == "FLAGS" for a in atts):
                 atts.append(FetchAtt("FLAGS"))
             seen_now = {c.uid for c in changes}

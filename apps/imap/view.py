@@ -182,6 +182,11 @@ class SnapshotCache:
     def __init__(self, size: int = 64) -> None:
         self.size = size
         self._views: dict[int, FolderView] = {}
+        self._keywords: dict[int, set[str]] = {}
+
+    def known_keywords(self, folder_id: int) -> set[str]:
+        """The keywords sessions of this process have announced for a folder."""
+        return self._keywords.setdefault(folder_id, set())
 
     def start(self, *, folder_id: int, name: str, uidvalidity: int,
               readonly: bool) -> FolderView:
@@ -198,4 +203,6 @@ class SnapshotCache:
         self._views.pop(view.folder_id, None)
         self._views[view.folder_id] = view.copy(name=view.name, readonly=True)
         while len(self._views) > self.size:
-            del self._views[next(iter(self._views))]
+            dropped = next(iter(self._views))
+            del self._views[dropped]
+            self._keywords.pop(dropped, None)

@@ -189,3 +189,29 @@ def test_many_sessions_selecting_at_once_share_recent_exactly_once(imap_port, ma
         # RFC 3501 §2.3.2: each new message is \Recent in exactly one session.
         assert sorted(recent)[-1] == b"* 1 RECENT\r\n", round_
         assert recent.count(b"* 0 RECENT\r\n") == len(clients) - 1
+
+
+def test_a_keyword_set_elsewhere_is_announced_before_this_sessions_store_shows_it(
+        imap_port, mailbox):
+    store.deliver([mailbox], make_message(mailbox.address))
+    first, second = session(imap_port, mailbox), session(imap_port, mailbox)
+    first.command("STORE 1 +FLAGS.SILENT ($Label3)")
+    # The second session's own STORE answers with the message's flags, which now
+    # hold $Label3: FLAGS must name it first (RFC 3501 §7.2.6).
+    lines = second.command("STORE 1 +FLAGS (\\Seen)")
+    flags_at = next(i for i, line in enumerate(lines) if line.startswith(b"* FLAGS ("))
+    fetch_at = next(i for i, line in enumerate(lines) if b" FETCH " in line)
+    assert b"$Label3" in lines[flags_at] and flags_at < fetch_at
+    # The same for the \Seen a FETCH of the body sets.
+    second.command("STORE 1 -FLAGS.SILENT (\\Seen)")
+    first.command("STORE 1 +FLAGS.SILENT ($Label4)")
+    lines = second.command("FETCH 1 BODY[TEXT]")
+    flags_at = next(i for i, line in enumerate(lines) if line.startswith(b"* FLAGS ("))
+    fetch_at = next(i for i, line in enumerate(lines) if b" FETCH " in line)
+    assert b"$Label4" in lines[flags_at] and flags_at < fetch_at
+    # A keyword no message has any more stays in FLAGS for new sessions of this
+    # process: other clients may still show it on messages.
+    first.command("STORE 1 -FLAGS.SILENT ($Label3 $Label4)")
+    third = RawIMAP(imap_port)
+    third.login(mailbox.address, PASSWORD)
+    assert b"$Label3 $Label4" in third.command("SELECT INBOX")[0]
