@@ -66,7 +66,9 @@ def sample_mbox(path: Path, count: int) -> None:
 
 
 def stress_users(count: int) -> list[str]:
-    return [USER] + [f"stress{index}@{DOMAIN}" for index in range(2, count + 1)]
+    """The bench user (conformance, one-user stress), then stress1…stressN."""
+    extra = [f"stress{index}@{DOMAIN}" for index in range(1, count + 1)] if count > 1 else []
+    return [USER, *extra]
 
 
 class Mailhost:
@@ -118,7 +120,7 @@ def conformance(binary: Path, tests: Path, server: Mailhost | Dovecot,
 def stress(binary: Path, server: Mailhost | Dovecot, mbox: Path, users: int, clients: int,
            secs: int) -> tuple[float, int, str]:
     user_args = [f"user={USER}"] if users == 1 else \
-        ["user=stress%d@" + DOMAIN, f"users=2-{users}"]
+        ["user=stress%d@" + DOMAIN, f"users=1-{users}"]
     output = run_imaptest(binary, ["host=127.0.0.1", f"port={server.port}", *user_args,
                                    f"pass={PASSWORD}", f"mbox={mbox}",
                                    f"clients={clients}", f"secs={secs}"],

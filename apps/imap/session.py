@@ -46,6 +46,7 @@ from apps.store import events, mime
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
 from apps.store.models import Flag, Folder, SpecialUse
+from apps.store.services import FolderChanges
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import MailhostError, NotFound, OverQuota
 
@@ -381,6 +382,14 @@ class IMAPSession(asyncio.Protocol):
         will do; otherwise (after a command) the read starts now."""
         view = self.view
         if view is None:
+            return None
+        if not self._changed.is_set():
+            # No change event since the last look (events come at once from
+            # this process, by Redis or the poller from others): no query.
+            # Expunges held back during FETCH/STORE/SEARCH are told now.
+            if allow_expunge and view.pending_expunge:
+                self._announce(view.apply(
+                    FolderChanges(view.highestmodseq, view.uidnext, [], []), allow_expunge=True))
             return None
         self._changed.clear()
         after = self._news if on_news else news_mark()

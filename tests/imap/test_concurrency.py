@@ -215,3 +215,20 @@ def test_a_keyword_set_elsewhere_is_announced_before_this_sessions_store_shows_i
     third = RawIMAP(imap_port)
     third.login(mailbox.address, PASSWORD)
     assert b"$Label3 $Label4" in third.command("SELECT INBOX")[0]
+
+
+def test_commands_read_the_folder_again_only_after_news_of_a_change(imap_port, mailbox,
+                                                                    monkeypatch):
+    store.deliver([mailbox], make_message(mailbox.address))
+    client = session(imap_port, mailbox)
+    reads = []
+    real_changes = store.folder_changes
+    monkeypatch.setattr(store, "folder_changes",
+                        lambda *args: reads.append(args) or real_changes(*args))
+    for _ in range(3):
+        lines = client.command("NOOP")
+        assert len(lines) == 1 and lines[0].endswith(b" OK NOOP completed\r\n")
+    assert reads == []
+    store.deliver([mailbox], make_message(mailbox.address))
+    assert b"* 2 EXISTS\r\n" in client.command("NOOP")
+    assert len(reads) == 1
