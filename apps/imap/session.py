@@ -376,10 +376,10 @@ class IMAPSession(asyncio.Protocol):
             self._news = news_mark()
             self._changed.set()
 
-    async def refresh(self, *, allow_expunge: bool, on_news: bool = False) -> Updates | None:
-        """Bring the view up to date and tell the client. ``on_news``: woken by
-        a change event, so a read that other sessions started after that news
-        will do; otherwise (after a command) the read starts now."""
+    async def refresh(self, *, allow_expunge: bool) -> Updates | None:
+        """Bring the view up to date and tell the client. A read that another
+        session started after this one's latest news will do: every change
+        whose event came before it is in it, later ones bring news again."""
         view = self.view
         if view is None:
             return None
@@ -392,8 +392,8 @@ class IMAPSession(asyncio.Protocol):
                     FolderChanges(view.highestmodseq, view.uidnext, [], []), allow_expunge=True))
             return None
         self._changed.clear()
-        after = self._news if on_news else news_mark()
-        changes = await watcher().folder_changes(view.folder_id, view.highestmodseq, after)
+        changes = await watcher().folder_changes(view.folder_id, view.highestmodseq,
+                                                 self._news)
         if changes is None:
             # RFC 3501 §7.1.5: the folder is gone under us.
             self.untagged("BYE the selected folder was deleted")
@@ -1376,7 +1376,7 @@ async def _idle(session: IMAPSession) -> str:
         if session._closed:
             raise ConnectionError("closed")
         if session._changed.is_set():
-            await session.refresh(allow_expunge=True, on_news=True)
+            await session.refresh(allow_expunge=True)
             continue
         session._data.clear()
         if session.transport is not None:
