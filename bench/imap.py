@@ -4,7 +4,8 @@ the same messages). Prints each figure for both servers and their ratio.
 
 For each folder size (10,000 messages; add 100,000 with --large): time to
 SELECT, UID FETCH 1:* (FLAGS), FETCH of 1,000 whole messages (MB/s), SEARCH on a
-header and on body text; then the memory per connection of N clients in IDLE.
+header and on body text; then the memory per connection of N clients in IDLE
+and how soon they all hear of a message APPENDed by another client.
 
     .venv/bin/python bench/imap.py                 # 10k folder, 1000 IDLE clients
     .venv/bin/python bench/imap.py --large --idle 300
@@ -16,12 +17,14 @@ import argparse
 import imaplib
 import os
 import resource
+import selectors
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -129,7 +132,8 @@ for folder in sorted(Path("{spool}").iterdir()):
 class Dovecot:
     name = "Dovecot"
 
-    def __init__(self, folders: dict[str, list[bytes]], connections: int) -> None:
+    def __init__(self, folders: dict[str, list[bytes]], connections: int,
+                 extra_users: Sequence[str] = ()) -> None:
         if shutil.which("dovecot") is None or not Path("/usr/lib/dovecot/imap").exists():
             subprocess.run(["flock", "/tmp/apt.lock", "apt-get", "install", "-y", "-qq",
                             "--no-install-recommends", "dovecot-imapd"], check=True)
@@ -139,7 +143,11 @@ class Dovecot:
         base = Path(self.tmp.name)
         # Dovecot's mail processes run as the "mail" user and must reach the Maildir.
         os.chmod(base, 0o755)  # noqa: S103
-        mail = base / "mail"
+        # One Maildir per user: the first (USER) holds the folders, the rest start empty.
+        mail = base / "mail" / USER
+        for user in extra_users:
+            for sub in ("cur", "new", "tmp"):
+                (base / "mail" / user / sub).mkdir(parents=True, exist_ok=True)
         for folder, messages in folders.items():
             # Maildir++: INBOX is the root, other folders are ".Name".
             target = mail if folder == "INBOX" else mail / f".{folder}"
@@ -147,8 +155,11 @@ class Dovecot:
                 (target / sub).mkdir(parents=True, exist_ok=True)
             for index, data in enumerate(messages):
                 (target / "cur" / f"{1700000000 + index}.{index}.bench:2,").write_bytes(data)
-        subprocess.run(["chown", "-R", "mail:mail", str(mail)], check=True)
-        (base / "passwd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}:8:8::{mail}::\n")
+        (mail / "tmp").mkdir(parents=True, exist_ok=True)
+        subprocess.run(["chown", "-R", "mail:mail", str(base / "mail")], check=True)
+        (base / "passwd").write_text("".join(
+            f"{user}:{{PLAIN}}{PASSWORD}:8:8::{base / 'mail' / user}::\n"
+            for user in (USER, *extra_users)))
         self.port = free_port()
         (base / "dovecot.conf").write_text(f"""
 base_dir = {base}/run
@@ -160,7 +171,7 @@ ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 first_valid_uid = 8
-mail_location = maildir:{mail}
+mail_location = maildir:~
 default_login_user = dovenull
 default_internal_user = dovecot
 default_client_limit = {connections + 100}
@@ -265,13 +276,15 @@ def folder_load(port: int, folder: str, fetch_count: int) -> dict[str, float]:
     return figures
 
 
-def idle_memory(server: Mailhost | Dovecot, connections: int) -> float:
-    """KiB of server memory per connection logged in, with INBOX selected, in IDLE."""
+def idle_figures(server: Mailhost | Dovecot, connections: int) -> dict[str, float]:
+    """N clients logged in, INBOX selected, in IDLE: server memory per
+    connection (KiB), then how long after an APPEND's OK from another client
+    each idler hears "* n EXISTS" (median and p99, seconds)."""
     before = tree_rss_kib(server.pid)
     clients = []
     for _ in range(connections):
         client = login(server.port)
-        client.select("INBOX", readonly=True)
+        client.select("INBOX")
         tag = client._new_tag().decode()
         client.send(f"{tag} IDLE\r\n".encode())
         if not client.readline().startswith(b"+"):
@@ -279,9 +292,32 @@ def idle_memory(server: Mailhost | Dovecot, connections: int) -> float:
         clients.append(client)
     time.sleep(2)
     after = tree_rss_kib(server.pid)
+    figures = {f"memory per IDLE connection, {connections} clients (KiB)":
+               (after - before) / connections}
+    waiting = selectors.DefaultSelector()
+    for client in clients:
+        waiting.register(client.sock, selectors.EVENT_READ, bytearray())
+    sender = login(server.port)
+    check(sender.append("INBOX", None, None, make_messages(1)[0]))
+    acked = time.perf_counter()
+    latencies: list[float] = []
+    while len(latencies) < connections and time.perf_counter() - acked < 120:
+        for key, _mask in waiting.select(timeout=1):
+            key.data.extend(key.fileobj.recv(65536))  # type: ignore[union-attr]
+            if b" EXISTS\r\n" in key.data:
+                latencies.append(time.perf_counter() - acked)
+                waiting.unregister(key.fileobj)
+    sender.logout()
     for client in clients:
         client.sock.close()
-    return (after - before) / connections
+    if len(latencies) < connections:
+        raise RuntimeError(f"only {len(latencies)} of {connections} idlers heard of the append")
+    latencies.sort()
+    figures[f"IDLE: told of an APPEND, median of {connections} (s)"] = \
+        latencies[len(latencies) // 2]
+    figures[f"IDLE: told of an APPEND, p99 of {connections} (s)"] = \
+        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return figures
 
 
 def main() -> None:
@@ -311,8 +347,7 @@ def main() -> None:
                                               min(args.fetch, count)).items():
                     figures[f"{count:>6} msgs: {key}"] = value
             if args.idle:  # --idle 0: the folder figures only
-                figures[f"memory per IDLE connection, {args.idle} clients (KiB)"] = \
-                    idle_memory(server, args.idle)
+                figures.update(idle_figures(server, args.idle))
             results[server.name] = figures
         finally:
             server.stop()

@@ -6,24 +6,40 @@ when ``REDIS_URL`` is set; without Redis, one poller per event loop compares
 the HIGHESTMODSEQ of every watched folder once a second, in one query for all
 of them. Either way the event is handed to ``events.dispatch_local``, so a
 session only ever listens in one place.
+
+The sessions that one change wakes (hundreds in IDLE on one INBOX) do not read
+it one after another: sessions that look at the same folder from the same
+MODSEQ share one ``folder_changes`` query, and new messages already given
+\\Recent by a session of this process are not claimed again (no write).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import weakref
 
 from django.conf import settings
 
 from apps.store import events
-from apps.store.services import highest_modseqs
+from apps.store import services as store
+from apps.store.models import Folder
+from apps.store.services import FolderChanges, highest_modseqs
 from mailhost.asyncdb import database_sync_to_async
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+
+# Marks order news against reads in one process: a read started after a
+# session's latest news (a larger mark) is sure to include it.
+_marks = itertools.count(1)
+
+
+def news_mark() -> int:
+    return next(_marks)
 
 
 class Watcher:
@@ -34,6 +50,11 @@ class Watcher:
         # folder id -> (mailbox id, last HIGHESTMODSEQ seen, number of watchers)
         self.folders: dict[int, list[int]] = {}
         self.task: asyncio.Task[None] | None = None
+        # (folder id, since MODSEQ) -> (mark when started, the read in flight)
+        self._reads: dict[tuple[int, int], tuple[int, asyncio.Task[FolderChanges | None]]] = {}
+        # folder id -> UIDNEXT up to which a session of this process took \Recent
+        self._claimed: dict[int, int] = {}
+        self._claiming: dict[int, asyncio.Task[tuple[int, int]]] = {}
 
     def watch(self, mailbox_id: int, folder_id: int, modseq: int) -> None:
         entry = self.folders.setdefault(folder_id, [mailbox_id, modseq, 0])
@@ -49,6 +70,52 @@ class Watcher:
         entry[2] -= 1
         if entry[2] <= 0:
             del self.folders[folder_id]
+            self._claimed.pop(folder_id, None)
+
+    async def folder_changes(self, folder_id: int, since: int,
+                             after: int) -> FolderChanges | None:
+        """``store.folder_changes``, shared with the other sessions of this
+        loop that ask for the same folder and MODSEQ, provided the shared read
+        started after mark ``after`` (the asker's latest news)."""
+        key = (folder_id, since)
+        entry = self._reads.get(key)
+        if entry is None or entry[0] <= after:
+            read = asyncio.get_running_loop().create_task(
+                database_sync_to_async(store.folder_changes)(folder_id, since))
+            entry = self._reads[key] = (news_mark(), read)
+
+            def forget(_task: asyncio.Task, key=key, entry=entry) -> None:
+                if self._reads.get(key) is entry:
+                    del self._reads[key]
+
+            read.add_done_callback(forget)
+        return await asyncio.shield(entry[1])
+
+    async def claim_recent(self, folder_id: int, uidnext: int) -> tuple[int, int]:
+        """``store.claim_recent`` unless a session of this process has already
+        taken \\Recent for every UID below ``uidnext`` (RFC 3501 §2.3.2: one
+        session gets it); concurrent claims for one folder wait for each other."""
+        while True:
+            if self._claimed.get(folder_id, 0) >= uidnext:
+                return 0, 0
+            pending = self._claiming.get(folder_id)
+            if pending is None or pending.done():
+                break
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pending)
+        claim = asyncio.get_running_loop().create_task(
+            database_sync_to_async(store.claim_recent)(Folder(pk=folder_id)))
+        self._claiming[folder_id] = claim
+
+        def record(task: asyncio.Task[tuple[int, int]]) -> None:
+            # Runs before any waiter resumes, so that none claims again for nothing.
+            if self._claiming.get(folder_id) is task:
+                del self._claiming[folder_id]
+            if not task.cancelled() and task.exception() is None and folder_id in self.folders:
+                self._claimed[folder_id] = max(self._claimed.get(folder_id, 0), task.result()[1])
+
+        claim.add_done_callback(record)
+        return await asyncio.shield(claim)
 
     async def _run(self) -> None:
         if settings.REDIS_URL:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from apps.store import mime
+
 _WSP = re.compile(r"\s+")
 _TRAILER = re.compile(r"(?:\s|\(fwd\))+$", re.IGNORECASE)
 _BLOB = r"\[[^\[\]]*\]\s*"
@@ -43,9 +45,24 @@ def base_subject(subject: str) -> str:
 
 def _first_mailbox(addresses: list | None) -> str:
     # RFC 5256 §3: the addr-mailbox of the first address, compared case-insensitively.
+    # A group's start marker (RFC 3501 §7.4.2: host NIL) counts: its mailbox is
+    # the group name, as in Dovecot.
     for address in addresses or ():
-        if address[2] is not None and address[3] is not None:
+        if address[2] is not None:
             return str(address[2]).lower()
+    return ""
+
+
+def _display_name(addresses: list | None) -> str:
+    # RFC 5957 §3: the first address's display name (RFC 2047 decoded), or its
+    # addr-spec when it has none; compared case-insensitively.
+    for address in addresses or ():
+        if address[2] is None:
+            continue
+        name = mime.decode_header_text(address[0] or "").strip()
+        if name:
+            return name.casefold()
+        return (f"{address[2]}@{address[3]}" if address[3] else str(address[2])).casefold()
     return ""
 
 
@@ -67,6 +84,8 @@ def _key(criterion: str, row: dict[str, Any]) -> Any:
     if criterion == "SUBJECT":
         return base_subject(row["blob__subject"])
     envelope = row["blob__envelope"]
+    if criterion in ("DISPLAYFROM", "DISPLAYTO"):
+        return _display_name(envelope[2 if criterion == "DISPLAYFROM" else 5])
     return _first_mailbox(envelope[{"FROM": 2, "TO": 5, "CC": 6}[criterion]])
 
 
@@ -242,12 +261,13 @@ def _reference_threads(items: Sequence[tuple[int, dict[str, Any]]]) -> list[_Nod
                     not _is_ancestor(container, previous):
                 _link(previous, container)
             previous = container
-        # Step 1.B: the last reference is the parent, unless that makes a loop.
-        if previous is None:
-            if node.parent is not None:
-                node.parent.children.remove(node)
-                node.parent = None
-        elif not _is_ancestor(node, previous):
+        # Step 1.B: an existing parent link goes (it came from a truncated
+        # References field); the last reference becomes the parent, unless
+        # that would make a loop.
+        if node.parent is not None:
+            node.parent.children.remove(node)
+            node.parent = None
+        if previous is not None and not _is_ancestor(node, previous):
             _link(previous, node)
     roots = [node for node in dict.fromkeys(nodes) if node.parent is None]  # step 2
     roots = _prune(roots, at_root=True)  # step 3

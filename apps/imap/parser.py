@@ -23,10 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 __all__ = [
-    "Command", "CommandFramer", "Continue", "FetchAtt", "LimitError", "ParseError",
-    "SearchKey", "Section", "SeqSet", "TooBig", "parse_command",
+    "Command", "CommandFramer", "Continue", "FetchAtt", "ImapUrl", "LimitError", "ParseError",
+    "SearchKey", "Section", "SeqSet", "TooBig", "parse_command", "parse_imap_url",
 ]
 
 
@@ -353,16 +354,21 @@ class _Cursor:
         self.pos += size
         return value
 
+    def at_string(self) -> bool:
+        """A quoted string or literal starts here. "~" is an ATOM-CHAR: only
+        "~{" opens a literal8 (RFC 3516 §4.1), so "~foo" stays an atom."""
+        return self.peek() in (b'"', b"{") or self.peek(2) == b"~{"
+
     def string(self) -> bytes:
         first = self.peek()
         if first == b'"':
             return self.quoted()
-        if first in (b"{", b"~"):
+        if first == b"{" or self.peek(2) == b"~{":
             return self.literal()
         raise self.error("expected a string")
 
     def astring(self) -> bytes:
-        if self.peek() in (b'"', b"{", b"~"):
+        if self.at_string():
             return self.string()
         value = self._run(_ASTRING_CHARS)
         if not value:
@@ -379,7 +385,7 @@ class _Cursor:
         return _mailbox_name(self.astring(), self)
 
     def list_mailbox(self) -> str:
-        value = self.string() if self.peek() in (b'"', b"{", b"~") else self._run(_LIST_CHARS)
+        value = self.string() if self.at_string() else self._run(_LIST_CHARS)
         return _mailbox_name(value, self)
 
     def paren_list(self, item: Callable[[], Any]) -> list[Any]:
@@ -425,7 +431,8 @@ class _Cursor:
 
     def date(self) -> date:
         quoted = self.accept(b'"')
-        text = self._run(set(b"0123456789-ADFJMNOSabcdefgijlnoprstuvy"))
+        # RFC 3501 §9: date-month is case-insensitive ("24-mar-2007").
+        text = self._run(_DATE_CHARS)
         if quoted:
             self.expect(b'"')
         match = re.fullmatch(rb"(\d{1,2})-([A-Za-z]{3})-(\d{4})", text)
@@ -456,6 +463,7 @@ class _Cursor:
             raise self.error("no such date-time") from None
 
 
+_DATE_CHARS = frozenset(b"0123456789-abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 _SYSTEM_FLAGS = {name.upper(): name for name in (
     "\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft", "\\Recent")}
@@ -776,12 +784,23 @@ def _rename(cursor: _Cursor) -> dict[str, Any]:
     return {"mailbox": old, "new": cursor.mailbox()}
 
 
+_LIST_SELECTION = {"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"}
+_LIST_RETURN = {"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"}
+
+
 def _list(cursor: _Cursor) -> dict[str, Any]:
     # RFC 5258 §6: LIST [(selection-options)] reference (patterns) [RETURN (options)]
     cursor.sp()
     selection: list[str] = []
     if cursor.peek() == b"(":
         selection = [o.upper() for o in cursor.paren_list(cursor.atom)]
+        # RFC 5258 §3: options the server does not know are BAD, and so is
+        # RECURSIVEMATCH alone or with only REMOTE (§3.1).
+        unknown = set(selection) - _LIST_SELECTION
+        if unknown:
+            raise cursor.error(f"unknown selection option {sorted(unknown)[0]}")
+        if "RECURSIVEMATCH" in selection and not set(selection) - {"RECURSIVEMATCH", "REMOTE"}:
+            raise cursor.error("RECURSIVEMATCH needs another selection option")
         cursor.sp()
     reference = cursor.mailbox()
     cursor.sp()
@@ -796,6 +815,8 @@ def _list(cursor: _Cursor) -> dict[str, Any]:
 
         def option() -> str:
             name = cursor.atom().upper()
+            if name not in _LIST_RETURN:
+                raise cursor.error(f"unknown return option {name}")  # RFC 5258 §3
             if name == "STATUS":  # RFC 5819
                 cursor.sp()
                 status_items.extend(i.upper() for i in cursor.paren_list(cursor.atom))
@@ -843,15 +864,78 @@ def _append(cursor: _Cursor) -> dict[str, Any]:
         if cursor.peek() == b'"':
             when = cursor.date_time()
             cursor.sp()
-        if cursor.accept(b"UTF8 ("):  # RFC 6855 §4
+        catenate = None
+        data = b""
+        if cursor.accept(b"CATENATE ("):  # RFC 4469 §5
+            catenate = _catenate_parts(cursor)
+        elif cursor.accept(b"UTF8 ("):  # RFC 6855 §4
             data = cursor.literal(allow_binary=True)
             cursor.expect(b")")
         else:
             data = cursor.literal(allow_binary=True)
-        messages.append({"flags": flags, "date": when, "data": data})
+        messages.append({"flags": flags, "date": when, "data": data, "catenate": catenate})
     if not messages:
         raise cursor.error("APPEND needs a message")
     return {"mailbox": mailbox, "messages": messages}
+
+
+def _catenate_parts(cursor: _Cursor) -> list[tuple[str, bytes]]:
+    """RFC 4469 §5: cat-part *(SP cat-part) ")", each ("TEXT", octets) or
+    ("URL", the URL as sent)."""
+    parts: list[tuple[str, bytes]] = []
+    while True:
+        if cursor.accept(b"TEXT "):
+            parts.append(("TEXT", cursor.literal(allow_binary=True)))
+        elif cursor.accept(b"URL "):
+            parts.append(("URL", cursor.astring()))
+        else:
+            raise cursor.error("expected TEXT or URL")
+        if cursor.accept(b")"):
+            return parts
+        cursor.sp()
+
+
+@dataclass(frozen=True)
+class ImapUrl:
+    """A message (part) named by an IMAP URL (RFC 5092 §3) of this user."""
+
+    mailbox: str
+    uidvalidity: int | None
+    uid: int
+    section: Section
+    partial: tuple[int, int | None] | None
+
+
+_URL = re.compile(
+    rb"(?:imap://[^/]*)?/(?P<mailbox>[^;/?]+(?:/[^;/?]+)*)(?:;UIDVALIDITY=(?P<uidvalidity>\d+))?"
+    rb"/;UID=(?P<uid>\d+)(?:/;SECTION=(?P<section>[^/;]+))?"
+    rb"(?:/;PARTIAL=(?P<origin>\d+)(?:\.(?P<length>\d+))?)?", re.IGNORECASE)
+
+
+def parse_imap_url(url: bytes) -> ImapUrl:
+    """An IMAP URL as CATENATE takes it (RFC 4469 §3, RFC 5092 §3): a message
+    or section of the user's own folders; the mailbox and section are
+    percent-encoded UTF-8. ValueError when it is not one."""
+    match = _URL.fullmatch(url)
+    if match is None:
+        raise ValueError("not an IMAP message URL")
+    section = Section()
+    if match["section"]:
+        cursor = _Cursor(b"[" + unquote_to_bytes(match["section"]) + b"]")
+        try:
+            section = _section(cursor, binary=False)
+        except ParseError as error:
+            raise ValueError(error.message) from None
+        if not cursor.at_end():
+            raise ValueError("bad section")
+    partial = None
+    if match["origin"] is not None:
+        length = int(match["length"]) if match["length"] is not None else None
+        partial = (int(match["origin"]), length)
+    return ImapUrl(
+        mailbox=unquote_to_bytes(match["mailbox"]).decode("utf-8"),
+        uidvalidity=int(match["uidvalidity"]) if match["uidvalidity"] else None,
+        uid=int(match["uid"]), section=section, partial=partial)
 
 
 def _store(cursor: _Cursor) -> dict[str, Any]:
@@ -930,12 +1014,24 @@ def _setquota(cursor: _Cursor) -> dict[str, Any]:
     return {"root": root.decode("utf-8", "replace")}
 
 
-_SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO"}
+# RFC 5256 §3 and RFC 5957 §3 (SORT=DISPLAY)
+_SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
+              "DISPLAYTO"}
+_SORT_RETURN = {"MIN", "MAX", "ALL", "COUNT"}  # RFC 5267 §3.2 ESORT
 
 
 def _sort(cursor: _Cursor) -> dict[str, Any]:
-    # RFC 5256 §3: SORT (sort-criteria) charset search-key...
+    # RFC 5256 §3: SORT [RETURN (options)] (sort-criteria) charset search-key...
     cursor.sp()
+    returns = None
+    if cursor.accept(b"RETURN "):
+        # RFC 5267 §3.2: ESORT's options; RETURN () means RETURN (ALL).
+        options = [o.upper() for o in cursor.paren_list(cursor.atom)]
+        unknown = set(options) - _SORT_RETURN
+        if unknown:
+            raise cursor.error(f"unknown RETURN option {sorted(unknown)[0]}")
+        returns = options or ["ALL"]
+        cursor.sp()
     words = [w.upper() for w in cursor.paren_list(cursor.atom)]
     criteria: list[tuple[str, bool]] = []
     reverse = False
@@ -952,7 +1048,7 @@ def _sort(cursor: _Cursor) -> dict[str, Any]:
     cursor.sp()
     charset = cursor.astring().decode("ascii", "replace").upper()
     cursor.sp()
-    return {"criteria": criteria, "return": None, **_search_keys(cursor, charset)}
+    return {"criteria": criteria, "return": returns, **_search_keys(cursor, charset)}
 
 
 def _thread(cursor: _Cursor) -> dict[str, Any]:

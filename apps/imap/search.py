@@ -12,8 +12,10 @@ case-insensitive substrings, as the RFC asks.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import date
+from email.utils import parsedate_tz
 from typing import TYPE_CHECKING, Any
 
 from django.utils import timezone
@@ -34,10 +36,12 @@ _ADDRESS_FIELDS = {"FROM": "blob__from_text", "TO": "blob__to_text", "CC": "blob
 _KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "BEFORE": ("internal_date",), "ON": ("internal_date",), "SINCE": ("internal_date",),
     "YOUNGER": ("internal_date",), "OLDER": ("internal_date",),
-    "SENTBEFORE": ("blob__sent_date",), "SENTON": ("blob__sent_date",),
-    "SENTSINCE": ("blob__sent_date",),
+    "SENTBEFORE": ("blob__sent_date", "blob__envelope"),
+    "SENTON": ("blob__sent_date", "blob__envelope"),
+    "SENTSINCE": ("blob__sent_date", "blob__envelope"),
     "LARGER": ("size",), "SMALLER": ("size",),
-    **{k: (v,) for k, v in _ADDRESS_FIELDS.items()},
+    **{k: (v, "blob__envelope") for k, v in _ADDRESS_FIELDS.items()},
+    "SUBJECT": ("blob__subject",),
     "HEADER": ("blob_id", "blob__bodystructure"), "BODY": ("blob_id", "blob__bodystructure"),
     "TEXT": ("blob_id", "blob__bodystructure"),
     # Not an IMAP key: the webmail's has:attachment, evaluated by the same matcher.
@@ -72,11 +76,19 @@ def _stored_header(key: SearchKey) -> str | None:
     return _STORED_HEADERS.get(name) if value else None
 
 
+def _stored_text(row: dict, field: str) -> str:
+    """A stored header's text as the index holds it (addresses spelled out too)."""
+    column = field.removeprefix("blob__")
+    if column in textindex.ENVELOPE_ADDRESSES:
+        return textindex.address_text(row[field], row["blob__envelope"], column)
+    return row[field]
+
+
 def _fields(keys: list[SearchKey]) -> set[str]:
     needed: set[str] = set()
     for k in keys:
         if k.op == "HEADER" and _stored_header(k):
-            needed.add(_stored_header(k) or "")
+            needed.update((_stored_header(k) or "", "blob__envelope"))
             continue
         needed.update(_KEY_FIELDS.get(k.op, ()))
     return needed
@@ -266,10 +278,10 @@ class _Matcher:
         if op in ("BEFORE", "ON", "SINCE"):
             return _compare_date(op, row["internal_date"].date(), key.args[0])
         if op in ("SENTBEFORE", "SENTON", "SENTSINCE"):
-            sent = row["blob__sent_date"]
+            sent = _sent_day(row)
             if sent is None:
                 return False
-            return _compare_date(op[4:], sent.date(), key.args[0])
+            return _compare_date(op[4:], sent, key.args[0])
         if op in ("YOUNGER", "OLDER"):
             age = (timezone.now() - row["internal_date"]).total_seconds()
             return age <= key.args[0] if op == "YOUNGER" else age > key.args[0]
@@ -278,12 +290,12 @@ class _Matcher:
         if op == "SMALLER":
             return row["size"] < key.args[0]
         if op in _ADDRESS_FIELDS:
-            return _casefold_in(key.args[0], row[_ADDRESS_FIELDS[op]])
+            return _casefold_in(key.args[0], _stored_text(row, _ADDRESS_FIELDS[op]))
         if op == "HEADER":
             name, value = key.args
             stored = _stored_header(key)
             if stored is not None:
-                return _casefold_in(value, row[stored])
+                return _casefold_in(value, _stored_text(row, stored))
             found = [v for _n, v in self._headers(uid, row, name)]
             return bool(found) and (not value or any(_casefold_in(value, v) for v in found))
         if op == "HASATTACHMENT":
@@ -308,6 +320,18 @@ class _Matcher:
             cached = self._cache[(uid, "body")] = textindex.body_text(
                 row["raw"], row["blob__bodystructure"]["body_start"])
         return cached
+
+
+def _sent_day(row: dict) -> date | None:
+    """RFC 3501 §6.4.4 SENT*: the day of the Date: header as written, time and
+    zone disregarded ("Sun, 25 Mar 2007 00:00:00 +0200" is 25 March)."""
+    written = (row["blob__envelope"] or [None])[0]
+    parsed = parsedate_tz(written) if written else None
+    if parsed is not None:
+        with contextlib.suppress(ValueError):
+            return date(parsed[0], parsed[1], parsed[2])
+    sent = row["blob__sent_date"]
+    return sent.date() if sent is not None else None
 
 
 def _compare_date(op: str, value: date, wanted: date) -> bool:

@@ -26,7 +26,8 @@ from apps.directory.services import aauthenticate, plaintext_auth_allowed
 from apps.imap import ordering
 from apps.imap import responses as fmt
 from apps.imap import search as searching
-from apps.imap.notify import watcher
+from apps.imap.binary import encode_binary_parts
+from apps.imap.notify import news_mark, watcher
 from apps.imap.parser import (
     Command,
     CommandFramer,
@@ -38,12 +39,14 @@ from apps.imap.parser import (
     SeqSet,
     TooBig,
     parse_command,
+    parse_imap_url,
 )
-from apps.imap.view import FolderView, Updates
+from apps.imap.view import FolderView, SnapshotCache, Updates
 from apps.store import events, mime
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
 from apps.store.models import Flag, Folder, SpecialUse
+from apps.store.services import FolderChanges
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import MailhostError, NotFound, OverQuota
 
@@ -53,6 +56,8 @@ NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-auth", "auth", "select
 ANY = {NOT_AUTHENTICATED, AUTHENTICATED, SELECTED}
 AUTHED = {AUTHENTICATED, SELECTED}
 
+# The folders last selected in this process: SELECT reads only their changes.
+SNAPSHOTS = SnapshotCache()
 SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
 FETCH_BATCH = 200
 
@@ -91,7 +96,8 @@ def _flag_bits(names: Sequence[str]) -> tuple[int, list[str]]:
 
 
 def _uid_set(uids: Sequence[int]) -> str:
-    """Compact sequence-set text for ascending UIDs ("1:3,7")."""
+    """Compact sequence-set text for numbers in the order given ("1:3,7"; "5,3:4"):
+    ranges only where the numbers ascend (RFC 5267 §3.2)."""
     pieces: list[str] = []
     start = previous = None
     for uid in uids:
@@ -131,6 +137,7 @@ class IMAPSession(asyncio.Protocol):
         self.commands_before_auth = 0
         self._data = asyncio.Event()
         self._changed = asyncio.Event()
+        self._news = 0  # notify.news_mark() of the latest change event
         self._writable = asyncio.Event()
         self._writable.set()
         self._closed = False
@@ -328,8 +335,8 @@ class IMAPSession(asyncio.Protocol):
                 "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH",
                 "SEARCHRES", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
-                "MULTIAPPEND", "BINARY", "SORT", "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-                "UTF8=ACCEPT", "COMPRESS=DEFLATE"]
+                "MULTIAPPEND", "CATENATE", "BINARY", "SORT", "ESORT", "SORT=DISPLAY",
+                "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "UTF8=ACCEPT", "COMPRESS=DEFLATE"]
         if self.state == NOT_AUTHENTICATED:
             caps = base
             if not self.tls and self.tls_context is not None:
@@ -366,14 +373,27 @@ class IMAPSession(asyncio.Protocol):
 
     def _on_change(self, event: events.FolderChanged) -> None:
         if self.view is not None and event.folder_id == self.view.folder_id:
+            self._news = news_mark()
             self._changed.set()
 
     async def refresh(self, *, allow_expunge: bool) -> Updates | None:
+        """Bring the view up to date and tell the client. A read that another
+        session started after this one's latest news will do: every change
+        whose event came before it is in it, later ones bring news again."""
         view = self.view
         if view is None:
             return None
+        if not self._changed.is_set():
+            # No change event since the last look (events come at once from
+            # this process, by Redis or the poller from others): no query.
+            # Expunges held back during FETCH/STORE/SEARCH are told now.
+            if allow_expunge and view.pending_expunge:
+                self._announce(view.apply(
+                    FolderChanges(view.highestmodseq, view.uidnext, [], []), allow_expunge=True))
+            return None
         self._changed.clear()
-        changes = await _sync(store.folder_changes)(view.folder_id, view.highestmodseq)
+        changes = await watcher().folder_changes(view.folder_id, view.highestmodseq,
+                                                 self._news)
         if changes is None:
             # RFC 3501 §7.1.5: the folder is gone under us.
             self.untagged("BYE the selected folder was deleted")
@@ -383,7 +403,7 @@ class IMAPSession(asyncio.Protocol):
         last = view.uids[-1] if view.uids else 0
         if not view.readonly and not self.rev2 and any(
                 row[0] > last for row in changes.changed):
-            recent = await _sync(store.claim_recent)(Folder(pk=view.folder_id))
+            recent = await watcher().claim_recent(view.folder_id, changes.uidnext)
         updates = view.apply(changes, allow_expunge=allow_expunge, recent=recent)
         self._announce(updates)
         return updates
@@ -395,10 +415,18 @@ class IMAPSession(asyncio.Protocol):
         view = self.view
         assert view is not None
         self.keywords_told.update(view.keywords_in_use())
+        SNAPSHOTS.known_keywords(view.folder_id).update(self.keywords_told)
         flags = SYSTEM_FLAGS + sorted(self.keywords_told)
         self.untagged(f"FLAGS {fmt.flag_list(flags).decode()}")
         permanent = [*flags, "\\*"] if not view.readonly else []
         self.untagged(f"OK [PERMANENTFLAGS {fmt.flag_list(permanent).decode()}] flags")
+
+    def tell_keywords_of(self, changes: Sequence[Any]) -> None:
+        """Before FETCH responses name the keywords of messages this session
+        changed: the store returns each message's whole keyword list, which
+        may hold keywords another session set and nobody told yet."""
+        if any(word not in self.keywords_told for c in changes for word in c.keywords):
+            self.tell_flags()
 
     def tell_new_keywords(self) -> None:
         view = self.view
@@ -455,6 +483,13 @@ class IMAPSession(asyncio.Protocol):
             # RFC 3501 §6.4.8: a sequence number past the last message is an error.
             raise Bad("message sequence number out of range")
         return view.seq_positions(ranges)
+
+    def enable_condstore(self) -> None:
+        """A CONDSTORE-enabling command in selected state (RFC 7162 §3.1): the
+        client learns the folder's HIGHESTMODSEQ the first time."""
+        if not self.condstore and self.view is not None:
+            self.untagged(f"OK [HIGHESTMODSEQ {self.view.highestmodseq}] CONDSTORE enabled")
+        self.condstore = True
 
     def writable_view(self) -> FolderView:
         view = self.view
@@ -622,20 +657,31 @@ async def _select(session: IMAPSession, cmd: Command, *, readonly: bool) -> str:
     if qresync is not None and not session.qresync:
         raise Bad("QRESYNC is not enabled")
     folder = await session.folder_named(cmd.args["mailbox"])
-    view = FolderView(folder_id=folder.pk, name=folder.name, uidvalidity=folder.uidvalidity,
-                      readonly=readonly)
-    changes = await _sync(store.folder_changes)(folder.pk, 0)
+    view = SNAPSHOTS.start(folder_id=folder.pk, name=folder.name,
+                           uidvalidity=folder.uidvalidity, readonly=readonly)
+    changes = await _sync(store.folder_changes)(folder.pk, view.highestmodseq)
     if changes is None:
         raise No(f"no folder named {cmd.args['mailbox']}", "NONEXISTENT")
     # \Recent is gone in IMAP4rev2 (RFC 9051 §2.3.2): such a session claims none.
-    recent = (0, 0) if readonly or session.rev2 else await _sync(store.claim_recent)(folder)
-    view.apply(changes, allow_expunge=True, recent=recent)
+    # EXAMINE shows what is recent without claiming it (RFC 3501 §6.3.2: read-only
+    # access does not clear \Recent), so a later SELECT still gets it.
+    if session.rev2:
+        recent = (0, 0)
+    elif readonly:
+        recent = (folder.recent_uid, folder.uidnext)
+    else:
+        recent = await watcher().claim_recent(folder.pk, changes.uidnext)
+    view.apply(changes, allow_expunge=True)
+    SNAPSHOTS.keep(view)
+    view.mark_recent(*recent)
     session.view = view
     session.state = SELECTED
     session.saved = []
     session._unsubscribe = events.subscribe(folder.mailbox_id, session._on_change)
     watcher().watch(folder.mailbox_id, folder.pk, view.highestmodseq)
-    session.keywords_told = set()
+    # A keyword once told in this process stays in FLAGS (as Dovecot keeps a
+    # folder's keywords): other sessions' clients may still see it on messages.
+    session.keywords_told = set(SNAPSHOTS.known_keywords(folder.pk))
     session.tell_flags()
     session.untagged(f"{len(view)} EXISTS")
     if session.rev2:
@@ -687,7 +733,9 @@ async def create(session: IMAPSession, cmd: Command) -> None:
             raise No("unsupported special use", "USEATTR")
         use = cmd.args["use"][0]
     # Store errors become NO [ALREADYEXISTS] / [CANNOT] in IMAPSession._handle.
-    await _sync(store.create_folder)(session.mailbox, name, special_use=use)
+    # RFC 3501 §6.3.3: CREATE does not subscribe (clients SUBSCRIBE themselves).
+    await _sync(store.create_folder)(session.mailbox, name, special_use=use,
+                                     subscribed=False)
 
 
 @command("DELETE", AUTHED)
@@ -732,14 +780,11 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
         # RFC 3501 §6.3.8: the delimiter and root name.
         session.untagged('LIST (\\Noselect) "/" ""')
         return
-    for option in args["selection"]:
-        if option not in ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"):
-            raise Bad(f"unknown selection option {option}")
-    if args["selection"] == ["RECURSIVEMATCH"]:
-        raise Bad("RECURSIVEMATCH needs another selection option")  # RFC 5258 §3
     full = []
     for pattern in patterns:
-        pattern = session.decode_name(pattern) if pattern else pattern
+        with contextlib.suppress(No):
+            # A pattern that is not valid modified UTF-7 matches only itself.
+            pattern = session.decode_name(pattern) if pattern else pattern
         full.append(_pattern_regex(reference + pattern if reference else pattern))
     folders = await _sync(store.list_folders)(session.mailbox)
     by_name = {f.name: f for f in folders}
@@ -750,6 +795,7 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
         for i in range(1, len(levels)):
             names.add("/".join(levels[:i]))
     has_children = {n.rsplit("/", 1)[0] for n in names if "/" in n}
+    subscribed = {f.name for f in folders if f.subscribed}
     subscribed_only = "SUBSCRIBED" in args["selection"]
     special_only = "SPECIAL-USE" in args["selection"]
     recursive = "RECURSIVEMATCH" in args["selection"]
@@ -757,36 +803,40 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
     extended = bool(args["selection"] or args["returns"]) and verb == "LIST"
     statuses = args["status"]
 
-    def insensitive(name: str) -> str:
-        return "inbox" + name[5:] if name == "INBOX" or name.startswith("INBOX/") else name
+    def matches(name: str) -> bool:
+        lowered = "inbox" + name[5:] if name == "INBOX" or name.startswith("INBOX/") else name
+        return any(r.fullmatch(name) or r.fullmatch(lowered) for r in full)
+
+    def subscribed_below(name: str) -> bool:
+        """A subscribed descendant the patterns do not list themselves: RFC 5258
+        §3.5 CHILDINFO, RFC 3501 §6.3.9 LSUB with "%" (as Dovecot does)."""
+        return any(s.startswith(name + "/") and not matches(s) for s in subscribed)
 
     lines = []
     for name in sorted(names, key=lambda n: (n != "INBOX", n)):
-        matched = any(r.fullmatch(name) or r.fullmatch(insensitive(name)) for r in full)
+        if not matches(name):
+            continue
         folder = by_name.get(name)
         attributes: list[str] = []
         child_info = False
-        if subscribed_only:
-            if recursive and not (folder and folder.subscribed):
-                child_info = any(f.subscribed and f.name.startswith(name + "/")
-                                 for f in folders) and matched
-                if not child_info:
-                    continue
-            elif not (folder and folder.subscribed):
+        if subscribed_only and name not in subscribed:
+            if verb == "LSUB" and subscribed_below(name):
+                attributes.append("\\Noselect")
+            elif recursive and subscribed_below(name):
+                child_info = True
+            else:
                 continue
-        if not matched:
-            continue
         if special_only and not (folder and folder.special_use):
             continue
-        if folder is None:
-            attributes.append("\\NonExistent" if extended else "\\Noselect")
         if verb == "LIST":
+            if folder is None:
+                attributes.append("\\NonExistent" if extended else "\\Noselect")
             attributes.append("\\HasChildren" if name in has_children else "\\HasNoChildren")
-        if folder is not None and folder.subscribed and (
-                "SUBSCRIBED" in returns or subscribed_only) and verb == "LIST":
-            attributes.append("\\Subscribed")
-        if folder is not None and folder.special_use and verb == "LIST":
-            attributes.append(folder.special_use)
+            # RFC 5258 §3.1: the SUBSCRIBED selection implies the return option.
+            if name in subscribed and ("SUBSCRIBED" in returns or subscribed_only):
+                attributes.append("\\Subscribed")
+            if folder is not None and folder.special_use:
+                attributes.append(folder.special_use)
         line = (f"{verb} ({' '.join(attributes)}) \"/\" ".encode()
                 + session.encode_name(name))
         if child_info:
@@ -823,16 +873,22 @@ async def status(session: IMAPSession, cmd: Command) -> None:
 @command("APPEND", AUTHED)
 async def append(session: IMAPSession, cmd: Command) -> str:
     name = session.decode_name(cmd.args["mailbox"])
-    prepared = []
-    for message in cmd.args["messages"]:
-        if not message["data"]:
-            raise No("empty message")
-        bits, keywords = _flag_bits(message["flags"])
-        prepared.append((message["data"], bits, keywords, message["date"]))
+    messages = cmd.args["messages"]
 
     def append_all() -> tuple[int, list[int]]:
-        # RFC 3502 §6.3.11: all messages or none.
+        # RFC 3502 §6.3.11: all messages or none. RFC 4469 §5: an unknown
+        # target is TRYCREATE before any URL is looked at.
         folder = store.get_folder(session.mailbox, name)
+        prepared = []
+        for message in messages:
+            data = message["data"]
+            if message["catenate"] is not None:
+                data = _catenated(session, message["catenate"])
+            if not data:
+                raise No("empty message")
+            bits, keywords = _flag_bits(message["flags"])
+            data = encode_binary_parts(data)  # RFC 3516 §4.4, §6
+            prepared.append((data, bits, keywords, message["date"]))
         with transaction.atomic():
             uids = [store.append(session.mailbox, folder.name, data, flags=bits,
                                  keywords=keywords, internal_date=when).uid
@@ -847,6 +903,37 @@ async def append(session: IMAPSession, cmd: Command) -> str:
         raise No(error.message, "OVERQUOTA") from None
     # RFC 4315 §3: APPENDUID
     return f"OK [APPENDUID {uidvalidity} {_uid_set(uids)}] APPEND completed"
+
+
+def _catenated(session: IMAPSession, parts: list[tuple[str, bytes]]) -> bytes:
+    """RFC 4469 §5 CATENATE: the TEXT parts and the octets the URLs name, in
+    order (run in a worker thread: it reads the store)."""
+    out = []
+    for kind, value in parts:
+        if kind == "TEXT":
+            out.append(value)
+            continue
+        # RFC 4469 §6: a URL that names nothing is NO [BADURL url].
+        shown = value.decode("utf-8", "replace").replace("]", "%5D")
+        try:
+            url = parse_imap_url(value)
+            folder = store.get_folder(session.mailbox, session.decode_name(url.mailbox))
+        except (ValueError, NotFound):
+            raise No("the URL names no message", f"BADURL {shown}") from None
+        rows = store.message_rows(folder.pk, [url.uid], ["blob_id", "blob__bodystructure"])
+        if (url.uidvalidity is not None and url.uidvalidity != folder.uidvalidity) or not rows:
+            raise No("the URL names no message", f"BADURL {shown}")
+        raw = get_blob_store().read(rows[0]["blob_id"])
+        section = url.section
+        data = fmt.section_bytes(raw, rows[0]["blob__bodystructure"], section.part,
+                                 section.text, section.fields)
+        if data is None:
+            raise No("the URL names no message part", f"BADURL {shown}")
+        if url.partial is not None:
+            origin, length = url.partial
+            data = data[origin:] if length is None else data[origin:origin + length]
+        out.append(data)
+    return b"".join(out)
 
 
 @command("GETQUOTAROOT", AUTHED)
@@ -971,7 +1058,7 @@ async def _store(session: IMAPSession, cmd: Command, *, uid: bool) -> str:
     args = cmd.args
     bits, keywords = _flag_bits(args["flags"])
     if args["unchanged_since"] is not None:
-        session.condstore = True
+        session.enable_condstore()
     positions = session.positions(args["seqs"], uid=uid)
     uids = [view.uids[p] for p in positions]
     changes, failed = await _sync(store.set_flags)(
@@ -980,8 +1067,7 @@ async def _store(session: IMAPSession, cmd: Command, *, uid: bool) -> str:
     changed = {c.uid for c in changes}
     for change in changes:
         view.set_flags(change.uid, change.flags, change.keywords, change.modseq)
-    if keywords:
-        session.tell_new_keywords()
+    session.tell_keywords_of(changes)
     failed_set = set(failed)
     for position in positions:
         message_uid = view.uids[position]
@@ -1033,7 +1119,7 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
     if uid and not any(a.name == "UID" for a in atts):
         atts.insert(0, FetchAtt("UID"))  # RFC 3501 §6.4.8
     if "CHANGEDSINCE" in modifiers or any(a.name == "MODSEQ" for a in atts):
-        session.condstore = True
+        session.enable_condstore()
         if not any(a.name == "MODSEQ" for a in atts):
             atts.append(FetchAtt("MODSEQ"))
     if modifiers.get("VANISHED") and (not uid or not session.qresync or
@@ -1060,6 +1146,7 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
                 Folder(pk=view.folder_id), unseen, mode="add", flags=Flag.SEEN)
             for change in changes:
                 view.set_flags(change.uid, change.flags, change.keywords, change.modseq)
+            session.tell_keywords_of(changes)
             if not any(a.name == "FLAGS" for a in atts):
                 atts.append(FetchAtt("FLAGS"))
             seen_now = {c.uid for c in changes}
@@ -1080,15 +1167,16 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
         if fields:
             found = await _sync(_load_rows)(view.folder_id, uids, sorted(fields), need_body)
             rows = {row["uid"]: row for row in found}
+        out = []  # one write per batch, not per message
         for position in batch:
             message_uid = view.uids[position]
             row = rows.get(message_uid)
             if fields and row is None:
                 continue  # expunged by another session, not yet told (RFC 3501 §7.4.1)
-            items = []
-            for att in atts:
-                items.append(_fetch_item(session, att, position, row, message_uid in seen_now))
-            session._write(f"* {position + 1} FETCH (".encode() + b" ".join(items) + b")\r\n")
+            items = [_fetch_item(session, att, position, row, message_uid in seen_now)
+                     for att in atts]
+            out.append(b"* %d FETCH (%s)\r\n" % (position + 1, b" ".join(items)))
+        session._write(b"".join(out))
         await session._drain()
     return None
 
@@ -1184,11 +1272,12 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
         raise No("unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
     key: SearchKey = args["key"]
     if searching.uses_modseq(key):
-        session.condstore = True
+        session.enable_condstore()
     positions = await searching.run(session, key)
     numbers = [view.uids[p] if uid else p + 1 for p in positions]
+    with_modseq = searching.uses_modseq(key) and bool(positions)
     modseq = ""
-    if searching.uses_modseq(key) and positions:
+    if with_modseq:
         modseq = f" (MODSEQ {max(view.modseqs[p] for p in positions)})"
     options = args["return"]
     if options is None and session.rev2:
@@ -1202,7 +1291,24 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
         options = [o for o in options if o != "SAVE"]
         if not options:
             return None
-    parts = [f'ESEARCH (TAG "{cmd.tag}")']
+    parts = _esearch_parts(cmd.tag, uid, numbers, options)
+    if with_modseq:
+        # RFC 4731 §3.2 / RFC 7162 §3.1.5: with only MIN and/or MAX, the
+        # highest MODSEQ of the messages returned; otherwise of all matches.
+        returned = ([positions[0]] if "MIN" in options else []) + \
+            ([positions[-1]] if "MAX" in options else [])
+        if {"ALL", "COUNT"} & set(options) or not returned:
+            returned = positions
+        parts.append(f"MODSEQ {max(view.modseqs[p] for p in returned)}")
+    session.untagged(" ".join(parts))
+    return None
+
+
+def _esearch_parts(tag: str, uid: bool, numbers: list[int], options: list[str]) -> list[str]:
+    """An ESEARCH response (RFC 4731 §3.1) for numbers in result order: SEARCH's
+    ascending, ESORT's sorted (RFC 5267 §3.1: MIN and MAX are the first and
+    last sorted; ALL keeps the order, §3.2: ranges only where ascending)."""
+    parts = [f'ESEARCH (TAG "{tag}")']
     if uid:
         parts.append("UID")
     if numbers:
@@ -1214,10 +1320,7 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
             parts.append(f"ALL {_uid_set(numbers)}")
     if "COUNT" in options:
         parts.append(f"COUNT {len(numbers)}")
-    if modseq and numbers:
-        parts.append(f"MODSEQ {max(view.modseqs[p] for p in positions)}")
-    session.untagged(" ".join(parts))
-    return None
+    return parts
 
 
 _THREADERS = {"ORDEREDSUBJECT": ordering.ordered_subject, "REFERENCES": ordering.references}
@@ -1244,7 +1347,10 @@ async def _sort_or_thread(session: IMAPSession, cmd: Command, *, uid: bool) -> N
         session.untagged(f"THREAD {threader(items)}".rstrip())
     else:
         numbers = ordering.sort(items, args["criteria"])
-        session.untagged("SORT" + "".join(f" {n}" for n in numbers))
+        if args["return"] is not None:
+            session.untagged(" ".join(_esearch_parts(cmd.tag, uid, numbers, args["return"])))
+        else:
+            session.untagged("SORT" + "".join(f" {n}" for n in numbers))
 
 
 # --- IDLE (RFC 2177) -----------------------------------------------------------------

@@ -142,6 +142,24 @@ class FolderView:
         self.uidnext = max(self.uidnext, changes.uidnext)
         return updates
 
+    def copy(self, *, name: str, readonly: bool) -> FolderView:
+        """The same messages in a view of its own, with nothing recent or
+        pending: a new session's starting point (see ``SnapshotCache``)."""
+        view = FolderView(folder_id=self.folder_id, name=name, uidvalidity=self.uidvalidity,
+                          readonly=readonly)
+        view.uids = array("Q", self.uids)
+        view.flags = array("H", self.flags)
+        view.modseqs = array("Q", self.modseqs)
+        view.keywords = {uid: list(words) for uid, words in self.keywords.items()}
+        view.highestmodseq = self.highestmodseq
+        view.uidnext = self.uidnext
+        return view
+
+    def mark_recent(self, low: int, high: int) -> None:
+        """UIDs in [low, high) are \\Recent for this session (RFC 3501 §2.3.2)."""
+        start, stop = bisect_left(self.uids, low), bisect_left(self.uids, high)
+        self.recent.update(self.uids[start:stop])
+
     def set_flags(self, uid: int, bits: int, words: list[str], modseq: int) -> None:
         """Record a change this session made itself (so it is not told twice)."""
         position = self.index(uid)
@@ -153,3 +171,38 @@ class FolderView:
             self.keywords[uid] = list(words)
         else:
             self.keywords.pop(uid, None)
+
+
+class SnapshotCache:
+    """The last view of each folder selected in this process, so that the next
+    SELECT of a large folder reads only what changed since (by MODSEQ and
+    tombstones, as a session's refresh does) instead of every message. Least
+    recently used folders are dropped beyond ``size``."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._views: dict[int, FolderView] = {}
+        self._keywords: dict[int, set[str]] = {}
+
+    def known_keywords(self, folder_id: int) -> set[str]:
+        """The keywords sessions of this process have announced for a folder."""
+        return self._keywords.setdefault(folder_id, set())
+
+    def start(self, *, folder_id: int, name: str, uidvalidity: int,
+              readonly: bool) -> FolderView:
+        """A view to bring up to date: a copy of the snapshot, else empty."""
+        cached = self._views.pop(folder_id, None)
+        if cached is None or cached.uidvalidity != uidvalidity:
+            return FolderView(folder_id=folder_id, name=name, uidvalidity=uidvalidity,
+                              readonly=readonly)
+        self._views[folder_id] = cached  # most recently used last
+        return cached.copy(name=name, readonly=readonly)
+
+    def keep(self, view: FolderView) -> None:
+        """Remember ``view`` (up to date, nothing pending) for the next SELECT."""
+        self._views.pop(view.folder_id, None)
+        self._views[view.folder_id] = view.copy(name=view.name, readonly=True)
+        while len(self._views) > self.size:
+            dropped = next(iter(self._views))
+            del self._views[dropped]
+            self._keywords.pop(dropped, None)

@@ -941,6 +941,11 @@ def _decode_word(encoding: str, text: str) -> bytes | None:
     return _decode_base64(encoded)
 
 
+def decode_header_text(text: str) -> str:
+    """RFC 2047 encoded words in a header text (a display name, say) decoded."""
+    return _decode_2047(text)
+
+
 def _decode_2047(text: str) -> str:
     """Decode RFC 2047 encoded words in an (unstructured) header text."""
     if "=?" not in text:
@@ -1016,8 +1021,27 @@ def _decode_transfer(data: bytes, encoding: str) -> bytes:
     if name == "base64":
         return _decode_base64(data)
     if name == "quotedprintable":
-        return binascii.a2b_qp(data)
+        return _decode_quoted_printable(data)
     return data  # 7bit, 8bit, binary, and encodings we do not know
+
+
+_LINE_BREAK = re.compile(rb"\r?\n")
+
+
+def _decode_quoted_printable(data: bytes) -> bytes:
+    """RFC 2045 §6.7: trailing whitespace on a line is padding (rule 3) and
+    goes; a line ending in "=" (after that whitespace) is a soft break (rule 5);
+    hard line breaks come out as CRLF."""
+    lines = _LINE_BREAK.split(data)
+    out = []
+    for index, line in enumerate(lines):
+        line = line.rstrip(b" \t")
+        last = index == len(lines) - 1
+        if line.endswith(b"="):
+            out.append(binascii.a2b_qp(line[:-1]))
+        else:
+            out.append(binascii.a2b_qp(line) + (b"" if last else b"\r\n"))
+    return b"".join(out)
 
 
 # ---------------------------------------------------------------------------

@@ -129,8 +129,10 @@ def _parents(name: str) -> list[str]:
     return [Folder.DELIMITER.join(levels[:i]) for i in range(1, len(levels))]
 
 
-def create_folder(mailbox: Mailbox, name: str, *, special_use: str = "") -> Folder:
-    """RFC 3501 §6.3.3 CREATE, with the superior levels created as needed."""
+def create_folder(mailbox: Mailbox, name: str, *, special_use: str = "",
+                  subscribed: bool = True) -> Folder:
+    """RFC 3501 §6.3.3 CREATE, with the superior levels created as needed;
+    ``subscribed`` for them all (IMAP's CREATE leaves that to SUBSCRIBE)."""
     name = validate_folder_name(name)
     if special_use and special_use not in SpecialUse.values:
         raise Invalid(f"unknown special use {special_use}")
@@ -140,9 +142,10 @@ def create_folder(mailbox: Mailbox, name: str, *, special_use: str = "") -> Fold
             raise Conflict(f"folder {name} exists already")
         for parent in _parents(name):
             Folder.objects.get_or_create(
-                mailbox=mailbox, name=parent, defaults={"uidvalidity": new_uidvalidity()})
+                mailbox=mailbox, name=parent,
+                defaults={"uidvalidity": new_uidvalidity(), "subscribed": subscribed})
         return Folder.objects.create(mailbox=mailbox, name=name, special_use=special_use,
-                                     uidvalidity=new_uidvalidity())
+                                     uidvalidity=new_uidvalidity(), subscribed=subscribed)
 
 
 def delete_folder(mailbox: Mailbox, name: str) -> None:

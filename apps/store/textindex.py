@@ -94,6 +94,19 @@ def body_text(raw: bytes, body_start: int) -> str:
     return mime.extract_text(raw) + "\n" + raw[body_start:].decode("utf-8", "replace")
 
 
+# Where each address header's list sits in an ENVELOPE (RFC 3501 §7.4.2).
+ENVELOPE_ADDRESSES = {"from_text": 2, "to_text": 5, "cc_text": 6, "bcc_text": 7}
+
+
+def address_text(text: str, envelope: list | None, column: str) -> str:
+    """An address header's decoded text as FROM/TO/CC/BCC search it: the text,
+    then each address as plain mailbox@host, so that "user@domain.org" finds
+    "<user (comment)@ (comment) domain.org>" as Dovecot does."""
+    addresses = (envelope or [None] * 8)[ENVELOPE_ADDRESSES[column]] or ()
+    plain = [f"{a[2]}@{a[3]}" for a in addresses if a[2] is not None and a[3] is not None]
+    return "\n".join([text, *plain]) if plain else text
+
+
 def _storable(text: str) -> str:
     return _UNSTORABLE_CHARS.sub(_UNSTORABLE, text)
 
@@ -106,8 +119,8 @@ def text_row(blob: Blob, raw: bytes) -> BlobText:
     headers = "\n".join(value for _name, value in header_values(raw, body_start))
     return BlobText(
         blob_id=blob.sha256, complete=complete,
-        from_text=_fold(blob.from_text), to_text=_fold(blob.to_text),
-        cc_text=_fold(blob.cc_text), bcc_text=_fold(blob.bcc_text),
+        **{column: _fold(address_text(getattr(blob, column), blob.envelope, column))
+           for column in ENVELOPE_ADDRESSES},
         subject=_fold(blob.subject), headers=_fold(headers),
         body=_fold(body if complete else body[:MAX_BODY_CHARS]),
     )

@@ -1,6 +1,8 @@
 """Every tricky and malformed message of the MIME corpus is APPENDed and served:
-BODY[] is byte for byte what was appended, ENVELOPE and BODYSTRUCTURE parse, and
-the size of every part in BODYSTRUCTURE is the size of the BODY[part] served."""
+BODY[] is byte for byte what was appended (but for parts holding NUL, which come
+back base64-encoded: RFC 3516 §6, tested in test_conformance.py), ENVELOPE and
+BODYSTRUCTURE parse, and the size of every part in BODYSTRUCTURE is the size of
+the BODY[part] served."""
 
 from __future__ import annotations
 
@@ -68,8 +70,11 @@ def test_every_corpus_message_is_served(imap_port, mailbox, settings):
             for uid in batch:
                 name, original = originals[uid - 1]
                 entry = data[uid]
-                assert entry[b"BODY[]"] == original, name
-                assert entry[b"RFC822.SIZE"] == len(original), name
+                if b"\0" in original:
+                    assert b"\0" not in entry[b"BODY[]"], name
+                else:
+                    assert entry[b"BODY[]"] == original, name
+                assert entry[b"RFC822.SIZE"] == len(entry[b"BODY[]"]), name
                 assert entry[b"ENVELOPE"] is not None, name
                 parts = list(leaves(entry[b"BODYSTRUCTURE"]))[:MAX_PARTS_CHECKED]
                 sections = [".".join(map(str, s)) for s, _ in parts]

@@ -171,9 +171,9 @@ def test_append_with_flags_date_and_multiappend():
     args = parse_command(data).args
     assert args["mailbox"] == "Sent"
     first, second = args["messages"]
-    assert first == {"flags": ["\\Seen"], "data": b"abc",
+    assert first == {"flags": ["\\Seen"], "data": b"abc", "catenate": None,
                      "date": datetime(2024, 3, 5, 9, 11, 12, tzinfo=UTC)}
-    assert second == {"flags": [], "date": None, "data": b"de"}
+    assert second == {"flags": [], "date": None, "data": b"de", "catenate": None}
 
 
 def test_list_extended_and_select_qresync():

@@ -142,7 +142,7 @@ def test_list_patterns_special_use_children_and_mutf7(connect):
 def test_list_extended_and_list_status(connect):
     client = connect()
     client.create("Lists/Sub")
-    client.unsubscribe("Lists")
+    client.subscribe("Lists/Sub")  # CREATE subscribes nothing (RFC 3501 §6.3.3)
     typ, lines = client._simple_command(
         "LIST", "(SUBSCRIBED RECURSIVEMATCH)", '""', "Lists")
     typ, lines = client._untagged_response(typ, lines, "LIST")

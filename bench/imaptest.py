@@ -1,0 +1,203 @@
+"""Dovecot's imaptest against Mailhost and, in the same run, Dovecot itself.
+
+1. The scripted conformance suite (``imaptest test=<its src/tests>``): test
+   groups failed and skipped, base-protocol and extension commands failed.
+2. The stress profile: random concurrent sessions on one user (and with --users,
+   on N users), a fixed time, the sample mailbox appended from; ops/s and errors
+   for both servers, and their ratio.
+
+imaptest is Dovecot's tool; Debian does not package it and none of its code is
+in this repository. Build it once against Debian's dovecot-dev (Dovecot 2.3)::
+
+    git clone https://github.com/dovecot/imaptest /tmp/imaptest-src
+    git -C /tmp/imaptest-src checkout 924f619    # the last commit that builds against 2.3
+    bench/build_imaptest.sh /tmp/imaptest-src /tmp/imaptest-build   # prints the binary
+
+then point IMAPTEST at the binary (the scripted tests are read from the
+``tests`` directory beside it, or from IMAPTEST_TESTS)::
+
+    IMAPTEST=/tmp/imaptest-build/src/imaptest .venv/bin/python bench/imaptest.py
+    IMAPTEST=... .venv/bin/python bench/imaptest.py --only conformance --verbose
+    IMAPTEST=... .venv/bin/python bench/imaptest.py --only stress --clients 20 --secs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import MailhostInstance
+from imap import CORPUS, PASSWORD, USER, Dovecot
+
+DOMAIN = USER.split("@")[1]
+
+
+def imaptest_paths() -> tuple[Path, Path]:
+    binary = os.environ.get("IMAPTEST")
+    if not binary or not Path(binary).is_file():
+        raise SystemExit("set IMAPTEST to a built imaptest binary (see this script's "
+                         "docstring and bench/build_imaptest.sh)")
+    tests = Path(os.environ.get("IMAPTEST_TESTS") or Path(binary).parent / "tests")
+    if not tests.is_dir():
+        raise SystemExit(f"no scripted tests at {tests}; set IMAPTEST_TESTS")
+    return Path(binary), tests
+
+
+def sample_mbox(path: Path, count: int) -> None:
+    """An mbox of real mail from the ham corpus, CRLF line ends, for APPEND."""
+    with path.open("wb") as out:
+        for source in sorted(CORPUS.iterdir())[:count]:
+            data = source.read_bytes()
+            if data.startswith(b"From "):
+                data = data.split(b"\n", 1)[1]
+            data = data.replace(b"\r\n", b"\n")
+            # mboxrd quoting of body lines that would start a new message
+            data = re.sub(rb"(?m)^(>*From )", rb">\1", data)
+            out.write(b"From bench@bench.example Thu Jan  1 00:00:00 2026\n")
+            out.write(data.replace(b"\n", b"\r\n").rstrip(b"\r\n") + b"\r\n\r\n")
+
+
+def stress_users(count: int) -> list[str]:
+    """The bench user (conformance, one-user stress), then stress1…stressN."""
+    extra = [f"stress{index}@{DOMAIN}" for index in range(1, count + 1)] if count > 1 else []
+    return [USER, *extra]
+
+
+class Mailhost:
+    name = "Mailhost"
+
+    def __init__(self, users: list[str]) -> None:
+        self.instance = MailhostInstance(os.environ.get("DATABASE_URL"))
+        self.instance.manage("createdomain", DOMAIN)
+        for user in users:
+            self.instance.manage("createmailbox", user, "--password-stdin", "--quota", "0",
+                                 stdin=PASSWORD + "\n")
+        self.process, ports = self.instance.start_listeners("imap")
+        self.port = ports["imap"]
+
+    def stop(self) -> None:
+        self.process.stop()
+        self.instance.cleanup()
+
+
+def start(name: str, users: list[str]) -> Mailhost | Dovecot:
+    if name == "Mailhost":
+        return Mailhost(users)
+    return Dovecot({"INBOX": []}, connections=200, extra_users=users[1:])
+
+
+def run_imaptest(binary: Path, args: list[str], timeout: float) -> str:
+    env = dict(os.environ)
+    # imaptest links against Dovecot's private libraries.
+    env["LD_LIBRARY_PATH"] = ":".join(filter(None, ["/usr/lib/dovecot",
+                                                    env.get("LD_LIBRARY_PATH")]))
+    result = subprocess.run([str(binary), *args], env=env, capture_output=True, text=True,
+                            timeout=timeout, check=False)
+    return result.stdout + result.stderr
+
+
+def conformance(binary: Path, tests: Path, server: Mailhost | Dovecot,
+                verbose: bool) -> tuple[str, str]:
+    output = run_imaptest(binary, ["host=127.0.0.1", f"port={server.port}", f"user={USER}",
+                                   f"pass={PASSWORD}", f"test={tests}"], timeout=600)
+    if verbose:
+        print(f"--- {server.name} ---\n{output}")
+    totals = re.findall(r"^\d+ test groups:.*$|^(?:base protocol|extensions):.*$",
+                        output, re.M)
+    failed = re.findall(r"^\*\*\* Test (\S+) command", output, re.M)
+    groups = sorted(set(failed))
+    return "; ".join(totals) or output[-500:], ", ".join(groups) or "-"
+
+
+def stress(binary: Path, server: Mailhost | Dovecot, mbox: Path, users: int, clients: int,
+           secs: int) -> tuple[float, int, str]:
+    user_args = [f"user={USER}"] if users == 1 else \
+        ["user=stress%d@" + DOMAIN, f"users=1-{users}"]
+    output = run_imaptest(binary, ["host=127.0.0.1", f"port={server.port}", *user_args,
+                                   f"pass={PASSWORD}", f"mbox={mbox}",
+                                   f"clients={clients}", f"secs={secs}"],
+                          timeout=secs + 120)
+    counts = _stress_ops(output)
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    sample = "\n".join(dict.fromkeys(re.sub(r"\d+", "N", e) for e in errors).keys())
+    return counts / secs, len(errors), sample[:2000]
+
+
+def _stress_ops(output: str) -> int:
+    """Operations in imaptest's Totals line (the sum of its counters)."""
+    lines = output.splitlines()
+    if "Totals:" not in lines:
+        return 0
+    # After the header lines (names, then percentages) comes the line of counts.
+    for line in lines[lines.index("Totals:") + 1:]:
+        values = line.split()
+        if values and all(value.isdigit() for value in values):
+            return sum(int(value) for value in values)
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["conformance", "stress"])
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--secs", type=int, default=20)
+    parser.add_argument("--users", type=int, default=1,
+                        help="stress on this many users instead of one")
+    parser.add_argument("--messages", type=int, default=300, help="messages in the mbox")
+    parser.add_argument("--verbose", action="store_true", help="print imaptest's output")
+    parser.add_argument("--servers", default="Mailhost,Dovecot",
+                        help="which to run (Mailhost alone while fixing)")
+    args = parser.parse_args()
+    binary, tests = imaptest_paths()
+    results: dict[str, dict[str, str]] = {}
+    with tempfile.TemporaryDirectory(prefix="imaptest-bench-") as tmp:
+        mbox = Path(tmp) / "sample.mbox"
+        sample_mbox(mbox, args.messages)
+        users = stress_users(args.users)
+        for name in args.servers.split(","):
+            figures: dict[str, str] = {}
+            if args.only in (None, "conformance"):
+                server = start(name, users)
+                try:
+                    totals, groups = conformance(binary, tests, server, args.verbose)
+                finally:
+                    server.stop()
+                figures["conformance"] = totals
+                figures["failed groups"] = groups
+            if args.only in (None, "stress"):
+                server = start(name, users)
+                try:
+                    started = time.perf_counter()
+                    ops, errors, sample = stress(binary, server, mbox, args.users,
+                                                 args.clients, args.secs)
+                    print(f"{name}: stress ran {time.perf_counter() - started:.0f}s",
+                          flush=True)
+                finally:
+                    server.stop()
+                figures["ops/s"] = f"{ops:.1f}"
+                figures["errors"] = str(errors)
+                if sample:
+                    figures["error kinds"] = "\n" + sample
+            results[name] = figures
+    for name, figures in results.items():
+        print(f"\n== {name}")
+        for key, value in figures.items():
+            print(f"{key}: {value}")
+    if args.only in (None, "stress") and len(results) == 2:
+        mine, theirs = float(results["Mailhost"]["ops/s"]), float(results["Dovecot"]["ops/s"])
+        print(f"\nstress ({args.users} user(s), {args.clients} clients, {args.secs}s): "
+              f"Mailhost {mine:.1f} ops/s, Dovecot {theirs:.1f} ops/s, "
+              f"ratio {mine / theirs if theirs else float('nan'):.2f}")
+
+
+if __name__ == "__main__":
+    main()
