@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 
 from apps.antispam import bayes
 from apps.antispam.models import BayesModel, BayesToken, TrainedMessage
@@ -142,14 +142,14 @@ class _Scorer:
     """f(w) of each token under one model, or a user's model over the global
     one (the counts summed), worked out once per token until either changes."""
 
-    def __init__(self, layers: tuple[_ModelCounts, ...]) -> None:
+    def __init__(self, layers: tuple[_ModelCounts, ...], limit: int) -> None:
         self.layers = layers
         self.spam_total = sum(layer.spam_total for layer in layers)
         self.ham_total = sum(layer.ham_total for layer in layers)
         self.probabilities: dict[str, float] = {}
-        # Words no model knows are remembered too, up to a bound: a stream of
-        # random words must not grow the memory without end.
-        self.limit = 2 * sum(len(layer.tokens) for layer in layers) + 100_000
+        # Words no model knows are remembered too, up to this many in all:
+        # a stream of random words must not grow the memory without end.
+        self.limit = limit
 
     def _probability(self, token: str) -> float:
         counts = [c for layer in self.layers if (c := layer.tokens.get(token))]
@@ -174,7 +174,8 @@ class _Memory:
     """This process's copy of the models, brought up to date by revision."""
 
     MAX_MODELS = 1000  # the global one and the users' last seen
-    MAX_SCORERS = 256
+    MAX_SCORERS = 64
+    USER_SCORER_LIMIT = 10_000  # f(w) remembered for a user's mail, whose model is small
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -191,20 +192,15 @@ class _Memory:
             held = self._models.get(pk)
             if held is None or held.revision > revision:
                 # New to this process, or rolled back since: read it whole.
-                rows = BayesToken.objects.filter(model_id=pk)
-                held = _ModelCounts(pk, revision, spam_total, ham_total, {})
+                held = _ModelCounts(pk, revision, spam_total, ham_total,
+                                    _token_counts(BayesToken.objects.filter(model_id=pk)))
             elif held.revision < revision:
-                rows = BayesToken.objects.filter(model_id=pk, revision__gt=held.revision)
+                changed = _token_counts(BayesToken.objects.filter(
+                    model_id=pk, revision__gt=held.revision))
                 # In place: a scorer at work elsewhere sees each token old or new.
+                held.tokens.update(changed)
                 held.revision, held.spam_total, held.ham_total = (
                     revision, spam_total, ham_total)
-            else:
-                rows = None
-            if rows is not None:
-                tokens = held.tokens
-                for token, spam, ham in rows.values_list(
-                        "token", "spam_count", "ham_count").iterator(chunk_size=5000):
-                    tokens[token] = bayes.Counts(spam, ham)
             self._models[pk] = held
             self._models.move_to_end(pk)
             if len(self._models) > self.MAX_MODELS:
@@ -218,7 +214,9 @@ class _Memory:
             # The same revision read afresh (after forget) is another object.
             if scorer is None or any(
                     mine is not theirs for mine, theirs in zip(scorer.layers, layers, strict=True)):
-                scorer = self._scorers[key] = _Scorer(layers)
+                limit = (self.USER_SCORER_LIMIT if len(layers) > 1
+                         else 100_000 + 2 * sum(len(layer.tokens) for layer in layers))
+                scorer = self._scorers[key] = _Scorer(layers, limit)
                 if len(self._scorers) > self.MAX_SCORERS:
                     self._scorers.popitem(last=False)
             self._scorers.move_to_end(key)
@@ -226,6 +224,11 @@ class _Memory:
 
 
 _memory = _Memory()
+
+
+def _token_counts(rows: QuerySet[BayesToken]) -> dict[str, bayes.Counts]:
+    return {token: bayes.Counts(spam, ham) for token, spam, ham in rows.values_list(
+        "token", "spam_count", "ham_count").iterator(chunk_size=5000)}
 
 
 def _model_rows(mailbox_ids: Sequence[int]) -> list[_ModelRow]:
