@@ -127,6 +127,8 @@ def _header_fields(data: bytes) -> list[tuple[str, str]]:
             source = [line]
     if source:
         fields.append(policy.compat32.header_source_parse(source))
+    if text.isascii():
+        return fields  # what header_fetch_parse changes comes only from 8-bit bytes
     return [(name, str(policy.compat32.header_fetch_parse(name, value)))
             for name, value in fields]
 
