@@ -158,7 +158,9 @@ def bogofilter(spam: tuple[list[Sample], list[Sample]],
         standard input (-b, its batch mode), so that no process start is timed."""
         names = "".join(f"{path}\n" for path in paths)
         done = subprocess.run(["bogofilter", "-d", str(wordlist), flag, "-b"], input=names,
-                              capture_output=True, check=True, text=True)
+                              capture_output=True, check=False, text=True)
+        if done.returncode == 3:  # 0, 1 and 2 are its verdicts (spam, ham, unsure)
+            raise RuntimeError(f"bogofilter failed: {done.stderr}")
         return done.stdout
 
     started = time.perf_counter()

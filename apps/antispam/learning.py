@@ -151,20 +151,31 @@ class _Scorer:
         # a stream of random words must not grow the memory without end.
         self.limit = limit
 
-    def _probability(self, token: str) -> float:
-        counts = [c for layer in self.layers if (c := layer.tokens.get(token))]
-        if not counts:
-            return bayes.UNKNOWN_WORD_PROB
-        total = bayes.Counts(sum(c.spam for c in counts), sum(c.ham for c in counts))
-        return bayes.token_probability(total, self.spam_total, self.ham_total)
+    def _counts(self, tokens: list[str]) -> list[bayes.Counts]:
+        """Each token's counts summed over the layers."""
+        zero = bayes.Counts(0, 0)
+        first, *others = self.layers
+        counts = [first.tokens.get(token, zero) for token in tokens]
+        for layer in others:
+            more = [layer.tokens.get(token, zero) for token in tokens]
+            counts = [bayes.Counts(a.spam + b.spam, a.ham + b.ham)
+                      for a, b in zip(counts, more, strict=True)]
+        return counts
 
     def clues(self, tokens: Iterable[str]) -> list[tuple[str, float]]:
         known = self.probabilities
         if len(known) > self.limit:
             known.clear()
-        for token in [t for t in tokens if t not in known]:
-            known[token] = self._probability(token)
-        return [(token, known[token]) for token in tokens]
+        tokens = list(tokens)
+        # map() over dict.get: one pass at C speed, the lookups dominate.
+        probabilities = list(map(known.get, tokens))
+        if None in probabilities:
+            missing = [token for token, f in zip(tokens, probabilities, strict=True)
+                       if f is None]
+            known.update(zip(missing, bayes.token_probabilities(
+                self._counts(missing), self.spam_total, self.ham_total), strict=True))
+            probabilities = list(map(known.__getitem__, tokens))
+        return list(zip(tokens, probabilities, strict=True))
 
 
 _ModelRow = tuple[int, int | None, int, int, int]  # pk, mailbox, revision, spam, ham
@@ -175,7 +186,7 @@ class _Memory:
 
     MAX_MODELS = 1000  # the global one and the users' last seen
     MAX_SCORERS = 64
-    USER_SCORER_LIMIT = 10_000  # f(w) remembered for a user's mail, whose model is small
+    USER_SCORER_LIMIT = 20_000  # f(w) remembered for a user's mail
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
