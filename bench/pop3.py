@@ -5,7 +5,7 @@ from one mailbox to one client on 127.0.0.1 that logs in, asks for STAT and
 RETRs every message, with a window of pipelined RETRs (RFC 2449 PIPELINING,
 which both servers announce). Each server gets one warm-up session first
 (Mailhost measures new blobs once, Dovecot builds its index), then the best of
-``--rounds`` timed sessions counts.
+``--rounds`` timed sessions counts; the two servers take turns, round by round.
 
 Mailhost runs as ``manage.py runmailservers --only pop3`` on a throw-away data
 directory (SQLite unless DATABASE_URL is set). Dovecot (``dovecot-pop3d``, which
@@ -14,7 +14,7 @@ configuration, base_dir, user and Maildir of its own in a temporary directory;
 no system service is used. Its Maildir holds the messages with LF line ends, as
 Dovecot itself stores delivered mail.
 
-    python bench/pop3.py [--messages 1000] [--rounds 3] [--window 16]
+    python bench/pop3.py [--messages 1000] [--rounds 5] [--window 16]
 """
 
 from __future__ import annotations
@@ -112,22 +112,39 @@ class Client:
         self.sock.close()
 
 
-def measure(name: str, port: int, count: int, rounds: int, window: int) -> tuple[float, float]:
-    warm = Client(port)
-    assert warm.login() == count, f"{name} does not list {count} messages"
-    warm.quit()
-    best = float("inf")
-    octets = 0
+def session(port: int, count: int, window: int) -> tuple[float, int]:
+    """One timed session: seconds for ``count`` RETRs, and the octets received."""
+    client = Client(port)
+    client.login()
+    started = time.perf_counter()
+    octets = client.retrieve_all(count, window)
+    elapsed = time.perf_counter() - started
+    client.quit()
+    return elapsed, octets
+
+
+def measure(servers: dict[str, int], count: int, rounds: int, window: int
+            ) -> dict[str, tuple[float, float]]:
+    """messages/s and MB/s of each server, best of ``rounds`` sessions. The
+    servers take turns round by round, so that a burst of load from elsewhere
+    on the machine does not fall on one of them only."""
+    for name, port in servers.items():
+        warm = Client(port)
+        assert warm.login() == count, f"{name} does not list {count} messages"
+        warm.quit()
+    best = dict.fromkeys(servers, float("inf"))
+    octets = dict.fromkeys(servers, 0)
     for _ in range(rounds):
-        client = Client(port)
-        client.login()
-        started = time.perf_counter()
-        octets = client.retrieve_all(count, window)
-        best = min(best, time.perf_counter() - started)
-        client.quit()
-    rate, mbytes = count / best, octets / best / 1e6
-    print(f"{name:10s} {count} RETR in {best:.3f}s: {rate:8.0f} messages/s {mbytes:7.1f} MB/s")
-    return rate, mbytes
+        for name, port in servers.items():
+            elapsed, octets[name] = session(port, count, window)
+            best[name] = min(best[name], elapsed)
+    figures = {}
+    for name, seconds in best.items():
+        rate, mbytes = count / seconds, octets[name] / seconds / 1e6
+        print(f"{name:10s} {count} RETR in {seconds:.3f}s: {rate:8.0f} messages/s "
+              f"{mbytes:7.1f} MB/s")
+        figures[name] = (rate, mbytes)
+    return figures
 
 
 # --- Mailhost ------------------------------------------------------------------------
@@ -272,7 +289,7 @@ def start_dovecot(workdir: Path, messages: list[bytes]) -> tuple[subprocess.Pope
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--window", type=int, default=16, help="pipelined RETRs")
     args = parser.parse_args()
     messages = corpus(args.messages)
@@ -289,12 +306,13 @@ def main() -> None:
             processes.append(mailhost)
             dovecot, dovecot_port = start_dovecot(workdir, messages)
             processes.append(dovecot)
-            ours = measure("Mailhost", mailhost_port, count, args.rounds, args.window)
             try:
-                theirs = measure("Dovecot", dovecot_port, count, args.rounds, args.window)
+                figures = measure({"Mailhost": mailhost_port, "Dovecot": dovecot_port},
+                                  count, args.rounds, args.window)
             except RuntimeError:
                 print((workdir / "dovecot" / "dovecot.log").read_text()[-3000:])
                 raise
+            ours, theirs = figures["Mailhost"], figures["Dovecot"]
         finally:
             for process in processes:
                 process.terminate()

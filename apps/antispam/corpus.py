@@ -15,6 +15,8 @@ def message_from_file_bytes(raw: bytes) -> bytes:
     the message would arrive over SMTP."""
     if raw.startswith(b"From "):
         raw = raw.partition(b"\n")[2]
+    if b"\r" not in raw:
+        return raw.replace(b"\n", b"\r\n")  # every LF is lone: no pattern to run
     return _LONE_LF.sub(b"\r\n", raw)
 
 

@@ -40,6 +40,9 @@ class BayesModel(models.Model):
                                    related_name="bayes_model")
     spam_count = models.PositiveIntegerField(default=0)
     ham_count = models.PositiveIntegerField(default=0)
+    # Counts up with every training, so that a worker holding the counts in
+    # memory reads only the tokens changed since the revision it has.
+    revision = models.PositiveBigIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"bayes {self.mailbox_id or 'global'}"
@@ -50,11 +53,13 @@ class BayesToken(models.Model):
     token = models.CharField(max_length=100)
     spam_count = models.PositiveIntegerField(default=0)
     ham_count = models.PositiveIntegerField(default=0)
+    revision = models.PositiveBigIntegerField(default=0)  # the model's, when last changed
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["model", "token"], name="bayes_token_unique"),
         ]
+        indexes = [models.Index(fields=["model", "revision"], name="bayes_token_revision")]
 
     def __str__(self) -> str:
         return f"{self.token} {self.spam_count}/{self.ham_count}"

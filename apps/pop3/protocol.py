@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import binascii
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 CRLF = b"\r\n"
 TERMINATOR = b".\r\n"
@@ -25,8 +25,7 @@ class CommandError(ValueError):
         self.code = code
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):  # made for every command line: a tuple is the cheapest
     verb: str
     args: tuple[str | int, ...] = ()
 
@@ -52,6 +51,10 @@ _SYNTAX: dict[str, tuple[str, ...]] = {
     "STLS": (),
     "AUTH": ("word?", "word?"),
 }
+
+# How many arguments each verb must have (kinds without "?").
+_REQUIRED = {verb: sum(1 for kind in syntax if not kind.endswith("?"))
+             for verb, syntax in _SYNTAX.items()}
 
 # RFC 1939 §3 limited arguments to 40 characters; RFC 2449 §4 replaces that
 # with a limit on the whole command line (MAILHOST_POP3_MAX_LINE, enforced by
@@ -95,7 +98,7 @@ def parse_command(line: bytes) -> Command:
     words = rest.split(" ") if rest else []
     if any(not w for w in words):
         raise CommandError("arguments are separated by one space")
-    required = sum(1 for kind in syntax if not kind.endswith("?"))
+    required = _REQUIRED[verb]
     if not required <= len(words) <= len(syntax):
         wanted = str(required) if required == len(syntax) else f"{required} to {len(syntax)}"
         raise CommandError(f"{verb} takes {wanted} argument(s)")

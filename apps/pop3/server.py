@@ -454,7 +454,9 @@ class Pop3Session(asyncio.Protocol):
         except OSError:
             log.exception("could not read blob %s", entry.blob_id)
             raise CommandError("message unavailable, try again later", SYS_TEMP) from None
-        return to_crlf(data)
+        # The wire size (measured once per blob) equals the length exactly when
+        # every line already ends in CRLF, as SMTP delivers it: nothing to convert.
+        return data if len(data) == entry.size else to_crlf(data)
 
     async def pop3_RETR(self, command: Command) -> None:
         number = int(command.args[0])

@@ -2,6 +2,7 @@
 driven by the store's move/copy hook (so IMAP MOVE trains without knowing)."""
 
 import hashlib
+import smtplib
 
 import pytest
 
@@ -98,3 +99,33 @@ def test_copy_into_junk_trains_and_moving_to_trash_does_not(settings, zone):
     store.move(junk, [1], trash)  # deleting spam is not calling it ham
     model.refresh_from_db()
     assert (model.spam_count, model.ham_count) == (1, 0)
+
+
+def test_training_in_another_process_weighs_on_the_listeners_next_verdict(
+        listener_process, monkeypatch, tmp_path):
+    """The listener keeps the counts in memory: what another process learns
+    after it has loaded them still changes its next verdict."""
+    zone_file = tmp_path / "zone.json"
+    zone_file.write_text("{}")
+    monkeypatch.setenv("MAILHOST_FAKE_DNS", str(zone_file))
+    monkeypatch.setenv("MAILHOST_ANTISPAM_INLINE", "1")  # checked and filed before the 250
+    train_global()
+    make_mailbox("bob@example.org")
+    listener = listener_process(["smtp"])
+
+    def send(subject: str) -> None:
+        with smtplib.SMTP("127.0.0.1", listener.ports["smtp"], timeout=30) as client:
+            client.ehlo("mx.sender.example")
+            client.sendmail("alice@sender.example", ["bob@example.org"],
+                            message(subject=subject, body=LOTTERY))
+
+    send("You won")
+    assert len(stored("bob@example.org")) == 1  # unknown words: not judged spam
+    # This test's process is not the listener's: the listener learns of it
+    # only from the database.
+    learning.train(learning.global_model(),
+                   [labelled(message(subject=f"You won {i}", body=LOTTERY)) for i in range(5)],
+                   is_spam=True)
+    send("You won again")
+    assert len(stored("bob@example.org", "Junk")) == 1
+    assert len(stored("bob@example.org")) == 1

@@ -38,6 +38,36 @@ def test_tokenize_never_raises(data):
     assert isinstance(bayes.tokenize(data), set)
 
 
+def test_tokenize_survives_an_address_field_that_overflows_the_email_parser():
+    # As in MimeKit's stack-overflow test message: encoded-words that decode to
+    # thousands of "<" and ">" in a To field.
+    words = "\t=?utf-8?Q?date=3E2017-08-20T10:08:28.617=3C/pr?=\r\n" * 3000
+    data = (f"From: Alice <alice@sender.example>\r\nTo: \"t\" <t@t.example>,\r\n{words}"
+            "Subject: invoice\r\n\r\nPlease pay.\r\n").encode()
+    tokens = bayes.tokenize(data)
+    assert {"to:unparseable", "from:addr:sender.example", "subject:invoice", "please"} <= tokens
+
+
+# Header lines as hostile mail has them: mbox "From " lines, continuations
+# first, fields without a name, CR or LF alone, 8-bit bytes, encoded-words.
+_HEADER_PIECES = st.sampled_from([
+    "From ", "From: ", "Subject: ", "To: a <b@c.example>", ": ", " ", "\t", "x", "Ä",
+    "=?utf-8?q?caf=C3=A9?=", ";", "\r\n", "\n", "\r", "Received: from a by b.example",
+])
+
+
+@given(st.lists(_HEADER_PIECES, max_size=30).map("".join),
+       st.binary(max_size=5))
+def test_header_fields_are_the_email_packages(text, raw):
+    from email import policy
+    from email.parser import BytesHeaderParser
+
+    data = text.encode("utf-8") + raw
+    expected = [(name, str(value)) for name, value in
+                BytesHeaderParser(policy=policy.compat32).parsebytes(data).items()]
+    assert bayes._header_fields(data) == expected
+
+
 def test_robinson_probability():
     assert bayes.token_probability(bayes.Counts(0, 0), 10, 10) == 0.5
     strong = bayes.token_probability(bayes.Counts(50, 0), 100, 100)
