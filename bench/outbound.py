@@ -130,6 +130,8 @@ class Instance:
         })
         self.processes: list[subprocess.Popen] = []
         self.manage("migrate", "--no-input", "-v0")
+        if self.env.get("DATABASE_URL"):
+            self.manage("flush", "--no-input")  # a database left by an earlier run
         self.manage("createdomain", "bench.example")
         self.manage("createmailbox", SENDER, "--password-stdin", stdin=PASSWORD + "\n")
 
