@@ -39,7 +39,7 @@ from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.delivery.mx import DestinationError, Hop, resolve_hops
 from apps.delivery.signing import dkim_sign
 from apps.delivery.transports import parse_transports, route_for
-from apps.directory.models import Mailbox
+from apps.directory.models import DkimKey, Mailbox
 from apps.directory.services import may_send_as, resolve, signing_keys
 from apps.store import mime, trace
 from apps.store import services as store
@@ -72,10 +72,18 @@ class SenderNotAllowed(MailhostError):
     enhanced = "5.7.1"
 
 
-def sign(data: bytes, domain: str) -> bytes:
+def sign(data: bytes, domain: str, key_cache: dict[str, list[DkimKey]] | None = None) -> bytes:
     """DKIM-sign for ``domain`` with each of its keys (RSA, and Ed25519 beside
-    it as RFC 8463 §3 suggests), if it is hosted here."""
-    for key in signing_keys(domain):
+    it as RFC 8463 §3 suggests), if it is hosted here. ``key_cache`` keeps the
+    keys looked up for one client connection, so that its next messages need
+    no query (a rotated key is used from the next connection on)."""
+    if key_cache is None:
+        keys = signing_keys(domain)
+    elif domain in key_cache:
+        keys = key_cache[domain]
+    else:
+        keys = key_cache[domain] = signing_keys(domain)
+    for key in keys:
         data = dkim_sign(data, domain=domain, selector=key.selector,
                          private_key=key.private_key, algorithm=key.algorithm)
     return data
@@ -84,7 +92,10 @@ def sign(data: bytes, domain: str) -> bytes:
 _DATE_FIELD = re.compile(rb"(?im)^date:")
 
 
-def prepare(content: bytes, *, mailbox: Mailbox, queue_id: str) -> bytes:
+def prepare(
+    content: bytes, *, mailbox: Mailbox, queue_id: str,
+    key_cache: dict[str, list[DkimKey]] | None = None,
+) -> bytes:
     """Check and complete a submitted message (RFC 6409 §8): every From address
     must be one the user may send as; a missing Message-ID or Date is added;
     then it is DKIM-signed for its From domain."""
@@ -104,7 +115,7 @@ def prepare(content: bytes, *, mailbox: Mailbox, queue_id: str) -> bytes:
         added += f"Date: {format_datetime(timezone.now())}\r\n".encode()
     data = added + content
     if len(senders) == 1:
-        data = sign(data, senders[0].rpartition("@")[2].lower())
+        data = sign(data, senders[0].rpartition("@")[2].lower(), key_cache)
     return data
 
 

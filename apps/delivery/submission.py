@@ -31,7 +31,7 @@ from apps.delivery.services import (
     prepare,
 )
 from apps.delivery.vacation import answer_absences
-from apps.directory.models import Mailbox
+from apps.directory.models import DkimKey, Mailbox
 from apps.directory.services import Resolution, may_send_as, resolve
 from apps.store import services as store
 from apps.store import trace
@@ -161,11 +161,12 @@ class _Prepared:
 def _prepare(
     mailbox: Mailbox, recipients: Sequence[AcceptedRecipient], data: bytes, *, sender: str,
     queue_id: str, received: bytes, origin: Origin,
+    key_cache: dict[str, list[DkimKey]] | None = None,
 ) -> _Prepared:
     if len(data) > settings.MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE:
         raise MessageTooLarge(
             f"Message too large: at most {settings.MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE} bytes")
-    signed = received + prepare(data, mailbox=mailbox, queue_id=queue_id)
+    signed = received + prepare(data, mailbox=mailbox, queue_id=queue_id, key_cache=key_cache)
     mailbox_ids = list(dict.fromkeys(
         m.pk for r in recipients for m in r.resolution.mailboxes))
     remote = [RecipientSpec(external, r.notify, r.orcpt)
@@ -211,14 +212,16 @@ def _after_hand_over(mailbox: Mailbox, mailbox_ids: Sequence[int], data: bytes, 
 async def asubmit_as_user(
     mailbox: Mailbox, *, sender: str, recipients: Sequence[AcceptedRecipient], data: bytes,
     origin: Origin, ret: str = "", envid: str = "", queue_id: str = "", received: bytes = b"",
+    key_cache: dict[str, list[DkimKey]] | None = None,
 ) -> Submitted:
     """``submit_as_user`` for asyncio front ends: the local copies and the
     queued one each go through a group committer (DESIGN.md "Group commit"),
-    so they share a batch with the mail arriving at the same moment."""
+    so they share a batch with the mail arriving at the same moment.
+    ``key_cache``: the connection's DKIM keys (``services.sign``)."""
     queue_id = queue_id or new_queue_id()
     prepared = await database_sync_to_async(_prepare)(
         mailbox, recipients, data, sender=sender, queue_id=queue_id, received=received,
-        origin=origin)
+        origin=origin, key_cache=key_cache)
     acceptance = [prepared.acceptance]
     if prepared.mailbox_ids:
         await committer().submit(store.DeliveryRequest(
