@@ -394,14 +394,18 @@ class DeliveryRequest:
 
 def _blob_row(sha: str, data: bytes) -> tuple[Blob, BlobText]:
     """The parsed row of a blob and its full-text index row."""
+    blob = _parsed_blob(sha, data)
+    return blob, textindex.text_row(blob, data)
+
+
+def _parsed_blob(sha: str, data: bytes) -> Blob:
     info = mime.analyze(data)
-    blob = Blob(
+    return Blob(
         sha256=sha, size=len(data), envelope=info.envelope, bodystructure=info.bodystructure,
         subject=info.subject, from_text=info.from_text, to_text=info.to_text,
         cc_text=info.cc_text, bcc_text=info.bcc_text, message_id=info.message_id,
         in_reply_to=info.in_reply_to, references=info.references, sent_date=info.date,
     )
-    return blob, textindex.text_row(blob, data)
 
 
 def _create_blob_rows(rows: Sequence[tuple[Blob, BlobText]]) -> None:
@@ -548,11 +552,13 @@ def save_blob(data: bytes) -> Blob:
 
 
 def save_blobs(datas: Sequence[bytes]) -> list[Blob]:
-    """``save_blob`` for several messages: one round of fsyncs, one insert."""
+    """``save_blob`` for several messages: one round of fsyncs, one insert.
+    No full-text row: queued bytes are not searched, and a blob filed later
+    gets its row then (the index treats a blob without one as unindexed)."""
     shas = get_blob_store().put_many(list(datas))
-    rows = {sha: _blob_row(sha, data) for sha, data in zip(shas, datas, strict=True)}
-    _create_blob_rows(list(rows.values()))
-    return [rows[sha][0] for sha in shas]
+    blobs = {sha: _parsed_blob(sha, data) for sha, data in zip(shas, datas, strict=True)}
+    Blob.objects.bulk_create(list(blobs.values()), ignore_conflicts=True)
+    return [blobs[sha] for sha in shas]
 
 
 def append(

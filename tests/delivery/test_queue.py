@@ -16,6 +16,8 @@ from django.utils import timezone
 from apps.delivery import services
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.delivery.services import RecipientSpec
+from apps.store import services as store
+from apps.store.models import BlobText
 from tests.delivery import fakedns
 from tests.delivery.conftest import closed_port, run_queue
 from tests.delivery.receiver import Receiver
@@ -334,3 +336,13 @@ def test_a_route_that_requires_tls_is_not_used_in_clear(alice, settings):
         assert [m.tls for m in plain.script.messages] == [False]
     finally:
         plain.stop()
+
+
+def test_queued_bytes_get_no_search_row_until_they_are_filed(alice):
+    queued = send("carol@example.net", "alice@example.org")
+    assert BlobText.objects.filter(blob_id=queued.blob_id).exists(), "filed for alice"
+    remote_only = send("carol@example.net")
+    assert not BlobText.objects.filter(blob_id=remote_only.blob_id).exists()
+    data = store.get_blob_store().read(remote_only.blob_id)
+    store.deliver([alice], data)
+    assert BlobText.objects.filter(blob_id=remote_only.blob_id).exists()
