@@ -1,11 +1,21 @@
-"""Outbound delivery: N messages of about 10 KB submitted (port 587, AUTH) to a
-remote domain that the transport map routes to Postfix's smtp-sink on
-127.0.0.1; messages/s from the first submission to the sink's last acceptance,
-with 1 and with 2 Celery worker processes (plus beat). In the same run,
-smtp-source pushes as many messages of the same size straight into the sink:
-the reference. Bounded: each phase gives up after --timeout seconds.
+"""Outbound delivery: N messages of about 10 KB submitted (port 587, AUTH PLAIN)
+to a remote domain that the transport map routes to Postfix's smtp-sink on
+127.0.0.1, over --connections sessions (20, as smtp-source's load elsewhere).
+Prints, each beside the reference and as a ratio to it:
 
-    .venv/bin/python bench/outbound.py --messages 2000
+- submission alone: messages/s until the last 250, with no worker running;
+- the queue those left, drained by one Celery worker into the sink;
+- end to end with 1 and with 2 worker processes (the first with beat inside):
+  from the first submission to the sink's last acceptance.
+
+The reference, in the same run: smtp-source pushing as many messages of the
+same size straight into the sink. smtp-source cannot AUTH, and submission
+requires it, so the load is a light asyncio client in one process (no
+PIPELINING; aiosmtpd does not offer it). Each phase gives up after --timeout s.
+
+    .venv/bin/python bench/outbound.py --messages 2000      # SQLite, filesystem broker
+    DATABASE_URL=postgres://postgres@127.0.0.1/mailhost_outbound_bench \
+      REDIS_URL=redis://127.0.0.1:6379/5 .venv/bin/python bench/outbound.py
 """
 
 from __future__ import annotations
