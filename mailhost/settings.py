@@ -375,7 +375,7 @@ MAILHOST_QUEUE_BATCH = env_int("MAILHOST_QUEUE_BATCH", 200)
 MAILHOST_QUEUE_CLAIM_SIZE = env_int("MAILHOST_QUEUE_CLAIM_SIZE", 50)
 # A delivery task keeps its connection and goes on with the destination's
 # entries that fall due meanwhile, for up to this long.
-MAILHOST_QUEUE_FOLLOW_UP_SECONDS = env_int("MAILHOST_QUEUE_FOLLOW_UP_SECONDS", 20)
+MAILHOST_QUEUE_FOLLOW_UP_SECONDS = env_int("MAILHOST_QUEUE_FOLLOW_UP_SECONDS", 10)
 # Wake the queue runner when mail is queued, not only at its next beat: at most
 # one wake-up pending at a time (apps/delivery/services.py), so that a burst of
 # mail does not bury the delivery tasks under queue runs, on any broker.

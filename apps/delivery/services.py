@@ -379,13 +379,35 @@ def attempt(
             domain, session = _attempt_claim(claim, entry_ids, now=now, session=session)
             if domain is None or time.monotonic() >= deadline:
                 return
-            more = claim_due(now=now, domain=domain, limit=settings.MAILHOST_QUEUE_CLAIM_SIZE)
-            if not more:
+            following = _claim_next(domain, now=now, deadline=deadline)
+            if following is None:
                 return
-            ((claim, entry_ids),) = more
+            claim, entry_ids = following
     finally:
         if session is not None:
             session.close()
+
+
+# How long a delivery task with its connection open waits for more mail to the
+# destination to fall due (mail accepted right now is committed in batches),
+# and how often it looks meanwhile: a read, so it holds no lock.
+_FOLLOW_UP_IDLE = 0.5
+_FOLLOW_UP_POLL = 0.05
+
+
+def _claim_next(
+    domain: str, *, now: datetime | None, deadline: float,
+) -> tuple[str, list[int]] | None:
+    idle_until = min(deadline, time.monotonic() + _FOLLOW_UP_IDLE)
+    while True:
+        if QueueEntry.objects.filter(_due(now or timezone.now()), domain=domain).exists():
+            claims = claim_due(now=now, domain=domain,
+                               limit=settings.MAILHOST_QUEUE_CLAIM_SIZE)
+            if claims:
+                return claims[0]
+        if time.monotonic() >= idle_until:
+            return None
+        time.sleep(_FOLLOW_UP_POLL)
 
 
 def _attempt_claim(
