@@ -168,7 +168,9 @@ class SubmissionSMTP(MailhostSMTP):
     ) -> tuple[str | None, dict[str, str] | None]:
         """(the command argument without the DSN parameters, their values);
         (None, None) after answering a malformed parameter."""
-        stripped = self._strip_command_keyword(keyword, arg or "") if arg else None
+        if not arg or "=" not in arg:  # no parameter at all: nothing to take
+            return arg, {}
+        stripped = self._strip_command_keyword(keyword, arg)
         if stripped is None:
             return arg, {}
         address, params = self._getaddr(stripped)
