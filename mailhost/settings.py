@@ -384,6 +384,12 @@ MAILHOST_QUEUE_KICK = env_bool("MAILHOST_QUEUE_KICK", True)
 # stops holding back the next one.
 MAILHOST_QUEUE_KICK_TIMEOUT = env_int("MAILHOST_QUEUE_KICK_TIMEOUT", 10)
 
+# --- listener threads (runmailservers) ---------------------------------------
+# Threads that run the listeners' database and cache work (each may hold a
+# database connection): sessions wait on round trips there, not on the CPU.
+MAILHOST_LISTENER_THREADS = env_int("MAILHOST_LISTENER_THREADS", 16)
+# --- end of listener threads ---------------------------------------------------
+
 # Message trace and dashboard (apps/store/trace.py, apps/store/health.py).
 MAILHOST_TRACE_RETENTION_DAYS = env_int("MAILHOST_TRACE_RETENTION_DAYS", 30)
 MAILHOST_HEARTBEAT_INTERVAL = env_int("MAILHOST_HEARTBEAT_INTERVAL", 10)
