@@ -156,8 +156,9 @@ def enqueue_batch(requests: Sequence[QueueRequest]) -> list[OutboundMessage]:
     message trace's "queued"."""
     now = timezone.now()
     expires = now + timedelta(seconds=settings.MAILHOST_QUEUE_LIFETIME)
+    blobs = store.write_blobs([r.data for r in requests])  # no lock held while fsyncing
     with transaction.atomic():
-        blobs = store.save_blobs([r.data for r in requests])
+        store.add_blob_rows(blobs)
         messages = [OutboundMessage(
             queue_id=r.queue_id or new_queue_id(), blob=blob,
             sender="" if r.sender == "<>" else r.sender,  # aiosmtpd's null sender

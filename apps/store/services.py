@@ -544,21 +544,27 @@ def deliver(
     return request.messages
 
 
-def save_blob(data: bytes) -> Blob:
-    """Store message bytes durably with their parsed row, for a caller that keeps
-    its own reference to them (the outbound queue). The bytes are fsynced on
-    return; call it inside the transaction that commits the reference."""
-    return save_blobs([data])[0]
+def write_blobs(datas: Sequence[bytes]) -> list[Blob]:
+    """Write message bytes durably (one round of fsyncs) for a caller that keeps
+    its own reference to them (the outbound queue), and parse them: their Blob
+    rows, not saved yet. Call it before the transaction that saves
+    them (``add_blob_rows``) with their reference, so that no database lock is
+    held during the fsyncs; bytes left unreferenced by a failed transaction are
+    collected after the grace period."""
+    shas = get_blob_store().put_many(list(datas))
+    parsed: dict[str, Blob] = {}
+    for sha, data in zip(shas, datas, strict=True):
+        if sha not in parsed:
+            parsed[sha] = _parsed_blob(sha, data)
+    return [parsed[sha] for sha in shas]
 
 
-def save_blobs(datas: Sequence[bytes]) -> list[Blob]:
-    """``save_blob`` for several messages: one round of fsyncs, one insert.
+def add_blob_rows(blobs: Sequence[Blob]) -> None:
+    """Save the rows of ``write_blobs`` (a blob stored before keeps its row).
     No full-text row: queued bytes are not searched, and a blob filed later
     gets its row then (the index treats a blob without one as unindexed)."""
-    shas = get_blob_store().put_many(list(datas))
-    blobs = {sha: _parsed_blob(sha, data) for sha, data in zip(shas, datas, strict=True)}
-    Blob.objects.bulk_create(list(blobs.values()), ignore_conflicts=True)
-    return [blobs[sha] for sha in shas]
+    Blob.objects.bulk_create(list({b.sha256: b for b in blobs}.values()),
+                             ignore_conflicts=True)
 
 
 def append(
