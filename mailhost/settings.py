@@ -375,10 +375,25 @@ MAILHOST_QUEUE_RETRY_MAX = env_int("MAILHOST_QUEUE_RETRY_MAX", 4 * 3600)
 # A claim not finished in this time (a dead worker) is taken again.
 MAILHOST_QUEUE_CLAIM_SECONDS = env_int("MAILHOST_QUEUE_CLAIM_SECONDS", 900)
 MAILHOST_QUEUE_BATCH = env_int("MAILHOST_QUEUE_BATCH", 200)
-# Wake the queue runner when mail is queued, not only at its next beat. Off by
-# default on the filesystem broker: a worker takes about one message per second
-# from it, so one wake-up per queued message buries the delivery tasks.
-MAILHOST_QUEUE_KICK = env_bool("MAILHOST_QUEUE_KICK", bool(REDIS_URL))
+# Entries per claim (one delivery task, one connection): several claims for a
+# busy destination let several workers send to it side by side.
+MAILHOST_QUEUE_CLAIM_SIZE = env_int("MAILHOST_QUEUE_CLAIM_SIZE", 50)
+# A delivery task keeps its connection and goes on with the destination's
+# entries that fall due meanwhile, for up to this long.
+MAILHOST_QUEUE_FOLLOW_UP_SECONDS = env_int("MAILHOST_QUEUE_FOLLOW_UP_SECONDS", 10)
+# Wake the queue runner when mail is queued, not only at its next beat: at most
+# one wake-up pending at a time (apps/delivery/services.py), so that a burst of
+# mail does not bury the delivery tasks under queue runs, on any broker.
+MAILHOST_QUEUE_KICK = env_bool("MAILHOST_QUEUE_KICK", True)
+# A pending wake-up whose run has not started after this long (its task lost)
+# stops holding back the next one.
+MAILHOST_QUEUE_KICK_TIMEOUT = env_int("MAILHOST_QUEUE_KICK_TIMEOUT", 10)
+
+# --- listener threads (runmailservers) ---------------------------------------
+# Threads that run the listeners' database and cache work (each may hold a
+# database connection): sessions wait on round trips there, not on the CPU.
+MAILHOST_LISTENER_THREADS = env_int("MAILHOST_LISTENER_THREADS", 16)
+# --- end of listener threads ---------------------------------------------------
 
 # Message trace and dashboard (apps/store/trace.py, apps/store/health.py).
 MAILHOST_TRACE_RETENTION_DAYS = env_int("MAILHOST_TRACE_RETENTION_DAYS", 30)

@@ -1,5 +1,5 @@
 """The SMTP client side of delivery: one connection to one destination for
-every queued message bound there, STARTTLS whenever offered (RFC 3207,
+the queued messages bound there, batch after batch, STARTTLS whenever offered (RFC 3207,
 opportunistic as RFC 7435 describes unless the route requires it), and a
 reply per recipient (RFC 5321 §3.3)."""
 
@@ -9,7 +9,7 @@ import contextlib
 import smtplib
 import ssl
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from apps.delivery.dsn import xtext_encode
 
@@ -29,13 +29,6 @@ class OutgoingMessage:
     recipients: list[OutgoingRecipient]
     ret: str = ""
     envid: str = ""
-
-
-@dataclass
-class SessionResult:
-    host: str
-    dsn_passed_on: bool = False  # the next hop took the DSN parameters (RFC 3461 §5.2)
-    messages: list[OutgoingMessage] = field(default_factory=list)
 
 
 class ConnectionFailed(Exception):
@@ -102,21 +95,37 @@ def _send_one(client: smtplib.SMTP, message: OutgoingMessage, dsn: bool) -> None
         client.rset()
 
 
-def deliver_session(
-    host: str, address: str, port: int, messages: Sequence[OutgoingMessage], *,
-    helo: str, timeout: float, tls: str = "may", username: str = "", password: str = "",
-) -> SessionResult:
-    """Deliver ``messages`` over one connection; each recipient gets its reply.
-    Raises ConnectionFailed when the host takes nothing (connect, greeting,
-    EHLO, TLS or AUTH failure)."""
-    result = SessionResult(host=host)
-    try:
-        client = smtplib.SMTP(timeout=timeout, local_hostname=helo)
-        client._host = host  # the name STARTTLS sends as SNI; connect() leaves it unset
-        code, text = client.connect(address, port)
-    except (OSError, smtplib.SMTPException) as error:
-        raise ConnectionFailed(f"451 4.4.1 Cannot connect to {host}: {error}") from None
-    try:
+class DeliverySession:
+    """One SMTP connection to one host, kept open for several batches of
+    messages (``send``) with RSET between failed transactions; ``close`` says
+    QUIT. Raises ConnectionFailed when the host takes nothing (connect,
+    greeting, EHLO, TLS or AUTH failure)."""
+
+    def __init__(
+        self, host: str, address: str, port: int, *, helo: str, timeout: float,
+        tls: str = "may", username: str = "", password: str = "",
+    ) -> None:
+        self.host = host
+        try:
+            self.client = smtplib.SMTP(timeout=timeout, local_hostname=helo)
+            # The name STARTTLS sends as SNI; connect() leaves it unset.
+            self.client._host = host  # type: ignore[attr-defined]
+            code, text = self.client.connect(address, port)
+        except (OSError, smtplib.SMTPException) as error:
+            raise ConnectionFailed(f"451 4.4.1 Cannot connect to {host}: {error}") from None
+        try:
+            self._start(code, text, tls, username, password)
+        except ConnectionFailed:
+            self.client.close()
+            raise
+        except (TimeoutError, OSError, smtplib.SMTPException, ssl.SSLError) as error:
+            self.client.close()
+            raise ConnectionFailed(f"451 4.4.2 Connection to {host} broke: {error}") from None
+        self.dsn_passed_on = self.client.has_extn("dsn")
+        self.broken = False
+
+    def _start(self, code: int, text: bytes, tls: str, username: str, password: str) -> None:
+        client = self.client
         if code != 220:
             raise ConnectionFailed(_reply(code, text))
         code, text = client.ehlo()
@@ -125,32 +134,38 @@ def deliver_session(
             if code != 250:
                 raise ConnectionFailed(_reply(code, text))
         if tls != "none" and client.has_extn("starttls"):
-            code, text = client.starttls(context=_opportunistic_context())
+            client.starttls(context=_opportunistic_context())
             client.ehlo()
         elif tls == "require":
-            raise ConnectionFailed(f"451 4.7.4 {host} does not offer STARTTLS")
+            raise ConnectionFailed(f"451 4.7.4 {self.host} does not offer STARTTLS")
         if username:
             try:
                 client.login(username, password)
             except smtplib.SMTPException as error:
-                raise ConnectionFailed(f"451 4.7.0 Authentication at {host} failed: "
+                raise ConnectionFailed(f"451 4.7.0 Authentication at {self.host} failed: "
                                        f"{error}") from None
-        result.dsn_passed_on = client.has_extn("dsn")
-        for message in messages:
-            _send_one(client, message, result.dsn_passed_on)
-            result.messages.append(message)
-        with contextlib.suppress(OSError, smtplib.SMTPException):
-            client.quit()
-    except ConnectionFailed:
-        client.close()
-        raise
-    except (TimeoutError, OSError, smtplib.SMTPException, ssl.SSLError) as error:
-        client.close()
-        if not result.messages:
-            raise ConnectionFailed(f"451 4.4.2 Connection to {host} broke: {error}") from None
-        # Messages finished before the break keep their replies; the rest retry.
-        for message in messages[len(result.messages):]:
-            for recipient in message.recipients:
-                recipient.reply = f"451 4.4.2 Connection to {host} broke: {error}"
-            result.messages.append(message)
-    return result
+
+    def send(self, messages: Sequence[OutgoingMessage]) -> int:
+        """Send each message; every recipient gets its reply. Returns how many
+        messages went through a whole transaction; when the connection breaks,
+        the rest get a 4xx reply and the session is ``broken``."""
+        done = 0
+        try:
+            for message in messages:
+                _send_one(self.client, message, self.dsn_passed_on)
+                done += 1
+        except (TimeoutError, OSError, smtplib.SMTPException, ssl.SSLError) as error:
+            self.broken = True
+            self.client.close()
+            # Messages finished before the break keep their replies; the rest retry.
+            for message in messages[done:]:
+                for recipient in message.recipients:
+                    recipient.reply = f"451 4.4.2 Connection to {self.host} broke: {error}"
+        return done
+
+    def close(self) -> None:
+        if not self.broken:
+            with contextlib.suppress(OSError, smtplib.SMTPException, ssl.SSLError):
+                self.client.quit()
+        self.client.close()
+        self.broken = True

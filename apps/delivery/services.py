@@ -13,6 +13,8 @@ import asyncio
 import logging
 import re
 import secrets
+import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,28 +23,29 @@ from email.utils import format_datetime
 
 from celery import current_app
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from apps.delivery.client import (
     ConnectionFailed,
+    DeliverySession,
     OutgoingMessage,
     OutgoingRecipient,
-    deliver_session,
 )
 from apps.delivery.dsn import RecipientReport, build_dsn, headers_of, status_of
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.delivery.mx import DestinationError, Hop, resolve_hops
 from apps.delivery.signing import dkim_sign
 from apps.delivery.transports import parse_transports, route_for
-from apps.directory.models import Mailbox
+from apps.directory.models import DkimKey, Mailbox
 from apps.directory.services import may_send_as, resolve, signing_keys
 from apps.store import mime, trace
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
+from apps.store.groupcommit import GroupCommitter
 from apps.store.models import TraceEvent, TraceKind
-from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import MailhostError
 
 log = logging.getLogger("mailhost.delivery")
@@ -69,10 +72,18 @@ class SenderNotAllowed(MailhostError):
     enhanced = "5.7.1"
 
 
-def sign(data: bytes, domain: str) -> bytes:
+def sign(data: bytes, domain: str, key_cache: dict[str, list[DkimKey]] | None = None) -> bytes:
     """DKIM-sign for ``domain`` with each of its keys (RSA, and Ed25519 beside
-    it as RFC 8463 §3 suggests), if it is hosted here."""
-    for key in signing_keys(domain):
+    it as RFC 8463 §3 suggests), if it is hosted here. ``key_cache`` keeps the
+    keys looked up for one client connection, so that its next messages need
+    no query (a rotated key is used from the next connection on)."""
+    if key_cache is None:
+        keys = signing_keys(domain)
+    elif domain in key_cache:
+        keys = key_cache[domain]
+    else:
+        keys = key_cache[domain] = signing_keys(domain)
+    for key in keys:
         data = dkim_sign(data, domain=domain, selector=key.selector,
                          private_key=key.private_key, algorithm=key.algorithm)
     return data
@@ -81,7 +92,10 @@ def sign(data: bytes, domain: str) -> bytes:
 _DATE_FIELD = re.compile(rb"(?im)^date:")
 
 
-def prepare(content: bytes, *, mailbox: Mailbox, queue_id: str) -> bytes:
+def prepare(
+    content: bytes, *, mailbox: Mailbox, queue_id: str,
+    key_cache: dict[str, list[DkimKey]] | None = None,
+) -> bytes:
     """Check and complete a submitted message (RFC 6409 §8): every From address
     must be one the user may send as; a missing Message-ID or Date is added;
     then it is DKIM-signed for its From domain."""
@@ -101,49 +115,105 @@ def prepare(content: bytes, *, mailbox: Mailbox, queue_id: str) -> bytes:
         added += f"Date: {format_datetime(timezone.now())}\r\n".encode()
     data = added + content
     if len(senders) == 1:
-        data = sign(data, senders[0].rpartition("@")[2].lower())
+        data = sign(data, senders[0].rpartition("@")[2].lower(), key_cache)
     return data
 
 
+# Set while a queue run is on its way: commits in the meantime need no run of
+# their own, it will see them (run_queue clears the mark before it claims).
+KICK_PENDING = "delivery:queue-kick-pending"
+
+
+def _send_kick() -> None:
+    if cache.add(KICK_PENDING, 1, timeout=settings.MAILHOST_QUEUE_KICK_TIMEOUT):
+        current_app.send_task("apps.delivery.tasks.run_queue")
+
+
 def _kick() -> None:
-    """Wake the queue runner now rather than at its next beat."""
+    """Wake the queue runner now rather than at its next beat: once per commit,
+    and not again while a run is pending."""
     if settings.MAILHOST_QUEUE_KICK:
-        transaction.on_commit(
-            lambda: current_app.send_task("apps.delivery.tasks.run_queue"))
+        transaction.on_commit(_send_kick)
+
+
+@dataclass
+class QueueRequest:
+    """A message for remote recipients, as ``enqueue`` takes it."""
+
+    sender: str
+    recipients: Sequence[RecipientSpec]
+    data: bytes
+    ret: str = ""
+    envid: str = ""
+    queue_id: str = ""
+    trace_events: Sequence[TraceEvent] = ()
+
+
+def enqueue_batch(requests: Sequence[QueueRequest]) -> list[OutboundMessage]:
+    """Queue several messages in one transaction and one round of fsyncs: the
+    bytes are fsynced and the rows committed when this returns (DESIGN.md
+    "Storage"), each with its ``trace_events`` (the SMTP acceptance) and the
+    message trace's "queued"."""
+    now = timezone.now()
+    expires = now + timedelta(seconds=settings.MAILHOST_QUEUE_LIFETIME)
+    blobs = store.write_blobs([r.data for r in requests])  # no lock held while fsyncing
+    with transaction.atomic():
+        store.add_blob_rows(blobs)
+        messages = [OutboundMessage(
+            queue_id=r.queue_id or new_queue_id(), blob=blob,
+            sender="" if r.sender == "<>" else r.sender,  # aiosmtpd's null sender
+            ret=r.ret, envid=r.envid, arrival=now, expires=expires)
+            for r, blob in zip(requests, blobs, strict=True)]
+        OutboundMessage.objects.bulk_create(messages)
+        QueueEntry.objects.bulk_create([
+            QueueEntry(message=message, recipient=r.address,
+                       domain=r.address.rpartition("@")[2].lower(), notify=r.notify,
+                       orcpt=r.orcpt, next_attempt=now)
+            for request, message in zip(requests, messages, strict=True)
+            for r in request.recipients
+        ])
+        events: list[TraceEvent] = []
+        for request, message in zip(requests, messages, strict=True):
+            addresses = [r.address for r in request.recipients]
+            events += [*request.trace_events, trace.event(
+                TraceKind.QUEUED, message.queue_id, addresses=[message.sender, *addresses],
+                message_id=trace.message_id_of(request.data), sender=message.sender,
+                recipients=addresses)]
+        trace.record(events)
+        _kick()
+    for request, message in zip(requests, messages, strict=True):
+        log.info("queued id=%s from=<%s> to=%s size=%d", message.queue_id, message.sender,
+                 ",".join(f"<{r.address}>" for r in request.recipients), len(request.data))
+    return messages
 
 
 def enqueue(
     *, sender: str, recipients: Sequence[RecipientSpec], data: bytes, ret: str = "",
     envid: str = "", queue_id: str = "", trace_events: Sequence[TraceEvent] = (),
 ) -> OutboundMessage:
-    """Queue a message for remote recipients: the bytes are fsynced and the rows
-    committed when this returns (DESIGN.md "Storage"), with ``trace_events``
-    (the SMTP acceptance) and the message trace's "queued"."""
-    sender = "" if sender == "<>" else sender  # aiosmtpd's spelling of the null sender
-    now = timezone.now()
-    with transaction.atomic():
-        blob = store.save_blob(data)
-        message = OutboundMessage.objects.create(
-            queue_id=queue_id or new_queue_id(), blob=blob, sender=sender, ret=ret,
-            envid=envid, arrival=now,
-            expires=now + timedelta(seconds=settings.MAILHOST_QUEUE_LIFETIME))
-        QueueEntry.objects.bulk_create([
-            QueueEntry(message=message, recipient=r.address,
-                       domain=r.address.rpartition("@")[2].lower(), notify=r.notify,
-                       orcpt=r.orcpt, next_attempt=now)
-            for r in recipients
-        ])
-        addresses = [r.address for r in recipients]
-        trace.record([*trace_events, trace.event(
-            TraceKind.QUEUED, message.queue_id, addresses=[sender, *addresses],
-            message_id=trace.message_id_of(data), sender=sender, recipients=addresses)])
-        _kick()
-    log.info("queued id=%s from=<%s> to=%s size=%d", message.queue_id, sender,
-             ",".join(f"<{r.address}>" for r in recipients), len(data))
-    return message
+    """Queue one message (``enqueue_batch``)."""
+    return enqueue_batch([QueueRequest(sender, recipients, data, ret, envid, queue_id,
+                                       trace_events)])[0]
 
 
-aenqueue = database_sync_to_async(enqueue)
+_committers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, GroupCommitter[QueueRequest, OutboundMessage]
+] = weakref.WeakKeyDictionary()
+
+
+async def aenqueue(
+    *, sender: str, recipients: Sequence[RecipientSpec], data: bytes, ret: str = "",
+    envid: str = "", queue_id: str = "", trace_events: Sequence[TraceEvent] = (),
+) -> OutboundMessage:
+    """``enqueue`` for asyncio front ends, through the running loop's group
+    committer: messages queued at the same moment share a transaction."""
+    loop = asyncio.get_running_loop()
+    committer = _committers.get(loop)
+    if committer is None:
+        committer = _committers[loop] = GroupCommitter(
+            enqueue_batch, settings.MAILHOST_GROUP_COMMIT_MAX)
+    return await committer.submit(QueueRequest(sender, recipients, data, ret, envid,
+                                               queue_id, trace_events))
 
 
 def submit(
@@ -193,26 +263,37 @@ def _due(now: datetime) -> Q:
 
 
 def claim_due(
-    *, now: datetime | None = None, limit: int | None = None,
+    *, now: datetime | None = None, limit: int | None = None, domain: str | None = None,
     on_claimed: Callable[[str, list[int]], None] | None = None,
 ) -> list[tuple[str, list[int]]]:
-    """Lease the due entries, one claim per destination domain. ``on_claimed``
-    runs for each claim after the lease has committed (Celery enqueueing).
+    """Lease the due entries (of one destination ``domain``, or all), in claims
+    of one destination domain and about MAILHOST_QUEUE_CLAIM_SIZE entries each,
+    a message's entries in one claim. ``on_claimed`` runs for each claim after
+    the lease has committed (Celery enqueueing).
 
     On PostgreSQL the rows are taken with ``SELECT … FOR UPDATE SKIP LOCKED`` so
     that concurrent runners split the work; on SQLite the transaction is
     ``BEGIN IMMEDIATE`` and the runners queue behind each other."""
     now = now or timezone.now()
     until = now + timedelta(seconds=settings.MAILHOST_QUEUE_CLAIM_SECONDS)
+    size = settings.MAILHOST_QUEUE_CLAIM_SIZE
     claims: list[tuple[str, list[int]]] = []
     with transaction.atomic():
-        rows = list(QueueEntry.objects.filter(_due(now)).order_by("next_attempt", "pk")
-                    .select_for_update(skip_locked=True)
-                    .values_list("pk", "domain")[: limit or settings.MAILHOST_QUEUE_BATCH])
-        by_domain: dict[str, list[int]] = defaultdict(list)
-        for pk, domain in rows:
-            by_domain[domain].append(pk)
-        for ids in by_domain.values():
+        due = QueueEntry.objects.filter(_due(now))
+        if domain is not None:
+            due = due.filter(domain=domain)
+        rows = list(due.order_by("next_attempt", "pk").select_for_update(skip_locked=True)
+                    .values_list("pk", "domain", "message_id")
+                    [: limit or settings.MAILHOST_QUEUE_BATCH])
+        chunks: dict[str, list[list[int]]] = defaultdict(lambda: [[]])
+        last_message: dict[str, int] = {}
+        for pk, entry_domain, message_id in rows:
+            own = chunks[entry_domain]
+            if len(own[-1]) >= size and last_message[entry_domain] != message_id:
+                own.append([])
+            own[-1].append(pk)
+            last_message[entry_domain] = message_id
+        for ids in (ids for own in chunks.values() for ids in own):
             token = secrets.token_hex(16)
             # The due filter again: a concurrent runner may have won these rows.
             taken = QueueEntry.objects.filter(_due(now), pk__in=ids).update(
@@ -241,42 +322,103 @@ def _hops(domain: str) -> tuple[list[Hop], int, dict[str, str]]:
     return asyncio.run(resolve_hops(domain)), settings.MAILHOST_DELIVERY_PORT, {}
 
 
-def _send(domain: str, messages: list[OutgoingMessage]) -> tuple[str, bool]:
-    """Deliver over the first host that takes the connection; fills in each
-    recipient's reply. Returns (remote host, DSN passed on)."""
+def _send(
+    domain: str, messages: list[OutgoingMessage], session: DeliverySession | None,
+) -> tuple[DeliverySession | None, str, bool]:
+    """Deliver over ``session`` if it is still open, else over the first host
+    that takes the connection and the first message; fills in each recipient's
+    reply. Returns (the session to reuse or None, remote host, DSN passed on)."""
     def fail_all(reply: str) -> None:
         for message in messages:
             for recipient in message.recipients:
                 recipient.reply = reply
 
+    if session is not None:
+        done = session.send(messages)
+        if done or not session.broken:
+            return (None if session.broken else session), session.host, session.dsn_passed_on
+        # The reused connection had gone (an idle timeout): start afresh.
     try:
         hops, port, options = _hops(domain)
     except DestinationError as error:
         fail_all(error.reply)
-        return "", False
+        return None, "", False
     last = f"451 4.4.1 No host for {domain} answered"
     for hop in hops:
         try:
-            result = deliver_session(
-                hop.host, hop.address, port, messages, helo=settings.MAILHOST_HOSTNAME,
+            session = DeliverySession(
+                hop.host, hop.address, port, helo=settings.MAILHOST_HOSTNAME,
                 timeout=settings.MAILHOST_DELIVERY_TIMEOUT, **options)
         except ConnectionFailed as error:
             log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, error.reply)
             last = error.reply
             continue
-        return result.host, result.dsn_passed_on
+        done = session.send(messages)
+        if session.broken and not done:  # nothing went through: the next host
+            last = messages[0].recipients[0].reply
+            log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, last)
+            continue
+        return (None if session.broken else session), session.host, session.dsn_passed_on
     fail_all(last)
-    return hops[-1].host if hops else "", False
+    return None, hops[-1].host if hops else "", False
 
 
-def attempt(claim: str, entry_ids: Sequence[int], *, now: datetime | None = None) -> None:
+def attempt(
+    claim: str, entry_ids: Sequence[int], *, now: datetime | None = None,
+    follow_up_seconds: float = 0,
+) -> None:
     """One delivery attempt for the entries of one claim (one destination):
     one connection for all of them, then the outcome recorded per recipient.
-    Idempotent: entries no longer held by this claim are left alone."""
+    Idempotent: entries no longer held by this claim are left alone. With
+    ``follow_up_seconds``, the connection stays open for the entries bound to
+    the same destination that are due meanwhile, claimed in turn, for up to
+    that long."""
+    deadline = time.monotonic() + follow_up_seconds
+    session: DeliverySession | None = None
+    try:
+        while True:
+            domain, session = _attempt_claim(claim, entry_ids, now=now, session=session)
+            if domain is None or time.monotonic() >= deadline:
+                return
+            following = _claim_next(domain, now=now, deadline=deadline)
+            if following is None:
+                return
+            claim, entry_ids = following
+    finally:
+        if session is not None:
+            session.close()
+
+
+# How long a delivery task with its connection open waits for more mail to the
+# destination to fall due (mail accepted right now is committed in batches),
+# and how often it looks meanwhile: a read, so it holds no lock.
+_FOLLOW_UP_IDLE = 0.5
+_FOLLOW_UP_POLL = 0.05
+
+
+def _claim_next(
+    domain: str, *, now: datetime | None, deadline: float,
+) -> tuple[str, list[int]] | None:
+    idle_until = min(deadline, time.monotonic() + _FOLLOW_UP_IDLE)
+    while True:
+        if QueueEntry.objects.filter(_due(now or timezone.now()), domain=domain).exists():
+            claims = claim_due(now=now, domain=domain,
+                               limit=settings.MAILHOST_QUEUE_CLAIM_SIZE)
+            if claims:
+                return claims[0]
+        if time.monotonic() >= idle_until:
+            return None
+        time.sleep(_FOLLOW_UP_POLL)
+
+
+def _attempt_claim(
+    claim: str, entry_ids: Sequence[int], *, now: datetime | None,
+    session: DeliverySession | None,
+) -> tuple[str | None, DeliverySession | None]:
     entries = list(QueueEntry.objects.select_related("message")
                    .filter(pk__in=list(entry_ids), claim=claim).order_by("pk"))
     if not entries:
-        return
+        return None, session
     domain = entries[0].domain
     blobs = get_blob_store()
     outgoing: dict[int, OutgoingMessage] = {}
@@ -290,9 +432,10 @@ def attempt(claim: str, entry_ids: Sequence[int], *, now: datetime | None = None
         recipient = OutgoingRecipient(entry.recipient, entry.notify, entry.orcpt)
         outgoing[message.pk].recipients.append(recipient)
         by_recipient[entry.pk] = recipient
-    host, dsn_passed_on = _send(domain, list(outgoing.values()))
+    session, host, dsn_passed_on = _send(domain, list(outgoing.values()), session)
     record(claim, {e.pk: by_recipient[e.pk].reply for e in entries}, host=host,
            dsn_passed_on=dsn_passed_on, now=now)
+    return domain, session
 
 
 def record(

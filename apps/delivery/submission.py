@@ -31,7 +31,7 @@ from apps.delivery.services import (
     prepare,
 )
 from apps.delivery.vacation import answer_absences
-from apps.directory.models import Mailbox
+from apps.directory.models import DkimKey, Mailbox
 from apps.directory.services import Resolution, may_send_as, resolve
 from apps.store import services as store
 from apps.store import trace
@@ -140,7 +140,8 @@ def check_recipient(address: str, *, accepted: int, declared_size: int = 0) -> R
         raise UnknownRecipient(f"No such user here: <{address}>") from None
     except Disabled as error:
         raise Disabled(f"{error.message}: <{address}>") from None
-    if store.mailboxes_over_quota(resolution.mailboxes, declared_size):
+    if resolution.mailboxes and store.mailboxes_over_quota(resolution.mailboxes,
+                                                          declared_size):
         raise OverQuota(f"Mailbox over quota: {address}")
     return resolution
 
@@ -160,11 +161,12 @@ class _Prepared:
 def _prepare(
     mailbox: Mailbox, recipients: Sequence[AcceptedRecipient], data: bytes, *, sender: str,
     queue_id: str, received: bytes, origin: Origin,
+    key_cache: dict[str, list[DkimKey]] | None = None,
 ) -> _Prepared:
     if len(data) > settings.MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE:
         raise MessageTooLarge(
             f"Message too large: at most {settings.MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE} bytes")
-    signed = received + prepare(data, mailbox=mailbox, queue_id=queue_id)
+    signed = received + prepare(data, mailbox=mailbox, queue_id=queue_id, key_cache=key_cache)
     mailbox_ids = list(dict.fromkeys(
         m.pk for r in recipients for m in r.resolution.mailboxes))
     remote = [RecipientSpec(external, r.notify, r.orcpt)
@@ -197,22 +199,29 @@ def submit_as_user(
     hand_over(mailbox_ids=prepared.mailbox_ids, remote=prepared.remote, sender=sender,
               data=prepared.data, ret=ret, envid=envid, queue_id=queue_id,
               trace_events=[prepared.acceptance])
-    _count_sent(mailbox)
-    answer_absences(prepared.mailbox_ids, prepared.data, sender=sender)
+    _after_hand_over(mailbox, prepared.mailbox_ids, prepared.data, sender=sender)
     return Submitted(queue_id, len(prepared.mailbox_ids), len(prepared.remote), prepared.data)
+
+
+def _after_hand_over(mailbox: Mailbox, mailbox_ids: Sequence[int], data: bytes, *,
+                     sender: str) -> None:
+    _count_sent(mailbox)
+    answer_absences(mailbox_ids, data, sender=sender)
 
 
 async def asubmit_as_user(
     mailbox: Mailbox, *, sender: str, recipients: Sequence[AcceptedRecipient], data: bytes,
     origin: Origin, ret: str = "", envid: str = "", queue_id: str = "", received: bytes = b"",
+    key_cache: dict[str, list[DkimKey]] | None = None,
 ) -> Submitted:
-    """``submit_as_user`` for asyncio front ends: the local copies go through
-    the group committer (DESIGN.md "Group commit"), so they share a batch
-    with the deliveries arriving at the same moment."""
+    """``submit_as_user`` for asyncio front ends: the local copies and the
+    queued one each go through a group committer (DESIGN.md "Group commit"),
+    so they share a batch with the mail arriving at the same moment.
+    ``key_cache``: the connection's DKIM keys (``services.sign``)."""
     queue_id = queue_id or new_queue_id()
     prepared = await database_sync_to_async(_prepare)(
         mailbox, recipients, data, sender=sender, queue_id=queue_id, received=received,
-        origin=origin)
+        origin=origin, key_cache=key_cache)
     acceptance = [prepared.acceptance]
     if prepared.mailbox_ids:
         await committer().submit(store.DeliveryRequest(
@@ -221,7 +230,6 @@ async def asubmit_as_user(
     if prepared.remote:
         await aenqueue(sender=sender, recipients=prepared.remote, data=prepared.data, ret=ret,
                        envid=envid, queue_id=queue_id, trace_events=acceptance)
-    await database_sync_to_async(_count_sent)(mailbox)
-    await database_sync_to_async(answer_absences)(prepared.mailbox_ids, prepared.data,
-                                                  sender=sender)
+    await database_sync_to_async(_after_hand_over)(mailbox, prepared.mailbox_ids,
+                                                   prepared.data, sender=sender)
     return Submitted(queue_id, len(prepared.mailbox_ids), len(prepared.remote), prepared.data)

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from apps.delivery import submission
 from apps.delivery.dsn import parse_notify, parse_orcpt, xtext_decode
-from apps.directory.models import Mailbox
+from apps.directory.models import DkimKey, Mailbox
 from apps.directory.services import aauthenticate, plaintext_auth_allowed
 from apps.smtp import replies
 from apps.smtp.received import protocol_name, received_header
@@ -96,6 +96,8 @@ class SubmissionSMTP(MailhostSMTP):
                          auth_require_tls=True, **kwargs)
         self.mail_dsn: dict[str, str] = {}
         self.rcpt_dsn: dict[str, str] = {}
+        # The DKIM keys looked up on this connection, by domain.
+        self.signing_keys: dict[str, list[DkimKey]] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
@@ -166,7 +168,9 @@ class SubmissionSMTP(MailhostSMTP):
     ) -> tuple[str | None, dict[str, str] | None]:
         """(the command argument without the DSN parameters, their values);
         (None, None) after answering a malformed parameter."""
-        stripped = self._strip_command_keyword(keyword, arg or "") if arg else None
+        if not arg or "=" not in arg:  # no parameter at all: nothing to take
+            return arg, {}
+        stripped = self._strip_command_keyword(keyword, arg)
         if stripped is None:
             return arg, {}
         address, params = self._getaddr(stripped)
@@ -260,7 +264,8 @@ class SubmissionHandler:
                 mailbox, sender=envelope.mail_from,
                 recipients=envelope.accepted,  # type: ignore[attr-defined]
                 data=content, ret=dsn.get("ret", ""), envid=dsn.get("envid", ""),
-                queue_id=queue_id, received=received, origin=submission.Origin(
+                queue_id=queue_id, received=received, key_cache=server.signing_keys,
+                origin=submission.Origin(
                     listener=server.listener, peer_ip=peer_ip, tls=session.ssl is not None,
                     helo=session.host_name or ""))
         except MailhostError as error:

@@ -397,14 +397,18 @@ class DeliveryRequest:
 
 def _blob_row(sha: str, data: bytes) -> tuple[Blob, BlobText]:
     """The parsed row of a blob and its full-text index row."""
+    blob = _parsed_blob(sha, data)
+    return blob, textindex.text_row(blob, data)
+
+
+def _parsed_blob(sha: str, data: bytes) -> Blob:
     info = mime.analyze(data)
-    blob = Blob(
+    return Blob(
         sha256=sha, size=len(data), envelope=info.envelope, bodystructure=info.bodystructure,
         subject=info.subject, from_text=info.from_text, to_text=info.to_text,
         cc_text=info.cc_text, bcc_text=info.bcc_text, message_id=info.message_id,
         in_reply_to=info.in_reply_to, references=info.references, sent_date=info.date,
     )
-    return blob, textindex.text_row(blob, data)
 
 
 # What ``_blob_row`` parses; a row written by ``put_blobs`` has it still empty.
@@ -561,14 +565,27 @@ def deliver(
     return request.messages
 
 
-def save_blob(data: bytes) -> Blob:
-    """Store message bytes durably with their parsed row, for a caller that keeps
-    its own reference to them (the outbound queue). The bytes are fsynced on
-    return; call it inside the transaction that commits the reference."""
-    sha = get_blob_store().put_many([data])[0]
-    row = _blob_row(sha, data)
-    _create_blob_rows([row])
-    return row[0]
+def write_blobs(datas: Sequence[bytes]) -> list[Blob]:
+    """Write message bytes durably (one round of fsyncs) for a caller that keeps
+    its own reference to them (the outbound queue), and parse them: their Blob
+    rows, not saved yet. Call it before the transaction that saves
+    them (``add_blob_rows``) with their reference, so that no database lock is
+    held during the fsyncs; bytes left unreferenced by a failed transaction are
+    collected after the grace period."""
+    shas = get_blob_store().put_many(list(datas))
+    parsed: dict[str, Blob] = {}
+    for sha, data in zip(shas, datas, strict=True):
+        if sha not in parsed:
+            parsed[sha] = _parsed_blob(sha, data)
+    return [parsed[sha] for sha in shas]
+
+
+def add_blob_rows(blobs: Sequence[Blob]) -> None:
+    """Save the rows of ``write_blobs`` (a blob stored before keeps its row).
+    No full-text row: queued bytes are not searched, and a blob filed later
+    gets its row then (the index treats a blob without one as unindexed)."""
+    Blob.objects.bulk_create(list({b.sha256: b for b in blobs}.values()),
+                             ignore_conflicts=True)
 
 
 def append(

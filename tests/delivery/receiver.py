@@ -29,6 +29,8 @@ class Script:
     connections: int = 0
     # DATA commands to leave unanswered (until the client goes away)
     stall_data: int = 0
+    # or: leave the DATA unanswered that comes after this many messages
+    stall_after: int | None = None
     stalled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -56,8 +58,11 @@ class _Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        if self.script.stall_data > 0:
-            self.script.stall_data -= 1
+        stall_now = (self.script.stall_after is not None
+                     and len(self.script.messages) == self.script.stall_after)
+        if self.script.stall_data > 0 or stall_now:
+            self.script.stall_data = max(self.script.stall_data - 1, 0)
+            self.script.stall_after = None
             self.script.stalled.set()
             await asyncio.sleep(3600)  # cancelled when the client disconnects
         self.script.messages.append(Received(

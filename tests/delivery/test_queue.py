@@ -16,6 +16,8 @@ from django.utils import timezone
 from apps.delivery import services
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.delivery.services import RecipientSpec
+from apps.store import services as store
+from apps.store.models import BlobText
 from tests.delivery import fakedns
 from tests.delivery.conftest import closed_port, run_queue
 from tests.delivery.receiver import Receiver
@@ -237,6 +239,34 @@ def test_several_messages_to_one_domain_share_one_connection(alice, receiver):
     assert len(receiver.script.messages) == 3
 
 
+def test_a_busy_destination_is_claimed_in_parts_that_keep_a_message_whole(
+        alice, receiver, settings):
+    settings.MAILHOST_QUEUE_CLAIM_SIZE = 2
+    send("a1@example.net", "a2@example.net", "a3@example.net")
+    send("b1@example.net")
+    send("c1@example.net")
+    claims = services.claim_due()
+    assert [len(ids) for _, ids in claims] == [3, 2]
+    for claim, ids in claims:
+        services.attempt(claim, ids)
+    assert receiver.script.connections == 2
+    assert sorted(r for m in receiver.script.messages for r in m.recipients) == [
+        "a1@example.net", "a2@example.net", "a3@example.net", "b1@example.net",
+        "c1@example.net"]
+    assert not QueueEntry.objects.exists()
+
+
+def test_a_delivery_task_goes_on_over_its_connection_with_mail_due_meanwhile(
+        alice, receiver, settings):
+    settings.MAILHOST_QUEUE_CLAIM_SIZE = 1
+    for n in range(3):
+        send(f"r{n}@example.net")
+    first, *_others = services.claim_due(limit=1)
+    services.attempt(*first, follow_up_seconds=60)
+    assert receiver.script.connections == 1
+    assert len(receiver.script.messages) == 3 and not QueueEntry.objects.exists()
+
+
 def test_a_claim_excludes_other_runners_until_it_expires(alice, receiver, settings):
     settings.MAILHOST_QUEUE_CLAIM_SECONDS = 60
     send("carol@example.net")
@@ -306,3 +336,13 @@ def test_a_route_that_requires_tls_is_not_used_in_clear(alice, settings):
         assert [m.tls for m in plain.script.messages] == [False]
     finally:
         plain.stop()
+
+
+def test_queued_bytes_get_no_search_row_until_they_are_filed(alice):
+    queued = send("carol@example.net", "alice@example.org")
+    assert BlobText.objects.filter(blob_id=queued.blob_id).exists(), "filed for alice"
+    remote_only = send("carol@example.net")
+    assert not BlobText.objects.filter(blob_id=remote_only.blob_id).exists()
+    data = store.get_blob_store().read(remote_only.blob_id)
+    store.deliver([alice], data)
+    assert BlobText.objects.filter(blob_id=remote_only.blob_id).exists()

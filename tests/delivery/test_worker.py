@@ -21,8 +21,9 @@ from tests.smtp.helpers import make_message
 pytestmark = pytest.mark.slow
 
 
-def start_worker(settings, receiver_port: int, tmp_path: Path, name: str) -> subprocess.Popen:
-    env = dict(os.environ)
+def start_worker(settings, receiver_port: int, tmp_path: Path, name: str,
+                 **extra: str) -> subprocess.Popen:
+    env = dict(os.environ, **extra)
     env.update({
         "DATABASE_URL": database_url(),
         "MAILHOST_STORAGE_ROOT": str(settings.MAILHOST_STORAGE_ROOT),
@@ -70,3 +71,33 @@ def test_worker_killed_mid_delivery_loses_nothing(transactional_db, receiver, se
     assert not QueueEntry.objects.exists(), (tmp_path / "second.log").read_text()
     (got,) = receiver.script.messages
     assert got.recipients == ["carol@example.net"]
+
+
+def test_worker_killed_in_the_middle_of_a_connection_loses_and_repeats_nothing(
+        transactional_db, receiver, settings, tmp_path):
+    # A queue run claims one message; its task claims the next ones in turn and
+    # sends them over its connection: the worker dies during the third, the two
+    # before it were recorded as sent.
+    receiver.script.stall_after = 2
+    recipients = [f"r{n}@example.net" for n in range(5)]
+    for address in recipients:
+        services.enqueue(sender="alice@example.org", recipients=[RecipientSpec(address)],
+                         data=make_message(address))
+    first = start_worker(settings, receiver.port, tmp_path, "first",
+                         MAILHOST_QUEUE_BATCH="1", MAILHOST_QUEUE_CLAIM_SIZE="1")
+    try:
+        assert receiver.script.stalled.wait(90), (tmp_path / "first.log").read_text()
+    finally:
+        kill_group(first)
+    assert receiver.script.connections == 1
+    assert QueueEntry.objects.count() == 3
+
+    second = start_worker(settings, receiver.port, tmp_path, "second")
+    try:
+        deadline = time.monotonic() + 90
+        while QueueEntry.objects.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        kill_group(second)
+    assert not QueueEntry.objects.exists(), (tmp_path / "second.log").read_text()
+    assert sorted(r for m in receiver.script.messages for r in m.recipients) == recipients

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
@@ -37,6 +38,11 @@ class Command(BaseCommand):
     async def _serve(self, ports: dict[str, int]) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # The ORM work of every session runs in this pool (mailhost/asyncdb.py):
+        # Python's default of cores + 4 threads has sessions queue behind each
+        # other's database and Redis round trips, not behind the CPU.
+        loop.set_default_executor(ThreadPoolExecutor(
+            max_workers=settings.MAILHOST_LISTENER_THREADS, thread_name_prefix="orm"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         listeners = await start_listeners(
