@@ -14,7 +14,6 @@ import logging
 import re
 import secrets
 import time
-import weakref
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,8 +42,8 @@ from apps.directory.models import DkimKey, Mailbox
 from apps.directory.services import may_send_as, resolve, signing_keys
 from apps.store import mime, trace
 from apps.store import services as store
+from apps.store.batching import committer
 from apps.store.blobs import get_blob_store
-from apps.store.groupcommit import GroupCommitter
 from apps.store.models import TraceEvent, TraceKind
 from mailhost.errors import MailhostError
 
@@ -196,23 +195,13 @@ def enqueue(
                                        trace_events)])[0]
 
 
-_committers: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, GroupCommitter[QueueRequest, OutboundMessage]
-] = weakref.WeakKeyDictionary()
-
-
 async def aenqueue(
     *, sender: str, recipients: Sequence[RecipientSpec], data: bytes, ret: str = "",
     envid: str = "", queue_id: str = "", trace_events: Sequence[TraceEvent] = (),
 ) -> OutboundMessage:
     """``enqueue`` for asyncio front ends, through the running loop's group
     committer: messages queued at the same moment share a transaction."""
-    loop = asyncio.get_running_loop()
-    committer = _committers.get(loop)
-    if committer is None:
-        committer = _committers[loop] = GroupCommitter(
-            enqueue_batch, settings.MAILHOST_GROUP_COMMIT_MAX)
-    return await committer.submit(QueueRequest(sender, recipients, data, ret, envid,
+    return await committer(enqueue_batch).submit(QueueRequest(sender, recipients, data, ret, envid,
                                                queue_id, trace_events))
 
 

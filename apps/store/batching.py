@@ -4,7 +4,8 @@ Work that arrives while a batch is being written waits and then goes together
 in the next batch: one transaction, one round of fsyncs. Each caller still
 gets its own answer, and gets it only after its batch is durable. The store's
 deliveries use it (``deliver_batch``), and so does any service with a batch
-function of the same shape (the inbound spool's ``spool_batch``)."""
+function of the same shape (the inbound spool's ``spool_batch``, the outbound
+queue's ``enqueue_batch``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class GroupCommitter(Generic[Item, Result]):
             lambda items: list(write_batch(items)))
         self._pending: list[tuple[Item, asyncio.Future[Result | MailhostError]]] = []
         self._running = False
+        self._drain_task: asyncio.Task[None] | None = None  # the loop holds tasks weakly
 
     async def submit(self, item: Item) -> Result:
         """Store the item durably and return its result; raise its error
@@ -44,7 +46,7 @@ class GroupCommitter(Generic[Item, Result]):
         self._pending.append((item, future))
         if not self._running:
             self._running = True
-            asyncio.get_running_loop().create_task(self._drain())
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
         result = await future
         if isinstance(result, MailhostError):
             raise result
