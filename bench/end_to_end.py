@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PYTHON, Background, MailhostInstance
+from common import PYTHON, Background, MailhostInstance, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "corpus"
@@ -43,11 +43,6 @@ USER = "bench@bench.example"
 PASSWORD = "bench password 1"
 SENDER = "load@client.example"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, what: str, alive: Callable[[], bool], timeout: float = 30) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, Background, MailhostInstance
+from common import ROOT, Background, MailhostInstance, free_port
 
 USER = "bench@bench.example"
 PASSWORD = "bench password 1"
@@ -54,11 +54,6 @@ def make_messages(count: int) -> list[bytes]:
         messages.append(f"X-Bench: {index}\r\nSubject: {subject}\r\n".encode() + data + extra)
     return messages
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tree_rss_kib(root_pid: int) -> int:

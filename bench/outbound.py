@@ -33,17 +33,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 SENDER = "bench@bench.example"
 PASSWORD = "bench password 123"
 RECIPIENT = "sink@remote.example"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ensure_postfix_tools() -> None:

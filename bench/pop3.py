@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ROOT.parent / "shared" / "corpora"
 USER, PASSWORD = "bench@pop3bench.example", "bench password 123"
@@ -242,11 +244,6 @@ def ensure_dovecot() -> None:
     # Never rely on, or leave running, the system's own instance.
     subprocess.run(["service", "dovecot", "stop"], check=False, capture_output=True)
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def start_dovecot(workdir: Path, messages: list[bytes]) -> tuple[subprocess.Popen[bytes], int]:
