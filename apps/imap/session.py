@@ -376,6 +376,15 @@ class IMAPSession(asyncio.Protocol):
             self._news = news_mark()
             self._changed.set()
 
+    def look_again(self) -> None:
+        """An explicit poll (NOOP, CHECK): the answer reads the folder even
+        without news, since news of another process's change may still be on
+        its way (the poller's tick without Redis). RFC 3501 §6.1.2: NOOP is the
+        client's poll for new messages and status updates."""
+        if self.view is not None:
+            self._news = news_mark()
+            self._changed.set()
+
     async def refresh(self, *, allow_expunge: bool) -> Updates | None:
         """Bring the view up to date and tell the client. A read that another
         session started after this one's latest news will do: every change
@@ -527,7 +536,7 @@ async def capability(session: IMAPSession, cmd: Command) -> None:
 
 @command("NOOP", ANY)
 async def noop(session: IMAPSession, cmd: Command) -> None:
-    return None
+    session.look_again()
 
 
 @command("LOGOUT", ANY)
@@ -991,7 +1000,7 @@ async def compress(session: IMAPSession, cmd: Command) -> None:
 
 @command("CHECK", {SELECTED})
 async def check(session: IMAPSession, cmd: Command) -> None:
-    return None
+    session.look_again()
 
 
 @command("CLOSE", {SELECTED})
