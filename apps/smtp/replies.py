@@ -23,6 +23,9 @@ UNKNOWN_USER = "550 5.1.1 No such user here"
 RELAY_DENIED = "550 5.7.1 Relaying denied"
 # RFC 5321 §2.3.8: lines end in CRLF only; a bare LF is how SMTP smuggling starts.
 BARE_LF = "550 5.5.2 Message contains a bare LF; lines must end with CRLF"
+# Submission refuses a bare CR too (a receiver that ends DATA at "<CR>.<CR>" would
+# see two messages where our user sent one).
+BARE_NEWLINE = "550 5.5.2 Message contains a bare CR or LF; lines must end with CRLF"
 
 # Enhanced code for replies that come from aiosmtpd without one.
 _DEFAULT_ENHANCED = {
