@@ -16,6 +16,7 @@ SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"  # RFC 3463 X
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
 # RFC 5321 §4.5.3.2.7: the server may close a connection that says nothing (X.4.2).
 NO_COMMAND_IN_TIME = "421 4.4.2 No command received in time, closing connection"
+IDLE_TIMEOUT = "421 4.4.2 Idle for too long, closing connection"
 TEMPORARY_FAILURE = "451 4.3.0 Temporary server failure, try again later"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
 BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"

@@ -150,3 +150,36 @@ def test_a_tls_handshake_never_finished_is_closed(limited_servers: ServerThread)
                                    source_address=("127.0.0.2", 0))
     assert raw.recv(100) == b""  # closed by the server without a handshake
     raw.close()
+
+
+@pytest.mark.parametrize(("name", "setting", "said"), [
+    ("smtp", "MAILHOST_SMTP_TIMEOUT", b"421 4.4.2 "),  # RFC 5321 §4.5.3.2.7
+    ("imap", "MAILHOST_IMAP_TIMEOUT", b"* BYE autologout"),  # RFC 3501 §5.4
+    ("pop3", "MAILHOST_POP3_IDLE_TIMEOUT", b""),  # RFC 1939 §3: no reply
+])
+def test_an_idle_session_is_closed_after_its_protocols_timeout(
+        limited_servers: ServerThread, settings, name: str, setting: str, said: bytes) -> None:
+    setattr(settings, setting, 1)  # read by each new session
+    client = _open(limited_servers, name, "127.0.0.2")
+    assert client.line().startswith(GREETINGS[name])
+    client.send(FIRST_COMMAND[name])
+    assert client.line().startswith(ANSWER[name])
+    line = client.line()  # blocks until the idle timeout closes the connection
+    assert line.startswith(said) if said else line == b""
+    assert client.closed()
+    client.close()
+
+
+def test_an_imap_literal_over_the_limit_is_refused_before_its_octets(
+        limited_servers: ServerThread, settings) -> None:
+    """RFC 7888 §4: a non-synchronising literal too large is not read into memory."""
+    settings.MAILHOST_IMAP_MAX_LITERAL = 1000
+    client = _open(limited_servers, "imap", "127.0.0.2")
+    assert client.line().startswith(b"* OK")
+    client.send(b"a APPEND INBOX {1000000000000}\r\n")  # synchronising: no "+" sent
+    assert client.line().startswith(b"a NO [TOOBIG]")
+    client.send(b"b APPEND INBOX {1000000000000+}\r\n" + b"x" * 65536)
+    assert client.line().startswith(b"* BYE")
+    assert client.closed()
+    client.close()
+
