@@ -23,15 +23,25 @@ REFUSALS = {"smtp": b"421 4.7.0 ", "submission": b"421 4.7.0 ", "smtps": b"421 4
             "pop3s": b"-ERR [SYS/TEMP] "}
 
 
-@pytest.fixture
-def limited_servers(transactional_db, settings) -> Iterator[ServerThread]:
+def _servers(settings, greeting_timeout: int) -> Iterator[ServerThread]:
     settings.MAILHOST_RATE_LIMIT_EXEMPT = ["127.0.0.1/32"]
     settings.MAILHOST_MAX_CONNECTIONS_PER_IP = PER_IP
     settings.MAILHOST_MAX_CONNECTIONS = TOTAL
-    settings.MAILHOST_GREETING_TIMEOUT = 1
+    settings.MAILHOST_GREETING_TIMEOUT = greeting_timeout
     server = ServerThread(list(LISTENERS)).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def limited_servers(transactional_db, settings) -> Iterator[ServerThread]:
+    # Long enough for the first of a few hundred clients to wait for the last.
+    yield from _servers(settings, 600)
+
+
+@pytest.fixture
+def impatient_servers(transactional_db, settings) -> Iterator[ServerThread]:
+    yield from _servers(settings, 1)
 
 
 class Client:
@@ -63,11 +73,27 @@ class Client:
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
+            self.file.close()
             self.sock.close()
 
 
 def _open(server: ServerThread, name: str, source: str) -> Client:
     return Client(server.port(name), source=source, tls=LISTENERS[name].implicit_tls)
+
+
+def _greeted(server: ServerThread, name: str) -> Client:
+    """A connection from 127.0.0.2 that has read the greeting."""
+    client = _open(server, name, "127.0.0.2")
+    assert client.line().startswith(GREETINGS[name])
+    return client
+
+
+def _closed_saying(client: Client, said: bytes) -> None:
+    """The next thing the server does is to say ``said`` (or nothing) and close."""
+    line = client.line()  # blocks until the server acts
+    assert line.startswith(said) if said else line == b""
+    assert client.closed()
+    client.close()
 
 
 @pytest.mark.parametrize("name", list(LISTENERS))
@@ -120,22 +146,16 @@ ANSWER = {"smtp": b"250 ", "imap": b"a OK", "pop3": b"-ERR"}  # POP3 NOOP needs 
 
 @pytest.mark.parametrize("name", ["smtp", "imap", "pop3"])
 def test_a_client_silent_after_the_greeting_is_closed(
-    limited_servers: ServerThread, name: str,
+    impatient_servers: ServerThread, name: str,
 ) -> None:
-    client = _open(limited_servers, name, "127.0.0.2")
-    assert client.line().startswith(GREETINGS[name])
-    said = client.line()  # blocks until the greeting timeout closes the connection
-    assert said.startswith(SILENT[name]) if SILENT[name] else said == b""
-    assert client.closed()
-    client.close()
+    _closed_saying(_greeted(impatient_servers, name), SILENT[name])
 
 
 @pytest.mark.parametrize("name", ["smtp", "imap", "pop3"])
 def test_a_client_that_answered_the_greeting_is_not_cut_off(
-    limited_servers: ServerThread, name: str,
+    impatient_servers: ServerThread, name: str,
 ) -> None:
-    client = _open(limited_servers, name, "127.0.0.2")
-    assert client.line().startswith(GREETINGS[name])
+    client = _greeted(impatient_servers, name)
     client.send(FIRST_COMMAND[name])
     assert client.line().startswith(ANSWER[name])
     time.sleep(2)  # twice the greeting timeout
@@ -144,9 +164,9 @@ def test_a_client_that_answered_the_greeting_is_not_cut_off(
     client.close()
 
 
-def test_a_tls_handshake_never_finished_is_closed(limited_servers: ServerThread) -> None:
+def test_a_tls_handshake_never_finished_is_closed(impatient_servers: ServerThread) -> None:
     """On an implicit-TLS port the handshake is the greeting's answer."""
-    raw = socket.create_connection(("127.0.0.1", limited_servers.port("imaps")), timeout=10,
+    raw = socket.create_connection(("127.0.0.1", impatient_servers.port("imaps")), timeout=10,
                                    source_address=("127.0.0.2", 0))
     assert raw.recv(100) == b""  # closed by the server without a handshake
     raw.close()
@@ -160,26 +180,19 @@ def test_a_tls_handshake_never_finished_is_closed(limited_servers: ServerThread)
 def test_an_idle_session_is_closed_after_its_protocols_timeout(
         limited_servers: ServerThread, settings, name: str, setting: str, said: bytes) -> None:
     setattr(settings, setting, 1)  # read by each new session
-    client = _open(limited_servers, name, "127.0.0.2")
-    assert client.line().startswith(GREETINGS[name])
+    client = _greeted(limited_servers, name)
     client.send(FIRST_COMMAND[name])
     assert client.line().startswith(ANSWER[name])
-    line = client.line()  # blocks until the idle timeout closes the connection
-    assert line.startswith(said) if said else line == b""
-    assert client.closed()
-    client.close()
+    _closed_saying(client, said)
 
 
 def test_an_imap_literal_over_the_limit_is_refused_before_its_octets(
         limited_servers: ServerThread, settings) -> None:
     """RFC 7888 §4: a non-synchronising literal too large is not read into memory."""
     settings.MAILHOST_IMAP_MAX_LITERAL = 1000
-    client = _open(limited_servers, "imap", "127.0.0.2")
-    assert client.line().startswith(b"* OK")
+    client = _greeted(limited_servers, "imap")
     client.send(b"a APPEND INBOX {1000000000000}\r\n")  # synchronising: no "+" sent
     assert client.line().startswith(b"a NO [TOOBIG]")
     client.send(b"b APPEND INBOX {1000000000000+}\r\n" + b"x" * 65536)
-    assert client.line().startswith(b"* BYE")
-    assert client.closed()
-    client.close()
+    _closed_saying(client, b"* BYE")
 

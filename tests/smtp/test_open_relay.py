@@ -220,3 +220,15 @@ def test_submission_without_login_relays_nothing(mail_servers, hosted):
     assert client.command(b"MAIL FROM:<alice@ours.example>")[0].startswith(b"530")
     client.close()
     assert _queued() == []
+
+
+def test_a_login_on_the_mx_opens_no_relay(smtp_port, hosted):
+    """Users' credentials belong on submission; the MX relays for no one."""
+    client = RawSMTP(smtp_port)
+    client.command(b"EHLO client.test")
+    token = base64.b64encode(f"\0alice@ours.example\0{PASSWORD}".encode())
+    assert not client.command(b"AUTH PLAIN " + token)[-1].startswith(b"235")
+    assert client.command(b"MAIL FROM:<alice@ours.example>")[0].startswith(b"250")
+    assert client.command(b"RCPT TO:<victim@evil.test>")[0].startswith(b"550 5.7.1")
+    client.close()
+    assert _queued() == []
