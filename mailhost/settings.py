@@ -334,6 +334,17 @@ MAILHOST_RATE_MESSAGES_PER_MINUTE = env_int("MAILHOST_RATE_MESSAGES_PER_MINUTE",
 # As Postfix exempts $mynetworks: local reinjection is not rate limited.
 MAILHOST_RATE_LIMIT_EXEMPT = env_list("MAILHOST_RATE_LIMIT_EXEMPT", ["127.0.0.0/8", "::1/128"])
 
+# Connection limits of each listener (SMTP, submission, IMAP, POP3, with and without
+# implicit TLS), in total and per client IP; 0: none. Peers in
+# MAILHOST_RATE_LIMIT_EXEMPT are not counted. With several listener processes on one
+# port, each process takes its share (apps/mailservers/limits.py).
+MAILHOST_MAX_CONNECTIONS = env_int("MAILHOST_MAX_CONNECTIONS", 5000)
+MAILHOST_MAX_CONNECTIONS_PER_IP = env_int("MAILHOST_MAX_CONNECTIONS_PER_IP", 50)
+# Seconds a client may stay silent after the greeting (or take to finish an implicit
+# TLS handshake) before it is closed; the protocols' idle timeouts rule after its
+# first command. 0: no such timeout.
+MAILHOST_GREETING_TIMEOUT = env_int("MAILHOST_GREETING_TIMEOUT", 60)
+
 # POP3. RFC 2449 §4 allows command lines of 255 octets; SASL responses may be longer.
 MAILHOST_POP3_MAX_LINE = env_int("MAILHOST_POP3_MAX_LINE", 1024)
 MAILHOST_POP3_MAX_BAD_COMMANDS = env_int("MAILHOST_POP3_MAX_BAD_COMMANDS", 10)

@@ -34,7 +34,9 @@ TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address, try ag
 TOO_MANY_MESSAGES = "450 4.7.1 Too many messages from your address, try again later"
 
 
-def _exempt(ip: str) -> bool:
+def exempt_from_limits(ip: str) -> bool:
+    """Whether ``ip`` is in MAILHOST_RATE_LIMIT_EXEMPT: neither rate limits nor
+    connection limits (apps/mailservers/limits.py) apply to it."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
@@ -45,7 +47,7 @@ def _exempt(ip: str) -> bool:
 
 def _over_rate(kind: str, ip: str, limit: int) -> bool:
     """Fixed one-minute windows, counted across processes in the cache."""
-    if limit <= 0 or _exempt(ip):
+    if limit <= 0 or exempt_from_limits(ip):
         return False
     key = f"antispam:rate:{kind}:{ip}:{int(time.time() // 60)}"
     cache.add(key, 0, timeout=120)
@@ -59,7 +61,7 @@ def _over_rate(kind: str, ip: str, limit: int) -> bool:
 
 def counts_connections(ip: str) -> bool:
     """Whether connections from ``ip`` are counted at all."""
-    return settings.MAILHOST_RATE_CONNECTIONS_PER_MINUTE > 0 and not _exempt(ip)
+    return settings.MAILHOST_RATE_CONNECTIONS_PER_MINUTE > 0 and not exempt_from_limits(ip)
 
 
 @sync_to_async(thread_sensitive=False)

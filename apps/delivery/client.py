@@ -6,6 +6,7 @@ reply per recipient (RFC 5321 §3.3)."""
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import ssl
 from collections.abc import Sequence
@@ -53,11 +54,25 @@ def _opportunistic_context() -> ssl.SSLContext:
     return context
 
 
+_NEWLINE = re.compile(rb"\r\n|\r|\n")
+
+
+def crlf_lines(data: bytes) -> bytes:
+    """Every line ended by CRLF (RFC 5321 §2.3.8): a bare CR or LF becomes CRLF.
+    smtplib dot-stuffs only after an LF, and some receivers end a line (and the
+    data, at "<CR>.<CR>" or "<LF>.<LF>") where we see none: with bare ends left
+    in, a message we relay could be cut in two there (SMTP smuggling)."""
+    if data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"):
+        return data  # the common case, without the slower regex
+    return _NEWLINE.sub(b"\r\n", data)
+
+
 def _send_one(client: smtplib.SMTP, message: OutgoingMessage, dsn: bool) -> None:
+    data = crlf_lines(message.data)
     mail_options = []
     if client.has_extn("size"):
-        mail_options.append(f"SIZE={len(message.data)}")
-    if client.has_extn("8bitmime") and any(b > 127 for b in message.data):
+        mail_options.append(f"SIZE={len(data)}")
+    if client.has_extn("8bitmime") and any(b > 127 for b in data):
         mail_options.append("BODY=8BITMIME")
     if dsn:
         if message.ret:
@@ -86,7 +101,7 @@ def _send_one(client: smtplib.SMTP, message: OutgoingMessage, dsn: bool) -> None
         client.rset()
         return
     try:
-        code, text = client.data(message.data)
+        code, text = client.data(data)
     except smtplib.SMTPDataError as error:  # no 354
         code, text = error.smtp_code, error.smtp_error
     for recipient in accepted:

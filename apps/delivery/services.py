@@ -89,6 +89,7 @@ def sign(data: bytes, domain: str, key_cache: dict[str, list[DkimKey]] | None = 
 
 
 _DATE_FIELD = re.compile(rb"(?im)^date:")
+_FROM_FIELD = re.compile(rb"(?im)^from[ \t]*:")  # RFC 5322 §4.5.8: WSP before ":"
 
 
 def prepare(
@@ -98,6 +99,10 @@ def prepare(
     """Check and complete a submitted message (RFC 6409 §8): every From address
     must be one the user may send as; a missing Message-ID or Date is added;
     then it is DKIM-signed for its From domain."""
+    # RFC 5322 §3.6: exactly one From field. With two, we would check one and a
+    # reader might show the other.
+    if len(_FROM_FIELD.findall(headers_of(content))) > 1:
+        raise SenderNotAllowed("The message has more than one From field")
     info = mime.analyze(content)
     senders = [f"{local}@{host}" for _, _, local, host in info.envelope[2] or []
                if local and host]

@@ -1429,6 +1429,13 @@ for _name, _states, _handler in (
     COMMANDS[_name] = (_handler, _states)
 
 
+# Said by apps/mailservers/limits.py instead of a greeting to a connection over the
+# limits (RFC 3501 §7.1.5: BYE when the server will not accept the connection), and
+# to a client silent after the greeting (§5.4 allows an autologout).
+TOO_MANY_CONNECTIONS = b"* BYE too many connections, try again later\r\n"
+NO_COMMAND_IN_TIME = b"* BYE autologout; no command received in time\r\n"
+
+
 def protocol_factory(tls_context: ssl.SSLContext | None, listener: str = "imap",
                      ) -> Callable[[], IMAPSession]:
     implicit = listener == "imaps"

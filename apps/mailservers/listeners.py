@@ -2,7 +2,9 @@
 
 Each listener is a name, a port setting, whether TLS starts at once
 (implicit, RFC 8314) and a protocol factory from the protocol's own app.
-Tests start them on port 0 and read back the bound ports."""
+Tests start them on port 0 and read back the bound ports. Every connection
+passes apps/mailservers/limits.py first: the connection limits and the
+greeting timeout, in each protocol's own words."""
 
 from __future__ import annotations
 
@@ -14,8 +16,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+
+from apps.imap import session as imap
 from apps.imap.session import protocol_factory as imap_protocol_factory
+from apps.mailservers.limits import ConnectionLimits, Gate
+from apps.pop3 import server as pop3
 from apps.pop3.server import pop3_protocol_factory
+from apps.smtp import replies as smtp
 from apps.smtp.server import mx_protocol_factory
 from apps.smtp.submission import smtps_protocol_factory, submission_protocol_factory
 from apps.store import health
@@ -27,21 +35,40 @@ FactoryMaker = Callable[[ssl.SSLContext | None, str], Callable[[], asyncio.Proto
 
 
 @dataclass(frozen=True)
+class Words:
+    """What a protocol says to a connection over the limits (then closed) and to
+    a client silent after the greeting (empty: close without a word)."""
+
+    busy: bytes
+    silent: bytes
+
+
+def _smtp_line(reply: str) -> bytes:
+    return reply.encode() + b"\r\n"
+
+
+SMTP_WORDS = Words(_smtp_line(smtp.TOO_MANY_CONNECTIONS), _smtp_line(smtp.NO_COMMAND_IN_TIME))
+IMAP_WORDS = Words(imap.TOO_MANY_CONNECTIONS, imap.NO_COMMAND_IN_TIME)
+POP3_WORDS = Words(pop3.TOO_MANY_CONNECTIONS, pop3.NO_COMMAND_IN_TIME)
+
+
+@dataclass(frozen=True)
 class ListenerSpec:
     name: str
     make_factory: FactoryMaker
+    words: Words
     implicit_tls: bool = False
 
 
 # The protocol issues add their listeners here (IMAP, POP3, submission).
 LISTENERS: dict[str, ListenerSpec] = {
-    "smtp": ListenerSpec("smtp", mx_protocol_factory),
-    "pop3": ListenerSpec("pop3", pop3_protocol_factory),
-    "pop3s": ListenerSpec("pop3s", pop3_protocol_factory, implicit_tls=True),
-    "imap": ListenerSpec("imap", imap_protocol_factory),
-    "imaps": ListenerSpec("imaps", imap_protocol_factory, implicit_tls=True),
-    "submission": ListenerSpec("submission", submission_protocol_factory),
-    "smtps": ListenerSpec("smtps", smtps_protocol_factory, implicit_tls=True),
+    "smtp": ListenerSpec("smtp", mx_protocol_factory, SMTP_WORDS),
+    "pop3": ListenerSpec("pop3", pop3_protocol_factory, POP3_WORDS),
+    "pop3s": ListenerSpec("pop3s", pop3_protocol_factory, POP3_WORDS, implicit_tls=True),
+    "imap": ListenerSpec("imap", imap_protocol_factory, IMAP_WORDS),
+    "imaps": ListenerSpec("imaps", imap_protocol_factory, IMAP_WORDS, implicit_tls=True),
+    "submission": ListenerSpec("submission", submission_protocol_factory, SMTP_WORDS),
+    "smtps": ListenerSpec("smtps", smtps_protocol_factory, SMTP_WORDS, implicit_tls=True),
 }
 
 
@@ -50,46 +77,51 @@ class RunningListener:
     spec: ListenerSpec
     server: asyncio.Server
     sessions: set[Any] = field(default_factory=set)
+    limits: ConnectionLimits = field(default_factory=lambda: ConnectionLimits(total=0, per_ip=0))
 
     @property
     def port(self) -> int:
         return self.server.sockets[0].getsockname()[1]
 
 
-def _tracked(factory: Callable[[], asyncio.Protocol], sessions: set[Any]) -> Callable[[], Any]:
-    """Wrap a protocol factory so that the listener knows its live sessions."""
+def _gated(spec: ListenerSpec, session_factory: Callable[[], asyncio.Protocol],
+           sessions: set[Any], limits: ConnectionLimits) -> Callable[[], Gate]:
+    """Every connection meets the limits first; the listener knows its live sessions."""
+    greeting_timeout = settings.MAILHOST_GREETING_TIMEOUT
 
-    def make() -> asyncio.Protocol:
-        protocol = factory()
-        sessions.add(protocol)
-        original = protocol.connection_lost
-
-        def connection_lost(error: Exception | None) -> None:
-            sessions.discard(protocol)
-            original(error)
-
-        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
-        return protocol
+    def make() -> Gate:
+        return Gate(session_factory, limits=limits, sessions=sessions,
+                    busy_reply=spec.words.busy, timeout_reply=spec.words.silent,
+                    greeting_timeout=greeting_timeout)
 
     return make
 
 
 async def start_listeners(
     ports: dict[str, int], *, host: str, tls_context: ssl.SSLContext | None,
+    processes: int = 1,
 ) -> list[RunningListener]:
-    """Start the named listeners (``ports``: name -> port, 0 for a free one)."""
+    """Start the named listeners (``ports``: name -> port, 0 for a free one).
+    ``processes``: how many listener processes share these ports; each takes
+    its share of the connection limits."""
     loop = asyncio.get_running_loop()
     running = []
     for name, port in ports.items():
         spec = LISTENERS[name]
         sessions: set[Any] = set()
-        factory = _tracked(spec.make_factory(tls_context, name), sessions)
+        limits = ConnectionLimits.share(
+            total=settings.MAILHOST_MAX_CONNECTIONS,
+            per_ip=settings.MAILHOST_MAX_CONNECTIONS_PER_IP, processes=processes)
+        factory = _gated(spec, spec.make_factory(tls_context, name), sessions, limits)
         server = await loop.create_server(
             factory, host=host, port=port,
             ssl=tls_context if spec.implicit_tls else None,
+            # A client that never finishes the TLS handshake is silent too.
+            ssl_handshake_timeout=(settings.MAILHOST_GREETING_TIMEOUT or None)
+            if spec.implicit_tls else None,
             reuse_address=True,
         )
-        listener = RunningListener(spec, server, sessions)
+        listener = RunningListener(spec, server, sessions, limits)
         log.info("listening name=%s address=%s port=%d", name, host, listener.port)
         running.append(listener)
     return running

@@ -482,6 +482,13 @@ class Pop3Session(asyncio.Protocol):
         await self._send(ok(f"maildrop has {count} messages ({size} octets)"))
 
 
+# Said by apps/mailservers/limits.py to a connection over the limits (RFC 3206 §4:
+# SYS/TEMP, a temporary problem on the server's side). A client silent after the
+# greeting is closed without a reply, as by the autologout timer (RFC 1939 §3).
+TOO_MANY_CONNECTIONS = err("too many connections, try again later", SYS_TEMP)
+NO_COMMAND_IN_TIME = b""
+
+
 def pop3_protocol_factory(
     tls_context: ssl.SSLContext | None, listener: str = "pop3",
 ) -> Callable[[], Pop3Session]:

@@ -12,6 +12,11 @@ SENDER_OK = "250 2.1.0 Sender OK"  # RFC 3463 §3.2 X.1.0 other address status
 RECIPIENT_OK = "250 2.1.5 Recipient OK"  # RFC 3463 X.1.5 destination address valid
 BYE = "221 2.0.0 Bye"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"  # RFC 3463 X.3.2
+# RFC 5321 §3.8: a 421 and the connection closes; RFC 3463 X.7.0 other security status.
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections, try again later"
+# RFC 5321 §4.5.3.2.7: the server may close a connection that says nothing (X.4.2).
+NO_COMMAND_IN_TIME = "421 4.4.2 No command received in time, closing connection"
+IDLE_TIMEOUT = "421 4.4.2 Idle for too long, closing connection"
 TEMPORARY_FAILURE = "451 4.3.0 Temporary server failure, try again later"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
 BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"
@@ -19,6 +24,9 @@ UNKNOWN_USER = "550 5.1.1 No such user here"
 RELAY_DENIED = "550 5.7.1 Relaying denied"
 # RFC 5321 §2.3.8: lines end in CRLF only; a bare LF is how SMTP smuggling starts.
 BARE_LF = "550 5.5.2 Message contains a bare LF; lines must end with CRLF"
+# Submission refuses a bare CR too (a receiver that ends DATA at "<CR>.<CR>" would
+# see two messages where our user sent one).
+BARE_NEWLINE = "550 5.5.2 Message contains a bare CR or LF; lines must end with CRLF"
 
 # Enhanced code for replies that come from aiosmtpd without one.
 _DEFAULT_ENHANCED = {

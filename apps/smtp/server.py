@@ -83,6 +83,12 @@ class MailhostSMTP(SMTP):
         self._writer.write(replies.SHUTTING_DOWN.encode() + b"\r\n")
         self.transport.close()
 
+    def _timeout_cb(self) -> None:
+        """Idle for MAILHOST_SMTP_TIMEOUT (RFC 5321 §4.5.3.2.7): say why before closing."""
+        if self.transport is not None and not self.transport.is_closing():
+            self._writer.write(replies.IDLE_TIMEOUT.encode() + b"\r\n")
+        super()._timeout_cb()
+
     # --- replies ---
     async def push(self, status: str | bytes) -> None:
         line = status.encode("utf-8") if isinstance(status, str) else status
