@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -76,21 +77,26 @@ def _tracked(factory: Callable[[], asyncio.Protocol], sessions: set[Any]) -> Cal
 
 async def start_listeners(
     ports: dict[str, int], *, host: str, tls_context: ssl.SSLContext | None,
+    sockets: dict[str, socket.socket] | None = None,
 ) -> list[RunningListener]:
-    """Start the named listeners (``ports``: name -> port, 0 for a free one)."""
+    """Start the named listeners (``ports``: name -> port, 0 for a free one),
+    on the listening ``sockets`` given (shared by several processes) or on
+    sockets of their own."""
     loop = asyncio.get_running_loop()
     running = []
     for name, port in ports.items():
         spec = LISTENERS[name]
         sessions: set[Any] = set()
         factory = _tracked(spec.make_factory(tls_context, name), sessions)
-        server = await loop.create_server(
-            factory, host=host, port=port,
-            ssl=tls_context if spec.implicit_tls else None,
-            reuse_address=True,
-        )
+        ssl_context = tls_context if spec.implicit_tls else None
+        if sockets and name in sockets:
+            server = await loop.create_server(factory, sock=sockets[name], ssl=ssl_context)
+        else:
+            server = await loop.create_server(factory, host=host, port=port,
+                                              ssl=ssl_context, reuse_address=True)
         listener = RunningListener(spec, server, sessions)
-        log.info("listening name=%s address=%s port=%d", name, host, listener.port)
+        if not sockets:  # shared sockets are announced once, by the parent
+            log.info("listening name=%s address=%s port=%d", name, host, listener.port)
         running.append(listener)
     return running
 

@@ -1,10 +1,13 @@
-"""``manage.py runmailservers``: every mail listener in one asyncio process."""
+"""``manage.py runmailservers``: every mail listener, in one asyncio process or
+in MAILHOST_LISTENER_PROCESSES processes sharing the listening sockets
+(apps/mailservers/processes.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -16,7 +19,14 @@ from apps.mailservers.listeners import (
     start_listeners,
     stop_listeners,
 )
+from apps.mailservers.processes import (
+    EVERY_PROCESS,
+    Supervisor,
+    bind_sockets,
+    names_for,
+)
 from apps.mailservers.tls import server_context
+from apps.store import health
 
 log = logging.getLogger("mailhost.listeners")
 
@@ -33,9 +43,37 @@ class Command(BaseCommand):
         unknown = [n for n in names if n not in LISTENERS]
         if unknown:
             raise SystemExit(f"unknown listener(s): {', '.join(unknown)}")
-        asyncio.run(self._serve({n: settings.MAILHOST_PORTS[n] for n in names}))
+        ports = {n: settings.MAILHOST_PORTS[n] for n in names}
+        processes = settings.MAILHOST_LISTENER_PROCESSES
+        if processes <= 1:
+            asyncio.run(self._serve(ports))
+            return
+        # The certificate is made (first start) before forking, once.
+        server_context()
+        sockets = bind_sockets(ports, host=settings.MAILHOST_BIND)
+        bound = {name: sock.getsockname()[1] for name, sock in sockets.items()}
+        for name, port in bound.items():
+            log.info("listening name=%s address=%s port=%d processes=%d", name,
+                     settings.MAILHOST_BIND, port,
+                     processes if name in EVERY_PROCESS else 1)
 
-    async def _serve(self, ports: dict[str, int]) -> None:
+        def serve(index: int) -> None:
+            served = names_for(index, names)
+            asyncio.run(self._serve({n: bound[n] for n in served},
+                                    {n: sockets[n] for n in served}))
+
+        def heartbeat(children: dict[int, int]) -> None:
+            health.beat("listeners", detail={
+                "listeners": {name: {"port": port, "serving": bool(children)}
+                              for name, port in bound.items()},
+                "processes": len(children)})
+
+        Supervisor(processes, serve, heartbeat, settings.MAILHOST_HEARTBEAT_INTERVAL,
+                   sockets).run()
+        log.info("stopped")
+
+    async def _serve(self, ports: dict[str, int],
+                     sockets: dict[str, socket.socket] | None = None) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         # The ORM work of every session runs in this pool (mailhost/asyncdb.py):
@@ -46,11 +84,14 @@ class Command(BaseCommand):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         listeners = await start_listeners(
-            ports, host=settings.MAILHOST_BIND, tls_context=server_context())
-        heartbeats = asyncio.create_task(
+            ports, host=settings.MAILHOST_BIND, tls_context=server_context(),
+            sockets=sockets)
+        # With several processes the parent beats for all of them.
+        heartbeats = None if sockets else asyncio.create_task(
             send_heartbeats(listeners, settings.MAILHOST_HEARTBEAT_INTERVAL))
         await stop.wait()
-        heartbeats.cancel()
+        if heartbeats is not None:
+            heartbeats.cancel()
         log.info("shutting down: no new connections, waiting up to %ds for sessions",
                  settings.MAILHOST_SHUTDOWN_GRACE)
         await stop_listeners(listeners, grace=settings.MAILHOST_SHUTDOWN_GRACE)
