@@ -299,6 +299,9 @@ MAILHOST_SMTP_MAX_LINE_LENGTH = env_int("MAILHOST_SMTP_MAX_LINE_LENGTH", 65536)
 MAILHOST_DEFAULT_QUOTA = env_int("MAILHOST_DEFAULT_QUOTA", 1024 * 1024 * 1024)
 MAILHOST_SUBADDRESS_DELIMITER = env_str("MAILHOST_SUBADDRESS_DELIMITER", "+")
 MAILHOST_ALIAS_MAX_DEPTH = env_int("MAILHOST_ALIAS_MAX_DEPTH", 10)
+# Each process keeps recipient resolutions this long at most; any directory
+# write invalidates them in every process at once (apps/directory/services.py).
+MAILHOST_DIRECTORY_CACHE_SECONDS = env_int("MAILHOST_DIRECTORY_CACHE_SECONDS", 10)
 MAILHOST_SHUTDOWN_GRACE = env_int("MAILHOST_SHUTDOWN_GRACE", 30)
 # Group commit: deliveries arriving within this window share one transaction.
 MAILHOST_GROUP_COMMIT_MAX = env_int("MAILHOST_GROUP_COMMIT_MAX", 64)
