@@ -68,11 +68,12 @@ class MailhostSMTP(SMTP):
         super().connection_made(transport)
         if first:
             peer = self.session.peer
-            log.info("connect listener=%s peer=%s", self.listener, peer)
+            # DEBUG: at INFO, one line per message ("delivered") is enough.
+            log.debug("connect listener=%s peer=%s", self.listener, peer)
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.session is not None:
-            log.info("disconnect listener=%s peer=%s", self.listener, self.session.peer)
+            log.debug("disconnect listener=%s peer=%s", self.listener, self.session.peer)
         super().connection_lost(error)
 
     def request_shutdown(self) -> None:
