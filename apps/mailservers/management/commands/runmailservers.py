@@ -23,6 +23,7 @@ from apps.mailservers.processes import (
     EVERY_PROCESS,
     Supervisor,
     bind_sockets,
+    limit_malloc_arenas,
     names_for,
 )
 from apps.mailservers.tls import server_context
@@ -33,6 +34,10 @@ log = logging.getLogger("mailhost.listeners")
 
 class Command(BaseCommand):
     help = "Run the mail listeners (SMTP, and IMAP/POP3/submission as they exist)."
+    # The system checks import every URL conf and view (DRF, the API schema,
+    # the web apps): tens of MiB in each listener process that never serves
+    # HTTP. ``manage.py check`` and the web server still run them.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--only", help="comma-separated listener names "
@@ -44,6 +49,7 @@ class Command(BaseCommand):
         if unknown:
             raise SystemExit(f"unknown listener(s): {', '.join(unknown)}")
         ports = {n: settings.MAILHOST_PORTS[n] for n in names}
+        limit_malloc_arenas()  # before any thread starts
         processes = settings.MAILHOST_LISTENER_PROCESSES
         if processes <= 1:
             asyncio.run(self._serve(ports))
