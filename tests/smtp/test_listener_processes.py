@@ -4,11 +4,9 @@ SIGKILLed parent takes its children with it."""
 
 from __future__ import annotations
 
-import email
 import os
 import signal
 import smtplib
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 
 from apps.store.models import Message
 from tests.factories import make_mailbox
-from tests.smtp.helpers import make_message
+from tests.smtp.helpers import Senders, make_message
 from tests.smtp.test_crash import _assert_filed_once
 
 pytestmark = pytest.mark.slow
@@ -54,47 +52,22 @@ def test_a_killed_child_is_replaced_and_loses_nothing_acknowledged(
     parent = process.process.pid
     _wait_for(lambda: len(_children(parent)) == 2)
     first = _children(parent)
-    port = process.ports["smtp"]
-    acknowledged: list[tuple[str, bytes]] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def client(number: int) -> None:
-        n = 0
-        while not stop.is_set():
-            try:  # a session on the killed child fails: reconnect, as a peer would
-                with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
-                    while not stop.is_set():
-                        message = make_message("alice@example.org", subject=f"{number}-{n}")
-                        smtp.sendmail("sender@remote.example", ["alice@example.org"],
-                                      message)
-                        with lock:
-                            acknowledged.append(
-                                (email.message_from_bytes(message)["Message-ID"], message))
-                        n += 1
-            except (smtplib.SMTPException, OSError):
-                time.sleep(0.05)
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
+    senders = Senders(process.ports["smtp"], clients=6, reconnect=True)
     try:
-        _wait_for(lambda: len(acknowledged) >= 30)
+        senders.wait_for(30)
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
         # The parent starts another child, on the same port.
         _wait_for(lambda: len(_children(parent)) == 2 and victim not in _children(parent))
-        after_kill = len(acknowledged)
-        _wait_for(lambda: len(acknowledged) >= after_kill + 30)
+        after_kill = len(senders.acknowledged)
+        _wait_for(lambda: len(senders.acknowledged) >= after_kill + 30)
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
+        senders.stop()
     assert process.terminate() == 0
     assert not any(_alive(pid) for pid in first | _children(parent))
-    _assert_filed_once(acknowledged)
+    _assert_filed_once(senders.acknowledged)
     assert Message.objects.filter(folder__mailbox__address="alice@example.org").count() == len(
-        acknowledged)
+        senders.acknowledged)
 
 
 def test_a_killed_parent_takes_its_children(two_processes, listener_process):
