@@ -95,7 +95,7 @@ async def start_listeners(
             server = await loop.create_server(factory, host=host, port=port,
                                               ssl=ssl_context, reuse_address=True)
         listener = RunningListener(spec, server, sessions)
-        if not sockets:  # shared sockets are announced once, by the parent
+        if sockets is None:  # shared sockets are announced once, by the parent
             log.info("listening name=%s address=%s port=%d", name, host, listener.port)
         running.append(listener)
     return running

@@ -51,6 +51,8 @@ class Command(BaseCommand):
         ports = {n: settings.MAILHOST_PORTS[n] for n in names}
         limit_malloc_arenas()  # before any thread starts
         processes = settings.MAILHOST_LISTENER_PROCESSES
+        if not EVERY_PROCESS & set(names):
+            processes = 1  # IMAP and POP3 alone run in one process
         if processes <= 1:
             asyncio.run(self._serve(ports))
             return
@@ -93,7 +95,7 @@ class Command(BaseCommand):
             ports, host=settings.MAILHOST_BIND, tls_context=server_context(),
             sockets=sockets)
         # With several processes the parent beats for all of them.
-        heartbeats = None if sockets else asyncio.create_task(
+        heartbeats = None if sockets is not None else asyncio.create_task(
             send_heartbeats(listeners, settings.MAILHOST_HEARTBEAT_INTERVAL))
         await stop.wait()
         if heartbeats is not None:
