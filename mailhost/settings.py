@@ -5,7 +5,6 @@ certificate), and everything an instance writes lives under MAILHOST_DATA_DIR.
 
 from __future__ import annotations
 
-import os
 import secrets
 import socket
 from pathlib import Path
@@ -398,9 +397,10 @@ MAILHOST_QUEUE_KICK_TIMEOUT = env_int("MAILHOST_QUEUE_KICK_TIMEOUT", 10)
 # database connection): sessions wait on round trips there, not on the CPU.
 MAILHOST_LISTENER_THREADS = env_int("MAILHOST_LISTENER_THREADS", 16)
 # Processes serving the SMTP listeners on the same ports (IMAP and POP3 run in
-# the first): one per core, since one process is bound by the interpreter lock.
-MAILHOST_LISTENER_PROCESSES = env_int("MAILHOST_LISTENER_PROCESSES",
-                                       len(os.sched_getaffinity(0)))
+# the first). One process is bound by the interpreter lock, but on a shared
+# 2-core machine a second did not measure faster and costs its memory: raise it
+# (to the core count) on a host whose cores are free for mail.
+MAILHOST_LISTENER_PROCESSES = env_int("MAILHOST_LISTENER_PROCESSES", 1)
 # --- end of listener threads ---------------------------------------------------
 
 # Message trace and dashboard (apps/store/trace.py, apps/store/health.py).
