@@ -32,6 +32,29 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (Linux)."""
+    tree = [pid]
+    for member in tree:
+        path = Path(f"/proc/{member}/task/{member}/children")
+        if path.exists():
+            tree += [int(child) for child in path.read_text().split()]
+    return tree
+
+
+def tree_memory_mib(pid: int) -> tuple[float, float]:
+    """A process with its children: the sum of their peak RSS (pages shared
+    after fork are counted in each), and the sum of their PSS now (shared
+    pages divided among the sharers: what the tree really occupies)."""
+    peak = pss = 0.0
+    for member in process_tree(pid):
+        peak += peak_rss_mib(member)
+        for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                pss += int(line.split()[1]) / 1024
+    return peak, pss
+
+
 class Background:
     """A subprocess whose output is drained; ``wait_for`` finds a line."""
 

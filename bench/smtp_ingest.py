@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PYTHON, Background, MailhostInstance, peak_rss_mib
+from common import PYTHON, Background, MailhostInstance, process_tree, tree_memory_mib
 
 SENDER = "load@client.example"
 RECIPIENT = "bench@bench.example"
@@ -53,10 +53,11 @@ def drive(port: int, options: list[str], size: int) -> float:
 
 
 def measure(port: int, pid: int, loads: list[tuple[str, list[str]]],
-            size: int) -> tuple[list[float], float]:
-    """Messages/s per load after a warm-up, and the server's peak RSS."""
+            size: int) -> tuple[list[float], tuple[float, float]]:
+    """Messages/s per load after a warm-up, and the memory of the server's
+    processes (``tree_memory_mib``)."""
     drive(port, ["-s", "2", "-m", "20"], size)  # warm-up: connections, caches
-    return [drive(port, options, size) for _, options in loads], peak_rss_mib(pid)
+    return [drive(port, options, size) for _, options in loads], tree_memory_mib(pid)
 
 
 def main() -> None:
@@ -83,6 +84,7 @@ def main() -> None:
         try:
             mailhost_rates, mailhost_rss = measure(ports["smtp"], server.process.pid,
                                                    loads, args.size)
+            mailhost_processes = len(process_tree(server.process.pid))
         finally:
             server.stop()
 
@@ -106,8 +108,10 @@ def main() -> None:
                                                    strict=True):
         print(f"  {name:<32}{mailhost_rate:>16.0f}{sink_rate:>13.0f}"
               f"{mailhost_rate / sink_rate:>7.2f}")
-    print(f"  peak RSS MiB: Mailhost {mailhost_rss:.1f}, floor {sink_rss:.1f}, "
-          f"ratio {mailhost_rss / sink_rss:.2f}")
+    (mailhost_peak, mailhost_pss), (sink_peak, sink_pss) = mailhost_rss, sink_rss
+    print(f"  memory MiB, Mailhost's {mailhost_processes} processes summed / floor: "
+          f"peak RSS {mailhost_peak:.1f} / {sink_peak:.1f} ({mailhost_peak / sink_peak:.2f}), "
+          f"PSS {mailhost_pss:.1f} / {sink_pss:.1f} ({mailhost_pss / sink_pss:.2f})")
     print("  floor: bare aiosmtpd writing and fsyncing each message before its 250")
 
 

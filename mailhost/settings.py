@@ -298,6 +298,9 @@ MAILHOST_SMTP_MAX_LINE_LENGTH = env_int("MAILHOST_SMTP_MAX_LINE_LENGTH", 65536)
 MAILHOST_DEFAULT_QUOTA = env_int("MAILHOST_DEFAULT_QUOTA", 1024 * 1024 * 1024)
 MAILHOST_SUBADDRESS_DELIMITER = env_str("MAILHOST_SUBADDRESS_DELIMITER", "+")
 MAILHOST_ALIAS_MAX_DEPTH = env_int("MAILHOST_ALIAS_MAX_DEPTH", 10)
+# Each process keeps recipient resolutions this long at most; any directory
+# write invalidates them in every process at once (apps/directory/services.py).
+MAILHOST_DIRECTORY_CACHE_SECONDS = env_int("MAILHOST_DIRECTORY_CACHE_SECONDS", 10)
 MAILHOST_SHUTDOWN_GRACE = env_int("MAILHOST_SHUTDOWN_GRACE", 30)
 # Group commit: deliveries arriving within this window share one transaction.
 MAILHOST_GROUP_COMMIT_MAX = env_int("MAILHOST_GROUP_COMMIT_MAX", 64)
@@ -404,6 +407,11 @@ MAILHOST_QUEUE_KICK_TIMEOUT = env_int("MAILHOST_QUEUE_KICK_TIMEOUT", 10)
 # Threads that run the listeners' database and cache work (each may hold a
 # database connection): sessions wait on round trips there, not on the CPU.
 MAILHOST_LISTENER_THREADS = env_int("MAILHOST_LISTENER_THREADS", 16)
+# Processes serving the SMTP listeners on the same ports (IMAP and POP3 run in
+# the first). One process is bound by the interpreter lock, but on a shared
+# 2-core machine a second did not measure faster and costs its memory: raise it
+# (to the core count) on a host whose cores are free for mail.
+MAILHOST_LISTENER_PROCESSES = env_int("MAILHOST_LISTENER_PROCESSES", 1)
 # --- end of listener threads ---------------------------------------------------
 
 # Message trace and dashboard (apps/store/trace.py, apps/store/health.py).

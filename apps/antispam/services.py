@@ -110,19 +110,22 @@ def spool_batch(requests: Sequence[SpoolRequest]) -> list[int | OverQuota]:
 
 
 def _spool_rows(requests: list[SpoolRequest]) -> list[int]:
-    """Blobs fsynced, then the rows and the trace in one commit; their pks."""
+    """Blobs fsynced, then the rows and the trace in one commit; their pks.
+    The fsyncs come before the transaction: no database lock is held meanwhile
+    (SQLite has one writer at a time)."""
+    blobs = store.write_blobs([request.data for request in requests], parse=False)
     with transaction.atomic():
-        shas = store.put_blobs([request.data for request in requests])
+        store.add_blob_rows(blobs)
         rows = SpooledMessage.objects.bulk_create([
             SpooledMessage(
-                blob_id=sha, mailbox_ids=request.mailbox_ids,
+                blob_id=blob.sha256, mailbox_ids=request.mailbox_ids,
                 client_ip=request.facts.client_ip, helo=request.facts.helo[:255],
                 mail_from=request.facts.mail_from[:320],
                 spf_result=request.facts.spf.result if request.facts.spf else "",
                 spf_explanation=(request.facts.spf.explanation[:500]
                                  if request.facts.spf else ""),
                 authenticated=request.facts.authenticated, queue_id=request.facts.queue_id)
-            for sha, request in zip(shas, requests, strict=True)])
+            for blob, request in zip(blobs, requests, strict=True)])
         trace.record([event for request in requests for event in request.trace_events])
         pks = [row.pk for row in rows]
         if not settings.MAILHOST_ANTISPAM_INLINE:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import hashlib
 import ipaddress
 import logging
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -38,7 +40,14 @@ from apps.directory.addresses import (
 from apps.directory.audit import SECRET_CHANGED, Actor, record
 from apps.directory.models import Alias, DkimKey, Domain, Mailbox, Role, User
 from mailhost.asyncdb import database_sync_to_async
-from mailhost.errors import Conflict, Disabled, Invalid, LimitExceeded, NotFound
+from mailhost.errors import (
+    Conflict,
+    Disabled,
+    Invalid,
+    LimitExceeded,
+    MailhostError,
+    NotFound,
+)
 
 log = logging.getLogger(__name__)
 
@@ -437,7 +446,63 @@ def _lookup(local: str, domain: str) -> tuple[Mailbox | None, Alias | None]:
     return None, Alias.objects.filter(address=address, active=True).first()
 
 
+# --- the resolution cache: resolve runs on every RCPT ---
+# Each process keeps the outcomes of ``resolve`` with the directory version they
+# were resolved under. Every write to a domain, mailbox or alias sets a new
+# version in the shared cache (Redis, or the file cache: every process of the
+# instance sees it), so a disabled mailbox is refused at the next RCPT in every
+# process; the TTL bounds what a write that bypassed the ORM could leave stale.
+_VERSION_KEY = "directory:version"
+_MAX_CACHED = 10_000
+_resolved: dict[str, tuple[str, float, Resolution | MailhostError]] = {}
+
+
+def directory_version() -> str:
+    """The directory's current version (a fresh one if the cache lost it)."""
+    version = cache.get(_VERSION_KEY)
+    if version is None:
+        cache.add(_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+        version = cache.get(_VERSION_KEY)
+    return version
+
+
+def directory_changed(**_: object) -> None:
+    """A domain, mailbox or alias changed: no process may answer from what it
+    resolved before. Bumped at once and again on commit, so that a lookup that
+    read the old rows while the write was in flight is not kept either."""
+    cache.set(_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    transaction.on_commit(
+        lambda: cache.set(_VERSION_KEY, uuid.uuid4().hex, timeout=None))
+
+
 def resolve(address: str) -> Resolution:
+    """``resolve_uncached``, answered from this process's cache while the
+    directory has not changed (and for MAILHOST_DIRECTORY_CACHE_SECONDS at most)."""
+    ttl = settings.MAILHOST_DIRECTORY_CACHE_SECONDS
+    if ttl <= 0:
+        return resolve_uncached(address)
+    local, domain_name = split_address(address)  # Invalid is not worth caching
+    key = f"{local}@{domain_name}"
+    version = directory_version()  # read before the rows: see directory_changed
+    now = time.monotonic()
+    hit = _resolved.get(key)
+    if hit is None or hit[0] != version or hit[1] < now:
+        try:
+            outcome: Resolution | MailhostError = resolve_uncached(key)
+        except (NotFound, Disabled) as error:
+            outcome = error
+        if len(_resolved) >= _MAX_CACHED:
+            _resolved.clear()
+        hit = _resolved[key] = (version, now + ttl, outcome)
+    outcome = hit[2]
+    if isinstance(outcome, MailhostError):
+        raise copy.copy(outcome)
+    # A copy: callers may extend the lists; the mailboxes are only read.
+    return Resolution(outcome.address, outcome.hosted, list(outcome.mailboxes),
+                      list(outcome.external))
+
+
+def resolve_uncached(address: str) -> Resolution:
     """Resolve a recipient address to local mailboxes and external addresses.
 
     Order for ``user+tag@domain``: a mailbox or alias with that exact name, then

@@ -10,9 +10,9 @@ told so and closed; after its first bytes the protocol's own idle timeout
 rules.
 
 The counters live in this process: nothing to leak when a process is killed,
-and no round trip per connection. When several listener processes share a
-port (SO_REUSEPORT spreads connections over them evenly), each takes its share
-of the limits: ``start_listeners(..., processes=N)`` divides them by N,
+and no round trip per connection. When several listener processes accept on
+one shared socket (MAILHOST_LISTENER_PROCESSES), each takes its share of the
+limits: ``start_listeners(..., processes={name: N})`` divides them by N,
 rounding up.
 """
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -99,11 +100,13 @@ def _gated(spec: ListenerSpec, session_factory: Callable[[], asyncio.Protocol],
 
 async def start_listeners(
     ports: dict[str, int], *, host: str, tls_context: ssl.SSLContext | None,
-    processes: int = 1,
+    sockets: dict[str, socket.socket] | None = None,
+    processes: dict[str, int] | None = None,
 ) -> list[RunningListener]:
-    """Start the named listeners (``ports``: name -> port, 0 for a free one).
-    ``processes``: how many listener processes share these ports; each takes
-    its share of the connection limits."""
+    """Start the named listeners (``ports``: name -> port, 0 for a free one),
+    on the listening ``sockets`` given or on sockets of their own.
+    ``processes``: how many listener processes serve each name (1 if not
+    given); each process takes its share of the connection limits."""
     loop = asyncio.get_running_loop()
     running = []
     for name, port in ports.items():
@@ -111,18 +114,24 @@ async def start_listeners(
         sessions: set[Any] = set()
         limits = ConnectionLimits.share(
             total=settings.MAILHOST_MAX_CONNECTIONS,
-            per_ip=settings.MAILHOST_MAX_CONNECTIONS_PER_IP, processes=processes)
+            per_ip=settings.MAILHOST_MAX_CONNECTIONS_PER_IP,
+            processes=(processes or {}).get(name, 1))
         factory = _gated(spec, spec.make_factory(tls_context, name), sessions, limits)
-        server = await loop.create_server(
-            factory, host=host, port=port,
-            ssl=tls_context if spec.implicit_tls else None,
-            # A client that never finishes the TLS handshake is silent too.
-            ssl_handshake_timeout=(settings.MAILHOST_GREETING_TIMEOUT or None)
-            if spec.implicit_tls else None,
-            reuse_address=True,
-        )
+        ssl_context = tls_context if spec.implicit_tls else None
+        # A client that never finishes the TLS handshake is silent too.
+        handshake_timeout = ((settings.MAILHOST_GREETING_TIMEOUT or None)
+                             if spec.implicit_tls else None)
+        if sockets and name in sockets:
+            server = await loop.create_server(
+                factory, sock=sockets[name], ssl=ssl_context,
+                ssl_handshake_timeout=handshake_timeout)
+        else:
+            server = await loop.create_server(
+                factory, host=host, port=port, ssl=ssl_context,
+                ssl_handshake_timeout=handshake_timeout, reuse_address=True)
         listener = RunningListener(spec, server, sessions, limits)
-        log.info("listening name=%s address=%s port=%d", name, host, listener.port)
+        if sockets is None:  # shared sockets are announced once, by the parent
+            log.info("listening name=%s address=%s port=%d", name, host, listener.port)
         running.append(listener)
     return running
 

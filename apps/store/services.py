@@ -411,14 +411,14 @@ def _parsed_blob(sha: str, data: bytes) -> Blob:
     )
 
 
-# What ``_blob_row`` parses; a row written by ``put_blobs`` has it still empty.
+# What ``_blob_row`` parses; an unparsed row (``write_blobs``) has it still empty.
 _PARSED_FIELDS = ["envelope", "bodystructure", "subject", "from_text", "to_text", "cc_text",
                   "bcc_text", "message_id", "in_reply_to", "references", "sent_date"]
 
 
 def _create_blob_rows(rows: Sequence[tuple[Blob, BlobText]]) -> None:
     """Blob rows and their index rows, one insert each; a blob stored before
-    keeps its rows, and gets them parsed if ``put_blobs`` stored it. Call it in
+    keeps its rows, and gets them parsed if it was stored unparsed. Call it in
     the transaction that references the blobs."""
     Blob.objects.bulk_create([blob for blob, _text in rows], ignore_conflicts=True)
     unparsed = set(Blob.objects.filter(pk__in=[blob.pk for blob, _text in rows],
@@ -537,21 +537,6 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
     return results
 
 
-def put_blobs(blobs: Sequence[bytes]) -> list[str]:
-    """Store bytes durably with their Blob rows (one round of fsyncs for all),
-    referenced by nothing yet (a spool); returns the sha256s. Call it in the
-    transaction that references them. Unreferenced, a blob is collected after
-    the grace. Nothing is parsed here (the rows' bodystructure is empty): the
-    checks read the bytes, clients never see this copy unless it is delivered
-    as it is, and delivering it parses it."""
-    shas = get_blob_store().put_many(list(blobs))
-    sizes = {sha: len(data) for sha, data in zip(shas, blobs, strict=True)}
-    Blob.objects.bulk_create(
-        [Blob(sha256=sha, size=size, envelope={}, bodystructure={}) for sha, size in sizes.items()],
-        ignore_conflicts=True)
-    return shas
-
-
 def deliver(
     mailboxes: Sequence[Mailbox], data: bytes, *, folder: str = "INBOX",
     flags: int = 0, keywords: Sequence[str] = (), internal_date: datetime | None = None,
@@ -565,19 +550,23 @@ def deliver(
     return request.messages
 
 
-def write_blobs(datas: Sequence[bytes]) -> list[Blob]:
+def write_blobs(datas: Sequence[bytes], *, parse: bool = True) -> list[Blob]:
     """Write message bytes durably (one round of fsyncs) for a caller that keeps
-    its own reference to them (the outbound queue), and parse them: their Blob
-    rows, not saved yet. Call it before the transaction that saves
-    them (``add_blob_rows``) with their reference, so that no database lock is
-    held during the fsyncs; bytes left unreferenced by a failed transaction are
-    collected after the grace period."""
+    its own reference to them (the outbound queue, the spool), and parse them
+    unless ``parse`` is False: their Blob rows, not saved yet. Call it before
+    the transaction that saves them (``add_blob_rows``) with their reference,
+    so that no database lock is held during the fsyncs; bytes left
+    unreferenced by a failed transaction are collected after the grace period.
+
+    Unparsed (the spool): the checks read the bytes, clients never see this
+    copy unless it is delivered as it is, and delivering it parses it."""
     shas = get_blob_store().put_many(list(datas))
-    parsed: dict[str, Blob] = {}
+    rows: dict[str, Blob] = {}
     for sha, data in zip(shas, datas, strict=True):
-        if sha not in parsed:
-            parsed[sha] = _parsed_blob(sha, data)
-    return [parsed[sha] for sha in shas]
+        if sha not in rows:
+            rows[sha] = _parsed_blob(sha, data) if parse else Blob(
+                sha256=sha, size=len(data), envelope={}, bodystructure={})
+    return [rows[sha] for sha in shas]
 
 
 def add_blob_rows(blobs: Sequence[Blob]) -> None:

@@ -1,9 +1,7 @@
 """SIGKILL a listener while clients send: every message that got 250 survives."""
 
-import email
 import hashlib
 import smtplib
-import threading
 import time
 
 import pytest
@@ -13,7 +11,7 @@ from apps.antispam.models import SpooledMessage
 from apps.store.blobs import get_blob_store
 from apps.store.models import Message
 from tests.factories import make_mailbox
-from tests.smtp.helpers import make_message
+from tests.smtp.helpers import Senders, make_message
 
 pytestmark = pytest.mark.slow
 
@@ -22,38 +20,12 @@ def _load_then_kill(process, *, clients: int, at_least: int) -> list[tuple[str, 
     """Clients send to alice until the listener is SIGKILLed, once it has
     acknowledged ``at_least`` messages; (Message-ID, bytes) of each message
     that got its 250."""
-    port = process.ports["smtp"]
-    acknowledged: list[tuple[str, bytes]] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def client(number: int) -> None:
-        n = 0
-        try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
-                while not stop.is_set():
-                    message = make_message("alice@example.org", subject=f"{number}-{n}",
-                                           size=4000)
-                    smtp.sendmail("sender@remote.example", ["alice@example.org"], message)
-                    with lock:
-                        acknowledged.append(
-                            (email.message_from_bytes(message)["Message-ID"], message))
-                    n += 1
-        except (smtplib.SMTPException, OSError):
-            pass  # the server died under us: expected
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 30
-    while len(acknowledged) < at_least and time.monotonic() < deadline:
-        time.sleep(0.05)
+    senders = Senders(process.ports["smtp"], clients=clients, size=4000)
+    senders.wait_for(at_least)
     process.kill()
-    stop.set()
-    for thread in threads:
-        thread.join(30)
-    assert len(acknowledged) >= at_least
-    return acknowledged
+    senders.stop()
+    assert len(senders.acknowledged) >= at_least
+    return senders.acknowledged
 
 
 def _assert_filed_once(acknowledged: list[tuple[str, bytes]]) -> None:

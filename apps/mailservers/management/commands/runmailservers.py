@@ -1,10 +1,13 @@
-"""``manage.py runmailservers``: every mail listener in one asyncio process."""
+"""``manage.py runmailservers``: every mail listener, in one asyncio process or
+in MAILHOST_LISTENER_PROCESSES processes sharing the listening sockets
+(apps/mailservers/processes.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
@@ -16,13 +19,25 @@ from apps.mailservers.listeners import (
     start_listeners,
     stop_listeners,
 )
+from apps.mailservers.processes import (
+    EVERY_PROCESS,
+    Supervisor,
+    bind_sockets,
+    limit_malloc_arenas,
+    names_for,
+)
 from apps.mailservers.tls import server_context
+from apps.store import health
 
 log = logging.getLogger("mailhost.listeners")
 
 
 class Command(BaseCommand):
     help = "Run the mail listeners (SMTP, and IMAP/POP3/submission as they exist)."
+    # The system checks import every URL conf and view (DRF, the API schema,
+    # the web apps): tens of MiB in each listener process that never serves
+    # HTTP. ``manage.py check`` and the web server still run them.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--only", help="comma-separated listener names "
@@ -33,9 +48,42 @@ class Command(BaseCommand):
         unknown = [n for n in names if n not in LISTENERS]
         if unknown:
             raise SystemExit(f"unknown listener(s): {', '.join(unknown)}")
-        asyncio.run(self._serve({n: settings.MAILHOST_PORTS[n] for n in names}))
+        ports = {n: settings.MAILHOST_PORTS[n] for n in names}
+        limit_malloc_arenas()  # before any thread starts
+        processes = settings.MAILHOST_LISTENER_PROCESSES
+        if not EVERY_PROCESS & set(names):
+            processes = 1  # IMAP and POP3 alone run in one process
+        if processes <= 1:
+            asyncio.run(self._serve(ports))
+            return
+        # The certificate is made (first start) before forking, once.
+        server_context()
+        sockets = bind_sockets(ports, host=settings.MAILHOST_BIND)
+        bound = {name: sock.getsockname()[1] for name, sock in sockets.items()}
+        for name, port in bound.items():
+            log.info("listening name=%s address=%s port=%d processes=%d", name,
+                     settings.MAILHOST_BIND, port,
+                     processes if name in EVERY_PROCESS else 1)
 
-    async def _serve(self, ports: dict[str, int]) -> None:
+        def serve(index: int) -> None:
+            served = names_for(index, names)
+            asyncio.run(self._serve(
+                {n: bound[n] for n in served}, {n: sockets[n] for n in served},
+                {n: processes if n in EVERY_PROCESS else 1 for n in served}))
+
+        def heartbeat(children: dict[int, int]) -> None:
+            health.beat("listeners", detail={
+                "listeners": {name: {"port": port, "serving": bool(children)}
+                              for name, port in bound.items()},
+                "processes": len(children)})
+
+        Supervisor(processes, serve, heartbeat, settings.MAILHOST_HEARTBEAT_INTERVAL,
+                   sockets).run()
+        log.info("stopped")
+
+    async def _serve(self, ports: dict[str, int],
+                     sockets: dict[str, socket.socket] | None = None,
+                     processes: dict[str, int] | None = None) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         # The ORM work of every session runs in this pool (mailhost/asyncdb.py):
@@ -46,11 +94,14 @@ class Command(BaseCommand):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         listeners = await start_listeners(
-            ports, host=settings.MAILHOST_BIND, tls_context=server_context())
-        heartbeats = asyncio.create_task(
+            ports, host=settings.MAILHOST_BIND, tls_context=server_context(),
+            sockets=sockets, processes=processes)
+        # With several processes the parent beats for all of them.
+        heartbeats = None if sockets is not None else asyncio.create_task(
             send_heartbeats(listeners, settings.MAILHOST_HEARTBEAT_INTERVAL))
         await stop.wait()
-        heartbeats.cancel()
+        if heartbeats is not None:
+            heartbeats.cancel()
         log.info("shutting down: no new connections, waiting up to %ds for sessions",
                  settings.MAILHOST_SHUTDOWN_GRACE)
         await stop_listeners(listeners, grace=settings.MAILHOST_SHUTDOWN_GRACE)
