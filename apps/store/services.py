@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from apps.directory.models import Domain, Mailbox
 from apps.store import events, hooks, mime, textindex, trace
-from apps.store.blobs import get_blob_store
+from apps.store.blobs import BlobStore, get_blob_store
 from apps.store.models import (
     DEFAULT_FOLDERS,
     Blob,
@@ -792,6 +792,21 @@ def collect_garbage(grace_seconds: float) -> int:
             deleted, _ = _unreferenced_blobs().filter(pk=sha).delete()
         if deleted and store.delete_if_older(sha, grace_seconds):
             removed += 1
+    return removed + _collect_files_without_rows(store, grace_seconds)
+
+
+def _collect_files_without_rows(store: BlobStore, grace_seconds: float) -> int:
+    """Files a process wrote durably and then died before committing the row
+    that names them: nothing references them, nothing else would remove them.
+    The grace period keeps a write whose commit is still to come safe."""
+    removed = store.remove_stale_temporaries(grace_seconds)
+    names = list(store.files_older_than(grace_seconds))
+    for start in range(0, len(names), 1000):
+        chunk = names[start:start + 1000]
+        known = set(Blob.objects.filter(pk__in=chunk).values_list("pk", flat=True))
+        for name in chunk:
+            if name not in known and store.delete_if_older(name, grace_seconds):
+                removed += 1
     return removed
 
 
