@@ -414,6 +414,7 @@ class Tally:
     unreferenced_rows: int = 0
     missing_files: int = 0
     collected: int = 0
+    left_by_kills: int = 0  # files no row names, before the collector ran
     client_errors: collections.Counter = field(default_factory=collections.Counter)
 
     @property
@@ -436,7 +437,8 @@ class Tally:
                  f"  lost {len(self.lost)}, duplicated in a mailbox {len(self.duplicated)}, "
                  f"misplaced {len(self.misplaced)}",
                  f"  stuck queue entries {self.stuck_queue}, stuck spool rows {self.stuck_spool}",
-                 f"  blobs collected {self.collected}; after collection: orphan files "
+                 f"  files left by kills without a row {self.left_by_kills}; blobs "
+                 f"collected {self.collected}; after collection: orphan files "
                  f"{self.orphan_files}, unreferenced rows {self.unreferenced_rows}, rows "
                  f"without file {self.missing_files}",
                  f"  client-side errors {dict(self.client_errors.most_common(8))}"]
@@ -563,10 +565,17 @@ def check_storage(tally: Tally) -> None:
     from apps.store.models import Blob
 
     store = get_blob_store()
+
+    def files_without_rows() -> int:
+        files = set(store.files_older_than(-1))
+        rows = set(Blob.objects.values_list("pk", flat=True))
+        return len(files - rows) + sum(1 for _ in os.scandir(store.tmp))
+
+    tally.left_by_kills = files_without_rows()
     tally.collected = services.collect_garbage(0)
     files = set(store.files_older_than(-1))
     rows = set(Blob.objects.values_list("pk", flat=True))
-    tally.orphan_files = len(files - rows) + sum(1 for _ in os.scandir(store.tmp))
+    tally.orphan_files = files_without_rows()
     tally.missing_files = len(rows - files)
     tally.unreferenced_rows = services._unreferenced_blobs().count()
 
