@@ -71,6 +71,24 @@ def ensure_default_folders(mailbox_ids: Iterable[int]) -> None:
     )
 
 
+def junk_folders(mailbox_ids: Iterable[int], *, recreate: Iterable[int] = ()) -> dict[int, str]:
+    """RFC 6154: the name of each mailbox's folder marked \\Junk. Mailboxes of
+    ``recreate`` that have none get one back ("Junk", or their folder of that
+    name marked): mail that must not reach INBOX needs somewhere else to go."""
+    ids = set(mailbox_ids)
+    names = dict(Folder.objects.filter(
+        mailbox_id__in=ids, special_use=SpecialUse.JUNK).values_list("mailbox_id", "name"))
+    for mailbox_id in sorted(set(recreate) - set(names)):
+        ensure_default_folders([mailbox_id])
+        folder, _ = Folder.objects.get_or_create(
+            mailbox_id=mailbox_id, name="Junk",
+            defaults={"special_use": SpecialUse.JUNK, "uidvalidity": new_uidvalidity()})
+        if not folder.special_use:
+            Folder.objects.filter(pk=folder.pk).update(special_use=SpecialUse.JUNK)
+        names[mailbox_id] = folder.name
+    return names
+
+
 def list_folders(mailbox: Mailbox) -> list[Folder]:
     ensure_default_folders([mailbox.pk])
     return list(Folder.objects.filter(mailbox=mailbox).order_by("name"))
