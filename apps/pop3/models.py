@@ -28,7 +28,8 @@ class WireSize(models.Model):
     Blobs never change, so this is worked out once per blob, the first time a
     maildrop holding it is opened, and LIST/STAT then need no blob read. Keyed
     by the sha256 without a foreign key, so that it never keeps a blob alive;
-    rows for collected blobs are left behind harmlessly (same key, same size)."""
+    the garbage collector's listener (services.forget_collected) drops the rows
+    of the blobs it removes."""
 
     sha256 = models.CharField(max_length=64, primary_key=True)
     size = models.PositiveBigIntegerField()

@@ -97,6 +97,16 @@ def open_maildrop(mailbox: Mailbox) -> Maildrop:
     return Maildrop(folder.pk, folder.uidvalidity, entries, leave_copy=leave_copy)
 
 
+def forget_collected(blob_ids: Sequence[str]) -> None:
+    """After a garbage collection: drop the wire sizes of the blobs removed,
+    and the hidden marks of messages no longer in their folder (expunged
+    over IMAP or the webmail after POP3 hid them)."""
+    for start in range(0, len(blob_ids), 1000):
+        WireSize.objects.filter(sha256__in=blob_ids[start:start + 1000]).delete()
+    present = Message.objects.filter(folder_id=OuterRef("folder_id"), uid=OuterRef("uid"))
+    HiddenMessage.objects.exclude(Exists(present)).delete()
+
+
 def read_message(blob_id: str) -> bytes:
     return get_blob_store().read(blob_id)
 
