@@ -11,12 +11,15 @@ class MaildropLock(models.Model):
 
     A row, not a process-local set, so that it holds across listener processes
     and hosts. The owning session renews ``expires`` while it lives; a row left
-    by a process that died stops counting once it has expired."""
+    by a process that died stops counting once it has expired, or as soon as
+    its owner (``host``, ``pid``) is known to be gone."""
 
     mailbox = models.OneToOneField(Mailbox, on_delete=models.CASCADE, primary_key=True,
                                    related_name="+")
     token = models.CharField(max_length=64)
     expires = models.DateTimeField()
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.mailbox_id} until {self.expires}"
