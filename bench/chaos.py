@@ -41,7 +41,6 @@ import re
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,8 +51,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import PYTHON, ROOT, free_port, wait_for_port
+
 DOMAIN = "chaos.example"
 PASSWORD = "chaos password 1"
 REMOTE = "remote.example"
@@ -77,12 +78,6 @@ TIMINGS = {
     "MAILHOST_SHUTDOWN_GRACE": "3",
     "MAILHOST_WORKER_HEARTBEAT_INTERVAL": "5",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def token_of(data: bytes) -> str | None:
@@ -177,19 +172,15 @@ class Platform:
             start_new_session=True)
         log.close()
         if name == "mail":
-            self.wait_for_port(self.ports["smtp"])
-            self.wait_for_port(self.ports["pop3"])
+            for port in ("smtp", "submission", "imap", "pop3"):
+                self.wait_for(name, port)
 
-    def wait_for_port(self, port: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"port {port} not open:\n{self.tail('mail')}") from None
-                time.sleep(0.1)
+    def wait_for(self, name: str, port: str) -> None:
+        process = self.processes[name]
+        try:
+            wait_for_port(self.ports[port], name, lambda: process.poll() is None, timeout=60)
+        except RuntimeError:
+            raise RuntimeError(f"{name} did not start:\n{self.tail(name)}") from None
 
     def kill(self, name: str) -> None:
         """SIGKILL the whole process group, as a crash would."""
@@ -639,7 +630,7 @@ def run(*, rounds: int, interval: float, env: dict[str, str], data_dir: Path,
     try:
         for name in Platform.NAMES:
             platform.start(name)
-        platform.wait_for_port(platform.ports["web"])
+        platform.wait_for("web", "web")
         ports = platform.ports
         threads = [
             threading.Thread(target=inbound_load, args=(ports["smtp"], ledger, stop,
