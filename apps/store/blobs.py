@@ -101,7 +101,6 @@ class LocalBlobStore:
             pass
         return True
 
-
     def files_older_than(self, seconds: float) -> Iterator[str]:
         """The sha256 names of stored files last touched more than ``seconds`` ago."""
         cutoff = time.time() - seconds

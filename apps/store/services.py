@@ -803,15 +803,18 @@ def collect_garbage(grace_seconds: float) -> int:
     commits, so a file in use is never unlinked; see blobs.py."""
     cutoff = timezone.now() - timezone.timedelta(seconds=grace_seconds)
     store = get_blob_store()
-    removed: list[str] = []
+    removed = 0
+    forgotten: list[str] = []  # blobs whose rows are gone
     for sha in list(_unreferenced_blobs().filter(created__lt=cutoff)
                     .values_list("sha256", flat=True)[:10_000]):
         with transaction.atomic():
             deleted, _ = _unreferenced_blobs().filter(pk=sha).delete()
-        if deleted and store.delete_if_older(sha, grace_seconds):
-            removed.append(sha)
-    hooks.notify_collected(removed)
-    return len(removed) + _collect_files_without_rows(store, grace_seconds)
+        if deleted:
+            forgotten.append(sha)
+            if store.delete_if_older(sha, grace_seconds):
+                removed += 1
+    hooks.notify_collected(forgotten)
+    return removed + _collect_files_without_rows(store, grace_seconds)
 
 
 def _collect_files_without_rows(store: BlobStore, grace_seconds: float) -> int:
