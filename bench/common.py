@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,6 +23,20 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, what: str, alive: Callable[[], bool], timeout: float = 30) -> None:
+    """Until something accepts connections on 127.0.0.1:``port``; gives up when
+    ``alive()`` turns false (the server died) or after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or not alive():
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.1)
 
 
 def peak_rss_mib(pid: int) -> float:

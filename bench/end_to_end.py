@@ -24,17 +24,15 @@ import imaplib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PYTHON, Background, MailhostInstance, free_port
+from common import PYTHON, Background, MailhostInstance, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "corpus"
@@ -43,18 +41,6 @@ USER = "bench@bench.example"
 PASSWORD = "bench password 1"
 SENDER = "load@client.example"
 
-
-
-def wait_for_port(port: int, what: str, alive: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline or not alive():
-                raise RuntimeError(f"{what} did not start") from None
-            time.sleep(0.1)
 
 
 def ensure_packages() -> None:

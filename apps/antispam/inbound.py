@@ -28,6 +28,9 @@ log = logging.getLogger("mailhost.antispam")
 # RFC 3463 §3.8 X.7.1: delivery not authorized; 554 is RFC 5321's "transaction failed".
 BLOCKLISTED = "554 5.7.1 Service unavailable; client [{ip}] blocked using {zone}"
 SPF_REJECTED = "550 5.7.23 SPF validation failed: {explanation}"  # RFC 7372 §3.2
+# RFC 7208 §8.6: a temperror refused at SMTP time is a 451; RFC 7372 §3.2 names
+# X.7.24 "SPF validation error" for it. The sender retries; nothing is lost.
+SPF_TEMPERROR = "451 4.7.24 SPF validation error: DNS lookup failed, try again later"
 # RFC 6647 §2.1: greylisting answers with a temporary failure.
 GREYLISTED = "451 4.7.1 Greylisted, please try again later"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections from your address, try again later"
@@ -105,6 +108,9 @@ def sender_refusal(ip: str, helo: str, mail_from: str, *, first_in_session: bool
         log.info("refuse peer=%s from=<%s> reason=spf-fail", ip, mail_from)
         explanation = "".join(ch for ch in spf.explanation if " " <= ch <= "~")[:200]
         return SPF_REJECTED.format(explanation=explanation or "sender not permitted"), spf
+    if spf.result == "temperror" and settings.MAILHOST_SPF_FAIL_ACTION == "reject":
+        log.info("defer peer=%s from=<%s> reason=spf-temperror", ip, mail_from)
+        return SPF_TEMPERROR, spf
     return None, spf
 
 

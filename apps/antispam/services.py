@@ -38,7 +38,7 @@ from apps.directory.models import Domain, Mailbox
 from apps.store import services as store
 from apps.store import trace
 from apps.store.blobs import get_blob_store
-from apps.store.models import Folder, SpecialUse, TraceEvent, TraceKind
+from apps.store.models import TraceEvent, TraceKind
 from apps.store.services import DeliveryRequest
 from mailhost.errors import OverQuota
 
@@ -446,10 +446,11 @@ def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) ->
     only if its spool row is still there, deleting the rows filed."""
     all_ids = {m for row, _, _ in checked for m in row.mailbox_ids}
     mailboxes = Mailbox.objects.select_related("domain").in_bulk(list(all_ids))
-    # RFC 6154: the folder marked \Junk, whatever the user renamed it to.
-    junk_folders = dict(Folder.objects.filter(
-        mailbox_id__in=all_ids, special_use=SpecialUse.JUNK,
-    ).values_list("mailbox_id", "name")) if any(v for _, _, v in checked) else {}
+    # RFC 6154: the folder marked \Junk, whatever the user renamed it to; a
+    # DMARC reject or quarantine never falls back to INBOX for want of one.
+    quarantined = {m for row, _, v in checked if v and v.quarantine for m in row.mailbox_ids}
+    junk_folders = store.junk_folders(all_ids, recreate=quarantined & set(mailboxes)) if any(
+        v for _, _, v in checked) else {}
     filings = [_filing(row, data, verdict, mailboxes, junk_folders)
                for row, data, verdict in checked]
     with transaction.atomic():

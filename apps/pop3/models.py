@@ -11,12 +11,15 @@ class MaildropLock(models.Model):
 
     A row, not a process-local set, so that it holds across listener processes
     and hosts. The owning session renews ``expires`` while it lives; a row left
-    by a process that died stops counting once it has expired."""
+    by a process that died stops counting once it has expired, or as soon as
+    its owner (``host``, ``pid``) is known to be gone."""
 
     mailbox = models.OneToOneField(Mailbox, on_delete=models.CASCADE, primary_key=True,
                                    related_name="+")
     token = models.CharField(max_length=64)
     expires = models.DateTimeField()
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.mailbox_id} until {self.expires}"
@@ -28,7 +31,8 @@ class WireSize(models.Model):
     Blobs never change, so this is worked out once per blob, the first time a
     maildrop holding it is opened, and LIST/STAT then need no blob read. Keyed
     by the sha256 without a foreign key, so that it never keeps a blob alive;
-    rows for collected blobs are left behind harmlessly (same key, same size)."""
+    the garbage collector's listener (services.forget_collected) drops the rows
+    of the blobs it removes."""
 
     sha256 = models.CharField(max_length=64, primary_key=True)
     size = models.PositiveBigIntegerField()

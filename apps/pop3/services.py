@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Subquery
@@ -18,9 +20,10 @@ from apps.directory.models import Mailbox
 from apps.pop3.maildrop import Entry, Maildrop
 from apps.pop3.models import HiddenMessage, MailboxOptions, MaildropLock, WireSize
 from apps.pop3.protocol import wire_size
+from apps.store import health
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
-from apps.store.models import Folder, Message
+from apps.store.models import Folder, Heartbeat, Message
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import MailhostError
 
@@ -37,15 +40,38 @@ class LockLost(MailhostError):
 # --- the maildrop lock ---------------------------------------------------------
 
 
+def _owner_gone(lock: MaildropLock, now: datetime) -> bool:
+    """Whether the listener process that holds ``lock`` has died: on this host
+    its pid is gone; on any host, its heartbeat has gone stale."""
+    if not lock.pid:
+        return False
+    if lock.host == socket.gethostname():
+        try:
+            os.kill(lock.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # alive, another user's
+    return Heartbeat.objects.filter(
+        kind="listeners", host=lock.host, pid=lock.pid,
+        seen__lt=now - health.stale_after("listeners")).exists()
+
+
 def acquire_lock(mailbox_id: int, token: str, *, seconds: int) -> bool:
     """Take the mailbox for one session; False when another live session has it."""
     now = timezone.now()
     with transaction.atomic():
         MaildropLock.objects.filter(mailbox_id=mailbox_id, expires__lt=now).delete()
+        held = MaildropLock.objects.filter(mailbox_id=mailbox_id).first()
+        if held is not None and _owner_gone(held, now):
+            # A listener SIGKILLed with the session open: the mailbox is free
+            # now, not only once the lock's lifetime has run out.
+            MaildropLock.objects.filter(mailbox_id=mailbox_id, token=held.token).delete()
         try:
             with transaction.atomic():
                 MaildropLock.objects.create(
-                    mailbox_id=mailbox_id, token=token, expires=now + timedelta(seconds=seconds))
+                    mailbox_id=mailbox_id, token=token, expires=now + timedelta(seconds=seconds),
+                    host=socket.gethostname(), pid=os.getpid())
         except IntegrityError:
             return False
     return True
@@ -95,6 +121,16 @@ def open_maildrop(mailbox: Mailbox) -> Maildrop:
                for uid, blob_id, size in rows]
     leave_copy = MailboxOptions.objects.filter(mailbox=mailbox, leave_copy=True).exists()
     return Maildrop(folder.pk, folder.uidvalidity, entries, leave_copy=leave_copy)
+
+
+def forget_collected(blob_ids: Sequence[str]) -> None:
+    """After a garbage collection: drop the wire sizes of the blobs removed,
+    and the hidden marks of messages no longer in their folder (expunged
+    over IMAP or the webmail after POP3 hid them)."""
+    for start in range(0, len(blob_ids), 1000):
+        WireSize.objects.filter(sha256__in=blob_ids[start:start + 1000]).delete()
+    present = Message.objects.filter(folder_id=OuterRef("folder_id"), uid=OuterRef("uid"))
+    HiddenMessage.objects.exclude(Exists(present)).delete()
 
 
 def read_message(blob_id: str) -> bytes:

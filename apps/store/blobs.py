@@ -5,7 +5,11 @@ to a temporary file, is fsynced, renamed into place, and the directory is
 fsynced, all before the caller commits the database row that references it
 (DESIGN.md "Storage"). ``put_many`` does one round of fsyncs for a whole batch
 (group commit). Another implementation (a shared or S3-compatible store) only
-has to provide the same four methods.
+has to provide the same methods.
+
+A process killed between the write and the commit leaves a file (or a
+temporary file) that no row names: ``files_older_than`` lists them for the
+collector, which removes those without a row once the grace period is past.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import hashlib
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -26,6 +31,8 @@ class BlobStore(Protocol):
     def read(self, sha256: str) -> bytes: ...
     def path(self, sha256: str) -> Path: ...
     def delete_if_older(self, sha256: str, seconds: float) -> bool: ...
+    def files_older_than(self, seconds: float) -> Iterator[str]: ...
+    def remove_stale_temporaries(self, seconds: float) -> int: ...
 
 
 def digest(data: bytes) -> str:
@@ -93,6 +100,34 @@ class LocalBlobStore:
         except FileNotFoundError:
             pass
         return True
+
+    def files_older_than(self, seconds: float) -> Iterator[str]:
+        """The sha256 names of stored files last touched more than ``seconds`` ago."""
+        cutoff = time.time() - seconds
+        for first in os.scandir(self.root):
+            if len(first.name) != 2 or not first.is_dir():
+                continue  # tmp/ and anything that is not a blob directory
+            for second in os.scandir(first.path):
+                for entry in os.scandir(second.path):
+                    try:
+                        if entry.stat().st_mtime < cutoff:
+                            yield entry.name
+                    except FileNotFoundError:
+                        pass  # removed meanwhile
+
+    def remove_stale_temporaries(self, seconds: float) -> int:
+        """Remove temporary files older than ``seconds``: a writer killed before
+        its rename leaves one, and nothing else will ever name it."""
+        cutoff = time.time() - seconds
+        removed = 0
+        for entry in os.scandir(self.tmp):
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+        return removed
 
 
 def _fsync(path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Listeners told when messages move or are copied between folders.
+"""Listeners told when messages move or are copied between folders, and when
+the garbage collector has removed blobs.
 
 The store calls them after its transaction commits, whichever front end asked
 for the move (IMAP MOVE/COPY, webmail), so that an app that cares (antispam
@@ -43,3 +44,23 @@ def notify_transfer(transfer: Transfer) -> None:
             listener(transfer)
         except Exception:
             log.exception("transfer listener %r failed", listener)
+
+
+CollectionListener = Callable[[list[str]], None]
+_collection_listeners: list[CollectionListener] = []
+
+
+def register_collection_listener(listener: CollectionListener) -> None:
+    """``listener(removed_blob_ids)`` after each garbage collection, so that an
+    app keeping rows about blobs or messages without a foreign key (POP3's
+    sizes and hidden messages) drops those whose subject is gone."""
+    if listener not in _collection_listeners:
+        _collection_listeners.append(listener)
+
+
+def notify_collected(blob_ids: list[str]) -> None:
+    for listener in list(_collection_listeners):
+        try:
+            listener(blob_ids)
+        except Exception:
+            log.exception("collection listener %r failed", listener)

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from apps.directory.models import Domain, Mailbox
 from apps.store import events, hooks, mime, textindex, trace
-from apps.store.blobs import get_blob_store
+from apps.store.blobs import BlobStore, get_blob_store
 from apps.store.models import (
     DEFAULT_FOLDERS,
     Blob,
@@ -69,6 +69,24 @@ def ensure_default_folders(mailbox_ids: Iterable[int]) -> None:
         ],
         ignore_conflicts=True,
     )
+
+
+def junk_folders(mailbox_ids: Iterable[int], *, recreate: Iterable[int] = ()) -> dict[int, str]:
+    """RFC 6154: the name of each mailbox's folder marked \\Junk. Mailboxes of
+    ``recreate`` that have none get one back ("Junk", or their folder of that
+    name marked): mail that must not reach INBOX needs somewhere else to go."""
+    ids = set(mailbox_ids)
+    names = dict(Folder.objects.filter(
+        mailbox_id__in=ids, special_use=SpecialUse.JUNK).values_list("mailbox_id", "name"))
+    for mailbox_id in sorted(set(recreate) - set(names)):
+        ensure_default_folders([mailbox_id])
+        folder, _ = Folder.objects.get_or_create(
+            mailbox_id=mailbox_id, name="Junk",
+            defaults={"special_use": SpecialUse.JUNK, "uidvalidity": new_uidvalidity()})
+        if not folder.special_use:
+            Folder.objects.filter(pk=folder.pk).update(special_use=SpecialUse.JUNK)
+        names[mailbox_id] = folder.name
+    return names
 
 
 def list_folders(mailbox: Mailbox) -> list[Folder]:
@@ -775,12 +793,31 @@ def collect_garbage(grace_seconds: float) -> int:
     cutoff = timezone.now() - timezone.timedelta(seconds=grace_seconds)
     store = get_blob_store()
     removed = 0
+    forgotten: list[str] = []  # blobs whose rows are gone
     for sha in list(_unreferenced_blobs().filter(created__lt=cutoff)
                     .values_list("sha256", flat=True)[:10_000]):
         with transaction.atomic():
             deleted, _ = _unreferenced_blobs().filter(pk=sha).delete()
-        if deleted and store.delete_if_older(sha, grace_seconds):
-            removed += 1
+        if deleted:
+            forgotten.append(sha)
+            if store.delete_if_older(sha, grace_seconds):
+                removed += 1
+    hooks.notify_collected(forgotten)
+    return removed + _collect_files_without_rows(store, grace_seconds)
+
+
+def _collect_files_without_rows(store: BlobStore, grace_seconds: float) -> int:
+    """Files a process wrote durably and then died before committing the row
+    that names them: nothing references them, nothing else would remove them.
+    The grace period keeps a write whose commit is still to come safe."""
+    removed = store.remove_stale_temporaries(grace_seconds)
+    names = list(store.files_older_than(grace_seconds))
+    for start in range(0, len(names), 1000):
+        chunk = names[start:start + 1000]
+        known = set(Blob.objects.filter(pk__in=chunk).values_list("pk", flat=True))
+        for name in chunk:
+            if name not in known and store.delete_if_older(name, grace_seconds):
+                removed += 1
     return removed
 
 

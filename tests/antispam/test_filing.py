@@ -71,6 +71,20 @@ def test_dmarc_reject_failure_never_reaches_inbox(bob, zone):
     assert b"X-Spam-Status: Yes," in got and b"DMARC_FAIL" in got
 
 
+def test_dmarc_reject_failure_for_a_mailbox_without_junk_gets_a_junk_folder(bob, zone):
+    """The user deleted Junk: a DMARC reject failure must still stay out of
+    INBOX, so the \\Junk folder comes back (ordinary spam without one
+    still falls back to INBOX)."""
+    store.delete_folder(bob, "Junk")
+    zone.add("_dmarc.bank.example", "TXT", "v=DMARC1; p=reject")
+    services.file_spooled(spool([bob], message("security@bank.example"), spf="fail",
+                                mail_from="x@phish.example"))
+    assert stored("bob@example.org") == []
+    (got,) = stored("bob@example.org", "Junk")
+    assert b"dmarc=fail header.from=bank.example policy.dmarc=reject" in got
+    assert Folder.objects.get(mailbox=bob, name="Junk").special_use == "\\Junk"
+
+
 def test_forged_results_from_the_sender_are_removed(settings, bob):
     settings.MAILHOST_HOSTNAME = "mx.test"
     forged = message(extra="Authentication-Results: mx.test; dmarc=pass\r\n"

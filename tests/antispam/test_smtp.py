@@ -116,6 +116,25 @@ def test_spf_fail_is_refused_when_configured(settings, smtp_port, bob, zone):
     assert b"spf=softfail smtp.mailfrom=someone@softer.example" in got
 
 
+def test_spf_temperror_is_deferred_only_when_spf_rejection_is_on(settings, smtp_port, bob,
+                                                                  zone):
+    """RFC 7208 §8.6, RFC 7372 §3.2: a DNS failure during the SPF check is a
+    temporary refusal when SPF failures are refused; marked mail goes through."""
+    zone.fail("sender.example", "TXT")
+    settings.MAILHOST_SPF_FAIL_ACTION = "reject"
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        client.ehlo("mx.sender.example")
+        assert client.mail("someone@sender.example") == (
+            451, b"4.7.24 SPF validation error: DNS lookup failed, try again later")
+    settings.MAILHOST_SPF_FAIL_ACTION = "mark"
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        client.ehlo("mx.sender.example")
+        assert client.sendmail("someone@sender.example", ["bob@example.org"],
+                               make_message("bob@example.org")) == {}
+    (got,) = stored("bob@example.org")
+    assert b"spf=temperror smtp.mailfrom=someone@sender.example" in got
+
+
 def test_connection_and_message_rate_limits(settings, smtp_port, bob, zone):
     settings.MAILHOST_RATE_LIMIT_EXEMPT = []
     settings.MAILHOST_RATE_CONNECTIONS_PER_MINUTE = 2

@@ -10,8 +10,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.pop3 import services
-from apps.pop3.models import MaildropLock, WireSize
+from apps.pop3.models import HiddenMessage, MaildropLock, WireSize
 from apps.pop3.protocol import to_crlf
+from apps.store import services as store
 from apps.store.models import Expunged, Message
 from tests.factories import make_mailbox
 from tests.pop3.helpers import fill, sample_messages
@@ -79,3 +80,22 @@ def test_update_without_the_lock_removes_nothing() -> None:
     assert services.remove_deleted(mailbox.pk, "mine", drop.folder_id, uids[:2]) == uids[:2]
     assert list(Message.objects.values_list("uid", flat=True)) == uids[2:]
     assert sorted(Expunged.objects.values_list("uid", flat=True)) == uids[:2]
+
+
+def test_sizes_and_hidden_marks_go_with_their_messages() -> None:
+    """A message hidden by "leave a copy" and then expunged over IMAP leaves
+    neither its hidden mark nor, once its blob is collected, its wire size."""
+    mailbox = make_mailbox()
+    fill(mailbox, sample_messages(mailbox.address))
+    services.set_leave_copy(mailbox, True)
+    drop = services.open_maildrop(mailbox)
+    uids = [e.uid for e in drop.entries]
+    assert services.acquire_lock(mailbox.pk, "mine", seconds=60)
+    services.remove_deleted(mailbox.pk, "mine", drop.folder_id, uids[:2], leave_copy=True)
+    inbox = store.get_folder(mailbox, "INBOX")
+    store.remove(inbox, uids[:1])  # expunged by another client
+    assert WireSize.objects.count() == 3 and HiddenMessage.objects.count() == 2
+    assert store.collect_garbage(grace_seconds=0) == 1
+    assert WireSize.objects.count() == 2
+    assert list(HiddenMessage.objects.values_list("uid", flat=True)) == [uids[1]]
+    assert [e.uid for e in services.open_maildrop(mailbox).entries] == uids[2:]

@@ -138,3 +138,22 @@ def test_garbage_collection_removes_only_unreferenced_old_blobs():
     assert store.collect_garbage(grace_seconds=3600) == 1
     assert not blobs.path(gone.blob_id).exists()
     assert Blob.objects.count() == 1 and blobs.path(Blob.objects.get().sha256).exists()
+
+
+def test_garbage_collection_removes_files_left_by_a_writer_killed_before_its_commit():
+    """A process SIGKILLed between the blob's fsync and the commit of its row
+    leaves a file, or a temporary file, that no row names (chaos rounds found
+    them): the collector removes them once they are older than the grace."""
+    mailbox = make_mailbox()
+    (kept,) = store.deliver([mailbox], MESSAGE)
+    blobs = get_blob_store()
+    (orphan,) = blobs.put_many([MESSAGE + b"never committed"])
+    temporary = blobs.tmp / "killed-mid-write.tmp"
+    temporary.write_bytes(b"half a message")
+    assert store.collect_garbage(grace_seconds=3600) == 0  # too young: a commit may follow
+    old = time.time() - 7200
+    for path in (blobs.path(orphan), blobs.path(kept.blob_id), temporary):
+        os.utime(path, (old, old))
+    assert store.collect_garbage(grace_seconds=3600) == 2
+    assert not blobs.path(orphan).exists() and not temporary.exists()
+    assert blobs.read(kept.blob_id).endswith(MESSAGE)
