@@ -762,9 +762,14 @@ async def rename(session: IMAPSession, cmd: Command) -> None:
     await _sync(store.rename_folder)(session.mailbox, old, new)
 
 
-async def _subscribe(session: IMAPSession, cmd: Command, *, subscribed: bool) -> None:
-    await _sync(store.set_subscribed)(session.mailbox,
-                                      session.decode_name(cmd.args["mailbox"]), subscribed)
+@command("SUBSCRIBE", AUTHED)
+async def subscribe(session: IMAPSession, cmd: Command) -> None:
+    await _sync(store.subscribe)(session.mailbox, session.decode_name(cmd.args["mailbox"]))
+
+
+@command("UNSUBSCRIBE", AUTHED)
+async def unsubscribe(session: IMAPSession, cmd: Command) -> None:
+    await _sync(store.unsubscribe)(session.mailbox, session.decode_name(cmd.args["mailbox"]))
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -804,8 +809,14 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
         for i in range(1, len(levels)):
             names.add("/".join(levels[:i]))
     has_children = {n.rsplit("/", 1)[0] for n in names if "/" in n}
-    subscribed = {f.name for f in folders if f.subscribed}
-    subscribed_only = "SUBSCRIBED" in args["selection"]
+    subscribed = await _sync(store.subscribed_names)(session.mailbox)
+    subscribed_only = "SUBSCRIBED" in args["selection"] or verb == "LSUB"
+    if subscribed_only:
+        # RFC 3501 §6.3.6, RFC 5258 §3.1: a subscribed name whose folder is gone
+        # is still listed (as \NonExistent), and so are its superior levels.
+        for name in subscribed:
+            levels = name.split("/")
+            names.update("/".join(levels[:i]) for i in range(1, len(levels) + 1))
     special_only = "SPECIAL-USE" in args["selection"]
     recursive = "RECURSIVEMATCH" in args["selection"]
     returns = set(args["returns"])
@@ -837,10 +848,15 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
                 continue
         if special_only and not (folder and folder.special_use):
             continue
+        if verb == "LSUB" and folder is None and not attributes:
+            attributes.append("\\Noselect")  # subscribed, but the folder is gone
         if verb == "LIST":
             if folder is None:
                 attributes.append("\\NonExistent" if extended else "\\Noselect")
-            attributes.append("\\HasChildren" if name in has_children else "\\HasNoChildren")
+            if name in has_children:
+                attributes.append("\\HasChildren")
+            elif folder is not None:
+                attributes.append("\\HasNoChildren")
             # RFC 5258 §3.1: the SUBSCRIBED selection implies the return option.
             if name in subscribed and ("SUBSCRIBED" in returns or subscribed_only):
                 attributes.append("\\Subscribed")
@@ -1417,8 +1433,6 @@ for _name, _states, _handler in (
     ("UID SEARCH", {SELECTED}, functools.partial(_search, uid=True)),
     ("SELECT", AUTHED, functools.partial(_select, readonly=False)),
     ("EXAMINE", AUTHED, functools.partial(_select, readonly=True)),
-    ("SUBSCRIBE", AUTHED, functools.partial(_subscribe, subscribed=True)),
-    ("UNSUBSCRIBE", AUTHED, functools.partial(_subscribe, subscribed=False)),
     ("LIST", AUTHED, _list),
     ("LSUB", AUTHED, _list),
     ("SORT", {SELECTED}, functools.partial(_sort_or_thread, uid=False)),

@@ -50,7 +50,6 @@ class Folder(models.Model):
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="folders")
     name = models.CharField(max_length=1000)
     special_use = models.CharField(max_length=20, choices=SpecialUse.choices, blank=True)
-    subscribed = models.BooleanField(default=True)
     uidvalidity = models.PositiveBigIntegerField()
     uidnext = models.PositiveBigIntegerField(default=1)
     highestmodseq = models.PositiveBigIntegerField(default=1)
@@ -66,6 +65,28 @@ class Folder(models.Model):
         ordering = ["mailbox_id", "name"]
         constraints = [
             models.UniqueConstraint(fields=["mailbox", "name"], name="folder_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id}:{self.name}"
+
+
+class Subscription(models.Model):
+    """A folder name on the mailbox's subscription list (RFC 3501 §6.3.6).
+
+    Kept apart from Folder because the list holds names, not folders: a
+    subscribed folder that is deleted stays subscribed, and a name may be
+    subscribed before or after its folder exists."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE,
+                                related_name="subscriptions")
+    name = models.CharField(max_length=1000)
+
+    class Meta:
+        ordering = ["mailbox_id", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "name"],
+                                    name="subscription_unique_name"),
         ]
 
     def __str__(self) -> str:

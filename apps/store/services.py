@@ -35,6 +35,7 @@ from apps.store.models import (
     Folder,
     Message,
     SpecialUse,
+    Subscription,
     TraceEvent,
     TraceKind,
 )
@@ -67,6 +68,13 @@ def ensure_default_folders(mailbox_ids: Iterable[int]) -> None:
             for mailbox_id in sorted(missing)
             for name, use in DEFAULT_FOLDERS
         ],
+        ignore_conflicts=True,
+    )
+    # The default folders start subscribed, so that clients showing only
+    # subscribed folders show them.
+    Subscription.objects.bulk_create(
+        [Subscription(mailbox_id=mailbox_id, name=name)
+         for mailbox_id in sorted(missing) for name, _ in DEFAULT_FOLDERS],
         ignore_conflicts=True,
     )
 
@@ -132,7 +140,7 @@ def _parents(name: str) -> list[str]:
 def create_folder(mailbox: Mailbox, name: str, *, special_use: str = "",
                   subscribed: bool = True) -> Folder:
     """RFC 3501 §6.3.3 CREATE, with the superior levels created as needed;
-    ``subscribed`` for them all (IMAP's CREATE leaves that to SUBSCRIBE)."""
+    ``subscribed`` subscribes them all (IMAP's CREATE leaves that to SUBSCRIBE)."""
     name = validate_folder_name(name)
     if special_use and special_use not in SpecialUse.values:
         raise Invalid(f"unknown special use {special_use}")
@@ -142,10 +150,13 @@ def create_folder(mailbox: Mailbox, name: str, *, special_use: str = "",
             raise Conflict(f"folder {name} exists already")
         for parent in _parents(name):
             Folder.objects.get_or_create(
-                mailbox=mailbox, name=parent,
-                defaults={"uidvalidity": new_uidvalidity(), "subscribed": subscribed})
+                mailbox=mailbox, name=parent, defaults={"uidvalidity": new_uidvalidity()})
+        if subscribed:
+            Subscription.objects.bulk_create(
+                [Subscription(mailbox=mailbox, name=n) for n in [*_parents(name), name]],
+                ignore_conflicts=True)
         return Folder.objects.create(mailbox=mailbox, name=name, special_use=special_use,
-                                     uidvalidity=new_uidvalidity(), subscribed=subscribed)
+                                     uidvalidity=new_uidvalidity())
 
 
 def delete_folder(mailbox: Mailbox, name: str) -> None:
@@ -195,12 +206,44 @@ def rename_folder(mailbox: Mailbox, old: str, new: str) -> None:
         for parent in _parents(new):
             Folder.objects.get_or_create(
                 mailbox=mailbox, name=parent, defaults={"uidvalidity": new_uidvalidity()})
+        _rename_subscriptions(mailbox, source.name, new)
 
 
-def set_subscribed(mailbox: Mailbox, name: str, subscribed: bool) -> None:
-    """SUBSCRIBE / UNSUBSCRIBE (RFC 3501 §6.3.6, §6.3.7)."""
+def _rename_subscriptions(mailbox: Mailbox, old: str, new: str) -> None:
+    """The subscriptions of a renamed tree follow it, as Dovecot does: a client
+    that subscribed a folder keeps seeing it under its new name, and the old
+    names do not linger as subscriptions of nothing (RFC 3501 §6.3.5 leaves
+    this to the server)."""
+    prefix = old + Folder.DELIMITER
+    moved = list(Subscription.objects.filter(
+        models.Q(name=old) | models.Q(name__startswith=prefix), mailbox=mailbox))
+    if not moved:
+        return
+    Subscription.objects.filter(pk__in=[s.pk for s in moved]).delete()
+    Subscription.objects.bulk_create(
+        [Subscription(mailbox=mailbox, name=new + s.name[len(old):]) for s in moved],
+        ignore_conflicts=True)
+
+
+def subscribe(mailbox: Mailbox, name: str) -> None:
+    """RFC 3501 §6.3.6 SUBSCRIBE of an existing folder."""
     folder = get_folder(mailbox, validate_folder_name(name))
-    Folder.objects.filter(pk=folder.pk).update(subscribed=subscribed)
+    Subscription.objects.get_or_create(mailbox=mailbox, name=folder.name)
+
+
+def unsubscribe(mailbox: Mailbox, name: str) -> None:
+    """RFC 3501 §6.3.7 UNSUBSCRIBE: works on names whose folder is gone (a
+    deleted folder stays subscribed until then); NotFound when not subscribed."""
+    name = validate_folder_name(name)
+    deleted, _ = Subscription.objects.filter(mailbox=mailbox, name=name).delete()
+    if not deleted:
+        raise NotFound(f"{name} is not subscribed")
+
+
+def subscribed_names(mailbox: Mailbox) -> set[str]:
+    """The mailbox's subscription list, whether or not each folder exists."""
+    ensure_default_folders([mailbox.pk])
+    return set(Subscription.objects.filter(mailbox=mailbox).values_list("name", flat=True))
 
 
 def claim_recent(folder: Folder) -> tuple[int, int]:
