@@ -10,6 +10,7 @@ change events go out after it has committed.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -20,7 +21,7 @@ from datetime import datetime
 
 from django.db import models, transaction
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from apps.directory.models import Domain, Mailbox
@@ -249,6 +250,14 @@ def subscribed_names(mailbox: Mailbox) -> set[str]:
 def claim_recent(folder: Folder) -> tuple[int, int]:
     """RFC 3501 §2.3.2: \\Recent goes to exactly one session. Returns the
     (low, high) UID range, high excluded, that is recent for the caller."""
+    # Nothing new since the last claim (the usual SELECT): an empty range with
+    # no write, so that the SELECT does not queue behind writers. A message
+    # arriving after this read is recent for the next claimant.
+    head = Folder.objects.filter(pk=folder.pk).values_list("recent_uid", "uidnext").first()
+    if head is None:
+        return 0, 0
+    if head[0] >= head[1]:
+        return head[1], head[1]
     with transaction.atomic():
         locked = _lock(folder.pk).get(folder.pk)
         if locked is None:
@@ -296,24 +305,31 @@ class FolderChanges:
 def folder_changes(folder_id: int, since: int) -> FolderChanges | None:
     """Changes since ``since`` (0: every message), in UID order; None if the
     folder is gone. HIGHESTMODSEQ is read first, so a change committed while
-    the rows are read is seen now or next time, never lost."""
-    with transaction.atomic():
-        head = Folder.objects.filter(pk=folder_id).values_list(
-            "highestmodseq", "uidnext").first()
-        if head is None:
-            return None
-        if since and head[0] == since:
-            return FolderChanges(head[0], head[1], [], [])  # nothing happened
-        rows = Message.objects.filter(folder_id=folder_id, modseq__gt=since)
-        # Most messages have no keywords: decoding an empty JSON list per row
-        # would cost more than the rest of a large SELECT, so ask only for the others.
-        keywords = dict(rows.exclude(keywords=[]).values_list("uid", "keywords"))
-        changed = [(uid, flags, keywords.get(uid, []), modseq) for uid, flags, modseq
-                   in rows.order_by("uid").values_list("uid", "flags", "modseq")]
-        expunged = [] if since == 0 else sorted(
-            Expunged.objects.filter(folder_id=folder_id, modseq__gt=since)
-            .values_list("uid", flat=True))
+    the rows are read is seen now or next time, never lost.
+
+    No transaction: each row is read whole by one statement (flags, keywords
+    and MODSEQ agree), and a change committed between the statements is read
+    again next time. On SQLite a transaction here would be BEGIN IMMEDIATE and
+    every view refresh would queue behind the writers."""
+    head = Folder.objects.filter(pk=folder_id).values_list(
+        "highestmodseq", "uidnext").first()
+    if head is None:
+        return None
+    if since and head[0] == since:
+        return FolderChanges(head[0], head[1], [], [])  # nothing happened
+    rows = (Message.objects.filter(folder_id=folder_id, modseq__gt=since).order_by("uid")
+            # Most messages have no keywords: decoding an empty JSON list per
+            # row would cost more than the rest of a large SELECT, so the
+            # column comes as text and only the others are decoded.
+            .annotate(keywords_json=Cast("keywords", models.TextField()))
+            .values_list("uid", "flags", "keywords_json", "modseq"))
+    changed = [(uid, flags, [] if words in _NO_KEYWORDS else json.loads(words), modseq)
+               for uid, flags, words, modseq in rows]
+    expunged = [] if since == 0 else expunged_since(folder_id, since)
     return FolderChanges(head[0], head[1], changed, expunged)
+
+
+_NO_KEYWORDS = ("[]", None)
 
 
 def expunged_since(folder_id: int, since: int) -> list[int]:
