@@ -44,6 +44,7 @@ from apps.imap.parser import (
 from apps.imap.view import FolderView, SnapshotCache, Updates
 from apps.store import events, mime
 from apps.store import services as store
+from apps.store.batching import committer
 from apps.store.blobs import get_blob_store
 from apps.store.models import Flag, Folder, SpecialUse
 from apps.store.services import FolderChanges
@@ -900,9 +901,8 @@ async def append(session: IMAPSession, cmd: Command) -> str:
     name = session.decode_name(cmd.args["mailbox"])
     messages = cmd.args["messages"]
 
-    def append_all() -> tuple[int, list[int]]:
-        # RFC 3502 §6.3.11: all messages or none. RFC 4469 §5: an unknown
-        # target is TRYCREATE before any URL is looked at.
+    def prepare() -> tuple[Folder, list[store.DeliveryRequest]]:
+        # RFC 4469 §5: an unknown target is TRYCREATE before any URL is looked at.
         folder = store.get_folder(session.mailbox, name)
         prepared = []
         for message in messages:
@@ -912,16 +912,29 @@ async def append(session: IMAPSession, cmd: Command) -> str:
             if not data:
                 raise No("empty message")
             bits, keywords = _flag_bits(message["flags"])
-            data = encode_binary_parts(data)  # RFC 3516 §4.4, §6
-            prepared.append((data, bits, keywords, message["date"]))
+            prepared.append(store.DeliveryRequest(
+                [session.mailbox.pk], encode_binary_parts(data),  # RFC 3516 §4.4, §6
+                folder=folder.name, flags=bits, keywords=keywords,
+                internal_date=message["date"], fallback_to_inbox=False))
+        return folder, prepared
+
+    def append_all(requests: list[store.DeliveryRequest]) -> list[int]:
+        # RFC 3502 §6.3.11: all messages or none, so one transaction of their own.
         with transaction.atomic():
-            uids = [store.append(session.mailbox, folder.name, data, flags=bits,
-                                 keywords=keywords, internal_date=when).uid
-                    for data, bits, keywords, when in prepared]
-        return folder.uidvalidity, uids
+            return [store.append(session.mailbox, r.folder, r.data, flags=r.flags,
+                                 keywords=r.keywords, internal_date=r.internal_date).uid
+                    for r in requests]
 
     try:
-        uidvalidity, uids = await _sync(append_all)()
+        folder, requests = await _sync(prepare)()
+        uidvalidity = folder.uidvalidity
+        if len(requests) == 1:
+            # Appends of all sessions that arrive together share a transaction
+            # and a round of fsyncs; the OK goes out once the batch is durable.
+            await committer().submit(requests[0])
+            uids = [requests[0].messages[0].uid]
+        else:
+            uids = await _sync(append_all)(requests)
     except NotFound:
         raise No(f"no folder named {cmd.args['mailbox']}", "TRYCREATE") from None
     except OverQuota as error:
