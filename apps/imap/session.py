@@ -42,14 +42,14 @@ from apps.imap.parser import (
     parse_imap_url,
 )
 from apps.imap.view import FolderView, SnapshotCache, Updates
-from apps.store import events, mime
+from apps.store import events, metadata, mime
 from apps.store import services as store
 from apps.store.batching import committer
 from apps.store.blobs import get_blob_store
 from apps.store.models import Flag, Folder, SpecialUse
 from apps.store.services import FolderChanges
 from mailhost.asyncdb import database_sync_to_async
-from mailhost.errors import MailhostError, NotFound, OverQuota
+from mailhost.errors import Invalid, MailhostError, NotFound, OverQuota
 
 log = logging.getLogger("mailhost.imap")
 
@@ -338,7 +338,7 @@ class IMAPSession(asyncio.Protocol):
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
                 "MULTIAPPEND", "CATENATE", "BINARY", "SORT", "ESORT", "SORT=DISPLAY",
                 "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "UTF8=ACCEPT", "COMPRESS=DEFLATE",
-                "WITHIN"]
+                "WITHIN", "METADATA"]
         if self.state == NOT_AUTHENTICATED:
             caps = base
             if not self.tls and self.tls_context is not None:
@@ -994,6 +994,52 @@ async def getquota(session: IMAPSession, cmd: Command) -> None:
 @command("SETQUOTA", AUTHED)
 async def setquota(session: IMAPSession, cmd: Command) -> None:
     raise No("quotas are set by the administrator", "NOPERM")
+
+
+def _metadata_entries(names: Sequence[str]) -> None:
+    # RFC 5464 §3.2: a malformed entry name is a protocol error.
+    try:
+        for name in names:
+            metadata.validate_entry(name)
+    except Invalid as error:
+        raise Bad(error.message) from None
+
+
+@command("GETMETADATA", AUTHED)
+async def getmetadata(session: IMAPSession, cmd: Command) -> str | None:
+    args = cmd.args
+    _metadata_entries(args["entries"])
+    name = session.decode_name(args["mailbox"]) if args["mailbox"] else ""
+    found = await _sync(metadata.get_metadata)(session.mailbox, name, args["entries"],
+                                                args["depth"])
+    maxsize, longest = args["maxsize"], 0
+    if maxsize is not None:
+        # RFC 5464 §4.2.1: larger values are left out and their size told.
+        longest = max((len(value) for _entry, value in found if len(value) > maxsize),
+                      default=0)
+        found = [(entry, value) for entry, value in found if len(value) <= maxsize]
+    if found:
+        values = b" ".join(fmt.astring(entry) + b" " + (
+            b"~" + fmt.literal(value) if b"\0" in value else fmt.string(value))
+            for entry, value in found)
+        mailbox = session.encode_name(name) if name else b'""'
+        session.untagged(b"METADATA " + mailbox + b" (" + values + b")")
+    if longest:
+        return f"OK [METADATA LONGENTRIES {longest}] GETMETADATA completed"
+    return None
+
+
+@command("SETMETADATA", AUTHED)
+async def setmetadata(session: IMAPSession, cmd: Command) -> None:
+    args = cmd.args
+    _metadata_entries([entry for entry, _value in args["values"]])
+    name = session.decode_name(args["mailbox"]) if args["mailbox"] else ""
+    try:
+        await _sync(metadata.set_metadata)(session.mailbox, name, args["values"])
+    except metadata.MaxSize as error:
+        raise No(error.message, f"METADATA MAXSIZE {error.limit}") from None
+    except metadata.TooMany as error:
+        raise No(error.message, "METADATA TOOMANY") from None
 
 
 async def _quota(session: IMAPSession) -> None:

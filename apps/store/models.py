@@ -93,6 +93,30 @@ class Subscription(models.Model):
         return f"{self.mailbox_id}:{self.name}"
 
 
+class MetadataEntry(models.Model):
+    """An IMAP METADATA entry (RFC 5464): of the mailbox's server when
+    ``folder`` is null, else of that folder (deleted with it, kept by RENAME).
+    ``name`` is lower-case: entry names are case-insensitive (RFC 5464 §3.2)."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="metadata")
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, null=True, blank=True,
+                               related_name="metadata")
+    name = models.CharField(max_length=1000)
+    value = models.BinaryField()
+
+    class Meta:
+        ordering = ["mailbox_id", "folder_id", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "name"], condition=models.Q(
+                folder__isnull=True), name="metadata_unique_server_entry"),
+            models.UniqueConstraint(fields=["folder", "name"], condition=models.Q(
+                folder__isnull=False), name="metadata_unique_folder_entry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id}:{self.folder_id or ''}:{self.name}"
+
+
 class Blob(models.Model):
     """Message bytes on disk (content-addressed) and what was parsed from them once.
 
