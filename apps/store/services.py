@@ -751,12 +751,16 @@ def _expunge_locked(folder: Folder, uids: Sequence[int], bumped: set[int]) -> No
 def expunge(folder: Folder, uids: Sequence[int] | None = None) -> list[int]:
     """Remove messages flagged \\Deleted (only those in ``uids`` if given, as
     UID EXPUNGE of RFC 4315 §2.1); returns the expunged UIDs, ascending."""
+    query = Message.objects.filter(folder_id=folder.pk).annotate(
+        deleted=F("flags").bitand(Flag.DELETED)).filter(deleted=Flag.DELETED)
+    if uids is not None:
+        query = query.filter(uid__in=list(uids))
+    # Nothing flagged: done without the write lock (a flag set after this read
+    # is as if set after the EXPUNGE).
+    if not query.exists():
+        return []
     with transaction.atomic():
         locked = _lock(folder.pk)[folder.pk]
-        query = Message.objects.filter(folder=locked).annotate(
-            deleted=F("flags").bitand(Flag.DELETED)).filter(deleted=Flag.DELETED)
-        if uids is not None:
-            query = query.filter(uid__in=list(uids))
         gone = sorted(query.values_list("uid", flat=True))
         if gone:
             _expunge_locked(locked, gone, set())
@@ -795,27 +799,42 @@ def set_flags(
     (RFC 7162 §3.1.3, CONDSTORE's STORE (UNCHANGEDSINCE))."""
     if mode not in ("add", "remove", "replace"):
         raise ValueError(mode)
+
+    def new_state(message: Message) -> tuple[int, list[str]] | None:
+        """The message's flags and keywords after the STORE; None if refused."""
+        if unchanged_since is not None and message.modseq > unchanged_since:
+            return None
+        if mode == "add":
+            return message.flags | flags, list(dict.fromkeys([*message.keywords, *keywords]))
+        if mode == "remove":
+            return (message.flags & ~flags,
+                    [k for k in message.keywords if k not in set(keywords)])
+        return flags, list(dict.fromkeys(keywords))
+
+    def unchanged(message: Message) -> bool:
+        state = new_state(message)
+        return state is None or state == (message.flags, message.keywords)
+
+    rows = Message.objects.filter(folder_id=folder.pk, uid__in=list(uids)).order_by("uid")
+    # A STORE that changes nothing (flags already so, or every message refused)
+    # answers from one read, without the write lock: it is as if it ran at that read.
+    current = list(rows.only("uid", "flags", "keywords", "modseq"))
+    if all(unchanged(m) for m in current):
+        return [], [m.uid for m in current if new_state(m) is None]
     with transaction.atomic():
         locked = _lock(folder.pk)[folder.pk]
-        messages = list(Message.objects.filter(folder=locked, uid__in=list(uids)).order_by("uid"))
+        messages = list(rows)
         bumped: set[int] = set()
         changed: list[Message] = []
         failed: list[int] = []
         for message in messages:
-            if unchanged_since is not None and message.modseq > unchanged_since:
+            state = new_state(message)
+            if state is None:
                 failed.append(message.uid)
                 continue
-            if mode == "add":
-                new_flags = message.flags | flags
-                new_keywords = list(dict.fromkeys([*message.keywords, *keywords]))
-            elif mode == "remove":
-                new_flags = message.flags & ~flags
-                new_keywords = [k for k in message.keywords if k not in set(keywords)]
-            else:
-                new_flags, new_keywords = flags, list(dict.fromkeys(keywords))
-            if new_flags == message.flags and new_keywords == message.keywords:
+            if state == (message.flags, message.keywords):
                 continue
-            message.flags, message.keywords = new_flags, new_keywords
+            message.flags, message.keywords = state
             message.modseq = _next_modseq(locked, bumped)
             changed.append(message)
         if changed:
