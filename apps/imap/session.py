@@ -44,7 +44,7 @@ from apps.imap.parser import (
 from apps.imap.view import FolderView, SnapshotCache, Updates
 from apps.store import events, metadata, mime
 from apps.store import services as store
-from apps.store.batching import committer
+from apps.store.batching import committer, run_store_call
 from apps.store.blobs import get_blob_store
 from apps.store.models import Flag, Folder, SpecialUse
 from apps.store.services import FolderChanges
@@ -1085,7 +1085,7 @@ async def close(session: IMAPSession, cmd: Command) -> None:
     assert view is not None
     if not view.readonly:
         # RFC 3501 §6.4.2: expunge silently.
-        await _sync(store.expunge)(Folder(pk=view.folder_id))
+        await run_store_call(store.expunge, Folder(pk=view.folder_id))
     session._leave_folder()
 
 
@@ -1097,7 +1097,7 @@ async def unselect(session: IMAPSession, cmd: Command) -> None:
 @command("EXPUNGE", {SELECTED})
 async def expunge(session: IMAPSession, cmd: Command) -> None:
     view = session.writable_view()
-    await _sync(store.expunge)(Folder(pk=view.folder_id))
+    await run_store_call(store.expunge, Folder(pk=view.folder_id))
 
 
 @command("UID EXPUNGE", {SELECTED})
@@ -1105,7 +1105,7 @@ async def uid_expunge(session: IMAPSession, cmd: Command) -> None:
     view = session.writable_view()
     uids = [view.uids[p] for p in session.positions(cmd.args["seqs"], uid=True)]
     if uids:
-        await _sync(store.expunge)(Folder(pk=view.folder_id), uids)
+        await run_store_call(store.expunge, Folder(pk=view.folder_id), uids)
 
 
 async def _copy(session: IMAPSession, cmd: Command, *, uid: bool, move: bool) -> str:
@@ -1146,9 +1146,9 @@ async def _store(session: IMAPSession, cmd: Command, *, uid: bool) -> str:
         session.enable_condstore()
     positions = session.positions(args["seqs"], uid=uid)
     uids = [view.uids[p] for p in positions]
-    changes, failed = await _sync(store.set_flags)(
-        Folder(pk=view.folder_id), uids, mode=args["mode"], flags=bits, keywords=keywords,
-        unchanged_since=args["unchanged_since"])
+    changes, failed = await run_store_call(
+        store.set_flags, Folder(pk=view.folder_id), uids, mode=args["mode"], flags=bits,
+        keywords=keywords, unchanged_since=args["unchanged_since"])
     changed = {c.uid for c in changes}
     for change in changes:
         view.set_flags(change.uid, change.flags, change.keywords, change.modseq)
@@ -1227,8 +1227,8 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
     if not view.readonly and any(_sets_seen(a) for a in atts):
         unseen = [view.uids[p] for p in positions if not view.flags[p] & Flag.SEEN]
         if unseen:
-            changes, _ = await _sync(store.set_flags)(
-                Folder(pk=view.folder_id), unseen, mode="add", flags=Flag.SEEN)
+            changes, _ = await run_store_call(
+                store.set_flags, Folder(pk=view.folder_id), unseen, mode="add", flags=Flag.SEEN)
             for change in changes:
                 view.set_flags(change.uid, change.flags, change.keywords, change.modseq)
             session.tell_keywords_of(changes)
