@@ -18,7 +18,8 @@ from typing import Any, Generic, TypeVar
 from django.conf import settings
 from django.db import transaction
 
-from apps.store.services import deliver_batch
+from apps.store.models import Folder
+from apps.store.services import deliver_batch, lock_folders
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import MailhostError
 
@@ -89,9 +90,15 @@ def run_calls(calls: Sequence[StoreCall]) -> list[Any | MailhostError]:
     """Run store writes that arrived together in one transaction: one commit and
     one sync of the database log instead of one each, and on SQLite one turn
     of the single writer. Each call keeps its own savepoint, so a call refused
-    with a MailhostError is undone alone and returns that error."""
+    with a MailhostError is undone alone and returns that error.
+
+    The folders the calls name are locked first, all at once in primary-key
+    order as ``deliver_batch`` does, so that two batches (in this process or
+    another) never wait for each other's folders in opposite orders."""
     results: list[Any | MailhostError] = []
+    folder_ids = {arg.pk for call in calls for arg in call.args if isinstance(arg, Folder)}
     with transaction.atomic():
+        lock_folders(*folder_ids)
         for call in calls:
             try:
                 with transaction.atomic():

@@ -166,7 +166,7 @@ def delete_folder(mailbox: Mailbox, name: str) -> None:
     if folder.name == "INBOX":
         raise Invalid("INBOX cannot be deleted")
     with transaction.atomic():
-        locked = _lock(folder.pk)[folder.pk]
+        locked = lock_folders(folder.pk)[folder.pk]
         # Tombstones and messages go with the row (cascade); blobs stay for the
         # garbage collector. Sessions that have it selected are told by the event.
         locked.highestmodseq += 1
@@ -259,7 +259,7 @@ def claim_recent(folder: Folder) -> tuple[int, int]:
     if head[0] >= head[1]:
         return head[1], head[1]
     with transaction.atomic():
-        locked = _lock(folder.pk).get(folder.pk)
+        locked = lock_folders(folder.pk).get(folder.pk)
         if locked is None:
             return 0, 0
         low, high = locked.recent_uid, locked.uidnext
@@ -663,7 +663,9 @@ def append(
 # --- copy, move, flags, expunge ----------------------------------------------------
 
 
-def _lock(*folder_ids: int) -> dict[int, Folder]:
+def lock_folders(*folder_ids: int) -> dict[int, Folder]:
+    """Lock folder rows for the rest of the transaction, in primary-key order
+    (on SQLite the transaction's BEGIN IMMEDIATE has locked everything)."""
     return {f.pk: f for f in Folder.objects.select_for_update()
             .filter(pk__in=set(folder_ids)).order_by("pk")}
 
@@ -708,7 +710,7 @@ def _notify_transfer_on_commit(
 def copy(source: Folder, uids: Sequence[int], target: Folder) -> list[tuple[int, int]]:
     """Copy messages (no copy of the blob); returns (source uid, new uid) pairs."""
     with transaction.atomic():
-        locked = _lock(source.pk, target.pk)
+        locked = lock_folders(source.pk, target.pk)
         src, dst = locked[source.pk], locked[target.pk]
         bumped: set[int] = set()
         mapping, size = _copy_locked(src, uids, dst, bumped)
@@ -720,7 +722,7 @@ def copy(source: Folder, uids: Sequence[int], target: Folder) -> list[tuple[int,
 def move(source: Folder, uids: Sequence[int], target: Folder) -> list[tuple[int, int]]:
     """RFC 6851 MOVE: copy and expunge from the source in one transaction."""
     with transaction.atomic():
-        locked = _lock(source.pk, target.pk)
+        locked = lock_folders(source.pk, target.pk)
         src, dst = locked[source.pk], locked[target.pk]
         bumped: set[int] = set()
         # Moving within one mailbox does not change its usage.
@@ -760,7 +762,7 @@ def expunge(folder: Folder, uids: Sequence[int] | None = None) -> list[int]:
     if not query.exists():
         return []
     with transaction.atomic():
-        locked = _lock(folder.pk)[folder.pk]
+        locked = lock_folders(folder.pk)[folder.pk]
         gone = sorted(query.values_list("uid", flat=True))
         if gone:
             _expunge_locked(locked, gone, set())
@@ -771,7 +773,7 @@ def expunge(folder: Folder, uids: Sequence[int] | None = None) -> list[int]:
 def remove(folder: Folder, uids: Sequence[int]) -> list[int]:
     """Expunge the given messages whatever their flags (POP3 DELE at QUIT)."""
     with transaction.atomic():
-        locked = _lock(folder.pk)[folder.pk]
+        locked = lock_folders(folder.pk)[folder.pk]
         gone = sorted(Message.objects.filter(folder=locked, uid__in=list(uids))
                       .values_list("uid", flat=True))
         if gone:
@@ -822,7 +824,7 @@ def set_flags(
     if all(unchanged(m) for m in current):
         return [], [m.uid for m in current if new_state(m) is None]
     with transaction.atomic():
-        locked = _lock(folder.pk)[folder.pk]
+        locked = lock_folders(folder.pk)[folder.pk]
         messages = list(rows)
         bumped: set[int] = set()
         changed: list[Message] = []
