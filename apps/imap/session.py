@@ -53,6 +53,8 @@ from mailhost.errors import Invalid, MailhostError, NotFound, OverQuota
 
 log = logging.getLogger("mailhost.imap")
 
+OUTPUT_FLUSH_SIZE = 64 * 1024
+
 NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-auth", "auth", "selected", "logout"
 ANY = {NOT_AUTHENTICATED, AUTHENTICATED, SELECTED}
 AUTHED = {AUTHENTICATED, SELECTED}
@@ -148,6 +150,11 @@ class IMAPSession(asyncio.Protocol):
         self.idling = False
         self._compressor: Any = None
         self._decompressor: Any = None
+        # Response lines written in one turn of the event loop leave in one
+        # send: a SELECT's or a FETCH's lines are one system call, not dozens.
+        self._output: list[bytes] = []
+        self._output_size = 0
+        self._flush_scheduled = False
 
     # --- transport -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -197,6 +204,7 @@ class IMAPSession(asyncio.Protocol):
         self._close()
 
     def _close(self) -> None:
+        self._flush()
         self._closed = True
         if self.transport is not None:
             self.transport.close()
@@ -208,7 +216,24 @@ class IMAPSession(asyncio.Protocol):
             import zlib
 
             data = self._compressor.compress(data) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
-        self.transport.write(data)
+        self._output.append(data)
+        self._output_size += len(data)
+        if self._output_size >= OUTPUT_FLUSH_SIZE:
+            self._flush()  # the transport's flow control (``_drain``) sees it now
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Hand what was written so far to the transport."""
+        self._flush_scheduled = False
+        if not self._output:
+            return
+        data = b"".join(self._output)
+        self._output.clear()
+        self._output_size = 0
+        if self.transport is not None and not self._closed:
+            self.transport.write(data)
 
     async def _drain(self) -> None:
         await self._writable.wait()
@@ -565,6 +590,7 @@ async def starttls(session: IMAPSession, cmd: Command) -> str | None:
     # RFC 3501 §6.2.1 / RFC 7817: anything sent after STARTTLS before the
     # handshake is an injection attempt and is thrown away.
     session.framer.clear()
+    session._flush()  # the OK goes out in the clear, before the handshake
     loop = asyncio.get_running_loop()
     assert session.transport is not None
     transport = await loop.start_tls(session.transport, session, session.tls_context,
