@@ -19,13 +19,6 @@ from tests.factories import PASSWORD
 from tests.imap.helpers import RawIMAP
 
 
-@pytest.fixture
-def raw(imap_port, mailbox) -> RawIMAP:
-    client = RawIMAP(imap_port)
-    client.login(mailbox.address, PASSWORD)
-    return client
-
-
 def append(raw: RawIMAP, data: bytes, folder: str = "INBOX", binary: bool = False) -> bytes:
     marker = b"~{%d+}" if binary else b"{%d+}"
     return raw.command(b"APPEND " + folder.encode() + b" " + marker % len(data) + b"\r\n"

@@ -12,13 +12,6 @@ from tests.factories import PASSWORD
 from tests.imap.helpers import RawIMAP
 
 
-@pytest.fixture
-def raw(imap_port, mailbox) -> RawIMAP:
-    client = RawIMAP(imap_port)
-    client.login(mailbox.address, PASSWORD)
-    return client
-
-
 def append(raw: RawIMAP, data: bytes, date: str | None = None) -> bytes:
     when = f' "{date}"' if date else ""
     return raw.command(f"APPEND INBOX{when} {{{len(data)}+}}\r\n".encode() + data)[-1]
