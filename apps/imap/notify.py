@@ -25,6 +25,7 @@ from django.conf import settings
 
 from apps.store import events
 from apps.store import services as store
+from apps.store.batching import run_store_call
 from apps.store.models import Folder
 from apps.store.services import FolderChanges, highest_modseqs
 from mailhost.asyncdb import database_sync_to_async
@@ -104,7 +105,7 @@ class Watcher:
             with contextlib.suppress(Exception):
                 await asyncio.shield(pending)
         claim = asyncio.get_running_loop().create_task(
-            database_sync_to_async(store.claim_recent)(Folder(pk=folder_id)))
+            run_store_call(store.claim_recent, Folder(pk=folder_id)))
         self._claiming[folder_id] = claim
 
         def record(task: asyncio.Task[tuple[int, int]]) -> None:

@@ -1014,6 +1014,54 @@ def _setquota(cursor: _Cursor) -> dict[str, Any]:
     return {"root": root.decode("utf-8", "replace")}
 
 
+def _getmetadata(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 5464 §5: GETMETADATA [(MAXSIZE n DEPTH d)] mailbox (entry ...) | entry
+    cursor.sp()
+    args: dict[str, Any] = {"maxsize": None, "depth": "0"}
+    if cursor.peek() == b"(":
+        def option() -> None:
+            name = cursor.atom().upper()
+            cursor.sp()
+            if name == "MAXSIZE":
+                args["maxsize"] = cursor.number()
+            elif name == "DEPTH":
+                depth = cursor.atom().lower()
+                if depth not in ("0", "1", "infinity"):
+                    raise cursor.error("DEPTH is 0, 1 or infinity")
+                args["depth"] = depth
+            else:
+                raise cursor.error(f"unknown GETMETADATA option {name}")
+
+        cursor.paren_list(option)
+        cursor.sp()
+    args["mailbox"] = cursor.mailbox()
+    cursor.sp()
+    entry = lambda: cursor.astring().decode("utf-8", "replace")  # noqa: E731
+    args["entries"] = cursor.paren_list(entry) if cursor.peek() == b"(" else [entry()]
+    if not args["entries"]:
+        raise cursor.error("no entry names")
+    return args
+
+
+def _setmetadata(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 5464 §5: SETMETADATA mailbox (entry value ...); value is nstring or literal8.
+    cursor.sp()
+    mailbox = cursor.mailbox()
+    cursor.sp()
+
+    def pair() -> tuple[str, bytes | None]:
+        entry = cursor.astring().decode("utf-8", "replace")
+        cursor.sp()
+        if cursor.peek(2) == b"~{":
+            return entry, cursor.literal(allow_binary=True)
+        return entry, cursor.nstring()
+
+    values = cursor.paren_list(pair)
+    if not values:
+        raise cursor.error("no entries to set")
+    return {"mailbox": mailbox, "values": values}
+
+
 # RFC 5256 §3 and RFC 5957 §3 (SORT=DISPLAY)
 _SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
               "DISPLAYTO"}
@@ -1077,6 +1125,7 @@ _ARGS: dict[str, Callable[[_Cursor], dict[str, Any]]] = {
     "IDLE": _no_args, "ENABLE": _enable, "ID": _id, "NAMESPACE": _no_args,
     "GETQUOTA": _quota_root, "GETQUOTAROOT": _mailbox_arg, "SETQUOTA": _setquota,
     "COMPRESS": _compress, "SORT": _sort, "THREAD": _thread,
+    "GETMETADATA": _getmetadata, "SETMETADATA": _setmetadata,
 }
 _UID_COMMANDS = {"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD"}
 

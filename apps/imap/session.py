@@ -42,15 +42,18 @@ from apps.imap.parser import (
     parse_imap_url,
 )
 from apps.imap.view import FolderView, SnapshotCache, Updates
-from apps.store import events, mime
+from apps.store import events, metadata, mime
 from apps.store import services as store
+from apps.store.batching import committer, run_store_call
 from apps.store.blobs import get_blob_store
 from apps.store.models import Flag, Folder, SpecialUse
 from apps.store.services import FolderChanges
 from mailhost.asyncdb import database_sync_to_async
-from mailhost.errors import MailhostError, NotFound, OverQuota
+from mailhost.errors import Invalid, MailhostError, NotFound, OverQuota
 
 log = logging.getLogger("mailhost.imap")
+
+OUTPUT_FLUSH_SIZE = 64 * 1024
 
 NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-auth", "auth", "selected", "logout"
 ANY = {NOT_AUTHENTICATED, AUTHENTICATED, SELECTED}
@@ -147,6 +150,11 @@ class IMAPSession(asyncio.Protocol):
         self.idling = False
         self._compressor: Any = None
         self._decompressor: Any = None
+        # Response lines written in one turn of the event loop leave in one
+        # send: a SELECT's or a FETCH's lines are one system call, not dozens.
+        self._output: list[bytes] = []
+        self._output_size = 0
+        self._flush_scheduled = False
 
     # --- transport -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -196,6 +204,7 @@ class IMAPSession(asyncio.Protocol):
         self._close()
 
     def _close(self) -> None:
+        self._flush()
         self._closed = True
         if self.transport is not None:
             self.transport.close()
@@ -207,7 +216,24 @@ class IMAPSession(asyncio.Protocol):
             import zlib
 
             data = self._compressor.compress(data) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
-        self.transport.write(data)
+        self._output.append(data)
+        self._output_size += len(data)
+        if self._output_size >= OUTPUT_FLUSH_SIZE:
+            self._flush()  # the transport's flow control (``_drain``) sees it now
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Hand what was written so far to the transport."""
+        self._flush_scheduled = False
+        if not self._output:
+            return
+        data = b"".join(self._output)
+        self._output.clear()
+        self._output_size = 0
+        if self.transport is not None and not self._closed:
+            self.transport.write(data)
 
     async def _drain(self) -> None:
         await self._writable.wait()
@@ -336,7 +362,8 @@ class IMAPSession(asyncio.Protocol):
                 "SEARCHRES", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
                 "MULTIAPPEND", "CATENATE", "BINARY", "SORT", "ESORT", "SORT=DISPLAY",
-                "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "UTF8=ACCEPT", "COMPRESS=DEFLATE"]
+                "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "UTF8=ACCEPT", "COMPRESS=DEFLATE",
+                "WITHIN", "METADATA"]
         if self.state == NOT_AUTHENTICATED:
             caps = base
             if not self.tls and self.tls_context is not None:
@@ -563,6 +590,7 @@ async def starttls(session: IMAPSession, cmd: Command) -> str | None:
     # RFC 3501 §6.2.1 / RFC 7817: anything sent after STARTTLS before the
     # handshake is an injection attempt and is thrown away.
     session.framer.clear()
+    session._flush()  # the OK goes out in the clear, before the handshake
     loop = asyncio.get_running_loop()
     assert session.transport is not None
     transport = await loop.start_tls(session.transport, session, session.tls_context,
@@ -762,9 +790,14 @@ async def rename(session: IMAPSession, cmd: Command) -> None:
     await _sync(store.rename_folder)(session.mailbox, old, new)
 
 
-async def _subscribe(session: IMAPSession, cmd: Command, *, subscribed: bool) -> None:
-    await _sync(store.set_subscribed)(session.mailbox,
-                                      session.decode_name(cmd.args["mailbox"]), subscribed)
+@command("SUBSCRIBE", AUTHED)
+async def subscribe(session: IMAPSession, cmd: Command) -> None:
+    await _sync(store.subscribe)(session.mailbox, session.decode_name(cmd.args["mailbox"]))
+
+
+@command("UNSUBSCRIBE", AUTHED)
+async def unsubscribe(session: IMAPSession, cmd: Command) -> None:
+    await _sync(store.unsubscribe)(session.mailbox, session.decode_name(cmd.args["mailbox"]))
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
@@ -804,8 +837,14 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
         for i in range(1, len(levels)):
             names.add("/".join(levels[:i]))
     has_children = {n.rsplit("/", 1)[0] for n in names if "/" in n}
-    subscribed = {f.name for f in folders if f.subscribed}
-    subscribed_only = "SUBSCRIBED" in args["selection"]
+    subscribed = await _sync(store.subscribed_names)(session.mailbox)
+    subscribed_only = "SUBSCRIBED" in args["selection"] or verb == "LSUB"
+    if subscribed_only:
+        # RFC 3501 §6.3.6, RFC 5258 §3.1: a subscribed name whose folder is gone
+        # is still listed (as \NonExistent), and so are its superior levels.
+        for name in subscribed:
+            levels = name.split("/")
+            names.update("/".join(levels[:i]) for i in range(1, len(levels) + 1))
     special_only = "SPECIAL-USE" in args["selection"]
     recursive = "RECURSIVEMATCH" in args["selection"]
     returns = set(args["returns"])
@@ -837,10 +876,15 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
                 continue
         if special_only and not (folder and folder.special_use):
             continue
+        if verb == "LSUB" and folder is None and not attributes:
+            attributes.append("\\Noselect")  # subscribed, but the folder is gone
         if verb == "LIST":
             if folder is None:
                 attributes.append("\\NonExistent" if extended else "\\Noselect")
-            attributes.append("\\HasChildren" if name in has_children else "\\HasNoChildren")
+            if name in has_children:
+                attributes.append("\\HasChildren")
+            elif folder is not None:
+                attributes.append("\\HasNoChildren")
             # RFC 5258 §3.1: the SUBSCRIBED selection implies the return option.
             if name in subscribed and ("SUBSCRIBED" in returns or subscribed_only):
                 attributes.append("\\Subscribed")
@@ -884,9 +928,8 @@ async def append(session: IMAPSession, cmd: Command) -> str:
     name = session.decode_name(cmd.args["mailbox"])
     messages = cmd.args["messages"]
 
-    def append_all() -> tuple[int, list[int]]:
-        # RFC 3502 §6.3.11: all messages or none. RFC 4469 §5: an unknown
-        # target is TRYCREATE before any URL is looked at.
+    def prepare() -> tuple[Folder, list[store.DeliveryRequest]]:
+        # RFC 4469 §5: an unknown target is TRYCREATE before any URL is looked at.
         folder = store.get_folder(session.mailbox, name)
         prepared = []
         for message in messages:
@@ -896,16 +939,29 @@ async def append(session: IMAPSession, cmd: Command) -> str:
             if not data:
                 raise No("empty message")
             bits, keywords = _flag_bits(message["flags"])
-            data = encode_binary_parts(data)  # RFC 3516 §4.4, §6
-            prepared.append((data, bits, keywords, message["date"]))
+            prepared.append(store.DeliveryRequest(
+                [session.mailbox.pk], encode_binary_parts(data),  # RFC 3516 §4.4, §6
+                folder=folder.name, flags=bits, keywords=keywords,
+                internal_date=message["date"], fallback_to_inbox=False))
+        return folder, prepared
+
+    def append_all(requests: list[store.DeliveryRequest]) -> list[int]:
+        # RFC 3502 §6.3.11: all messages or none, so one transaction of their own.
         with transaction.atomic():
-            uids = [store.append(session.mailbox, folder.name, data, flags=bits,
-                                 keywords=keywords, internal_date=when).uid
-                    for data, bits, keywords, when in prepared]
-        return folder.uidvalidity, uids
+            return [store.append(session.mailbox, r.folder, r.data, flags=r.flags,
+                                 keywords=r.keywords, internal_date=r.internal_date).uid
+                    for r in requests]
 
     try:
-        uidvalidity, uids = await _sync(append_all)()
+        folder, requests = await _sync(prepare)()
+        uidvalidity = folder.uidvalidity
+        if len(requests) == 1:
+            # Appends of all sessions that arrive together share a transaction
+            # and a round of fsyncs; the OK goes out once the batch is durable.
+            await committer().submit(requests[0])
+            uids = [requests[0].messages[0].uid]
+        else:
+            uids = await _sync(append_all)(requests)
     except NotFound:
         raise No(f"no folder named {cmd.args['mailbox']}", "TRYCREATE") from None
     except OverQuota as error:
@@ -966,6 +1022,52 @@ async def setquota(session: IMAPSession, cmd: Command) -> None:
     raise No("quotas are set by the administrator", "NOPERM")
 
 
+def _metadata_entries(names: Sequence[str]) -> None:
+    # RFC 5464 §3.2: a malformed entry name is a protocol error.
+    try:
+        for name in names:
+            metadata.validate_entry(name)
+    except Invalid as error:
+        raise Bad(error.message) from None
+
+
+@command("GETMETADATA", AUTHED)
+async def getmetadata(session: IMAPSession, cmd: Command) -> str | None:
+    args = cmd.args
+    _metadata_entries(args["entries"])
+    name = session.decode_name(args["mailbox"]) if args["mailbox"] else ""
+    found = await _sync(metadata.get_metadata)(session.mailbox, name, args["entries"],
+                                                args["depth"])
+    maxsize, longest = args["maxsize"], 0
+    if maxsize is not None:
+        # RFC 5464 §4.2.1: larger values are left out and their size told.
+        longest = max((len(value) for _entry, value in found if len(value) > maxsize),
+                      default=0)
+        found = [(entry, value) for entry, value in found if len(value) <= maxsize]
+    if found:
+        values = b" ".join(fmt.astring(entry) + b" " + (
+            b"~" + fmt.literal(value) if b"\0" in value else fmt.string(value))
+            for entry, value in found)
+        mailbox = session.encode_name(name) if name else b'""'
+        session.untagged(b"METADATA " + mailbox + b" (" + values + b")")
+    if longest:
+        return f"OK [METADATA LONGENTRIES {longest}] GETMETADATA completed"
+    return None
+
+
+@command("SETMETADATA", AUTHED)
+async def setmetadata(session: IMAPSession, cmd: Command) -> None:
+    args = cmd.args
+    _metadata_entries([entry for entry, _value in args["values"]])
+    name = session.decode_name(args["mailbox"]) if args["mailbox"] else ""
+    try:
+        await _sync(metadata.set_metadata)(session.mailbox, name, args["values"])
+    except metadata.MaxSize as error:
+        raise No(error.message, f"METADATA MAXSIZE {error.limit}") from None
+    except metadata.TooMany as error:
+        raise No(error.message, "METADATA TOOMANY") from None
+
+
 async def _quota(session: IMAPSession) -> None:
     used, limit = await _sync(store.quota_usage)(session.mailbox)
     if limit:
@@ -1009,7 +1111,7 @@ async def close(session: IMAPSession, cmd: Command) -> None:
     assert view is not None
     if not view.readonly:
         # RFC 3501 §6.4.2: expunge silently.
-        await _sync(store.expunge)(Folder(pk=view.folder_id))
+        await run_store_call(store.expunge, Folder(pk=view.folder_id))
     session._leave_folder()
 
 
@@ -1021,7 +1123,7 @@ async def unselect(session: IMAPSession, cmd: Command) -> None:
 @command("EXPUNGE", {SELECTED})
 async def expunge(session: IMAPSession, cmd: Command) -> None:
     view = session.writable_view()
-    await _sync(store.expunge)(Folder(pk=view.folder_id))
+    await run_store_call(store.expunge, Folder(pk=view.folder_id))
 
 
 @command("UID EXPUNGE", {SELECTED})
@@ -1029,7 +1131,7 @@ async def uid_expunge(session: IMAPSession, cmd: Command) -> None:
     view = session.writable_view()
     uids = [view.uids[p] for p in session.positions(cmd.args["seqs"], uid=True)]
     if uids:
-        await _sync(store.expunge)(Folder(pk=view.folder_id), uids)
+        await run_store_call(store.expunge, Folder(pk=view.folder_id), uids)
 
 
 async def _copy(session: IMAPSession, cmd: Command, *, uid: bool, move: bool) -> str:
@@ -1070,9 +1172,9 @@ async def _store(session: IMAPSession, cmd: Command, *, uid: bool) -> str:
         session.enable_condstore()
     positions = session.positions(args["seqs"], uid=uid)
     uids = [view.uids[p] for p in positions]
-    changes, failed = await _sync(store.set_flags)(
-        Folder(pk=view.folder_id), uids, mode=args["mode"], flags=bits, keywords=keywords,
-        unchanged_since=args["unchanged_since"])
+    changes, failed = await run_store_call(
+        store.set_flags, Folder(pk=view.folder_id), uids, mode=args["mode"], flags=bits,
+        keywords=keywords, unchanged_since=args["unchanged_since"])
     changed = {c.uid for c in changes}
     for change in changes:
         view.set_flags(change.uid, change.flags, change.keywords, change.modseq)
@@ -1151,8 +1253,8 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
     if not view.readonly and any(_sets_seen(a) for a in atts):
         unseen = [view.uids[p] for p in positions if not view.flags[p] & Flag.SEEN]
         if unseen:
-            changes, _ = await _sync(store.set_flags)(
-                Folder(pk=view.folder_id), unseen, mode="add", flags=Flag.SEEN)
+            changes, _ = await run_store_call(
+                store.set_flags, Folder(pk=view.folder_id), unseen, mode="add", flags=Flag.SEEN)
             for change in changes:
                 view.set_flags(change.uid, change.flags, change.keywords, change.modseq)
             session.tell_keywords_of(changes)
@@ -1417,8 +1519,6 @@ for _name, _states, _handler in (
     ("UID SEARCH", {SELECTED}, functools.partial(_search, uid=True)),
     ("SELECT", AUTHED, functools.partial(_select, readonly=False)),
     ("EXAMINE", AUTHED, functools.partial(_select, readonly=True)),
-    ("SUBSCRIBE", AUTHED, functools.partial(_subscribe, subscribed=True)),
-    ("UNSUBSCRIBE", AUTHED, functools.partial(_subscribe, subscribed=False)),
     ("LIST", AUTHED, _list),
     ("LSUB", AUTHED, _list),
     ("SORT", {SELECTED}, functools.partial(_sort_or_thread, uid=False)),

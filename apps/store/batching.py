@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
+from django.db import transaction
 
-from apps.store.services import deliver_batch
+from apps.store.models import Folder
+from apps.store.services import deliver_batch, lock_folders
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import MailhostError
 
@@ -71,6 +74,45 @@ class GroupCommitter(Generic[Item, Result]):
                         future.set_result(result)
         finally:
             self._running = False
+
+
+@dataclass(frozen=True)
+class StoreCall:
+    """One call of a store service (``set_flags``, ``expunge``, …) to run in a
+    shared transaction by ``run_calls``."""
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def run_calls(calls: Sequence[StoreCall]) -> list[Any | MailhostError]:
+    """Run store writes that arrived together in one transaction: one commit and
+    one sync of the database log instead of one each, and on SQLite one turn
+    of the single writer. Each call keeps its own savepoint, so a call refused
+    with a MailhostError is undone alone and returns that error.
+
+    The folders the calls name are locked first, all at once in primary-key
+    order as ``deliver_batch`` does, so that two batches (in this process or
+    another) never wait for each other's folders in opposite orders."""
+    results: list[Any | MailhostError] = []
+    folder_ids = {arg.pk for call in calls for arg in call.args if isinstance(arg, Folder)}
+    with transaction.atomic():
+        lock_folders(*folder_ids)
+        for call in calls:
+            try:
+                with transaction.atomic():
+                    results.append(call.function(*call.args, **call.kwargs))
+            except MailhostError as error:
+                results.append(error)
+    return results
+
+
+async def run_store_call(function: Callable[..., Result], *args: Any, **kwargs: Any) -> Result:
+    """``function(*args, **kwargs)`` in a worker thread, batched with the store
+    calls of other sessions that arrive meanwhile (``run_calls``); its answer
+    comes once the batch is committed."""
+    return await committer(run_calls).submit(StoreCall(function, args, kwargs))
 
 
 _committers: weakref.WeakKeyDictionary[

@@ -50,7 +50,6 @@ class Folder(models.Model):
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="folders")
     name = models.CharField(max_length=1000)
     special_use = models.CharField(max_length=20, choices=SpecialUse.choices, blank=True)
-    subscribed = models.BooleanField(default=True)
     uidvalidity = models.PositiveBigIntegerField()
     uidnext = models.PositiveBigIntegerField(default=1)
     highestmodseq = models.PositiveBigIntegerField(default=1)
@@ -70,6 +69,52 @@ class Folder(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mailbox_id}:{self.name}"
+
+
+class Subscription(models.Model):
+    """A folder name on the mailbox's subscription list (RFC 3501 §6.3.6).
+
+    Kept apart from Folder because the list holds names, not folders: a
+    subscribed folder that is deleted stays subscribed, and a name may be
+    subscribed before or after its folder exists."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE,
+                                related_name="subscriptions")
+    name = models.CharField(max_length=1000)
+
+    class Meta:
+        ordering = ["mailbox_id", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "name"],
+                                    name="subscription_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id}:{self.name}"
+
+
+class MetadataEntry(models.Model):
+    """An IMAP METADATA entry (RFC 5464): of the mailbox's server when
+    ``folder`` is null, else of that folder (deleted with it, kept by RENAME).
+    ``name`` is lower-case: entry names are case-insensitive (RFC 5464 §3.2)."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="metadata")
+    folder = models.ForeignKey(Folder, on_delete=models.CASCADE, null=True, blank=True,
+                               related_name="metadata")
+    name = models.CharField(max_length=1000)
+    value = models.BinaryField()
+
+    class Meta:
+        ordering = ["mailbox_id", "folder_id", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "name"], condition=models.Q(
+                folder__isnull=True), name="metadata_unique_server_entry"),
+            models.UniqueConstraint(fields=["folder", "name"], condition=models.Q(
+                folder__isnull=False), name="metadata_unique_folder_entry"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox_id}:{self.folder_id or ''}:{self.name}"
 
 
 class Blob(models.Model):

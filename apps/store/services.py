@@ -10,6 +10,7 @@ change events go out after it has committed.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -20,7 +21,7 @@ from datetime import datetime
 
 from django.db import models, transaction
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from apps.directory.models import Domain, Mailbox
@@ -35,6 +36,7 @@ from apps.store.models import (
     Folder,
     Message,
     SpecialUse,
+    Subscription,
     TraceEvent,
     TraceKind,
 )
@@ -67,6 +69,13 @@ def ensure_default_folders(mailbox_ids: Iterable[int]) -> None:
             for mailbox_id in sorted(missing)
             for name, use in DEFAULT_FOLDERS
         ],
+        ignore_conflicts=True,
+    )
+    # The default folders start subscribed, so that clients showing only
+    # subscribed folders show them.
+    Subscription.objects.bulk_create(
+        [Subscription(mailbox_id=mailbox_id, name=name)
+         for mailbox_id in sorted(missing) for name, _ in DEFAULT_FOLDERS],
         ignore_conflicts=True,
     )
 
@@ -150,7 +159,7 @@ def _parents(name: str) -> list[str]:
 def create_folder(mailbox: Mailbox, name: str, *, special_use: str = "",
                   subscribed: bool = True) -> Folder:
     """RFC 3501 §6.3.3 CREATE, with the superior levels created as needed;
-    ``subscribed`` for them all (IMAP's CREATE leaves that to SUBSCRIBE)."""
+    ``subscribed`` subscribes them all (IMAP's CREATE leaves that to SUBSCRIBE)."""
     name = validate_folder_name(name)
     if special_use and special_use not in SpecialUse.values:
         raise Invalid(f"unknown special use {special_use}")
@@ -160,10 +169,13 @@ def create_folder(mailbox: Mailbox, name: str, *, special_use: str = "",
             raise Conflict(f"folder {name} exists already")
         for parent in _parents(name):
             Folder.objects.get_or_create(
-                mailbox=mailbox, name=parent,
-                defaults={"uidvalidity": new_uidvalidity(), "subscribed": subscribed})
+                mailbox=mailbox, name=parent, defaults={"uidvalidity": new_uidvalidity()})
+        if subscribed:
+            Subscription.objects.bulk_create(
+                [Subscription(mailbox=mailbox, name=n) for n in [*_parents(name), name]],
+                ignore_conflicts=True)
         return Folder.objects.create(mailbox=mailbox, name=name, special_use=special_use,
-                                     uidvalidity=new_uidvalidity(), subscribed=subscribed)
+                                     uidvalidity=new_uidvalidity())
 
 
 def delete_folder(mailbox: Mailbox, name: str) -> None:
@@ -172,7 +184,7 @@ def delete_folder(mailbox: Mailbox, name: str) -> None:
     if folder.name == "INBOX":
         raise Invalid("INBOX cannot be deleted")
     with transaction.atomic():
-        locked = _lock(folder.pk)[folder.pk]
+        locked = lock_folders(folder.pk)[folder.pk]
         # Tombstones and messages go with the row (cascade); blobs stay for the
         # garbage collector. Sessions that have it selected are told by the event.
         locked.highestmodseq += 1
@@ -213,19 +225,59 @@ def rename_folder(mailbox: Mailbox, old: str, new: str) -> None:
         for parent in _parents(new):
             Folder.objects.get_or_create(
                 mailbox=mailbox, name=parent, defaults={"uidvalidity": new_uidvalidity()})
+        _rename_subscriptions(mailbox, source.name, new)
 
 
-def set_subscribed(mailbox: Mailbox, name: str, subscribed: bool) -> None:
-    """SUBSCRIBE / UNSUBSCRIBE (RFC 3501 §6.3.6, §6.3.7)."""
+def _rename_subscriptions(mailbox: Mailbox, old: str, new: str) -> None:
+    """The subscriptions of a renamed tree follow it, as Dovecot does: a client
+    that subscribed a folder keeps seeing it under its new name, and the old
+    names do not linger as subscriptions of nothing (RFC 3501 §6.3.5 leaves
+    this to the server)."""
+    prefix = old + Folder.DELIMITER
+    moved = list(Subscription.objects.filter(
+        models.Q(name=old) | models.Q(name__startswith=prefix), mailbox=mailbox))
+    if not moved:
+        return
+    Subscription.objects.filter(pk__in=[s.pk for s in moved]).delete()
+    Subscription.objects.bulk_create(
+        [Subscription(mailbox=mailbox, name=new + s.name[len(old):]) for s in moved],
+        ignore_conflicts=True)
+
+
+def subscribe(mailbox: Mailbox, name: str) -> None:
+    """RFC 3501 §6.3.6 SUBSCRIBE of an existing folder."""
     folder = get_folder(mailbox, validate_folder_name(name))
-    Folder.objects.filter(pk=folder.pk).update(subscribed=subscribed)
+    Subscription.objects.get_or_create(mailbox=mailbox, name=folder.name)
+
+
+def unsubscribe(mailbox: Mailbox, name: str) -> None:
+    """RFC 3501 §6.3.7 UNSUBSCRIBE: works on names whose folder is gone (a
+    deleted folder stays subscribed until then); NotFound when not subscribed."""
+    name = validate_folder_name(name)
+    deleted, _ = Subscription.objects.filter(mailbox=mailbox, name=name).delete()
+    if not deleted:
+        raise NotFound(f"{name} is not subscribed")
+
+
+def subscribed_names(mailbox: Mailbox) -> set[str]:
+    """The mailbox's subscription list, whether or not each folder exists."""
+    ensure_default_folders([mailbox.pk])
+    return set(Subscription.objects.filter(mailbox=mailbox).values_list("name", flat=True))
 
 
 def claim_recent(folder: Folder) -> tuple[int, int]:
     """RFC 3501 §2.3.2: \\Recent goes to exactly one session. Returns the
     (low, high) UID range, high excluded, that is recent for the caller."""
+    # Nothing new since the last claim (the usual SELECT): an empty range with
+    # no write, so that the SELECT does not queue behind writers. A message
+    # arriving after this read is recent for the next claimant.
+    head = Folder.objects.filter(pk=folder.pk).values_list("recent_uid", "uidnext").first()
+    if head is None:
+        return 0, 0
+    if head[0] >= head[1]:
+        return head[1], head[1]
     with transaction.atomic():
-        locked = _lock(folder.pk).get(folder.pk)
+        locked = lock_folders(folder.pk).get(folder.pk)
         if locked is None:
             return 0, 0
         low, high = locked.recent_uid, locked.uidnext
@@ -271,24 +323,31 @@ class FolderChanges:
 def folder_changes(folder_id: int, since: int) -> FolderChanges | None:
     """Changes since ``since`` (0: every message), in UID order; None if the
     folder is gone. HIGHESTMODSEQ is read first, so a change committed while
-    the rows are read is seen now or next time, never lost."""
-    with transaction.atomic():
-        head = Folder.objects.filter(pk=folder_id).values_list(
-            "highestmodseq", "uidnext").first()
-        if head is None:
-            return None
-        if since and head[0] == since:
-            return FolderChanges(head[0], head[1], [], [])  # nothing happened
-        rows = Message.objects.filter(folder_id=folder_id, modseq__gt=since)
-        # Most messages have no keywords: decoding an empty JSON list per row
-        # would cost more than the rest of a large SELECT, so ask only for the others.
-        keywords = dict(rows.exclude(keywords=[]).values_list("uid", "keywords"))
-        changed = [(uid, flags, keywords.get(uid, []), modseq) for uid, flags, modseq
-                   in rows.order_by("uid").values_list("uid", "flags", "modseq")]
-        expunged = [] if since == 0 else sorted(
-            Expunged.objects.filter(folder_id=folder_id, modseq__gt=since)
-            .values_list("uid", flat=True))
+    the rows are read is seen now or next time, never lost.
+
+    No transaction: each row is read whole by one statement (flags, keywords
+    and MODSEQ agree), and a change committed between the statements is read
+    again next time. On SQLite a transaction here would be BEGIN IMMEDIATE and
+    every view refresh would queue behind the writers."""
+    head = Folder.objects.filter(pk=folder_id).values_list(
+        "highestmodseq", "uidnext").first()
+    if head is None:
+        return None
+    if since and head[0] == since:
+        return FolderChanges(head[0], head[1], [], [])  # nothing happened
+    rows = (Message.objects.filter(folder_id=folder_id, modseq__gt=since).order_by("uid")
+            # Most messages have no keywords: decoding an empty JSON list per
+            # row would cost more than the rest of a large SELECT, so the
+            # column comes as text and only the others are decoded.
+            .annotate(keywords_json=Cast("keywords", models.TextField()))
+            .values_list("uid", "flags", "keywords_json", "modseq"))
+    changed = [(uid, flags, [] if words in _NO_KEYWORDS else json.loads(words), modseq)
+               for uid, flags, words, modseq in rows]
+    expunged = [] if since == 0 else expunged_since(folder_id, since)
     return FolderChanges(head[0], head[1], changed, expunged)
+
+
+_NO_KEYWORDS = ("[]", None)
 
 
 def expunged_since(folder_id: int, since: int) -> list[int]:
@@ -611,7 +670,9 @@ def append(
 # --- copy, move, flags, expunge ----------------------------------------------------
 
 
-def _lock(*folder_ids: int) -> dict[int, Folder]:
+def lock_folders(*folder_ids: int) -> dict[int, Folder]:
+    """Lock folder rows for the rest of the transaction, in primary-key order
+    (on SQLite the transaction's BEGIN IMMEDIATE has locked everything)."""
     return {f.pk: f for f in Folder.objects.select_for_update()
             .filter(pk__in=set(folder_ids)).order_by("pk")}
 
@@ -656,7 +717,7 @@ def _notify_transfer_on_commit(
 def copy(source: Folder, uids: Sequence[int], target: Folder) -> list[tuple[int, int]]:
     """Copy messages (no copy of the blob); returns (source uid, new uid) pairs."""
     with transaction.atomic():
-        locked = _lock(source.pk, target.pk)
+        locked = lock_folders(source.pk, target.pk)
         src, dst = locked[source.pk], locked[target.pk]
         bumped: set[int] = set()
         mapping, size = _copy_locked(src, uids, dst, bumped)
@@ -668,7 +729,7 @@ def copy(source: Folder, uids: Sequence[int], target: Folder) -> list[tuple[int,
 def move(source: Folder, uids: Sequence[int], target: Folder) -> list[tuple[int, int]]:
     """RFC 6851 MOVE: copy and expunge from the source in one transaction."""
     with transaction.atomic():
-        locked = _lock(source.pk, target.pk)
+        locked = lock_folders(source.pk, target.pk)
         src, dst = locked[source.pk], locked[target.pk]
         bumped: set[int] = set()
         # Moving within one mailbox does not change its usage.
@@ -699,12 +760,16 @@ def _expunge_locked(folder: Folder, uids: Sequence[int], bumped: set[int]) -> No
 def expunge(folder: Folder, uids: Sequence[int] | None = None) -> list[int]:
     """Remove messages flagged \\Deleted (only those in ``uids`` if given, as
     UID EXPUNGE of RFC 4315 §2.1); returns the expunged UIDs, ascending."""
+    query = Message.objects.filter(folder_id=folder.pk).annotate(
+        deleted=F("flags").bitand(Flag.DELETED)).filter(deleted=Flag.DELETED)
+    if uids is not None:
+        query = query.filter(uid__in=list(uids))
+    # Nothing flagged: done without the write lock (a flag set after this read
+    # is as if set after the EXPUNGE).
+    if not query.exists():
+        return []
     with transaction.atomic():
-        locked = _lock(folder.pk)[folder.pk]
-        query = Message.objects.filter(folder=locked).annotate(
-            deleted=F("flags").bitand(Flag.DELETED)).filter(deleted=Flag.DELETED)
-        if uids is not None:
-            query = query.filter(uid__in=list(uids))
+        locked = lock_folders(folder.pk)[folder.pk]
         gone = sorted(query.values_list("uid", flat=True))
         if gone:
             _expunge_locked(locked, gone, set())
@@ -715,7 +780,7 @@ def expunge(folder: Folder, uids: Sequence[int] | None = None) -> list[int]:
 def remove(folder: Folder, uids: Sequence[int]) -> list[int]:
     """Expunge the given messages whatever their flags (POP3 DELE at QUIT)."""
     with transaction.atomic():
-        locked = _lock(folder.pk)[folder.pk]
+        locked = lock_folders(folder.pk)[folder.pk]
         gone = sorted(Message.objects.filter(folder=locked, uid__in=list(uids))
                       .values_list("uid", flat=True))
         if gone:
@@ -743,27 +808,42 @@ def set_flags(
     (RFC 7162 §3.1.3, CONDSTORE's STORE (UNCHANGEDSINCE))."""
     if mode not in ("add", "remove", "replace"):
         raise ValueError(mode)
+
+    def new_state(message: Message) -> tuple[int, list[str]] | None:
+        """The message's flags and keywords after the STORE; None if refused."""
+        if unchanged_since is not None and message.modseq > unchanged_since:
+            return None
+        if mode == "add":
+            return message.flags | flags, list(dict.fromkeys([*message.keywords, *keywords]))
+        if mode == "remove":
+            return (message.flags & ~flags,
+                    [k for k in message.keywords if k not in set(keywords)])
+        return flags, list(dict.fromkeys(keywords))
+
+    def unchanged(message: Message) -> bool:
+        state = new_state(message)
+        return state is None or state == (message.flags, message.keywords)
+
+    rows = Message.objects.filter(folder_id=folder.pk, uid__in=list(uids)).order_by("uid")
+    # A STORE that changes nothing (flags already so, or every message refused)
+    # answers from one read, without the write lock: it is as if it ran at that read.
+    current = list(rows.only("uid", "flags", "keywords", "modseq"))
+    if all(unchanged(m) for m in current):
+        return [], [m.uid for m in current if new_state(m) is None]
     with transaction.atomic():
-        locked = _lock(folder.pk)[folder.pk]
-        messages = list(Message.objects.filter(folder=locked, uid__in=list(uids)).order_by("uid"))
+        locked = lock_folders(folder.pk)[folder.pk]
+        messages = list(rows)
         bumped: set[int] = set()
         changed: list[Message] = []
         failed: list[int] = []
         for message in messages:
-            if unchanged_since is not None and message.modseq > unchanged_since:
+            state = new_state(message)
+            if state is None:
                 failed.append(message.uid)
                 continue
-            if mode == "add":
-                new_flags = message.flags | flags
-                new_keywords = list(dict.fromkeys([*message.keywords, *keywords]))
-            elif mode == "remove":
-                new_flags = message.flags & ~flags
-                new_keywords = [k for k in message.keywords if k not in set(keywords)]
-            else:
-                new_flags, new_keywords = flags, list(dict.fromkeys(keywords))
-            if new_flags == message.flags and new_keywords == message.keywords:
+            if state == (message.flags, message.keywords):
                 continue
-            message.flags, message.keywords = new_flags, new_keywords
+            message.flags, message.keywords = state
             message.modseq = _next_modseq(locked, bumped)
             changed.append(message)
         if changed:

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import ServerThread
 from tests.factories import PASSWORD, make_mailbox
+from tests.imap.helpers import RawIMAP
 
 
 @pytest.fixture
@@ -36,3 +37,11 @@ def connect(imap_port: int, mailbox) -> Iterator[Callable[..., imaplib.IMAP4]]: 
     for client in clients:
         with contextlib.suppress(Exception):
             client.logout()
+
+
+@pytest.fixture
+def raw(imap_port: int, mailbox) -> RawIMAP:  # type: ignore[no-untyped-def]
+    """A RawIMAP client logged in as ``mailbox``."""
+    client = RawIMAP(imap_port)
+    client.login(mailbox.address, PASSWORD)
+    return client

@@ -19,13 +19,6 @@ from tests.factories import PASSWORD
 from tests.imap.helpers import RawIMAP
 
 
-@pytest.fixture
-def raw(imap_port, mailbox) -> RawIMAP:
-    client = RawIMAP(imap_port)
-    client.login(mailbox.address, PASSWORD)
-    return client
-
-
 def append(raw: RawIMAP, data: bytes, folder: str = "INBOX", binary: bool = False) -> bytes:
     marker = b"~{%d+}" if binary else b"{%d+}"
     return raw.command(b"APPEND " + folder.encode() + b" " + marker % len(data) + b"\r\n"
@@ -128,6 +121,37 @@ def test_lsub_percent_shows_unsubscribed_parents_as_noselect(raw, imap_port, mai
     raw.command("UNSUBSCRIBE m/z/z")
     assert untagged(other.command('LSUB "" m/%'), b"LSUB") == [
         b'* LSUB () "/" m/x\r\n', b'* LSUB (\\Noselect) "/" m/y\r\n']
+
+
+def test_a_deleted_folder_stays_subscribed(raw):
+    # RFC 3501 §6.3.6: the server must not remove a name from the subscription
+    # list because its mailbox no longer exists; RFC 5258 §3.1 \NonExistent.
+    make_tree(raw, ["s/gone", "s/kept"], ["s/gone", "s/kept"])
+    assert raw.command("DELETE s/gone")[-1].split(b" ")[1] == b"OK"
+    assert untagged(raw.command('LIST (SUBSCRIBED) "" s/*'), b"LIST") == [
+        b'* LIST (\\NonExistent \\Subscribed) "/" s/gone\r\n',
+        b'* LIST (\\HasNoChildren \\Subscribed) "/" s/kept\r\n']
+    assert untagged(raw.command('LSUB "" s/*'), b"LSUB") == [
+        b'* LSUB (\\Noselect) "/" s/gone\r\n', b'* LSUB () "/" s/kept\r\n']
+    # A plain LIST shows only folders that exist.
+    assert untagged(raw.command('LIST "" s/*'), b"LIST") == [
+        b'* LIST (\\HasNoChildren) "/" s/kept\r\n']
+    # Re-created, the folder is subscribed without a new SUBSCRIBE.
+    raw.command("CREATE s/gone")
+    assert untagged(raw.command('LSUB "" s/gone'), b"LSUB") == [b'* LSUB () "/" s/gone\r\n']
+    raw.command("DELETE s/gone")
+    assert raw.command("UNSUBSCRIBE s/gone")[-1].split(b" ")[1] == b"OK"
+    assert untagged(raw.command('LSUB "" s/*'), b"LSUB") == [b'* LSUB () "/" s/kept\r\n']
+    assert raw.command("UNSUBSCRIBE s/gone")[-1].split(b" ")[1] == b"NO"
+
+
+def test_rename_moves_the_subscriptions_of_the_tree(raw):
+    # RFC 3501 §6.3.5 renames the inferior folders too; their subscriptions
+    # follow them (as Dovecot does), and a bystander's stays.
+    make_tree(raw, ["r/a/b", "r/ab"], ["r/a", "r/a/b", "r/ab"])
+    assert raw.command("RENAME r/a n/a")[-1].split(b" ")[1] == b"OK"
+    assert untagged(raw.command('LSUB "" *'), b"LSUB")[-3:] == [
+        b'* LSUB () "/" n/a\r\n', b'* LSUB () "/" n/a/b\r\n', b'* LSUB () "/" r/ab\r\n']
 
 
 # --- select ----------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from django.db.backends.utils import CursorWrapper
 from imapclient import IMAPClient
 
@@ -25,13 +24,6 @@ MULTIPART = (
 )
 SIMPLE = (b"From: Dave <dave@example.net>\r\nTo: alice@example.test\r\nSubject: lunch?\r\n"
           b"Date: Wed, 06 Mar 2024 12:00:00 +0000\r\n\r\nSee you at noon.\r\n")
-
-
-@pytest.fixture
-def raw(imap_port, mailbox) -> RawIMAP:
-    client = RawIMAP(imap_port)
-    client.login(mailbox.address, PASSWORD)
-    return client
 
 
 def append(raw: RawIMAP, data: bytes, folder: str = "INBOX", flags: str = "") -> bytes:

@@ -157,3 +157,35 @@ def test_garbage_collection_removes_files_left_by_a_writer_killed_before_its_com
     assert store.collect_garbage(grace_seconds=3600) == 2
     assert not blobs.path(orphan).exists() and not temporary.exists()
     assert blobs.read(kept.blob_id).endswith(MESSAGE)
+
+
+def test_store_calls_share_a_transaction_and_are_refused_alone():
+    from apps.store.batching import StoreCall, run_calls
+
+    mailbox = make_mailbox()
+    store.deliver([mailbox], MESSAGE)
+    inbox = store.get_folder(mailbox, "INBOX")
+    results = run_calls([
+        StoreCall(store.set_flags, (inbox, [1]), {"mode": "add", "flags": Flag.DELETED}),
+        # Refused: its savepoint alone is undone, the calls around it stand.
+        StoreCall(store.unsubscribe, (mailbox, "Nowhere")),
+        StoreCall(store.expunge, (inbox,)),
+    ])
+    assert isinstance(results[1], NotFound) and results[2] == [1]
+    assert [c.uid for c in results[0][0]] == [1]
+    assert not Message.objects.filter(folder=inbox).exists()
+
+
+def test_stores_expunges_and_claims_that_change_nothing():
+    # These answer from a read, without the write lock: the answers stay exact.
+    mailbox = make_mailbox()
+    store.deliver([mailbox], MESSAGE, flags=Flag.SEEN)
+    inbox = store.get_folder(mailbox, "INBOX")
+    before = Folder.objects.get(pk=inbox.pk).highestmodseq
+    assert store.set_flags(inbox, [1], mode="add", flags=Flag.SEEN) == ([], [])
+    assert store.set_flags(inbox, [1], mode="remove", flags=Flag.SEEN,
+                           unchanged_since=0) == ([], [1])
+    assert store.expunge(inbox) == []
+    assert Folder.objects.get(pk=inbox.pk).highestmodseq == before
+    assert store.claim_recent(inbox) == (1, 2)
+    assert store.claim_recent(inbox) == (2, 2)  # nothing new: an empty range
