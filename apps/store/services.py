@@ -24,7 +24,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from apps.directory.models import Domain, Mailbox
-from apps.store import events, hooks, mime, textindex, trace
+from apps.store import events, filed, hooks, mime, textindex, trace
 from apps.store.blobs import get_blob_store
 from apps.store.models import (
     DEFAULT_FOLDERS,
@@ -297,15 +297,34 @@ def folder_rows(folder_id: int, fields: Sequence[str]) -> tuple[FolderChanges, l
             return FolderChanges(0, 0, [], []), []
         query = Message.objects.filter(folder_id=folder_id)
         keywords = dict(query.exclude(keywords=[]).values_list("uid", "keywords"))
-        rows = list(query.order_by("uid").values("uid", "flags", "modseq", *fields))
+        rows = list(query.order_by("uid").values("uid", "flags", "modseq", *_as_filed(fields)))
+    if _reads_message(fields):
+        filed.as_filed(rows)
     changed = [(r["uid"], r["flags"], keywords.get(r["uid"], []), r["modseq"]) for r in rows]
     return FolderChanges(head[0], head[1], changed, []), rows
 
 
 def message_rows(folder_id: int, uids: Sequence[int], fields: Sequence[str]) -> list[dict]:
-    """Selected fields of messages (Message fields, or ``blob__*``), one query."""
-    return list(Message.objects.filter(folder_id=folder_id, uid__in=list(uids))
-                .order_by("uid").values("uid", *fields))
+    """Selected fields of messages (Message fields, or ``blob__*``), one query.
+    Rows that read the message (``blob_id``, ``blob__bodystructure``) come
+    with ``filed.FIELDS`` and the structure as filed (apps/store/filed.py);
+    ``filed.read_bytes(rows)`` then gives their bytes."""
+    rows = list(Message.objects.filter(folder_id=folder_id, uid__in=list(uids))
+                .order_by("uid").values("uid", *_as_filed(fields)))
+    if _reads_message(fields):
+        filed.as_filed(rows)
+    return rows
+
+
+def _reads_message(fields: Sequence[str]) -> bool:
+    return "blob_id" in fields or "blob__bodystructure" in fields
+
+
+def _as_filed(fields: Sequence[str]) -> list[str]:
+    """``fields``, and what ``filed.as_filed`` needs when the rows read the message."""
+    if _reads_message(fields):
+        return list(dict.fromkeys([*fields, *filed.FIELDS]))
+    return list(fields)
 
 
 # --- quotas -----------------------------------------------------------------------
@@ -392,7 +411,20 @@ class DeliveryRequest:
     # ``trace_events``, e.g. the SMTP acceptance) in the batch's transaction.
     queue_id: str = ""
     trace_events: list[TraceEvent] = field(default_factory=list)
+    # Header fields inserted into ``data`` at ``added_at`` in the message as
+    # filed (the checks' verdicts), kept in the message row: ``data`` stays
+    # one blob. ``added_at`` is ``mime.after_first_field(data)``.
+    added_headers: bytes = b""
+    added_at: int = 0
+    # The sha256 of ``data`` when it is durable in the store already and
+    # referenced by a row that this batch's transaction replaces (a spooled
+    # message): no second write, no second round of fsyncs.
+    stored_as: str = ""
     messages: list[Message] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.added_headers) + len(self.data)
 
 
 def _blob_row(sha: str, data: bytes) -> tuple[Blob, BlobText]:
@@ -457,8 +489,9 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
     Returns one entry per request: None when stored (its ``messages`` filled
     in), or the error that refused it. A request is all-or-nothing across its
     mailboxes, because SMTP gives one answer per DATA."""
-    store = get_blob_store()
-    shas = store.put_many([r.data for r in requests])
+    to_write = [r for r in requests if not r.stored_as]
+    written = iter(get_blob_store().put_many([r.data for r in to_write]) if to_write else [])
+    shas = [r.stored_as or next(written) for r in requests]
     results: list[OverQuota | NotFound | None] = [None] * len(requests)
     blob_rows: dict[str, tuple[Blob, BlobText]] = {}
     for sha, request in zip(shas, requests, strict=True):
@@ -491,7 +524,7 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
                 folders.append(folder)
             if results[index] is not None:
                 continue
-            size = len(request.data)
+            size = request.size
             full = [mailboxes[m].address for m in request.mailbox_ids
                     if request.check_quota and _over_quota(mailboxes[m], usage[m], size)]
             if full:
@@ -513,7 +546,8 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
                 message = Message(
                     folder_id=folder.pk, uid=folder.uidnext,
                     modseq=_next_modseq(folder, bumped), blob_id=shas[index],
-                    size=len(request.data), internal_date=request.internal_date or now,
+                    added_headers=request.added_headers, added_at=request.added_at,
+                    size=request.size, internal_date=request.internal_date or now,
                     flags=request.flags, keywords=list(request.keywords),
                 )
                 folder.uidnext += 1
@@ -626,7 +660,9 @@ def _copy_locked(
     for original in originals:
         copies.append(Message(
             folder_id=target.pk, uid=target.uidnext, modseq=_next_modseq(target, bumped),
-            blob_id=original.blob_id, size=original.size,
+            blob_id=original.blob_id, added_headers=original.added_headers,
+            added_at=original.added_at,
+            size=original.size,
             internal_date=original.internal_date, flags=original.flags,
             keywords=list(original.keywords),
         ))
