@@ -461,6 +461,8 @@ def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) ->
     ).values_list("mailbox_id", "name")) if any(v for _, _, v in checked) else {}
     filings = [_filing(row, data, verdict, mailboxes, junk_folders)
                for row, data, verdict in checked]
+    # Parsed (and written, for a rewritten copy) before the write transaction.
+    store.prepare_deliveries([r for f in filings for r in f.requests])
     with transaction.atomic():
         # The sweeper or another worker may have filed some meanwhile (after
         # our claim expired): those rows are gone, and their messages stay out.

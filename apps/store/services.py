@@ -421,6 +421,8 @@ class DeliveryRequest:
     # message): no second write, no second round of fsyncs.
     stored_as: str = ""
     messages: list[Message] = field(default_factory=list)
+    # The blob's sha256 and parsed rows, once ``prepare_deliveries`` has run.
+    prepared: tuple[str, Blob, BlobText] | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
@@ -489,14 +491,15 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
     Returns one entry per request: None when stored (its ``messages`` filled
     in), or the error that refused it. A request is all-or-nothing across its
     mailboxes, because SMTP gives one answer per DATA."""
-    to_write = [r for r in requests if not r.stored_as]
-    written = iter(get_blob_store().put_many([r.data for r in to_write]) if to_write else [])
-    shas = [r.stored_as or next(written) for r in requests]
-    results: list[OverQuota | NotFound | None] = [None] * len(requests)
+    prepare_deliveries(requests)
+    shas: list[str] = []
     blob_rows: dict[str, tuple[Blob, BlobText]] = {}
-    for sha, request in zip(shas, requests, strict=True):
-        if sha not in blob_rows:
-            blob_rows[sha] = _blob_row(sha, request.data)
+    for request in requests:
+        assert request.prepared is not None
+        sha, blob, text = request.prepared
+        shas.append(sha)
+        blob_rows[sha] = (blob, text)
+    results: list[OverQuota | NotFound | None] = [None] * len(requests)
 
     with transaction.atomic():
         all_ids = {mid for r in requests for mid in r.mailbox_ids}
@@ -569,6 +572,24 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
         _save_counters(touched, added)
         _publish_on_commit(touched)
     return results
+
+
+def prepare_deliveries(requests: Sequence[DeliveryRequest]) -> None:
+    """Write the requests' bytes durably (one round of fsyncs; none for a
+    ``stored_as`` blob) and parse them, unless done before. A caller that
+    wraps ``deliver_batch`` in a transaction of its own calls this first, so
+    that no write lock is held (SQLite's BEGIN IMMEDIATE holds the whole
+    database) while messages are parsed and fsynced. Bytes that no commit
+    comes to reference are collected after the grace period."""
+    todo = [r for r in requests if r.prepared is None]
+    to_write = [r for r in todo if not r.stored_as]
+    written = iter(get_blob_store().put_many([r.data for r in to_write]) if to_write else [])
+    parsed: dict[str, tuple[str, Blob, BlobText]] = {}
+    for request in todo:
+        sha = request.stored_as or next(written)
+        if sha not in parsed:
+            parsed[sha] = (sha, *_blob_row(sha, request.data))
+        request.prepared = parsed[sha]
 
 
 def put_blobs(blobs: Sequence[bytes]) -> list[str]:
