@@ -25,6 +25,8 @@ from apps.api.services import create_token
 from apps.delivery import services as delivery
 from apps.directory.models import Mailbox, User
 from apps.mailservers.tls import server_context
+from apps.store.blobs import get_blob_store
+from apps.store.models import Blob, Message
 from tests.antispam import fakedns as antispam_dns
 from tests.conftest import ServerThread
 from tests.delivery import fakedns as delivery_dns
@@ -389,3 +391,78 @@ def test_what_our_queue_signs_passes_our_own_dkim_checks(net, remote, client_tls
     assert sorted(dkim_results(bad)) == sorted(("fail", "signer.example", s) for s in selectors)
     assert "dmarc=fail" in our_results(bad)
     assert "DKIM_INVALID" in header(bad, "X-Spam-Status")[0]
+
+
+# --- 5. A filed message is the spooled blob and its verdicts: byte-exact ---------------
+
+NESTED = (
+    b"From: Erin <erin@sender.example>\r\nTo: dave@filed.example\r\nSubject: parts\r\n"
+    b"Date: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: <parts@sender.example>\r\n"
+    b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=outer\r\n\r\n"
+    b"preamble\r\n--outer\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    b"First part, with . a dot\r\n.leading dot line\r\n"
+    b"--outer\r\nContent-Type: application/octet-stream\r\n"
+    b"Content-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=a.bin\r\n"
+    b"\r\nAAECAwQFBgcICQ==\r\n"
+    b"--outer\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"From: inner@sender.example\r\nSubject: inner\r\n\r\nInner body\r\n"
+    b"--outer--\r\nepilogue\r\n"
+)
+
+SECTIONS = ("RFC822.SIZE BODYSTRUCTURE ENVELOPE", "BODY.PEEK[]", "BODY.PEEK[HEADER]",
+            "BODY.PEEK[TEXT]", "BODY.PEEK[1]", "BODY.PEEK[2.MIME]", "BINARY.PEEK[2]",
+            "BODY.PEEK[3.HEADER]", "BODY.PEEK[3.TEXT]", "BODY.PEEK[]<0.40>",
+            "BODY.PEEK[]<300.150>", "BODY.PEEK[HEADER.FIELDS (X-SPAM-STATUS SUBJECT)]",
+            "RFC822.HEADER")
+
+
+def test_a_filed_message_reads_byte_for_byte_as_if_stored_whole(net):
+    mailbox = make_mailbox("dave@filed.example")
+    net.send_mx("erin@sender.example", mailbox.address, NESTED)
+    row = Message.objects.get(folder__mailbox=mailbox, folder__name="INBOX")
+    # Filed from the spooled blob, the verdicts beside it, no second blob.
+    assert bytes(row.added_headers).startswith(b"Authentication-Results: ")
+    spooled = get_blob_store().read(row.blob_id)
+    assert spooled.endswith(NESTED) and spooled.startswith(b"Received: ")
+    assert Blob.objects.count() == 1
+    (whole,) = stored(mailbox.address)
+    at = spooled.index(NESTED)  # below our Received field, as if inserted
+    assert whole == spooled[:at] + bytes(row.added_headers) + spooled[at:]
+    assert header(whole, "X-Spam-Status")[0].startswith("No, ")
+
+    client = net.imap()
+    client.login(mailbox.address, PASSWORD)
+    client.create("Copy")
+    # The reference: the same bytes appended, so stored whole in one blob.
+    assert client.append("Copy", None, None, whole)[0] == "OK"
+
+    def fetched(folder: str) -> list:
+        client.select(folder)
+        answers = []
+        for items in SECTIONS:
+            status, data = client.fetch("1", f"({items})")
+            assert status == "OK", items
+            answers.append(data)
+        return answers
+
+    filed_answers, reference = fetched("INBOX"), fetched("Copy")
+    assert filed_answers == reference
+    assert f"RFC822.SIZE {len(whole)} ".encode() in filed_answers[0][0]
+    assert filed_answers[1][0][1] == whole
+    client.select("INBOX")
+    # SEARCH sees the added fields, through the index and without it.
+    assert client.search(None, "HEADER", "X-Spam-Status", "No") == ("OK", [b"1"])
+    assert client.search(None, "TEXT", "dmarc=none") == ("OK", [b"1"])
+    assert client.search(None, "TEXT", '"Inner body"') == ("OK", [b"1"])
+    assert client.search(None, "HEADER", "X-Spam-Status", "dmarc") == ("OK", [b""])
+    client.logout()
+
+    pop = net.pop3()
+    pop.user(mailbox.address)
+    assert pop.pass_(PASSWORD).startswith(b"+OK")
+    assert pop.list(1) == f"+OK 1 {len(whole)}".encode()
+    _, lines, _ = pop.retr(1)
+    assert b"".join(line + b"\r\n" for line in lines) == whole
+    _, top_lines, _ = pop.top(1, 0)
+    assert b"".join(line + b"\r\n" for line in top_lines) == whole[:whole.index(b"\r\n\r\n") + 4]
+    assert pop.quit().startswith(b"+OK")

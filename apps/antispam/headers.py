@@ -11,11 +11,12 @@ from email.utils import getaddresses
 
 def strip_fields(data: bytes, unwanted: Callable[[str, bytes], bool]) -> bytes:
     """``data`` without the header fields (with their folded lines) for which
-    ``unwanted(lower-case name, raw value)`` is true; the body is untouched."""
+    ``unwanted(lower-case name, raw value)`` is true; the body is untouched.
+    ``data`` itself when no field is unwanted."""
     end = data.find(b"\r\n\r\n")
     head, rest = (data, b"") if end < 0 else (data[:end + 2], data[end + 2:])
     kept: list[bytes] = []
-    dropping = False
+    dropping = dropped = False
     for line in head.splitlines(keepends=True):
         if line[:1] in (b" ", b"\t"):
             if not dropping:
@@ -23,9 +24,10 @@ def strip_fields(data: bytes, unwanted: Callable[[str, bytes], bool]) -> bytes:
             continue
         name, _, value = line.partition(b":")
         dropping = unwanted(name.strip().decode("latin-1").lower(), value)
+        dropped = dropped or dropping
         if not dropping:
             kept.append(line)
-    return b"".join(kept) + rest
+    return b"".join(kept) + rest if dropped else data
 
 
 def insert_after_first_field(data: bytes, fields: bytes) -> bytes:

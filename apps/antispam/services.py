@@ -35,8 +35,8 @@ from apps.antispam.headers import header_facts, insert_after_first_field, strip_
 from apps.antispam.models import SpooledMessage
 from apps.delivery.vacation import active_vacations, answer_absences
 from apps.directory.models import Domain, Mailbox
+from apps.store import mime, trace
 from apps.store import services as store
-from apps.store import trace
 from apps.store.blobs import get_blob_store
 from apps.store.models import TraceEvent, TraceKind
 from apps.store.services import DeliveryRequest
@@ -414,24 +414,36 @@ class _Filing:
 
 def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
             mailboxes: dict[int, Mailbox], junk_folders: dict[int, str]) -> _Filing:
-    groups: dict[tuple[str, bytes], list[int]] = defaultdict(list)
+    # (folder, payload, added header fields) -> mailboxes
+    groups: dict[tuple[str, bytes, bytes], list[int]] = defaultdict(list)
     verdicts: list[dict[str, object]] = []
     present = [m for m in row.mailbox_ids if m in mailboxes]  # else deleted since
+    at: int | None = None  # where the verdicts go into the spooled blob
     if verdict is None:
-        groups["INBOX", data] = present
+        groups["INBOX", data, b""] = present
     else:
         clean = strip_fields(data, _is_ours)
+        # The verdicts go below our Received field, beside the spooled blob,
+        # which is filed as it is (apps/store/filed.py), unless it carries
+        # forged verdicts to drop (or an odd first line): then a rewritten
+        # copy is stored.
+        at = mime.after_first_field(data) if clean is data else None
         for mailbox_id in present:
             mailbox = mailboxes[mailbox_id]
             threshold = spam_threshold(mailbox)
             junk = verdict.quarantine or verdict.score(mailbox_id) >= threshold
             headers = verdict.auth_header + _spam_headers(verdict, mailbox_id, threshold, junk)
             folder = junk_folders.get(mailbox_id, "Junk") if junk else "INBOX"
-            groups[folder, insert_after_first_field(clean, headers)].append(mailbox_id)
+            if at is not None:
+                groups[folder, data, headers].append(mailbox_id)
+            else:
+                groups[folder, insert_after_first_field(clean, headers), b""].append(mailbox_id)
             verdicts.append(_mailbox_verdict(verdict, mailbox, threshold, junk))
     requests = [DeliveryRequest(ids, payload, folder=folder, check_quota=False,
-                                queue_id=row.queue_id)
-                for (folder, payload), ids in groups.items() if ids]
+                                queue_id=row.queue_id, added_headers=added,
+                                added_at=at or 0,
+                                stored_as=row.blob_id if payload is data else "")
+                for (folder, payload, added), ids in groups.items() if ids]
     if requests and row.queue_id:
         requests[0].trace_events.append(trace.event(
             TraceKind.VERDICT, row.queue_id,
@@ -453,6 +465,8 @@ def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) ->
         v for _, _, v in checked) else {}
     filings = [_filing(row, data, verdict, mailboxes, junk_folders)
                for row, data, verdict in checked]
+    # Parsed (and written, for a rewritten copy) before the write transaction.
+    store.prepare_deliveries([r for f in filings for r in f.requests])
     with transaction.atomic():
         # The sweeper or another worker may have filed some meanwhile (after
         # our claim expired): those rows are gone, and their messages stay out.

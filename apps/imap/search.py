@@ -22,9 +22,8 @@ from django.utils import timezone
 
 from apps.imap.parser import SearchKey
 from apps.imap.view import FolderView
-from apps.store import mime, textindex
+from apps.store import filed, mime, textindex
 from apps.store import services as store
-from apps.store.blobs import get_blob_store
 from apps.store.models import Flag
 from mailhost.asyncdb import database_sync_to_async
 
@@ -142,9 +141,7 @@ def _ask_index(folder_id: int, keys: list[SearchKey]) -> dict[int, _IndexAnswer]
 
 def _by_uid(rows: list[dict], fields: list[str]) -> dict[int, dict]:
     if "blob_id" in fields:  # HEADER, BODY and TEXT read the message bytes
-        blobs = get_blob_store()
-        for row in rows:
-            row["raw"] = blobs.read(row["blob_id"])
+        filed.read_bytes(rows)
     return {row["uid"]: row for row in rows}
 
 

@@ -42,10 +42,9 @@ from apps.imap.parser import (
     parse_imap_url,
 )
 from apps.imap.view import FolderView, SnapshotCache, Updates
-from apps.store import events, metadata, mime
+from apps.store import events, filed, metadata, mime
 from apps.store import services as store
 from apps.store.batching import committer, run_store_call
-from apps.store.blobs import get_blob_store
 from apps.store.models import Flag, Folder, SpecialUse
 from apps.store.services import FolderChanges
 from mailhost.asyncdb import database_sync_to_async
@@ -988,7 +987,8 @@ def _catenated(session: IMAPSession, parts: list[tuple[str, bytes]]) -> bytes:
         rows = store.message_rows(folder.pk, [url.uid], ["blob_id", "blob__bodystructure"])
         if (url.uidvalidity is not None and url.uidvalidity != folder.uidvalidity) or not rows:
             raise No("the URL names no message", f"BADURL {shown}")
-        raw = get_blob_store().read(rows[0]["blob_id"])
+        filed.read_bytes(rows)
+        raw = rows[0]["raw"]
         section = url.section
         data = fmt.section_bytes(raw, rows[0]["blob__bodystructure"], section.part,
                                  section.text, section.fields)
@@ -1295,9 +1295,7 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
 def _load_rows(folder_id: int, uids: list[int], fields: list[str], need_body: bool) -> list:
     rows = store.message_rows(folder_id, uids, fields)
     if need_body:
-        blobs = get_blob_store()
-        for row in rows:
-            row["raw"] = blobs.read(row["blob_id"])
+        filed.read_bytes(rows)
     return rows
 
 

@@ -16,6 +16,9 @@ class Entry:
     uid: int
     size: int  # octets as RETR sends them (RFC 1939 §11), see protocol.wire_size
     blob_id: str
+    # Header fields inserted into the blob at ``added_at`` (apps/store/filed.py).
+    added_headers: bytes = b""
+    added_at: int = 0
 
 
 @dataclass

@@ -450,7 +450,7 @@ class Pop3Session(asyncio.Protocol):
     async def _message(self, number: int) -> bytes:
         entry = self._drop.get(number)
         try:
-            data = await services.aread_message(entry.blob_id, entry.size)
+            data = await services.aread_message(entry)
         except OSError:
             log.exception("could not read blob %s", entry.blob_id)
             raise CommandError("message unavailable, try again later", SYS_TEMP) from None

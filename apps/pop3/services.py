@@ -20,7 +20,7 @@ from apps.directory.models import Mailbox
 from apps.pop3.maildrop import Entry, Maildrop
 from apps.pop3.models import HiddenMessage, MailboxOptions, MaildropLock, WireSize
 from apps.pop3.protocol import wire_size
-from apps.store import health
+from apps.store import filed, health
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
 from apps.store.models import Folder, Heartbeat, Message
@@ -108,8 +108,8 @@ def open_maildrop(mailbox: Mailbox) -> Maildrop:
     known = WireSize.objects.filter(sha256=OuterRef("blob_id")).values("size")[:1]
     hidden = HiddenMessage.objects.filter(folder_id=OuterRef("folder_id"), uid=OuterRef("uid"))
     rows = list(Message.objects.filter(folder=folder).exclude(Exists(hidden)).order_by("uid")
-                .values_list("uid", "blob_id", Subquery(known)))
-    unmeasured = {blob_id for _, blob_id, size in rows if size is None}
+                .values_list("uid", "blob_id", "added_headers", "added_at", Subquery(known)))
+    unmeasured = {blob_id for _, blob_id, _, _, size in rows if size is None}
     measured: dict[str, int] = {}
     if unmeasured:
         blobs = get_blob_store()
@@ -117,8 +117,13 @@ def open_maildrop(mailbox: Mailbox) -> Maildrop:
         WireSize.objects.bulk_create(
             [WireSize(sha256=sha, size=size) for sha, size in measured.items()],
             ignore_conflicts=True)
-    entries = [Entry(uid, size if size is not None else measured[blob_id], blob_id)
-               for uid, blob_id, size in rows]
+    # A message is its blob with added header fields (CRLF-ended lines) put
+    # in at a line's start (apps/store/filed.py): its wire size is theirs
+    # plus the blob's.
+    entries = [Entry(uid, wire_size(bytes(added))
+                     + (size if size is not None else measured[blob_id]),
+                     blob_id, bytes(added), added_at)
+               for uid, blob_id, added, added_at, size in rows]
     leave_copy = MailboxOptions.objects.filter(mailbox=mailbox, leave_copy=True).exists()
     return Maildrop(folder.pk, folder.uidvalidity, entries, leave_copy=leave_copy)
 
@@ -133,8 +138,8 @@ def forget_collected(blob_ids: Sequence[str]) -> None:
     HiddenMessage.objects.exclude(Exists(present)).delete()
 
 
-def read_message(blob_id: str) -> bytes:
-    return get_blob_store().read(blob_id)
+def read_message(entry: Entry) -> bytes:
+    return filed.message_bytes(entry.blob_id, entry.added_headers, entry.added_at)
 
 
 # --- UPDATE state ----------------------------------------------------------------
@@ -175,7 +180,7 @@ aremove_deleted = database_sync_to_async(remove_deleted)
 INLINE_READ_MAX = 64 * 1024
 
 
-async def aread_message(blob_id: str, size: int) -> bytes:
-    if size <= INLINE_READ_MAX:
-        return read_message(blob_id)
-    return await asyncio.to_thread(read_message, blob_id)
+async def aread_message(entry: Entry) -> bytes:
+    if entry.size <= INLINE_READ_MAX:
+        return read_message(entry)
+    return await asyncio.to_thread(read_message, entry)

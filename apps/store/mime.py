@@ -56,8 +56,19 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 __all__ = [
-    "MAX_DEPTH", "MAX_PARTS", "MessageInfo", "analyze", "decode_body", "extract_text",
-    "find_part", "has_attachment", "is_attachment", "leaf_parts",
+    "MAX_DEPTH",
+    "MAX_PARTS",
+    "MessageInfo",
+    "after_first_field",
+    "analyze",
+    "decode_body",
+    "extract_text",
+    "find_part",
+    "has_attachment",
+    "is_attachment",
+    "leaf_parts",
+    "starts_with_field",
+    "with_fields_inserted",
 ]
 
 logger = logging.getLogger(__name__)
@@ -165,6 +176,55 @@ def leaf_parts(structure: dict) -> list[tuple[list[int], dict]]:
 
     walk(_message_children(structure), [])
     return out
+
+
+def starts_with_field(raw: bytes) -> bool:
+    """Whether ``raw`` opens with a header field (no mbox "From " line, no
+    byte order mark, no continuation, not a body without a header)."""
+    end = raw.find(b"\n")
+    line = raw if end < 0 else raw[:end]
+    return bool(line) and line[0] not in _WSP and _split_field(line.rstrip(b"\r")) is not None
+
+
+def after_first_field(raw: bytes) -> int | None:
+    """The offset just after the first header field of ``raw`` (its folded
+    lines included), where header fields can be inserted so that they join
+    the message's header and move every later offset by their length and
+    nothing else (``with_fields_inserted``); None when ``raw`` does not open
+    with a header field or that field's lines do not end in CRLF."""
+    if not starts_with_field(raw):
+        return None
+    position = 0
+    while True:
+        end = raw.find(b"\n", position)
+        if end < 0 or raw[end - 1:end] != b"\r":
+            return None
+        position = end + 1
+        if raw[position:position + 1] not in (b" ", b"\t"):
+            return position
+
+
+def with_fields_inserted(structure: dict, at: int, added: int) -> dict:
+    """The structure ``analyze`` gives for ``raw[:at] + fields + raw[at:]``
+    from the one it gave for ``raw``, where ``at`` is ``after_first_field(raw)``
+    and ``fields`` is ``added`` bytes of complete CRLF-ended header fields that
+    are neither Content-* nor envelope fields: every offset from ``at`` on
+    moves. A new tree; ``structure`` is left as it is."""
+    if not added:
+        return structure
+
+    def moved(part: Part) -> Part:
+        copy = dict(part)
+        for key in ("header_start", "body_start", "body_end"):
+            if copy[key] >= at:
+                copy[key] += added
+        copy["parts"] = [moved(child) for child in part.get("parts") or []]
+        if part.get("message"):
+            copy["message"] = dict(part["message"],
+                                   bodystructure=moved(part["message"]["bodystructure"]))
+        return copy
+
+    return moved(structure)
 
 
 def _param(params: list[list[str]] | None, name: str) -> str:

@@ -170,6 +170,13 @@ class Message(models.Model):
     uid = models.PositiveBigIntegerField()
     modseq = models.PositiveBigIntegerField()
     blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="messages")
+    # Header fields added at filing (Authentication-Results, X-Spam-*) and the
+    # offset in the blob where they go (below our Received field): the message
+    # is ``blob[:added_at] + added_headers + blob[added_at:]``, so a spooled
+    # blob is filed as it is instead of being written a second time. ``size``
+    # counts both; apps/store/filed.py puts them together.
+    added_headers = models.BinaryField(default=b"", blank=True)
+    added_at = models.PositiveIntegerField(default=0)
     size = models.PositiveBigIntegerField()
     internal_date = models.DateTimeField(default=timezone.now)
     flags = models.PositiveSmallIntegerField(default=0)

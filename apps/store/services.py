@@ -19,13 +19,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 
 from apps.directory.models import Domain, Mailbox
-from apps.store import events, hooks, mime, textindex, trace
+from apps.store import events, filed, hooks, mime, textindex, trace
 from apps.store.blobs import BlobStore, get_blob_store
 from apps.store.models import (
     DEFAULT_FOLDERS,
@@ -374,15 +374,34 @@ def folder_rows(folder_id: int, fields: Sequence[str]) -> tuple[FolderChanges, l
             return FolderChanges(0, 0, [], []), []
         query = Message.objects.filter(folder_id=folder_id)
         keywords = dict(query.exclude(keywords=[]).values_list("uid", "keywords"))
-        rows = list(query.order_by("uid").values("uid", "flags", "modseq", *fields))
+        rows = list(query.order_by("uid").values("uid", "flags", "modseq", *_as_filed(fields)))
+    if _reads_message(fields):
+        filed.as_filed(rows)
     changed = [(r["uid"], r["flags"], keywords.get(r["uid"], []), r["modseq"]) for r in rows]
     return FolderChanges(head[0], head[1], changed, []), rows
 
 
 def message_rows(folder_id: int, uids: Sequence[int], fields: Sequence[str]) -> list[dict]:
-    """Selected fields of messages (Message fields, or ``blob__*``), one query."""
-    return list(Message.objects.filter(folder_id=folder_id, uid__in=list(uids))
-                .order_by("uid").values("uid", *fields))
+    """Selected fields of messages (Message fields, or ``blob__*``), one query.
+    Rows that read the message (``blob_id``, ``blob__bodystructure``) come
+    with ``filed.FIELDS`` and the structure as filed (apps/store/filed.py);
+    ``filed.read_bytes(rows)`` then gives their bytes."""
+    rows = list(Message.objects.filter(folder_id=folder_id, uid__in=list(uids))
+                .order_by("uid").values("uid", *_as_filed(fields)))
+    if _reads_message(fields):
+        filed.as_filed(rows)
+    return rows
+
+
+def _reads_message(fields: Sequence[str]) -> bool:
+    return "blob_id" in fields or "blob__bodystructure" in fields
+
+
+def _as_filed(fields: Sequence[str]) -> list[str]:
+    """``fields``, and what ``filed.as_filed`` needs when the rows read the message."""
+    if _reads_message(fields):
+        return list(dict.fromkeys([*fields, *filed.FIELDS]))
+    return list(fields)
 
 
 # --- quotas -----------------------------------------------------------------------
@@ -469,7 +488,22 @@ class DeliveryRequest:
     # ``trace_events``, e.g. the SMTP acceptance) in the batch's transaction.
     queue_id: str = ""
     trace_events: list[TraceEvent] = field(default_factory=list)
+    # Header fields inserted into ``data`` at ``added_at`` in the message as
+    # filed (the checks' verdicts), kept in the message row: ``data`` stays
+    # one blob. ``added_at`` is ``mime.after_first_field(data)``.
+    added_headers: bytes = b""
+    added_at: int = 0
+    # The sha256 of ``data`` when it is durable in the store already and
+    # referenced by a row that this batch's transaction replaces (a spooled
+    # message): no second write, no second round of fsyncs.
+    stored_as: str = ""
     messages: list[Message] = field(default_factory=list)
+    # The blob's sha256 and parsed rows, once ``prepare_deliveries`` has run.
+    prepared: tuple[str, Blob, BlobText] | None = field(default=None, repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.added_headers) + len(self.data)
 
 
 def _blob_row(sha: str, data: bytes) -> tuple[Blob, BlobText]:
@@ -501,9 +535,24 @@ def _create_blob_rows(rows: Sequence[tuple[Blob, BlobText]]) -> None:
     unparsed = set(Blob.objects.filter(pk__in=[blob.pk for blob, _text in rows],
                                        bodystructure={}).values_list("pk", flat=True))
     if unparsed:
-        Blob.objects.bulk_update([blob for blob, _text in rows if blob.pk in unparsed],
-                                 _PARSED_FIELDS)
+        _save_parsed([blob for blob, _text in rows if blob.pk in unparsed])
     textindex.index_rows(text for _blob, text in rows)
+
+
+def _save_parsed(blobs: Sequence[Blob]) -> None:
+    """The parsed fields of stored blob rows, one UPDATE statement run for
+    each: every filed message does this for its spooled blob, and Django's
+    bulk_update (a CASE per field and row) cost more than the rest of the
+    filing transaction."""
+    fields = [Blob._meta.get_field(name) for name in _PARSED_FIELDS]
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+    sql = (f"UPDATE {quote(Blob._meta.db_table)} SET {assignments} "  # noqa: S608
+           f"WHERE {quote(Blob._meta.pk.column)} = %s")
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [
+            [f.get_db_prep_save(getattr(blob, f.attname), connection) for f in fields]
+            + [blob.pk] for blob in blobs])
 
 
 def _next_modseq(folder: Folder, bumped: set[int]) -> int:
@@ -534,13 +583,15 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
     Returns one entry per request: None when stored (its ``messages`` filled
     in), or the error that refused it. A request is all-or-nothing across its
     mailboxes, because SMTP gives one answer per DATA."""
-    store = get_blob_store()
-    shas = store.put_many([r.data for r in requests])
-    results: list[OverQuota | NotFound | None] = [None] * len(requests)
+    prepare_deliveries(requests)
+    shas: list[str] = []
     blob_rows: dict[str, tuple[Blob, BlobText]] = {}
-    for sha, request in zip(shas, requests, strict=True):
-        if sha not in blob_rows:
-            blob_rows[sha] = _blob_row(sha, request.data)
+    for request in requests:
+        assert request.prepared is not None
+        sha, blob, text = request.prepared
+        shas.append(sha)
+        blob_rows[sha] = (blob, text)
+    results: list[OverQuota | NotFound | None] = [None] * len(requests)
 
     with transaction.atomic():
         all_ids = {mid for r in requests for mid in r.mailbox_ids}
@@ -568,7 +619,7 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
                 folders.append(folder)
             if results[index] is not None:
                 continue
-            size = len(request.data)
+            size = request.size
             full = [mailboxes[m].address for m in request.mailbox_ids
                     if request.check_quota and _over_quota(mailboxes[m], usage[m], size)]
             if full:
@@ -590,7 +641,8 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
                 message = Message(
                     folder_id=folder.pk, uid=folder.uidnext,
                     modseq=_next_modseq(folder, bumped), blob_id=shas[index],
-                    size=len(request.data), internal_date=request.internal_date or now,
+                    added_headers=request.added_headers, added_at=request.added_at,
+                    size=request.size, internal_date=request.internal_date or now,
                     flags=request.flags, keywords=list(request.keywords),
                 )
                 folder.uidnext += 1
@@ -612,6 +664,25 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
         _save_counters(touched, added)
         _publish_on_commit(touched)
     return results
+
+
+def prepare_deliveries(requests: Sequence[DeliveryRequest]) -> None:
+    """Write the requests' bytes durably (one round of fsyncs; none for a
+    ``stored_as`` blob) and parse them, unless done before. A caller that
+    wraps ``deliver_batch`` in a transaction of its own calls this first, so
+    that no write lock is held (SQLite's BEGIN IMMEDIATE holds the whole
+    database) while messages are parsed and fsynced. Bytes that no commit
+    comes to reference are collected after the grace period."""
+    todo = [r for r in requests if r.prepared is None]
+    to_write = [r for r in todo if not r.stored_as]
+    written = iter(get_blob_store().put_many([r.data for r in to_write]) if to_write else [])
+    parsed: dict[str, tuple[str, Blob, BlobText]] = {}
+    for request in todo:
+        sha = request.stored_as or next(written)
+        if sha not in parsed:
+            parsed[sha] = (sha, *_blob_row(sha, request.data))
+        request.prepared = parsed[sha]
+
 
 
 def deliver(
@@ -694,7 +765,9 @@ def _copy_locked(
     for original in originals:
         copies.append(Message(
             folder_id=target.pk, uid=target.uidnext, modseq=_next_modseq(target, bumped),
-            blob_id=original.blob_id, size=original.size,
+            blob_id=original.blob_id, added_headers=original.added_headers,
+            added_at=original.added_at,
+            size=original.size,
             internal_date=original.internal_date, flags=original.flags,
             keywords=list(original.keywords),
         ))

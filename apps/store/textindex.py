@@ -177,7 +177,19 @@ def lookup(folder_id: int, columns: Sequence[str], needle: str) -> Lookup:
         # the end of a body searched: read it either way.
         (hits if complete or (complete is False and "body" not in columns)
          else unknowns).add(uid)
+    if "headers" in columns:
+        hits |= _added_fields_holding(folder_id, folded)
     return Lookup(hits, unknowns)
+
+
+def _added_fields_holding(folder_id: int, folded: str) -> set[int]:
+    """Messages whose header fields added at filing (``Message.added_headers``,
+    which the blob's index row does not hold) have ``folded`` in a value."""
+    rows = (Message.objects.filter(folder_id=folder_id).exclude(added_headers=b"")
+            .order_by().values_list("uid", "added_headers"))
+    return {uid for uid, added in rows
+            if folded in _fold("\n".join(value for _name, value in header_values(
+                bytes(added), len(added))))}
 
 
 def _texts_holding(columns: Sequence[str], folded: str) -> QuerySet[BlobText]:

@@ -18,9 +18,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from apps.directory.models import Mailbox
 from apps.imap.search import search_folder
-from apps.store import mime
+from apps.store import filed, mime
 from apps.store import services as store
-from apps.store.blobs import get_blob_store
 from apps.store.models import Flag, Folder, Message, SpecialUse
 from apps.web.auth import mailbox_required
 from apps.webmail import actions, listing, reading
@@ -114,9 +113,8 @@ def sidebar(request: HttpRequest) -> HttpResponse:
 
 def _reading_context(request: HttpRequest, mailbox: Mailbox, message: Message,
                      ) -> dict[str, Any]:
-    blob = message.blob
-    structure = blob.bodystructure
-    raw = get_blob_store().read(blob.pk)
+    structure = filed.structure_of(message)
+    raw = filed.read_message(message)
     body = reading.body_part(structure)
     text_html = None
     is_html = blocked = False
@@ -130,7 +128,7 @@ def _reading_context(request: HttpRequest, mailbox: Mailbox, message: Message,
             text_html = text_to_html(text)
     newer, older = listing.neighbours(message)
     return {
-        "message": message, "blob": blob, "is_html": is_html, "text_html": text_html,
+        "message": message, "blob": message.blob, "is_html": is_html, "text_html": text_html,
         "blocked": blocked, "images": request.GET.get("images") == "1",
         "attachments": reading.attachments(structure),
         "badges": reading.verdict_badges(reading.header_fields(raw, structure)),
@@ -183,11 +181,11 @@ def message_body(request: HttpRequest, message_id: int) -> HttpResponse:
     """The sanitised HTML of a message, for the reading pane's sandboxed frame."""
     mailbox = _mailbox(request)
     found = message_of(mailbox, message_id)
-    structure = found.blob.bodystructure
+    structure = filed.structure_of(found)
     body = reading.body_part(structure)
     if body is None or body[1]["subtype"] != "html":
         raise Http404
-    raw = get_blob_store().read(found.blob_id)
+    raw = filed.read_message(found)
     images = request.GET.get("images") == "1"
     cids = reading.content_ids(structure)
 
@@ -212,10 +210,10 @@ def _part(request: HttpRequest, message_id: int, section: str) -> tuple[dict, by
     path = reading.parse_section(section)
     if path is None:
         raise Http404
-    part = mime.find_part(found.blob.bodystructure, path)
+    part = mime.find_part(filed.structure_of(found), path)
     if part is None or part.get("parts"):
         raise Http404
-    raw = get_blob_store().read(found.blob_id)
+    raw = filed.read_message(found)
     return part, reading.part_bytes(raw, part)
 
 
@@ -254,7 +252,7 @@ def message_inline(request: HttpRequest, message_id: int, section: str) -> HttpR
 def message_source(request: HttpRequest, message_id: int) -> HttpResponse:
     """The raw message as plain text, which the browser shows and never runs."""
     found = message_of(_mailbox(request), message_id)
-    data = get_blob_store().read(found.blob_id)
+    data = filed.read_message(found)
     response = HttpResponse(data, content_type="text/plain; charset=utf-8")
     response["X-Content-Type-Options"] = "nosniff"
     response["Content-Security-Policy"] = "default-src 'none'; sandbox"

@@ -32,8 +32,8 @@ from apps.delivery.submission import (
 )
 from apps.directory.models import Mailbox
 from apps.directory.services import own_addresses
+from apps.store import filed
 from apps.store import services as store
-from apps.store.blobs import get_blob_store
 from apps.store.models import Flag, Folder, Message, SpecialUse
 from apps.webmail.models import WritingSettings
 from mailhost.errors import NotFound
@@ -176,7 +176,7 @@ def owned_message(mailbox: Mailbox, pk: int | str) -> Message:
 
 
 def parse_stored(message: Message) -> EmailMessage:
-    raw = get_blob_store().read(message.blob_id)
+    raw = filed.read_message(message)
     return email.message_from_bytes(raw, policy=default_policy)  # type: ignore[return-value]
 
 

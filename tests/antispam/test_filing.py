@@ -12,6 +12,7 @@ from apps.antispam.models import SpooledMessage
 from apps.directory.services import update_domain, update_mailbox
 from apps.store import services as store
 from apps.store import textindex
+from apps.store.blobs import get_blob_store
 from apps.store.models import Blob, Folder, Message
 from mailhost.errors import OverQuota
 from tests.antispam.conftest import message
@@ -55,6 +56,9 @@ def test_clean_message_lands_in_inbox_with_the_verdict_headers(settings, bob, zo
     assert b"X-Spam-Status: No, score=0.0 required=9.0 tests=BAYES_UNTRAINED\r\n" in head
     assert got.endswith(data)
     assert not SpooledMessage.objects.exists()
+    # Filed as spooled: one blob, no second copy with the verdicts.
+    assert list(Blob.objects.values_list("sha256", flat=True)) == [
+        hashlib.sha256(RECEIVED + data).hexdigest()]
     # Filing is idempotent: a second run (a redelivered task) does nothing.
     assert not services.file_spooled(pk)
     assert len(stored("bob@example.org")) == 1
@@ -168,7 +172,7 @@ def test_failing_checks_deliver_unfiled(bob, monkeypatch):
     assert stored("bob@example.org") == [RECEIVED + data]
 
 
-def test_sweeper_delivers_what_no_worker_filed_and_the_spool_blob_is_collected(bob):
+def test_sweeper_delivers_what_no_worker_filed_and_the_spool_blob_is_kept_while_filed(bob):
     fresh = spool([bob], message(subject="fresh"))
     old = spool([bob], message(subject="old"))
     SpooledMessage.objects.filter(pk=old).update(
@@ -184,9 +188,20 @@ def test_sweeper_delivers_what_no_worker_filed_and_the_spool_blob_is_collected(b
     SpooledMessage.objects.filter(pk=fresh).update(claimed_until=None)
     spool_blob = SpooledMessage.objects.get(pk=fresh).blob_id
     services.file_spooled(fresh)
+    # The filed message is the spooled blob with the verdicts before it: the
+    # collector keeps the blob while the message is there...
+    store.collect_garbage(0)
+    (old_got, fresh_got) = stored("bob@example.org")
+    assert b"Subject: fresh" in fresh_got and b"X-Spam-Status: " in fresh_got
+    assert b"Subject: old" in old_got
+    # ...and takes it, row and file, once the message is gone.
+    inbox = Folder.objects.get(mailbox=bob, name="INBOX")
+    store.remove(inbox, list(Message.objects.filter(folder=inbox, blob_id=spool_blob)
+                             .values_list("uid", flat=True)))
     assert store.collect_garbage(0) >= 1
     assert not Blob.objects.filter(pk=spool_blob).exists()
-    assert len(stored("bob@example.org")) == 2
+    assert not get_blob_store().path(spool_blob).exists()
+    assert stored("bob@example.org") == [old_got]
 
 
 def test_over_quota_recipient_is_refused_before_spooling(zone):

@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 
-from apps.store.blobs import get_blob_store
+from apps.store import filed
 from apps.store.models import Message
 
 
@@ -72,10 +72,9 @@ class Senders:
 
 def stored(address: str, folder: str = "INBOX") -> list[bytes]:
     """The bytes of each message in a folder, in UID order."""
-    store = get_blob_store()
-    return [store.read(sha) for sha in Message.objects.filter(
-        folder__mailbox__address=address, folder__name=folder).order_by("uid")
-        .values_list("blob_id", flat=True)]
+    return [filed.message_bytes(sha, bytes(added), at) for sha, added, at in Message.objects
+            .filter(folder__mailbox__address=address, folder__name=folder).order_by("uid")
+            .values_list("blob_id", "added_headers", "added_at")]
 
 
 class RawSMTP:

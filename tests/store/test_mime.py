@@ -810,3 +810,49 @@ def test_arbitrary_bytes_never_raise(raw):
 def test_mime_like_bytes_never_raise(raw):
     _check_everything(raw)
     _check_everything(raw.replace(b"\r\n", b"\n"))
+
+
+# ---------------------------------------------------------------------------
+# Header fields inserted into a stored message (apps/store/filed.py)
+# ---------------------------------------------------------------------------
+
+ADDED = (b"Authentication-Results: mx.test;\r\n\tspf=pass smtp.mailfrom=a@b.example;\r\n"
+         b"\tdkim=none; dmarc=none\r\nX-Spam-Score: 0.0\r\nX-Spam-Status: No, score=0.0\r\n")
+
+
+def _assert_inserted_fields_only_move_offsets(raw: bytes) -> None:
+    at = mime.after_first_field(raw)
+    assert at is not None
+    alone, whole = mime._analyze(raw), mime._analyze(raw[:at] + ADDED + raw[at:])
+    assert mime.with_fields_inserted(alone.bodystructure, at, len(ADDED)) == whole.bodystructure
+    assert alone.envelope == whole.envelope
+    assert (alone.subject, alone.from_text, alone.message_id) == (
+        whole.subject, whole.from_text, whole.message_id)
+
+
+@pytest.mark.parametrize("path", _corpus(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_fields_inserted_into_a_corpus_message_only_move_its_offsets(path: Path):
+    received = b"Received: from a ([192.0.2.1])\r\n\tby mx.test; Mon, 30 Nov 2026\r\n"
+    raw = received + path.read_bytes()
+    if raw[len(received):len(received) + 1] in (b" ", b"\t"):
+        return  # it continues our field, with a bare LF: filed as a rewritten copy
+    assert mime.after_first_field(raw) == len(received)
+    _assert_inserted_fields_only_move_offsets(raw)
+
+
+@FUZZ
+@given(MIMEISH)
+def test_fields_inserted_into_any_message_only_move_offsets(raw):
+    for message in (raw, b"Received: x\r\n" + raw):
+        if mime.after_first_field(message) is not None:
+            _assert_inserted_fields_only_move_offsets(message)
+
+
+def test_where_fields_can_be_inserted():
+    assert mime.after_first_field(b"Received: x\r\n\r\nbody") == 13
+    assert mime.after_first_field(b"Received: x\r\n y\r\n\tz\r\nSubject: s\r\n") == 21
+    assert mime.after_first_field(b"Received: x\r\n") == 13
+    for raw in (b"", b"just a body\r\n", b"From alice Mon Nov 30\r\nSubject: x\r\n",
+                b"\xef\xbb\xbfSubject: x\r\n", b" Subject: folded\r\n", b"\r\nbody",
+                b"Received: x", b"Received: x\n\r\n", b"Received: x\r\n y\nSubject: s\r\n"):
+        assert mime.after_first_field(raw) is None, raw
