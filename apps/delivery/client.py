@@ -54,11 +54,13 @@ def _opportunistic_context() -> ssl.SSLContext:
     return context
 
 
-def _mail_options(client: smtplib.SMTP, message: OutgoingMessage, dsn: bool) -> list[str]:
+def _mail_options(
+    client: smtplib.SMTP, message: OutgoingMessage, data: bytes, dsn: bool,
+) -> list[str]:
     options = []
     if client.has_extn("size"):
-        options.append(f"SIZE={len(message.data)}")
-    if client.has_extn("8bitmime") and any(b > 127 for b in message.data):
+        options.append(f"SIZE={len(data)}")
+    if client.has_extn("8bitmime") and any(b > 127 for b in data):
         options.append("BODY=8BITMIME")
     if dsn:
         if message.ret:
@@ -79,10 +81,12 @@ def _rcpt_options(recipient: OutgoingRecipient, dsn: bool) -> list[str]:
 
 
 def _send_one(client: smtplib.SMTP, message: OutgoingMessage, dsn: bool) -> None:
+    # The bytes as they go on the wire, for both paths below.
+    data = message.data
     if client.has_extn("pipelining"):
-        _send_one_pipelined(client, message, dsn)
+        _send_one_pipelined(client, message, data, dsn)
         return
-    code, text = client.mail(message.sender, _mail_options(client, message, dsn))
+    code, text = client.mail(message.sender, _mail_options(client, message, data, dsn))
     if code >= 300:
         for recipient in message.recipients:
             recipient.reply = _reply(code, text)
@@ -98,7 +102,7 @@ def _send_one(client: smtplib.SMTP, message: OutgoingMessage, dsn: bool) -> None
         client.rset()
         return
     try:
-        code, text = client.data(message.data)
+        code, text = client.data(data)
     except smtplib.SMTPDataError as error:  # no 354
         code, text = error.smtp_code, error.smtp_error
     for recipient in accepted:
@@ -112,11 +116,13 @@ def _command(verb: str, address: str, options: list[str]) -> bytes:
             .encode())
 
 
-def _send_one_pipelined(client: smtplib.SMTP, message: OutgoingMessage, dsn: bool) -> None:
+def _send_one_pipelined(
+    client: smtplib.SMTP, message: OutgoingMessage, data: bytes, dsn: bool,
+) -> None:
     """MAIL, every RCPT and DATA in one group (RFC 2920 §3.1), then the
     content: two round trips per message instead of three and one per recipient.
     Every reply is read and matched to its command by counting."""
-    group = _command("MAIL FROM", message.sender, _mail_options(client, message, dsn))
+    group = _command("MAIL FROM", message.sender, _mail_options(client, message, data, dsn))
     group += b"".join(_command("RCPT TO", r.address, _rcpt_options(r, dsn))
                       for r in message.recipients)
     client.send(group + b"DATA\r\n")
@@ -140,7 +146,7 @@ def _send_one_pipelined(client: smtplib.SMTP, message: OutgoingMessage, dsn: boo
         client.rset()
         return
     # RFC 5321 §4.5.2: a line starting with a dot gets another one.
-    content = _LEADING_DOT.sub(b"..", message.data)
+    content = _LEADING_DOT.sub(b"..", data)
     if not content.endswith(b"\r\n"):
         content += b"\r\n"
     client.send(content + b".\r\n")
