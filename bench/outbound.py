@@ -247,6 +247,9 @@ def main() -> None:
             started = time.perf_counter()
             figures.append(("queue -> smtp-sink, 1 worker (drain)",
                             (args.messages + 20) / (wait_until_sent(args.timeout) - started)))
+        except TimeoutError:
+            print(instance.logs(), file=sys.stderr)
+            raise
         finally:
             instance.stop(processes)
         for workers in (1, 2):

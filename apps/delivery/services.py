@@ -393,13 +393,20 @@ _FOLLOW_UP_POLL = 0.05
 def _claim_next(
     domain: str, *, now: datetime | None, deadline: float,
 ) -> tuple[str, list[int]] | None:
+    """The next claim of due entries for ``domain``, waiting a moment for
+    some to fall due; None at once when the due ones are all claimed already:
+    their tasks wait in the broker, and this worker is the one they wait for."""
     idle_until = min(deadline, time.monotonic() + _FOLLOW_UP_IDLE)
     while True:
-        if QueueEntry.objects.filter(_due(now or timezone.now()), domain=domain).exists():
+        moment = now or timezone.now()
+        if QueueEntry.objects.filter(_due(moment), domain=domain).exists():
             claims = claim_due(now=now, domain=domain,
                                limit=settings.MAILHOST_QUEUE_CLAIM_SIZE)
             if claims:
                 return claims[0]
+        if QueueEntry.objects.filter(domain=domain, next_attempt__lte=moment,
+                                     claimed_until__gte=moment).exists():
+            return None
         if time.monotonic() >= idle_until:
             return None
         time.sleep(_FOLLOW_UP_POLL)

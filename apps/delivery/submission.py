@@ -38,6 +38,7 @@ from apps.store import trace
 from apps.store.batching import committer
 from apps.store.models import TraceEvent, TraceKind
 from mailhost.asyncdb import database_sync_to_async
+from mailhost.counters import increment
 from mailhost.errors import Disabled, Invalid, LimitExceeded, MailhostError, NotFound, OverQuota
 
 
@@ -179,10 +180,8 @@ def _prepare(
     return _Prepared(signed, mailbox_ids, remote, acceptance)
 
 
-def _count_sent(mailbox: Mailbox) -> None:
-    key = _hour_key(mailbox)
-    cache.add(key, 0, timeout=3600)
-    cache.incr(key)
+def _count_sent(mailbox: Mailbox, delta: int = 1) -> None:
+    increment(_hour_key(mailbox), timeout=3600, delta=delta)
 
 
 def submit_as_user(
@@ -209,6 +208,16 @@ def _after_hand_over(mailbox: Mailbox, mailbox_ids: Sequence[int], data: bytes, 
     answer_absences(mailbox_ids, data, sender=sender)
 
 
+def _prepare_and_count(
+    mailbox: Mailbox, recipients: Sequence[AcceptedRecipient], data: bytes, *, sender: str,
+    queue_id: str, received: bytes, origin: Origin, key_cache: dict[str, list[DkimKey]] | None,
+) -> _Prepared:
+    prepared = _prepare(mailbox, recipients, data, sender=sender, queue_id=queue_id,
+                        received=received, origin=origin, key_cache=key_cache)
+    _count_sent(mailbox)
+    return prepared
+
+
 async def asubmit_as_user(
     mailbox: Mailbox, *, sender: str, recipients: Sequence[AcceptedRecipient], data: bytes,
     origin: Origin, ret: str = "", envid: str = "", queue_id: str = "", received: bytes = b"",
@@ -217,19 +226,30 @@ async def asubmit_as_user(
     """``submit_as_user`` for asyncio front ends: the local copies and the
     queued one each go through a group committer (DESIGN.md "Group commit"),
     so they share a batch with the mail arriving at the same moment.
-    ``key_cache``: the connection's DKIM keys (``services.sign``)."""
+    ``key_cache``: the connection's DKIM keys (``services.sign``).
+
+    The message is counted against the hour's limit in the same thread hop
+    as its preparation, before the hand-over, and the count taken back if the
+    hand-over fails: one hop per message fewer, and the messages being
+    handed over at that moment already count for a concurrent MAIL FROM."""
     queue_id = queue_id or new_queue_id()
-    prepared = await database_sync_to_async(_prepare)(
+    prepared = await database_sync_to_async(_prepare_and_count)(
         mailbox, recipients, data, sender=sender, queue_id=queue_id, received=received,
         origin=origin, key_cache=key_cache)
     acceptance = [prepared.acceptance]
+    try:
+        if prepared.mailbox_ids:
+            await committer().submit(store.DeliveryRequest(
+                prepared.mailbox_ids, prepared.data, queue_id=queue_id,
+                trace_events=acceptance))
+            acceptance = []
+        if prepared.remote:
+            await aenqueue(sender=sender, recipients=prepared.remote, data=prepared.data,
+                           ret=ret, envid=envid, queue_id=queue_id, trace_events=acceptance)
+    except Exception:
+        await database_sync_to_async(_count_sent)(mailbox, -1)
+        raise
     if prepared.mailbox_ids:
-        await committer().submit(store.DeliveryRequest(
-            prepared.mailbox_ids, prepared.data, queue_id=queue_id, trace_events=acceptance))
-        acceptance = []
-    if prepared.remote:
-        await aenqueue(sender=sender, recipients=prepared.remote, data=prepared.data, ret=ret,
-                       envid=envid, queue_id=queue_id, trace_events=acceptance)
-    await database_sync_to_async(_after_hand_over)(mailbox, prepared.mailbox_ids,
-                                                   prepared.data, sender=sender)
+        await database_sync_to_async(answer_absences)(prepared.mailbox_ids, prepared.data,
+                                                      sender=sender)
     return Submitted(queue_id, len(prepared.mailbox_ids), len(prepared.remote), prepared.data)

@@ -32,6 +32,9 @@ class Script:
     # or: leave the DATA unanswered that comes after this many messages
     stall_after: int | None = None
     stalled: threading.Event = field(default_factory=threading.Event)
+    # Advertise PIPELINING (RFC 2920): the client then sends MAIL, RCPT and
+    # DATA in one group; aiosmtpd answers each in turn either way.
+    pipelining: bool = True
 
 
 class _Handler:
@@ -40,7 +43,8 @@ class _Handler:
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
-        return [*responses[:-1], "250-DSN", responses[-1]]
+        extensions = ["250-DSN", *(["250-PIPELINING"] if self.script.pipelining else [])]
+        return [*responses[:-1], *extensions, responses[-1]]
 
     async def handle_MAIL(self, server, session, envelope, address, options):
         envelope.mail_from = address

@@ -56,7 +56,15 @@ def status_blocks(report: Message) -> list[Message]:
     return list(status.get_payload())
 
 
-def test_four_hundred_then_two_hundred_is_delivered_on_retry(alice, receiver):
+@pytest.fixture(params=[True, False], ids=["pipelining", "one-by-one"])
+def any_receiver(request, receiver: Receiver) -> Receiver:
+    """The receiver with and without PIPELINING: both client paths."""
+    receiver.script.pipelining = request.param
+    return receiver
+
+
+def test_four_hundred_then_two_hundred_is_delivered_on_retry(alice, any_receiver):
+    receiver = any_receiver
     receiver.script.rcpt["carol@example.net"] = ["451 4.3.0 Greylisted, try later"]
     send("carol@example.net")
     run_queue()
@@ -72,7 +80,8 @@ def test_four_hundred_then_two_hundred_is_delivered_on_retry(alice, receiver):
     assert stored("alice@example.org") == [], "no report for a delivered message"
 
 
-def test_one_of_two_refused_one_delivered_one_bounced(alice, receiver):
+def test_one_of_two_refused_one_delivered_one_bounced(alice, any_receiver):
+    receiver = any_receiver
     receiver.script.rcpt["nobody@example.net"] = ["550 5.1.1 <nobody@example.net>: no such user"]
     send("carol@example.net", "nobody@example.net", envid="E-42",
          orcpt="rfc822;nobody@example.net")
@@ -101,7 +110,8 @@ def test_one_of_two_refused_one_delivered_one_bounced(alice, receiver):
     assert b"Hi!" in returned.as_bytes()
 
 
-def test_ret_hdrs_returns_headers_only_and_notify_never_sends_nothing(alice, receiver):
+def test_ret_hdrs_returns_headers_only_and_notify_never_sends_nothing(alice, any_receiver):
+    receiver = any_receiver
     receiver.script.rcpt["a@example.net"] = ["550 5.1.1 no"]
     receiver.script.rcpt["b@example.net"] = ["550 5.1.1 no"]
     send("a@example.net", ret="HDRS")
@@ -346,3 +356,15 @@ def test_queued_bytes_get_no_search_row_until_they_are_filed(alice):
     data = store.get_blob_store().read(remote_only.blob_id)
     store.deliver([alice], data)
     assert BlobText.objects.filter(blob_id=remote_only.blob_id).exists()
+
+
+def test_lines_starting_with_a_dot_arrive_unchanged(alice, any_receiver):
+    # RFC 5321 §4.5.2: the client doubles a leading dot, the server removes it.
+    body = b".hidden\r\n..two dots\r\n.\r\nlast line without an end"
+    data = make_message("carol@example.net").replace(
+        b"From: sender@remote.example", b"From: alice@example.org") + b"\r\n" + body
+    services.submit(sender="alice@example.org",
+                    recipients=[RecipientSpec("carol@example.net")], data=data)
+    run_queue()
+    (got,) = any_receiver.script.messages
+    assert got.data.rstrip(b"\r\n") == data

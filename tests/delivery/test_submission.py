@@ -265,3 +265,26 @@ def test_swaks_submits_over_starttls(submission_port, alice, receiver):
     run_queue()
     (got,) = receiver.script.messages
     assert got.recipients == ["eve@example.net"] and b"sent by swaks" in got.data
+
+
+def test_a_message_refused_at_the_end_of_data_is_not_counted_against_the_hour(
+        submission_port, alice, settings, client_tls_context):
+    # The message is counted while it is being handed over, and given back
+    # when the hand-over refuses it (here the recipient's quota, checked on
+    # the real size after DATA: no SIZE= was declared at MAIL).
+    settings.MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR = 1
+    make_mailbox("bob@example.org", quota=1000)
+    make_mailbox("carol@example.org")
+    with login_starttls(submission_port, client_tls_context) as client:
+        client.mail("alice@example.org")
+        client.rcpt("bob@example.org")
+        code, _ = client.data(letter("alice@example.org", "bob@example.org")
+                              + (b"x" * 70 + b"\r\n") * 50)
+        assert code // 100 in (4, 5)
+        refused = client.sendmail("alice@example.org", ["carol@example.org"],
+                                  letter("alice@example.org", "carol@example.org"))
+        assert refused == {}
+        code, text = client.mail("alice@example.org")
+    assert code == 450 and text.startswith(b"4.7.1")
+    assert stored("bob@example.org") == []
+    assert len(stored("carol@example.org")) == 1
