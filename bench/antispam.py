@@ -3,7 +3,7 @@ and the inbound pipeline's messages/s with the checks on versus off.
 
     python bench/antispam.py [--messages 300] [--connections 4] [--rounds 3]
 
-Trains the global model on the training part of ../shared/corpora (split by
+Trains the global model on the training part of ../shared/corpora (or --corpus; split by
 a hash of each file name; 25 % held out), and a recipient's own model on a few
 of the same messages, then classifies the held-out part in a worker-like loop:
 each message read from its file and passed through the call the check task
@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPORA = ROOT.parent / "shared" / "corpora"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 DATA = Path(tempfile.mkdtemp(prefix="bench-antispam-"))
 os.environ.update({
     "DJANGO_SETTINGS_MODULE": "mailhost.settings",
@@ -54,6 +54,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from common import add_corpus_argument  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
@@ -71,9 +72,9 @@ MAX_FPR = 0.005
 Sample = tuple[Path, bytes]
 
 
-def split(kind: str) -> tuple[list[Sample], list[Sample]]:
+def split(corpora: Path, kind: str) -> tuple[list[Sample], list[Sample]]:
     train, test = [], []
-    for path, data in read_messages(CORPORA / kind):
+    for path, data in read_messages(corpora / kind):
         (test if is_held_out(path.name) else train).append((path, data))
     return train, test
 
@@ -187,8 +188,8 @@ def bogofilter(spam: tuple[list[Sample], list[Sample]],
     return found, speed
 
 
-def accuracy(mailbox_id: int, rounds: int) -> list[bytes]:
-    spam, ham = split("spam"), split("ham")
+def accuracy(mailbox_id: int, rounds: int, corpora: Path) -> list[bytes]:
+    spam, ham = split(corpora, "spam"), split(corpora, "ham")
     print(f"corpus split: train {len(spam[0])} spam + {len(ham[0])} ham, "
           f"held out {len(spam[1])} spam + {len(ham[1])} ham")
     our_recall, our_speed = ours(spam, ham, mailbox_id, rounds)
@@ -248,12 +249,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3,
                         help="timed classification rounds of the held-out set (best counts)")
+    add_corpus_argument(parser)
     args = parser.parse_args()
     call_command("migrate", verbosity=0)
     from tests.factories import make_mailbox
 
     mailbox = make_mailbox("bench@bench.example", quota=0)
-    held_out = accuracy(mailbox.pk, args.rounds)
+    held_out = accuracy(mailbox.pk, args.rounds, args.corpus)
     # What SMTP can carry as is (RFC 5321 §4.5.3.1.6: lines of at most 1000 octets).
     sample = [m for m in held_out if max(map(len, m.split(b"\r\n"))) <= 998][: args.messages]
     settings.MAILHOST_RATE_LIMIT_EXEMPT = ["127.0.0.0/8"]

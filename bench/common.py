@@ -3,6 +3,7 @@ instance of its own in a temporary data directory."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import socket
@@ -16,6 +17,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# The shared mail corpora beside the checkout (ham/, spam/, mime/); --corpus
+# names another copy.
+CORPORA = ROOT.parent / "shared" / "corpora"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from apps.antispam.corpus import message_from_file_bytes  # noqa: E402
+
+
+def add_corpus_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", type=Path, default=CORPORA,
+                        help="the mail corpora: a folder with ham/ and spam/ "
+                             "(default: ../shared/corpora beside the checkout)")
+
+
+def corpus_messages(paths: list[Path]) -> list[bytes]:
+    """The files as they would arrive over SMTP: no mbox 'From ' line, CRLF."""
+    return [message_from_file_bytes(path.read_bytes()) for path in paths]
 
 
 def free_port() -> int:

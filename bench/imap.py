@@ -29,23 +29,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, Background, MailhostInstance, free_port
+from common import (
+    Background,
+    MailhostInstance,
+    add_corpus_argument,
+    corpus_messages,
+    free_port,
+)
 
 USER = "bench@bench.example"
 PASSWORD = "bench password 1"
 HEADER_NEEDLE = "quarterly-needle"
 BODY_NEEDLE = "zebrafishneedle"
-CORPUS = ROOT.parent / "shared" / "corpora" / "ham"
 
 
-def make_messages(count: int) -> list[bytes]:
+def make_messages(corpora: Path, count: int) -> list[bytes]:
     """Real mail from the ham corpus, cycled; every 100th carries the needles."""
-    sources = []
-    for path in sorted(CORPUS.iterdir())[:500]:
-        data = path.read_bytes()
-        if data.startswith(b"From "):
-            data = data.split(b"\n", 1)[1]
-        sources.append(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+    sources = corpus_messages(sorted((corpora / "ham").iterdir())[:500])
     messages = []
     for index in range(count):
         data = sources[index % len(sources)]
@@ -271,7 +271,8 @@ def folder_load(port: int, folder: str, fetch_count: int) -> dict[str, float]:
     return figures
 
 
-def idle_figures(server: Mailhost | Dovecot, connections: int) -> dict[str, float]:
+def idle_figures(server: Mailhost | Dovecot, connections: int,
+                 message: bytes) -> dict[str, float]:
     """N clients logged in, INBOX selected, in IDLE: server memory per
     connection (KiB), then how long after an APPEND's OK from another client
     each idler hears "* n EXISTS" (median and p99, seconds)."""
@@ -293,7 +294,7 @@ def idle_figures(server: Mailhost | Dovecot, connections: int) -> dict[str, floa
     for client in clients:
         waiting.register(client.sock, selectors.EVENT_READ, bytearray())
     sender = login(server.port)
-    check(sender.append("INBOX", None, None, make_messages(1)[0]))
+    check(sender.append("INBOX", None, None, message))
     acked = time.perf_counter()
     latencies: list[float] = []
     while len(latencies) < connections and time.perf_counter() - acked < 120:
@@ -322,6 +323,7 @@ def main() -> None:
     parser.add_argument("--large", action="store_true", help="also a 100,000-message folder")
     parser.add_argument("--fetch", type=int, default=1000)
     parser.add_argument("--idle", type=int, default=1000, help="IDLE connections")
+    add_corpus_argument(parser)
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, args.idle * 2 + 100)), hard))
@@ -329,7 +331,7 @@ def main() -> None:
     if args.large:
         sizes["Large"] = 100_000
     print(f"preparing {sum(sizes.values())} messages …", flush=True)
-    folders = {name: make_messages(count) for name, count in sizes.items()}
+    folders = {name: make_messages(args.corpus, count) for name, count in sizes.items()}
     results: dict[str, dict[str, float]] = {}
     for make in (lambda: Mailhost(folders), lambda: Dovecot(folders, args.idle)):
         started = time.perf_counter()
@@ -342,7 +344,7 @@ def main() -> None:
                                               min(args.fetch, count)).items():
                     figures[f"{count:>6} msgs: {key}"] = value
             if args.idle:  # --idle 0: the folder figures only
-                figures.update(idle_figures(server, args.idle))
+                figures.update(idle_figures(server, args.idle, folders["INBOX"][0]))
             results[server.name] = figures
         finally:
             server.stop()

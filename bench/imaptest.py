@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MailhostInstance
-from imap import CORPUS, PASSWORD, USER, Dovecot
+from common import MailhostInstance, add_corpus_argument, corpus_messages
+from imap import PASSWORD, USER, Dovecot
 
 DOMAIN = USER.split("@")[1]
 
@@ -51,13 +51,10 @@ def imaptest_paths() -> tuple[Path, Path]:
     return Path(binary), tests
 
 
-def sample_mbox(path: Path, count: int) -> None:
+def sample_mbox(path: Path, corpora: Path, count: int) -> None:
     """An mbox of real mail from the ham corpus, CRLF line ends, for APPEND."""
     with path.open("wb") as out:
-        for source in sorted(CORPUS.iterdir())[:count]:
-            data = source.read_bytes()
-            if data.startswith(b"From "):
-                data = data.split(b"\n", 1)[1]
+        for data in corpus_messages(sorted((corpora / "ham").iterdir())[:count]):
             data = data.replace(b"\r\n", b"\n")
             # mboxrd quoting of body lines that would start a new message
             data = re.sub(rb"(?m)^(>*From )", rb">\1", data)
@@ -153,6 +150,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1,
                         help="stress on this many users instead of one")
     parser.add_argument("--messages", type=int, default=300, help="messages in the mbox")
+    add_corpus_argument(parser)
     parser.add_argument("--verbose", action="store_true", help="print imaptest's output")
     parser.add_argument("--servers", default="Mailhost,Dovecot",
                         help="which to run (Mailhost alone while fixing)")
@@ -161,7 +159,7 @@ def main() -> None:
     results: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory(prefix="imaptest-bench-") as tmp:
         mbox = Path(tmp) / "sample.mbox"
-        sample_mbox(mbox, args.messages)
+        sample_mbox(mbox, args.corpus, args.messages)
         users = stress_users(args.users)
         for name in args.servers.split(","):
             figures: dict[str, str] = {}

@@ -31,24 +31,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import free_port
+from common import add_corpus_argument, corpus_messages, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPORA = ROOT.parent / "shared" / "corpora"
 USER, PASSWORD = "bench@pop3bench.example", "bench password 123"
 
 
-def corpus(count: int) -> list[bytes]:
+def corpus(corpora: Path, count: int) -> list[bytes]:
     """Real messages of mixed size, CRLF, without the mbox 'From ' line."""
-    files = sorted((CORPORA / "ham").iterdir()) + sorted((CORPORA / "spam").iterdir())
+    files = sorted((corpora / "ham").iterdir()) + sorted((corpora / "spam").iterdir())
     step = max(1, len(files) // count)
-    messages = []
-    for path in files[::step][:count]:
-        data = path.read_bytes()
-        if data.startswith(b"From "):
-            data = data.split(b"\n", 1)[1]
-        messages.append(re.sub(rb"\r?\n", b"\r\n", data))
-    return messages
+    return corpus_messages(files[::step][:count])
 
 
 # --- a small pipelining POP3 client ------------------------------------------------
@@ -288,8 +281,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--window", type=int, default=16, help="pipelined RETRs")
+    add_corpus_argument(parser)
     args = parser.parse_args()
-    messages = corpus(args.messages)
+    messages = corpus(args.corpus, args.messages)
     count = len(messages)
     sizes = sorted(len(m) for m in messages)
     print(f"{count} messages, {sum(sizes) / 1e6:.1f} MB, sizes {sizes[0]}..{sizes[-1]} "

@@ -44,7 +44,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from common import Background  # noqa: E402
+from common import Background, add_corpus_argument, corpus_messages  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
@@ -55,7 +55,6 @@ from apps.store.models import Message  # noqa: E402
 
 USER = "bench@bench.example"
 PASSWORD = "bench password 1"
-CORPUS = ROOT.parent / "shared" / "corpora" / "ham"
 BATCH = 5000
 LIST_TARGET_MS = 100
 OPEN_TARGET_MS = 200
@@ -65,16 +64,6 @@ SEARCH_TARGET_MS = 1000
 SEARCHES = [("search from: in the folder", "from:shop"),
             ("search subject: in the folder", "subject:entrepreneurs"),
             ("search a word (headers and body)", "kernel")]
-
-
-def corpus_messages(count: int = 500) -> list[bytes]:
-    messages = []
-    for path in sorted(CORPUS.iterdir())[:count]:
-        data = path.read_bytes()
-        if data.startswith(b"From "):
-            data = data.split(b"\n", 1)[1]
-        messages.append(data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
-    return messages
 
 
 def big_html_message(size: int = 1_000_000) -> bytes:
@@ -100,8 +89,8 @@ def big_html_message(size: int = 1_000_000) -> bytes:
     return head.encode() + html.encode()
 
 
-def fill(mailbox_pk: int, count: int) -> None:
-    sources = corpus_messages()
+def fill(mailbox_pk: int, count: int, corpora: Path) -> None:
+    sources = corpus_messages(sorted((corpora / "ham").iterdir())[:500])
     started = time.perf_counter()
     done = 0
     while done < count:
@@ -159,12 +148,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=15)
+    add_corpus_argument(parser)
     args = parser.parse_args()
 
     call_command("migrate", "--no-input", verbosity=0)
     directory.create_domain("bench.example")
     mailbox = directory.create_mailbox(USER, PASSWORD)
-    fill(mailbox.pk, args.messages)
+    fill(mailbox.pk, args.messages, args.corpus)
     big = store.deliver([mailbox], big_html_message())[0]
     if connection.vendor == "postgresql":
         # Autovacuum analyses a table after a bulk insert like this one; do it now
