@@ -16,7 +16,11 @@ def increment(key: str, *, timeout: int, delta: int = 1) -> int:
     cache = caches["default"]
     if not isinstance(cache, RedisCache):
         cache.add(key, 0, timeout=timeout)
-        return cache.incr(key, delta)
+        try:
+            return cache.incr(key, delta)
+        except ValueError:  # expired between add and incr: a new window
+            cache.set(key, delta, timeout=timeout)
+            return delta
     full_key = cache.make_and_validate_key(key)
     # Django's Redis client stores integers unpickled, so INCRBY and
     # cache.get() agree on the value.

@@ -22,6 +22,7 @@ from django.core.cache import cache
 from apps.antispam import auth, dns
 from apps.antispam.dns import DnsTemporaryError
 from apps.directory.models import Domain
+from mailhost import counters
 
 log = logging.getLogger("mailhost.antispam")
 
@@ -53,13 +54,7 @@ def _over_rate(kind: str, ip: str, limit: int) -> bool:
     if limit <= 0 or exempt_from_limits(ip):
         return False
     key = f"antispam:rate:{kind}:{ip}:{int(time.time() // 60)}"
-    cache.add(key, 0, timeout=120)
-    try:
-        count = cache.incr(key)
-    except ValueError:  # expired between add and incr
-        cache.add(key, 1, timeout=120)
-        count = 1
-    return count > limit
+    return counters.increment(key, timeout=120) > limit
 
 
 def counts_connections(ip: str) -> bool:

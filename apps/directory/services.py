@@ -39,6 +39,7 @@ from apps.directory.addresses import (
 )
 from apps.directory.audit import SECRET_CHANGED, Actor, record
 from apps.directory.models import Alias, DkimKey, Domain, Mailbox, Role, User
+from mailhost import counters
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import (
     Conflict,
@@ -649,12 +650,7 @@ def is_locked_out(login: str, remote_ip: str | None) -> bool:
 
 def record_failure(login: str, remote_ip: str | None) -> None:
     for key, _ in _failure_keys(login, remote_ip):
-        # add() is a no-op if the key exists; incr() then counts within the window.
-        cache.add(key, 0, timeout=settings.MAILHOST_AUTH_LOCKOUT_SECONDS)
-        try:
-            cache.incr(key)
-        except ValueError:  # expired between add and incr
-            cache.set(key, 1, timeout=settings.MAILHOST_AUTH_LOCKOUT_SECONDS)
+        counters.increment(key, timeout=settings.MAILHOST_AUTH_LOCKOUT_SECONDS)
 
 
 # Dovecot-style cache of recent successful verifications, keyed by a digest of
