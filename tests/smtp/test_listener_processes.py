@@ -66,8 +66,11 @@ def test_a_killed_child_is_replaced_and_loses_nothing_acknowledged(
     assert process.terminate() == 0
     assert not any(_alive(pid) for pid in first | _children(parent))
     _assert_filed_once(senders.acknowledged)
-    assert Message.objects.filter(folder__mailbox__address="alice@example.org").count() == len(
-        senders.acknowledged)
+    # A message the victim committed in the instant before the kill never got
+    # its 250: SMTP allows that (its sender sends it again), at most one per
+    # client in the middle of a transaction.
+    filed = Message.objects.filter(folder__mailbox__address="alice@example.org").count()
+    assert len(senders.acknowledged) <= filed <= len(senders.acknowledged) + 6
 
 
 def test_a_killed_parent_takes_its_children(two_processes, listener_process):
