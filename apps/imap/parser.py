@@ -663,17 +663,22 @@ def _decode_search_string(raw: bytes, charset: str, cursor: _Cursor) -> str:
 _SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
 
 
+def _return_options(cursor: _Cursor, allowed: set[str]) -> list[str] | None:
+    """An optional ``RETURN (options) `` of SEARCH or SORT: None without one;
+    RFC 4731 §3: RETURN () means RETURN (ALL)."""
+    if not cursor.accept(b"RETURN "):
+        return None
+    options = [o.upper() for o in cursor.paren_list(cursor.atom)]
+    unknown = set(options) - allowed
+    if unknown:
+        raise cursor.error(f"unknown RETURN option {sorted(unknown)[0]}")
+    cursor.sp()
+    return options or ["ALL"]
+
+
 def _search_program(cursor: _Cursor) -> dict[str, Any]:
     cursor.sp()
-    returns = None
-    if cursor.accept(b"RETURN "):
-        # RFC 4731 §3: RETURN () means RETURN (ALL)
-        options = [o.upper() for o in cursor.paren_list(cursor.atom)]
-        unknown = set(options) - _SEARCH_RETURN
-        if unknown:
-            raise cursor.error(f"unknown RETURN option {sorted(unknown)[0]}")
-        returns = options or ["ALL"]
-        cursor.sp()
+    returns = _return_options(cursor, _SEARCH_RETURN)
     charset = "US-ASCII"
     if cursor.accept(b"CHARSET "):
         charset = cursor.astring().decode("ascii", "replace").upper()
@@ -1071,15 +1076,8 @@ _SORT_RETURN = {"MIN", "MAX", "ALL", "COUNT"}  # RFC 5267 §3.2 ESORT
 def _sort(cursor: _Cursor) -> dict[str, Any]:
     # RFC 5256 §3: SORT [RETURN (options)] (sort-criteria) charset search-key...
     cursor.sp()
-    returns = None
-    if cursor.accept(b"RETURN "):
-        # RFC 5267 §3.2: ESORT's options; RETURN () means RETURN (ALL).
-        options = [o.upper() for o in cursor.paren_list(cursor.atom)]
-        unknown = set(options) - _SORT_RETURN
-        if unknown:
-            raise cursor.error(f"unknown RETURN option {sorted(unknown)[0]}")
-        returns = options or ["ALL"]
-        cursor.sp()
+    # RFC 5267 §3.2: ESORT's options.
+    returns = _return_options(cursor, _SORT_RETURN)
     words = [w.upper() for w in cursor.paren_list(cursor.atom)]
     criteria: list[tuple[str, bool]] = []
     reverse = False

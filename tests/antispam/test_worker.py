@@ -57,6 +57,20 @@ def wait_for(condition, seconds: float, what: str, worker: Worker) -> None:
         time.sleep(0.2)
 
 
+def _worker_env(settings, zone_file: Path) -> dict[str, str]:
+    """A worker process's environment: this test's database, store and DNS
+    zone, checks after the queue with a 3 s budget, a sweep every second."""
+    return dict(os.environ, **{
+        "DATABASE_URL": database_url(),
+        "MAILHOST_STORAGE_ROOT": str(settings.MAILHOST_STORAGE_ROOT),
+        "MAILHOST_FAKE_DNS": str(zone_file),
+        "MAILHOST_ANTISPAM_INLINE": "0",
+        "MAILHOST_ANTISPAM_TIMEOUT": "3",
+        "MAILHOST_SPOOL_SWEEP_INTERVAL": "1",
+        "PYTHONUNBUFFERED": "1",
+    })
+
+
 def test_killed_worker_still_ends_with_the_message_delivered(settings, mail_servers,
                                                             tmp_path: Path):
     settings.MAILHOST_ANTISPAM_INLINE = False  # filed by the worker, after the 250
@@ -71,16 +85,7 @@ def test_killed_worker_still_ends_with_the_message_delivered(settings, mail_serv
     hang = {"sleep": 120, "answers": []}
     zone_file.write_text(json.dumps({"_dmarc.remote.example TXT": hang,
                                      "_dmarc.sender.example TXT": hang}))
-    env = dict(os.environ)
-    env.update({
-        "DATABASE_URL": database_url(),
-        "MAILHOST_STORAGE_ROOT": str(settings.MAILHOST_STORAGE_ROOT),
-        "MAILHOST_FAKE_DNS": str(zone_file),
-        "MAILHOST_ANTISPAM_INLINE": "0",
-        "MAILHOST_ANTISPAM_TIMEOUT": "3",
-        "MAILHOST_SPOOL_SWEEP_INTERVAL": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env = _worker_env(settings, zone_file)
     first = Worker(env)
     second = None
     try:
@@ -118,16 +123,7 @@ def test_worker_killed_mid_batch_files_every_message_exactly_once(settings, mail
     make_mailbox("bob@example.org")
     zone_file = tmp_path / "zone.json"
     zone_file.write_text(json.dumps({"_dmarc.slow.example TXT": {"sleep": 120, "answers": []}}))
-    env = dict(os.environ)
-    env.update({
-        "DATABASE_URL": database_url(),
-        "MAILHOST_STORAGE_ROOT": str(settings.MAILHOST_STORAGE_ROOT),
-        "MAILHOST_FAKE_DNS": str(zone_file),
-        "MAILHOST_ANTISPAM_INLINE": "0",
-        "MAILHOST_ANTISPAM_TIMEOUT": "3",
-        "MAILHOST_SPOOL_SWEEP_INTERVAL": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env = _worker_env(settings, zone_file)
     subjects = [f"batch message {n}" for n in range(12)]
     with smtplib.SMTP("127.0.0.1", mail_servers.port("smtp")) as client:
         client.ehlo("mx.sender.example")
