@@ -26,6 +26,36 @@ if str(ROOT) not in sys.path:
 from apps.antispam.corpus import message_from_file_bytes  # noqa: E402
 
 
+def dovecot_imap_users_and_services(base: Path, imap_port: int) -> str:
+    """The part of a throwaway dovecot.conf the IMAP benchmarks share: users
+    from ``base``/passwd, IMAP on 127.0.0.1:``imap_port``, no other listener."""
+    return f"""passdb {{
+  driver = passwd-file
+  args = {base}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = {base}/passwd
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = 0
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+}}"""
+
+
 def add_corpus_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", type=Path, default=CORPORA,
                         help="the mail corpora: a folder with ham/ and spam/ "

@@ -32,7 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PYTHON, Background, MailhostInstance, free_port, wait_for_port
+from common import (
+    PYTHON,
+    Background,
+    MailhostInstance,
+    dovecot_imap_users_and_services,
+    free_port,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "corpus"
@@ -82,31 +89,7 @@ mail_location = maildir:{mail}
 default_login_user = dovenull
 default_internal_user = dovecot
 postmaster_address = postmaster@bench.example
-passdb {{
-  driver = passwd-file
-  args = {base}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = {base}/passwd
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {self.imap_port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = 0
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
+{dovecot_imap_users_and_services(base, self.imap_port)}
 service lmtp {{
   inet_listener lmtp {{
     address = 127.0.0.1

@@ -34,6 +34,7 @@ from common import (
     MailhostInstance,
     add_corpus_argument,
     corpus_messages,
+    dovecot_imap_users_and_services,
     free_port,
 )
 
@@ -174,31 +175,7 @@ default_process_limit = {connections + 100}
 protocol imap {{
   mail_max_userip_connections = {connections + 10}
 }}
-passdb {{
-  driver = passwd-file
-  args = {base}/passwd
-}}
-userdb {{
-  driver = passwd-file
-  args = {base}/passwd
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {self.port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    port = 0
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-}}
+{dovecot_imap_users_and_services(base, self.port)}
 """)
         self.process = Background(["dovecot", "-F", "-c", str(base / "dovecot.conf")])
         deadline = time.monotonic() + 30
