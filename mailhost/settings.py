@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from mailhost.env import env_bool, env_int, env_list, env_port, env_str
 
@@ -420,6 +421,32 @@ MAILHOST_LISTENER_PROCESSES = env_int("MAILHOST_LISTENER_PROCESSES", 1)
 MAILHOST_TRACE_RETENTION_DAYS = env_int("MAILHOST_TRACE_RETENTION_DAYS", 30)
 MAILHOST_HEARTBEAT_INTERVAL = env_int("MAILHOST_HEARTBEAT_INTERVAL", 10)
 MAILHOST_WORKER_HEARTBEAT_INTERVAL = env_int("MAILHOST_WORKER_HEARTBEAT_INTERVAL", 30)
+
+# --- what clients and other servers are told (autoconfig, SRV, MTA-STS) --------
+# The name mail programs connect to and the ports they use: the standard ones,
+# whatever ports the listeners bind here (a proxy or port forward in between).
+MAILHOST_PUBLIC_HOSTNAME = env_str("MAILHOST_PUBLIC_HOSTNAME", MAILHOST_HOSTNAME)
+MAILHOST_PUBLIC_PORTS = {
+    "imaps": env_port("MAILHOST_PUBLIC_IMAPS_PORT", 993),
+    "imap": env_port("MAILHOST_PUBLIC_IMAP_PORT", 143),
+    "pop3s": env_port("MAILHOST_PUBLIC_POP3S_PORT", 995),
+    "smtps": env_port("MAILHOST_PUBLIC_SMTPS_PORT", 465),
+    "submission": env_port("MAILHOST_PUBLIC_SUBMISSION_PORT", 587),
+}
+# Our MTA-STS policy (RFC 8461 §3.2): "testing", "enforce" or "none", and how
+# long senders keep it (seconds).
+MAILHOST_MTA_STS_MODE = env_str("MAILHOST_MTA_STS_MODE", "testing")
+if MAILHOST_MTA_STS_MODE not in ("testing", "enforce", "none"):
+    raise ImproperlyConfigured(
+        f"MAILHOST_MTA_STS_MODE={MAILHOST_MTA_STS_MODE!r} is not testing, enforce or none")
+MAILHOST_MTA_STS_MAX_AGE = env_int("MAILHOST_MTA_STS_MAX_AGE", 7 * 24 * 3600)
+# Where TLS reports go (RFC 8460 §3); empty: postmaster@ each domain.
+MAILHOST_TLSRPT_ADDRESS = env_str("MAILHOST_TLSRPT_ADDRESS")
+# Other domains' MTA-STS policies, enforced on outbound delivery: the HTTPS port
+# their policy hosts are fetched from, and a CA bundle trusted for those hosts and
+# their MX certificates instead of the system's (empty: the system's; tests).
+MAILHOST_MTA_STS_FETCH_PORT = env_port("MAILHOST_MTA_STS_FETCH_PORT", 443)
+MAILHOST_MTA_STS_CA_FILE = env_str("MAILHOST_MTA_STS_CA_FILE")
 
 # --- logging ------------------------------------------------------------------
 (DATA_DIR / "logs").mkdir(exist_ok=True)
