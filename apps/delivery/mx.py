@@ -39,7 +39,8 @@ def get_resolver() -> Any:
     return dns.asyncresolver.Resolver()
 
 
-async def _addresses(resolver: Any, host: str) -> list[str]:
+async def host_addresses(resolver: Any, host: str) -> list[str]:
+    """The IPv6 and IPv4 addresses of ``host``, IPv6 first."""
     found: list[str] = []
     for rdtype in ("AAAA", "A"):
         try:
@@ -74,7 +75,7 @@ async def resolve_hops(domain: str, resolver: Any | None = None) -> list[Hop]:
         if host in ("", "."):
             continue
         try:
-            hops.extend(Hop(host, address) for address in await _addresses(resolver, host))
+            hops.extend(Hop(host, address) for address in await host_addresses(resolver, host))
         except (dns.exception.Timeout, dns.resolver.NoNameservers):
             continue
     if not hops:

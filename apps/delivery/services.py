@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
@@ -27,6 +28,7 @@ from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
+from apps.delivery import mtasts
 from apps.delivery.client import (
     ConnectionFailed,
     DeliverySession,
@@ -35,6 +37,7 @@ from apps.delivery.client import (
 )
 from apps.delivery.dsn import RecipientReport, build_dsn, headers_of, status_of
 from apps.delivery.models import OutboundMessage, QueueEntry
+from apps.delivery.mtasts import Policy
 from apps.delivery.mx import DestinationError, Hop, resolve_hops
 from apps.delivery.signing import dkim_sign
 from apps.delivery.transports import parse_transports, route_for
@@ -306,14 +309,34 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.MAILHOST_QUEUE_RETRY_MAX))
 
 
-def _hops(domain: str) -> tuple[list[Hop], int, dict[str, str]]:
+def _hops(domain: str) -> tuple[list[Hop], int, dict[str, Any], Policy | None]:
+    """Where to deliver mail for ``domain``: the transport map's hop, or its MX
+    hosts as its MTA-STS policy allows (RFC 8461 §5; the map's hops are ours to
+    choose and take no policy, as Postfix's transport(5) nexthops)."""
     routes = parse_transports(settings.MAILHOST_TRANSPORTS,
                               default_port=settings.MAILHOST_DELIVERY_PORT)
     route = route_for(routes, domain)
     if route is not None:
         auth = {"tls": route.tls, "username": route.username, "password": route.password}
-        return [Hop(route.host, route.host)], route.port, auth
-    return asyncio.run(resolve_hops(domain)), settings.MAILHOST_DELIVERY_PORT, {}
+        return [Hop(route.host, route.host)], route.port, auth, None
+    hops = asyncio.run(resolve_hops(domain))
+    policy = mtasts.policy_for(domain)
+    if policy is None or policy.mode == "none":
+        return hops, settings.MAILHOST_DELIVERY_PORT, {}, None
+    unlisted = [hop.host for hop in hops if not policy.allows(hop.host)]
+    if policy.mode == "testing":
+        for host in dict.fromkeys(unlisted):
+            log.warning("MTA-STS testing: %s is not an mx of the policy of %s (delivered "
+                        "all the same)", host, domain)
+        return hops, settings.MAILHOST_DELIVERY_PORT, {}, policy
+    # Enforce: only the MX hosts the policy lists, each over verified TLS.
+    listed = [hop for hop in hops if policy.allows(hop.host)]
+    if not listed:
+        raise DestinationError(
+            f"451 4.7.0 No MX host of {domain} ({', '.join(dict.fromkeys(unlisted))}) is "
+            f"listed in its MTA-STS policy (mx: {', '.join(policy.mx)})", permanent=False)
+    options = {"verify_context": mtasts.tls_context()}
+    return listed, settings.MAILHOST_DELIVERY_PORT, options, policy
 
 
 def _send(
@@ -333,7 +356,7 @@ def _send(
             return (None if session.broken else session), session.host, session.dsn_passed_on
         # The reused connection had gone (an idle timeout): start afresh.
     try:
-        hops, port, options = _hops(domain)
+        hops, port, options, policy = _hops(domain)
     except DestinationError as error:
         fail_all(error.reply)
         return None, "", False
@@ -347,6 +370,9 @@ def _send(
             log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, error.reply)
             last = error.reply
             continue
+        if policy is not None and policy.mode == "testing" and not session.encrypted:
+            log.warning("MTA-STS testing: %s of %s took mail without STARTTLS", hop.host,
+                        domain)
         done = session.send(messages)
         if session.broken and not done:  # nothing went through: the next host
             last = messages[0].recipients[0].reply
