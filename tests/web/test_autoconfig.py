@@ -10,7 +10,9 @@ import xml.etree.ElementTree as ET
 import pytest
 from django.test import Client
 
+from apps.delivery.mtasts import Policy, parse_policy, parse_sts_record
 from apps.directory import services as directory
+from apps.directory.dns import dns_records
 from tests.factories import make_mailbox
 
 PUBLIC_HOST = "mail.public.example"
@@ -188,3 +190,31 @@ def test_mobileconfig_is_a_profile_for_the_signed_in_user(client: Client, alice)
     other = make_mailbox("bob@ours.example")
     client.force_login(other.user)
     assert plistlib.loads(client.get(url).content)["PayloadUUID"] != profile["PayloadUUID"]
+
+
+def test_mta_sts_policy_served_on_the_mta_sts_host(client: Client, settings, ours):
+    settings.MAILHOST_HOSTNAME = "mx.public.example"
+    response = client.get("/.well-known/mta-sts.txt", HTTP_HOST="mta-sts.ours.example")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    # What a sending MTA reads (RFC 8461 §3.2), with our own parser for other domains.
+    policy = parse_policy(response.content)
+    assert policy == Policy("testing", 7 * 24 * 3600, ("mx.public.example", PUBLIC_HOST))
+    assert response.content.startswith(b"version: STSv1\r\n")
+    for host in ("mta-sts.stranger.example", "ours.example", "autoconfig.ours.example"):
+        assert client.get("/.well-known/mta-sts.txt", HTTP_HOST=host).status_code == 404
+    directory.update_domain(ours, active=False)
+    assert client.get("/.well-known/mta-sts.txt",
+                      HTTP_HOST="mta-sts.ours.example").status_code == 404
+
+
+def test_the_mta_sts_id_changes_with_the_policy(settings, ours):
+    def published_id() -> str:
+        (record,) = [r for r in dns_records(ours, mail_host="mx.public.example")
+                     if r.name == "_mta-sts.ours.example"]
+        return parse_sts_record([record.value])
+
+    first = published_id()
+    assert published_id() == first
+    settings.MAILHOST_MTA_STS_MODE = "enforce"
+    assert published_id() != first
