@@ -144,7 +144,7 @@ def tls_receiver(ca: LocalCA) -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def sts(settings, ca: LocalCA, policy_server: PolicyServer, transactional_db):
+def sts(settings, ca: LocalCA, policy_server: PolicyServer, db):
     """example.net publishes an MTA-STS record and policy; each test sets the mode."""
     settings.MAILHOST_TRANSPORTS = ""
     settings.MAILHOST_MTA_STS_CA_FILE = str(ca.path)
