@@ -162,20 +162,22 @@ def fetch_policy(domain: str) -> Policy:
         addresses = asyncio.run(host_addresses(get_resolver(), host))
     except dns.exception.DNSException as error:
         raise PolicyError(f"{host}: {error}") from None
-    if not addresses:
-        raise PolicyError(f"{host} has no address")
-    timeout = settings.MAILHOST_DELIVERY_TIMEOUT
-    connection = _HTTPSConnection(host, addresses[0], settings.MAILHOST_MTA_STS_FETCH_PORT,
-                                  timeout=timeout)
-    try:
-        connection.request("GET", "/.well-known/mta-sts.txt",
-                           headers={"User-Agent": "Mailhost MTA-STS"})
-        response = connection.getresponse()
-        body = response.read(MAX_POLICY_BYTES + 1)
-    except (OSError, http.client.HTTPException) as error:
-        raise PolicyError(f"https://{host}/: {error}") from None
-    finally:
-        connection.close()
+    failure = f"{host} has no address"
+    for address in addresses:
+        connection = _HTTPSConnection(host, address, settings.MAILHOST_MTA_STS_FETCH_PORT,
+                                      timeout=settings.MAILHOST_DELIVERY_TIMEOUT)
+        try:
+            connection.request("GET", "/.well-known/mta-sts.txt",
+                               headers={"User-Agent": "Mailhost MTA-STS"})
+            response = connection.getresponse()
+            body = response.read(MAX_POLICY_BYTES + 1)
+            break
+        except (OSError, http.client.HTTPException) as error:  # a certificate error too
+            failure = f"https://{host}/ at {address}: {error}"
+        finally:
+            connection.close()
+    else:
+        raise PolicyError(failure)
     if response.status != 200:
         raise PolicyError(f"https://{host}/.well-known/mta-sts.txt answered {response.status}")
     content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()

@@ -258,8 +258,8 @@ def test_enforce_refuses_a_certificate_for_another_name(sts, settings, ca):
         receiver.stop()
 
 
-def test_a_policy_not_served_as_text_plain_is_no_policy(sts, settings, clear_receiver,
-                                                       policy_server):
+def test_a_policy_not_text_plain_or_from_an_untrusted_host_is_no_policy(
+        sts, settings, clear_receiver, policy_server, tmp_path):
     settings.MAILHOST_DELIVERY_PORT = clear_receiver.port
     sts("enforce")
     policy_server.content_type = "text/html"
@@ -268,3 +268,12 @@ def test_a_policy_not_served_as_text_plain_is_no_policy(sts, settings, clear_rec
     run_queue()
     assert not QueueEntry.objects.exists()
     assert len(clear_receiver.script.messages) == before + 1
+    # RFC 8461 §3.3: a policy host whose certificate does not verify serves no policy.
+    policy_server.content_type = "text/plain"
+    settings.MAILHOST_MTA_STS_CA_FILE = str(LocalCA(tmp_path).path)  # another CA
+    requests = policy_server.requests
+    send()
+    run_queue()
+    assert not QueueEntry.objects.exists()
+    assert len(clear_receiver.script.messages) == before + 2
+    assert policy_server.requests == requests  # the handshake failed before any request

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import plistlib
 import xml.etree.ElementTree as ET
+from xml.sax.saxutils import escape
 
 import pytest
 from django.test import Client
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from apps.delivery.mtasts import Policy, parse_policy, parse_sts_record
 from apps.directory import services as directory
 from apps.directory.dns import dns_records
+from apps.web.autoconfig import autodiscover_request_address
 from tests.factories import make_mailbox
 
 PUBLIC_HOST = "mail.public.example"
@@ -218,3 +223,19 @@ def test_the_mta_sts_id_changes_with_the_policy(settings, ours):
     assert published_id() == first
     settings.MAILHOST_MTA_STS_MODE = "enforce"
     assert published_id() != first
+
+
+@hypothesis_settings(max_examples=80)
+@given(st.binary(max_size=300))
+def test_autodiscover_request_parser_takes_any_bytes(body):
+    address = autodiscover_request_address(body)
+    assert address is None or address.strip() == address != ""
+
+
+@hypothesis_settings(max_examples=80)
+# What XML 1.0 can carry, without spaces at the ends (strip() would take them).
+@given(local=st.text(st.characters(codec="utf-8", exclude_categories=(
+    "Cs", "Cn", "Cc", "Zs", "Zl", "Zp")), min_size=1, max_size=20))
+def test_autodiscover_request_parser_reads_back_any_address(local):
+    address = f"{local}@ours.example"
+    assert autodiscover_request_address(autodiscover_request(escape(address))) == address
