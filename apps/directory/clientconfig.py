@@ -35,6 +35,12 @@ class ClientSettings:
         return next(s for s in self.incoming if s.protocol == "imap")
 
 
+def serves(domain: str) -> bool:
+    """``domain`` (normalised) is hosted here and active: only such domains
+    are told about our servers, in client settings as in the MTA-STS policy."""
+    return Domain.objects.filter(name=domain, active=True).exists()
+
+
 def client_settings(address_or_domain: str) -> ClientSettings | None:
     """The settings for ``user@domain`` (or a bare domain), or None when the
     domain is not hosted here, disabled, or the text is no address at all.
@@ -48,7 +54,7 @@ def client_settings(address_or_domain: str) -> ClientSettings | None:
             domain, address = normalize_domain(address_or_domain), ""
     except Invalid:
         return None
-    if not Domain.objects.filter(name=domain, active=True).exists():
+    if not serves(domain):
         return None
     host, ports = settings.MAILHOST_PUBLIC_HOSTNAME, settings.MAILHOST_PUBLIC_PORTS
     # RFC 8314 §3.3, §4.1: implicit TLS preferred over STARTTLS, for reading and sending.

@@ -10,9 +10,8 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from apps.directory.clientconfig import ClientSettings, client_settings
+from apps.directory.clientconfig import ClientSettings, client_settings, serves
 from apps.directory.dns import mta_sts_policy
-from apps.directory.models import Domain
 from apps.web import autoconfig
 
 _XML = "application/xml; charset=utf-8"
@@ -76,7 +75,7 @@ def mta_sts(request: HttpRequest) -> HttpResponse:
     """RFC 8461 §3.2: the policy at https://mta-sts.<domain>/.well-known/mta-sts.txt,
     text/plain, for each hosted, active domain."""
     domain = _host_domain(request, "mta-sts.")
-    if not domain or not Domain.objects.filter(name=domain, active=True).exists():
+    if not domain or not serves(domain):
         raise Http404("no MTA-STS policy here")
     return HttpResponse(mta_sts_policy(mail_host=settings.MAILHOST_HOSTNAME),
                         content_type="text/plain; charset=utf-8")
