@@ -1,17 +1,19 @@
-"""Certificates from Debian's pebble over ACME (RFC 8555) with http-01 answered
-by the real web server, served by the real IMAPS and submission listeners,
-and renewed under them: a new connection gets the new certificate without a
-restart."""
+"""Certificates from Debian's pebble over ACME (RFC 8555), http-01 answered by
+the real web server and dns-01 through a hook, served by the real IMAPS and
+submission listeners and renewed under them: a new connection gets the new
+certificate without a restart."""
 
 from __future__ import annotations
 
 import io
+import json
 import smtplib
 import socket
 import ssl
 import stat
+import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -23,22 +25,49 @@ from apps.certificates import tasks
 from tests.certificates.pebble import Pebble
 from tests.conftest import ServerThread
 from tests.dns_server import TinyDnsServer
+from tests.factories import make_domain
 
 pytestmark = pytest.mark.slow
 
 HOSTNAME = "mail.ours.example"
 
 
+class Zone(Mapping):
+    """The DNS server's records: our names' addresses, and the TXT records
+    that the DNS hook (dns_hook.py) keeps in a file."""
+
+    def __init__(self, txt_file: Path) -> None:
+        self.txt_file = txt_file
+
+    def _records(self) -> dict[tuple[str, str], list[str]]:
+        records = {(f"{name}.", "A"): ["127.0.0.1"]
+                   for name in (HOSTNAME, "mta-sts.ours.example")}
+        if self.txt_file.exists():
+            for name, values in json.loads(self.txt_file.read_text()).items():
+                records[name, "TXT"] = [f'"{value}"' for value in values]
+        return records
+
+    def __getitem__(self, key: tuple[str, str]) -> list[str]:
+        return self._records()[key]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._records())
+
+    def __len__(self) -> int:
+        return len(self._records())
+
+
 @pytest.fixture
-def dns() -> Iterator[TinyDnsServer]:
-    server = TinyDnsServer({(f"{name}.", "A"): ["127.0.0.1"]
-                            for name in (HOSTNAME, "mta-sts.ours.example")})
+def dns(tmp_path: Path) -> Iterator[TinyDnsServer]:
+    server = TinyDnsServer(Zone(tmp_path / "txt.json"))  # type: ignore[arg-type]
     yield server
     server.close()
 
 
 @pytest.fixture
 def pebble(tmp_path: Path, web_server, dns: TinyDnsServer, settings) -> Iterator[Pebble]:
+    """Pebble validating http-01 against the real web server, and ACME on
+    against it for MAILHOST_HOSTNAME and mta-sts.<domain>."""
     server = Pebble(tmp_path, http_port=web_server.port, dns_port=dns.port)
     settings.DATA_DIR = tmp_path
     settings.MAILHOST_HOSTNAME = HOSTNAME
@@ -73,8 +102,16 @@ def served_over_starttls(port: int, trust: ssl.SSLContext) -> x509.Certificate:
         return x509.load_der_x509_certificate(client.sock.getpeercert(binary_form=True))
 
 
-def test_issued_served_and_renewed_without_a_restart(pebble: Pebble, ours, tmp_path: Path):
+def test_issued_served_and_renewed_without_a_restart(pebble: Pebble, ours, tmp_path: Path,
+                                                      web_server, settings):
     assert "due: no certificate yet" in certificate("status")
+    # What the CA asks for is answered whatever the Host, and nothing else is.
+    unknown = urllib.request.Request(  # noqa: S310
+        f"{web_server.url}/.well-known/acme-challenge/unknown",
+        headers={"Host": "mta-sts.elsewhere.example"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(unknown, timeout=10)  # noqa: S310
+    assert refused.value.code == 404
     output = certificate("issue")
     assert f"names: {HOSTNAME}, mta-sts.ours.example" in output
     assert "ok: valid for" in output
@@ -98,12 +135,16 @@ def test_issued_served_and_renewed_without_a_restart(pebble: Pebble, ours, tmp_p
                 trust.wrap_socket(raw, server_hostname=HOSTNAME) as still_open:
             assert still_open.recv(1024).startswith(b"* OK")
 
-            # Not due yet; beat's task renews once fewer days remain than configured.
+            # Not due yet; beat's task renews once fewer days remain than
+            # configured, this time over dns-01 through the hook.
             assert tasks.renew() is False
             assert certificate("renew").startswith("not renewed: valid for")
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setattr("django.conf.settings.MAILHOST_ACME_RENEW_DAYS", 100_000)
-                assert tasks.renew() is True
+            zone = tmp_path / "txt.json"
+            hook = Path(__file__).parent / "dns_hook.py"
+            settings.MAILHOST_ACME_DNS_HOOK = f"{sys.executable} {hook} {zone}"
+            settings.MAILHOST_ACME_RENEW_DAYS = 100_000
+            assert tasks.renew() is True
+            assert json.loads(zone.read_text()) == {}  # the hook cleared what it set
 
             renewed = served_over_imaps(servers.port("imaps"), trust)
             assert renewed.serial_number != first.serial_number
@@ -113,14 +154,10 @@ def test_issued_served_and_renewed_without_a_restart(pebble: Pebble, ours, tmp_p
                 still_open.getpeercert(binary_form=True)) == first
             still_open.sendall(b"a1 CAPABILITY\r\n")
             assert b"a1 OK" in still_open.recv(4096)
+
+        # A new hosted domain's mta-sts name makes the certificate due again.
+        settings.MAILHOST_ACME_RENEW_DAYS = 30
+        make_domain("theirs.example")
+        assert "due: not valid for mta-sts.theirs.example" in certificate("status")
     finally:
         servers.stop()
-
-
-def test_the_web_server_answers_only_published_challenges(web_server):
-    request = urllib.request.Request(  # noqa: S310
-        f"{web_server.url}/.well-known/acme-challenge/unknown",
-        headers={"Host": "mta-sts.elsewhere.example"})
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=10)  # noqa: S310
-    assert refused.value.code == 404
