@@ -33,4 +33,5 @@ class Command(BaseCommand):
             self.stdout.write(f"issuer: {current.issuer}")
             self.stdout.write(f"expires: {current.not_after.isoformat()}")
         self.stdout.write(f"wanted: {', '.join(state.names)}")
-        self.stdout.write(("due: " if state.due else "ok: ") + state.reason)
+        verdict = "due: " if state.due else "ok: " if state.enabled else ""
+        self.stdout.write(verdict + state.reason)
