@@ -34,6 +34,7 @@ from apps.delivery.client import (
     OutgoingRecipient,
 )
 from apps.delivery.dsn import RecipientReport, build_dsn, headers_of, status_of
+from apps.delivery.linelength import limit_line_length
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.delivery.mx import DestinationError, Hop, resolve_hops
 from apps.delivery.signing import dkim_sign
@@ -98,7 +99,8 @@ def prepare(
 ) -> bytes:
     """Check and complete a submitted message (RFC 6409 §8): every From address
     must be one the user may send as; a missing Message-ID or Date is added;
-    then it is DKIM-signed for its From domain."""
+    then body lines too long to relay are re-encoded (``limit_line_length``)
+    and it is DKIM-signed for its From domain."""
     # RFC 5322 §3.6: exactly one From field. With two, we would check one and a
     # reader might show the other.
     if len(_FROM_FIELD.findall(headers_of(content))) > 1:
@@ -117,7 +119,7 @@ def prepare(
                   f"{settings.MAILHOST_HOSTNAME}>\r\n").encode()
     if not _DATE_FIELD.search(headers_of(content)):  # RFC 6409 §8.2
         added += f"Date: {format_datetime(timezone.now())}\r\n".encode()
-    data = added + content
+    data = limit_line_length(added + content)
     if len(senders) == 1:
         data = sign(data, senders[0].rpartition("@")[2].lower(), key_cache)
     return data

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from apps.antispam import inbound as antispam
 from apps.antispam import services as spool
+from apps.delivery.linelength import limit_line_length
 from apps.delivery.services import RecipientSpec, aenqueue, new_queue_id
 from apps.delivery.vacation import answer_absences
 from apps.directory.services import Resolution, resolve
@@ -331,14 +332,16 @@ async def _queue_forwards(
     envelope: Envelope, data: bytes, queue_id: str, trace_events: list[TraceEvent],
 ) -> None:
     """Aliases that point outside: the same message goes to the outbound queue,
-    with the original envelope sender (bounces go back to it)."""
+    with the original envelope sender (bounces go back to it), its body lines
+    short enough for the next server (``limit_line_length``)."""
     forwards = list(dict.fromkeys(
         address
         for resolution in envelope.resolutions.values()  # type: ignore[attr-defined]
         for address in resolution.external
     ))
     if forwards:
-        await aenqueue(sender=envelope.mail_from, data=data, queue_id=queue_id,
+        await aenqueue(sender=envelope.mail_from, data=limit_line_length(data),
+                       queue_id=queue_id,
                        recipients=[RecipientSpec(address) for address in forwards],
                        trace_events=trace_events)
 
