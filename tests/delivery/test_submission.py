@@ -12,8 +12,8 @@ import pytest
 
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.directory import services as directory
+from tests import fakedns
 from tests.conftest import require_program
-from tests.delivery import fakedns
 from tests.delivery.conftest import publish_domain, run_queue
 from tests.factories import PASSWORD, make_mailbox
 from tests.smtp.helpers import make_message, stored
