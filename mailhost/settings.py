@@ -382,6 +382,15 @@ MAILHOST_VACATION_INTERVAL_DAYS = env_int("MAILHOST_VACATION_INTERVAL_DAYS", 7)
 MAILHOST_TRANSPORTS = env_str("MAILHOST_TRANSPORTS")
 MAILHOST_DELIVERY_PORT = env_port("MAILHOST_DELIVERY_PORT", 25)
 MAILHOST_DELIVERY_TIMEOUT = env_int("MAILHOST_DELIVERY_TIMEOUT", 60)
+# Sender Rewriting Scheme for mail forwarded outside (apps/delivery/srs.py).
+# The secret signs the rewritten senders (empty: derived from SECRET_KEY); old
+# secrets still verify the bounces to what they signed. The domain (empty: the
+# forwarding address's own) must list this server in its SPF record.
+MAILHOST_SRS = env_bool("MAILHOST_SRS", True)
+MAILHOST_SRS_SECRET = env_str("MAILHOST_SRS_SECRET")
+MAILHOST_SRS_OLD_SECRETS = env_list("MAILHOST_SRS_OLD_SECRETS")
+MAILHOST_SRS_MAX_AGE_DAYS = env_int("MAILHOST_SRS_MAX_AGE_DAYS", 21)
+MAILHOST_SRS_DOMAIN = env_str("MAILHOST_SRS_DOMAIN")
 # RFC 5321 §4.5.4.1: give up after 4-5 days; tell the sender about a delay first.
 MAILHOST_QUEUE_LIFETIME = env_int("MAILHOST_QUEUE_LIFETIME", 5 * 24 * 3600)
 MAILHOST_QUEUE_DELAY_NOTICE = env_int("MAILHOST_QUEUE_DELAY_NOTICE", 4 * 3600)

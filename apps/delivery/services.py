@@ -27,6 +27,7 @@ from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
+from apps.delivery import srs
 from apps.delivery.client import (
     ConnectionFailed,
     DeliverySession,
@@ -218,11 +219,12 @@ def submit(
 ) -> OutboundMessage | None:
     """Send a message: resolve each recipient, deliver to the local mailboxes at
     once, queue the rest. Returns the queued message, if any. An unknown or
-    disabled local recipient raises (NotFound, Disabled) before anything is kept."""
+    disabled local recipient raises (NotFound, Disabled) before anything is kept.
+    A report to a forwarded message's SRS sender goes to the original sender."""
     mailbox_ids: list[int] = []
     remote: list[RecipientSpec] = []
     for recipient in recipients:
-        resolution = resolve(recipient.address)
+        resolution = srs.resolve_bounce(recipient.address) or resolve(recipient.address)
         mailbox_ids.extend(m.pk for m in resolution.mailboxes)
         remote.extend(RecipientSpec(address, recipient.notify, recipient.orcpt)
                       for address in resolution.external)
