@@ -11,6 +11,7 @@ its bytes.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
 from typing import Any
@@ -51,8 +52,12 @@ def limit_line_length(message: bytes) -> bytes:
         if decoded is None:
             continue  # an encoding we cannot undo: leave the part as it is
         header = message[part["header_start"]:part["body_start"]]
-        header = _with_field(header, _QUOTED_PRINTABLE + _mime_fields(part, header, decoded))
-        encoded = binascii.b2a_qp(decoded, istext=True)  # CRLF line breaks stay CRLF
+        if part["encoding"] == "base64":
+            # Base64 in one long line: the same encoding in lines of 76 (RFC 2045 §6.8).
+            encoded = base64.encodebytes(decoded).replace(b"\n", b"\r\n")
+        else:
+            header = _with_field(header, _QUOTED_PRINTABLE + _mime_fields(part, header, decoded))
+            encoded = binascii.b2a_qp(decoded, istext=True)  # CRLF line breaks stay CRLF
         out = out[:part["header_start"]] + header + encoded + out[part["body_end"]:]
     return out
 

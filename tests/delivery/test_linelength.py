@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 
@@ -50,6 +51,18 @@ def test_only_the_part_with_the_long_line_changes():
     assert html["Content-Transfer-Encoding"] == "quoted-printable"
     assert html.get_content() == "<p>" + "a" * 3000 + "é</p>"
     assert leaf_bodies(out) == leaf_bodies(message)
+
+
+def test_base64_in_one_line_is_wrapped_and_stays_base64():
+    payload = bytes(range(256)) * 20
+    message = (b"From: a@example.org\r\nMIME-Version: 1.0\r\n"
+               b"Content-Type: application/octet-stream\r\n"
+               b"Content-Transfer-Encoding: base64\r\n\r\n"
+               + base64.b64encode(payload) + b"\r\n")
+    out = limit_line_length(message)
+    assert not has_long_line(out)
+    assert out.count(b"Content-Transfer-Encoding: base64\r\n") == 1
+    assert email.message_from_bytes(out).get_payload(decode=True) == payload
 
 
 def test_a_message_without_mime_fields_gets_them():
