@@ -385,7 +385,7 @@ MAILHOST_DELIVERY_TIMEOUT = env_int("MAILHOST_DELIVERY_TIMEOUT", 60)
 # Sender Rewriting Scheme for mail forwarded outside (apps/delivery/srs.py).
 # The secret signs the rewritten senders (empty: derived from SECRET_KEY); old
 # secrets still verify the bounces to what they signed. The domain (empty: the
-# forwarding address's own) must list this server in its SPF record.
+# forwarding address's own) is hosted here and names this server in its SPF.
 MAILHOST_SRS = env_bool("MAILHOST_SRS", True)
 MAILHOST_SRS_SECRET = env_str("MAILHOST_SRS_SECRET")
 MAILHOST_SRS_OLD_SECRETS = env_list("MAILHOST_SRS_OLD_SECRETS")

@@ -41,7 +41,7 @@ from apps.delivery.mx import DestinationError, Hop, resolve_hops
 from apps.delivery.signing import dkim_sign
 from apps.delivery.transports import parse_transports, route_for
 from apps.directory.models import DkimKey, Mailbox
-from apps.directory.services import may_send_as, resolve, signing_keys
+from apps.directory.services import may_send_as, signing_keys
 from apps.store import mime, trace
 from apps.store import services as store
 from apps.store.batching import committer
@@ -224,7 +224,7 @@ def submit(
     mailbox_ids: list[int] = []
     remote: list[RecipientSpec] = []
     for recipient in recipients:
-        resolution = srs.resolve_bounce(recipient.address) or resolve(recipient.address)
+        resolution = srs.resolve_recipient(recipient.address)
         mailbox_ids.extend(m.pk for m in resolution.mailboxes)
         remote.extend(RecipientSpec(address, recipient.notify, recipient.orcpt)
                       for address in resolution.external)

@@ -142,6 +142,11 @@ def forwarding_sender(sender: str, forwarder: str) -> str:
     return forward(sender, our_domain)
 
 
+def resolve_recipient(address: str) -> Resolution:
+    """``directory.resolve``, for an SRS address of ours too (``resolve_bounce``)."""
+    return resolve_bounce(address) or resolve(address)
+
+
 def resolve_bounce(address: str) -> Resolution | None:
     """A recipient that is an SRS address of one of our domains: where mail to
     it goes (the original sender, local or not). None for any other address.

@@ -30,7 +30,7 @@ from apps.delivery import srs
 from apps.delivery.linelength import limit_line_length
 from apps.delivery.services import RecipientSpec, aenqueue, new_queue_id
 from apps.delivery.vacation import answer_absences
-from apps.directory.services import Resolution, resolve
+from apps.directory.services import Resolution
 from apps.smtp import replies
 from apps.smtp.received import protocol_name, received_header
 from apps.store import services as store
@@ -194,7 +194,7 @@ def check_recipient(address: str, declared_size: int, client: Client) -> Resolut
     unknown, not ours to relay, over quota for a message of ``declared_size``,
     greylisted. Every check in one trip to a worker thread."""
     try:
-        resolution = srs.resolve_bounce(address) or resolve(address)
+        resolution = srs.resolve_recipient(address)
     except Invalid:
         return replies.BAD_ADDRESS
     except NotFound:

@@ -78,6 +78,19 @@ def test_another_forwarders_address_becomes_srs1_and_points_back_to_it():
     assert srs.reverse(again) == theirs
 
 
+def test_which_senders_are_rewritten_and_for_which_domain(db, settings):
+    make_mailbox("alice@example.org")
+    assert srs.forwarding_sender("<>", "fwd@example.org") == "<>"
+    assert srs.forwarding_sender("alice@example.org", "fwd@example.org") == "alice@example.org"
+    assert srs.forwarding_sender("bob@remote.example", "fwd@Example.ORG").endswith(
+        "=remote.example=bob@example.org")
+    settings.MAILHOST_SRS_DOMAIN = "bounces.example.org"
+    assert srs.forwarding_sender("bob@remote.example", "fwd@example.org").endswith(
+        "=remote.example=bob@bounces.example.org")
+    settings.MAILHOST_SRS = False
+    assert srs.forwarding_sender("bob@remote.example", "fwd@example.org") == "bob@remote.example"
+
+
 # --- over SMTP ---------------------------------------------------------------------
 
 
