@@ -345,7 +345,9 @@ MAILHOST_ANTISPAM_TIMEOUT = env_int("MAILHOST_ANTISPAM_TIMEOUT", 30)
 # Spooled messages checked and filed together, in one transaction.
 MAILHOST_SPOOL_BATCH = env_int("MAILHOST_SPOOL_BATCH", 100)
 MAILHOST_SPAM_THRESHOLD = float(env_str("MAILHOST_SPAM_THRESHOLD", "9.0"))
-MAILHOST_DNS_RESOLVER = env_str("MAILHOST_DNS_RESOLVER", "apps.antispam.dns.DnsPythonResolver")
+# Every DNS query (sender checks, MX lookups, the DNS page) goes through this
+# class (mailhost/dns.py); tests name a fake.
+MAILHOST_DNS_RESOLVER = env_str("MAILHOST_DNS_RESOLVER", "mailhost.dns.DnsPythonResolver")
 MAILHOST_DNS_TIMEOUT = env_int("MAILHOST_DNS_TIMEOUT", 5)
 # A local validating resolver is best; empty: the system's (/etc/resolv.conf).
 MAILHOST_DNS_NAMESERVERS = env_list("MAILHOST_DNS_NAMESERVERS")
@@ -401,9 +403,15 @@ MAILHOST_VACATION_INTERVAL_DAYS = env_int("MAILHOST_VACATION_INTERVAL_DAYS", 7)
 MAILHOST_TRANSPORTS = env_str("MAILHOST_TRANSPORTS")
 MAILHOST_DELIVERY_PORT = env_port("MAILHOST_DELIVERY_PORT", 25)
 MAILHOST_DELIVERY_TIMEOUT = env_int("MAILHOST_DELIVERY_TIMEOUT", 60)
-# Dotted path of a callable returning a dnspython-like async resolver for MX
-# lookups (tests); empty: dnspython's. See apps/delivery/mx.py.
-MAILHOST_MX_RESOLVER = env_str("MAILHOST_MX_RESOLVER")
+# Sender Rewriting Scheme for mail forwarded outside (apps/delivery/srs.py).
+# The secret signs the rewritten senders (empty: derived from SECRET_KEY); old
+# secrets still verify the bounces to what they signed. The domain (empty: the
+# forwarding address's own) is hosted here and names this server in its SPF.
+MAILHOST_SRS = env_bool("MAILHOST_SRS", True)
+MAILHOST_SRS_SECRET = env_str("MAILHOST_SRS_SECRET")
+MAILHOST_SRS_OLD_SECRETS = env_list("MAILHOST_SRS_OLD_SECRETS")
+MAILHOST_SRS_MAX_AGE_DAYS = env_int("MAILHOST_SRS_MAX_AGE_DAYS", 21)
+MAILHOST_SRS_DOMAIN = env_str("MAILHOST_SRS_DOMAIN")
 # RFC 5321 §4.5.4.1: give up after 4-5 days; tell the sender about a delay first.
 MAILHOST_QUEUE_LIFETIME = env_int("MAILHOST_QUEUE_LIFETIME", 5 * 24 * 3600)
 MAILHOST_QUEUE_DELAY_NOTICE = env_int("MAILHOST_QUEUE_DELAY_NOTICE", 4 * 3600)

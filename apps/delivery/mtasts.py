@@ -3,8 +3,8 @@ discovered through their ``_mta-sts`` TXT record, fetched over HTTPS from
 ``mta-sts.<domain>``, cached as §5 says, and applied to the MX hosts we try.
 
 The parsers (``parse_policy``, ``parse_sts_record``) and ``mx_matches`` are
-pure; ``policy_for`` does the lookups (through the delivery resolver of
-apps/delivery/mx.py), the fetch and the caching."""
+pure; ``policy_for`` does the lookups (through mailhost.dns, the one resolver
+seam), the fetch and the caching."""
 
 from __future__ import annotations
 
@@ -15,14 +15,12 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any
 
-import dns.exception
-import dns.resolver
 from django.conf import settings
 from django.core.cache import cache
 
-from apps.delivery.mx import get_resolver, host_addresses
+from apps.delivery.mx import host_addresses
+from mailhost.dns import DnsTemporaryError, query
 
 log = logging.getLogger(__name__)
 
@@ -144,23 +142,14 @@ class _HTTPSConnection(http.client.HTTPSConnection):
             sock, server_hostname=self.host)
 
 
-async def _sts_record(domain: str, resolver: Any) -> list[str]:
-    try:
-        answer = await resolver.resolve(f"_mta-sts.{domain}", "TXT")
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return []
-    # RFC 7208-style: a TXT record's strings are one value.
-    return [b"".join(r.strings).decode("utf-8", "replace") for r in answer]
-
-
 def fetch_policy(domain: str) -> Policy:
     """RFC 8461 §3.3: GET https://mta-sts.<domain>/.well-known/mta-sts.txt, the
     certificate valid for that name; 200 and text/plain only, no redirects
     followed, no more than MAX_POLICY_BYTES. PolicyError on any failure."""
     host = f"mta-sts.{domain}"
     try:
-        addresses = asyncio.run(host_addresses(get_resolver(), host))
-    except dns.exception.DNSException as error:
+        addresses = asyncio.run(host_addresses(host))
+    except DnsTemporaryError as error:
         raise PolicyError(f"{host}: {error}") from None
     failure = f"{host} has no address"
     for address in addresses:
@@ -204,8 +193,8 @@ def policy_for(domain: str) -> Policy | None:
     # {"id": the TXT record's id, "policy": Policy}, kept for the policy's max_age
     cached = cache.get(_cache_key(domain))
     try:
-        policy_id = parse_sts_record(asyncio.run(_sts_record(domain, get_resolver())))
-    except (PolicyError, dns.exception.DNSException) as error:
+        policy_id = parse_sts_record(query(f"_mta-sts.{domain}", "TXT"))
+    except (PolicyError, DnsTemporaryError) as error:
         # RFC 8461 §5.1: no record now; a cached policy stays until it expires.
         if cached is None:
             log.debug("no MTA-STS policy for %s: %s", domain, error)

@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from apps.delivery import mtasts
+from apps.delivery import mtasts, srs
 from apps.delivery.client import (
     ConnectionFailed,
     DeliverySession,
@@ -36,13 +36,14 @@ from apps.delivery.client import (
     OutgoingRecipient,
 )
 from apps.delivery.dsn import RecipientReport, build_dsn, headers_of, status_of
+from apps.delivery.linelength import limit_line_length
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.delivery.mtasts import Policy
 from apps.delivery.mx import DestinationError, Hop, resolve_hops
 from apps.delivery.signing import dkim_sign
 from apps.delivery.transports import parse_transports, route_for
 from apps.directory.models import DkimKey, Mailbox
-from apps.directory.services import may_send_as, resolve, signing_keys
+from apps.directory.services import may_send_as, signing_keys
 from apps.store import mime, trace
 from apps.store import services as store
 from apps.store.batching import committer
@@ -101,7 +102,8 @@ def prepare(
 ) -> bytes:
     """Check and complete a submitted message (RFC 6409 §8): every From address
     must be one the user may send as; a missing Message-ID or Date is added;
-    then it is DKIM-signed for its From domain."""
+    then body lines too long to relay are re-encoded (``limit_line_length``)
+    and it is DKIM-signed for its From domain."""
     # RFC 5322 §3.6: exactly one From field. With two, we would check one and a
     # reader might show the other.
     if len(_FROM_FIELD.findall(headers_of(content))) > 1:
@@ -120,7 +122,7 @@ def prepare(
                   f"{settings.MAILHOST_HOSTNAME}>\r\n").encode()
     if not _DATE_FIELD.search(headers_of(content)):  # RFC 6409 §8.2
         added += f"Date: {format_datetime(timezone.now())}\r\n".encode()
-    data = added + content
+    data = limit_line_length(added + content)
     if len(senders) == 1:
         data = sign(data, senders[0].rpartition("@")[2].lower(), key_cache)
     return data
@@ -219,11 +221,12 @@ def submit(
 ) -> OutboundMessage | None:
     """Send a message: resolve each recipient, deliver to the local mailboxes at
     once, queue the rest. Returns the queued message, if any. An unknown or
-    disabled local recipient raises (NotFound, Disabled) before anything is kept."""
+    disabled local recipient raises (NotFound, Disabled) before anything is kept.
+    A report to a forwarded message's SRS sender goes to the original sender."""
     mailbox_ids: list[int] = []
     remote: list[RecipientSpec] = []
     for recipient in recipients:
-        resolution = resolve(recipient.address)
+        resolution = srs.resolve_recipient(recipient.address)
         mailbox_ids.extend(m.pk for m in resolution.mailboxes)
         remote.extend(RecipientSpec(address, recipient.notify, recipient.orcpt)
                       for address in resolution.external)

@@ -1,6 +1,6 @@
 """The DNS page's live check: each record a domain should publish
 (apps/directory/dns.py) looked up through the project's resolver
-(apps/antispam/dns.py, so ``MAILHOST_DNS_*`` settings apply) and marked
+(mailhost/dns.py, so ``MAILHOST_DNS_*`` settings apply) and marked
 published correctly, missing, or different with what was found."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from apps.antispam.dns import DnsTemporaryError, get_resolver
 from apps.directory.dns import DnsRecord
+from mailhost.dns import DnsTemporaryError, query
 
 
 class Status(StrEnum):
@@ -90,7 +90,7 @@ def _matches(kind: str, record: DnsRecord, answer: str) -> bool:
 def check_record(record: DnsRecord) -> RecordCheck:
     kind = _kind(record)
     try:
-        answers = get_resolver().query(record.name, record.type)
+        answers = query(record.name, record.type)
     except DnsTemporaryError as error:
         return RecordCheck(record, Status.UNKNOWN, error=str(error) or "no answer")
     found = _relevant(kind, answers)

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from apps.delivery.models import QueueEntry
 from apps.delivery.services import RecipientSpec, submit
-from tests.delivery import fakedns
+from tests import fakedns
 from tests.delivery.conftest import run_queue
 from tests.delivery.receiver import Receiver
 from tests.factories import make_mailbox
@@ -217,7 +217,7 @@ def test_enforce_delivers_over_verified_tls_and_caches_the_policy(
     assert all(m.tls for m in tls_receiver.script.messages[before:])
     assert policy_server.requests == 1  # RFC 8461 §5: cached while the id stays the same
     # A new id in the TXT record: fetched again (now forbidding this MX).
-    fakedns.RECORDS[(f"_mta-sts.{DOMAIN}", "TXT")] = ['"v=STSv1; id=second"']
+    fakedns.ZONE[fakedns.key(f"_mta-sts.{DOMAIN}", "TXT")] = ["v=STSv1; id=second"]
     sts("enforce", mx="*.elsewhere.example")
     send()
     run_queue()
@@ -226,7 +226,7 @@ def test_enforce_delivers_over_verified_tls_and_caches_the_policy(
     assert entry.last_reply.startswith("451 4.7.0") and MX_HOST in entry.last_reply
     # The policy host down and the TXT record gone: the cached policy still holds.
     policy_server.policy = b""
-    del fakedns.RECORDS[(f"_mta-sts.{DOMAIN}", "TXT")]
+    del fakedns.ZONE[fakedns.key(f"_mta-sts.{DOMAIN}", "TXT")]
     QueueEntry.objects.update(next_attempt=timezone.now())
     run_queue()
     assert QueueEntry.objects.get().last_reply.startswith("451 4.7.0")

@@ -37,7 +37,7 @@ def zone_for(domain: Domain) -> Records:
 def dns_zone(settings, ours: Domain) -> Iterator[TinyDnsServer]:
     server = TinyDnsServer(zone_for(ours))
     settings.MAILHOST_HOSTNAME = MAIL_HOST
-    settings.MAILHOST_DNS_RESOLVER = "apps.antispam.dns.DnsPythonResolver"
+    settings.MAILHOST_DNS_RESOLVER = "mailhost.dns.DnsPythonResolver"
     settings.MAILHOST_DNS_NAMESERVERS = ["127.0.0.1"]
     settings.MAILHOST_DNS_PORT = server.port
     settings.MAILHOST_DNS_TIMEOUT = 2

@@ -87,7 +87,7 @@ def test_dns_page_marks_records_against_a_local_dns_server(settings, transaction
     dns = TinyDnsServer(zone_for(domain))
     server = WebServerProcess(database_url(), Path(settings.MAILHOST_STORAGE_ROOT), env={
         "MAILHOST_HOSTNAME": MAIL_HOST,
-        "MAILHOST_DNS_RESOLVER": "apps.antispam.dns.DnsPythonResolver",
+        "MAILHOST_DNS_RESOLVER": "mailhost.dns.DnsPythonResolver",
         "MAILHOST_DNS_NAMESERVERS": "127.0.0.1", "MAILHOST_DNS_PORT": str(dns.port),
         "MAILHOST_DNS_TIMEOUT": "2"})
     try:
