@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "apps.web",
     "apps.webadmin",
     "apps.webmail",
+    "apps.transfer",
 ]
 
 MIDDLEWARE = [
