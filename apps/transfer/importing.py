@@ -239,16 +239,23 @@ class ImapSource:
             folder.uidvalidity, known_uids = selected[b"UIDVALIDITY"], set()
         if not selected[b"EXISTS"]:
             return
-        sizes = self.client.fetch("1:*", ["RFC822.SIZE"])
-        todo = sorted(uid for uid in sizes if uid not in known_uids)
+        todo = sorted(set(self.client.search("ALL")) - known_uids)
+        # Sizes first, so that one FETCH of bodies stays within BATCH_BYTES;
+        # a few hundred UIDs per command keep its line short (IMAPClient lists
+        # them one by one).
+        sizes: dict[int, int] = {}
+        for start in range(0, len(todo), 500):
+            fetched = self.client.fetch(todo[start:start + 500], ["RFC822.SIZE"])
+            sizes.update((uid, item.get(b"RFC822.SIZE", 0)) for uid, item in fetched.items())
         chunk: list[int] = []
+        chunk_bytes = 0
         for position, uid in enumerate(todo):
             chunk.append(uid)
-            chunk_bytes = sum(sizes[u].get(b"RFC822.SIZE", 0) for u in chunk)
+            chunk_bytes += sizes.get(uid, 0)
             if (len(chunk) >= BATCH_MESSAGES or chunk_bytes >= BATCH_BYTES
                     or position == len(todo) - 1):
                 yield from self._fetch(chunk)
-                chunk = []
+                chunk, chunk_bytes = [], 0
 
     def _fetch(self, uids: list[int]) -> Iterator[SourceMessage]:
         fetched = self.client.fetch(uids, ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])
