@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,11 +114,13 @@ def import_mail(mailbox: Mailbox, source: Source, *, batch: int = BATCH_MESSAGES
             continue
         known = _known_uids(mailbox, source.label, folder)
         pending: list[SourceMessage] = []
+        pending_bytes = 0
         for message in source.messages(folder, known):
             pending.append(message)
-            if len(pending) >= batch or sum(len(m.data) for m in pending) >= BATCH_BYTES:
+            pending_bytes += len(message.data)
+            if len(pending) >= batch or pending_bytes >= BATCH_BYTES:
                 _file_batch(mailbox, target, source.label, folder, pending, state)
-                pending = []
+                pending, pending_bytes = [], 0
                 report(state)
                 if state.stopped:
                     return state
@@ -155,45 +157,56 @@ def _file_batch(mailbox: Mailbox, target: Folder, label: str, folder: SourceFold
     """File a batch in one transaction, leaving out messages whose bytes the
     folder holds already, and record the remote ones."""
     messages = [m for m in messages if m.data]
-    requests = [store.DeliveryRequest(
-        [mailbox.pk], m.data, folder=target.name, flags=m.flags, keywords=m.keywords,
-        internal_date=m.internal_date, fallback_to_inbox=False) for m in messages]
-    # Bytes written and parsed before the folder is locked (SQLite's
-    # BEGIN IMMEDIATE holds the whole database); unreferenced ones are collected.
-    store.prepare_deliveries(requests)
     shas = [digest(m.data) for m in messages]
+    # Only what may be new is written and parsed, before the folder is locked
+    # (SQLite's BEGIN IMMEDIATE holds the whole database); bytes that no row
+    # comes to reference are collected.
+    candidates = _not_in_folder(target, shas, range(len(messages)))
+    requests = {i: store.DeliveryRequest(
+        [mailbox.pk], messages[i].data, folder=target.name, flags=messages[i].flags,
+        keywords=messages[i].keywords, internal_date=messages[i].internal_date,
+        fallback_to_inbox=False) for i in candidates}
+    store.prepare_deliveries(list(requests.values()))
     with transaction.atomic():
         store.lock_folders(target.pk)
-        present = set(Message.objects.filter(folder=target, blob_id__in=shas)
-                      .values_list("blob_id", flat=True))
-        new: list[int] = []
-        for index, sha in enumerate(shas):
-            if sha not in present:
-                present.add(sha)
-                new.append(index)
+        new = _not_in_folder(target, shas, candidates)  # another import may have run
         results = store.deliver_batch([requests[i] for i in new])
         filed = {i for i, result in zip(new, results, strict=True) if result is None}
-        refused = [r for r in results if isinstance(r, OverQuota)]
+        there = [i for i in range(len(messages)) if i in filed or i not in new]
         if folder.uidvalidity:
             ImportedMessage.objects.bulk_create([
                 ImportedMessage(mailbox=mailbox, source=label, folder=folder.name,
-                                uidvalidity=folder.uidvalidity, uid=m.uid)
-                for i, m in enumerate(messages) if i in filed or i not in new],
-                ignore_conflicts=True)
-    for index, message in enumerate(messages):
-        if index in filed or index not in new:
-            state.messages_done += 1
-            state.bytes_done += len(message.data)
-            if index in filed:
-                state.copied += 1
-                state.bytes_copied += len(message.data)
-            else:
-                state.skipped += 1
+                                uidvalidity=folder.uidvalidity, uid=messages[i].uid)
+                for i in there], ignore_conflicts=True)
+    for index in there:
+        size = len(messages[index].data)
+        state.messages_done += 1
+        state.bytes_done += size
+        if index in filed:
+            state.copied += 1
+            state.bytes_copied += size
+        else:
+            state.skipped += 1
+    refused = [r for r in results if isinstance(r, OverQuota)]
     if refused:
         state.stopped = f"{refused[0].message}; run the import again once there is room"
     elif len(filed) < len(new):
         # Not a quota refusal: the folder went away under the import.
         raise next(r for r in results if r is not None)
+
+
+def _not_in_folder(target: Folder, shas: list[str], indexes: Iterable[int]) -> list[int]:
+    """Of ``indexes`` into ``shas``, those whose bytes the folder lacks (the
+    first of equal ones)."""
+    chosen = list(indexes)
+    present = set(Message.objects.filter(folder=target, blob_id__in={shas[i] for i in chosen})
+                  .values_list("blob_id", flat=True))
+    new = []
+    for index in chosen:
+        if shas[index] not in present:
+            present.add(shas[index])
+            new.append(index)
+    return new
 
 
 # --- sources -------------------------------------------------------------------------------

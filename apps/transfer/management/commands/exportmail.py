@@ -8,9 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.directory.models import Mailbox
 from apps.transfer import exporting
-from apps.transfer.terminal import ProgressBar
+from apps.transfer.terminal import hosted_mailbox, progress_bar
 from mailhost.errors import MailhostError
 
 
@@ -27,18 +26,11 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        mailbox = Mailbox.objects.filter(address__iexact=options["address"]).first()
-        if mailbox is None:
-            raise CommandError(f"no mailbox {options['address']}")
-        bar = ProgressBar(self.stderr._out, disable=options["no_progress"])
+        mailbox = hosted_mailbox(options["address"])
+        export = exporting.export_mbox if options["mbox"] else exporting.export_maildir
         try:
-            if options["mbox"]:
-                result = exporting.export_mbox(mailbox, options["mbox"], progress=bar.callback)
-            else:
-                result = exporting.export_maildir(mailbox, options["maildir"],
-                                                  progress=bar.callback)
+            with progress_bar(self.stderr._out, disable=options["no_progress"]) as report:
+                result = export(mailbox, options["mbox"] or options["maildir"], progress=report)
         except MailhostError as error:
             raise CommandError(error.message) from error
-        finally:
-            bar.close()
         self.stdout.write(f"exported {result.copied} messages ({result.bytes_copied} bytes)")

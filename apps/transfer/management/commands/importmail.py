@@ -12,9 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.directory.models import Mailbox
 from apps.transfer import importing
-from apps.transfer.terminal import ProgressBar
+from apps.transfer.terminal import hosted_mailbox, progress_bar
 
 PORTS = {"ssl": 993, "starttls": 143, "none": 143}
 
@@ -46,16 +45,13 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        mailbox = Mailbox.objects.filter(address__iexact=options["address"]).first()
-        if mailbox is None:
-            raise CommandError(f"no mailbox {options['address']}")
+        mailbox = hosted_mailbox(options["address"])
         source = self._source(options)
-        bar = ProgressBar(self.stderr._out, disable=options["no_progress"])
         try:
-            result = importing.import_mail(mailbox, source, batch=options["batch"],
-                                           progress=bar.callback)
+            with progress_bar(self.stderr._out, disable=options["no_progress"]) as report:
+                result = importing.import_mail(mailbox, source, batch=options["batch"],
+                                               progress=report)
         finally:
-            bar.close()
             if isinstance(source, importing.ImapSource):
                 source.close()
         for problem in result.problems:
