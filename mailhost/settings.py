@@ -57,10 +57,13 @@ INSTALLED_APPS = [
     "apps.web",
     "apps.webadmin",
     "apps.webmail",
+    "apps.certificates",
     "apps.transfer",
 ]
 
 MIDDLEWARE = [
+    # Before anything reads the Host header: the CA asks for every name it validates.
+    "apps.web.middleware.AcmeChallengeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "apps.web.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -213,6 +216,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.store.tasks.prune_trace",
         "schedule": 3600.0,
     },
+    # Does nothing unless ACME is on and the certificate is due (apps/certificates).
+    "renew-certificate": {
+        "task": "apps.certificates.tasks.renew",
+        "schedule": 12 * 3600.0,
+    },
 }
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
@@ -293,6 +301,18 @@ MAILHOST_PORTS = {
 # Empty: a self-signed pair is generated into the data directory on first start.
 MAILHOST_TLS_CERT = env_str("MAILHOST_TLS_CERT")
 MAILHOST_TLS_KEY = env_str("MAILHOST_TLS_KEY")
+# ACME (RFC 8555), off while the directory URL is empty: the certificate for
+# MAILHOST_HOSTNAME and MAILHOST_ACME_NAMES ("mta-sts.{domain}" is one name per
+# hosted domain) is written over the pair above and renewed by beat when fewer
+# than MAILHOST_ACME_RENEW_DAYS remain. http-01 is answered by the web process;
+# with a DNS hook command, dns-01 instead ("<hook> set|clear <record> <value>").
+MAILHOST_ACME_DIRECTORY = env_str("MAILHOST_ACME_DIRECTORY")
+MAILHOST_ACME_EMAIL = env_str("MAILHOST_ACME_EMAIL")
+MAILHOST_ACME_NAMES = env_list("MAILHOST_ACME_NAMES")
+MAILHOST_ACME_RENEW_DAYS = env_int("MAILHOST_ACME_RENEW_DAYS", 30)
+MAILHOST_ACME_DNS_HOOK = env_str("MAILHOST_ACME_DNS_HOOK")
+# A private CA's HTTPS certificate (pebble, step-ca); empty: the system's trust.
+MAILHOST_ACME_CA_BUNDLE = env_str("MAILHOST_ACME_CA_BUNDLE")
 
 MAILHOST_MAX_MESSAGE_SIZE = env_int("MAILHOST_MAX_MESSAGE_SIZE", 50 * 1024 * 1024)
 MAILHOST_SMTP_MAX_RECIPIENTS = env_int("MAILHOST_SMTP_MAX_RECIPIENTS", 100)
