@@ -120,7 +120,7 @@ def with_flag_fields(data: bytes, bits: int, keywords: Sequence[str]) -> bytes:
     if keywords:
         fields += b"X-Keywords: " + " ".join(keywords).encode() + b"\r\n"
     end = _header_end(data)
-    if end == len(data) and not data.endswith(b"\n"):
+    if end == len(data) and data and not data.endswith(b"\n"):
         return data + b"\r\n" + fields
     return data[:end] + fields + data[end:]
 

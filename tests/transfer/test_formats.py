@@ -105,3 +105,16 @@ def test_maildir_plus_plus_names():
     assert formats.folder_from_maildir(".Sent") == "Sent"
     assert formats.folder_from_maildir(".Entw&APw-rfe.2023") == "Entwürfe/2023"
     assert formats.folder_from_maildir("") == "INBOX"
+
+
+@given(st.binary(max_size=300), st.sampled_from(["mboxrd", "mboxo"]))
+def test_any_bytes_read_as_an_mbox_without_error(data, variant):
+    for entry in read(b"From x Wed Apr  5 06:07:08 2023\n" + data, variant):
+        formats.take_flag_fields(entry.data)
+        assert entry.date is None or entry.date.tzinfo is UTC
+
+
+@given(st.binary(max_size=200), st.integers(0, 31))
+def test_flag_fields_on_any_bytes(data, bits):
+    kept, _bits, _keywords = formats.take_flag_fields(data)
+    assert formats.take_flag_fields(formats.with_flag_fields(kept, bits, []))[1] == bits
