@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from apps.store.models import Flag
@@ -24,6 +24,7 @@ def read(mbox: bytes, variant: str = "mboxrd") -> list[formats.MboxMessage]:
     return list(formats.split_mbox(mbox.splitlines(keepends=True), variant=variant))
 
 
+@settings(max_examples=50)
 @given(st.lists(MESSAGES, min_size=1, max_size=4))
 def test_mboxrd_gives_back_every_message_byte_for_byte(messages):
     entries = read(mbox_of(*messages))
@@ -89,6 +90,7 @@ def test_maildir_info_flags_and_keywords():
     assert formats.read_keywords_file(formats.keywords_file(["x", "y"])) == ["x", "y"]
 
 
+@settings(max_examples=50)
 @given(st.lists(st.text(st.characters(blacklist_categories=["Cs", "Cc"],
                                       blacklist_characters="/"), min_size=1, max_size=8)
                 .filter(lambda s: s not in (".", "..")), min_size=1, max_size=3))
