@@ -46,12 +46,17 @@ def start_mbox_import(mailbox: Mailbox, upload: BinaryIO, *, name: str,
 
 
 def run_job(job_id: int) -> None:
-    """Run a queued job once (a second delivery of the task finds it taken)."""
-    if not ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.QUEUED).update(
-            status=ImportJob.Status.RUNNING):
+    """Run a job that has not ended. The task is delivered again when a worker
+    died in it (late acknowledgement): the import then starts over and skips
+    what the first run filed, as any second import does."""
+    unfinished = ImportJob.objects.filter(
+        pk=job_id, status__in=[ImportJob.Status.QUEUED, ImportJob.Status.RUNNING])
+    if not unfinished.update(status=ImportJob.Status.RUNNING):
         return
     job = ImportJob.objects.select_related("mailbox").get(pk=job_id)
     path = _uploads() / job.upload
+    if not path.exists():
+        return  # a run that overlapped this one has finished it
 
     def save(state: importing.Progress) -> None:
         ImportJob.objects.filter(pk=job_id).update(
@@ -71,5 +76,5 @@ def run_job(job_id: int) -> None:
         status, detail = ImportJob.Status.FAILED, getattr(error, "message", str(error))
     finally:
         path.unlink(missing_ok=True)
-    ImportJob.objects.filter(pk=job_id).update(status=status, detail=detail,
-                                               finished=timezone.now())
+    ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.RUNNING).update(
+        status=status, detail=detail, finished=timezone.now())
