@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -189,4 +190,79 @@ class MailhostInstance:
         return process, ports
 
     def cleanup(self) -> None:
+        self.tmp.cleanup()
+
+
+class Dovecot:
+    """Debian's Dovecot (dovecot-imapd) with a throwaway configuration: IMAP on
+    127.0.0.1 and a free port, a Maildir per user under a temporary directory,
+    the first user's filled with ``folders`` (the IMAP benchmarks and the
+    import tests use it)."""
+
+    name = "Dovecot"
+
+    def __init__(self, folders: dict[str, list[bytes]], connections: int, *, user: str,
+                 password: str, extra_users: Sequence[str] = ()) -> None:
+        if shutil.which("dovecot") is None or not Path("/usr/lib/dovecot/imap").exists():
+            subprocess.run(["flock", "/tmp/apt.lock", "apt-get", "install", "-y", "-qq",
+                            "--no-install-recommends", "dovecot-imapd"], check=True)
+            subprocess.run(["service", "dovecot", "stop"], check=False,
+                           capture_output=True)
+        self.tmp = tempfile.TemporaryDirectory(prefix="dovecot-bench-")
+        base = Path(self.tmp.name)
+        # Dovecot's mail processes run as the "mail" user and must reach the Maildir.
+        os.chmod(base, 0o755)  # noqa: S103
+        self.base = base
+        # One Maildir per user: the first holds the folders, the rest start empty.
+        mail = self.mail_dir(user)
+        for extra in extra_users:
+            for sub in ("cur", "new", "tmp"):
+                (self.mail_dir(extra) / sub).mkdir(parents=True, exist_ok=True)
+        for folder, messages in folders.items():
+            # Maildir++: INBOX is the root, other folders are ".Name".
+            target = mail if folder == "INBOX" else mail / f".{folder}"
+            for sub in ("cur", "new", "tmp"):
+                (target / sub).mkdir(parents=True, exist_ok=True)
+            for index, data in enumerate(messages):
+                (target / "cur" / f"{1700000000 + index}.{index}.bench:2,").write_bytes(data)
+        (mail / "tmp").mkdir(parents=True, exist_ok=True)
+        subprocess.run(["chown", "-R", "mail:mail", str(base / "mail")], check=True)
+        (base / "passwd").write_text("".join(
+            f"{name}:{{PLAIN}}{password}:8:8::{self.mail_dir(name)}::\n"
+            for name in (user, *extra_users)))
+        self.port = free_port()
+        (base / "dovecot.conf").write_text(f"""
+base_dir = {base}/run
+state_dir = {base}/state
+log_path = {base}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+first_valid_uid = 8
+mail_location = maildir:~
+default_login_user = dovenull
+default_internal_user = dovecot
+default_client_limit = {connections + 100}
+default_process_limit = {connections + 100}
+protocol imap {{
+  mail_max_userip_connections = {connections + 10}
+}}
+{dovecot_imap_users_and_services(base, self.port)}
+""")
+        self.process = Background(["dovecot", "-F", "-c", str(base / "dovecot.conf")])
+        try:
+            wait_for_port(self.port, "dovecot", lambda: self.process.process.poll() is None)
+        except RuntimeError:
+            log = base / "dovecot.log"
+            raise RuntimeError("dovecot did not start:\n" + "".join(self.process.lines)
+                               + (log.read_text() if log.exists() else "")) from None
+        self.pid = self.process.process.pid
+
+    def mail_dir(self, user: str) -> Path:
+        return self.base / "mail" / user
+
+    def stop(self) -> None:
+        self.process.stop()
         self.tmp.cleanup()

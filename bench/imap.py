@@ -18,24 +18,17 @@ import imaplib
 import os
 import resource
 import selectors
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
-    Background,
+    Dovecot,
     MailhostInstance,
     add_corpus_argument,
     corpus_messages,
-    dovecot_imap_users_and_services,
-    free_port,
 )
 
 USER = "bench@bench.example"
@@ -123,78 +116,6 @@ for folder in sorted(Path("{spool}").iterdir()):
                     for path in files[start:start + 500]]
         assert store.deliver_batch(requests) == [None] * len(requests)
 """
-
-
-class Dovecot:
-    name = "Dovecot"
-
-    def __init__(self, folders: dict[str, list[bytes]], connections: int,
-                 extra_users: Sequence[str] = ()) -> None:
-        if shutil.which("dovecot") is None or not Path("/usr/lib/dovecot/imap").exists():
-            subprocess.run(["flock", "/tmp/apt.lock", "apt-get", "install", "-y", "-qq",
-                            "--no-install-recommends", "dovecot-imapd"], check=True)
-            subprocess.run(["service", "dovecot", "stop"], check=False,
-                           capture_output=True)
-        self.tmp = tempfile.TemporaryDirectory(prefix="dovecot-bench-")
-        base = Path(self.tmp.name)
-        # Dovecot's mail processes run as the "mail" user and must reach the Maildir.
-        os.chmod(base, 0o755)  # noqa: S103
-        # One Maildir per user: the first (USER) holds the folders, the rest start empty.
-        mail = base / "mail" / USER
-        for user in extra_users:
-            for sub in ("cur", "new", "tmp"):
-                (base / "mail" / user / sub).mkdir(parents=True, exist_ok=True)
-        for folder, messages in folders.items():
-            # Maildir++: INBOX is the root, other folders are ".Name".
-            target = mail if folder == "INBOX" else mail / f".{folder}"
-            for sub in ("cur", "new", "tmp"):
-                (target / sub).mkdir(parents=True, exist_ok=True)
-            for index, data in enumerate(messages):
-                (target / "cur" / f"{1700000000 + index}.{index}.bench:2,").write_bytes(data)
-        (mail / "tmp").mkdir(parents=True, exist_ok=True)
-        subprocess.run(["chown", "-R", "mail:mail", str(base / "mail")], check=True)
-        (base / "passwd").write_text("".join(
-            f"{user}:{{PLAIN}}{PASSWORD}:8:8::{base / 'mail' / user}::\n"
-            for user in (USER, *extra_users)))
-        self.port = free_port()
-        (base / "dovecot.conf").write_text(f"""
-base_dir = {base}/run
-state_dir = {base}/state
-log_path = {base}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-first_valid_uid = 8
-mail_location = maildir:~
-default_login_user = dovenull
-default_internal_user = dovecot
-default_client_limit = {connections + 100}
-default_process_limit = {connections + 100}
-protocol imap {{
-  mail_max_userip_connections = {connections + 10}
-}}
-{dovecot_imap_users_and_services(base, self.port)}
-""")
-        self.process = Background(["dovecot", "-F", "-c", str(base / "dovecot.conf")])
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.process.process.poll() is not None:
-                    log = (base / "dovecot.log")
-                    raise RuntimeError("dovecot did not start:\n" + "".join(
-                        self.process.lines) + (log.read_text() if log.exists() else "")
-                    ) from None
-                time.sleep(0.2)
-        self.pid = self.process.process.pid
-
-    def stop(self) -> None:
-        self.process.stop()
-        self.tmp.cleanup()
 
 
 # --- the client load ---------------------------------------------------------------------
@@ -310,7 +231,8 @@ def main() -> None:
     print(f"preparing {sum(sizes.values())} messages …", flush=True)
     folders = {name: make_messages(args.corpus, count) for name, count in sizes.items()}
     results: dict[str, dict[str, float]] = {}
-    for make in (lambda: Mailhost(folders), lambda: Dovecot(folders, args.idle)):
+    for make in (lambda: Mailhost(folders),
+                 lambda: Dovecot(folders, args.idle, user=USER, password=PASSWORD)):
         started = time.perf_counter()
         server = make()
         print(f"{server.name}: loaded in {time.perf_counter() - started:.1f}s", flush=True)

@@ -34,8 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MailhostInstance, add_corpus_argument, corpus_messages
-from imap import PASSWORD, USER, Dovecot
+from common import Dovecot, MailhostInstance, add_corpus_argument, corpus_messages
+from imap import PASSWORD, USER
 
 DOMAIN = USER.split("@")[1]
 
@@ -88,7 +88,8 @@ class Mailhost:
 def start(name: str, users: list[str]) -> Mailhost | Dovecot:
     if name == "Mailhost":
         return Mailhost(users)
-    return Dovecot({"INBOX": []}, connections=200, extra_users=users[1:])
+    return Dovecot({"INBOX": []}, connections=200, user=USER, password=PASSWORD,
+                   extra_users=users[1:])
 
 
 def run_imaptest(binary: Path, args: list[str], timeout: float) -> str:

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "apps.webadmin",
     "apps.webmail",
     "apps.certificates",
+    "apps.transfer",
 ]
 
 MIDDLEWARE = [

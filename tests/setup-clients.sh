@@ -4,7 +4,7 @@
 set -euo pipefail
 # chromium (and a font) for the real-browser tests of the admin panel and webmail.
 wanted=(swaks libnet-ssleay-perl libio-socket-ssl-perl postfix fetchmail getmail6 isync offlineimap3
-        chromium fonts-dejavu-core)
+        chromium fonts-dejavu-core dovecot-imapd)
 # pebble: the ACME test server that tests/certificates issues certificates from.
 wanted+=(pebble)
 missing=()
@@ -24,4 +24,9 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # the system instance that its package starts must not hold port 25.
 if [[ " ${missing[*]} " == *" postfix "* ]]; then
   service postfix stop >/dev/null 2>&1 || true
+fi
+# Dovecot is the remote IMAP server of the import tests (tests/transfer), started by
+# them with a throwaway configuration: the system instance is not wanted.
+if [[ " ${missing[*]} " == *" dovecot-imapd "* ]]; then
+  service dovecot stop >/dev/null 2>&1 || true
 fi

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
-_LONE_LF = re.compile(rb"(?<!\r)\n")
+from apps.store.mime import with_crlf
 
 
 def message_from_file_bytes(raw: bytes) -> bytes:
@@ -15,9 +14,7 @@ def message_from_file_bytes(raw: bytes) -> bytes:
     the message would arrive over SMTP."""
     if raw.startswith(b"From "):
         raw = raw.partition(b"\n")[2]
-    if b"\r" not in raw:
-        return raw.replace(b"\n", b"\r\n")  # every LF is lone: no pattern to run
-    return _LONE_LF.sub(b"\r\n", raw)
+    return with_crlf(raw)
 
 
 def read_messages(directory: Path) -> Iterator[tuple[Path, bytes]]:

@@ -178,6 +178,17 @@ def leaf_parts(structure: dict) -> list[tuple[list[int], dict]]:
     return out
 
 
+_LONE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def with_crlf(raw: bytes) -> bytes:
+    """``raw`` with every line ending in CRLF (files keep LF; the store, SMTP
+    and IMAP use CRLF)."""
+    if b"\r" not in raw:
+        return raw.replace(b"\n", b"\r\n")  # every LF is lone: no pattern to run
+    return _LONE_LF.sub(b"\r\n", raw)
+
+
 def starts_with_field(raw: bytes) -> bool:
     """Whether ``raw`` opens with a header field (no mbox "From " line, no
     byte order mark, no continuation, not a body without a header)."""

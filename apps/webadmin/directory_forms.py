@@ -215,3 +215,10 @@ class AuditFilterForm(forms.Form):
                             widget=forms.DateInput(attrs={"type": "date"}))
     until = forms.DateField(label="Until", required=False,
                             widget=forms.DateInput(attrs={"type": "date"}))
+
+
+class MailImportForm(forms.Form):
+    file = forms.FileField(label="mbox file",
+                           help_text="mboxrd or mboxo, as mutt, Thunderbird or exportmail "
+                                     "write it; messages there already are skipped")
+    folder = forms.CharField(label="Into folder", max_length=1000, initial="INBOX")

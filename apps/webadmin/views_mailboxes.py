@@ -27,11 +27,14 @@ from apps.directory.models import Mailbox
 from apps.pop3 import services as pop3
 from apps.pop3.models import MailboxOptions
 from apps.store.services import usage_expression
+from apps.transfer import jobs
+from apps.transfer.models import ImportJob
 from apps.web.auth import admin_required
 from apps.webadmin.directory_forms import (
     CsvImportForm,
     MailboxCreateForm,
     MailboxEditForm,
+    MailImportForm,
     PasswordForm,
     lines,
     show_error,
@@ -132,7 +135,8 @@ def mailbox_edit(request: HttpRequest, pk: int) -> HttpResponse:
             return redirect("webadmin:mailbox_edit", pk=mailbox.pk)
     return render(request, "webadmin/directory/mailbox_edit.html", {
         "section": "mailboxes", "mailbox": mailbox, "form": form,
-        "password_form": PasswordForm()}, status=400 if form.errors else 200)
+        "password_form": PasswordForm(), "import_form": MailImportForm(),
+        **_import_jobs(mailbox)}, status=400 if form.errors else 200)
 
 
 @sensitive_post_parameters("password")
@@ -213,3 +217,40 @@ def mailbox_import(request: HttpRequest) -> HttpResponse:
         "created": len(results or []) - len(failed),
     }, status=400 if form.errors else 200)
 
+
+
+# --- mail import (apps/transfer/jobs.py) -----------------------------------------
+
+
+def _import_jobs(mailbox: Mailbox) -> dict[str, object]:
+    """The latest import jobs, and whether the page should keep polling."""
+    latest = list(ImportJob.objects.filter(mailbox=mailbox)[:5])
+    return {"import_jobs": latest, "import_running": any(job.active for job in latest)}
+
+
+@admin_required
+def mailbox_import_mail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Upload an mbox; a worker imports it and the mailbox page shows how far."""
+    mailbox = _mailbox(request, pk)
+    form = MailImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            jobs.start_mbox_import(mailbox, upload, name=upload.name,
+                                   folder=form.cleaned_data["folder"])
+        except MailhostError as error:
+            show_error(form, error, fields={"name": "folder"})
+        else:
+            messages.success(request, f"Import of {upload.name} queued.")
+            return redirect("webadmin:mailbox_edit", pk=mailbox.pk)
+    return render(request, "webadmin/directory/mailbox_import_mail.html", {
+        "section": "mailboxes", "mailbox": mailbox, "form": form,
+    }, status=400 if form.errors else 200)
+
+
+@admin_required
+def mailbox_import_jobs(request: HttpRequest, pk: int) -> HttpResponse:
+    """The import jobs' progress, which the mailbox page polls while one runs."""
+    mailbox = _mailbox(request, pk)
+    return render(request, "webadmin/directory/_import_jobs.html", {
+        "mailbox": mailbox, **_import_jobs(mailbox)})
