@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -70,4 +70,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
         return HttpResponse("Forbidden\n", status=403, content_type="text/plain")
     registry = metrics.registry()
     registry.register(DatabaseCollector())
-    return HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    # The format the scraper asks for (Prometheus' text format or OpenMetrics),
+    # as prometheus_client's own HTTP server answers.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return HttpResponse(encode(registry), content_type=content_type)

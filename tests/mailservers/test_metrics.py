@@ -7,6 +7,8 @@ over HTTP with Prometheus' own text-format parser."""
 from __future__ import annotations
 
 import imaplib
+import json
+import re
 import smtplib
 import time
 import urllib.error
@@ -14,13 +16,16 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from apps.delivery.models import QueueEntry
 from apps.directory.models import Mailbox
 from apps.mailservers.tls import server_context
 from apps.store.services import storage_summary
-from tests.conftest import database_url
+from apps.web.metrics import DatabaseCollector
+from mailhost import metrics
+from tests.conftest import ROOT, database_url
 from tests.delivery.receiver import Receiver
 from tests.delivery.test_worker import kill_group, start_worker
 from tests.factories import PASSWORD, make_domain, make_mailbox
@@ -166,3 +171,34 @@ def test_counters_move_by_the_traffic_sent(
     used = storage_summary(Mailbox.objects.all()).used
     assert used > 0
     assert value(web_samples, "mailhost_store_bytes") == used
+
+
+def exported_names() -> set[str]:
+    """Every sample name Mailhost exports: its instruments' and the web's
+    database gauges."""
+    suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_count", "_sum"]}
+    names = {f"{family.name}{suffix}"
+             for instrument in vars(metrics).values() if isinstance(instrument, MetricWrapperBase)
+             for family in instrument.describe() for suffix in suffixes[family.type]}
+    return names | {family.name for family in DatabaseCollector().collect()}
+
+
+def test_the_grafana_dashboard_reads_only_exported_metrics(db) -> None:
+    dashboard = json.loads((ROOT / "contrib" / "grafana" / "mailhost.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"]
+            for name in re.findall(r"\bmailhost_\w+", target["expr"])}
+    assert used, "the dashboard has no queries"
+    assert used <= exported_names(), used - exported_names()
+    # Every instrument is on the dashboard in some form.
+    bases = {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in used}
+    assert {re.sub(r"_(total|bucket|count|sum)$", "", name) for name in exported_names()} <= bases
+
+
+def test_web_metrics_answer_loopback_by_default(client, db) -> None:
+    """Django's test client comes from 127.0.0.1, which the default allows."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
+    names = {family.name for family in text_string_to_metric_families(response.content.decode())}
+    assert {"mailhost_queue_messages", "mailhost_store_bytes"} <= names
+    assert client.get("/metrics", REMOTE_ADDR="198.51.100.7").status_code == 403
