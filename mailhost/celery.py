@@ -24,4 +24,4 @@ def _worker_metrics(**_kwargs: Any) -> None:
     metrics.use_directory("workers")
     if settings.MAILHOST_WORKER_METRICS_PORT is not None:
         metrics.serve(settings.MAILHOST_WORKER_METRICS_PORT,
-                      host=settings.MAILHOST_METRICS_BIND, what="workers")
+                      host=settings.MAILHOST_METRICS_BIND)

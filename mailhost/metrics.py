@@ -113,20 +113,16 @@ def smtp_reply_counter(listener: str) -> dict[bytes, Counter]:
 
 # --- process kinds, directories and the scrape ------------------------------------------
 
-def base_directory() -> Path:
-    from django.conf import settings
-
-    return Path(settings.MAILHOST_METRICS_DIR)
-
-
 def use_directory(kind: str) -> Path:
     """Count this process (and the children it forks) under ``kind``: web,
     listeners, workers. The files of processes that are gone are removed
     first (a restarted process starts its counts from zero, as Prometheus
     expects of a restart)."""
+    from django.conf import settings  # read when an entry point starts, not on import
+
     global _kind
     with _kind_lock:
-        directory = base_directory() / kind
+        directory = Path(settings.MAILHOST_METRICS_DIR) / kind
         directory.mkdir(parents=True, exist_ok=True)
         forget_dead_processes(directory)
         previous = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
@@ -150,17 +146,17 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # someone else's process
         return True
     return True
 
 
 def forget_dead_processes(directory: Path) -> None:
+    """Remove the files of processes that are no longer running."""
     for path in directory.glob("*.db"):
         pid = _pid_of(path)
         if pid is not None and pid != os.getpid() and not _alive(pid):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+            path.unlink(missing_ok=True)
 
 
 def process_died(pid: int) -> None:
@@ -169,18 +165,17 @@ def process_died(pid: int) -> None:
     mark_process_dead(f"{pid}-{_kind}", os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
-def registry(directory: Path | None = None) -> CollectorRegistry:
-    """A registry that reads every process's values of this process's kind."""
+def registry() -> CollectorRegistry:
+    """A registry that reads the values of every process of this process's kind."""
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(
-        directory or os.environ["PROMETHEUS_MULTIPROC_DIR"]))
+    MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
     return registry
 
 
-def serve(port: int, *, host: str, what: str) -> int:
+def serve(port: int, *, host: str) -> int:
     """Serve this kind's /metrics over HTTP on ``port`` (0: a free one) in a
     thread of this process; returns the bound port and logs it."""
     server, _ = start_http_server(port, addr=host, registry=registry())
     bound = server.server_port
-    log.info("metrics listening for=%s address=%s port=%d", what, host, bound)
+    log.info("metrics listening for=%s address=%s port=%d", _kind, host, bound)
     return bound

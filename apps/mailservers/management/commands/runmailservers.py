@@ -55,8 +55,7 @@ class Command(BaseCommand):
         # this one serves their sum.
         metrics.use_directory("listeners")
         if settings.MAILHOST_METRICS_PORT is not None:
-            metrics.serve(settings.MAILHOST_METRICS_PORT, host=settings.MAILHOST_METRICS_BIND,
-                          what="listeners")
+            metrics.serve(settings.MAILHOST_METRICS_PORT, host=settings.MAILHOST_METRICS_BIND)
         processes = settings.MAILHOST_LISTENER_PROCESSES
         if not EVERY_PROCESS & set(names):
             processes = 1  # IMAP and POP3 alone run in one process
