@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
@@ -83,10 +84,14 @@ def test_counters_move_by_the_traffic_sent(
     worker_port, listener_port = free_port(), free_port()
     worker = start_worker(settings, receiver.port, tmp_path, "metrics",
                           MAILHOST_WORKER_METRICS_PORT=str(worker_port))
-    web = WebServerProcess(database_url(), settings.MAILHOST_STORAGE_ROOT, env={
-        "MAILHOST_METRICS_ALLOWED_NETWORKS": "192.0.2.0/24", "MAILHOST_METRICS_TOKEN": TOKEN})
     monkeypatch.setenv("MAILHOST_METRICS_PORT", str(listener_port))
-    listeners = listener_process(["smtp", "submission", "imap"])
+    # The three processes start side by side.
+    with ThreadPoolExecutor(2) as pool:
+        starting_web = pool.submit(WebServerProcess, database_url(), settings.MAILHOST_STORAGE_ROOT,
+                                   env={"MAILHOST_METRICS_ALLOWED_NETWORKS": "192.0.2.0/24",
+                                        "MAILHOST_METRICS_TOKEN": TOKEN})
+        starting_listeners = pool.submit(listener_process, ["smtp", "submission", "imap"])
+        web, listeners = starting_web.result(), starting_listeners.result()
     try:
         listener_url = f"http://127.0.0.1:{listener_port}/metrics"
         worker_url = f"http://127.0.0.1:{worker_port}/metrics"
