@@ -125,6 +125,8 @@ def use_directory(kind: str) -> Path:
         directory = Path(settings.MAILHOST_METRICS_DIR) / kind
         directory.mkdir(parents=True, exist_ok=True)
         forget_dead_processes(directory)
+        # What finished management commands counted is of no use to anyone.
+        forget_dead_processes(Path(settings.MAILHOST_METRICS_DIR) / "other")
         previous = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
         if previous != directory:  # what was counted before is not this kind's

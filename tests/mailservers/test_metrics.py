@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import imaplib
 import json
+import multiprocessing
+import os
 import re
+import signal
 import smtplib
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -207,3 +212,54 @@ def test_web_metrics_answer_loopback_by_default(client, db) -> None:
     names = {family.name for family in text_string_to_metric_families(response.content.decode())}
     assert {"mailhost_queue_messages", "mailhost_store_bytes"} <= names
     assert client.get("/metrics", REMOTE_ADDR="198.51.100.7").status_code == 403
+
+
+def _supervise(directory: str, results: Connection) -> None:
+    """What ``runmailservers`` does with MAILHOST_LISTENER_PROCESSES=2, in a
+    forked process of its own: two children count a connection each; one
+    dies and is reaped. Sends the sums seen before and after."""
+    from django.conf import settings
+
+    settings.MAILHOST_METRICS_DIR = directory
+    metrics.use_directory("listeners")
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            metrics.CONNECTIONS.labels("smtp", "smtp").inc()
+            metrics.CONNECTIONS_OPEN.labels("smtp", "smtp").inc()
+            time.sleep(60)
+            os._exit(0)
+        children.append(pid)
+
+    def summed() -> tuple[float, float]:
+        samples = {(s.name, s.labels.get("listener")): s.value for family in
+                   text_string_to_metric_families(generate_latest(metrics.registry()).decode())
+                   for s in family.samples}
+        return (samples.get(("mailhost_connections_total", "smtp"), 0.0),
+                samples.get(("mailhost_connections_open", "smtp"), 0.0))
+
+    deadline = time.monotonic() + 30
+    while summed() != (2, 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    before = summed()
+    os.kill(children[0], signal.SIGKILL)
+    os.waitpid(children[0], 0)
+    metrics.process_died(children[0])
+    after = summed()
+    os.kill(children[1], signal.SIGKILL)
+    os.waitpid(children[1], 0)
+    results.send((before, after))
+
+
+def test_listener_children_are_summed_and_a_dead_ones_connections_close(tmp_path) -> None:
+    receiving, sending = multiprocessing.Pipe(duplex=False)
+    supervisor = multiprocessing.get_context("fork").Process(
+        target=_supervise, args=(str(tmp_path), sending))
+    supervisor.start()
+    assert receiving.poll(60), "the supervisor sent nothing"
+    before, after = receiving.recv()
+    supervisor.join(30)
+    assert before == (2, 2)
+    # The dead child's connection is no longer open; what it counted stays.
+    assert after == (2, 1)
