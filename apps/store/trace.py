@@ -103,7 +103,8 @@ def record(events: Sequence[TraceEvent]) -> None:
     stages = Counter({_STAGE.get(kind, kind): n for kind, n in counts.items()})
     if submitted:
         stages["submitted"] = submitted
-    transaction.on_commit(partial(_export, stages, verdicts))
+    if stages or verdicts:
+        transaction.on_commit(partial(_export, stages, verdicts))
 
 
 # The dashboard's "delivered" is a filing into a local mailbox.
