@@ -5,6 +5,7 @@ certificate), and everything an instance writes lives under MAILHOST_DATA_DIR.
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 from pathlib import Path
@@ -476,6 +477,24 @@ MAILHOST_TLSRPT_ADDRESS = env_str("MAILHOST_TLSRPT_ADDRESS")
 # their MX certificates instead of the system's (empty: the system's; tests).
 MAILHOST_MTA_STS_FETCH_PORT = env_port("MAILHOST_MTA_STS_FETCH_PORT", 443)
 MAILHOST_MTA_STS_CA_FILE = env_str("MAILHOST_MTA_STS_CA_FILE")
+# Prometheus metrics (mailhost/metrics.py). Each process kind (web, listeners,
+# workers) keeps its multi-process files in a directory of its own under
+# MAILHOST_METRICS_DIR. The listener and worker ports are off when unset (0: a
+# free port, logged); /metrics on the web port answers the networks listed, or
+# anyone presenting MAILHOST_METRICS_TOKEN as a bearer token.
+MAILHOST_METRICS_DIR = Path(env_str("MAILHOST_METRICS_DIR", str(DATA_DIR / "metrics"))).resolve()
+# prometheus_client reads its directory from the environment. Processes whose
+# entry point names no kind (management commands, tests) count in "other".
+(MAILHOST_METRICS_DIR / "other").mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(MAILHOST_METRICS_DIR / "other")
+MAILHOST_METRICS_PORT = (env_port("MAILHOST_METRICS_PORT", 0)
+                         if env_str("MAILHOST_METRICS_PORT") else None)
+MAILHOST_WORKER_METRICS_PORT = (env_port("MAILHOST_WORKER_METRICS_PORT", 0)
+                                if env_str("MAILHOST_WORKER_METRICS_PORT") else None)
+MAILHOST_METRICS_BIND = env_str("MAILHOST_METRICS_BIND", "127.0.0.1")
+MAILHOST_METRICS_ALLOWED_NETWORKS = env_list("MAILHOST_METRICS_ALLOWED_NETWORKS",
+                                             ["127.0.0.0/8", "::1/128"])
+MAILHOST_METRICS_TOKEN = env_str("MAILHOST_METRICS_TOKEN")
 
 # --- logging ------------------------------------------------------------------
 (DATA_DIR / "logs").mkdir(exist_ok=True)

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 
 from apps.web import views_autoconfig
+from apps.web.metrics import metrics_view
 
 urlpatterns = [
     # Autoconfiguration and MTA-STS (apps/web/views_autoconfig.py): fixed paths
@@ -19,4 +20,5 @@ urlpatterns = [
     path("mail/", include("apps.webmail.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("apps.api.urls")),
+    path("metrics", metrics_view, name="metrics"),
 ]

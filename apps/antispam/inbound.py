@@ -23,6 +23,7 @@ from apps.antispam import auth, dns
 from apps.directory.models import Domain
 from mailhost import counters
 from mailhost.dns import DnsTemporaryError, query
+from mailhost.networks import address_in
 
 log = logging.getLogger("mailhost.antispam")
 
@@ -41,12 +42,7 @@ TOO_MANY_MESSAGES = "450 4.7.1 Too many messages from your address, try again la
 def exempt_from_limits(ip: str) -> bool:
     """Whether ``ip`` is in MAILHOST_RATE_LIMIT_EXEMPT: neither rate limits nor
     connection limits (apps/mailservers/limits.py) apply to it."""
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(net, strict=False)
-               for net in settings.MAILHOST_RATE_LIMIT_EXEMPT)
+    return address_in(ip, settings.MAILHOST_RATE_LIMIT_EXEMPT)
 
 
 def _over_rate(kind: str, ip: str, limit: int) -> bool:

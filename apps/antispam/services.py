@@ -441,7 +441,7 @@ def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
             verdicts.append(_mailbox_verdict(verdict, mailbox, threshold, junk))
     requests = [DeliveryRequest(ids, payload, folder=folder, check_quota=False,
                                 queue_id=row.queue_id, added_headers=added,
-                                added_at=at or 0,
+                                added_at=at or 0, accepted_at=row.received,
                                 stored_as=row.blob_id if payload is data else "")
                 for (folder, payload, added), ids in groups.items() if ids]
     if requests and row.queue_id:

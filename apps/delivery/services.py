@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
+from functools import partial
 from typing import Any
 
 from celery import current_app
@@ -49,6 +50,7 @@ from apps.store import services as store
 from apps.store.batching import committer
 from apps.store.blobs import get_blob_store
 from apps.store.models import TraceEvent, TraceKind
+from mailhost import metrics
 from mailhost.errors import MailhostError
 
 log = logging.getLogger("mailhost.delivery")
@@ -481,6 +483,7 @@ def record(
         reports: dict[tuple[int, str], list[RecipientReport]] = defaultdict(list)
         finished: list[int] = []
         outcomes: list[TraceEvent] = []
+        latencies: list[tuple[str, float]] = []
         for entry in entries:
             reply = replies[entry.pk] or "451 4.4.1 No answer"
             code = int(reply[:3]) if reply[:3].isdigit() else 451
@@ -491,6 +494,8 @@ def record(
             outcomes.append(outcome)
             if code < 300:
                 finished.append(entry.pk)
+                latencies.append(("first" if entry.attempts == 0 else "retry",
+                                  (now - message.arrival).total_seconds()))
                 log.info("delivered id=%s to=<%s> host=%s reply=%s", message.queue_id,
                          entry.recipient, host, reply)
                 # RFC 3461 §5.2.2: "relayed" when the next hop took no DSN duty.
@@ -528,6 +533,9 @@ def record(
             entry.save(update_fields=["attempts", "last_reply", "last_host", "next_attempt",
                                       "claim", "claimed_until", "delay_notified"])
         trace.record(outcomes)
+        if latencies:
+            transaction.on_commit(partial(
+                metrics.observe, metrics.REMOTE_DELIVERY_LATENCY, latencies))
         messages = {e.message.pk: e.message for e in entries}
         for (message_pk, _), message_reports in reports.items():
             notify_sender(messages[message_pk], message_reports, now=now)

@@ -8,6 +8,7 @@ from django.http import HttpRequest
 
 from apps.directory import services
 from apps.directory.models import User
+from mailhost import metrics
 
 
 class MailhostBackend(ModelBackend):
@@ -25,8 +26,10 @@ class MailhostBackend(ModelBackend):
             return mailbox.user if mailbox else None
         # Administrators without a mailbox: same lockout, Django's own check.
         if services.is_locked_out(login, remote_ip):
+            metrics.AUTH_FAILURES.labels("web", "locked_out").inc()
             return None
         if user is not None and user.is_active and user.check_password(password):
             return user
         services.record_failure(login, remote_ip)
+        metrics.AUTH_FAILURES.labels("web", "password").inc()
         return None

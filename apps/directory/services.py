@@ -39,7 +39,7 @@ from apps.directory.addresses import (
 )
 from apps.directory.audit import SECRET_CHANGED, Actor, record
 from apps.directory.models import Alias, DkimKey, Domain, Mailbox, Role, User
-from mailhost import counters
+from mailhost import counters, metrics
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import (
     Conflict,
@@ -686,6 +686,7 @@ def authenticate(
     login = login.strip().lower()
     if is_locked_out(login, remote_ip):
         log.warning("auth locked out login=%s ip=%s protocol=%s", login, remote_ip, protocol)
+        metrics.AUTH_FAILURES.labels(protocol, "locked_out").inc()
         return None
     mailbox = (
         Mailbox.objects.select_related("user", "domain").filter(address=login).first()
@@ -702,9 +703,11 @@ def authenticate(
     if not ok or mailbox is None:
         record_failure(login, remote_ip)
         log.info("auth failed login=%s ip=%s protocol=%s", login, remote_ip, protocol)
+        metrics.AUTH_FAILURES.labels(protocol, "password").inc()
         return None
     if not (mailbox.active and mailbox.domain.active and mailbox.user.is_active):
         log.info("auth refused (disabled) login=%s ip=%s protocol=%s", login, remote_ip, protocol)
+        metrics.AUTH_FAILURES.labels(protocol, "disabled").inc()
         return None
     log.info("auth ok login=%s ip=%s protocol=%s", login, remote_ip, protocol)
     return mailbox

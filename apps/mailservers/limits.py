@@ -22,7 +22,9 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
+
+import prometheus_client
 
 from apps.antispam.inbound import exempt_from_limits
 
@@ -68,6 +70,13 @@ def _peer_ip(transport: asyncio.BaseTransport) -> str:
     return str(peer[0]) if isinstance(peer, tuple) else str(peer)
 
 
+class ConnectionCounters(NamedTuple):
+    """One listener's connection metrics (mailhost/metrics.py), resolved once."""
+
+    accepted: prometheus_client.Counter
+    open: prometheus_client.Gauge
+
+
 class Gate(asyncio.Protocol):
     """The protocol a new connection first talks to: it admits or refuses the
     connection, then hands the transport to the real session and steps aside
@@ -76,8 +85,10 @@ class Gate(asyncio.Protocol):
     def __init__(
         self, make_session: Callable[[], asyncio.Protocol], *, limits: ConnectionLimits,
         sessions: set[Any], busy_reply: bytes, timeout_reply: bytes, greeting_timeout: float,
+        counters: ConnectionCounters,
     ) -> None:
         self.make_session = make_session
+        self.counters = counters
         self.limits = limits
         self.sessions = sessions
         self.busy_reply = busy_reply
@@ -86,6 +97,7 @@ class Gate(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ip = _peer_ip(transport)
+        self.counters.accepted.inc()
         if not self.limits.admit(ip):
             assert isinstance(transport, asyncio.WriteTransport)
             transport.write(self.busy_reply)
@@ -95,6 +107,7 @@ class Gate(asyncio.Protocol):
         transport.set_protocol(session)
         self._watch(session, transport, ip)
         self.sessions.add(session)
+        self.counters.open.inc()
         session.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
@@ -121,6 +134,7 @@ class Gate(asyncio.Protocol):
                 timer.cancel()
             self.sessions.discard(session)
             self.limits.release(ip)
+            self.counters.open.dec()
             connection_lost(error)
 
         session.connection_lost = lost

@@ -21,13 +21,14 @@ from django.conf import settings
 
 from apps.imap import session as imap
 from apps.imap.session import protocol_factory as imap_protocol_factory
-from apps.mailservers.limits import ConnectionLimits, Gate
+from apps.mailservers.limits import ConnectionCounters, ConnectionLimits, Gate
 from apps.pop3 import server as pop3
 from apps.pop3.server import pop3_protocol_factory
 from apps.smtp import replies as smtp
 from apps.smtp.server import mx_protocol_factory
 from apps.smtp.submission import smtps_protocol_factory, submission_protocol_factory
 from apps.store import health
+from mailhost import metrics
 from mailhost.asyncdb import database_sync_to_async
 
 log = logging.getLogger("mailhost.listeners")
@@ -56,6 +57,7 @@ POP3_WORDS = Words(pop3.TOO_MANY_CONNECTIONS, pop3.NO_COMMAND_IN_TIME)
 @dataclass(frozen=True)
 class ListenerSpec:
     name: str
+    protocol: str  # smtp, imap or pop3, as the metrics label it
     make_factory: FactoryMaker
     words: Words
     implicit_tls: bool = False
@@ -63,13 +65,13 @@ class ListenerSpec:
 
 # The protocol issues add their listeners here (IMAP, POP3, submission).
 LISTENERS: dict[str, ListenerSpec] = {
-    "smtp": ListenerSpec("smtp", mx_protocol_factory, SMTP_WORDS),
-    "pop3": ListenerSpec("pop3", pop3_protocol_factory, POP3_WORDS),
-    "pop3s": ListenerSpec("pop3s", pop3_protocol_factory, POP3_WORDS, implicit_tls=True),
-    "imap": ListenerSpec("imap", imap_protocol_factory, IMAP_WORDS),
-    "imaps": ListenerSpec("imaps", imap_protocol_factory, IMAP_WORDS, implicit_tls=True),
-    "submission": ListenerSpec("submission", submission_protocol_factory, SMTP_WORDS),
-    "smtps": ListenerSpec("smtps", smtps_protocol_factory, SMTP_WORDS, implicit_tls=True),
+    "smtp": ListenerSpec("smtp", "smtp", mx_protocol_factory, SMTP_WORDS),
+    "pop3": ListenerSpec("pop3", "pop3", pop3_protocol_factory, POP3_WORDS),
+    "pop3s": ListenerSpec("pop3s", "pop3", pop3_protocol_factory, POP3_WORDS, implicit_tls=True),
+    "imap": ListenerSpec("imap", "imap", imap_protocol_factory, IMAP_WORDS),
+    "imaps": ListenerSpec("imaps", "imap", imap_protocol_factory, IMAP_WORDS, implicit_tls=True),
+    "submission": ListenerSpec("submission", "smtp", submission_protocol_factory, SMTP_WORDS),
+    "smtps": ListenerSpec("smtps", "smtp", smtps_protocol_factory, SMTP_WORDS, implicit_tls=True),
 }
 
 
@@ -90,10 +92,14 @@ def _gated(spec: ListenerSpec, session_factory: Callable[[], asyncio.Protocol],
     """Every connection meets the limits first; the listener knows its live sessions."""
     greeting_timeout = settings.MAILHOST_GREETING_TIMEOUT
 
+    counters = ConnectionCounters(
+        metrics.CONNECTIONS.labels(spec.protocol, spec.name),
+        metrics.CONNECTIONS_OPEN.labels(spec.protocol, spec.name))
+
     def make() -> Gate:
         return Gate(session_factory, limits=limits, sessions=sessions,
                     busy_reply=spec.words.busy, timeout_reply=spec.words.silent,
-                    greeting_timeout=greeting_timeout)
+                    greeting_timeout=greeting_timeout, counters=counters)
 
     return make
 

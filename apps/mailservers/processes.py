@@ -24,6 +24,8 @@ from collections.abc import Callable
 
 from django.db import connections
 
+from mailhost import metrics
+
 log = logging.getLogger("mailhost.listeners")
 
 # Served by every listener process; the others by the first process only.
@@ -151,6 +153,7 @@ class Supervisor:
             if child is None:
                 continue
             index, started = child
+            metrics.process_died(pid)
             log.warning("listener process died index=%d pid=%d status=%d: restarting",
                         index, pid, status)
             now = time.monotonic()

@@ -38,6 +38,7 @@ from apps.store import trace
 from apps.store.batching import committer
 from apps.store.models import TraceEvent, TraceKind
 from apps.store.services import DeliveryRequest
+from mailhost import metrics
 from mailhost.asyncdb import database_sync_to_async
 from mailhost.errors import Disabled, Invalid, MailhostError, NotFound, OverQuota
 
@@ -98,6 +99,7 @@ class MailhostSMTP(SMTP):
         self.line_length_limit = settings.MAILHOST_SMTP_MAX_LINE_LENGTH
         super().__init__(handler, **kwargs)
         self.listener = listener
+        self._replies_by_digit = metrics.smtp_reply_counter(listener)
         self._greeting_sent = False
         self._answering_helo = False
         self.in_transaction = False
@@ -137,6 +139,10 @@ class MailhostSMTP(SMTP):
             self._greeting_sent = True  # RFC 2034 §3: the greeting has no enhanced code
         elif not self._answering_helo:
             line = replies.with_enhanced_code(line)
+        if line[3:4] != b"-":  # the last line of a reply
+            counter = self._replies_by_digit.get(line[:1])
+            if counter is not None:
+                counter.inc()
         await super().push(line)
 
     async def smtp_EHLO(self, hostname: str) -> None:

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 from django.db import connection, models, transaction
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum
@@ -40,6 +41,7 @@ from apps.store.models import (
     TraceEvent,
     TraceKind,
 )
+from mailhost import metrics
 from mailhost.errors import Conflict, Invalid, NotFound, OverQuota
 
 log = logging.getLogger(__name__)
@@ -488,6 +490,9 @@ class DeliveryRequest:
     # ``trace_events``, e.g. the SMTP acceptance) in the batch's transaction.
     queue_id: str = ""
     trace_events: list[TraceEvent] = field(default_factory=list)
+    # When its 250 went out, for the filing latency metric, if not the time
+    # of an acceptance in ``trace_events`` (a spooled message's).
+    accepted_at: datetime | None = None
     # Header fields inserted into ``data`` at ``added_at`` in the message as
     # filed (the checks' verdicts), kept in the message row: ``data`` stays
     # one blob. ``added_at`` is ``mime.after_first_field(data)``.
@@ -660,10 +665,29 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
                     for f, m in zip(folders, request.messages, strict=True)]
         Message.objects.bulk_create(new_messages)
         trace.record(trace_rows)
+        latencies = [(_folder_kind(folders[0]), (now - accepted).total_seconds())
+                     for index, folders in targets
+                     if (accepted := _accepted_at(requests[index])) is not None]
+        if latencies:
+            transaction.on_commit(partial(metrics.observe, metrics.FILING_LATENCY, latencies))
         touched = [f for f in locked.values() if f.pk in bumped]
         _save_counters(touched, added)
         _publish_on_commit(touched)
     return results
+
+
+def _accepted_at(request: DeliveryRequest) -> datetime | None:
+    """When mail being delivered was accepted (None: not mail, e.g. APPEND)."""
+    if request.accepted_at is not None or not request.queue_id:
+        return request.accepted_at
+    return next((e.time for e in request.trace_events
+                 if e.kind in (TraceKind.RECEIVED, TraceKind.SUBMITTED)), None)
+
+
+def _folder_kind(folder: Folder) -> str:
+    if folder.special_use == SpecialUse.JUNK:
+        return "junk"
+    return "inbox" if folder.name == "INBOX" else "other"
 
 
 def prepare_deliveries(requests: Sequence[DeliveryRequest]) -> None:

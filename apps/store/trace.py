@@ -17,13 +17,15 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Max, Q, Sum
 from django.utils import timezone
 
 from apps.store.models import FlowCounter, TraceEvent, TraceKind
+from mailhost import metrics
 
 # Counter names, as the dashboard's chart shows them.
 FLOW_KINDS = ("received", "delivered", "junked", "sent", "deferred", "bounced")
@@ -82,6 +84,8 @@ def record(events: Sequence[TraceEvent]) -> None:
         return
     TraceEvent.objects.bulk_create(events)
     counts: Counter[str] = Counter()
+    verdicts: Counter[str] = Counter()
+    submitted = 0
     for item in events:
         if item.kind == TraceKind.FILED:
             counts["delivered"] += 1
@@ -89,8 +93,36 @@ def record(events: Sequence[TraceEvent]) -> None:
                 counts["junked"] += 1
         elif item.kind in _COUNTED:
             counts[_COUNTED[TraceKind(item.kind)]] += 1
+        elif item.kind == TraceKind.SUBMITTED:
+            submitted += 1
+        elif item.kind == TraceKind.VERDICT:
+            verdicts.update(_verdicts(item.detail))
     if counts:
         bump_counters(counts, hour=int(time.time() // 3600))
+    # Prometheus counts what committed only; in memory, no statement.
+    stages = Counter({_STAGE.get(kind, kind): n for kind, n in counts.items()})
+    if submitted:
+        stages["submitted"] = submitted
+    if stages or verdicts:
+        transaction.on_commit(partial(_export, stages, verdicts))
+
+
+# The dashboard's "delivered" is a filing into a local mailbox.
+_STAGE = {"delivered": "filed"}
+
+
+def _verdicts(detail: dict[str, object]) -> list[str]:
+    """One verdict per recipient mailbox, spam (to Junk) or ham; or one
+    "unchecked" for a message filed without its checks."""
+    mailboxes = detail.get("mailboxes")
+    if not detail.get("checked") or not isinstance(mailboxes, list):
+        return ["unchecked"]
+    return ["spam" if m.get("junk") else "ham" for m in mailboxes]
+
+
+def _export(stages: Counter[str], verdicts: Counter[str]) -> None:
+    metrics.count(metrics.MESSAGES, stages)
+    metrics.count(metrics.SPAM_VERDICTS, verdicts)
 
 
 def bump_counters(counts: Counter[str], *, hour: int) -> None:

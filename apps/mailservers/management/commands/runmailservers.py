@@ -28,6 +28,7 @@ from apps.mailservers.processes import (
 )
 from apps.mailservers.tls import server_context
 from apps.store import health
+from mailhost import metrics
 
 log = logging.getLogger("mailhost.listeners")
 
@@ -50,6 +51,11 @@ class Command(BaseCommand):
             raise SystemExit(f"unknown listener(s): {', '.join(unknown)}")
         ports = {n: settings.MAILHOST_PORTS[n] for n in names}
         limit_malloc_arenas()  # before any thread starts
+        # Every listener process (children included) counts as "listeners";
+        # this one serves their sum.
+        metrics.use_directory("listeners")
+        if settings.MAILHOST_METRICS_PORT is not None:
+            metrics.serve(settings.MAILHOST_METRICS_PORT, host=settings.MAILHOST_METRICS_BIND)
         processes = settings.MAILHOST_LISTENER_PROCESSES
         if not EVERY_PROCESS & set(names):
             processes = 1  # IMAP and POP3 alone run in one process

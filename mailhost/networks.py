@@ -1,0 +1,17 @@
+"""Is an address in a list of networks (settings such as
+MAILHOST_RATE_LIMIT_EXEMPT and MAILHOST_METRICS_ALLOWED_NETWORKS)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+
+def address_in(ip: str, networks: Iterable[str]) -> bool:
+    """Whether ``ip`` lies in one of ``networks`` (CIDR, host bits allowed);
+    False for something that is not an IP address."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in networks)
