@@ -4,7 +4,8 @@
 set -euo pipefail
 # chromium (and a font) for the real-browser tests of the admin panel and webmail.
 wanted=(swaks libnet-ssleay-perl libio-socket-ssl-perl postfix fetchmail getmail6 isync offlineimap3
-        chromium fonts-dejavu-core)
+        chromium fonts-dejavu-core
+        sieve-connect)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

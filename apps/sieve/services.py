@@ -23,7 +23,8 @@ from apps.sieve.commands import compile_script
 from apps.sieve.grammar import Command, SieveSyntaxError
 from apps.sieve.interpreter import INBOX, Envelope, Outcome, evaluate
 from apps.sieve.models import SieveScript
-from apps.store.models import Flag
+from apps.store import services as store
+from apps.store.models import Flag, Folder
 from mailhost.counters import increment
 from mailhost.errors import Conflict, Invalid, LimitExceeded, NotFound
 
@@ -242,9 +243,30 @@ def plan_filing(messages: Sequence[tuple[Mailbox, bytes]], *,
             # the message is discarded as the user asked, and logged.
             log.info("sieve reject of %s from <%s> discarded after acceptance: %s",
                      mailbox.address, sender, outcome.rejection[:200])
-        plan.filings = {folder: flag_bits(flags) for folder, flags in outcome.filings.items()}
+        plan.filings = {folder: flag_bits(flags) for folder, flags
+                        in _existing(mailbox, outcome.filings).items()}
         plans[mailbox.pk] = plan
     return plans
+
+
+def _existing(mailbox: Mailbox, filings: dict[str, tuple[str, ...]]
+              ) -> dict[str, tuple[str, ...]]:
+    """RFC 5228 §4.1 lets fileinto create a missing folder, as Dovecot's
+    lda_mailbox_autocreate does; a name the store refuses files into INBOX."""
+    found = set(Folder.objects.filter(mailbox=mailbox, name__in=list(filings))
+                .values_list("name", flat=True))
+    existing: dict[str, tuple[str, ...]] = {}
+    for folder, flags in filings.items():
+        if folder not in found and folder.upper() != INBOX:
+            try:
+                store.create_folder(mailbox, folder)
+            except Conflict:
+                pass  # created meanwhile by another delivery
+            except Invalid as error:
+                log.warning("sieve fileinto %r of %s: %s", folder, mailbox.address, error)
+                folder = INBOX
+        existing.setdefault(INBOX if folder.upper() == INBOX else folder, flags)
+    return existing
 
 
 def carry_out(plans: Sequence[MailboxPlan], *, sender: str) -> None:
