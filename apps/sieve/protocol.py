@@ -19,7 +19,7 @@ class Command(NamedTuple):
 
 # RFC 5804 §4: literal-c2s is "{" number "+}" CRLF; we take "{N}" too (the
 # synchronizing form some clients send), without a continuation to wait for.
-LITERAL_AT_END = re.compile(rb"\{([0-9]{1,10})\+?\}\r?\n\Z")
+LITERAL_AT_END = re.compile(rb"\{([0-9]+)\+?\}\r?\n\Z")
 _ATOM = re.compile(rb"[A-Za-z0-9_.\-]+")
 _NUMBER = re.compile(rb"[0-9]+")
 
@@ -57,7 +57,7 @@ def parse_command(data: bytes) -> Command:
         elif char == b"{":
             close = data.find(b"}", position)
             header = data[position:close + 1]
-            match = re.fullmatch(rb"\{([0-9]{1,10})\+?\}", header)
+            match = re.fullmatch(rb"\{([0-9]+)\+?\}", header)
             if close < 0 or match is None or data[close + 1:close + 3] != b"\r\n":
                 raise ProtocolError("malformed literal")
             size = int(match.group(1))

@@ -150,25 +150,18 @@ class ManageSieveSession(asyncio.Protocol):
         data = bytearray(await self._readline())
         while (size := literal_size(bytes(data))) is not None:
             if size > settings.MAILHOST_SIEVE_MAX_SCRIPT_SIZE:
-                # The literal is read and thrown away so the next command is in sync.
-                await self._skip(size)
-                await self._readline()
-                raise _Refusal(f"literal larger than {settings.MAILHOST_SIEVE_MAX_SCRIPT_SIZE}"
-                               " octets", "QUOTA/MAXSIZE")
+                # Its octets are on their way ("{N+}" waits for no go-ahead):
+                # refused before they are read, and the connection closed.
+                self._send(response("BYE", "literal larger than "
+                                    f"{settings.MAILHOST_SIEVE_MAX_SCRIPT_SIZE} octets",
+                                    "QUOTA/MAXSIZE"))
+                raise _Closed
             while len(self._buffer) < size:
                 await self._wait_input()
             data += self._buffer[:size]
             del self._buffer[:size]
             data += await self._readline()
         return bytes(data)
-
-    async def _skip(self, size: int) -> None:
-        while size:
-            if not self._buffer:
-                await self._wait_input()
-            taken = min(size, len(self._buffer))
-            del self._buffer[:taken]
-            size -= taken
 
     def _send(self, data: bytes) -> None:
         if self.transport is None or self.transport.is_closing():

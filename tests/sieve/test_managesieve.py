@@ -209,6 +209,13 @@ def test_protocol_answers_on_a_raw_socket(servers, alice, settings):
     assert wire.send(b"UNAUTHENTICATE\r\n")[-1].startswith(b"OK")
     assert wire.send(b"LISTSCRIPTS\r\n")[-1].startswith(b"NO")
     assert wire.send(b"LOGOUT\r\n")[-1].startswith(b"OK")
+    assert wire.file.readline() == b""  # closed
+    # A literal over the size limit is refused before its octets are read.
+    settings.MAILHOST_SIEVE_MAX_SCRIPT_SIZE = 100
+    wire = Wire(servers.port("managesieve"))
+    assert wire.send(b'PUTSCRIPT "big" {1000000000+}\r\n' + b"x" * 4096)[-1].startswith(
+        b"BYE (QUOTA/MAXSIZE)")
+    assert wire.file.readline() == b""
     assert sorted(SieveScript.objects.values_list("name", "active")) == [('main "1"', False)]
 
 
