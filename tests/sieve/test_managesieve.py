@@ -79,9 +79,17 @@ def folder_messages(port: int, folder: str) -> list[tuple[bytes, bytes]]:
 
 
 def test_sieve_connect_uploads_activates_and_the_script_files_mail(servers, alice, tmp_path):
+    port = servers.port("managesieve")
+    # A bad script is refused with the line at fault, and not stored.
+    bad = tmp_path / "bad.siv"
+    bad.write_text('require "fileinto";\nif true {\n  fileinto "x"\n}\n')
+    upload = sieve_connect(port, "--upload", "--remotesieve", "bad", script=bad)
+    assert upload.returncode != 0
+    assert "line 4: expected ';' or a block, found '}'" in upload.stdout + upload.stderr
+    assert not SieveScript.objects.exists()
+
     script = tmp_path / "filter.siv"
     script.write_text(FILTER)
-    port = servers.port("managesieve")
     upload = sieve_connect(port, "--upload", "--remotesieve", "main", script=script)
     assert upload.returncode == 0, upload.stderr + upload.stdout
     activate = sieve_connect(port, "--activate", "--remotesieve", "main")
@@ -111,16 +119,6 @@ def test_sieve_connect_uploads_activates_and_the_script_files_mail(servers, alic
     # fileinto cancels the implicit keep (RFC 5228 §4.1): only "hello" is in INBOX.
     inbox = folder_messages(imap_port, "INBOX")
     assert [subject for _, subject in inbox] == [b"Subject: hello"]
-
-
-def test_a_bad_script_is_refused_with_its_line(servers, alice, tmp_path):
-    script = tmp_path / "bad.siv"
-    script.write_text('require "fileinto";\nif true {\n  fileinto "x"\n}\n')
-    upload = sieve_connect(servers.port("managesieve"), "--upload", "--remotesieve", "bad",
-                           script=script)
-    assert upload.returncode != 0
-    assert "line 4" in upload.stdout + upload.stderr
-    assert not SieveScript.objects.exists()
 
 
 class Wire:
