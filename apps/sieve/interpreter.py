@@ -371,8 +371,47 @@ def _relate(relation: str, order: int) -> bool:
             "eq": order == 0, "ne": order != 0}[relation]
 
 
+def _glob_matches(pattern: str, value: str) -> bool:
+    """Whether ``value`` matches the glob, in O(len(pattern) × len(value)) at
+    worst (the two-pointer wildcard match): a regular expression with many
+    ``*`` backtracks for a time that grows with their number as its power."""
+    tokens: list[str | None] = []  # None: "*"; "?" as "\0?"; else the literal character
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern):
+            index += 1
+            tokens.append(pattern[index])
+        elif char == "*":
+            tokens.append(None)
+        elif char == "?":
+            tokens.append("\0?")
+        else:
+            tokens.append(char)
+        index += 1
+    p = v = 0
+    star, mark = -1, 0
+    while v < len(value):
+        if p < len(tokens) and tokens[p] is not None and (
+                tokens[p] == "\0?" or tokens[p] == value[v]):
+            p += 1
+            v += 1
+        elif p < len(tokens) and tokens[p] is None:
+            star, mark = p, v
+            p += 1
+        elif star >= 0:
+            p, mark = star + 1, mark + 1
+            v = mark
+        else:
+            return False
+    return all(token is None for token in tokens[p:])
+
+
 def _glob(comparator: str, pattern: str, value: str) -> list[str] | None:
     """RFC 5228 §2.7.1 :matches; the texts matched by each wildcard (RFC 5229 §3.2)."""
+    folded_pattern, folded_value = _fold(comparator, pattern), _fold(comparator, value)
+    if not _glob_matches(folded_pattern, folded_value):
+        return None
     regex = []
     index = 0
     while index < len(pattern):

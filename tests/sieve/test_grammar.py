@@ -85,3 +85,27 @@ def test_quoted_strings_round_trip(value):
     quoted = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     (command,) = parse(f"redirect {quoted};")
     assert command.arguments == [Strings((value,))]
+
+
+_SAFE_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=20)
+_GOOD_LINES = st.one_of(
+    st.just("keep;"), st.just("stop;"),
+    _SAFE_TEXT.map(lambda s: 'redirect "{}";'.format(s.replace("\\", "\\\\").replace('"', '\\"'))),
+    st.integers(0, 1 << 20).map(lambda n: f"if size :over {n} {{ discard; }}"),
+    st.just("# a comment"), st.just("/* a comment */"), st.just(""),
+)
+_BAD_LINES = st.sampled_from(["keep", "frob;", "if true keep;", "}", "redirect;",
+                              'keep "x";', "size :over 1;"])
+
+
+@given(st.lists(_GOOD_LINES, max_size=15), _BAD_LINES, st.data())
+def test_the_error_names_the_line_of_the_mistake(good, bad, data):
+    at = data.draw(st.integers(0, len(good)))
+    lines = [*good[:at], bad, *good[at:]]
+    compile_script("\n".join(good))
+    with pytest.raises(SieveSyntaxError) as caught:
+        compile_script("\n".join(lines))
+    # "keep" without ";" is found on the next command's line (or the last).
+    assert caught.value.line >= at + 1
+    if bad != "keep":
+        assert caught.value.line == at + 1

@@ -4,10 +4,14 @@ keep's rules."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from apps.sieve.commands import compile_script
-from apps.sieve.interpreter import Envelope, Outcome, evaluate
+from apps.sieve.interpreter import Envelope, Outcome, _glob, evaluate
 
 MESSAGE = (b"Received: from a\r\nReceived: from b\r\n"
            b"From: Bob <bob+news@example.org>\r\nTo: alice@ours.example\r\n"
@@ -111,3 +115,30 @@ def test_a_runtime_error_keeps_the_message():
     outcome = run('require "fileinto"; fileinto "A"; redirect "nobody";')
     assert outcome.filings == {"INBOX": ()} and outcome.redirects == []
     assert "not an address" in outcome.error
+
+
+def test_many_wildcards_over_a_long_header_answer():
+    # A backtracking regular expression would take years here.
+    data = b"Subject: " + b"a" * 5000 + b"\r\n\r\nx\r\n"
+    script = 'require "fileinto"; if header :matches "subject" "*a*a*a*a*a*a*a*a*b" { discard; }'
+    assert run(script, data).filings == {"INBOX": ()}
+
+
+@given(st.text(alphabet="ab*?\\", max_size=8), st.text(alphabet="ab*?", max_size=10))
+def test_glob_agrees_with_a_regular_expression(pattern, value):
+    expected = re.fullmatch(_reference(pattern), value, re.DOTALL) is not None
+    assert (_glob("i;octet", pattern, value) is not None) is expected
+
+
+def _reference(pattern: str) -> str:
+    out = []
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern):
+            index += 1
+            out.append(re.escape(pattern[index]))
+        else:
+            out.append(".*" if char == "*" else "." if char == "?" else re.escape(char))
+        index += 1
+    return "".join(out)
