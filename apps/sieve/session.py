@@ -137,6 +137,7 @@ class ManageSieveSession(asyncio.Protocol):
         limit = settings.MAILHOST_MANAGESIEVE_MAX_LINE
         while (end := self._buffer.find(b"\n")) < 0:
             if len(self._buffer) > limit:
+                self._buffer.clear()  # the rest of the line is refused as it comes
                 raise ProtocolError("line too long")
             await self._wait_input()
         line = bytes(self._buffer[:end + 1])
