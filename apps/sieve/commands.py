@@ -16,6 +16,9 @@ EXTENSIONS = (
     "subaddress", "reject", "ereject", "vacation", "comparator-i;ascii-numeric",
 )
 
+# RFC 5228 §2.7.3: always there, so a script may require them by name.
+BUILT_IN = ("comparator-i;octet", "comparator-i;ascii-casemap")
+
 MATCH_TYPES = {":is": None, ":contains": None, ":matches": None,
                ":count": "relational", ":value": "relational"}
 ADDRESS_PARTS = {":all": None, ":localpart": None, ":domain": None,
@@ -220,7 +223,7 @@ def validate(commands: list[Command], loaded: set[str] | None = None,
             names = command.positional[0]
             assert isinstance(names, Strings)
             for name in names.values:
-                if name not in EXTENSIONS:
+                if name not in EXTENSIONS and name not in BUILT_IN:
                     raise SieveSyntaxError(command.line, f"unsupported extension {name}")
                 loaded.add(name)
         if command.block is not None:

@@ -60,7 +60,7 @@ def test_errors_name_their_line(script, line, message):
 def test_every_supported_extension_compiles():
     compile_script("""require ["fileinto", "envelope", "imap4flags", "copy", "body",
         "variables", "relational", "subaddress", "reject", "ereject", "vacation",
-        "comparator-i;ascii-numeric"];
+        "comparator-i;ascii-numeric", "comparator-i;octet"];
     if allof (envelope :user "from" "bob", address :domain :is "to" "example.org",
               body :content "text/plain" :contains "x",
               header :value "ge" :comparator "i;ascii-numeric" "x-n" "3",
