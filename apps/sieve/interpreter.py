@@ -63,6 +63,7 @@ class SieveRuntimeError(Exception):
     pass
 
 
+_WITH_REJECT = "reject cannot be combined with keep, fileinto or vacation"
 _MAX_REDIRECTS = 10  # per script run (RFC 5228 §4.2 lets the site limit them)
 _MAX_VARIABLE = 4000  # characters a variable may hold (RFC 5229 §6)
 
@@ -124,7 +125,12 @@ class _Run:
     def do_stop(self, command: Command) -> None:
         raise _Stop
 
+    def _incompatible_with_reject(self) -> None:
+        if self.outcome.rejection is not None:
+            raise SieveRuntimeError(_WITH_REJECT)
+
     def _file(self, folder: str, command: Command) -> None:
+        self._incompatible_with_reject()
         flags = self.strings(command.tags[":flags"]) if ":flags" in command.tags else self.flags
         folder = folder or INBOX
         self.outcome.filings[folder] = _flag_list(flags)
@@ -153,15 +159,17 @@ class _Run:
             self.implicit_keep = False
 
     def do_reject(self, command: Command) -> None:
-        # RFC 5429 §2.1: reject cancels the implicit keep and may not be
-        # combined with fileinto, keep or vacation (§2.1.1 leaves the choice
-        # of error to us: we keep what was asked before and reject the rest).
+        # RFC 5429 §2.1 and §2.2: reject cancels the implicit keep and cannot
+        # go with keep, fileinto or vacation (an error: the message is kept).
+        if self.outcome.filings or self.outcome.vacation:
+            raise SieveRuntimeError(_WITH_REJECT)
         self.outcome.rejection = self.string(command.positional[0])
         self.implicit_keep = False
 
     do_ereject = do_reject
 
     def do_vacation(self, command: Command) -> None:
+        self._incompatible_with_reject()
         days = command.tags.get(":days")
         self.outcome.vacation = VacationRequest(
             reason=self.string(command.positional[0]),

@@ -142,3 +142,15 @@ def _reference(pattern: str) -> str:
             out.append(".*" if char == "*" else "." if char == "?" else re.escape(char))
         index += 1
     return "".join(out)
+
+
+@pytest.mark.parametrize("script", [
+    'require ["reject", "fileinto"]; fileinto "A"; reject "no";',
+    'require ["reject", "vacation"]; reject "no"; vacation "away";',
+    'require "ereject"; keep; ereject "no";',
+])
+def test_reject_with_keep_fileinto_or_vacation_is_an_error_that_keeps(script):
+    # RFC 5429 §2.1: incompatible actions; RFC 5228 §2.10.6: the message is kept.
+    outcome = run(script)
+    assert outcome.filings == {"INBOX": ()} and outcome.rejection is None
+    assert "cannot be combined" in outcome.error
