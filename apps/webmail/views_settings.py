@@ -21,6 +21,7 @@ from apps.delivery.vacation import set_vacation, vacation_of
 from apps.directory import services as directory
 from apps.directory.audit import Actor
 from apps.directory.models import Mailbox
+from apps.sieve import services as sieve
 from apps.web.auth import mailbox_required
 from apps.webmail import writing
 from apps.webmail.forms_settings import (
@@ -136,4 +137,7 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         status = 400
     return render(request, "webmail/settings.html", {
         "forms": all_forms, "site_spam_threshold": settings.MAILHOST_SPAM_THRESHOLD,
-        "interval_days": settings.MAILHOST_VACATION_INTERVAL_DAYS}, status=status)
+        "interval_days": settings.MAILHOST_VACATION_INTERVAL_DAYS,
+        # Sieve filters are managed over ManageSieve; the page says which run.
+        "sieve_scripts": sieve.list_scripts(mailbox), "sieve_host": settings.MAILHOST_HOSTNAME,
+        "sieve_port": settings.MAILHOST_PORTS["managesieve"]}, status=status)
