@@ -194,6 +194,8 @@ def _check_test(test: Test, loaded: set[str]) -> None:
     if spec is None:
         raise SieveSyntaxError(test.line, f"unknown test {test.name}")
     _check(test, spec, loaded, "test")
+    if test.name == "size" and len(test.tags) != 1:  # RFC 5228 §5.9
+        raise SieveSyntaxError(test.line, "size takes :over or :under")
 
 
 def validate(commands: list[Command], loaded: set[str] | None = None,

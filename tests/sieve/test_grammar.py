@@ -48,6 +48,7 @@ def test_strings_escapes_and_multiline_text():
     ("frobnicate;", 1, "unknown command frobnicate"),
     ("if frob {}", 1, "unknown test frob"),
     ("keep; 99999999999;", 1, "number 99999999999 is too large"),
+    ("if size 10 { keep; }", 1, "size takes :over or :under"),
     ('vacation text:\nnever ends\n', 1, "text: block not ended by a line with a lone dot"),
 ])
 def test_errors_name_their_line(script, line, message):
