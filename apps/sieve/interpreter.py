@@ -379,32 +379,35 @@ def _relate(relation: str, order: int) -> bool:
             "eq": order == 0, "ne": order != 0}[relation]
 
 
-def _glob_matches(pattern: str, value: str) -> bool:
-    """Whether ``value`` matches the glob, in O(len(pattern) × len(value)) at
-    worst (the two-pointer wildcard match): a regular expression with many
-    ``*`` backtracks for a time that grows with their number as its power."""
-    tokens: list[str | None] = []  # None: "*"; "?" as "\0?"; else the literal character
+def _glob_pieces(pattern: str) -> list[tuple[str, str]]:
+    """RFC 5228 §2.7.1: ("*", ""), ("?", "") or ("=", a literal character);
+    a backslash makes the next character literal."""
+    pieces: list[tuple[str, str]] = []
     index = 0
     while index < len(pattern):
         char = pattern[index]
         if char == "\\" and index + 1 < len(pattern):
             index += 1
-            tokens.append(pattern[index])
-        elif char == "*":
-            tokens.append(None)
-        elif char == "?":
-            tokens.append("\0?")
+            pieces.append(("=", pattern[index]))
+        elif char in "*?":
+            pieces.append((char, ""))
         else:
-            tokens.append(char)
+            pieces.append(("=", char))
         index += 1
+    return pieces
+
+
+def _glob_matches(pieces: list[tuple[str, str]], value: str) -> bool:
+    """Whether ``value`` matches, in O(len(pieces) × len(value)) at worst
+    (the two-pointer wildcard match): a regular expression with many ``*``
+    backtracks for a time that grows with their number as its power."""
     p = v = 0
     star, mark = -1, 0
     while v < len(value):
-        if p < len(tokens) and tokens[p] is not None and (
-                tokens[p] == "\0?" or tokens[p] == value[v]):
+        if p < len(pieces) and (pieces[p][0] == "?" or pieces[p] == ("=", value[v])):
             p += 1
             v += 1
-        elif p < len(tokens) and tokens[p] is None:
+        elif p < len(pieces) and pieces[p][0] == "*":
             star, mark = p, v
             p += 1
         elif star >= 0:
@@ -412,30 +415,18 @@ def _glob_matches(pattern: str, value: str) -> bool:
             v = mark
         else:
             return False
-    return all(token is None for token in tokens[p:])
+    return all(kind == "*" for kind, _ in pieces[p:])
 
 
 def _glob(comparator: str, pattern: str, value: str) -> list[str] | None:
     """RFC 5228 §2.7.1 :matches; the texts matched by each wildcard (RFC 5229 §3.2)."""
-    folded_pattern, folded_value = _fold(comparator, pattern), _fold(comparator, value)
-    if not _glob_matches(folded_pattern, folded_value):
+    pieces = _glob_pieces(_fold(comparator, pattern))
+    if not _glob_matches(pieces, _fold(comparator, value)):
         return None
-    regex = []
-    index = 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\" and index + 1 < len(pattern):
-            index += 1
-            regex.append(re.escape(pattern[index]))
-        elif char == "*":
-            regex.append("(.*?)")
-        elif char == "?":
-            regex.append("(.)")
-        else:
-            regex.append(re.escape(char))
-        index += 1
+    regex = "".join("(.*?)" if kind == "*" else "(.)" if kind == "?" else re.escape(char)
+                    for kind, char in pieces)
     flags = re.DOTALL | (0 if comparator == "i;octet" else re.IGNORECASE)
-    match = re.fullmatch("".join(regex), value, flags)
+    match = re.fullmatch(regex, value, flags)
     if match is None:
         return None
     return [match.group(0), *match.groups()]
