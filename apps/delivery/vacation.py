@@ -163,6 +163,8 @@ def answer_for_script(
     own = [*own_addresses(mailbox), *(a.lower() for a in addresses)]
     if _automatic_message(headers) or not _addressed_to(headers, own):
         return 0
+    if _base_address(sender) in own:  # never answer the user's own mail
+        return 0
     vacation = Vacation(mailbox=mailbox, subject=subject, body=reason)
     # RFC 5230 §4.1: at least a day between replies; the site's interval by default.
     interval = timedelta(days=max(1, days)) if days is not None else None

@@ -94,3 +94,15 @@ def test_mailboxes_without_an_active_script_are_left_to_the_default(alice):
     services.put_script(alice, "s", "discard;")
     assert services.scripted_mailboxes([alice.pk]) == set()
     assert services.plan_filing([(alice, LETTER)], sender="bob@example.net") == {}
+
+
+def test_a_scripts_vacation_never_answers_the_users_own_mail(alice):
+    activate(alice, 'require "vacation"; vacation "away";')
+    own = LETTER.replace(b"From: bob@example.net", b"From: alice@ours.example")
+    for sender in ("alice@ours.example", "alice+x@ours.example"):
+        plan = services.plan_filing([(alice, own)], sender=sender)[alice.pk]
+        services.carry_out([plan], sender=sender)
+    assert not OutboundMessage.objects.exists()
+    plan = services.plan_filing([(alice, LETTER)], sender="bob@example.net")[alice.pk]
+    services.carry_out([plan], sender="bob@example.net")
+    assert OutboundMessage.objects.get().sender == ""  # the reply, from the null sender
