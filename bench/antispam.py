@@ -43,7 +43,7 @@ DATA = Path(tempfile.mkdtemp(prefix="bench-antispam-"))
 os.environ.update({
     "DJANGO_SETTINGS_MODULE": "mailhost.settings",
     "MAILHOST_DATA_DIR": str(DATA),
-    "MAILHOST_DNS_RESOLVER": "tests.antispam.fakedns.FakeResolver",
+    "MAILHOST_DNS_RESOLVER": "tests.fakedns.FakeResolver",
     "MAILHOST_FAST_PASSWORD_HASHER": "1",
     "MAILHOST_LOG_LEVEL": "WARNING",
 })

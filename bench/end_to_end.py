@@ -171,7 +171,7 @@ class Mailhost:
         self.instance = MailhostInstance(os.environ.get("DATABASE_URL"))
         # DATABASE_URL names a throwaway database: emptied, as a new instance's is.
         self.instance.manage("flush", "--no-input")
-        self.instance.env["MAILHOST_DNS_RESOLVER"] = "tests.antispam.fakedns.FakeResolver"
+        self.instance.env["MAILHOST_DNS_RESOLVER"] = "tests.fakedns.FakeResolver"
         self.instance.manage("createdomain", USER.split("@")[1])
         self.instance.manage("createmailbox", USER, "--password-stdin", "--quota", "0",
                              stdin=PASSWORD + "\n")

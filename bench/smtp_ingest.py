@@ -73,7 +73,7 @@ def main() -> None:
     instance = MailhostInstance(database_url)
     # The inbound checks stay on (as deployed), but answer from the tests' DNS
     # table: a benchmark sends no traffic off this machine.
-    instance.env["MAILHOST_DNS_RESOLVER"] = "tests.antispam.fakedns.FakeResolver"
+    instance.env["MAILHOST_DNS_RESOLVER"] = "tests.fakedns.FakeResolver"
     try:
         if database_url:  # a server's database outlives the run: start it empty
             instance.manage("flush", "--no-input")

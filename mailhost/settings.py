@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from mailhost.env import env_bool, env_int, env_list, env_port, env_str
 
@@ -58,9 +59,12 @@ INSTALLED_APPS = [
     "apps.web",
     "apps.webadmin",
     "apps.webmail",
+    "apps.certificates",
 ]
 
 MIDDLEWARE = [
+    # Before anything reads the Host header: the CA asks for every name it validates.
+    "apps.web.middleware.AcmeChallengeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "apps.web.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -213,6 +217,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.store.tasks.prune_trace",
         "schedule": 3600.0,
     },
+    # Does nothing unless ACME is on and the certificate is due (apps/certificates).
+    "renew-certificate": {
+        "task": "apps.certificates.tasks.renew",
+        "schedule": 12 * 3600.0,
+    },
 }
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
@@ -295,6 +304,18 @@ MAILHOST_PORTS = {
 # Empty: a self-signed pair is generated into the data directory on first start.
 MAILHOST_TLS_CERT = env_str("MAILHOST_TLS_CERT")
 MAILHOST_TLS_KEY = env_str("MAILHOST_TLS_KEY")
+# ACME (RFC 8555), off while the directory URL is empty: the certificate for
+# MAILHOST_HOSTNAME and MAILHOST_ACME_NAMES ("mta-sts.{domain}" is one name per
+# hosted domain) is written over the pair above and renewed by beat when fewer
+# than MAILHOST_ACME_RENEW_DAYS remain. http-01 is answered by the web process;
+# with a DNS hook command, dns-01 instead ("<hook> set|clear <record> <value>").
+MAILHOST_ACME_DIRECTORY = env_str("MAILHOST_ACME_DIRECTORY")
+MAILHOST_ACME_EMAIL = env_str("MAILHOST_ACME_EMAIL")
+MAILHOST_ACME_NAMES = env_list("MAILHOST_ACME_NAMES")
+MAILHOST_ACME_RENEW_DAYS = env_int("MAILHOST_ACME_RENEW_DAYS", 30)
+MAILHOST_ACME_DNS_HOOK = env_str("MAILHOST_ACME_DNS_HOOK")
+# A private CA's HTTPS certificate (pebble, step-ca); empty: the system's trust.
+MAILHOST_ACME_CA_BUNDLE = env_str("MAILHOST_ACME_CA_BUNDLE")
 
 MAILHOST_MAX_MESSAGE_SIZE = env_int("MAILHOST_MAX_MESSAGE_SIZE", 50 * 1024 * 1024)
 MAILHOST_SMTP_MAX_RECIPIENTS = env_int("MAILHOST_SMTP_MAX_RECIPIENTS", 100)
@@ -327,7 +348,9 @@ MAILHOST_ANTISPAM_TIMEOUT = env_int("MAILHOST_ANTISPAM_TIMEOUT", 30)
 # Spooled messages checked and filed together, in one transaction.
 MAILHOST_SPOOL_BATCH = env_int("MAILHOST_SPOOL_BATCH", 100)
 MAILHOST_SPAM_THRESHOLD = float(env_str("MAILHOST_SPAM_THRESHOLD", "9.0"))
-MAILHOST_DNS_RESOLVER = env_str("MAILHOST_DNS_RESOLVER", "apps.antispam.dns.DnsPythonResolver")
+# Every DNS query (sender checks, MX lookups, the DNS page) goes through this
+# class (mailhost/dns.py); tests name a fake.
+MAILHOST_DNS_RESOLVER = env_str("MAILHOST_DNS_RESOLVER", "mailhost.dns.DnsPythonResolver")
 MAILHOST_DNS_TIMEOUT = env_int("MAILHOST_DNS_TIMEOUT", 5)
 # A local validating resolver is best; empty: the system's (/etc/resolv.conf).
 MAILHOST_DNS_NAMESERVERS = env_list("MAILHOST_DNS_NAMESERVERS")
@@ -383,9 +406,15 @@ MAILHOST_VACATION_INTERVAL_DAYS = env_int("MAILHOST_VACATION_INTERVAL_DAYS", 7)
 MAILHOST_TRANSPORTS = env_str("MAILHOST_TRANSPORTS")
 MAILHOST_DELIVERY_PORT = env_port("MAILHOST_DELIVERY_PORT", 25)
 MAILHOST_DELIVERY_TIMEOUT = env_int("MAILHOST_DELIVERY_TIMEOUT", 60)
-# Dotted path of a callable returning a dnspython-like async resolver for MX
-# lookups (tests); empty: dnspython's. See apps/delivery/mx.py.
-MAILHOST_MX_RESOLVER = env_str("MAILHOST_MX_RESOLVER")
+# Sender Rewriting Scheme for mail forwarded outside (apps/delivery/srs.py).
+# The secret signs the rewritten senders (empty: derived from SECRET_KEY); old
+# secrets still verify the bounces to what they signed. The domain (empty: the
+# forwarding address's own) is hosted here and names this server in its SPF.
+MAILHOST_SRS = env_bool("MAILHOST_SRS", True)
+MAILHOST_SRS_SECRET = env_str("MAILHOST_SRS_SECRET")
+MAILHOST_SRS_OLD_SECRETS = env_list("MAILHOST_SRS_OLD_SECRETS")
+MAILHOST_SRS_MAX_AGE_DAYS = env_int("MAILHOST_SRS_MAX_AGE_DAYS", 21)
+MAILHOST_SRS_DOMAIN = env_str("MAILHOST_SRS_DOMAIN")
 # RFC 5321 §4.5.4.1: give up after 4-5 days; tell the sender about a delay first.
 MAILHOST_QUEUE_LIFETIME = env_int("MAILHOST_QUEUE_LIFETIME", 5 * 24 * 3600)
 MAILHOST_QUEUE_DELAY_NOTICE = env_int("MAILHOST_QUEUE_DELAY_NOTICE", 4 * 3600)
@@ -423,6 +452,32 @@ MAILHOST_LISTENER_PROCESSES = env_int("MAILHOST_LISTENER_PROCESSES", 1)
 MAILHOST_TRACE_RETENTION_DAYS = env_int("MAILHOST_TRACE_RETENTION_DAYS", 30)
 MAILHOST_HEARTBEAT_INTERVAL = env_int("MAILHOST_HEARTBEAT_INTERVAL", 10)
 MAILHOST_WORKER_HEARTBEAT_INTERVAL = env_int("MAILHOST_WORKER_HEARTBEAT_INTERVAL", 30)
+
+# --- what clients and other servers are told (autoconfig, SRV, MTA-STS) --------
+# The name mail programs connect to and the ports they use: the standard ones,
+# whatever ports the listeners bind here (a proxy or port forward in between).
+MAILHOST_PUBLIC_HOSTNAME = env_str("MAILHOST_PUBLIC_HOSTNAME", MAILHOST_HOSTNAME)
+MAILHOST_PUBLIC_PORTS = {
+    "imaps": env_port("MAILHOST_PUBLIC_IMAPS_PORT", 993),
+    "imap": env_port("MAILHOST_PUBLIC_IMAP_PORT", 143),
+    "pop3s": env_port("MAILHOST_PUBLIC_POP3S_PORT", 995),
+    "smtps": env_port("MAILHOST_PUBLIC_SMTPS_PORT", 465),
+    "submission": env_port("MAILHOST_PUBLIC_SUBMISSION_PORT", 587),
+}
+# Our MTA-STS policy (RFC 8461 §3.2): "testing", "enforce" or "none", and how
+# long senders keep it (seconds).
+MAILHOST_MTA_STS_MODE = env_str("MAILHOST_MTA_STS_MODE", "testing")
+if MAILHOST_MTA_STS_MODE not in ("testing", "enforce", "none"):
+    raise ImproperlyConfigured(
+        f"MAILHOST_MTA_STS_MODE={MAILHOST_MTA_STS_MODE!r} is not testing, enforce or none")
+MAILHOST_MTA_STS_MAX_AGE = env_int("MAILHOST_MTA_STS_MAX_AGE", 7 * 24 * 3600)
+# Where TLS reports go (RFC 8460 §3); empty: postmaster@ each domain.
+MAILHOST_TLSRPT_ADDRESS = env_str("MAILHOST_TLSRPT_ADDRESS")
+# Other domains' MTA-STS policies, enforced on outbound delivery: the HTTPS port
+# their policy hosts are fetched from, and a CA bundle trusted for those hosts and
+# their MX certificates instead of the system's (empty: the system's; tests).
+MAILHOST_MTA_STS_FETCH_PORT = env_port("MAILHOST_MTA_STS_FETCH_PORT", 443)
+MAILHOST_MTA_STS_CA_FILE = env_str("MAILHOST_MTA_STS_CA_FILE")
 
 # --- logging ------------------------------------------------------------------
 (DATA_DIR / "logs").mkdir(exist_ok=True)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # No test queries real DNS; mail is checked and filed before the 250 so that a
 # test sees it in the mailbox at once (apps/antispam). Processes started by
 # tests inherit these.
-os.environ.setdefault("MAILHOST_DNS_RESOLVER", "tests.antispam.fakedns.FakeResolver")
+os.environ.setdefault("MAILHOST_DNS_RESOLVER", "tests.fakedns.FakeResolver")
 os.environ.setdefault("MAILHOST_ANTISPAM_INLINE", "1")
 # Playwright's sync API runs an event loop in the test's thread; the tests' own
 # ORM calls there are synchronous all the same (the web server process keeps

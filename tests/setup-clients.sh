@@ -4,8 +4,11 @@
 set -euo pipefail
 # chromium (and a font) for the real-browser tests of the admin panel and webmail.
 wanted=(swaks libnet-ssleay-perl libio-socket-ssl-perl postfix fetchmail getmail6 isync offlineimap3
-        chromium fonts-dejavu-core
-        sieve-connect)
+        chromium fonts-dejavu-core)
+# pebble: the ACME test server that tests/certificates issues certificates from.
+wanted+=(pebble)
+# sieve-connect: the ManageSieve client that tests/sieve drives.
+wanted+=(sieve-connect)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -12,6 +12,7 @@ LAYER = {
     "directory": 0,
     "store": 1,
     "smtp": 2, "imap": 2, "pop3": 2, "delivery": 2, "antispam": 2, "sieve": 2,
+    "certificates": 2,
     "api": 3, "web": 3, "webadmin": 3, "webmail": 3, "mailservers": 3,
 }
 # Protocols and workers are peers; these peer imports are part of the design

@@ -15,7 +15,6 @@ import re
 import smtplib
 from collections.abc import Iterator
 
-import dns.rdata
 import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
@@ -27,9 +26,8 @@ from apps.directory.models import Mailbox, User
 from apps.mailservers.tls import server_context
 from apps.store.blobs import get_blob_store
 from apps.store.models import Blob, Message
-from tests.antispam import fakedns as antispam_dns
+from tests import fakedns
 from tests.conftest import ServerThread
-from tests.delivery import fakedns as delivery_dns
 from tests.delivery.receiver import Receiver
 from tests.factories import PASSWORD, make_mailbox
 from tests.imap.helpers import RawIMAP
@@ -292,19 +290,16 @@ def test_imap_move_into_and_out_of_junk_changes_the_users_next_verdict(net, sett
 def remote(settings) -> Iterator[Receiver]:
     """A remote server for example.net reached through the transport map (as in
     tests/delivery), MX lookups from a fake DNS, no Celery kick (the test runs the
-    queue), and an empty zone for the antispam checks."""
-    settings.MAILHOST_MX_RESOLVER = "tests.delivery.fakedns.FakeResolver"
+    queue), and an empty fake DNS zone."""
     settings.MAILHOST_QUEUE_KICK = False
     settings.MAILHOST_HOSTNAME = "mail.mailhost.test"
     settings.MAILHOST_DELIVERY_TIMEOUT = 10
-    delivery_dns.RECORDS.clear()
-    antispam_dns.ZONE.clear()
+    fakedns.ZONE.clear()
     server = Receiver(server_context()).start()
     settings.MAILHOST_TRANSPORTS = f"example.net=127.0.0.1:{server.port}"
     yield server
     server.stop()
-    delivery_dns.RECORDS.clear()
-    antispam_dns.ZONE.clear()
+    fakedns.ZONE.clear()
 
 
 def run_queue() -> int:
@@ -324,13 +319,11 @@ def publish_txt_records(domain_name: str) -> list[str]:
     call_command("dnsrecords", domain_name, stdout=out)
     selectors = []
     for line in out.getvalue().splitlines():
-        name, _ttl, _class, rdtype, rdata = line.split(None, 4)
+        name, _ttl, _class, rdtype, _ = line.split(None, 4)
         wanted = name.startswith("_dmarc.") or "._domainkey." in name
         if rdtype != "TXT" or not wanted:
             continue
-        strings = dns.rdata.from_text("IN", "TXT", rdata).strings  # type: ignore[attr-defined]
-        antispam_dns.ZONE.setdefault(antispam_dns.key(name, "TXT"), []).append(  # type: ignore[union-attr]
-            b"".join(strings).decode())
+        fakedns.publish([line])
         if "._domainkey." in name:
             selectors.append(name.partition("._domainkey.")[0])
     return selectors

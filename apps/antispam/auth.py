@@ -1,7 +1,7 @@
 """Sender authentication: SPF (RFC 7208), DKIM (RFC 6376), DMARC (RFC 7489).
 
 SPF and DKIM are done by pyspf and dkimpy, which query DNS through our
-resolver seam (apps.antispam.dns). DMARC record parsing and alignment are
+resolver seam (mailhost.dns, through apps.antispam.dns). DMARC record parsing and alignment are
 pure functions; ``evaluate_dmarc`` adds the record lookup.
 """
 
@@ -18,7 +18,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 from publicsuffixlist import PublicSuffixList
 
 from apps.antispam import dns
-from apps.antispam.dns import DnsTemporaryError
+from mailhost.dns import DnsTemporaryError
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from django.conf import settings
 from django.core.cache import cache
 
 from apps.antispam import auth, dns
-from apps.antispam.dns import DnsTemporaryError
 from apps.directory.models import Domain
 from mailhost import counters
+from mailhost.dns import DnsTemporaryError, query
 
 log = logging.getLogger("mailhost.antispam")
 
@@ -74,7 +74,7 @@ def connection_refusal(ip: str) -> str | None:
 def _dnsbl_listing(ip: str) -> str | None:
     for zone in settings.MAILHOST_DNSBL_ZONES:
         try:
-            answers = dns.get_resolver().query(dns.reverse_name(ip, zone), "A")
+            answers = query(dns.reverse_name(ip, zone), "A")
         except (DnsTemporaryError, ValueError):
             continue  # an unreachable list blocks nobody
         # RFC 5782 §2.1: listed means an A record in 127.0.0.0/8 (not 127.0.0.1).

@@ -66,13 +66,15 @@ class DomainDetailSerializer(DomainSerializer):
 
 
 class DnsRecordSerializer(serializers.Serializer):
-    type = serializers.CharField(help_text="MX or TXT")
+    type = serializers.CharField(help_text="MX, TXT, SRV or CNAME")
     name = serializers.CharField(
         help_text="owner name, e.g. <selector>._domainkey.<domain> for a DKIM key")
     value = serializers.CharField(
-        help_text="the MX host, or the whole TXT value (split it into strings of at most "
+        help_text="the MX host, the CNAME target, the SRV record's \"weight port target\", "
+                  "or the whole TXT value (split it into strings of at most "
                   "255 octets where the DNS provider asks for that)")
-    priority = serializers.IntegerField(allow_null=True, help_text="MX preference; null: none")
+    priority = serializers.IntegerField(
+        allow_null=True, help_text="MX preference or SRV priority; null: none")
     purpose = serializers.CharField()
 
 

@@ -117,7 +117,8 @@ class DomainViewSet(CrudViewSet):
             pagination_class=None)
     def dns_records(self, request: Request, pk: str | None = None) -> Response:
         """The DNS records to publish for the domain: MX, SPF, a DKIM key record
-        for each active key (RSA and Ed25519) and DMARC, the same as
+        for each active key (RSA and Ed25519), DMARC, the client SRV records and
+        autoconfiguration names, MTA-STS and TLS reporting, the same as
         ``manage.py dnsrecords`` prints."""
         records = dns_records(self.get_object(), mail_host=settings.MAILHOST_HOSTNAME)
         return Response(serializers.DnsRecordSerializer(records, many=True).data)

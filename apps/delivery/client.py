@@ -182,6 +182,7 @@ class DeliverySession:
     def __init__(
         self, host: str, address: str, port: int, *, helo: str, timeout: float,
         tls: str = "may", username: str = "", password: str = "",
+        verify_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         try:
@@ -192,7 +193,7 @@ class DeliverySession:
         except (OSError, smtplib.SMTPException) as error:
             raise ConnectionFailed(f"451 4.4.1 Cannot connect to {host}: {error}") from None
         try:
-            self._start(code, text, tls, username, password)
+            self._start(code, text, tls, username, password, verify_context)
         except ConnectionFailed:
             self.client.close()
             raise
@@ -202,7 +203,8 @@ class DeliverySession:
         self.dsn_passed_on = self.client.has_extn("dsn")
         self.broken = False
 
-    def _start(self, code: int, text: bytes, tls: str, username: str, password: str) -> None:
+    def _start(self, code: int, text: bytes, tls: str, username: str, password: str,
+               verify_context: ssl.SSLContext | None) -> None:
         client = self.client
         if code != 220:
             raise ConnectionFailed(_reply(code, text))
@@ -211,7 +213,9 @@ class DeliverySession:
             code, text = client.helo()
             if code != 250:
                 raise ConnectionFailed(_reply(code, text))
-        if tls != "none" and client.has_extn("starttls"):
+        if verify_context is not None:
+            self._start_verified_tls(verify_context)
+        elif tls != "none" and client.has_extn("starttls"):
             client.starttls(context=_opportunistic_context())
             client.ehlo()
         elif tls == "require":
@@ -222,6 +226,25 @@ class DeliverySession:
             except smtplib.SMTPException as error:
                 raise ConnectionFailed(f"451 4.7.0 Authentication at {self.host} failed: "
                                        f"{error}") from None
+
+    def _start_verified_tls(self, context: ssl.SSLContext) -> None:
+        """RFC 8461 §4.2, §5 (an MTA-STS policy in enforce mode): STARTTLS and a
+        certificate valid for the MX host name, or no delivery to this host."""
+        if not self.client.has_extn("starttls"):
+            raise ConnectionFailed(f"451 4.7.4 {self.host} does not offer STARTTLS, which "
+                                   "the MTA-STS policy of the domain requires")
+        try:
+            self.client.starttls(context=context)
+        except ssl.SSLCertVerificationError as error:
+            raise ConnectionFailed(
+                f"451 4.7.5 The certificate of {self.host} is not valid for it "
+                f"({error.verify_message}), which the MTA-STS policy of the domain "
+                "requires") from None
+        self.client.ehlo()
+
+    @property
+    def encrypted(self) -> bool:
+        return isinstance(self.client.sock, ssl.SSLSocket)
 
     def send(self, messages: Sequence[OutgoingMessage]) -> int:
         """Send each message; every recipient gets its reply. Returns how many

@@ -1,4 +1,4 @@
-"""Where mail for a domain goes: MX lookup with dnspython's async resolver.
+"""Where mail for a domain goes: MX lookup through the resolver seam (mailhost.dns).
 
 RFC 5321 §5.1: MX records in preference order (equal preferences shuffled),
 the domain itself as an implicit MX when it has none, and RFC 7505's null MX
@@ -8,13 +8,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
 
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
-from django.conf import settings
-from django.utils.module_loading import import_string
+from mailhost import dns
 
 
 class DestinationError(Exception):
@@ -32,39 +27,34 @@ class Hop:
     address: str  # the IP address to connect to
 
 
-def get_resolver() -> Any:
-    """dnspython's async resolver, or the one MAILHOST_MX_RESOLVER names (tests)."""
-    if settings.MAILHOST_MX_RESOLVER:
-        return import_string(settings.MAILHOST_MX_RESOLVER)()
-    return dns.asyncresolver.Resolver()
-
-
-async def _addresses(resolver: Any, host: str) -> list[str]:
+async def host_addresses(host: str) -> list[str]:
+    """The IPv6 and IPv4 addresses of ``host``, IPv6 first."""
     found: list[str] = []
     for rdtype in ("AAAA", "A"):
         try:
-            answer = await resolver.resolve(host, rdtype)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
+            found.extend(await dns.aquery(host, rdtype))
+        except dns.DnsTemporaryError:
             continue
-        found.extend(rdata.address for rdata in answer)
     return found
 
 
-async def resolve_hops(domain: str, resolver: Any | None = None) -> list[Hop]:
+async def resolve_hops(domain: str) -> list[Hop]:
     """The addresses to try for ``domain``, best first; DestinationError if none."""
-    resolver = resolver or get_resolver()
     try:
-        answer = await resolver.resolve(domain, "MX")
-        records = sorted((r.preference, random.random(), r.exchange.to_text(omit_final_dot=True))
-                          for r in answer)
-    except dns.resolver.NXDOMAIN:
+        answer = await dns.get_resolver().aquery(domain, "MX")
+    except dns.NoSuchDomain:
         raise DestinationError(f"550 5.1.2 Domain {domain} does not exist",
                                permanent=True) from None
-    except dns.resolver.NoAnswer:
-        records = [(0, 0.0, domain)]  # RFC 5321 §5.1: the implicit MX
-    except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
+    except dns.DnsTemporaryError as error:
         raise DestinationError(f"451 4.4.3 DNS lookup for {domain} failed: {error}",
                                permanent=False) from None
+    records = []
+    for record in answer:
+        preference, _, exchange = record.partition(" ")
+        records.append((int(preference), random.random(), exchange))
+    records.sort()
+    if not records:
+        records = [(0, 0.0, domain)]  # RFC 5321 §5.1: the implicit MX
     # RFC 7505 §3: a single MX of "." says the domain accepts no mail.
     if len(records) == 1 and records[0][2] in ("", "."):
         raise DestinationError(f"556 5.1.10 Domain {domain} accepts no mail (null MX)",
@@ -73,10 +63,7 @@ async def resolve_hops(domain: str, resolver: Any | None = None) -> list[Hop]:
     for _, _, host in records:
         if host in ("", "."):
             continue
-        try:
-            hops.extend(Hop(host, address) for address in await _addresses(resolver, host))
-        except (dns.exception.Timeout, dns.resolver.NoNameservers):
-            continue
+        hops.extend(Hop(host, address) for address in await host_addresses(host))
     if not hops:
         raise DestinationError(f"451 4.4.4 No address found for the mail hosts of {domain}",
                                permanent=False)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import format_datetime
+from typing import Any
 
 from celery import current_app
 from django.conf import settings
@@ -27,6 +28,7 @@ from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
+from apps.delivery import mtasts, srs
 from apps.delivery.client import (
     ConnectionFailed,
     DeliverySession,
@@ -34,12 +36,14 @@ from apps.delivery.client import (
     OutgoingRecipient,
 )
 from apps.delivery.dsn import RecipientReport, build_dsn, headers_of, status_of
+from apps.delivery.linelength import limit_line_length
 from apps.delivery.models import OutboundMessage, QueueEntry
+from apps.delivery.mtasts import Policy
 from apps.delivery.mx import DestinationError, Hop, resolve_hops
 from apps.delivery.signing import dkim_sign
 from apps.delivery.transports import parse_transports, route_for
 from apps.directory.models import DkimKey, Mailbox
-from apps.directory.services import may_send_as, resolve, signing_keys
+from apps.directory.services import may_send_as, signing_keys
 from apps.store import mime, trace
 from apps.store import services as store
 from apps.store.batching import committer
@@ -98,7 +102,8 @@ def prepare(
 ) -> bytes:
     """Check and complete a submitted message (RFC 6409 §8): every From address
     must be one the user may send as; a missing Message-ID or Date is added;
-    then it is DKIM-signed for its From domain."""
+    then body lines too long to relay are re-encoded (``limit_line_length``)
+    and it is DKIM-signed for its From domain."""
     # RFC 5322 §3.6: exactly one From field. With two, we would check one and a
     # reader might show the other.
     if len(_FROM_FIELD.findall(headers_of(content))) > 1:
@@ -117,7 +122,7 @@ def prepare(
                   f"{settings.MAILHOST_HOSTNAME}>\r\n").encode()
     if not _DATE_FIELD.search(headers_of(content)):  # RFC 6409 §8.2
         added += f"Date: {format_datetime(timezone.now())}\r\n".encode()
-    data = added + content
+    data = limit_line_length(added + content)
     if len(senders) == 1:
         data = sign(data, senders[0].rpartition("@")[2].lower(), key_cache)
     return data
@@ -216,11 +221,12 @@ def submit(
 ) -> OutboundMessage | None:
     """Send a message: resolve each recipient, deliver to the local mailboxes at
     once, queue the rest. Returns the queued message, if any. An unknown or
-    disabled local recipient raises (NotFound, Disabled) before anything is kept."""
+    disabled local recipient raises (NotFound, Disabled) before anything is kept.
+    A report to a forwarded message's SRS sender goes to the original sender."""
     mailbox_ids: list[int] = []
     remote: list[RecipientSpec] = []
     for recipient in recipients:
-        resolution = resolve(recipient.address)
+        resolution = srs.resolve_recipient(recipient.address)
         mailbox_ids.extend(m.pk for m in resolution.mailboxes)
         remote.extend(RecipientSpec(address, recipient.notify, recipient.orcpt)
                       for address in resolution.external)
@@ -306,14 +312,34 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.MAILHOST_QUEUE_RETRY_MAX))
 
 
-def _hops(domain: str) -> tuple[list[Hop], int, dict[str, str]]:
+def _hops(domain: str) -> tuple[list[Hop], int, dict[str, Any], Policy | None]:
+    """Where to deliver mail for ``domain``: the transport map's hop, or its MX
+    hosts as its MTA-STS policy allows (RFC 8461 §5; the map's hops are ours to
+    choose and take no policy, as Postfix's transport(5) nexthops)."""
     routes = parse_transports(settings.MAILHOST_TRANSPORTS,
                               default_port=settings.MAILHOST_DELIVERY_PORT)
     route = route_for(routes, domain)
     if route is not None:
         auth = {"tls": route.tls, "username": route.username, "password": route.password}
-        return [Hop(route.host, route.host)], route.port, auth
-    return asyncio.run(resolve_hops(domain)), settings.MAILHOST_DELIVERY_PORT, {}
+        return [Hop(route.host, route.host)], route.port, auth, None
+    hops = asyncio.run(resolve_hops(domain))
+    policy = mtasts.policy_for(domain)
+    if policy is None or policy.mode == "none":
+        return hops, settings.MAILHOST_DELIVERY_PORT, {}, None
+    unlisted = [hop.host for hop in hops if not policy.allows(hop.host)]
+    if policy.mode == "testing":
+        for host in dict.fromkeys(unlisted):
+            log.warning("MTA-STS testing: %s is not an mx of the policy of %s (delivered "
+                        "all the same)", host, domain)
+        return hops, settings.MAILHOST_DELIVERY_PORT, {}, policy
+    # Enforce: only the MX hosts the policy lists, each over verified TLS.
+    listed = [hop for hop in hops if policy.allows(hop.host)]
+    if not listed:
+        raise DestinationError(
+            f"451 4.7.0 No MX host of {domain} ({', '.join(dict.fromkeys(unlisted))}) is "
+            f"listed in its MTA-STS policy (mx: {', '.join(policy.mx)})", permanent=False)
+    options = {"verify_context": mtasts.tls_context()}
+    return listed, settings.MAILHOST_DELIVERY_PORT, options, policy
 
 
 def _send(
@@ -333,7 +359,7 @@ def _send(
             return (None if session.broken else session), session.host, session.dsn_passed_on
         # The reused connection had gone (an idle timeout): start afresh.
     try:
-        hops, port, options = _hops(domain)
+        hops, port, options, policy = _hops(domain)
     except DestinationError as error:
         fail_all(error.reply)
         return None, "", False
@@ -347,6 +373,9 @@ def _send(
             log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, error.reply)
             last = error.reply
             continue
+        if policy is not None and policy.mode == "testing" and not session.encrypted:
+            log.warning("MTA-STS testing: %s of %s took mail without STARTTLS", hop.host,
+                        domain)
         done = session.send(messages)
         if session.broken and not done:  # nothing went through: the next host
             last = messages[0].recipients[0].reply

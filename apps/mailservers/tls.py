@@ -1,70 +1,76 @@
 """TLS for the listeners: the configured certificate, or a self-signed pair
-generated into the data directory on first start."""
+generated into the data directory on first start (apps/certificates), and a
+new certificate written over it (ACME renewal, certbot, an administrator) is
+served to new connections without a restart."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import logging
 import os
 import ssl
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-from django.conf import settings
+from apps.certificates.storage import certificate_paths
 
 log = logging.getLogger(__name__)
 
-
-def _generate_self_signed(cert_path: Path, key_path: Path, hostname: str) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName(hostname), x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
-    # Key first, private from the start; then the certificate; rename last so
-    # that a concurrent starter never reads half a file.
-    tmp_key = key_path.with_suffix(".tmp")
-    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    tmp_cert = cert_path.with_suffix(".tmp")
-    tmp_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    os.replace(tmp_key, key_path)
-    os.replace(tmp_cert, cert_path)
-    log.info("generated a self-signed certificate for %s in %s", hostname, cert_path)
+__all__ = ["certificate_paths", "server_context"]
 
 
-def certificate_paths() -> tuple[Path, Path]:
-    if settings.MAILHOST_TLS_CERT and settings.MAILHOST_TLS_KEY:
-        return Path(settings.MAILHOST_TLS_CERT), Path(settings.MAILHOST_TLS_KEY)
-    tls_dir = settings.DATA_DIR / "tls"
-    cert_path, key_path = tls_dir / "cert.pem", tls_dir / "key.pem"
-    if not (cert_path.exists() and key_path.exists()):
-        _generate_self_signed(cert_path, key_path, settings.MAILHOST_HOSTNAME)
-    return cert_path, key_path
-
-
-def server_context() -> ssl.SSLContext:
-    cert_path, key_path = certificate_paths()
+def _context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_path, key_path)
     return context
+
+
+def _stamp(*paths: Path) -> tuple[tuple[int, int, int], ...] | None:
+    """Changes whenever one of the files is rewritten or renamed over."""
+    try:
+        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in map(os.stat, paths))
+    except OSError:
+        return None
+
+
+class ReloadingCertificate:
+    """One server context for every listener, implicit TLS and STARTTLS alike.
+    Each handshake looks at the certificate files (two stat calls) and, when
+    they changed, hands the connection a context loaded from the new files:
+    the ClientHello callback may switch a connection's context, as SNI
+    virtual hosting does. Connections already open keep their certificate."""
+
+    def __init__(self, cert_path: Path, key_path: Path) -> None:
+        self.paths = (cert_path, key_path)
+        self._stamp = _stamp(*self.paths)
+        self.context = _context(cert_path, key_path)
+        self.current = self.context
+        self.context.sni_callback = self._client_hello
+
+    def _refresh(self) -> None:
+        stamp = _stamp(*self.paths)
+        if stamp == self._stamp or stamp is None:
+            return
+        try:
+            self.current = _context(*self.paths)
+        except (OSError, ssl.SSLError) as error:
+            # Half replaced (the new key, the old certificate): the next
+            # handshake looks again; until then the previous pair serves.
+            log.warning("new certificate in %s not loaded yet: %s", self.paths[0], error)
+            return
+        self._stamp = stamp
+        log.info("serving the new certificate from %s", self.paths[0])
+
+    def _client_hello(self, connection: ssl.SSLObject | ssl.SSLSocket,
+                      server_name: str | None, context: ssl.SSLContext) -> None:
+        # Called for every ClientHello, with or without a server name. An
+        # exception here would fail the handshake: keep serving what we have.
+        try:
+            self._refresh()
+        except Exception:
+            log.exception("could not check %s for a new certificate", self.paths[0])
+        if self.current is not context:
+            connection.context = self.current
+
+
+def server_context() -> ssl.SSLContext:
+    return ReloadingCertificate(*certificate_paths()).context

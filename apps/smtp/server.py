@@ -26,9 +26,11 @@ from django.utils import timezone
 
 from apps.antispam import inbound as antispam
 from apps.antispam import services as spool
+from apps.delivery import srs
+from apps.delivery.linelength import limit_line_length
 from apps.delivery.services import RecipientSpec, aenqueue, new_queue_id
 from apps.delivery.vacation import answer_absences
-from apps.directory.services import Resolution, resolve
+from apps.directory.services import Resolution
 from apps.smtp import replies
 from apps.smtp.received import protocol_name, received_header
 from apps.store import services as store
@@ -192,12 +194,12 @@ def check_recipient(address: str, declared_size: int, client: Client) -> Resolut
     unknown, not ours to relay, over quota for a message of ``declared_size``,
     greylisted. Every check in one trip to a worker thread."""
     try:
-        resolution = resolve(address)
+        resolution = srs.resolve_recipient(address)
     except Invalid:
         return replies.BAD_ADDRESS
     except NotFound:
         return replies.UNKNOWN_USER
-    except Disabled as error:
+    except (Disabled, srs.InvalidSrsAddress) as error:
         return error.smtp_reply()
     if not resolution.hosted:
         return replies.RELAY_DENIED
@@ -331,14 +333,18 @@ async def _queue_forwards(
     envelope: Envelope, data: bytes, queue_id: str, trace_events: list[TraceEvent],
 ) -> None:
     """Aliases that point outside: the same message goes to the outbound queue,
-    with the original envelope sender (bounces go back to it)."""
+    its envelope sender rewritten by SRS (so that it passes SPF at the
+    destination and bounces come back to us for the original sender), its body
+    lines short enough for the next server (``limit_line_length``)."""
+    forwarders = [resolution for resolution in envelope.resolutions.values()  # type: ignore[attr-defined]
+                  if resolution.external]
     forwards = list(dict.fromkeys(
-        address
-        for resolution in envelope.resolutions.values()  # type: ignore[attr-defined]
-        for address in resolution.external
-    ))
+        address for resolution in forwarders for address in resolution.external))
     if forwards:
-        await aenqueue(sender=envelope.mail_from, data=data, queue_id=queue_id,
+        sender = await database_sync_to_async(srs.forwarding_sender)(
+            envelope.mail_from or "", forwarders[0].address)
+        await aenqueue(sender=sender, data=limit_line_length(data),
+                       queue_id=queue_id,
                        recipients=[RecipientSpec(address) for address in forwards],
                        trace_events=trace_events)
 

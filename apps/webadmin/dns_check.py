@@ -1,6 +1,6 @@
 """The DNS page's live check: each record a domain should publish
 (apps/directory/dns.py) looked up through the project's resolver
-(apps/antispam/dns.py, so ``MAILHOST_DNS_*`` settings apply) and marked
+(mailhost/dns.py, so ``MAILHOST_DNS_*`` settings apply) and marked
 published correctly, missing, or different with what was found."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from apps.antispam.dns import DnsTemporaryError, get_resolver
 from apps.directory.dns import DnsRecord
+from mailhost.dns import DnsTemporaryError, query
 
 
 class Status(StrEnum):
@@ -37,30 +37,46 @@ def _tags(value: str) -> dict[str, str]:
     return tags
 
 
+# A TXT record's kind by its version tag (RFC 7208 §4.5, RFC 6376 §3.6.1,
+# RFC 7489 §6.4, RFC 8461 §3.1, RFC 8460 §3).
+_TXT_KINDS = {"v=spf1": "spf", "v=dkim1": "dkim", "v=dmarc1": "dmarc",
+              "v=stsv1": "mta-sts", "v=tlsrptv1": "tlsrpt"}
+# Kinds of which a name holds one record only.
+_SINGLE = {"spf", "dkim", "dmarc", "mta-sts", "tlsrpt", "cname"}
+
+
 def _kind(record: DnsRecord) -> str:
-    if record.type == "MX":
-        return "mx"
-    if record.value.startswith("v=spf1"):
-        return "spf"
-    if record.value.startswith("v=DKIM1"):
-        return "dkim"
-    return "dmarc"
+    if record.type != "TXT":
+        return record.type.lower()
+    prefix = record.value.split(";")[0].split()[0].lower()
+    return _TXT_KINDS[prefix]
 
 
 def _relevant(kind: str, answers: list[str]) -> list[str]:
     """The answers that are this kind of record: a name may hold other TXT
     records (site verifications) beside the one we look for."""
-    prefix = {"spf": "v=spf1", "dmarc": "v=dmarc1"}.get(kind)
-    if prefix is None:
+    if kind in ("mx", "srv", "cname", "dkim"):
         return answers
+    prefix = next(p for p, k in _TXT_KINDS.items() if k == kind)
     return [a for a in answers if a.strip().lower().startswith(prefix)]
+
+
+def _host(name: str) -> str:
+    return name.rstrip(".").lower()
 
 
 def _matches(kind: str, record: DnsRecord, answer: str) -> bool:
     if kind == "mx":
         # RFC 5321 §5.1: the host matters; any preference will do.
         host = answer.split()[-1] if answer.split() else ""
-        return host.rstrip(".").lower() == record.value.rstrip(".").lower()
+        return _host(host) == _host(record.value)
+    if kind == "srv":
+        # RFC 2782: priority weight port target, all as published.
+        want = [str(record.priority), *record.value.split()]
+        got = answer.split()
+        return len(got) == 4 and got[:3] == want[:3] and _host(got[3]) == _host(want[3])
+    if kind == "cname":
+        return _host(answer) == _host(record.value)
     if kind == "spf":
         # RFC 7208 §4.6.1: terms separated by spaces; case does not matter.
         return answer.lower().split() == record.value.lower().split()
@@ -74,17 +90,18 @@ def _matches(kind: str, record: DnsRecord, answer: str) -> bool:
 def check_record(record: DnsRecord) -> RecordCheck:
     kind = _kind(record)
     try:
-        answers = get_resolver().query(record.name, record.type)
+        answers = query(record.name, record.type)
     except DnsTemporaryError as error:
         return RecordCheck(record, Status.UNKNOWN, error=str(error) or "no answer")
     found = _relevant(kind, answers)
     if not found:
         return RecordCheck(record, Status.MISSING)
-    if kind == "mx":
+    if kind not in _SINGLE:
         ok = any(_matches(kind, record, answer) for answer in found)
     else:
-        # SPF and DMARC must be the only record of their kind (RFC 7208 §4.5,
-        # RFC 7489 §6.6.3), and a DKIM selector names one key.
+        # SPF, DMARC, MTA-STS and TLSRPT must be the only record of their kind
+        # (RFC 7208 §4.5, RFC 7489 §6.6.3, RFC 8461 §3.1, RFC 8460 §3), a DKIM
+        # selector names one key, and a CNAME stands alone (RFC 1034 §3.6.2).
         ok = len(found) == 1 and _matches(kind, record, found[0])
     return RecordCheck(record, Status.OK if ok else Status.DIFFERENT, found)
 

@@ -27,5 +27,6 @@ urlpatterns = [
     path("compose/autosave/", views_compose.autosave, name="compose_autosave"),
     path("compose/addresses/", views_compose.address_suggestions, name="address_suggestions"),
     path("settings/", views_settings.settings_page, name="settings"),
+    path("settings/mobileconfig/", views_settings.mobileconfig, name="mobileconfig"),
     # --- end writing side ---
 ]

@@ -13,15 +13,17 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import update_session_auth_hash
 from django.db import transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 
 from apps.delivery.vacation import set_vacation, vacation_of
 from apps.directory import services as directory
 from apps.directory.audit import Actor
+from apps.directory.clientconfig import client_settings
 from apps.directory.models import Mailbox
 from apps.sieve import services as sieve
+from apps.web import autoconfig
 from apps.web.auth import mailbox_required
 from apps.webmail import writing
 from apps.webmail.forms_settings import (
@@ -138,6 +140,21 @@ def settings_page(request: HttpRequest) -> HttpResponse:
     return render(request, "webmail/settings.html", {
         "forms": all_forms, "site_spam_threshold": settings.MAILHOST_SPAM_THRESHOLD,
         "interval_days": settings.MAILHOST_VACATION_INTERVAL_DAYS,
+        "client": client_settings(mailbox.address),
         # Sieve filters are managed over ManageSieve; the page says which run.
         "sieve_scripts": sieve.list_scripts(mailbox), "sieve_host": settings.MAILHOST_HOSTNAME,
         "sieve_port": settings.MAILHOST_PORTS["managesieve"]}, status=status)
+
+
+@mailbox_required
+def mobileconfig(request: HttpRequest) -> HttpResponse:
+    """The signed-in user's account as an Apple configuration profile, for
+    iPhone, iPad and macOS Mail (the password is asked for on installing)."""
+    mailbox: Mailbox = request.user.mailbox  # type: ignore[union-attr]
+    client = client_settings(mailbox.address)
+    if client is None:  # the domain was disabled meanwhile
+        raise Http404
+    response = HttpResponse(autoconfig.mobileconfig(client),
+                            content_type=autoconfig.MOBILECONFIG_CONTENT_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="{client.domain}.mobileconfig"'
+    return response

@@ -1,5 +1,7 @@
 """/api/v1/domains/ with each role."""
 
+import re
+
 from django.test import override_settings
 
 from apps.directory.models import Domain
@@ -102,7 +104,8 @@ def test_domain_quota_shows_mailbox_count_and_usage(as_root, ours, alice):
     assert body["used_bytes"] == 1000 + len(b"Subject: hi\r\n\r\n")
 
 
-@override_settings(MAILHOST_HOSTNAME="mx.provider.example")
+@override_settings(MAILHOST_HOSTNAME="mx.provider.example",
+                   MAILHOST_PUBLIC_HOSTNAME="mail.provider.example")
 def test_dns_records_of_a_domain(as_admin, ours, theirs):
     response = as_admin.get(f"/api/v1/domains/{ours.pk}/dns_records/")
     assert response.status_code == 200
@@ -117,7 +120,20 @@ def test_dns_records_of_a_domain(as_admin, ours, theirs):
         record = records[("TXT", f"{key.selector}._domainkey.ours.example")]
         assert record["value"] == f"v=DKIM1; k={key_type}; p={key.public_key}"
         assert record["priority"] is None and key.selector in record["purpose"]
-    assert len(records) == 5
+    # RFC 6186 / RFC 8314 §5.1: mail programs find the public host and standard ports.
+    srv = {name: (r["priority"], r["value"]) for (kind, name), r in records.items()
+           if kind == "SRV"}
+    assert srv == {f"_{service}._tcp.ours.example": (0, f"1 {port} mail.provider.example")
+                   for service, port in (("submissions", 465), ("submission", 587),
+                                         ("imaps", 993), ("imap", 143), ("pop3s", 995),
+                                         ("autodiscover", 443))}
+    for name in ("autoconfig", "autodiscover", "mta-sts"):
+        assert records[("CNAME", f"{name}.ours.example")]["value"] == "mail.provider.example"
+    assert re.fullmatch(r"v=STSv1; id=[0-9a-f]{32}",
+                        records[("TXT", "_mta-sts.ours.example")]["value"])
+    assert records[("TXT", "_smtp._tls.ours.example")]["value"] == (
+        "v=TLSRPTv1; rua=mailto:postmaster@ours.example")
+    assert len(records) == 5 + 11
     assert as_admin.get(f"/api/v1/domains/{theirs.pk}/dns_records/").status_code == 404
 
 

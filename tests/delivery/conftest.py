@@ -10,20 +10,19 @@ from apps.delivery import services
 from apps.directory.dns import dns_records, zone_lines
 from apps.directory.models import Domain
 from apps.mailservers.tls import server_context
-from tests.delivery import fakedns
+from tests import fakedns
 from tests.delivery.receiver import Receiver
 
 
 @pytest.fixture(autouse=True)
 def _delivery_settings(settings) -> Iterator[None]:
     """No network: DNS from the fake, no Celery kick (tests run the queue)."""
-    settings.MAILHOST_MX_RESOLVER = "tests.delivery.fakedns.FakeResolver"
     settings.MAILHOST_QUEUE_KICK = False
     settings.MAILHOST_HOSTNAME = "mail.mailhost.test"
     settings.MAILHOST_DELIVERY_TIMEOUT = 10
-    fakedns.RECORDS.clear()
+    fakedns.ZONE.clear()
     yield
-    fakedns.RECORDS.clear()
+    fakedns.ZONE.clear()
 
 
 @pytest.fixture

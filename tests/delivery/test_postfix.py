@@ -14,9 +14,9 @@ from apps.delivery.models import QueueEntry
 from apps.mailservers.tls import certificate_paths
 from tests.conftest import require_program
 from tests.delivery.conftest import publish_domain, run_queue
-from tests.delivery.fakedns import dkim_verifies
 from tests.delivery.postfix import Postfix
 from tests.factories import PASSWORD, make_mailbox
+from tests.fakedns import dkim_verifies
 from tests.smtp.helpers import stored
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.delivery.services import RecipientSpec
 from apps.store import services as store
 from apps.store.models import BlobText
-from tests.delivery import fakedns
+from tests import fakedns
 from tests.delivery.conftest import closed_port, run_queue
 from tests.delivery.receiver import Receiver
 from tests.factories import make_mailbox
@@ -202,7 +202,7 @@ def test_dsn_parameters_are_passed_on_to_a_dsn_capable_server(alice, receiver):
 
 
 def test_null_mx_bounces_at_once(alice):
-    fakedns.RECORDS[("nomail.test", "MX")] = ["0 ."]
+    fakedns.ZONE[fakedns.key("nomail.test", "MX")] = ["0 ."]
     send("x@nomail.test")
     run_queue()
     assert not QueueEntry.objects.exists()
@@ -221,11 +221,10 @@ def test_mx_preference_order_and_fallback_to_the_next_host(alice, receiver, sett
     settings.MAILHOST_TRANSPORTS = ""
     settings.MAILHOST_DELIVERY_PORT = receiver.port
     # The preferred MX has an address where nothing listens; the second one works.
-    fakedns.RECORDS.update({
-        ("mx-routed.test", "MX"): ["20 mx2.mx-routed.test.", "10 mx1.mx-routed.test."],
-        ("mx1.mx-routed.test", "A"): ["127.0.0.2"],
-        ("mx2.mx-routed.test", "A"): ["127.0.0.1"],
-    })
+    fakedns.publish(["mx-routed.test 300 IN MX 20 mx2.mx-routed.test.",
+                     "mx-routed.test 300 IN MX 10 mx1.mx-routed.test.",
+                     "mx1.mx-routed.test 300 IN A 127.0.0.2",
+                     "mx2.mx-routed.test 300 IN A 127.0.0.1"])
     send("x@mx-routed.test")
     run_queue()
     (got,) = receiver.script.messages
@@ -235,7 +234,7 @@ def test_mx_preference_order_and_fallback_to_the_next_host(alice, receiver, sett
 def test_domain_without_mx_gets_mail_at_its_address(alice, receiver, settings):
     settings.MAILHOST_TRANSPORTS = ""
     settings.MAILHOST_DELIVERY_PORT = receiver.port
-    fakedns.RECORDS[("bare.test", "A")] = ["127.0.0.1"]  # RFC 5321 §5.1 implicit MX
+    fakedns.ZONE[fakedns.key("bare.test", "A")] = ["127.0.0.1"]  # RFC 5321 §5.1 implicit MX
     send("x@bare.test")
     run_queue()
     assert [m.recipients for m in receiver.script.messages] == [["x@bare.test"]]
@@ -309,7 +308,9 @@ def test_inbound_alias_forwards_to_an_external_address(transactional_db, mail_se
     assert len(stored("alice@example.org")) == 1
     entry = QueueEntry.objects.get()
     assert entry.recipient == "friend@example.net"
-    assert entry.message.sender == "someone@remote.example"
+    # SRS (tests/delivery/test_srs.py): the sender is ours, pointing back to theirs.
+    assert entry.message.sender.startswith("SRS0=")
+    assert entry.message.sender.endswith("=remote.example=someone@example.org")
     run_queue()
     (got,) = receiver.script.messages
     assert got.recipients == ["friend@example.net"] and got.data.startswith(b"Received: ")

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from apps.delivery.signing import dkim_sign, relaxed_body, relaxed_header
-from tests.delivery import fakedns
+from tests import fakedns
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.directory import services as directory
+from tests import fakedns
 from tests.conftest import require_program
-from tests.delivery import fakedns
 from tests.delivery.conftest import publish_domain, run_queue
 from tests.factories import PASSWORD, make_mailbox
 from tests.smtp.helpers import make_message, stored
@@ -288,3 +288,26 @@ def test_a_message_refused_at_the_end_of_data_is_not_counted_against_the_hour(
     assert code == 450 and text.startswith(b"4.7.1")
     assert stored("bob@example.org") == []
     assert len(stored("carol@example.org")) == 1
+
+
+def test_a_line_over_998_octets_is_reencoded_before_signing(
+        submission_port, alice, receiver, client_tls_context):
+    # RFC 5322 §2.1.1: the 5,000-octet line goes out as quoted-printable, so the
+    # next server neither refuses nor wraps it and the signature still holds.
+    long_line = "Ünïcödé " * 500 + "end"
+    assert len(long_line.encode()) > 5000
+    body = f"First line.\r\n{long_line}\r\nLast line.\r\n"
+    message = letter("alice@example.org", "carol@example.net").replace(
+        b"Hi!\r\n", body.encode())
+    publish_domain("example.org")
+    with login_starttls(submission_port, client_tls_context) as client:
+        client.sendmail("alice@example.org", ["carol@example.net"], message)
+    run_queue()
+    (got,) = receiver.script.messages
+    assert max(len(line) for line in got.data.split(b"\r\n")) <= 998
+    parsed = email.message_from_bytes(got.data, policy=email.policy.default)
+    assert parsed["Content-Transfer-Encoding"] == "quoted-printable"
+    assert parsed["MIME-Version"] == "1.0"
+    assert parsed.get_content().replace("\r\n", "\n") == body.replace("\r\n", "\n")
+    for index in (0, 1):
+        assert fakedns.dkim_verifies(got.data, index)

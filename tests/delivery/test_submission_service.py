@@ -14,7 +14,7 @@ from apps.directory import services as directory
 from apps.store.models import TraceEvent, TraceKind
 from apps.webmail import writing
 from mailhost.errors import Disabled, MailhostError, OverQuota
-from tests.delivery import fakedns
+from tests import fakedns
 from tests.delivery.conftest import publish_domain
 from tests.factories import PASSWORD, make_mailbox
 from tests.smtp.helpers import stored

@@ -112,6 +112,7 @@ def test_zone_lines_are_valid_zone_file_lines():
 
 def test_dnsrecords_command_prints_the_domains_dkim_key(db, settings, capsys):
     settings.MAILHOST_HOSTNAME = "mail.example.org"
+    settings.MAILHOST_PUBLIC_HOSTNAME = "imap.example.org"
     domain = make_domain("example.org")
     rsa_key = domain.dkim_keys.get(algorithm="rsa-sha256")
     ed_key = domain.dkim_keys.get(algorithm="ed25519-sha256")
@@ -129,7 +130,17 @@ def test_dnsrecords_command_prints_the_domains_dkim_key(db, settings, capsys):
     assert b"".join(zone.find_rdataset("example.org.", "TXT")[0].strings) == b"v=spf1 mx -all"
     dmarc = zone.find_rdataset("_dmarc.example.org.", "TXT")[0]
     assert b"".join(dmarc.strings).startswith(b"v=DMARC1; p=quarantine")
-    assert len(out.strip().splitlines()) == 5
+    # RFC 6186 §3.1: the client SRV records, in zone-file syntax dnspython reads.
+    imaps = zone.find_rdataset("_imaps._tcp.example.org.", "SRV")[0]
+    assert (imaps.priority, imaps.weight, imaps.port, imaps.target.to_text()) == (
+        0, 1, 993, "imap.example.org.")
+    submission = zone.find_rdataset("_submission._tcp.example.org.", "SRV")[0]
+    assert submission.port == 587
+    autoconfig = zone.find_rdataset("autoconfig.example.org.", "CNAME")[0]
+    assert autoconfig.target.to_text() == "imap.example.org."
+    assert b"".join(zone.find_rdataset("_smtp._tls.example.org.", "TXT")[0].strings) == (
+        b"v=TLSRPTv1; rua=mailto:postmaster@example.org")
+    assert len(out.strip().splitlines()) == 5 + 11
     assert "PRIVATE" not in out and ed_key.private_key not in out
     with pytest.raises(CommandError):
         call_command("dnsrecords", "unknown.example")

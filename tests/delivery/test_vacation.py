@@ -15,7 +15,7 @@ from apps.delivery.models import OutboundMessage, VacationReply
 from apps.delivery.vacation import answer_absences, set_vacation
 from apps.directory import services as directory
 from apps.store.blobs import get_blob_store
-from tests.delivery import fakedns
+from tests import fakedns
 from tests.delivery.conftest import publish_domain, run_queue
 from tests.factories import PASSWORD, make_mailbox
 from tests.smtp.helpers import stored

@@ -37,7 +37,7 @@ def zone_for(domain: Domain) -> Records:
 def dns_zone(settings, ours: Domain) -> Iterator[TinyDnsServer]:
     server = TinyDnsServer(zone_for(ours))
     settings.MAILHOST_HOSTNAME = MAIL_HOST
-    settings.MAILHOST_DNS_RESOLVER = "apps.antispam.dns.DnsPythonResolver"
+    settings.MAILHOST_DNS_RESOLVER = "mailhost.dns.DnsPythonResolver"
     settings.MAILHOST_DNS_NAMESERVERS = ["127.0.0.1"]
     settings.MAILHOST_DNS_PORT = server.port
     settings.MAILHOST_DNS_TIMEOUT = 2
@@ -49,8 +49,11 @@ def test_each_record_is_marked_published_missing_or_different(dns_zone, ours):
     checks = check_records(dns_records(ours, mail_host=MAIL_HOST))
     statuses = {check.record.name.split(".")[0] + ":" + check.record.value[:6]: check.status
                 for check in checks}
-    assert list(statuses.values()) == [Status.OK, Status.DIFFERENT, Status.OK, Status.OK,
-                                       Status.MISSING]
+    assert list(statuses.values())[:5] == [Status.OK, Status.DIFFERENT, Status.OK, Status.OK,
+                                           Status.MISSING]
+    # The client SRV records, autoconfiguration names, MTA-STS and TLSRPT.
+    assert set(list(statuses.values())[5:]) == {Status.OK}
+    assert len(checks) == 5 + 11
     spf = checks[1]
     assert spf.found == ["v=spf1 a ~all"]  # the site verification record is not SPF
 
@@ -65,9 +68,27 @@ def test_a_different_dkim_key_and_a_failed_lookup(dns_zone, ours):
     assert checks[1].status == Status.UNKNOWN
 
 
+def test_client_and_mta_sts_records_published_wrong(dns_zone, ours):
+    records = {record.name: record for record in dns_records(ours, mail_host=MAIL_HOST)}
+    imaps = records[f"_imaps._tcp.{ours.name}"]
+    dns_zone.records[(imaps.name + ".", "SRV")] = [f"0 1 1993 {MAIL_HOST}."]  # a dev port
+    autoconfig = records[f"autoconfig.{ours.name}"]
+    dns_zone.records[(autoconfig.name + ".", "CNAME")] = ["elsewhere.example."]
+    sts = records[f"_mta-sts.{ours.name}"]
+    dns_zone.records[(sts.name + ".", "TXT")] = ['"v=STSv1; id=old"']
+    tlsrpt = records[f"_smtp._tls.{ours.name}"]
+    del dns_zone.records[(tlsrpt.name + ".", "TXT")]
+    checks = check_records([imaps, autoconfig, sts, tlsrpt, records[f"_imap._tcp.{ours.name}"]])
+    assert [c.status for c in checks] == [Status.DIFFERENT, Status.DIFFERENT, Status.DIFFERENT,
+                                          Status.MISSING, Status.OK]
+    assert checks[0].found == [f"0 1 1993 {MAIL_HOST}."]
+    assert checks[1].found == ["elsewhere.example"]
+
+
 def test_the_page_shows_records_statuses_and_what_was_found(dns_zone, root_client, ours):
     page = root_client.get(f"/manage/domains/{ours.pk}/dns/").content.decode()
-    assert re.findall(r'<span class="badge (\w+)">', page) == ["ok", "warn", "ok", "ok", "bad"]
+    badges = re.findall(r'<span class="badge (\w+)">', page)
+    assert badges[:5] == ["ok", "warn", "ok", "ok", "bad"] and set(badges[5:]) == {"ok"}
     assert "Found: <span class=\"mono\">v=spf1 a ~all</span>" in page
     assert f"_dmarc.{ours.name}" in page and "v=DMARC1; p=quarantine" in page
     assert f"{ours.name}.\t3600\tIN\tMX\t10 {MAIL_HOST}." in page  # the zone-file lines

@@ -81,25 +81,28 @@ def test_domain_admin_cannot_reach_another_domains_pages(web_server, page: Page)
 def test_dns_page_marks_records_against_a_local_dns_server(settings, transactional_db,
                                                            page: Page) -> None:
     User.objects.create_superuser("root@admin.example", ADMIN_PASSWORD)
-    settings.MAILHOST_HOSTNAME = MAIL_HOST
+    settings.MAILHOST_HOSTNAME = settings.MAILHOST_PUBLIC_HOSTNAME = MAIL_HOST
     domain = make_domain("ours.example")
-    dns = TinyDnsServer(zone_for(domain))  # MX and DKIM right, SPF wrong, DMARC missing
+    # MX and DKIM right, SPF wrong, DMARC missing; SRV, CNAME, MTA-STS and TLSRPT right.
+    dns = TinyDnsServer(zone_for(domain))
     server = WebServerProcess(database_url(), Path(settings.MAILHOST_STORAGE_ROOT), env={
         "MAILHOST_HOSTNAME": MAIL_HOST,
-        "MAILHOST_DNS_RESOLVER": "apps.antispam.dns.DnsPythonResolver",
+        "MAILHOST_DNS_RESOLVER": "mailhost.dns.DnsPythonResolver",
         "MAILHOST_DNS_NAMESERVERS": "127.0.0.1", "MAILHOST_DNS_PORT": str(dns.port),
         "MAILHOST_DNS_TIMEOUT": "2"})
     try:
         sign_in(page, server.url, "root@admin.example", ADMIN_PASSWORD)
         page.goto(f"{server.url}/manage/domains/{domain.pk}/dns/")
         rows = page.locator("table.dns tbody tr")
-        expect(rows).to_have_count(5)
+        expect(rows).to_have_count(5 + 11)
         expect(rows.nth(0)).to_contain_text("published")
         expect(rows.nth(1)).to_contain_text("different")
         expect(rows.nth(1)).to_contain_text("Found: v=spf1 a ~all")
         expect(rows.nth(2)).to_contain_text("published")
         expect(rows.nth(3)).to_contain_text("published")
         expect(rows.nth(4)).to_contain_text("missing")
+        for index in range(5, 5 + 11):
+            expect(rows.nth(index)).to_contain_text("published")
     finally:
         server.stop()
         dns.close()

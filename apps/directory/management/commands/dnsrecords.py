@@ -12,7 +12,8 @@ from mailhost.errors import Invalid
 
 
 class Command(BaseCommand):
-    help = "Print the DNS records (MX, SPF, DKIM, DMARC) a hosted domain needs, zone-file syntax."
+    help = ("Print the DNS records (MX, SPF, DKIM, DMARC, client SRV and autoconfig names, "
+            "MTA-STS, TLSRPT) a hosted domain needs, zone-file syntax.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("domain")
