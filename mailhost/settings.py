@@ -463,6 +463,7 @@ MAILHOST_PUBLIC_PORTS = {
     "pop3s": env_port("MAILHOST_PUBLIC_POP3S_PORT", 995),
     "smtps": env_port("MAILHOST_PUBLIC_SMTPS_PORT", 465),
     "submission": env_port("MAILHOST_PUBLIC_SUBMISSION_PORT", 587),
+    "managesieve": env_port("MAILHOST_PUBLIC_MANAGESIEVE_PORT", 4190),  # RFC 5804 §1.8
 }
 # Our MTA-STS policy (RFC 8461 §3.2): "testing", "enforce" or "none", and how
 # long senders keep it (seconds).

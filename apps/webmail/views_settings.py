@@ -142,8 +142,9 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         "interval_days": settings.MAILHOST_VACATION_INTERVAL_DAYS,
         "client": client_settings(mailbox.address),
         # Sieve filters are managed over ManageSieve; the page says which run.
-        "sieve_scripts": sieve.list_scripts(mailbox), "sieve_host": settings.MAILHOST_HOSTNAME,
-        "sieve_port": settings.MAILHOST_PORTS["managesieve"]}, status=status)
+        "sieve_scripts": sieve.list_scripts(mailbox),
+        "sieve_host": settings.MAILHOST_PUBLIC_HOSTNAME,
+        "sieve_port": settings.MAILHOST_PUBLIC_PORTS["managesieve"]}, status=status)
 
 
 @mailbox_required
