@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from email.message import Message
+from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
+from functools import cached_property
 
 from apps.sieve.grammar import Argument, Command, Strings, Test
 
@@ -73,7 +75,9 @@ class _Run:
         self.data = data
         self.envelope = envelope
         self.loaded = loaded
-        self.message: Message = message_from_bytes(data, policy=compat32)
+        # The header fields only: most scripts never read the body, and
+        # parsing every MIME part cost more than running the script.
+        self.message: Message = BytesHeaderParser(policy=compat32).parsebytes(data)
         self.outcome = Outcome()
         self.implicit_keep = True
         self.flags: list[str] = []  # imap4flags' internal variable (RFC 5232 §3)
@@ -290,8 +294,13 @@ class _Run:
         return values
 
     def values_body(self, test: Test) -> list[str]:
-        return _body_texts(self.message, self.data, test.tags,
+        return _body_texts(self.whole_message, self.data, test.tags,
                            self.strings(test.tags.get(":content")))
+
+    @cached_property
+    def whole_message(self) -> Message:
+        """Parsed with its MIME parts, for the body test only."""
+        return message_from_bytes(self.data, policy=compat32)
 
     def values_hasflag(self, test: Test) -> list[str]:
         names = self.strings(test.positional[0])
