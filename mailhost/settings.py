@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "apps.api",
     "apps.antispam",
     "apps.delivery",
+    "apps.sieve",
     "apps.web",
     "apps.webadmin",
     "apps.webmail",
@@ -299,6 +300,8 @@ MAILHOST_PORTS = {
     "imaps": env_port("IMAPS_PORT", 1993),
     "pop3": env_port("POP3_PORT", 1110),
     "pop3s": env_port("POP3S_PORT", 1995),
+    # RFC 5804 §1.8: 4190, plus the offset of the IMAP and POP3 ports (+1000).
+    "managesieve": env_port("MANAGESIEVE_PORT", 5190),
 }
 # Empty: a self-signed pair is generated into the data directory on first start.
 MAILHOST_TLS_CERT = env_str("MAILHOST_TLS_CERT")
@@ -462,6 +465,7 @@ MAILHOST_PUBLIC_PORTS = {
     "pop3s": env_port("MAILHOST_PUBLIC_POP3S_PORT", 995),
     "smtps": env_port("MAILHOST_PUBLIC_SMTPS_PORT", 465),
     "submission": env_port("MAILHOST_PUBLIC_SUBMISSION_PORT", 587),
+    "managesieve": env_port("MAILHOST_PUBLIC_MANAGESIEVE_PORT", 4190),  # RFC 5804 §1.8
 }
 # Our MTA-STS policy (RFC 8461 §3.2): "testing", "enforce" or "none", and how
 # long senders keep it (seconds).
@@ -518,3 +522,14 @@ LOGGING = {
         "mail.log": {"level": "WARNING"},
     },
 }
+
+# --- Sieve (apps/sieve, README "Sieve filters and ManageSieve") --------------------
+MAILHOST_SIEVE_MAX_SCRIPT_SIZE = env_int("MAILHOST_SIEVE_MAX_SCRIPT_SIZE", 64 * 1024)
+MAILHOST_SIEVE_MAX_SCRIPTS = env_int("MAILHOST_SIEVE_MAX_SCRIPTS", 20)
+# Redirects one mailbox's scripts may send per hour; more are filed instead.
+MAILHOST_SIEVE_REDIRECTS_PER_HOUR = env_int("MAILHOST_SIEVE_REDIRECTS_PER_HOUR", 100)
+# A message that passed this many hops (Received fields) is not redirected again.
+MAILHOST_SIEVE_MAX_HOPS = env_int("MAILHOST_SIEVE_MAX_HOPS", 25)
+MAILHOST_MANAGESIEVE_MAX_LINE = env_int("MAILHOST_MANAGESIEVE_MAX_LINE", 8 * 1024)
+MAILHOST_MANAGESIEVE_IDLE_TIMEOUT = env_int("MAILHOST_MANAGESIEVE_IDLE_TIMEOUT", 600)
+MAILHOST_MANAGESIEVE_MAX_BAD_COMMANDS = env_int("MAILHOST_MANAGESIEVE_MAX_BAD_COMMANDS", 20)

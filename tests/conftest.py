@@ -189,7 +189,7 @@ class ListenerProcess:
         for name in names:
             env[{"smtp": "SMTP_PORT", "submission": "SUBMISSION_PORT", "smtps": "SMTPS_PORT",
                  "imap": "IMAP_PORT", "imaps": "IMAPS_PORT", "pop3": "POP3_PORT",
-                 "pop3s": "POP3S_PORT"}[name]] = "0"
+                 "pop3s": "POP3S_PORT", "managesieve": "MANAGESIEVE_PORT"}[name]] = "0"
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "runmailservers", "--only", ",".join(names)],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

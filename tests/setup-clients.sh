@@ -7,6 +7,8 @@ wanted=(swaks libnet-ssleay-perl libio-socket-ssl-perl postfix fetchmail getmail
         chromium fonts-dejavu-core dovecot-imapd)
 # pebble: the ACME test server that tests/certificates issues certificates from.
 wanted+=(pebble)
+# sieve-connect: the ManageSieve client that tests/sieve drives.
+wanted+=(sieve-connect)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

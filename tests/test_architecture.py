@@ -11,7 +11,7 @@ APPS = Path(__file__).resolve().parent.parent / "apps"
 LAYER = {
     "directory": 0,
     "store": 1,
-    "smtp": 2, "imap": 2, "pop3": 2, "delivery": 2, "antispam": 2,
+    "smtp": 2, "imap": 2, "pop3": 2, "delivery": 2, "antispam": 2, "sieve": 2,
     "certificates": 2, "transfer": 2,
     "api": 3, "web": 3, "webadmin": 3, "webmail": 3, "mailservers": 3,
 }
@@ -20,7 +20,9 @@ LAYER = {
 # the checks; delivery drops local bounces through SMTP's code paths).
 # The admin panel and the webmail share the web shell (sign-in, layout, guards).
 ALLOWED_PEERS = {("smtp", "delivery"), ("smtp", "antispam"), ("delivery", "smtp"),
-                 ("antispam", "delivery"), ("webadmin", "web"), ("webmail", "web")}
+                 ("antispam", "delivery"), ("webadmin", "web"), ("webmail", "web"),
+                 # Sieve files through the checks' path and sends through delivery.
+                 ("antispam", "sieve"), ("sieve", "delivery")}
 
 
 def imported_apps(path: Path) -> set[str]:

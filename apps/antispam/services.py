@@ -35,6 +35,7 @@ from apps.antispam.headers import header_facts, insert_after_first_field, strip_
 from apps.antispam.models import SpooledMessage
 from apps.delivery.vacation import active_vacations, answer_absences
 from apps.directory.models import Domain, Mailbox
+from apps.sieve import services as sieve
 from apps.store import mime, trace
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
@@ -400,12 +401,14 @@ def spam_threshold(mailbox: Mailbox) -> float:
 
 @dataclass
 class _Filing:
-    """One spooled message's deliveries (one per folder and header block)."""
+    """One spooled message's deliveries (one per folder, header block and
+    flags) and what the recipients' Sieve scripts do once it is filed."""
 
     row: SpooledMessage
     data: bytes
     checked: bool
     requests: list[DeliveryRequest]
+    sieve_plans: list[sieve.MailboxPlan] = field(default_factory=list)
 
     @property
     def inbox_ids(self) -> list[int]:
@@ -413,14 +416,15 @@ class _Filing:
 
 
 def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
-            mailboxes: dict[int, Mailbox], junk_folders: dict[int, str]) -> _Filing:
-    # (folder, payload, added header fields) -> mailboxes
-    groups: dict[tuple[str, bytes, bytes], list[int]] = defaultdict(list)
+            mailboxes: dict[int, Mailbox], junk_folders: dict[int, str],
+            scripted: set[int]) -> _Filing:
+    # mailbox -> (the folder the checks chose, payload, added header fields)
+    chosen: dict[int, tuple[str, bytes, bytes]] = {}
     verdicts: list[dict[str, object]] = []
     present = [m for m in row.mailbox_ids if m in mailboxes]  # else deleted since
     at: int | None = None  # where the verdicts go into the spooled blob
     if verdict is None:
-        groups["INBOX", data, b""] = present
+        chosen = dict.fromkeys(present, ("INBOX", data, b""))
     else:
         clean = strip_fields(data, _is_ours)
         # The verdicts go below our Received field, beside the spooled blob,
@@ -435,22 +439,39 @@ def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
             headers = verdict.auth_header + _spam_headers(verdict, mailbox_id, threshold, junk)
             folder = junk_folders.get(mailbox_id, "Junk") if junk else "INBOX"
             if at is not None:
-                groups[folder, data, headers].append(mailbox_id)
+                chosen[mailbox_id] = (folder, data, headers)
             else:
-                groups[folder, insert_after_first_field(clean, headers), b""].append(mailbox_id)
+                chosen[mailbox_id] = (folder, insert_after_first_field(clean, headers), b"")
             verdicts.append(_mailbox_verdict(verdict, mailbox, threshold, junk))
-    requests = [DeliveryRequest(ids, payload, folder=folder, check_quota=False,
-                                queue_id=row.queue_id, added_headers=added,
-                                added_at=at or 0, accepted_at=row.received,
+    # Sieve (apps/sieve) decides for what is not Junk, seeing the verdict
+    # fields; Junk is never redirected nor answered.
+    plans = sieve.plan_filing([
+        (mailboxes[m], _as_filed(payload, added, at)) for m, (folder, payload, added)
+        in chosen.items() if m in scripted and folder == "INBOX"], sender=row.mail_from)
+    # (folder, payload, added header fields, flag bits, keywords) -> mailboxes
+    groups: dict[tuple[str, bytes, bytes, int, tuple[str, ...]], list[int]] = defaultdict(list)
+    for mailbox_id, (folder, payload, added) in chosen.items():
+        plan = plans.get(mailbox_id)
+        targets = plan.filings if plan else {folder: (0, ())}
+        for target, (bits, keywords) in targets.items():
+            groups[target, payload, added, bits, keywords].append(mailbox_id)
+    requests = [DeliveryRequest(ids, payload, folder=folder, flags=bits, keywords=keywords,
+                                check_quota=False, queue_id=row.queue_id,
+                                added_headers=added, added_at=at or 0, accepted_at=row.received,
                                 stored_as=row.blob_id if payload is data else "")
-                for (folder, payload, added), ids in groups.items() if ids]
+                for (folder, payload, added, bits, keywords), ids in groups.items() if ids]
     if requests and row.queue_id:
         requests[0].trace_events.append(trace.event(
             TraceKind.VERDICT, row.queue_id,
             addresses=[row.mail_from, *(mailboxes[m].address for m in present)],
             checked=verdict is not None, tests=verdict.tests if verdict else [],
             mailboxes=verdicts, **(verdict.results if verdict else {})))
-    return _Filing(row, data, verdict is not None, requests)
+    return _Filing(row, data, verdict is not None, requests, list(plans.values()))
+
+
+def _as_filed(payload: bytes, added: bytes, at: int | None) -> bytes:
+    """The message with its verdict fields, as a client reads it."""
+    return payload[:at] + added + payload[at:] if added and at is not None else payload
 
 
 def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) -> list[int]:
@@ -463,7 +484,8 @@ def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) ->
     quarantined = {m for row, _, v in checked if v and v.quarantine for m in row.mailbox_ids}
     junk_folders = store.junk_folders(all_ids, recreate=quarantined & set(mailboxes)) if any(
         v for _, _, v in checked) else {}
-    filings = [_filing(row, data, verdict, mailboxes, junk_folders)
+    scripted = sieve.scripted_mailboxes(list(mailboxes))
+    filings = [_filing(row, data, verdict, mailboxes, junk_folders, scripted)
                for row, data, verdict in checked]
     # Parsed (and written, for a rewritten copy) before the write transaction.
     store.prepare_deliveries([r for f in filings for r in f.requests])
@@ -486,6 +508,7 @@ def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) ->
     for filing in filings:
         if present := [i for i in filing.inbox_ids if i in away]:
             answer_absences(present, filing.data, sender=filing.row.mail_from)
+        sieve.carry_out(filing.sieve_plans, sender=filing.row.mail_from)
     return [f.row.pk for f in filings]
 
 

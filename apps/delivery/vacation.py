@@ -144,24 +144,52 @@ def answer_absences(mailbox_ids: Sequence[int], data: bytes, *, sender: str) -> 
     sender = sender.lower()
     sent = 0
     for vacation in vacations:
-        if not _addressed_to(headers, own_addresses(vacation.mailbox)):
-            continue
-        try:
-            sent += _reply_once(vacation, headers, sender)
-        except MailhostError as error:  # the sender's hosted mailbox is gone or full
-            log.warning("vacation reply of %s to <%s> failed: %s", vacation.mailbox.address,
-                        sender, error)
-        except Exception:
-            # The message is filed and acknowledged: a failed reply must not
-            # turn into a 451 that makes the sender deliver it twice.
-            log.exception("vacation reply of %s to <%s> failed", vacation.mailbox.address,
-                          sender)
+        if _addressed_to(headers, own_addresses(vacation.mailbox)):
+            sent += _reply_logged(vacation, headers, sender)
     return sent
 
 
-def _reply_once(vacation: Vacation, headers: ParsedHeaders, sender: str) -> int:
+def answer_for_script(
+    mailbox: Mailbox, data: bytes, *, sender: str, reason: str, subject: str,
+    days: int | None, addresses: Sequence[str],
+) -> int:
+    """A Sieve vacation action (RFC 5230 §4): the same RFC 3834 rules and the
+    same once-per-sender record as the webmail's reply (so the two never both
+    answer one message), with the script's text, subject and :days."""
+    if _automatic_sender(sender):
+        return 0
+    headers = BytesHeaderParser().parsebytes(headers_of(data))
+    # RFC 5230 §4.5: :addresses adds to the user's own addresses.
+    own = [*own_addresses(mailbox), *(a.lower() for a in addresses)]
+    if _automatic_message(headers) or not _addressed_to(headers, own):
+        return 0
+    if _base_address(sender) in own:  # never answer the user's own mail
+        return 0
+    vacation = Vacation(mailbox=mailbox, subject=subject, body=reason)
+    # RFC 5230 §4.1: at least a day between replies; the site's interval by default.
+    interval = timedelta(days=max(1, days)) if days is not None else None
+    return _reply_logged(vacation, headers, sender.lower(), interval=interval)
+
+
+def _reply_logged(vacation: Vacation, headers: ParsedHeaders, sender: str,
+                  interval: timedelta | None = None) -> int:
+    try:
+        return _reply_once(vacation, headers, sender, interval)
+    except MailhostError as error:  # the sender's hosted mailbox is gone or full
+        log.warning("vacation reply of %s to <%s> failed: %s", vacation.mailbox.address,
+                    sender, error)
+    except Exception:
+        # The message is filed and acknowledged: a failed reply must not
+        # turn into a 451 that makes the sender deliver it twice.
+        log.exception("vacation reply of %s to <%s> failed", vacation.mailbox.address,
+                      sender)
+    return 0
+
+
+def _reply_once(vacation: Vacation, headers: ParsedHeaders, sender: str,
+                interval: timedelta | None = None) -> int:
     now = timezone.now()
-    interval = timedelta(days=settings.MAILHOST_VACATION_INTERVAL_DAYS)
+    interval = interval or timedelta(days=settings.MAILHOST_VACATION_INTERVAL_DAYS)
     with transaction.atomic():
         # The row is the lock: two messages from one sender filed at once
         # (two workers) send one reply.

@@ -24,6 +24,8 @@ from apps.imap.session import protocol_factory as imap_protocol_factory
 from apps.mailservers.limits import ConnectionCounters, ConnectionLimits, Gate
 from apps.pop3 import server as pop3
 from apps.pop3.server import pop3_protocol_factory
+from apps.sieve import session as managesieve
+from apps.sieve.session import managesieve_protocol_factory
 from apps.smtp import replies as smtp
 from apps.smtp.server import mx_protocol_factory
 from apps.smtp.submission import smtps_protocol_factory, submission_protocol_factory
@@ -52,12 +54,13 @@ def _smtp_line(reply: str) -> bytes:
 SMTP_WORDS = Words(_smtp_line(smtp.TOO_MANY_CONNECTIONS), _smtp_line(smtp.NO_COMMAND_IN_TIME))
 IMAP_WORDS = Words(imap.TOO_MANY_CONNECTIONS, imap.NO_COMMAND_IN_TIME)
 POP3_WORDS = Words(pop3.TOO_MANY_CONNECTIONS, pop3.NO_COMMAND_IN_TIME)
+MANAGESIEVE_WORDS = Words(managesieve.TOO_MANY_CONNECTIONS, managesieve.NO_COMMAND_IN_TIME)
 
 
 @dataclass(frozen=True)
 class ListenerSpec:
     name: str
-    protocol: str  # smtp, imap or pop3, as the metrics label it
+    protocol: str  # smtp, imap, pop3 or managesieve, as the metrics label it
     make_factory: FactoryMaker
     words: Words
     implicit_tls: bool = False
@@ -72,6 +75,8 @@ LISTENERS: dict[str, ListenerSpec] = {
     "imaps": ListenerSpec("imaps", "imap", imap_protocol_factory, IMAP_WORDS, implicit_tls=True),
     "submission": ListenerSpec("submission", "smtp", submission_protocol_factory, SMTP_WORDS),
     "smtps": ListenerSpec("smtps", "smtp", smtps_protocol_factory, SMTP_WORDS, implicit_tls=True),
+    "managesieve": ListenerSpec("managesieve", "managesieve", managesieve_protocol_factory,
+                                MANAGESIEVE_WORDS),
 }
 
 

@@ -7,9 +7,11 @@ so it is tested with byte strings and hypothesis (tests/pop3/test_protocol.py).
 
 from __future__ import annotations
 
-import binascii
 import re
 from typing import NamedTuple
+
+from apps.directory.sasl import decode_plain
+from mailhost.errors import Invalid
 
 CRLF = b"\r\n"
 TERMINATOR = b".\r\n"
@@ -118,27 +120,11 @@ def parse_command(line: bytes) -> Command:
 
 
 def decode_sasl_plain(response: str) -> tuple[str, str, str]:
-    """(authorization id, authentication id, password) from a base64 response.
-
-    RFC 5034 §4: "=" is an empty initial response; RFC 4616 §2:
-    ``[authzid] NUL authcid NUL passwd`` in UTF-8, no NUL inside a field."""
-    if response == "=":
-        raw = b""
-    else:
-        try:
-            raw = binascii.a2b_base64(response.encode("ascii"), strict_mode=True)
-        except (binascii.Error, UnicodeEncodeError):
-            raise CommandError("invalid base64 in SASL response") from None
-    parts = raw.split(b"\0")
-    if len(parts) != 3:
-        raise CommandError("SASL PLAIN response is not authzid NUL authcid NUL password")
+    """``apps.directory.sasl.decode_plain``, its refusal as a POP3 -ERR."""
     try:
-        authzid, authcid, password = (p.decode("utf-8") for p in parts)
-    except UnicodeDecodeError:
-        raise CommandError("SASL PLAIN response is not valid UTF-8") from None
-    if not authcid or not password:
-        raise CommandError("SASL PLAIN response lacks a user name or password")
-    return authzid, authcid, password
+        return decode_plain(response)
+    except Invalid as error:
+        raise CommandError(error.message) from None
 
 
 # --- replies ---------------------------------------------------------------------

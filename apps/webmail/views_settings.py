@@ -22,6 +22,7 @@ from apps.directory import services as directory
 from apps.directory.audit import Actor
 from apps.directory.clientconfig import client_settings
 from apps.directory.models import Mailbox
+from apps.sieve import services as sieve
 from apps.web import autoconfig
 from apps.web.auth import mailbox_required
 from apps.webmail import writing
@@ -139,7 +140,11 @@ def settings_page(request: HttpRequest) -> HttpResponse:
     return render(request, "webmail/settings.html", {
         "forms": all_forms, "site_spam_threshold": settings.MAILHOST_SPAM_THRESHOLD,
         "interval_days": settings.MAILHOST_VACATION_INTERVAL_DAYS,
-        "client": client_settings(mailbox.address)}, status=status)
+        "client": client_settings(mailbox.address),
+        # Sieve filters are managed over ManageSieve; the page says which run.
+        "sieve_scripts": sieve.list_scripts(mailbox),
+        "sieve_host": settings.MAILHOST_PUBLIC_HOSTNAME,
+        "sieve_port": settings.MAILHOST_PUBLIC_PORTS["managesieve"]}, status=status)
 
 
 @mailbox_required

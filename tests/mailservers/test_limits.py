@@ -17,10 +17,11 @@ from tests.conftest import ServerThread
 PER_IP = 100
 TOTAL = 150
 GREETINGS = {"smtp": b"220 ", "submission": b"220 ", "smtps": b"220 ",
-             "imap": b"* OK ", "imaps": b"* OK ", "pop3": b"+OK ", "pop3s": b"+OK "}
+             "imap": b"* OK ", "imaps": b"* OK ", "pop3": b"+OK ", "pop3s": b"+OK ",
+             "managesieve": b'"IMPLEMENTATION" "Mailhost"'}
 REFUSALS = {"smtp": b"421 4.7.0 ", "submission": b"421 4.7.0 ", "smtps": b"421 4.7.0 ",
             "imap": b"* BYE ", "imaps": b"* BYE ", "pop3": b"-ERR [SYS/TEMP] ",
-            "pop3s": b"-ERR [SYS/TEMP] "}
+            "pop3s": b"-ERR [SYS/TEMP] ", "managesieve": b"BYE (TRYLATER) "}
 
 
 def _servers(settings, greeting_timeout: int) -> Iterator[ServerThread]:
