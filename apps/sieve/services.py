@@ -16,6 +16,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from apps.delivery import srs
+from apps.delivery.linelength import limit_line_length
 from apps.delivery.services import RecipientSpec, submit
 from apps.delivery.vacation import answer_for_script
 from apps.directory.models import Mailbox
@@ -271,15 +273,18 @@ def _existing(mailbox: Mailbox, filings: dict[str, tuple[str, ...]]
 
 def carry_out(plans: Sequence[MailboxPlan], *, sender: str) -> None:
     """After the message is filed: its redirects through the outbound queue
-    (RFC 5228 §4.2: with the original envelope sender) and vacation replies.
+    (RFC 5228 §4.2: with the original envelope sender, SRS-rewritten as any
+    forwarding is, so it passes SPF where it goes; long lines re-encoded as for
+    any forwarding) and vacation replies.
     A failure is logged, never raised: the message is filed already."""
     for plan in plans:
         mailbox = plan.mailbox
         if plan.redirects:
             marked = f"{REDIRECTED_FIELD}: {mailbox.address}\r\n".encode() + plan.data
             try:
-                submit(sender=sender, recipients=[RecipientSpec(a) for a in plan.redirects],
-                       data=marked)
+                submit(sender=srs.forwarding_sender(sender, mailbox.address),
+                       recipients=[RecipientSpec(a) for a in plan.redirects],
+                       data=limit_line_length(marked))
                 log.info("sieve redirect of %s to %s", mailbox.address, plan.redirects)
             except Exception:
                 log.exception("sieve redirect of %s failed", mailbox.address)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from apps.delivery import srs
 from apps.delivery.models import OutboundMessage
 from apps.mailservers.tls import certificate_paths
 from apps.sieve.models import SieveScript
@@ -234,8 +235,12 @@ vacation :days 2 :subject "Away" "Back on Monday.";
                     b"From: sender@remote.example", b"From: boss@example.net")
                 smtp.sendmail("boss@example.net", ["alice@sieve.example"], message)
         queued = OutboundMessage.objects.order_by("pk")
-        # Two redirects (with the original envelope sender) and one vacation reply.
-        assert sorted(m.sender for m in queued) == ["", "boss@example.net", "boss@example.net"]
+        # Two redirects (the original envelope sender, SRS-rewritten for our
+        # domain so it passes SPF where it goes) and one vacation reply.
+        senders = sorted(m.sender for m in queued)
+        assert senders[0] == ""
+        assert all(s.startswith("SRS0=") and s.endswith("@sieve.example") for s in senders[1:])
+        assert [srs.reverse(s) for s in senders[1:]] == ["boss@example.net"] * 2
         run_queue()
         got = {r.recipients[0]: [] for r in sink.script.messages}
         for received in sink.script.messages:

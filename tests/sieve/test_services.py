@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from apps.delivery import srs
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.sieve import services
 from apps.store.blobs import get_blob_store
@@ -65,7 +66,9 @@ def test_redirect_loops_and_rate_are_refused_and_the_message_kept(alice, setting
     services.carry_out([plan], sender="bob@example.net")
     entry = QueueEntry.objects.get()
     assert entry.recipient == "elsewhere@example.net"
-    assert entry.message.sender == "bob@example.net"  # RFC 5228 §4.2
+    # RFC 5228 §4.2: the original envelope sender, SRS-rewritten for our domain.
+    assert srs.reverse(entry.message.sender) == "bob@example.net"
+    assert entry.message.sender.endswith("@ours.example")
     redirected = get_blob_store().read(entry.message.blob_id)
     assert redirected.startswith(b"X-Sieve-Redirected-By: alice@ours.example\r\n")
     # The same message coming back is not sent round again: it is kept.
