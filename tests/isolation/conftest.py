@@ -31,6 +31,7 @@ B_SUBFOLDER = f"{B_FOLDER}/Acquisitions"
 B_SUBJECT = "Bravo quarterly merger memo"
 B_BODY = "bravo-confidential-body-7731"
 ADMIN_PASSWORD = "admin password 1"
+B_PASSWORD = "bravo password 99"  # not A's: A's password must not open B's mailbox
 
 
 def letter(subject: str, body: str, *, sender: str, to: str) -> bytes:
@@ -62,11 +63,11 @@ class Tenant:
 
 
 def make_tenant(name: str, user: str, *, display_name: str, subject: str, body: str,
-                folder: str) -> Tenant:
+                folder: str, password: str) -> Tenant:
     domain = directory.create_domain(name)
     admin = create_administrator(f"boss@{name}", ADMIN_PASSWORD, role=Role.DOMAIN_ADMIN,
                                  domains=[domain], display_name=f"{display_name} Boss")
-    mailbox = directory.create_mailbox(f"{user}@{name}", PASSWORD, display_name=display_name)
+    mailbox = directory.create_mailbox(f"{user}@{name}", password, display_name=display_name)
     alias = directory.create_alias(f"sales-{user}@{name}", [mailbox.address])
     own = store.create_folder(mailbox, folder)
     store.create_folder(mailbox, f"{folder}/Acquisitions")
@@ -89,13 +90,14 @@ def make_tenant(name: str, user: str, *, display_name: str, subject: str, body: 
 @pytest.fixture
 def tenant_a(db) -> Tenant:
     return make_tenant("ours.example", "alice", display_name="Alfa Person",
-                       subject="Alfa weekly note", body="alfa-body", folder="Alfa Projects")
+                       subject="Alfa weekly note", body="alfa-body", folder="Alfa Projects",
+                       password=PASSWORD)
 
 
 @pytest.fixture
 def tenant_b(tenant_a: Tenant) -> Tenant:
     return make_tenant("theirs.example", "zed", display_name="Zulu Bravoperson",
-                       subject=B_SUBJECT, body=B_BODY, folder=B_FOLDER)
+                       subject=B_SUBJECT, body=B_BODY, folder=B_FOLDER, password=B_PASSWORD)
 
 
 def snapshot(tenant: Tenant) -> dict[str, list[tuple]]:
