@@ -53,16 +53,21 @@ print("KEY", key)
 """
 
 
+def timed_failure(what: str, call: Callable[[], object], refused: type[Exception]) -> float:
+    """Seconds until ``call`` is refused (raises ``refused``)."""
+    started = time.perf_counter()
+    try:
+        call()
+    except refused:
+        return time.perf_counter() - started
+    raise SystemExit(f"{what}: a login meant to fail succeeded")
+
+
 def imap_attempt(port: int) -> Callable[[str, str], float]:
     def attempt(login: str, password: str) -> float:
         client = imaplib.IMAP4("127.0.0.1", port, timeout=60)
-        started = time.perf_counter()
-        try:
-            client.login(login, password)
-        except imaplib.IMAP4.error:
-            elapsed = time.perf_counter() - started
-        else:
-            raise SystemExit("IMAP: a login meant to fail succeeded")
+        elapsed = timed_failure("IMAP", lambda: client.login(login, password),
+                                imaplib.IMAP4.error)
         client.shutdown()
         return elapsed
     return attempt
@@ -71,14 +76,8 @@ def imap_attempt(port: int) -> Callable[[str, str], float]:
 def pop3_attempt(port: int) -> Callable[[str, str], float]:
     def attempt(login: str, password: str) -> float:
         client = poplib.POP3("127.0.0.1", port, timeout=60)
-        started = time.perf_counter()
-        client.user(login)
-        try:
-            client.pass_(password)
-        except poplib.error_proto:
-            elapsed = time.perf_counter() - started
-        else:
-            raise SystemExit("POP3: a login meant to fail succeeded")
+        elapsed = timed_failure("POP3", lambda: (client.user(login), client.pass_(password)),
+                                poplib.error_proto)
         client.quit()
         return elapsed
     return attempt
@@ -98,6 +97,19 @@ def smtp_attempt(port: int) -> Callable[[str, str], float]:
     return attempt
 
 
+def timed_http(connection: http.client.HTTPConnection, what: str, expected: int,
+               method: str, url: str, body: str | None, headers: dict[str, str]) -> float:
+    """Seconds for one request that must be refused with status ``expected``."""
+    started = time.perf_counter()
+    connection.request(method, url, body, headers)
+    answer = connection.getresponse()
+    answer.read()
+    elapsed = time.perf_counter() - started
+    if answer.status != expected:
+        raise SystemExit(f"{what}: {answer.status} for a login meant to fail")
+    return elapsed
+
+
 def web_attempt(port: int) -> Callable[[str, str], float]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
@@ -111,14 +123,7 @@ def web_attempt(port: int) -> Callable[[str, str], float]:
                                        "password": password})
         headers = {"Content-Type": "application/x-www-form-urlencoded",
                    "Cookie": f"csrftoken={cookie}", "Referer": f"http://127.0.0.1:{port}/"}
-        started = time.perf_counter()
-        connection.request("POST", "/signin/", form, headers)
-        answer = connection.getresponse()
-        answer.read()
-        elapsed = time.perf_counter() - started
-        if answer.status != 400:
-            raise SystemExit(f"web sign-in: {answer.status} for a login meant to fail")
-        return elapsed
+        return timed_http(connection, "web sign-in", 400, "POST", "/signin/", form, headers)
     return attempt
 
 
@@ -126,14 +131,8 @@ def api_attempt(port: int) -> Callable[[str, str], float]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
 
     def attempt(key: str, _: str) -> float:
-        started = time.perf_counter()
-        connection.request("GET", "/api/v1/me/", headers={"Authorization": f"Token {key}"})
-        answer = connection.getresponse()
-        answer.read()
-        elapsed = time.perf_counter() - started
-        if answer.status != 401:
-            raise SystemExit(f"API: {answer.status} for a key meant to fail")
-        return elapsed
+        return timed_http(connection, "API", 401, "GET", "/api/v1/me/", None,
+                          {"Authorization": f"Token {key}"})
     return attempt
 
 
