@@ -78,6 +78,17 @@ def test_imap_commands_naming_their_folders_and_messages_are_refused(
             assert status == "OK" and not leaked(tenant_b, listed, name), (
                 f"LIST {reference} {pattern} showed B's folders: {listed}")
             assert "Bravo" not in listed, listed
+    # RFC 4469 CATENATE: URLs naming B's messages, appended into A's own folder.
+    own = quoted(tenant_a.folder.name)
+    for url in [f"/{B_FOLDER.replace(' ', '%20')}/;UID=1", "/INBOX/;UID=99",
+                f"/../{B_MAILBOX}/INBOX/;UID=1", f"imap://{B_MAILBOX.replace('@', '%40')}"
+                "@127.0.0.1/INBOX/;UID=1", f"/Other%20Users/{B_MAILBOX}/INBOX/;UID=1"]:
+        status, text = imap_answer(client, "APPEND", own, f'CATENATE (URL "{url}")')
+        answers.append((f"APPEND CATENATE {url}", status, text))
+    status, data = client.xatom("LIST", '""', '"*"', "RETURN (STATUS (MESSAGES))")
+    assert status == "OK"
+    listed = repr(client.response("LIST")) + repr(client.response("STATUS"))
+    assert "Bravo" not in listed and not leaked(tenant_b, listed, ""), listed
     status, _ = client.select("INBOX")
     assert status == "OK"
     for name in THEIR_NAMES:
