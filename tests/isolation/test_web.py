@@ -90,7 +90,8 @@ def change_fields(b: Tenant, ids: dict[str, Any], action: str) -> dict[str, Any]
             "password": "a long new password 42", "destinations": b.mailbox.address,
             "forward_to": b.mailbox.address, "domains": [ids["domain"]],
             "role": "domainadmin", "display_name": "Intruder", "active": "on",
-            "to": b.mailbox.address, "subject": "hello", "body": "hello"}
+            "to": b.mailbox.address, "subject": "hello", "body": "hello",
+            "csv": f"intruder@{b.domain.name},a long new password 42\n"}
 
 
 def answer(client: Client, method: str, url: str, data: dict[str, Any]) -> tuple[int, str]:
