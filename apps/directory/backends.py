@@ -24,11 +24,12 @@ class MailhostBackend(ModelBackend):
         if user is not None and hasattr(user, "mailbox"):
             mailbox = services.authenticate(login, password, remote_ip=remote_ip, protocol="web")
             return mailbox.user if mailbox else None
-        # Administrators without a mailbox: same lockout, Django's own check.
+        # Administrators without a mailbox, and unknown logins: same lockout,
+        # and the hasher runs whether or not the account exists or is active.
         if services.is_locked_out(login, remote_ip):
             metrics.AUTH_FAILURES.labels("web", "locked_out").inc()
             return None
-        if user is not None and user.is_active and user.check_password(password):
+        if services.password_matches(login, password, user) and user.is_active:
             return user
         services.record_failure(login, remote_ip)
         metrics.AUTH_FAILURES.labels("web", "password").inc()

@@ -679,6 +679,17 @@ def _check_cached(login: str, secret: str, encoded: str) -> bool:
     return True
 
 
+def password_matches(login: str, secret: str, user: User | None) -> bool:
+    """Whether ``secret`` is ``user``'s password. For no user (an unknown
+    login) the hasher runs all the same on a fresh hash, so that a failure
+    costs the same time whether or not the login exists (Django's
+    ModelBackend does the same with set_password on a dummy user)."""
+    if user is None:
+        make_password(secret)
+        return False
+    return _check_cached(login, secret, user.password)
+
+
 def authenticate(
     login: str, secret: str, *, remote_ip: str | None = None, protocol: str = "unknown"
 ) -> Mailbox | None:
@@ -693,13 +704,7 @@ def authenticate(
         if "@" in login
         else None
     )
-    if mailbox is None:
-        # Spend the same hash work as a real check, so timing does not reveal
-        # which logins exist (Django's ModelBackend does the same).
-        make_password(secret)
-        ok = False
-    else:
-        ok = _check_cached(login, secret, mailbox.user.password)
+    ok = password_matches(login, secret, mailbox.user if mailbox else None)
     if not ok or mailbox is None:
         record_failure(login, remote_ip)
         log.info("auth failed login=%s ip=%s protocol=%s", login, remote_ip, protocol)

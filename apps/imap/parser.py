@@ -909,10 +909,12 @@ class ImapUrl:
     uid: int
     section: Section
     partial: tuple[int, int | None] | None
+    # RFC 5092 §3: the enc-user of an absolute URL, the login it belongs to.
+    user: str | None = None
 
 
 _URL = re.compile(
-    rb"(?:imap://[^/]*)?/(?P<mailbox>[^;/?]+(?:/[^;/?]+)*)(?:;UIDVALIDITY=(?P<uidvalidity>\d+))?"
+    rb"(?:imap://(?:(?P<user>[^@/;]*)(?:;AUTH=[^@/]*)?@)?[^@/]*)?/(?P<mailbox>[^;/?]+(?:/[^;/?]+)*)(?:;UIDVALIDITY=(?P<uidvalidity>\d+))?"
     rb"/;UID=(?P<uid>\d+)(?:/;SECTION=(?P<section>[^/;]+))?"
     rb"(?:/;PARTIAL=(?P<origin>\d+)(?:\.(?P<length>\d+))?)?", re.IGNORECASE)
 
@@ -940,7 +942,8 @@ def parse_imap_url(url: bytes) -> ImapUrl:
     return ImapUrl(
         mailbox=unquote_to_bytes(match["mailbox"]).decode("utf-8"),
         uidvalidity=int(match["uidvalidity"]) if match["uidvalidity"] else None,
-        uid=int(match["uid"]), section=section, partial=partial)
+        uid=int(match["uid"]), section=section, partial=partial,
+        user=unquote_to_bytes(match["user"]).decode("utf-8") if match["user"] else None)
 
 
 def _store(cursor: _Cursor) -> dict[str, Any]:

@@ -981,6 +981,10 @@ def _catenated(session: IMAPSession, parts: list[tuple[str, bytes]]) -> bytes:
         shown = value.decode("utf-8", "replace").replace("]", "%5D")
         try:
             url = parse_imap_url(value)
+            # A URL of another user's mailbox names nothing of this one: never
+            # read it from the signed-in user's folders of the same name.
+            if url.user is not None and url.user.lower() != session.mailbox.address.lower():
+                raise NotFound("another user's message")
             folder = store.get_folder(session.mailbox, session.decode_name(url.mailbox))
         except (ValueError, NotFound):
             raise No("the URL names no message", f"BADURL {shown}") from None

@@ -361,6 +361,17 @@ def test_imap_urls_parse(url, expected):
             parsed.partial) == expected
 
 
+@pytest.mark.parametrize(("url", "user"), [
+    (b"/INBOX/;UID=3", None),
+    (b"imap://example.com/INBOX/;UID=3", None),
+    (b"imap://joe@example.com/Sent/;UID=1", "joe"),
+    (b"imap://zed%40theirs.example;AUTH=*@example.com:143/INBOX/;UID=1", "zed@theirs.example"),
+])
+def test_imap_urls_name_their_user(url, user):
+    # RFC 5092 §3: iserver = [iuserinfo "@"] host [":" port]
+    assert parse_imap_url(url).user == user
+
+
 @given(st.binary(max_size=60))
 def test_anything_else_is_not_an_imap_url(data):
     url = b"/INBOX/;UID=" + data
