@@ -107,6 +107,31 @@ def _flush_by_delete(django_db_setup) -> Iterator[None]:  # type: ignore[no-unty
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _flush_keeps_content_types(django_db_setup) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """The flush after a transactional test leaves the content type and
+    permission rows that migrate made, instead of deleting them and having
+    post_migrate (no other receiver here) make the very same rows again: that
+    took most of each flush. No test adds or removes such rows."""
+    from django.contrib.auth.models import Permission
+    from django.contrib.contenttypes.models import ContentType
+    from django.core.management.commands import flush
+
+    kept = {ContentType._meta.db_table, Permission._meta.db_table}
+
+    def sql_flush(style, connection, reset_sequences=True, allow_cascade=False):  # type: ignore[no-untyped-def]
+        tables = connection.introspection.django_table_names(only_existing=True,
+                                                             include_views=False)
+        return connection.ops.sql_flush(style, [t for t in tables if t not in kept],
+                                        reset_sequences=reset_sequences,
+                                        allow_cascade=allow_cascade)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flush, "sql_flush", sql_flush)
+        patch.setattr(flush, "emit_post_migrate_signal", lambda *args, **kwargs: None)
+        yield
+
+
 class _PooledRSA:
     """Stands in for ``cryptography``'s ``rsa`` module in apps.directory.services
     during tests: every new domain gets a real RSA-2048 DKIM key (RFC 8301 §3.2),
