@@ -193,9 +193,12 @@ class Platform:
         for process in self.processes.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
+        # They stop side by side: one deadline for all, then SIGKILL (the
+        # accounting needs them gone, not gone gracefully).
+        deadline = time.monotonic() + 10
         for name, process in self.processes.items():
             try:
-                process.wait(30)
+                process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 self.kill(name)
 
@@ -269,6 +272,8 @@ def inbound_load(port: int, ledger: Ledger, stop: threading.Event, rng: random.R
         try:
             with smtplib.SMTP("127.0.0.1", port, timeout=20) as smtp:
                 for _ in range(rng.randint(1, 4)):
+                    if stop.is_set():  # the rounds are over: no new transaction
+                        break
                     kind, rcpt, boxes = rng.choice(targets)
                     entry = ledger.new(kind, boxes)
                     sender = f"sender-{entry.token.lower()}@client.example"
@@ -293,6 +298,8 @@ def submission_load(port: int, ledger: Ledger, stop: threading.Event,
             with smtplib.SMTP("127.0.0.1", port, timeout=20) as smtp:
                 smtp.login(sender, PASSWORD)
                 for _ in range(rng.randint(1, 4)):
+                    if stop.is_set():
+                        break
                     kind = rng.choices(["submit-ok", "submit-temp", "submit-perm"],
                                        [6, 2, 1])[0]
                     entry = ledger.new(kind)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import os
 import re
 import shutil
@@ -67,6 +68,103 @@ def _release_thread_connections(django_db_setup, django_db_blocker):  # type: ig
                 cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                                "WHERE datname = current_database() AND pid <> pg_backend_pid()")
         connection.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _frozen_startup_heap(django_db_setup) -> None:  # type: ignore[no-untyped-def]
+    """Everything imported and set up so far lives as long as the session:
+    freezing it leaves each later ``gc.collect()`` (ServerThread.stop runs one
+    per test) only the objects the tests themselves made to look at."""
+    gc.collect()
+    gc.freeze()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_by_delete(django_db_setup) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """What ``flush`` runs after each transactional test on PostgreSQL: DELETE
+    where Django would TRUNCATE the same tables. Both leave them empty with
+    their sequences where they were; TRUNCATE makes new files for every table
+    and took over a second a test here, DELETE of a test's few rows a few
+    milliseconds. Django's foreign keys are DEFERRABLE INITIALLY DEFERRED, so
+    the order of the tables does not matter inside flush's transaction."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    from django.db.backends.postgresql.operations import DatabaseOperations
+
+    truncate = DatabaseOperations.sql_flush
+
+    def delete(self, style, tables, *, reset_sequences=False, allow_cascade=False):  # type: ignore[no-untyped-def]
+        if reset_sequences or not tables:
+            return truncate(self, style, tables, reset_sequences=reset_sequences,
+                            allow_cascade=allow_cascade)
+        return ["SET CONSTRAINTS ALL DEFERRED",
+                *(f"{style.SQL_KEYWORD('DELETE FROM')} {style.SQL_FIELD(self.quote_name(table))}"
+                  for table in tables)]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(DatabaseOperations, "sql_flush", delete)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_keeps_content_types(django_db_setup) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """The flush after a transactional test leaves the content type and
+    permission rows that migrate made, instead of deleting them and having
+    post_migrate (no other receiver here) make the very same rows again: that
+    took most of each flush. No test adds or removes such rows."""
+    from django.contrib.auth.models import Permission
+    from django.contrib.contenttypes.models import ContentType
+    from django.core.management.commands import flush
+
+    kept = {ContentType._meta.db_table, Permission._meta.db_table}
+
+    def sql_flush(style, connection, reset_sequences=True, allow_cascade=False):  # type: ignore[no-untyped-def]
+        tables = connection.introspection.django_table_names(only_existing=True,
+                                                             include_views=False)
+        return connection.ops.sql_flush(style, [t for t in tables if t not in kept],
+                                        reset_sequences=reset_sequences,
+                                        allow_cascade=allow_cascade)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flush, "sql_flush", sql_flush)
+        patch.setattr(flush, "emit_post_migrate_signal", lambda *args, **kwargs: None)
+        yield
+
+
+class _PooledRSA:
+    """Stands in for ``cryptography``'s ``rsa`` module in apps.directory.services
+    during tests: every new domain gets a real RSA-2048 DKIM key (RFC 8301 §3.2),
+    taken in turn from a pool made once per session, instead of generating one,
+    which costs most of a domain's creation. Consecutive domains never share a
+    key; keys still sign and verify for real."""
+
+    SIZE = 16
+
+    def __init__(self, module) -> None:  # type: ignore[no-untyped-def]
+        self._module = module
+        self._pool: list = []
+        self._turn = itertools.count()
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._module, name)
+
+    def generate_private_key(self, public_exponent: int, key_size: int):  # type: ignore[no-untyped-def]
+        if (public_exponent, key_size) != (65537, 2048):
+            return self._module.generate_private_key(public_exponent, key_size)
+        turn = next(self._turn) % self.SIZE
+        if turn == len(self._pool):
+            self._pool.append(self._module.generate_private_key(public_exponent, key_size))
+        return self._pool[turn]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pooled_dkim_keys() -> Iterator[None]:
+    from apps.directory import services
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(services, "rsa", _PooledRSA(services.rsa))
+        yield
 
 
 class ServerThread:
