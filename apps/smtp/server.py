@@ -138,6 +138,9 @@ class MailhostSMTP(SMTP):
         await super().push(line)
 
     async def smtp_EHLO(self, hostname: str) -> None:
+        if not _is_utf8(hostname):
+            await self.push(replies.BAD_HELO_SYNTAX)
+            return
         self._answering_helo = True
         try:
             await super().smtp_EHLO(hostname)
@@ -145,15 +148,42 @@ class MailhostSMTP(SMTP):
             self._answering_helo = False
 
     async def smtp_HELO(self, hostname: str) -> None:
+        if not _is_utf8(hostname):
+            await self.push(replies.BAD_HELO_SYNTAX)
+            return
         self._answering_helo = True
         try:
             await super().smtp_HELO(hostname)
         finally:
             self._answering_helo = False
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's MAIL/RCPT/VRFY address parser with two holes closed, both
+        answered as aiosmtpd answers any malformed address (553 5.1.3 for MAIL
+        and RCPT, RFC 5321 §4.2.2): an argument that is not UTF-8 (RFC 6531
+        §3.3; aiosmtpd keeps such bytes as surrogates that no later step can
+        store), and "<" with nothing after it, on which the email package's
+        get_angle_addr raises IndexError."""
+        if not _is_utf8(arg):
+            return None, None
+        try:
+            return super()._getaddr(arg)
+        except IndexError:
+            return None, None
+
     def _set_post_data_state(self) -> None:
         super()._set_post_data_state()
         self.in_transaction = False
+
+
+def _is_utf8(argument: str | None) -> bool:
+    """aiosmtpd decodes command arguments as UTF-8 with surrogateescape: a
+    surrogate is a byte that was not UTF-8."""
+    try:
+        (argument or "").encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def ehlo_responses(
