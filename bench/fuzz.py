@@ -341,8 +341,8 @@ def _transcripts(seeds: list[bytes], messages: list[bytes]) -> list[bytes]:
 
 # --- targets -----------------------------------------------------------------------
 
-# The line-oriented targets take this many lines of an input, as many as a
-# client pipelines; one line may still be as long as the whole input.
+# The line-oriented targets take this many commands (lines) of an input, as
+# many as a client pipelines; one may still be as long as the whole input.
 MAX_LINES = 64
 
 
@@ -417,7 +417,7 @@ def _imap(data: bytes) -> None:
     framer = CommandFramer(max_line=settings.MAILHOST_IMAP_MAX_LINE,
                            max_literal=settings.MAILHOST_IMAP_MAX_LITERAL)
     framer.feed(data)
-    while True:
+    for _ in range(MAX_LINES):
         try:
             item = framer.next()
         except LimitError:
@@ -783,6 +783,13 @@ def mutated_inputs(target_name: str, messages: list[bytes], count: int, seed: in
 _worker_messages: list[bytes] = []
 
 
+def seed_messages(corpus: Path, limit: int) -> list[bytes]:
+    """The ``limit`` smallest messages of the corpora (mime/, ham/, spam/)."""
+    paths = sorted((p for sub in ("mime", "ham", "spam") for p in (corpus / sub).rglob("*")
+                    if p.is_file()), key=lambda p: (p.stat().st_size, p))
+    return corpus_messages(paths[:limit])
+
+
 def _worker_init(messages: list[bytes]) -> None:
     global _worker_messages
     _worker_messages = messages
@@ -891,10 +898,7 @@ def main() -> None:
         print("no exception")
         return
 
-    paths = sorted((p for sub in ("mime", "ham", "spam") for p in (args.corpus / sub).rglob("*")
-                    if p.is_file()), key=lambda p: (p.stat().st_size, p))
-    messages = corpus_messages([p for p in paths if p.stat().st_size < 256 * 1024]
-                               [:args.max_seeds])
+    messages = seed_messages(args.corpus, args.max_seeds)
     print(f"corpus {args.corpus}: {len(messages)} seed messages; {args.workers} workers; "
           f"CPU limit {CPU_LIMIT}s per input", flush=True)
     rows = []
