@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Inputs per target: about a second each on an idle machine.
 INPUTS = {"imap": 2000, "pop3": 2000, "dmarc": 2000, "dsn": 600, "spf": 800, "mime": 800,
-          "sanitize": 600, "smtp": 100}
+          "sanitize": 600, "smtp": 60}
 
 
 @pytest.fixture(scope="module")
