@@ -158,17 +158,18 @@ class MailhostSMTP(SMTP):
             self._answering_helo = False
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        """aiosmtpd's MAIL/RCPT/VRFY address parser with two holes closed, both
+        """aiosmtpd's MAIL/RCPT/VRFY address parser with holes closed, all
         answered as aiosmtpd answers any malformed address (553 5.1.3 for MAIL
         and RCPT, RFC 5321 §4.2.2): an argument that is not UTF-8 (RFC 6531
         §3.3; aiosmtpd keeps such bytes as surrogates that no later step can
-        store), and "<" with nothing after it, on which the email package's
-        get_angle_addr raises IndexError."""
+        store), and the addresses on which the email package's parser raises
+        something else than HeaderParseError: IndexError for "<" with nothing
+        after it, AttributeError for an unclosed domain literal ("<a@[b>")."""
         if not _is_utf8(arg):
             return None, None
         try:
             return super()._getaddr(arg)
-        except IndexError:
+        except (IndexError, AttributeError):
             return None, None
 
     def _set_post_data_state(self) -> None:

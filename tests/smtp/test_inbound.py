@@ -187,11 +187,13 @@ def test_every_reply_carries_an_enhanced_status_code(smtp_port, alice):
                 assert ENHANCED.match(reply), (line, reply)
 
 
-# Found by bench/fuzz.py: each once answered "500 Error: (IndexError) ..." or
-# "(UnicodeEncodeError)", or took a sender that could not be stored (451 after DATA).
+# Found by bench/fuzz.py: each once answered "500 Error: (IndexError) ...",
+# "(AttributeError)" or "(UnicodeEncodeError)", or took a sender that could not
+# be stored (451 after DATA).
 MALFORMED_ARGUMENTS = [
     (b"MAIL FROM:<", b"553 5.1.3"),
     (b"MAIL FROM: <@", b"553 5.1.3"),
+    (b"MAIL FROM:<sender@[remote.example>", b"553 5.1.3"),
     (b"MAIL FROM:<s\xe9nder@remote.example>", b"553 5.1.3"),  # Latin-1, not UTF-8
     (b"MAIL FROM:<sender@remote.example> SIZE=\xff", b"553 5.1.3"),
     (b"VRFY <", b"502 5.5.1"),
