@@ -18,8 +18,8 @@ Targets (``--targets``, all by default):
             result. Bad input: none (analyze "never raises"; its last-line
             guard logs the exception, counted here as a crash).
   dsn       apps.delivery.dsn: xtext_decode, parse_notify, parse_orcpt and
-            status_of on strings cut from the input, build_dsn around it as
-            the returned message. Bad input: mailhost.errors.Invalid.
+            status_of on lines of the input, build_dsn around it as the
+            returned message. Bad input: mailhost.errors.Invalid.
   dmarc     apps.antispam.auth.parse_dmarc_record. Bad input: None returned.
   spf       apps.antispam.auth.check_spf (pyspf through our resolver seam),
             the input's lines served as the TXT records of the domains the
@@ -471,7 +471,6 @@ def _dsn(data: bytes) -> None:
             elif parse is dsn.parse_notify:
                 notify = result
         dsn.status_of(line, permanent=bool(notify))
-        dsn.xtext_encode(line)
     now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     report = dsn.RecipientReport(recipient=text[:200], action="failed",
                                  status=dsn.status_of(text, permanent=True), orcpt=orcpt,
