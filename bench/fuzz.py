@@ -404,6 +404,7 @@ class Target:
     # An input is a whole pipelined session: 1 s of CPU per 1,000 lines (a
     # 1 MB input may hold 60,000 commands, each answered in microseconds).
     session: bool = False
+    finish: Callable[[], None] | None = None  # called after a series of inputs
 
 
 def _imap(data: bytes) -> None:
@@ -580,7 +581,7 @@ class _MemoryTransport(asyncio.Transport):
 
 
 SMTP_LOGIN = ("alice@fuzz.example", "secret-password")
-_smtp_loop: asyncio.AbstractEventLoop | None = None
+_smtp_loop: asyncio.AbstractEventLoop | None = None  # one per process, for all sessions
 
 
 async def _smtp_session(data: bytes, submission: bool) -> bytes:
@@ -619,7 +620,6 @@ def _smtp(data: bytes) -> None:
     global _smtp_loop
     if _smtp_loop is None or _smtp_loop.is_closed():
         _smtp_loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(_smtp_loop)
     # Sessions that authenticate go to submission, and one in eight others.
     submission = (b"AUTH" in data[:400].upper()
                   or hashlib.blake2b(data, digest_size=1).digest()[0] < 32)
@@ -629,6 +629,13 @@ def _smtp(data: bytes) -> None:
         _smtp_loop.close()  # interrupted anywhere: start over with a new loop
         _smtp_loop = None
         raise
+
+
+def _close_smtp_loop() -> None:
+    global _smtp_loop
+    if _smtp_loop is not None:
+        _smtp_loop.close()
+        _smtp_loop = None
 
 
 def prepare_smtp_directory() -> None:
@@ -658,7 +665,7 @@ TARGETS: dict[str, Target] = {target.name: target for target in (
         b"x APPEND INBOX {%d+}\r\n" % len(m) + m + b"\r\n" for m in messages[:20]]),
     Target("pop3", _pop3, POP3_TOKENS, lambda messages: POP3_SEEDS),
     Target("smtp", _smtp, SMTP_TOKENS, lambda messages: _transcripts(SMTP_SEEDS, messages),
-           session=True),
+           session=True, finish=_close_smtp_loop),
     Target("mime", _mime, MIME_TOKENS, _corpus_seeds),
     Target("dsn", _dsn, DSN_TOKENS, lambda messages: DSN_SEEDS + messages[:50]),
     Target("dmarc", _dmarc, DMARC_TOKENS, lambda messages: DMARC_SEEDS),
@@ -771,6 +778,8 @@ def run_inputs(target_name: str, inputs: Iterator[bytes], *, save_dir: Path = FU
                 result.huge_growth_kib = max(result.huge_growth_kib, growth)
     finally:
         signal.signal(signal.SIGPROF, previous)
+        if target.finish is not None:
+            target.finish()
     result.cpu_seconds = time.process_time() - started
     result.peak_rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return result
