@@ -3,6 +3,9 @@ input (issue 14, item 7).
 
 Targets (``--targets``, all by default):
 
+  reference the harness alone (mutation of the corpus messages, alarm, log
+            capture) around an input that nothing parses: what the rows
+            below would be with a parser that took no time.
   imap      apps.imap.parser: CommandFramer over a byte stream, parse_command
             on every framed command, parse_imap_url on CATENATE URLs.
             Bad input: ParseError (BAD / NO [TOOBIG] / BYE), ValueError from
@@ -660,7 +663,12 @@ def _html_seeds(messages: list[bytes]) -> list[bytes]:
     return HTML_SEEDS + with_html[:400] + messages[:100]
 
 
+def _nothing(data: bytes) -> None:
+    """The reference: the mutator and the harness around an input, no parser."""
+
+
 TARGETS: dict[str, Target] = {target.name: target for target in (
+    Target("reference", _nothing, MIME_TOKENS, _corpus_seeds),
     Target("imap", _imap, IMAP_TOKENS, lambda messages: IMAP_SEEDS + [
         b"x APPEND INBOX {%d+}\r\n" % len(m) + m + b"\r\n" for m in messages[:20]]),
     Target("pop3", _pop3, POP3_TOKENS, lambda messages: POP3_SEEDS),
