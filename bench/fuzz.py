@@ -449,7 +449,7 @@ def _imap(data: bytes) -> None:
 def _pop3(data: bytes) -> None:
     from apps.pop3.protocol import CommandError, decode_sasl_plain, parse_command
 
-    for line in data.split(b"\n"):
+    for line in data.split(b"\n", MAX_LINES)[:MAX_LINES]:
         with suppress(CommandError):
             parse_command(line)
         for word in line.decode("utf-8", "replace").split():
