@@ -452,9 +452,9 @@ def _pop3(data: bytes) -> None:
     for line in data.split(b"\n", MAX_LINES)[:MAX_LINES]:
         with suppress(CommandError):
             parse_command(line)
-        for word in line.decode("utf-8", "replace").split():
-            with suppress(CommandError):
-                decode_sasl_plain(word)
+        # A SASL response: a line of its own, or AUTH PLAIN's initial response.
+        with suppress(CommandError):
+            decode_sasl_plain(line.decode("utf-8", "replace").strip().rpartition(" ")[2])
 
 
 def _dsn(data: bytes) -> None:
