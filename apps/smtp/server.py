@@ -130,7 +130,9 @@ class MailhostSMTP(SMTP):
 
     # --- replies ---
     async def push(self, status: str | bytes) -> None:
-        line = status.encode("utf-8") if isinstance(status, str) else status
+        # "replace": aiosmtpd echoes some arguments ("502 Could not VRFY x"), which
+        # keep bytes that were not UTF-8 as surrogates.
+        line = status.encode("utf-8", "replace") if isinstance(status, str) else status
         if not self._greeting_sent:
             self._greeting_sent = True  # RFC 2034 §3: the greeting has no enhanced code
         elif not self._answering_helo:

@@ -197,6 +197,7 @@ MALFORMED_ARGUMENTS = [
     (b"MAIL FROM:<s\xe9nder@remote.example>", b"553 5.1.3"),  # Latin-1, not UTF-8
     (b"MAIL FROM:<sender@remote.example> SIZE=\xff", b"553 5.1.3"),
     (b"VRFY <", b"502 5.5.1"),
+    (b"VRFY \xff", b"502 5.5.1"),
     (b"EHLO cl\xe9ent.test", b"501 5.5.4"),
     (b"HELO \x80", b"501 5.5.4"),
 ]
