@@ -20,6 +20,8 @@ IDLE_TIMEOUT = "421 4.4.2 Idle for too long, closing connection"
 TEMPORARY_FAILURE = "451 4.3.0 Temporary server failure, try again later"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"  # RFC 5321 §4.5.3.1.10
 BAD_ADDRESS = "501 5.1.3 Bad recipient address syntax"
+# RFC 5321 §4.1.1.1 (a domain or address literal), RFC 6531 §3.3 (UTF-8 only).
+BAD_HELO_SYNTAX = "501 5.5.4 Syntax: the hostname must be a domain or address literal in UTF-8"
 UNKNOWN_USER = "550 5.1.1 No such user here"
 RELAY_DENIED = "550 5.7.1 Relaying denied"
 # RFC 5321 §2.3.8: lines end in CRLF only; a bare LF is how SMTP smuggling starts.

@@ -134,7 +134,9 @@ class MailhostSMTP(SMTP):
 
     # --- replies ---
     async def push(self, status: str | bytes) -> None:
-        line = status.encode("utf-8") if isinstance(status, str) else status
+        # "replace": aiosmtpd echoes some arguments ("502 Could not VRFY x"), which
+        # keep bytes that were not UTF-8 as surrogates.
+        line = status.encode("utf-8", "replace") if isinstance(status, str) else status
         if not self._greeting_sent:
             self._greeting_sent = True  # RFC 2034 §3: the greeting has no enhanced code
         elif not self._answering_helo:
@@ -146,6 +148,9 @@ class MailhostSMTP(SMTP):
         await super().push(line)
 
     async def smtp_EHLO(self, hostname: str) -> None:
+        if not _is_utf8(hostname):
+            await self.push(replies.BAD_HELO_SYNTAX)
+            return
         self._answering_helo = True
         try:
             await super().smtp_EHLO(hostname)
@@ -153,15 +158,43 @@ class MailhostSMTP(SMTP):
             self._answering_helo = False
 
     async def smtp_HELO(self, hostname: str) -> None:
+        if not _is_utf8(hostname):
+            await self.push(replies.BAD_HELO_SYNTAX)
+            return
         self._answering_helo = True
         try:
             await super().smtp_HELO(hostname)
         finally:
             self._answering_helo = False
 
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's MAIL/RCPT/VRFY address parser with holes closed, all
+        answered as aiosmtpd answers any malformed address (553 5.1.3 for MAIL
+        and RCPT, RFC 5321 §4.2.2): an argument that is not UTF-8 (RFC 6531
+        §3.3; aiosmtpd keeps such bytes as surrogates that no later step can
+        store), and the addresses on which the email package's parser raises
+        something else than HeaderParseError: IndexError for "<" with nothing
+        after it, AttributeError for an unclosed domain literal ("<a@[b>")."""
+        if not _is_utf8(arg):
+            return None, None
+        try:
+            return super()._getaddr(arg)
+        except (IndexError, AttributeError):
+            return None, None
+
     def _set_post_data_state(self) -> None:
         super()._set_post_data_state()
         self.in_transaction = False
+
+
+def _is_utf8(argument: str | None) -> bool:
+    """aiosmtpd decodes command arguments as UTF-8 with surrogateescape: a
+    surrogate is a byte that was not UTF-8."""
+    try:
+        (argument or "").encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def ehlo_responses(

@@ -187,6 +187,38 @@ def test_every_reply_carries_an_enhanced_status_code(smtp_port, alice):
                 assert ENHANCED.match(reply), (line, reply)
 
 
+# Found by bench/fuzz.py: each once answered "500 Error: (IndexError) ...",
+# "(AttributeError)" or "(UnicodeEncodeError)", or took a sender that could not
+# be stored (451 after DATA).
+MALFORMED_ARGUMENTS = [
+    (b"MAIL FROM:<", b"553 5.1.3"),
+    (b"MAIL FROM: <@", b"553 5.1.3"),
+    (b"MAIL FROM:<sender@[remote.example>", b"553 5.1.3"),
+    (b"MAIL FROM:<s\xe9nder@remote.example>", b"553 5.1.3"),  # Latin-1, not UTF-8
+    (b"MAIL FROM:<sender@remote.example> SIZE=\xff", b"553 5.1.3"),
+    (b"VRFY <", b"502 5.5.1"),
+    (b"VRFY \xff", b"502 5.5.1"),
+    (b"EHLO cl\xe9ent.test", b"501 5.5.4"),
+    (b"HELO \x80", b"501 5.5.4"),
+]
+
+
+def test_malformed_arguments_get_a_syntax_error_and_the_session_goes_on(smtp_port, alice):
+    client = RawSMTP(smtp_port)
+    for line, reply in MALFORMED_ARGUMENTS:
+        client.command(b"EHLO client.test")
+        assert client.command(line)[-1].startswith(reply), line
+    client.command(b"EHLO client.test")
+    assert client.command(b"MAIL FROM:<sender@remote.example>")[0].startswith(b"250")
+    assert client.command(b"RCPT TO:<alice@example.org>")[0].startswith(b"250")
+    assert client.command(b"RCPT TO:<\xe9@example.org>")[0].startswith(b"553 5.1.3")
+    assert client.command(b"RCPT TO:<")[0].startswith(b"553 5.1.3")
+    client.command(b"DATA")
+    assert client.command(make_message("alice@example.org") + b".")[0].startswith(b"250")
+    client.close()
+    assert len(stored("alice@example.org")) == 1
+
+
 def test_real_mail_with_lines_over_1000_octets_is_accepted(smtp_port, alice):
     """15 messages of the SpamAssassin ham/spam corpus have such lines; peers accept them."""
     from tests.conftest import CORPORA
