@@ -493,7 +493,7 @@ def _dmarc(data: bytes) -> None:
 
 def _spf(data: bytes) -> None:
     from apps.antispam.auth import check_spf
-    from tests.antispam import fakedns
+    from tests import fakedns
 
     records = data.decode("utf-8", "replace").split("\n")
     zone = fakedns.ZONE
@@ -834,7 +834,7 @@ def _setup_django(data_dir: Path) -> None:
     os.environ.update({
         "DJANGO_SETTINGS_MODULE": "mailhost.settings", "MAILHOST_DATA_DIR": str(data_dir),
         "MAILHOST_LOG_LEVEL": "CRITICAL", "MAILHOST_FAST_PASSWORD_HASHER": "1",
-        "MAILHOST_DNS_RESOLVER": "tests.antispam.fakedns.FakeResolver",
+        "MAILHOST_DNS_RESOLVER": "tests.fakedns.FakeResolver",
         # SMTP: DATA files straight into the store (the spool's checks ask DNS),
         # and no limit that would answer every later input the same way.
         "MAILHOST_ANTISPAM": "0", "MAILHOST_MAX_MESSAGE_SIZE": str(2 * HUGE),

@@ -10,7 +10,7 @@ import pytest
 from apps.store.models import Message
 from bench import fuzz
 from bench.fuzz import TARGETS, mutated_inputs, prepare_smtp_directory, run_inputs, seed_messages
-from tests.antispam import fakedns
+from tests import fakedns
 
 ROOT = Path(__file__).resolve().parent.parent
 
