@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import tracemalloc
 from datetime import UTC, datetime
 
 import dns.zone
@@ -53,6 +54,43 @@ def test_xtext_round_trip(text):
     encoded = xtext_encode(text)
     assert all("!" <= c <= "~" and c != "=" for c in encoded)
     assert xtext_decode(encoded) == text
+
+
+def _is_xtext(text: str) -> bool:
+    """RFC 3461 §4's grammar, one character at a time."""
+    i = 0
+    while i < len(text):
+        if text[i] == "+":
+            if not all(c in "0123456789ABCDEF" for c in text[i + 1:i + 3]) or i + 3 > len(text):
+                return False
+            i += 3
+        elif "!" <= text[i] <= "~" and text[i] != "=":
+            i += 1
+        else:
+            return False
+    return True
+
+
+@given(st.text(alphabet="+=AF09az!~ \x7f\xe9", max_size=12))
+def test_xtext_is_told_from_what_is_not(text):
+    if _is_xtext(text):
+        xtext_decode(text)
+    else:
+        with pytest.raises(Invalid):
+            xtext_decode(text)
+
+
+def test_a_long_xtext_value_is_decoded_in_bounded_memory():
+    # Found by bench/fuzz.py: 116 MiB to check a 1 MB value.
+    tracemalloc.start()
+    try:
+        assert xtext_decode("+41" * 100_000 + "a") == "A" * 100_000 + "a"
+        with pytest.raises(Invalid):
+            xtext_decode("a" * 300_000 + "=")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5 * 1024 * 1024
 
 
 def test_rfc3461_parameters():
