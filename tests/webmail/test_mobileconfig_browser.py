@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from apps.webmail.templatetags.webmail import host_name_breaks
 from tests.conftest import database_url, sign_in
 from tests.factories import PASSWORD, make_mailbox
 from tests.web_server import WebServerProcess
@@ -44,3 +45,10 @@ def test_settings_page_offers_the_apple_profile(public_web_server, page: Page):
     assert (mail["EmailAddress"], mail["IncomingMailServerHostName"],
             mail["IncomingMailServerPortNumber"], mail["OutgoingMailServerPortNumber"]) == (
         "alice@ours.example", "mail.ours.example", 993, 465)
+
+
+def test_host_names_wrap_only_after_their_dots():
+    """The page's server table on a phone: "mail." / "ours.example", never a
+    name cut inside a label; and the name is still escaped."""
+    assert host_name_breaks("mail.ours.example") == "mail.<wbr>ours.<wbr>example"
+    assert host_name_breaks("a<b>.x") == "a&lt;b&gt;.<wbr>x"
