@@ -69,6 +69,8 @@ MIDDLEWARE = [
     "apps.web.middleware.AcmeChallengeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "apps.web.middleware.SecurityHeadersMiddleware",
+    # Before Django's Host check: autoconfig./mta-sts. names of hosted domains.
+    "apps.web.middleware.ServiceHostMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -5,6 +5,8 @@ MTA-STS policy. Each answers for hosted, active domains only; any other gets
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -17,9 +19,17 @@ from apps.web import autoconfig
 _XML = "application/xml; charset=utf-8"
 
 
+def _service_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Marks a view that ServiceHostMiddleware may call for a hosted domain's
+    autoconfig./autodiscover./mta-sts. name."""
+    view.serves_service_hosts = True  # type: ignore[attr-defined]
+    return view
+
+
 def _host_domain(request: HttpRequest, prefix: str) -> str:
     """The domain of a ``<prefix>.<domain>`` Host, or "" for another host."""
-    host = request.get_host().rsplit(":", 1)[0].lower().rstrip(".")
+    host = (getattr(request, "service_host", "")
+            or request.get_host().rsplit(":", 1)[0].lower().rstrip("."))
     return host.removeprefix(prefix) if host.startswith(prefix) else ""
 
 
@@ -30,6 +40,7 @@ def _settings_or_404(address_or_domain: str) -> ClientSettings:
     return client
 
 
+@_service_view
 @require_GET
 def thunderbird(request: HttpRequest) -> HttpResponse:
     """/.well-known/autoconfig/mail/config-v1.1.xml?emailaddress=… (on the
@@ -40,6 +51,7 @@ def thunderbird(request: HttpRequest) -> HttpResponse:
     return HttpResponse(autoconfig.thunderbird_config(client), content_type=_XML)
 
 
+@_service_view
 @csrf_exempt  # a mail program posts here, with no session or token
 @require_POST
 def autodiscover_xml(request: HttpRequest) -> HttpResponse:
@@ -52,6 +64,7 @@ def autodiscover_xml(request: HttpRequest) -> HttpResponse:
     return HttpResponse(autoconfig.autodiscover_response(client), content_type=_XML)
 
 
+@_service_view
 @require_GET
 def autodiscover_json(request: HttpRequest, address: str = "") -> HttpResponse:
     """Autodiscover v2: /autodiscover/autodiscover.json?Email=…&Protocol=… (or
@@ -70,6 +83,7 @@ def autodiscover_json(request: HttpRequest, address: str = "") -> HttpResponse:
     return JsonResponse(autoconfig.autodiscover_json(client.domain, "AutodiscoverV1"))
 
 
+@_service_view
 @require_GET
 def mta_sts(request: HttpRequest) -> HttpResponse:
     """RFC 8461 §3.2: the policy at https://mta-sts.<domain>/.well-known/mta-sts.txt,

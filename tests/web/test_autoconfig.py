@@ -239,3 +239,43 @@ def test_autodiscover_request_parser_takes_any_bytes(body):
 def test_autodiscover_request_parser_reads_back_any_address(local):
     address = f"{local}@ours.example"
     assert autodiscover_request_address(autodiscover_request(escape(address))) == address
+
+
+@pytest.mark.django_db
+def test_service_names_of_hosted_domains_need_no_allowed_hosts_entry(settings):
+    # A new domain's autoconfig., autodiscover. and mta-sts. names answer as
+    # soon as the domain exists, with ALLOWED_HOSTS naming only the panel's host.
+    settings.ALLOWED_HOSTS = ["testserver"]
+    settings.MAILHOST_HOSTNAME = "mx.public.example"
+    client = Client(raise_request_exception=False)  # an unknown Host is a 400 answer
+    assert client.get("/.well-known/mta-sts.txt",
+                      HTTP_HOST="mta-sts.fresh.example").status_code == 400
+    directory.create_domain("fresh.example")
+    make_mailbox("carol@fresh.example")
+    policy = client.get("/.well-known/mta-sts.txt", HTTP_HOST="mta-sts.fresh.example:443")
+    assert policy.status_code == 200
+    assert parse_policy(policy.content).mx == ("mx.public.example", PUBLIC_HOST)
+    config = client.get("/mail/config-v1.1.xml", HTTP_HOST="autoconfig.fresh.example")
+    assert config.status_code == 200
+    assert thunderbird_servers(config.content, "fresh.example")
+    request = (f'<Autodiscover xmlns="{REQUEST_NS}"><Request>'
+               "<EMailAddress>carol@fresh.example</EMailAddress></Request></Autodiscover>")
+    answer = client.post("/autodiscover/autodiscover.xml", request, content_type="text/xml",
+                         HTTP_HOST="autodiscover.fresh.example")
+    assert answer.status_code == 200 and b"carol@fresh.example" in answer.content
+
+
+@pytest.mark.django_db
+def test_service_names_serve_nothing_else_and_strangers_are_refused(settings):
+    settings.ALLOWED_HOSTS = ["testserver"]
+    fresh = directory.create_domain("fresh.example")
+    client = Client(raise_request_exception=False)  # an unknown Host is a 400 answer
+    # The panel, the webmail and the API are not served on a service name.
+    for path in ("/signin/", "/admin/", "/api/v1/domains/", "/"):
+        assert client.get(path, HTTP_HOST="autoconfig.fresh.example").status_code == 404
+    # Names of domains not hosted here (or not service names) stay refused.
+    for host in ("autoconfig.stranger.example", "www.fresh.example", "fresh.example"):
+        assert client.get("/mail/config-v1.1.xml", HTTP_HOST=host).status_code == 400
+    directory.update_domain(fresh, active=False)
+    assert client.get("/.well-known/mta-sts.txt",
+                      HTTP_HOST="mta-sts.fresh.example").status_code == 400
