@@ -4,13 +4,14 @@ right, some wrong and some not at all."""
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from apps.directory.dns import dns_records, zone_lines
 from apps.directory.models import Domain
-from apps.webadmin.dns_check import Status, check_records
+from apps.webadmin.dns_check import PARALLEL_LOOKUPS, Status, check_records
 from tests.dns_server import Records, TinyDnsServer
 
 MAIL_HOST = "mx.hosting.example"
@@ -92,3 +93,23 @@ def test_the_page_shows_records_statuses_and_what_was_found(dns_zone, root_clien
     assert "Found: <span class=\"mono\">v=spf1 a ~all</span>" in page
     assert f"_dmarc.{ours.name}" in page and "v=DMARC1; p=quarantine" in page
     assert f"{ours.name}.\t3600\tIN\tMX\t10 {MAIL_HOST}." in page  # the zone-file lines
+
+
+class _MeetingResolver:
+    """Answers no lookup until all of a page's lookups are waiting at once: a
+    check that asks one record after another never gets past the first."""
+
+    meeting: threading.Barrier
+
+    def query(self, name: str, rdtype: str) -> list[str]:
+        self.meeting.wait()
+        return []
+
+
+def test_the_records_are_looked_up_at_once(settings, ours):
+    records = dns_records(ours, mail_host=MAIL_HOST)
+    _MeetingResolver.meeting = threading.Barrier(min(len(records), PARALLEL_LOOKUPS), timeout=10)
+    settings.MAILHOST_DNS_RESOLVER = f"{__name__}._MeetingResolver"
+    checks = check_records(records)
+    assert [check.record for check in checks] == records  # in the page's order
+    assert {check.status for check in checks} == {Status.MISSING}
