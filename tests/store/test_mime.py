@@ -264,6 +264,17 @@ def test_address_oddities():
     assert env[7] == [["Unclosed", None, "u", "example.org"]]
 
 
+def test_a_huge_address_field_is_read_up_to_postfixs_header_limit():
+    # 20,000 recipients (~420 KB in one field): ENVELOPE lists the first
+    # 100 KiB's worth, each address whole, as Postfix keeps 100 KiB of a header.
+    to = ", ".join(f"user{n}@example.org" for n in range(20000))
+    env = analyze(crlf(f"From: a@example.org\nTo: {to}\nSubject: s\n\n")).envelope
+    listed = env[5]
+    assert 4000 < len(listed) < 20000
+    assert listed == [[None, None, f"user{n}", "example.org"] for n in range(len(listed))]
+    assert env[1] == "s" and env[2] == [[None, None, "a", "example.org"]]
+
+
 def test_missing_or_empty_sender_and_reply_to_default_to_from():
     raw = crlf("From: a@example.org\nReply-To:\nSender:   \n\n")
     env = analyze(raw).envelope
