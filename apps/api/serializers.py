@@ -7,7 +7,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from apps.api.models import ApiToken
-from apps.directory.models import Alias, DkimKey, Domain, Mailbox, Role, User
+from apps.directory.models import Alias, AppPassword, DkimKey, Domain, Mailbox, Role, User
 
 # Quotas are bytes in a 64-bit column; 0 means unlimited.
 MAX_BYTES = 2**63 - 1
@@ -28,6 +28,9 @@ class DomainSerializer(serializers.ModelSerializer):
         required=False, allow_null=True, min_value=0.1, max_value=1000,
         help_text="spam score filed into Junk for mailboxes without their own; "
                   "null: the site default")
+    app_passwords_required = serializers.BooleanField(
+        required=False, help_text="mail programs sign in with app passwords only; mailbox "
+                                  "passwords sign in to the web")
     mailbox_count = serializers.IntegerField(read_only=True)
     used_bytes = serializers.IntegerField(
         read_only=True, help_text="bytes stored in all the domain's mailboxes")
@@ -35,7 +38,8 @@ class DomainSerializer(serializers.ModelSerializer):
     class Meta:
         model = Domain
         fields = ["id", "name", "unicode_name", "active", "default_quota", "max_mailboxes",
-                  "greylisting", "spam_threshold", "mailbox_count", "used_bytes", "created"]
+                  "greylisting", "spam_threshold", "app_passwords_required", "mailbox_count",
+                  "used_bytes", "created"]
         read_only_fields = ["unicode_name", "created"]
 
 
@@ -93,11 +97,14 @@ class MailboxSerializer(serializers.ModelSerializer):
         help_text="addresses each message is forwarded to (set with PATCH)")
     forward_keep_copy = serializers.BooleanField(
         read_only=True, help_text="keep a copy here when forwarding")
+    password_web_only = serializers.BooleanField(
+        read_only=True, help_text="mail programs must use app passwords; the password signs "
+                                  "in to the web only (set with PATCH)")
 
     class Meta:
         model = Mailbox
         fields = ["id", "address", "password", "domain", "display_name", "quota", "used_bytes",
-                  "active", "forward_to", "forward_keep_copy", "created"]
+                  "active", "forward_to", "forward_keep_copy", "password_web_only", "created"]
         read_only_fields = ["created"]
 
 
@@ -111,6 +118,30 @@ class MailboxUpdateSerializer(MailboxSerializer):
         help_text="addresses each message is forwarded to; [] turns forwarding off")
     forward_keep_copy = serializers.BooleanField(
         required=False, help_text="keep a copy here when forwarding")
+    password_web_only = serializers.BooleanField(
+        required=False, help_text="mail programs must use app passwords; the password signs "
+                                  "in to the web only")
+
+
+class AppPasswordSerializer(serializers.ModelSerializer):
+    mailbox = serializers.CharField(
+        source="mailbox.address", required=False, max_length=320,
+        help_text="address of the mailbox it is for (default: your own)")
+    name = serializers.CharField(max_length=100, help_text="the program or device it is for")
+
+    class Meta:
+        model = AppPassword
+        fields = ["id", "mailbox", "name", "created", "last_used", "last_used_ip",
+                  "last_used_protocol"]
+        read_only_fields = ["created", "last_used", "last_used_ip", "last_used_protocol"]
+
+
+class NewAppPasswordSerializer(AppPasswordSerializer):
+    password = serializers.CharField(read_only=True,
+                                     help_text="shown this once; only a digest is kept")
+
+    class Meta(AppPasswordSerializer.Meta):
+        fields = [*AppPasswordSerializer.Meta.fields, "password"]
 
 
 class AliasSerializer(serializers.ModelSerializer):

@@ -9,6 +9,7 @@ router = DefaultRouter()
 router.register("domains", views.DomainViewSet, basename="domain")
 router.register("mailboxes", views.MailboxViewSet, basename="mailbox")
 router.register("aliases", views.AliasViewSet, basename="alias")
+router.register("app-passwords", views.AppPasswordViewSet, basename="apppassword")
 router.register("tokens", views.ApiTokenViewSet, basename="apitoken")
 router.register("admins", views.AdministratorViewSet, basename="administrator")
 

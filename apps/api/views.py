@@ -20,11 +20,11 @@ from rest_framework.serializers import BaseSerializer
 from apps.api import access, serializers
 from apps.api import services as token_services
 from apps.api.models import ApiToken
-from apps.directory import administrators, services
+from apps.directory import administrators, app_passwords, services
 from apps.directory.addresses import normalize_domain
 from apps.directory.audit import Actor
 from apps.directory.dns import dns_records
-from apps.directory.models import Alias, Domain, Mailbox, SecondFactor, User
+from apps.directory.models import Alias, AppPassword, Domain, Mailbox, SecondFactor, User
 from apps.store.services import usage_expression, with_domain_usage
 from mailhost.errors import Invalid, NotFound
 
@@ -94,18 +94,23 @@ class DomainViewSet(CrudViewSet):
         return with_domain_usage(access.domains_for(self.request.user))
 
     def create_object(self, data: dict[str, Any]) -> Domain:
-        return services.create_domain(
+        domain = services.create_domain(
             data["name"], default_quota=data.get("default_quota"),
             max_mailboxes=data.get("max_mailboxes", 0), active=data.get("active", True),
             greylisting=data.get("greylisting", False),
             spam_threshold=data.get("spam_threshold"), actor=Actor.of(self.request),
         )
+        if data.get("app_passwords_required"):
+            services.update_domain(domain, app_passwords_required=True,
+                                   actor=Actor.of(self.request))
+        return domain
 
     def update_object(self, instance: Domain, data: dict[str, Any]) -> None:
         services.update_domain(
             instance, active=data.get("active"), default_quota=data.get("default_quota"),
             max_mailboxes=data.get("max_mailboxes"), greylisting=data.get("greylisting"),
             spam_threshold=data.get("spam_threshold", services.KEEP),
+            app_passwords_required=data.get("app_passwords_required"),
             actor=Actor.of(self.request),
         )
 
@@ -174,7 +179,7 @@ class MailboxViewSet(CrudViewSet):
             instance, quota=data.get("quota"), active=data.get("active"),
             display_name=data.get("user", {}).get("display_name"), password=data.get("password"),
             forward_to=data.get("forward_to"), forward_keep_copy=data.get("forward_keep_copy"),
-            actor=Actor.of(self.request),
+            password_web_only=data.get("password_web_only"), actor=Actor.of(self.request),
         )
 
     def perform_destroy(self, instance: Mailbox) -> None:
@@ -300,6 +305,46 @@ class MeView(generics.GenericAPIView):
             user, display_name=data.get("display_name"), password=data.get("password"),
             actor=Actor.of(request))
         return Response(self.get_serializer(self.account()).data)
+
+
+# --- app passwords ---------------------------------------------------------------
+
+
+class AppPasswordViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+    mixins.DestroyModelMixin, viewsets.GenericViewSet,
+):
+    """App passwords for mail programs: your mailbox's, and for administrators
+    those of the mailboxes they manage. The password is shown once, on creation."""
+
+    serializer_class = serializers.AppPasswordSerializer
+    permission_classes = [IsAuthenticated]
+    filter_backends = [filters.OrderingFilter]
+    ordering_fields = ["created", "name", "last_used"]
+    ordering = ["-created", "-id"]
+
+    def get_queryset(self) -> QuerySet[AppPassword]:
+        return AppPassword.objects.filter(
+            mailbox__in=access.mailboxes_for(self.request.user)).select_related("mailbox")
+
+    @extend_schema(responses={201: serializers.NewAppPasswordSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        address = data.get("mailbox", {}).get("address")
+        mailboxes = access.mailboxes_for(request.user)
+        mailbox = (mailboxes.filter(address=address.strip().lower()).first()
+                   if address is not None else getattr(request.user, "mailbox", None))
+        if mailbox is None:
+            raise NotFound(f"no mailbox {address or 'of yours'} that you manage", field="mailbox")
+        made, secret = app_passwords.create(mailbox, data["name"], actor=Actor.of(request))
+        made.password = secret  # type: ignore[attr-defined]
+        return Response(serializers.NewAppPasswordSerializer(made).data,
+                        status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance: AppPassword) -> None:
+        app_passwords.revoke(instance, actor=Actor.of(self.request))
 
 
 # --- tokens ----------------------------------------------------------------------

@@ -17,6 +17,10 @@ class Domain(models.Model):
         null=True, blank=True,
         help_text="spam score filed into Junk for mailboxes without their own; "
                   "empty: the site default")
+    app_passwords_required = models.BooleanField(
+        default=False,
+        help_text="mail programs (IMAP, POP3, SMTP, ManageSieve) sign in with app passwords "
+                  "only; the mailbox password signs in to the web")
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -102,6 +106,9 @@ class Mailbox(models.Model):
     forward_keep_copy = models.BooleanField(default=True)
     spam_threshold = models.FloatField(
         null=True, blank=True, help_text="spam score filed into Junk; empty: the site default")
+    # The mailbox's own choice (the domain may require it for all): mail
+    # programs must use app passwords, the mailbox password is for the web.
+    password_web_only = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["address"]
@@ -223,3 +230,26 @@ class SecondFactor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {'enrolled' if self.confirmed else 'pending'}"
+
+
+class AppPassword(models.Model):
+    """A password for one mail program (IMAP, POP3, SMTP, ManageSieve): made
+    by the server, shown once, revocable on its own. Its ~100 random bits need
+    no slow hash: a SHA-256 digest is kept, as for API tokens."""
+
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="app_passwords")
+    name = models.CharField(max_length=100)
+    digest = models.CharField(max_length=64, unique=True)
+    created = models.DateTimeField(default=timezone.now)
+    last_used = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    last_used_protocol = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "name"], name="app_password_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox} {self.name}"

@@ -9,9 +9,7 @@ stores them safely (as API tokens are stored) and can be compared directly.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 import time
 
 import pyotp
@@ -19,6 +17,7 @@ import segno
 from django.db import transaction
 
 from apps.directory.audit import Actor, record
+from apps.directory.codes import code_digest, new_code, normal
 from apps.directory.models import SecondFactor, User
 from mailhost.errors import Conflict, Invalid
 
@@ -26,17 +25,6 @@ ISSUER = "Mailhost"
 RECOVERY_CODES = 10
 # RFC 6238 §5.2: accept the previous and the next time step too (clock drift).
 VALID_WINDOW = 1
-_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
-
-
-def _digest(code: str) -> str:
-    return hashlib.sha256(_normal(code).encode()).hexdigest()
-
-
-def _normal(code: str) -> str:
-    return "".join(code.split()).replace("-", "").lower()
-
-
 def is_enrolled(user: User) -> bool:
     return SecondFactor.objects.filter(user=user, confirmed=True).exists()
 
@@ -65,14 +53,12 @@ def qr_code(factor: SecondFactor) -> str:
 
 
 def _new_recovery_codes() -> list[str]:
-    # 16 characters of a 31-letter alphabet: about 79 bits each.
-    return ["-".join("".join(secrets.choice(_ALPHABET) for _ in range(4)) for _ in range(4))
-            for _ in range(RECOVERY_CODES)]
+    return [new_code(4) for _ in range(RECOVERY_CODES)]  # about 79 bits each
 
 
 def _totp_step(factor: SecondFactor, code: str) -> int | None:
     """The time step a TOTP code is valid for, None when it is not valid."""
-    code = _normal(code)
+    code = normal(code)
     if not (code.isdigit() and len(code) == 6):
         return None
     totp = pyotp.TOTP(factor.secret)
@@ -99,7 +85,7 @@ def confirm_enrolment(user: User, code: str, *, actor: Actor | None = None) -> l
         codes = _new_recovery_codes()
         factor.confirmed = True
         factor.last_step = step
-        factor.recovery_codes = [_digest(c) for c in codes]
+        factor.recovery_codes = [code_digest(c) for c in codes]
         factor.save()
         record(actor, "2fa enrol", "administrator", user.email)
     return codes
@@ -120,7 +106,7 @@ def verify(user: User, code: str, *, actor: Actor | None = None) -> bool:
             factor.last_step = step
             factor.save(update_fields=["last_step"])
             return True
-        digest = _digest(code)
+        digest = code_digest(code)
         remaining = [d for d in factor.recovery_codes if not hmac.compare_digest(d, digest)]
         if len(remaining) == len(factor.recovery_codes):
             return False

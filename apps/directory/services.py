@@ -31,6 +31,7 @@ from django.db import transaction
 from django.db.models import Model
 from django.utils import timezone
 
+from apps.directory import app_passwords
 from apps.directory.addresses import (
     normalize_address,
     normalize_domain,
@@ -314,7 +315,8 @@ def _save_changes(instance: Model, **values: object) -> dict[str, object]:
 def update_domain(
     domain: Domain, *, active: bool | None = None, default_quota: int | None = None,
     max_mailboxes: int | None = None, greylisting: bool | None = None,
-    spam_threshold: float | _Keep | None = KEEP, actor: Actor | None = None,
+    spam_threshold: float | _Keep | None = KEEP, app_passwords_required: bool | None = None,
+    actor: Actor | None = None,
 ) -> Domain:
     """Change a domain's settings; None leaves a setting as it is (but clears
     ``spam_threshold``, back to the site default). A disabled domain refuses
@@ -322,7 +324,8 @@ def update_domain(
     _check_limits(default_quota=default_quota, max_mailboxes=max_mailboxes)
     with transaction.atomic():
         changes = _save_changes(domain, active=active, default_quota=default_quota,
-                                max_mailboxes=max_mailboxes, greylisting=greylisting)
+                                max_mailboxes=max_mailboxes, greylisting=greylisting,
+                                app_passwords_required=app_passwords_required)
         if spam_threshold is not KEEP and spam_threshold != domain.spam_threshold:
             _check_spam_threshold(spam_threshold)  # type: ignore[arg-type]
             changes["spam_threshold"] = [domain.spam_threshold, spam_threshold]
@@ -365,7 +368,8 @@ def update_mailbox(
     mailbox: Mailbox, *, quota: int | None = None, active: bool | None = None,
     display_name: str | None = None, password: str | None = None,
     forward_to: Iterable[str] | None = None, forward_keep_copy: bool | None = None,
-    spam_threshold: float | _Keep | None = KEEP, actor: Actor | None = None,
+    spam_threshold: float | _Keep | None = KEEP, password_web_only: bool | None = None,
+    actor: Actor | None = None,
 ) -> Mailbox:
     """Change a mailbox and its account; None leaves a setting as it is. A
     disabled mailbox refuses its mail (550 5.2.1) and its logins at once; an
@@ -377,7 +381,8 @@ def update_mailbox(
     with transaction.atomic():
         changes = _account_changes(mailbox.user, display_name=display_name, password=password)
         changes |= _save_changes(mailbox, quota=quota, active=active, forward_to=forwards,
-                                 forward_keep_copy=forward_keep_copy)
+                                 forward_keep_copy=forward_keep_copy,
+                                 password_web_only=password_web_only)
         if spam_threshold is not KEEP and spam_threshold != mailbox.spam_threshold:
             changes["spam_threshold"] = [mailbox.spam_threshold, spam_threshold]
             mailbox.spam_threshold = spam_threshold  # type: ignore[assignment]
@@ -699,12 +704,24 @@ def authenticate(
         log.warning("auth locked out login=%s ip=%s protocol=%s", login, remote_ip, protocol)
         metrics.AUTH_FAILURES.labels(protocol, "locked_out").inc()
         return None
-    mailbox = (
-        Mailbox.objects.select_related("user", "domain").filter(address=login).first()
-        if "@" in login
-        else None
-    )
-    ok = password_matches(login, secret, mailbox.user if mailbox else None)
+    # Mail programs may sign in with an app password, the web never does.
+    app_password = (app_passwords.matching(login, secret)
+                    if protocol != app_passwords.WEB else None)
+    if app_password is not None:
+        mailbox: Mailbox | None = app_password.mailbox
+        ok = True
+    else:
+        mailbox = (
+            Mailbox.objects.select_related("user", "domain").filter(address=login).first()
+            if "@" in login
+            else None
+        )
+        ok = password_matches(login, secret, mailbox.user if mailbox else None)
+        if ok and mailbox is not None and not app_passwords.password_accepted(mailbox, protocol):
+            # A failure like any other (no hint that the password was right).
+            log.info("auth refused (app password required) login=%s ip=%s protocol=%s",
+                     login, remote_ip, protocol)
+            ok = False
     if not ok or mailbox is None:
         record_failure(login, remote_ip)
         log.info("auth failed login=%s ip=%s protocol=%s", login, remote_ip, protocol)
@@ -714,7 +731,10 @@ def authenticate(
         log.info("auth refused (disabled) login=%s ip=%s protocol=%s", login, remote_ip, protocol)
         metrics.AUTH_FAILURES.labels(protocol, "disabled").inc()
         return None
-    log.info("auth ok login=%s ip=%s protocol=%s", login, remote_ip, protocol)
+    if app_password is not None:
+        app_passwords.note_use(app_password, remote_ip=remote_ip, protocol=protocol)
+    log.info("auth ok login=%s ip=%s protocol=%s app_password=%s", login, remote_ip, protocol,
+             app_password.name if app_password else "-")
     return mailbox
 
 

@@ -101,6 +101,10 @@ class DomainEditForm(forms.Form):
     spam_threshold = spam_threshold(
         "score from which mail goes to Junk, for mailboxes without their own; "
         "empty: the site default")
+    app_passwords_required = forms.BooleanField(
+        label="App passwords required", required=False,
+        help_text="mail programs sign in with app passwords only; mailbox passwords sign in "
+                  "to the webmail")
     active = forms.BooleanField(label="Active", required=False,
                                 help_text="a disabled domain refuses its mail and logins")
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.webmail import live, views, views_compose, views_settings
+from apps.webmail import live, views, views_app_passwords, views_compose, views_settings
 
 app_name = "webmail"
 
@@ -28,5 +28,7 @@ urlpatterns = [
     path("compose/addresses/", views_compose.address_suggestions, name="address_suggestions"),
     path("settings/", views_settings.settings_page, name="settings"),
     path("settings/mobileconfig/", views_settings.mobileconfig, name="mobileconfig"),
+    path("settings/app-passwords/", views_app_passwords.app_passwords_page,
+         name="app_passwords"),
     # --- end writing side ---
 ]

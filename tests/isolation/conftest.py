@@ -16,9 +16,10 @@ from apps.api.models import ApiToken
 from apps.api.services import create_token
 from apps.delivery import services as delivery
 from apps.delivery.models import OutboundMessage, QueueEntry
+from apps.directory import app_passwords
 from apps.directory import services as directory
 from apps.directory.administrators import create_administrator
-from apps.directory.models import Alias, Domain, Mailbox, Role, User
+from apps.directory.models import Alias, AppPassword, Domain, Mailbox, Role, User
 from apps.store import services as store
 from apps.store.models import Folder, Message
 from tests.factories import PASSWORD
@@ -53,12 +54,14 @@ class Tenant:
     messages: list[Message]
     queued: OutboundMessage
     token: ApiToken
+    app_password: AppPassword
     markers: list[str] = field(default_factory=list)
 
     def ids(self) -> dict[str, int | str]:
         """This tenant's objects by the kind of id a URL names."""
         return {"domain": self.domain.pk, "mailbox": self.mailbox.pk, "alias": self.alias.pk,
-                "admin": self.admin.pk, "token": self.token.pk, "folder": self.folder.pk,
+                "admin": self.admin.pk, "token": self.token.pk,
+                "app_password": self.app_password.pk, "folder": self.folder.pk,
                 "message": self.messages[0].pk, "queue": self.queued.queue_id}
 
 
@@ -82,9 +85,11 @@ def make_tenant(name: str, user: str, *, display_name: str, subject: str, body: 
                                          to=f"partner@far.{name}"))
     assert queued is not None
     token, _ = create_token(mailbox.user, name=f"{display_name} laptop")
+    app_password, _ = app_passwords.create(mailbox, f"{folder} phone")
     markers = [name, mailbox.address, alias.address, admin.email, display_name, subject, body,
-               folder, token.prefix, queued.queue_id]
-    return Tenant(domain, admin, mailbox, alias, own, messages, queued, token, markers)
+               folder, token.prefix, queued.queue_id, app_password.digest]
+    return Tenant(domain, admin, mailbox, alias, own, messages, queued, token, app_password,
+                  markers)
 
 
 @pytest.fixture
@@ -112,6 +117,7 @@ def snapshot(tenant: Tenant) -> dict[str, list[tuple]]:
         "aliases": rows(Alias, domain=tenant.domain),
         "users": rows(User, pk__in=users),
         "tokens": rows(ApiToken, user__in=users),
+        "app_passwords": rows(AppPassword, mailbox=tenant.mailbox),
         "folders": rows(Folder, mailbox=tenant.mailbox),
         "messages": rows(Message, folder__mailbox=tenant.mailbox),
         "queue": rows(QueueEntry, message=tenant.queued),

@@ -20,7 +20,7 @@ from tests.isolation.conftest import Tenant, leaked, snapshot
 
 # What an {id} in a path names, by the collection it follows.
 ID_KINDS = {"domains": "domain", "mailboxes": "mailbox", "aliases": "alias",
-            "tokens": "token", "admins": "admin"}
+            "tokens": "token", "admins": "admin", "app-passwords": "app_password"}
 GHOST_ID = 987654321
 GHOST_DOMAIN = "nowhere.example"
 

@@ -116,6 +116,7 @@ def test_api_documentation_page_runs_under_the_content_security_policy(web_serve
             if "Content Security Policy" in message.text else None)
     page.goto(f"{web_server.url}/api/docs/")
     # Swagger UI drew the schema it fetched: its scripts ran.
-    expect(page.get_by_role("heading", name="Mailhost provisioning API")).to_be_visible()
+    expect(page.get_by_role("heading", name="Mailhost provisioning API")).to_be_visible(
+        timeout=20_000)  # Swagger UI fetches and draws the whole schema first
     expect(page.get_by_text("/api/v1/domains/").first).to_be_visible()
     assert refused == []

@@ -38,13 +38,14 @@ def test_create_gives_field_errors_then_creates(root_client, ours):
 def test_settings_are_saved_and_recorded(root_client, ours):
     response = root_client.post(f"/manage/domains/{ours.pk}/", {
         "default_quota": 100, "max_mailboxes": 10, "greylisting": "on", "spam_threshold": "6.5",
-        "active": "on"})
+        "app_passwords_required": "on", "active": "on"})
     assert response.status_code == 302
     ours.refresh_from_db()
-    assert (ours.default_quota, ours.max_mailboxes, ours.greylisting, ours.spam_threshold) == (
-        100 * 1024 * 1024, 10, True, 6.5)
+    assert (ours.default_quota, ours.max_mailboxes, ours.greylisting, ours.spam_threshold,
+            ours.app_passwords_required) == (100 * 1024 * 1024, 10, True, 6.5, True)
     entry = AuditEntry.objects.get(action="update", object_repr="ours.example")
     assert entry.changes["spam_threshold"] == [None, 6.5]
+    assert entry.changes["app_passwords_required"] == [False, True]
     bad = root_client.post(f"/manage/domains/{ours.pk}/", {
         "default_quota": "lots", "max_mailboxes": 10, "active": "on"})
     assert bad.status_code == 400 and b"Give a size such as 500 MB" in bad.content
