@@ -31,6 +31,9 @@ class DomainSerializer(serializers.ModelSerializer):
     app_passwords_required = serializers.BooleanField(
         required=False, help_text="mail programs sign in with app passwords only; mailbox "
                                   "passwords sign in to the web")
+    second_factor_required = serializers.BooleanField(
+        required=False, help_text="mailbox users sign in to the webmail with a TOTP code too; "
+                                  "mail programs then need app passwords")
     mailbox_count = serializers.IntegerField(read_only=True)
     used_bytes = serializers.IntegerField(
         read_only=True, help_text="bytes stored in all the domain's mailboxes")
@@ -38,8 +41,8 @@ class DomainSerializer(serializers.ModelSerializer):
     class Meta:
         model = Domain
         fields = ["id", "name", "unicode_name", "active", "default_quota", "max_mailboxes",
-                  "greylisting", "spam_threshold", "app_passwords_required", "mailbox_count",
-                  "used_bytes", "created"]
+                  "greylisting", "spam_threshold", "app_passwords_required",
+                  "second_factor_required", "mailbox_count", "used_bytes", "created"]
         read_only_fields = ["unicode_name", "created"]
 
 

@@ -100,9 +100,11 @@ class DomainViewSet(CrudViewSet):
             greylisting=data.get("greylisting", False),
             spam_threshold=data.get("spam_threshold"), actor=Actor.of(self.request),
         )
-        if data.get("app_passwords_required"):
-            services.update_domain(domain, app_passwords_required=True,
-                                   actor=Actor.of(self.request))
+        if data.get("app_passwords_required") or data.get("second_factor_required"):
+            services.update_domain(
+                domain, app_passwords_required=data.get("app_passwords_required"),
+                second_factor_required=data.get("second_factor_required"),
+                actor=Actor.of(self.request))
         return domain
 
     def update_object(self, instance: Domain, data: dict[str, Any]) -> None:
@@ -111,6 +113,7 @@ class DomainViewSet(CrudViewSet):
             max_mailboxes=data.get("max_mailboxes"), greylisting=data.get("greylisting"),
             spam_threshold=data.get("spam_threshold", services.KEEP),
             app_passwords_required=data.get("app_passwords_required"),
+            second_factor_required=data.get("second_factor_required"),
             actor=Actor.of(self.request),
         )
 

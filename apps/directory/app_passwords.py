@@ -12,6 +12,7 @@ from datetime import timedelta
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from apps.directory import second_factor
 from apps.directory.audit import Actor, record
 from apps.directory.codes import code_digest, new_code
 from apps.directory.models import AppPassword, Mailbox
@@ -78,9 +79,12 @@ def note_use(app_password: AppPassword, *, remote_ip: str | None, protocol: str)
 
 
 def required(mailbox: Mailbox) -> bool:
-    """Mail programs must use app passwords: the mailbox's own choice or its
-    domain's policy."""
-    return mailbox.password_web_only or mailbox.domain.app_passwords_required
+    """Mail programs must use app passwords: the mailbox's own choice, its
+    domain's policy, or a second factor (which a mail program cannot ask
+    for, so the password alone must not be enough there)."""
+    domain = mailbox.domain
+    return (mailbox.password_web_only or domain.app_passwords_required
+            or domain.second_factor_required or second_factor.is_enrolled(mailbox.user))
 
 
 def password_accepted(mailbox: Mailbox, protocol: str) -> bool:

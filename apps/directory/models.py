@@ -21,6 +21,10 @@ class Domain(models.Model):
         default=False,
         help_text="mail programs (IMAP, POP3, SMTP, ManageSieve) sign in with app passwords "
                   "only; the mailbox password signs in to the web")
+    second_factor_required = models.BooleanField(
+        default=False,
+        help_text="mailbox users sign in to the webmail with a TOTP code too (and mail "
+                  "programs with app passwords only)")
     created = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -16,6 +16,7 @@ import pyotp
 import segno
 from django.db import transaction
 
+from apps.directory.access import is_admin
 from apps.directory.audit import Actor, record
 from apps.directory.codes import code_digest, new_code, normal
 from apps.directory.models import SecondFactor, User
@@ -25,6 +26,11 @@ ISSUER = "Mailhost"
 RECOVERY_CODES = 10
 # RFC 6238 §5.2: accept the previous and the next time step too (clock drift).
 VALID_WINDOW = 1
+def _kind(user: User) -> str:
+    """The audit log's name for whose second factor it is."""
+    return "administrator" if is_admin(user) else "account"
+
+
 def is_enrolled(user: User) -> bool:
     return SecondFactor.objects.filter(user=user, confirmed=True).exists()
 
@@ -87,7 +93,7 @@ def confirm_enrolment(user: User, code: str, *, actor: Actor | None = None) -> l
         factor.last_step = step
         factor.recovery_codes = [code_digest(c) for c in codes]
         factor.save()
-        record(actor, "2fa enrol", "administrator", user.email)
+        record(actor, "2fa enrol", _kind(user), user.email)
     return codes
 
 
@@ -112,7 +118,7 @@ def verify(user: User, code: str, *, actor: Actor | None = None) -> bool:
             return False
         factor.recovery_codes = remaining
         factor.save(update_fields=["recovery_codes"])
-        record(actor or Actor(user), "2fa recovery code used", "administrator", user.email,
+        record(actor or Actor(user), "2fa recovery code used", _kind(user), user.email,
                changes={"recovery codes left": len(remaining)})
         return True
 
@@ -124,11 +130,11 @@ def disable(user: User, code: str, *, actor: Actor | None = None) -> None:
         raise Invalid("that code is not right", field="code")
     with transaction.atomic():
         SecondFactor.objects.filter(user=user).delete()
-        record(actor, "2fa disable", "administrator", user.email)
+        record(actor, "2fa disable", _kind(user), user.email)
 
 
 def reset(user: User, *, actor: Actor | None = None) -> None:
     """A superadmin's reset of someone else's second factor (a lost phone)."""
     with transaction.atomic():
         if SecondFactor.objects.filter(user=user).delete()[0]:
-            record(actor, "2fa reset", "administrator", user.email)
+            record(actor, "2fa reset", _kind(user), user.email)

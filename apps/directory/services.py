@@ -316,7 +316,7 @@ def update_domain(
     domain: Domain, *, active: bool | None = None, default_quota: int | None = None,
     max_mailboxes: int | None = None, greylisting: bool | None = None,
     spam_threshold: float | _Keep | None = KEEP, app_passwords_required: bool | None = None,
-    actor: Actor | None = None,
+    second_factor_required: bool | None = None, actor: Actor | None = None,
 ) -> Domain:
     """Change a domain's settings; None leaves a setting as it is (but clears
     ``spam_threshold``, back to the site default). A disabled domain refuses
@@ -325,7 +325,8 @@ def update_domain(
     with transaction.atomic():
         changes = _save_changes(domain, active=active, default_quota=default_quota,
                                 max_mailboxes=max_mailboxes, greylisting=greylisting,
-                                app_passwords_required=app_passwords_required)
+                                app_passwords_required=app_passwords_required,
+                                second_factor_required=second_factor_required)
         if spam_threshold is not KEEP and spam_threshold != domain.spam_threshold:
             _check_spam_threshold(spam_threshold)  # type: ignore[arg-type]
             changes["spam_threshold"] = [domain.spam_threshold, spam_threshold]

@@ -10,8 +10,10 @@ from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
 
 from apps.directory.access import is_admin
+from apps.directory.models import Mailbox
 
 View = Callable[..., HttpResponse]
 
@@ -34,5 +36,24 @@ def has_mailbox(user: Any) -> bool:
     return hasattr(user, "mailbox")
 
 
+def second_factor_missing(user: Any) -> bool:
+    """A mailbox user whose domain requires two-factor sign-in and who has
+    not set it up yet (one query)."""
+    return (Mailbox.objects.filter(user=user, domain__second_factor_required=True)
+            .exclude(user__second_factor__confirmed=True).exists())
+
+
 admin_required = _requiring(is_admin)
-mailbox_required = _requiring(has_mailbox)
+# The page where a mailbox user sets up a second factor: open before it is set up.
+mailbox_setting_up_second_factor = _requiring(has_mailbox)
+
+
+def mailbox_required(view: View) -> View:
+    """A webmail page: for a mailbox user, and once the domain's policy on
+    two-factor sign-in is met (until then, every page leads to setting it up)."""
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if second_factor_missing(request.user):
+            return redirect("webmail:two_step")
+        return view(request, *args, **kwargs)
+    return mailbox_setting_up_second_factor(wrapped)

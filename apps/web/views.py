@@ -64,7 +64,7 @@ def sign_in(request: HttpRequest) -> HttpResponse:
                             password=form.cleaned_data["password"])
         if user is None:
             form.add_error(None, SIGN_IN_FAILED)
-        elif is_admin(user) and second_factor.is_enrolled(user):
+        elif second_factor.is_enrolled(user):
             # The password was right; the session is signed in only after the code.
             request.session[PENDING_KEY] = {
                 "user": user.pk, "next": _safe_next(request) or "", "at": time.time()}
@@ -80,8 +80,8 @@ def sign_in(request: HttpRequest) -> HttpResponse:
 @csrf_protect
 @never_cache
 def sign_in_code(request: HttpRequest) -> HttpResponse:
-    """The second step for an administrator with a second factor: a TOTP code
-    or a recovery code. Wrong codes count toward the same lockout as wrong
+    """The second step for anyone with a second factor: a TOTP code or a
+    recovery code. Wrong codes count toward the same lockout as wrong
     passwords."""
     pending = request.session.get(PENDING_KEY)
     user = None

@@ -105,6 +105,10 @@ class DomainEditForm(forms.Form):
         label="App passwords required", required=False,
         help_text="mail programs sign in with app passwords only; mailbox passwords sign in "
                   "to the webmail")
+    second_factor_required = forms.BooleanField(
+        label="Two-factor sign-in required", required=False,
+        help_text="mailbox users set up a code from an authenticator app before they can "
+                  "read mail in the webmail; mail programs then need app passwords")
     active = forms.BooleanField(label="Active", required=False,
                                 help_text="a disabled domain refuses its mail and logins")
 

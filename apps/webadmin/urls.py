@@ -38,6 +38,8 @@ urlpatterns += [
     path("mailboxes/export.csv", mailboxes.mailbox_export, name="mailbox_export"),
     path("mailboxes/<int:pk>/", mailboxes.mailbox_edit, name="mailbox_edit"),
     path("mailboxes/<int:pk>/password/", mailboxes.mailbox_password, name="mailbox_password"),
+    path("mailboxes/<int:pk>/second-factor/reset/", mailboxes.mailbox_reset_second_factor,
+         name="mailbox_reset_second_factor"),
     path("mailboxes/<int:pk>/delete/", mailboxes.mailbox_delete, name="mailbox_delete"),
     path("mailboxes/<int:pk>/import-mail/", mailboxes.mailbox_import_mail,
          name="mailbox_import_mail"),

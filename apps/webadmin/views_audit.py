@@ -4,21 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime, time
 
-from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_post_parameters
 
-from apps.directory import second_factor
 from apps.directory.access import audit_entries_for
-from apps.directory.audit import Actor
-from apps.directory.models import SecondFactor
 from apps.web.auth import admin_required
-from apps.web.forms import CodeForm
-from apps.webadmin.directory_forms import AuditFilterForm, show_error
+from apps.web.second_factor_page import second_factor_page
+from apps.webadmin.directory_forms import AuditFilterForm
 from apps.webadmin.paging import paginate
-from mailhost.errors import MailhostError
 
 
 @admin_required
@@ -44,33 +40,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
 @sensitive_post_parameters("code")
 @admin_required
 def security(request: HttpRequest) -> HttpResponse:
-    """Two-factor sign-in for the signed-in administrator: set up (QR code,
-    then a first code), recovery codes shown once, turn off with a code."""
-    user = request.user
-    factor = SecondFactor.objects.filter(user=user).first()
-    form = CodeForm(request.POST or None)
-    recovery_codes = None
-    action = request.POST.get("action")
-    if request.method == "POST":
-        try:
-            if action == "begin":
-                factor = second_factor.begin_enrolment(user)
-                form = CodeForm()
-            elif action == "confirm" and form.is_valid():
-                recovery_codes = second_factor.confirm_enrolment(
-                    user, form.cleaned_data["code"], actor=Actor.of(request))
-                factor = SecondFactor.objects.get(user=user)
-                form = CodeForm()
-            elif action == "disable" and form.is_valid():
-                second_factor.disable(user, form.cleaned_data["code"], actor=Actor.of(request))
-                messages.success(request, "Two-factor sign-in is off.")
-                return redirect("webadmin:security")
-        except MailhostError as error:
-            show_error(form, error)
-    qr = None
-    if factor is not None and not factor.confirmed:
-        qr = second_factor.qr_code(factor)
-        form.fields["code"].help_text = "The 6-digit code your authenticator app shows now."
-    return render(request, "webadmin/directory/security.html", {
-        "section": "security", "factor": factor, "form": form, "qr": qr,
-        "recovery_codes": recovery_codes}, status=400 if form.errors else 200)
+    """Two-factor sign-in for the signed-in administrator."""
+    return second_factor_page(request, template="webadmin/directory/security.html",
+                              page_url=reverse("webadmin:security"),
+                              context={"section": "security"})

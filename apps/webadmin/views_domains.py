@@ -78,7 +78,8 @@ def domain_detail(request: HttpRequest, pk: int) -> HttpResponse:
         form = DomainEditForm(request.POST or None, initial={
             "default_quota": domain.default_quota, "max_mailboxes": domain.max_mailboxes,
             "greylisting": domain.greylisting, "spam_threshold": domain.spam_threshold,
-            "app_passwords_required": domain.app_passwords_required, "active": domain.active})
+            "app_passwords_required": domain.app_passwords_required,
+            "second_factor_required": domain.second_factor_required, "active": domain.active})
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
@@ -87,6 +88,7 @@ def domain_detail(request: HttpRequest, pk: int) -> HttpResponse:
                     max_mailboxes=data["max_mailboxes"], greylisting=data["greylisting"],
                     spam_threshold=data["spam_threshold"], active=data["active"],
                     app_passwords_required=data["app_passwords_required"],
+                    second_factor_required=data["second_factor_required"],
                     actor=Actor.of(request))
             except MailhostError as error:
                 show_error(form, error)

@@ -19,8 +19,9 @@ from django.http import (
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
 
-from apps.directory import services
+from apps.directory import second_factor, services
 from apps.directory.access import mailboxes_for, may_manage_address
 from apps.directory.audit import Actor
 from apps.directory.models import Mailbox
@@ -136,7 +137,18 @@ def mailbox_edit(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "webadmin/directory/mailbox_edit.html", {
         "section": "mailboxes", "mailbox": mailbox, "form": form,
         "password_form": PasswordForm(), "import_form": MailImportForm(),
+        "two_factor": second_factor.is_enrolled(mailbox.user),
         **_import_jobs(mailbox)}, status=400 if form.errors else 200)
+
+
+@admin_required
+@require_POST
+def mailbox_reset_second_factor(request: HttpRequest, pk: int) -> HttpResponse:
+    mailbox = _mailbox(request, pk)
+    second_factor.reset(mailbox.user, actor=Actor.of(request))
+    messages.success(request, f"Two-factor sign-in of {mailbox.address} is off; they can set "
+                              "it up again.")
+    return redirect("webadmin:mailbox_edit", pk=mailbox.pk)
 
 
 @sensitive_post_parameters("password")

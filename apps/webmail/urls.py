@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.webmail import live, views, views_app_passwords, views_compose, views_settings
+from apps.webmail import live, views, views_compose, views_security, views_settings
 
 app_name = "webmail"
 
@@ -28,7 +28,8 @@ urlpatterns = [
     path("compose/addresses/", views_compose.address_suggestions, name="address_suggestions"),
     path("settings/", views_settings.settings_page, name="settings"),
     path("settings/mobileconfig/", views_settings.mobileconfig, name="mobileconfig"),
-    path("settings/app-passwords/", views_app_passwords.app_passwords_page,
+    path("settings/app-passwords/", views_security.app_passwords_page,
          name="app_passwords"),
+    path("settings/two-step/", views_security.two_step, name="two_step"),
     # --- end writing side ---
 ]

@@ -105,3 +105,16 @@ def test_disable_takes_a_code_and_a_superadmin_resets_anothers(client, superadmi
 def test_the_code_step_needs_a_right_password_first(client, superadmin):
     assert client.get("/signin/code/")["Location"] == "/signin/"
     assert client.post("/signin/code/", {"code": "123456"})["Location"] == "/signin/"
+
+
+def test_an_administrator_resets_a_users_lost_second_factor(root_client, alice) -> None:
+    factor = second_factor.begin_enrolment(alice.user)
+    second_factor.confirm_enrolment(alice.user, pyotp.TOTP(factor.secret).now())
+    page = root_client.get(f"/manage/mailboxes/{alice.pk}/").content.decode()
+    assert "Reset second factor" in page
+    root_client.post(f"/manage/mailboxes/{alice.pk}/second-factor/reset/")
+    assert not second_factor.is_enrolled(alice.user)
+    assert AuditEntry.objects.filter(action="2fa reset", object_type="account",
+                                     object_repr=alice.address).exists()
+    assert "Reset second factor" not in root_client.get(
+        f"/manage/mailboxes/{alice.pk}/").content.decode()

@@ -1,6 +1,7 @@
-"""The user's app passwords (issue 17 item 3): one per mail program, made here,
-shown once, revocable; and the choice that mail programs must use them. Every
-change goes through apps/directory/app_passwords.py, as the API's does."""
+"""The user's sign-in security: app passwords (one per mail program, made
+here, shown once, revocable; and the choice that mail programs must use them),
+through apps/directory/app_passwords.py as the API's; and two-factor sign-in
+to the webmail, the same steps as the admin panel's."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from django import forms
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from apps.directory import app_passwords
 from apps.directory import services as directory
 from apps.directory.audit import Actor
 from apps.directory.models import AppPassword, Mailbox
-from apps.web.auth import mailbox_required
+from apps.web.auth import mailbox_required, mailbox_setting_up_second_factor, second_factor_missing
+from apps.web.second_factor_page import second_factor_page
 from mailhost.errors import MailhostError
 
 # The secret of the password just made, kept in the session until the page
@@ -62,3 +66,17 @@ def app_passwords_page(request: HttpRequest) -> HttpResponse:
         "required_by_domain": mailbox.domain.app_passwords_required,
         "required": app_passwords.required(mailbox),
     }, status=400 if form.errors else 200)
+
+
+@sensitive_post_parameters("code")
+@mailbox_setting_up_second_factor
+def two_step(request: HttpRequest) -> HttpResponse:
+    """The user's two-factor sign-in (TOTP): optional, or required by the
+    domain (then every webmail page leads here until it is set up, and it
+    cannot be turned off)."""
+    mailbox: Mailbox = request.user.mailbox  # type: ignore[union-attr]
+    required = mailbox.domain.second_factor_required
+    return second_factor_page(request, template="webmail/two_step.html",
+                              page_url=reverse("webmail:two_step"), may_turn_off=not required,
+                              context={"required_by_domain": required,
+                                       "missing": second_factor_missing(request.user)})
