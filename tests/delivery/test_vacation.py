@@ -1,5 +1,7 @@
-"""Vacation auto-replies (RFC 3834): each rule on its own, once per sender per
-N days, and end to end over SMTP (MX with and without the checks, submission)."""
+"""Vacation auto-replies (RFC 3834): the webmail's, written as a Sieve
+vacation action (apps/delivery/rules.py) and carried out by the filing seam
+(apps/delivery/filing.py): each rule on its own, once per sender per N days,
+and end to end over SMTP (MX with and without the checks, submission)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,13 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.delivery import filing
 from apps.delivery.models import OutboundMessage, VacationReply
-from apps.delivery.vacation import answer_absences, set_vacation
+from apps.delivery.vacation import set_vacation
 from apps.directory import services as directory
 from apps.store.blobs import get_blob_store
+from apps.store.models import Message
+from apps.store.services import DeliveryRequest
 from tests import fakedns
 from tests.delivery.conftest import publish_domain, run_queue
 from tests.factories import PASSWORD, make_mailbox
@@ -48,6 +53,20 @@ def bob(db):
 
 def replies_to(address: str) -> list[email.message.EmailMessage]:
     return [parsed(data) for data in stored(address)]
+
+
+def _replies() -> int:
+    """Replies queued (remote senders) and filed (bob, the local one)."""
+    return (OutboundMessage.objects.filter(sender="").count()
+            + Message.objects.filter(folder__mailbox__address="bob@example.org").count())
+
+
+def answer_absences(mailbox_ids: list[int], data: bytes, *, sender: str) -> int:
+    """File a message as every delivery path does; how many replies went out."""
+    before = _replies()
+    (plans,) = filing.deliver_filed([filing.Filing(DeliveryRequest(mailbox_ids, data), sender)])
+    filing.carry_out(plans)
+    return _replies() - before
 
 
 def test_one_reply_per_sender_per_interval(alice, bob, settings):
@@ -130,10 +149,11 @@ def test_only_between_the_dates_and_when_on(alice, bob):
     assert answer_absences([alice.pk], letter(), sender="bob@example.org") == 1
 
 
-def test_no_vacation_costs_one_query(alice, bob, django_assert_num_queries):
+def test_no_script_costs_one_query(alice, bob, django_assert_num_queries):
+    request = DeliveryRequest([bob.pk], letter(to="bob@example.org"))
     with django_assert_num_queries(1):
-        assert answer_absences([bob.pk], letter(to="bob@example.org"),
-                               sender="carol@remote.example") == 0
+        routed = filing.route([request], senders=["carol@remote.example"])
+    assert routed.requests == [request] and routed.plans == []
 
 
 # --- end to end over SMTP ------------------------------------------------------------
