@@ -33,7 +33,7 @@ from django.utils import timezone
 from apps.antispam import auth, bayes, learning
 from apps.antispam.headers import header_facts, insert_after_first_field, strip_fields
 from apps.antispam.models import SpooledMessage
-from apps.delivery.filing import MailboxPlan, carry_out, route
+from apps.delivery.filing import MailboxPlan, queue_redirects, route, send_replies
 from apps.directory.models import Domain, Mailbox
 from apps.store import mime, trace
 from apps.store import services as store
@@ -499,13 +499,14 @@ def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) ->
             if error is not None:
                 raise error
         trace.record([event for f in filings for event in f.unfiled_events])
+        # In this transaction: a message redirected and not kept is never lost.
+        queue_redirects([plan for f in filings for plan in f.sieve_plans])
         SpooledMessage.objects.filter(pk__in=locked).delete()
     for filing in filings:
         for request in filing.requests:
             log.info("filed spool=%s folder=%s mailboxes=%s checked=%s", filing.row.pk,
                      request.folder, list(request.mailbox_ids), filing.checked)
-    for filing in filings:
-        carry_out(filing.sieve_plans)
+    send_replies([plan for f in filings for plan in f.sieve_plans])
     return [f.row.pk for f in filings]
 
 

@@ -4,8 +4,8 @@ for each message, whichever way it came.
 
 ``route`` runs the scripts of the recipients of INBOX deliveries and turns
 each such request into the store requests the scripts asked for (folders,
-flags; none for a discard); ``carry_out`` does the rest once the message is
-filed (redirects through the outbound queue, vacation replies).
+flags; none for a discard); ``queue_redirects`` queues their redirects in
+the filing's transaction, ``send_replies`` their vacation replies after it.
 ``deliver_filed`` is both around ``store.deliver_batch`` for the paths that
 file a message as it is: the MX with the checks off, submission (port 587
 and the webmail), and what the server sends itself (DSNs, replies) to local
@@ -242,28 +242,36 @@ def route(requests: Sequence[DeliveryRequest], *, senders: Sequence[str]) -> Rou
     return routed
 
 
-def carry_out(plans: Sequence[MailboxPlan]) -> None:
-    """After the message is filed: its redirects through the outbound queue
-    (RFC 5228 §4.2: with the original envelope sender, SRS-rewritten as any
-    forwarding is, so it passes SPF where it goes; long lines re-encoded as for
-    any forwarding) and vacation replies.
+def queue_redirects(plans: Sequence[MailboxPlan]) -> None:
+    """The scripts' redirects, through the outbound queue (RFC 5228 §4.2: with
+    the original envelope sender, SRS-rewritten as any forwarding is, so it
+    passes SPF where it goes; long lines re-encoded as for any forwarding).
+    Call it in the transaction that files the message: a message that a
+    script sends on without keeping it is then never lost, even to a SIGKILL
+    after the 250. A redirect that fails is logged and rolled back alone."""
+    for plan in plans:
+        if not plan.redirects:
+            continue
+        mailbox = plan.mailbox
+        marked = f"{REDIRECTED_FIELD}: {mailbox.address}\r\n".encode() + plan.data
+        try:
+            submit(sender=srs.forwarding_sender(plan.sender, mailbox.address),
+                   recipients=[RecipientSpec(a) for a in plan.redirects],
+                   data=limit_line_length(marked))
+            log.info("sieve redirect of %s to %s", mailbox.address, plan.redirects)
+        except Exception:
+            log.exception("sieve redirect of %s failed", mailbox.address)
+
+
+def send_replies(plans: Sequence[MailboxPlan]) -> None:
+    """The scripts' vacation replies, once the message is filed (committed).
     A failure is logged, never raised: the message is filed already."""
     for plan in plans:
-        mailbox = plan.mailbox
-        if plan.redirects:
-            marked = f"{REDIRECTED_FIELD}: {mailbox.address}\r\n".encode() + plan.data
-            try:
-                submit(sender=srs.forwarding_sender(plan.sender, mailbox.address),
-                       recipients=[RecipientSpec(a) for a in plan.redirects],
-                       data=limit_line_length(marked))
-                log.info("sieve redirect of %s to %s", mailbox.address, plan.redirects)
-            except Exception:
-                log.exception("sieve redirect of %s failed", mailbox.address)
         vacation = plan.outcome.vacation
         if vacation is not None and plan.outcome.rejection is None:
-            answer_for_script(mailbox, plan.data, sender=plan.sender, reason=vacation.reason,
-                              subject=vacation.subject, days=vacation.days,
-                              addresses=vacation.addresses)
+            answer_for_script(plan.mailbox, plan.data, sender=plan.sender,
+                              reason=vacation.reason, subject=vacation.subject,
+                              days=vacation.days, addresses=vacation.addresses)
 
 
 @dataclass
@@ -276,9 +284,10 @@ class Filing:
 
 def deliver_filed(filings: Sequence[Filing]) -> list[list[MailboxPlan] | MailhostError]:
     """``store.deliver_batch`` through the recipients' scripts, in one
-    transaction: for each filing, the plans to ``carry_out`` once the
-    transaction has committed, or the error that refused it (a message a
-    script splits into several folders is refused whole or filed whole)."""
+    transaction with their redirects: for each filing, the plans whose
+    replies to send (``send_replies``) once the transaction has committed, or
+    the error that refused it (a message a script splits into several
+    folders is refused whole or filed whole)."""
     routed = route([f.request for f in filings], senders=[f.sender for f in filings])
     results: list[list[MailboxPlan] | MailhostError] = [[] for _ in filings]
     for index in routed.split:
@@ -292,10 +301,12 @@ def deliver_filed(filings: Sequence[Filing]) -> list[list[MailboxPlan] | Mailhos
     kept = [i for i, owner in enumerate(routed.owners) if owner not in refused]
     with transaction.atomic():
         errors = store.deliver_batch([routed.requests[i] for i in kept])
+        for i, error in zip(kept, errors, strict=True):
+            if error is not None:
+                results[routed.owners[i]] = error
+                refused.add(routed.owners[i])
         trace.record([event for owner, event in routed.unfiled_events if owner not in refused])
-    for i, error in zip(kept, errors, strict=True):
-        if error is not None:
-            results[routed.owners[i]] = error
+        queue_redirects([plan for owner, plan in routed.plans if owner not in refused])
     for owner, plan in routed.plans:
         if isinstance(result := results[owner], list):
             result.append(plan)
@@ -304,10 +315,10 @@ def deliver_filed(filings: Sequence[Filing]) -> list[list[MailboxPlan] | Mailhos
 
 def deliver_one(request: DeliveryRequest, *, sender: str) -> None:
     """One message through ``deliver_filed``, inside the caller's transaction
-    if there is one: raises its error; the scripts' redirects and replies go
-    out once the transaction has committed."""
+    if there is one: raises its error; the scripts' replies go out once the
+    transaction has committed."""
     (result,) = deliver_filed([Filing(request, sender)])
     if isinstance(result, MailhostError):
         raise result
     if result:
-        transaction.on_commit(partial(carry_out, result))
+        transaction.on_commit(partial(send_replies, result))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
-from apps.delivery.filing import Filing, carry_out, deliver_filed
+from apps.delivery.filing import Filing, deliver_filed, send_replies
 from apps.delivery.services import (
     RecipientSpec,
     SenderNotAllowed,
@@ -246,5 +246,5 @@ async def asubmit_as_user(
         await database_sync_to_async(_count_sent)(mailbox, -1)
         raise
     if plans:
-        await database_sync_to_async(carry_out)(plans)
+        await database_sync_to_async(send_replies)(plans)
     return Submitted(queue_id, len(prepared.mailbox_ids), len(prepared.remote), prepared.data)

@@ -27,7 +27,7 @@ from django.utils import timezone
 from apps.antispam import inbound as antispam
 from apps.antispam import services as spool
 from apps.delivery import srs
-from apps.delivery.filing import Filing, carry_out, deliver_filed
+from apps.delivery.filing import Filing, deliver_filed, send_replies
 from apps.delivery.linelength import limit_line_length
 from apps.delivery.services import RecipientSpec, aenqueue, new_queue_id
 from apps.directory.services import Resolution
@@ -352,7 +352,7 @@ class InboundHandler:
                 plans = await committer(deliver_filed).submit(
                     Filing(request, envelope.mail_from or ""))
                 if plans:
-                    await database_sync_to_async(carry_out)(plans)
+                    await database_sync_to_async(send_replies)(plans)
             await _queue_forwards(envelope, request.data, queue_id,
                                   [] if mailbox_ids else [acceptance])
         except MailhostError as error:

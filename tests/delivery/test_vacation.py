@@ -65,7 +65,7 @@ def answer_absences(mailbox_ids: list[int], data: bytes, *, sender: str) -> int:
     """File a message as every delivery path does; how many replies went out."""
     before = _replies()
     (plans,) = filing.deliver_filed([filing.Filing(DeliveryRequest(mailbox_ids, data), sender)])
-    filing.carry_out(plans)
+    filing.send_replies(plans)
     return _replies() - before
 
 

@@ -5,12 +5,14 @@ rate limit) and rejects."""
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
 from apps.delivery import filing, srs
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.sieve import services
 from apps.store.blobs import get_blob_store
 from apps.store.models import Folder
+from apps.store.services import DeliveryRequest
 from mailhost.errors import Conflict, LimitExceeded, NotFound
 from tests.factories import make_mailbox
 
@@ -64,7 +66,7 @@ def test_redirect_loops_and_rate_are_refused_and_the_message_kept(alice, setting
     activate(alice, 'redirect "elsewhere@example.net";')
     plan = filing.plan_filing([(alice, LETTER)], sender="bob@example.net")[alice.pk]
     assert plan.redirects == ["elsewhere@example.net"] and plan.filings == {}
-    filing.carry_out([plan])
+    filing.queue_redirects([plan])
     entry = QueueEntry.objects.get()
     assert entry.recipient == "elsewhere@example.net"
     # RFC 5228 §4.2: the original envelope sender, SRS-rewritten for our domain.
@@ -89,7 +91,8 @@ def test_redirect_loops_and_rate_are_refused_and_the_message_kept(alice, setting
 def test_reject_after_acceptance_sends_no_bounce(alice):
     activate(alice, 'require "reject"; reject "go away";')
     plan = filing.plan_filing([(alice, LETTER)], sender="forged@example.net")[alice.pk]
-    filing.carry_out([plan])
+    filing.queue_redirects([plan])
+    filing.send_replies([plan])
     assert plan.filings == {}
     assert not OutboundMessage.objects.exists(), "RFC 5429: no backscatter"
 
@@ -105,8 +108,21 @@ def test_a_scripts_vacation_never_answers_the_users_own_mail(alice):
     own = LETTER.replace(b"From: bob@example.net", b"From: alice@ours.example")
     for sender in ("alice@ours.example", "alice+x@ours.example"):
         plan = filing.plan_filing([(alice, own)], sender=sender)[alice.pk]
-        filing.carry_out([plan])
+        filing.send_replies([plan])
     assert not OutboundMessage.objects.exists()
     plan = filing.plan_filing([(alice, LETTER)], sender="bob@example.net")[alice.pk]
-    filing.carry_out([plan])
+    filing.send_replies([plan])
     assert OutboundMessage.objects.get().sender == ""  # the reply, from the null sender
+
+
+def test_a_redirect_is_queued_in_the_transaction_that_files(alice):
+    """A message redirected and not kept is in the queue when the filing
+    commits, not after: nothing acknowledged is lost to a crash in between."""
+    activate(alice, 'require "vacation"; redirect "elsewhere@example.net"; vacation "away";')
+    with transaction.atomic():
+        (plans,) = filing.deliver_filed([filing.Filing(DeliveryRequest([alice.pk], LETTER),
+                                                       "bob@example.net")])
+        assert QueueEntry.objects.get().recipient == "elsewhere@example.net"
+        transaction.set_rollback(True)
+    assert not QueueEntry.objects.exists(), "rolled back with the filing"
+    assert [plan.outcome.vacation.reason for plan in plans] == ["away"]  # replies: after
