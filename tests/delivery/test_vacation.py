@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import email
 import email.policy
+import importlib
 import smtplib
 from datetime import timedelta
 
 import pytest
+from django.apps import apps as django_apps
 from django.utils import timezone
 
 from apps.delivery import filing
-from apps.delivery.models import OutboundMessage, VacationReply
+from apps.delivery.models import OutboundMessage, Vacation, VacationReply
+from apps.delivery.rules import GENERATED_NAME
 from apps.delivery.vacation import set_vacation
 from apps.directory import services as directory
+from apps.sieve import services as sieve
 from apps.store.blobs import get_blob_store
 from apps.store.models import Message
 from apps.store.services import DeliveryRequest
@@ -212,3 +216,29 @@ def test_local_submission_to_a_user_away(mail_servers, away, client_tls_context)
         client.sendmail("bob@example.org", ["alice@example.org"], letter())
     (reply,) = replies_to("bob@example.org")
     assert reply["Subject"] == "Away" and reply["Auto-Submitted"] == "auto-replied"
+
+
+# --- the auto-replies set before they were Sieve ------------------------------------
+
+
+def test_the_migration_writes_the_replies_that_are_on_into_scripts(db, bob):
+    """delivery.0004: an auto-reply that was on keeps answering, as Sieve."""
+    write_scripts = importlib.import_module(
+        "apps.delivery.migrations.0004_vacations_as_sieve").write_scripts
+    alice, carol = make_mailbox("alice@example.org"), make_mailbox("carol@example.org")
+    own = 'require "fileinto";\r\nfileinto "Mine";\r\n'
+    sieve.put_script(carol, "own", own)
+    sieve.set_active(carol, "own")
+    # Rows as the webmail left them before (no script written).
+    Vacation.objects.create(mailbox=alice, enabled=True, subject="Away", body="Back soon.")
+    Vacation.objects.create(mailbox=carol, enabled=True, body="Out.")
+    Vacation.objects.create(mailbox=bob, enabled=False, body="Not on.")
+    write_scripts(django_apps, None)
+    assert sieve.get_script(alice, GENERATED_NAME).active
+    assert sieve.list_scripts(bob) == []
+    mine = sieve.get_script(carol, "own").content  # the user's own, with the section
+    assert mine.startswith('require "fileinto";\r\n# BEGIN') and mine.endswith(
+        'fileinto "Mine";\r\n')
+    assert answer_absences([alice.pk], letter(), sender="bob@example.org") == 1
+    assert answer_absences([carol.pk], letter(to="carol@example.org"),
+                           sender="bob@example.org") == 1
