@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
-from apps.delivery.filing import Filing, deliver_filed, send_replies
+from apps.delivery.filing import Filing, MailboxPlan, deliver_filed, send_replies
 from apps.delivery.services import (
     RecipientSpec,
     SenderNotAllowed,
@@ -232,7 +232,7 @@ async def asubmit_as_user(
         mailbox, recipients, data, sender=sender, queue_id=queue_id, received=received,
         origin=origin, key_cache=key_cache)
     acceptance = [prepared.acceptance]
-    plans = []
+    plans: list[MailboxPlan] = []
     try:
         if prepared.mailbox_ids:
             plans = await committer(deliver_filed).submit(Filing(store.DeliveryRequest(
