@@ -185,19 +185,17 @@ def _existing(mailbox: Mailbox, filings: dict[str, tuple[str, ...]]
 
 @dataclass
 class Routed:
-    """``route``'s answer: the store requests to deliver, for each the index
-    of the request it comes from, the scripts' plans to carry out once they
-    are filed, the requests whose copies go all or none (split by scripts),
-    and the trace events of requests that no script left anything of."""
+    """``route``'s answer: the store requests to deliver and, for each, the
+    index of the request it comes from; the scripts' plans (redirects and
+    replies to send) by that index; the requests that scripts split (their
+    copies go all or none); the trace events of requests that the scripts
+    filed nowhere (discard, redirect), to record all the same."""
 
     requests: list[DeliveryRequest]
     owners: list[int]
     plans: list[tuple[int, MailboxPlan]] = field(default_factory=list)
     split: set[int] = field(default_factory=set)
     unfiled_events: list[tuple[int, TraceEvent]] = field(default_factory=list)
-
-    def plans_of(self, index: int) -> list[MailboxPlan]:
-        return [plan for owner, plan in self.plans if owner == index]
 
 
 def route(requests: Sequence[DeliveryRequest], *, senders: Sequence[str]) -> Routed:
