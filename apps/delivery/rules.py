@@ -47,9 +47,9 @@ def _section(mailbox: Mailbox) -> str:
 
 def write_rules(mailbox: Mailbox) -> None:
     """Write the mailbox's settings into its active script (see above).
-    Raises the script's error (ScriptInvalid, LimitExceeded) when the user's
-    own script cannot take the section; call it in the transaction that
-    saves the settings, so that both or neither change."""
+    Raises ScriptInvalid or LimitExceeded when the user's own script cannot
+    take the section; call it in the transaction that saves the settings, so
+    that both or neither change."""
     section = _section(mailbox)
     with transaction.atomic():
         active = (SieveScript.objects.select_for_update()
@@ -66,7 +66,14 @@ def write_rules(mailbox: Mailbox) -> None:
             sieve.set_active(mailbox, "")
             sieve.delete_script(mailbox, GENERATED_NAME)
             return
-        sieve.put_script(mailbox, active.name, content)
+        try:
+            sieve.put_script(mailbox, active.name, content)
+        except sieve.ScriptInvalid as error:
+            # Say whose script it is: the user did not write the section.
+            raise sieve.ScriptInvalid(
+                f"your script “{active.name}” cannot take these settings ({error.message}); "
+                "put its require commands on lines of their own, with a ManageSieve "
+                "client") from None
 
 
 def set_forwarding(mailbox: Mailbox, *, addresses: Sequence[str], keep_copy: bool,

@@ -149,6 +149,14 @@ def test_a_hand_written_script_keeps_its_rules_and_the_page_says_so(client, alic
     # Off: the section goes, the user's rules stay as written.
     save(client, "vacation", subject="", body="Away.")
     assert sieve.get_script(alice, "mine").content == own
+    # A script whose first rule shares its line with a require cannot take
+    # the section: the page says why, and nothing changes.
+    sieve.put_script(alice, "mine", 'require "fileinto"; fileinto "Dev";')
+    response = save(client, "vacation", enabled="on", subject="", body="Away.")
+    assert response.status_code == 400
+    assert "your script “mine” cannot take these settings" in response.content.decode()
+    assert not Vacation.objects.get(mailbox=alice).enabled
+    assert sieve.get_script(alice, "mine").content == 'require "fileinto"; fileinto "Dev";'
 
 
 def test_vacation_settings(client, alice):
