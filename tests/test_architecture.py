@@ -21,8 +21,9 @@ LAYER = {
 # The admin panel and the webmail share the web shell (sign-in, layout, guards).
 ALLOWED_PEERS = {("smtp", "delivery"), ("smtp", "antispam"), ("delivery", "smtp"),
                  ("antispam", "delivery"), ("webadmin", "web"), ("webmail", "web"),
-                 # Sieve files through the checks' path and sends through delivery.
-                 ("antispam", "sieve"), ("sieve", "delivery")}
+                 # Every delivery path files through the recipients' Sieve
+                 # scripts (apps/delivery/filing.py).
+                 ("delivery", "sieve")}
 
 
 def imported_apps(path: Path) -> set[str]:

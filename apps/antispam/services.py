@@ -33,9 +33,8 @@ from django.utils import timezone
 from apps.antispam import auth, bayes, learning
 from apps.antispam.headers import header_facts, insert_after_first_field, strip_fields
 from apps.antispam.models import SpooledMessage
-from apps.delivery.vacation import active_vacations, answer_absences
+from apps.delivery.filing import MailboxPlan, queue_redirects, route, send_replies
 from apps.directory.models import Domain, Mailbox
-from apps.sieve import services as sieve
 from apps.store import mime, trace
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
@@ -408,16 +407,13 @@ class _Filing:
     data: bytes
     checked: bool
     requests: list[DeliveryRequest]
-    sieve_plans: list[sieve.MailboxPlan] = field(default_factory=list)
-
-    @property
-    def inbox_ids(self) -> list[int]:
-        return [i for r in self.requests if r.folder == "INBOX" for i in r.mailbox_ids]
+    sieve_plans: list[MailboxPlan] = field(default_factory=list)
+    # The trace of a message that the recipients' scripts filed nowhere.
+    unfiled_events: list[TraceEvent] = field(default_factory=list)
 
 
 def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
-            mailboxes: dict[int, Mailbox], junk_folders: dict[int, str],
-            scripted: set[int]) -> _Filing:
+            mailboxes: dict[int, Mailbox], junk_folders: dict[int, str]) -> _Filing:
     # mailbox -> (the folder the checks chose, payload, added header fields)
     chosen: dict[int, tuple[str, bytes, bytes]] = {}
     verdicts: list[dict[str, object]] = []
@@ -443,35 +439,39 @@ def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
             else:
                 chosen[mailbox_id] = (folder, insert_after_first_field(clean, headers), b"")
             verdicts.append(_mailbox_verdict(verdict, mailbox, threshold, junk))
-    # Sieve (apps/sieve) decides for what is not Junk, seeing the verdict
-    # fields; Junk is never redirected nor answered.
-    plans = sieve.plan_filing([
-        (mailboxes[m], _as_filed(payload, added, at)) for m, (folder, payload, added)
-        in chosen.items() if m in scripted and folder == "INBOX"], sender=row.mail_from)
-    # (folder, payload, added header fields, flag bits, keywords) -> mailboxes
-    groups: dict[tuple[str, bytes, bytes, int, tuple[str, ...]], list[int]] = defaultdict(list)
+    # (folder, payload, added header fields) -> mailboxes
+    groups: dict[tuple[str, bytes, bytes], list[int]] = defaultdict(list)
     for mailbox_id, (folder, payload, added) in chosen.items():
-        plan = plans.get(mailbox_id)
-        targets = plan.filings if plan else {folder: (0, ())}
-        for target, (bits, keywords) in targets.items():
-            groups[target, payload, added, bits, keywords].append(mailbox_id)
-    requests = [DeliveryRequest(ids, payload, folder=folder, flags=bits, keywords=keywords,
-                                check_quota=False, queue_id=row.queue_id,
-                                added_headers=added, added_at=at or 0, accepted_at=row.received,
+        groups[folder, payload, added].append(mailbox_id)
+    requests = [DeliveryRequest(ids, payload, folder=folder, check_quota=False,
+                                queue_id=row.queue_id, added_headers=added, added_at=at or 0,
+                                accepted_at=row.received,
                                 stored_as=row.blob_id if payload is data else "")
-                for (folder, payload, added, bits, keywords), ids in groups.items() if ids]
+                for (folder, payload, added), ids in groups.items() if ids]
     if requests and row.queue_id:
         requests[0].trace_events.append(trace.event(
             TraceKind.VERDICT, row.queue_id,
             addresses=[row.mail_from, *(mailboxes[m].address for m in present)],
             checked=verdict is not None, tests=verdict.tests if verdict else [],
             mailboxes=verdicts, **(verdict.results if verdict else {})))
-    return _Filing(row, data, verdict is not None, requests, list(plans.values()))
+    return _Filing(row, data, verdict is not None, requests)
 
 
-def _as_filed(payload: bytes, added: bytes, at: int | None) -> bytes:
-    """The message with its verdict fields, as a client reads it."""
-    return payload[:at] + added + payload[at:] if added and at is not None else payload
+def _route(filings: Sequence[_Filing]) -> None:
+    """The recipients' Sieve scripts decide where what is not Junk goes,
+    seeing the verdict fields, as on every delivery path
+    (apps/delivery/filing.py); Junk is never redirected nor answered."""
+    flat = [(filing, request) for filing in filings for request in filing.requests]
+    routed = route([request for _, request in flat],
+                   senders=[filing.row.mail_from for filing, _ in flat])
+    for filing in filings:
+        filing.requests = []
+    for request, owner in zip(routed.requests, routed.owners, strict=True):
+        flat[owner][0].requests.append(request)
+    for owner, plan in routed.plans:
+        flat[owner][0].sieve_plans.append(plan)
+    for owner, event in routed.unfiled_events:
+        flat[owner][0].unfiled_events.append(event)
 
 
 def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) -> list[int]:
@@ -484,9 +484,9 @@ def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) ->
     quarantined = {m for row, _, v in checked if v and v.quarantine for m in row.mailbox_ids}
     junk_folders = store.junk_folders(all_ids, recreate=quarantined & set(mailboxes)) if any(
         v for _, _, v in checked) else {}
-    scripted = sieve.scripted_mailboxes(list(mailboxes))
-    filings = [_filing(row, data, verdict, mailboxes, junk_folders, scripted)
+    filings = [_filing(row, data, verdict, mailboxes, junk_folders)
                for row, data, verdict in checked]
+    _route(filings)
     # Parsed (and written, for a rewritten copy) before the write transaction.
     store.prepare_deliveries([r for f in filings for r in f.requests])
     with transaction.atomic():
@@ -498,17 +498,15 @@ def _deliver(checked: Sequence[tuple[SpooledMessage, bytes, Verdict | None]]) ->
         for error in store.deliver_batch([r for f in filings for r in f.requests]):
             if error is not None:
                 raise error
+        trace.record([event for f in filings for event in f.unfiled_events])
+        # In this transaction: a message redirected and not kept is never lost.
+        queue_redirects([plan for f in filings for plan in f.sieve_plans])
         SpooledMessage.objects.filter(pk__in=locked).delete()
     for filing in filings:
         for request in filing.requests:
             log.info("filed spool=%s folder=%s mailboxes=%s checked=%s", filing.row.pk,
                      request.folder, list(request.mailbox_ids), filing.checked)
-    # Vacation replies for INBOX only, never for Junk; one query for the batch.
-    away = {v.mailbox_id for v in active_vacations([i for f in filings for i in f.inbox_ids])}
-    for filing in filings:
-        if present := [i for i in filing.inbox_ids if i in away]:
-            answer_absences(present, filing.data, sender=filing.row.mail_from)
-        sieve.carry_out(filing.sieve_plans, sender=filing.row.mail_from)
+    send_replies([plan for f in filings for plan in f.sieve_plans])
     return [f.row.pk for f in filings]
 
 

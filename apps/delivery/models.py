@@ -66,8 +66,9 @@ class QueueEntry(models.Model):
 
 
 class Vacation(models.Model):
-    """A mailbox's vacation auto-reply (RFC 3834), set in the webmail's settings;
-    answered from the filing path, which lives below the web apps."""
+    """A mailbox's vacation auto-reply (RFC 3834), set in the webmail's
+    settings; what runs is the Sieve vacation action that the settings write
+    into the mailbox's active script (apps/delivery/rules.py)."""
 
     mailbox = models.OneToOneField(Mailbox, on_delete=models.CASCADE, related_name="vacation")
     enabled = models.BooleanField(default=False)
@@ -78,6 +79,20 @@ class Vacation(models.Model):
 
     def __str__(self) -> str:
         return f"vacation of {self.mailbox_id}"
+
+
+class Forwarding(models.Model):
+    """A mailbox's forwarding as its user set it in the webmail; what runs is
+    the Sieve redirect that the settings write into the mailbox's active
+    script (apps/delivery/rules.py). An administrator's forwarding is the
+    directory's (Mailbox.forward_to), done when the address is resolved."""
+
+    mailbox = models.OneToOneField(Mailbox, on_delete=models.CASCADE, related_name="forwarding")
+    addresses = models.JSONField(default=list, blank=True)
+    keep_copy = models.BooleanField(default=True)
+
+    def __str__(self) -> str:
+        return f"forwarding of {self.mailbox_id}"
 
 
 class VacationReply(models.Model):

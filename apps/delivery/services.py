@@ -240,16 +240,16 @@ def hand_over(
     *, mailbox_ids: Sequence[int], remote: Sequence[RecipientSpec], sender: str, data: bytes,
     ret: str = "", envid: str = "", queue_id: str = "", trace_events: Sequence[TraceEvent] = (),
 ) -> OutboundMessage | None:
-    """Deliver to the local mailboxes and queue for the remote recipients, in
-    one transaction: both or neither. ``trace_events`` (the acceptance) are
-    recorded with the first of the two."""
+    """Deliver to the local mailboxes (through their Sieve scripts) and queue
+    for the remote recipients, in one transaction: both or neither.
+    ``trace_events`` (the acceptance) are recorded with the first of the two."""
+    # The filing seam sends (redirects, replies) through this module.
+    from apps.delivery.filing import deliver_one
+
     with transaction.atomic():
         if mailbox_ids:
-            request = store.DeliveryRequest(list(mailbox_ids), data, queue_id=queue_id,
-                                            trace_events=list(trace_events))
-            error = store.deliver_batch([request])[0]
-            if error is not None:
-                raise error
+            deliver_one(store.DeliveryRequest(list(mailbox_ids), data, queue_id=queue_id,
+                                              trace_events=list(trace_events)), sender=sender)
             trace_events = ()
         if remote:
             return enqueue(sender=sender, recipients=remote, data=data, ret=ret, envid=envid,

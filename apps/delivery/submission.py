@@ -9,8 +9,9 @@ handler answers with it and the webmail shows its message:
 - ``check_recipient`` at each RCPT TO: the recipients limit, then the
   directory's resolution (unknown, disabled, over quota);
 - ``submit_as_user`` (``asubmit_as_user`` from asyncio) after DATA: size,
-  ``prepare`` (From check, Message-ID/Date, DKIM), local mailboxes through the
-  store, remote ones through the outbound queue, then the hour's count.
+  ``prepare`` (From check, Message-ID/Date, DKIM), local mailboxes through
+  their Sieve scripts into the store (apps/delivery/filing.py), remote ones
+  through the outbound queue, then the hour's count.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
+from apps.delivery.filing import Filing, MailboxPlan, deliver_filed, send_replies
 from apps.delivery.services import (
     RecipientSpec,
     SenderNotAllowed,
@@ -30,7 +32,6 @@ from apps.delivery.services import (
     new_queue_id,
     prepare,
 )
-from apps.delivery.vacation import answer_absences
 from apps.directory.models import DkimKey, Mailbox
 from apps.directory.services import Resolution, may_send_as, resolve
 from apps.store import services as store
@@ -198,14 +199,8 @@ def submit_as_user(
     hand_over(mailbox_ids=prepared.mailbox_ids, remote=prepared.remote, sender=sender,
               data=prepared.data, ret=ret, envid=envid, queue_id=queue_id,
               trace_events=[prepared.acceptance])
-    _after_hand_over(mailbox, prepared.mailbox_ids, prepared.data, sender=sender)
-    return Submitted(queue_id, len(prepared.mailbox_ids), len(prepared.remote), prepared.data)
-
-
-def _after_hand_over(mailbox: Mailbox, mailbox_ids: Sequence[int], data: bytes, *,
-                     sender: str) -> None:
     _count_sent(mailbox)
-    answer_absences(mailbox_ids, data, sender=sender)
+    return Submitted(queue_id, len(prepared.mailbox_ids), len(prepared.remote), prepared.data)
 
 
 def _prepare_and_count(
@@ -237,11 +232,12 @@ async def asubmit_as_user(
         mailbox, recipients, data, sender=sender, queue_id=queue_id, received=received,
         origin=origin, key_cache=key_cache)
     acceptance = [prepared.acceptance]
+    plans: list[MailboxPlan] = []
     try:
         if prepared.mailbox_ids:
-            await committer().submit(store.DeliveryRequest(
+            plans = await committer(deliver_filed).submit(Filing(store.DeliveryRequest(
                 prepared.mailbox_ids, prepared.data, queue_id=queue_id,
-                trace_events=acceptance))
+                trace_events=acceptance), sender))
             acceptance = []
         if prepared.remote:
             await aenqueue(sender=sender, recipients=prepared.remote, data=prepared.data,
@@ -249,7 +245,6 @@ async def asubmit_as_user(
     except Exception:
         await database_sync_to_async(_count_sent)(mailbox, -1)
         raise
-    if prepared.mailbox_ids:
-        await database_sync_to_async(answer_absences)(prepared.mailbox_ids, prepared.data,
-                                                      sender=sender)
+    if plans:
+        await database_sync_to_async(send_replies)(plans)
     return Submitted(queue_id, len(prepared.mailbox_ids), len(prepared.remote), prepared.data)

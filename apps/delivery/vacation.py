@@ -1,10 +1,13 @@
-"""Vacation auto-replies (RFC 3834), sent when a message is filed into a
-mailbox's INBOX: by the antispam filing path after the checks (never for
-Junk), by the MX when antispam is off, and by submission for local recipients.
+"""Vacation auto-replies (RFC 3834, RFC 5230): a Sieve script's vacation
+action, carried out when a message is filed (apps/delivery/filing.py; never
+for Junk). The webmail's automatic reply is one: ``set_vacation`` keeps its
+settings and writes them into the mailbox's active script
+(apps/delivery/rules.py).
 
 A reply goes out only when every rule of RFC 3834 allows it, at most once per
-sender per MAILHOST_VACATION_INTERVAL_DAYS, from the null envelope sender,
-through the same hand-over as every other message (local store or queue)."""
+sender per :days (MAILHOST_VACATION_INTERVAL_DAYS by default), from the null
+envelope sender, through the same hand-over as every other message (local
+store or queue)."""
 
 from __future__ import annotations
 
@@ -20,11 +23,11 @@ from email.utils import format_datetime, getaddresses, make_msgid
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from apps.delivery.dsn import headers_of
 from apps.delivery.models import Vacation, VacationReply
+from apps.delivery.rules import write_rules
 from apps.delivery.services import RecipientSpec, sign, submit
 from apps.directory.addresses import split_address, strip_subaddress
 from apps.directory.models import Mailbox
@@ -84,8 +87,9 @@ def set_vacation(
     mailbox: Mailbox, *, enabled: bool, subject: str, body: str, start: date | None,
     end: date | None,
 ) -> Vacation:
-    """Turn the auto-reply on or off and set its text and dates. Each change
-    starts a new absence: who was answered before is answered again."""
+    """Turn the auto-reply on or off and set its text and dates, and write it
+    into the mailbox's active Sieve script. Each change starts a new absence:
+    who was answered before is answered again."""
     if start and end and end < start:
         raise Invalid("the last day comes before the first", field="end")
     if enabled and not body.strip():
@@ -95,14 +99,8 @@ def set_vacation(
             "enabled": enabled, "subject": subject.strip(), "body": body, "start": start,
             "end": end})
         VacationReply.objects.filter(mailbox=mailbox).delete()
+        write_rules(mailbox)
     return vacation
-
-
-def active_vacations(mailbox_ids: Sequence[int]) -> list[Vacation]:
-    today = timezone.localdate()
-    return list(Vacation.objects.select_related("mailbox__user").filter(
-        Q(start__isnull=True) | Q(start__lte=today), Q(end__isnull=True) | Q(end__gte=today),
-        mailbox_id__in=list(mailbox_ids), enabled=True))
 
 
 def build_reply(vacation: Vacation, headers: ParsedHeaders, *, to: str) -> bytes:
@@ -129,33 +127,14 @@ def build_reply(vacation: Vacation, headers: ParsedHeaders, *, to: str) -> bytes
     return message.as_bytes()
 
 
-def answer_absences(mailbox_ids: Sequence[int], data: bytes, *, sender: str) -> int:
-    """Send the vacation replies that a message filed into these mailboxes'
-    INBOX calls for; returns how many went out. A failure to reply is logged,
-    never raised: the message itself is filed already."""
-    if not mailbox_ids or _automatic_sender(sender):
-        return 0
-    vacations = active_vacations(mailbox_ids)
-    if not vacations:
-        return 0
-    headers = BytesHeaderParser().parsebytes(headers_of(data))
-    if _automatic_message(headers):
-        return 0
-    sender = sender.lower()
-    sent = 0
-    for vacation in vacations:
-        if _addressed_to(headers, own_addresses(vacation.mailbox)):
-            sent += _reply_logged(vacation, headers, sender)
-    return sent
-
-
 def answer_for_script(
     mailbox: Mailbox, data: bytes, *, sender: str, reason: str, subject: str,
     days: int | None, addresses: Sequence[str],
 ) -> int:
-    """A Sieve vacation action (RFC 5230 §4): the same RFC 3834 rules and the
-    same once-per-sender record as the webmail's reply (so the two never both
-    answer one message), with the script's text, subject and :days."""
+    """A Sieve vacation action (RFC 5230 §4) under RFC 3834's rules, with the
+    script's text, subject and :days; one record per sender (RFC 5230 §4.2)
+    whatever script or setting asked for the reply. Returns how many went out
+    (0 or 1); a failure is logged, never raised: the message is filed."""
     if _automatic_sender(sender):
         return 0
     headers = BytesHeaderParser().parsebytes(headers_of(data))

@@ -355,7 +355,9 @@ def delete_domain(
         domain.delete()
 
 
-def _forward_targets(mailbox: Mailbox, destinations: Iterable[str]) -> list[str]:
+def forward_targets(mailbox: Mailbox, destinations: Iterable[str]) -> list[str]:
+    """The forwarding addresses, normalized, once each; Invalid (for the
+    field "forward_to") for a bad one, the mailbox itself or too many."""
     with _about("forward_to"):
         targets = list(dict.fromkeys(normalize_address(d) for d in destinations))
     if mailbox.address in targets:
@@ -376,7 +378,7 @@ def update_mailbox(
     disabled mailbox refuses its mail (550 5.2.1) and its logins at once; an
     empty ``forward_to`` turns forwarding off."""
     _check_limits(quota=quota)
-    forwards = None if forward_to is None else _forward_targets(mailbox, forward_to)
+    forwards = None if forward_to is None else forward_targets(mailbox, forward_to)
     if spam_threshold is not KEEP:
         _check_spam_threshold(spam_threshold)  # type: ignore[arg-type]
     with transaction.atomic():

@@ -13,7 +13,7 @@ from apps.sieve.grammar import Argument, Command, SieveSyntaxError, Strings, Tag
 # extensions too; "comparator-*" names the comparators beyond the defaults.
 EXTENSIONS = (
     "fileinto", "envelope", "imap4flags", "copy", "body", "variables", "relational",
-    "subaddress", "reject", "ereject", "vacation", "comparator-i;ascii-numeric",
+    "subaddress", "reject", "ereject", "vacation", "date", "comparator-i;ascii-numeric",
 )
 
 # RFC 5228 §2.7.3: always there, so a script may require them by name.
@@ -97,7 +97,16 @@ TESTS: dict[str, Spec] = {
     "hasflag": Spec("imap4flags", positional=("strings", "strings"), optional=1,
                     matching=True),
     "string": Spec("variables", positional=("strings", "strings"), matching=True),
+    # RFC 5260 §4.
+    "date": Spec("date", tags={":zone": "string", ":originalzone": None},
+                 positional=("string", "string", "strings"), matching=True),
+    "currentdate": Spec("date", tags={":zone": "string"}, positional=("string", "strings"),
+                        matching=True),
 }
+
+# RFC 5260 §4.2: the parts of a date a test compares.
+DATE_PARTS = ("year", "month", "day", "date", "julian", "hour", "minute", "second", "time",
+              "iso8601", "std11", "zone", "weekday")
 
 
 def _kind_of(argument: Argument) -> str:
@@ -196,6 +205,12 @@ def _check_test(test: Test, loaded: set[str]) -> None:
     _check(test, spec, loaded, "test")
     if test.name == "size" and len(test.tags) != 1:  # RFC 5228 §5.9
         raise SieveSyntaxError(test.line, "size takes :over or :under")
+    if test.name in ("date", "currentdate"):
+        part = test.positional[-2]
+        if isinstance(part, Strings) and part.values[0].lower() not in DATE_PARTS:
+            raise SieveSyntaxError(test.line, f"unknown date part {part.values[0]}")
+        if ":zone" in test.tags and ":originalzone" in test.tags:
+            raise SieveSyntaxError(test.line, "take :zone or :originalzone, not both")
 
 
 def validate(commands: list[Command], loaded: set[str] | None = None,

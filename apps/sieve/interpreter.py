@@ -11,12 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from email.utils import getaddresses
+from email.utils import getaddresses, parsedate_to_datetime
 from functools import cached_property
 
 from apps.sieve.grammar import Argument, Command, Strings, Test
@@ -71,9 +72,11 @@ _MAX_VARIABLE = 4000  # characters a variable may hold (RFC 5229 §6)
 
 
 class _Run:
-    def __init__(self, data: bytes, envelope: Envelope, loaded: set[str]) -> None:
+    def __init__(self, data: bytes, envelope: Envelope, loaded: set[str],
+                 now: datetime) -> None:
         self.data = data
         self.envelope = envelope
+        self.now = now
         self.loaded = loaded
         # The header fields only: most scripts never read the body, and
         # parsing every MIME part cost more than running the script.
@@ -293,6 +296,30 @@ class _Run:
                 values.append(address)
         return values
 
+    def values_date(self, test: Test) -> list[str]:
+        """RFC 5260 §4: the date in the first field of that name, in the
+        :zone asked for, the field's own (:originalzone), or the local one."""
+        value = self.message.get(self.string(test.positional[0]))
+        try:
+            when = parsedate_to_datetime(str(value)) if value is not None else None
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is None:
+            return []  # §4.1: no such field, or no date in it: the test fails
+        if when.tzinfo is None:  # RFC 5322 §3.3 "-0000": no zone known
+            when = when.replace(tzinfo=UTC)
+        if ":originalzone" not in test.tags:
+            when = self._in_zone(when, test)
+        return _date_part(when, self.string(test.positional[1]))
+
+    def values_currentdate(self, test: Test) -> list[str]:
+        """RFC 5260 §5: the time the script runs."""
+        return _date_part(self._in_zone(self.now, test), self.string(test.positional[0]))
+
+    def _in_zone(self, when: datetime, test: Test) -> datetime:
+        zone = _zone(self.string(test.tags.get(":zone"))) if ":zone" in test.tags else None
+        return when.astimezone(zone or self.now.tzinfo)
+
     def values_body(self, test: Test) -> list[str]:
         return _body_texts(self.whole_message, self.data, test.tags,
                            self.strings(test.tags.get(":content")))
@@ -441,6 +468,36 @@ def _glob(comparator: str, pattern: str, value: str) -> list[str] | None:
     return [match.group(0), *match.groups()]
 
 
+def _zone(text: str) -> timezone | None:
+    """RFC 5260 §4.1.1: "+hhmm" or "-hhmm"; anything else: the local zone."""
+    match = re.fullmatch(r"([+-])([0-9]{2})([0-9]{2})", text.strip())
+    if match is None:
+        return None
+    offset = timedelta(hours=int(match.group(2)), minutes=int(match.group(3)))
+    return timezone(-offset if match.group(1) == "-" else offset)
+
+
+def _date_part(when: datetime, part: str) -> list[str]:
+    """RFC 5260 §4.2: one date part as text (an unknown one is refused on upload)."""
+    offset = when.utcoffset() or timedelta()
+    minutes = int(offset.total_seconds() // 60)
+    zone = f"{'-' if minutes < 0 else '+'}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
+    part = part.lower()
+    if part == "julian":  # days since 1858-11-17 (the Modified Julian Day)
+        return [str((when.date() - date(1858, 11, 17)).days)]
+    if part == "std11":
+        return [when.strftime("%a, %d %b %Y %H:%M:%S ") + zone]
+    if part == "iso8601":
+        return [when.strftime("%Y-%m-%dT%H:%M:%S") + zone[:3] + ":" + zone[3:]]
+    if part == "zone":
+        return [zone]
+    if part == "weekday":  # 0 is Sunday
+        return [str(when.isoweekday() % 7)]
+    formats = {"year": "%Y", "month": "%m", "day": "%d", "date": "%Y-%m-%d", "hour": "%H",
+               "minute": "%M", "second": "%S", "time": "%H:%M:%S"}
+    return [when.strftime(formats[part])] if part in formats else []
+
+
 def _body_texts(message: Message, data: bytes, tags: dict[str, Argument | None],
                 types: list[str]) -> list[str]:
     """RFC 5173 §5: the raw body, or the decoded text of the parts whose
@@ -469,12 +526,14 @@ def _body_texts(message: Message, data: bytes, tags: dict[str, Argument | None],
     return texts
 
 
-def evaluate(commands: Sequence[Command], data: bytes, envelope: Envelope) -> Outcome:
-    """What the script says to do with this message for this recipient."""
+def evaluate(commands: Sequence[Command], data: bytes, envelope: Envelope, *,
+             now: datetime | None = None) -> Outcome:
+    """What the script says to do with this message for this recipient;
+    ``now`` (aware, in the server's zone) is what currentdate sees."""
     loaded = {name for command in commands if command.name == "require"
               for name in command.positional[0].values  # type: ignore[union-attr]
               }
-    run = _Run(data, envelope, loaded)
+    run = _Run(data, envelope, loaded, now or datetime.now(UTC).astimezone())
     try:
         run.run(commands)
     except _Stop:

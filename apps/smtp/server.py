@@ -27,9 +27,9 @@ from django.utils import timezone
 from apps.antispam import inbound as antispam
 from apps.antispam import services as spool
 from apps.delivery import srs
+from apps.delivery.filing import Filing, deliver_filed, send_replies
 from apps.delivery.linelength import limit_line_length
 from apps.delivery.services import RecipientSpec, aenqueue, new_queue_id
-from apps.delivery.vacation import answer_absences
 from apps.directory.services import Resolution
 from apps.smtp import replies
 from apps.smtp.received import protocol_name, received_header
@@ -349,9 +349,10 @@ class InboundHandler:
                 await _spool(session, envelope, request, acceptance)
             else:
                 request.trace_events.append(acceptance)
-                await committer().submit(request)
-                await database_sync_to_async(answer_absences)(
-                    mailbox_ids, request.data, sender=envelope.mail_from or "")
+                plans = await committer(deliver_filed).submit(
+                    Filing(request, envelope.mail_from or ""))
+                if plans:
+                    await database_sync_to_async(send_replies)(plans)
             await _queue_forwards(envelope, request.data, queue_id,
                                   [] if mailbox_ids else [acceptance])
         except MailhostError as error:

@@ -1,6 +1,8 @@
 """The user's own settings (issue 11 item 8): password, display name and
 signature, identities, forwarding, vacation auto-reply, spam threshold. One
-page, one form per section; each change goes through its service."""
+page, one form per section; each change goes through its service.
+Forwarding and the auto-reply are Sieve (apps/delivery/rules.py): the page
+shows the active script and says what saving does to one the user wrote."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
 
+from apps.delivery import rules
 from apps.delivery.vacation import set_vacation, vacation_of
 from apps.directory import services as directory
 from apps.directory.audit import Actor
@@ -65,9 +68,9 @@ def _save_identities(request: HttpRequest, mailbox: Mailbox, form: forms.Form) -
 
 def _save_forwarding(request: HttpRequest, mailbox: Mailbox, form: forms.Form) -> str:
     targets = [address for _, address in getaddresses(form.cleaned_data["forward_to"])]
-    directory.update_mailbox(mailbox, forward_to=targets,
-                             forward_keep_copy=form.cleaned_data["forward_keep_copy"],
-                             actor=Actor.of(request))
+    rules.set_forwarding(mailbox, addresses=targets,
+                         keep_copy=form.cleaned_data["forward_keep_copy"],
+                         actor=Actor.of(request))
     return "Forwarding saved." if targets else "Forwarding is off."
 
 
@@ -86,6 +89,7 @@ def _forms(mailbox: Mailbox, bound: str | None, data: dict | None) -> dict[str, 
     user = mailbox.user
     writing_settings = writing.settings_of(mailbox)
     vacation = vacation_of(mailbox)
+    forwarding = rules.forwarding_of(mailbox)
 
     def bind(name: str) -> dict | None:
         return data if name == bound else None
@@ -99,8 +103,8 @@ def _forms(mailbox: Mailbox, bound: str | None, data: dict | None) -> dict[str, 
             default_name=user.display_name),
         "password": PasswordForm(bind("password"), prefix="password"),
         "forwarding": ForwardingForm(bind("forwarding"), prefix="forwarding", initial={
-            "forward_to": ", ".join(mailbox.forward_to),
-            "forward_keep_copy": mailbox.forward_keep_copy}),
+            "forward_to": ", ".join(forwarding.addresses),
+            "forward_keep_copy": forwarding.keep_copy}),
         "vacation": VacationForm(bind("vacation"), prefix="vacation", initial={
             "enabled": vacation.enabled, "subject": vacation.subject, "body": vacation.body,
             "start": vacation.start, "end": vacation.end}),
@@ -141,8 +145,11 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         "forms": all_forms, "site_spam_threshold": settings.MAILHOST_SPAM_THRESHOLD,
         "interval_days": settings.MAILHOST_VACATION_INTERVAL_DAYS,
         "client": client_settings(mailbox.address),
-        # Sieve filters are managed over ManageSieve; the page says which run.
-        "sieve_scripts": sieve.list_scripts(mailbox),
+        # Sieve filters are managed over ManageSieve; the page says which
+        # runs and what saving forwarding or the auto-reply does to it.
+        "sieve_scripts": sieve.list_scripts(mailbox), "rules": rules.rules_state(mailbox),
+        "generated_name": rules.GENERATED_NAME,
+        "directory_forwarding": bool(mailbox.forward_to),
         "sieve_host": settings.MAILHOST_PUBLIC_HOSTNAME,
         "sieve_port": settings.MAILHOST_PUBLIC_PORTS["managesieve"]}, status=status)
 

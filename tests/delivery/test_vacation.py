@@ -1,20 +1,29 @@
-"""Vacation auto-replies (RFC 3834): each rule on its own, once per sender per
-N days, and end to end over SMTP (MX with and without the checks, submission)."""
+"""Vacation auto-replies (RFC 3834): the webmail's, written as a Sieve
+vacation action (apps/delivery/rules.py) and carried out by the filing seam
+(apps/delivery/filing.py): each rule on its own, once per sender per N days,
+and end to end over SMTP (MX with and without the checks, submission)."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import importlib
 import smtplib
 from datetime import timedelta
 
 import pytest
+from django.apps import apps as django_apps
 from django.utils import timezone
 
-from apps.delivery.models import OutboundMessage, VacationReply
-from apps.delivery.vacation import answer_absences, set_vacation
+from apps.delivery import filing
+from apps.delivery.models import OutboundMessage, Vacation, VacationReply
+from apps.delivery.rules import GENERATED_NAME
+from apps.delivery.vacation import set_vacation
 from apps.directory import services as directory
+from apps.sieve import services as sieve
 from apps.store.blobs import get_blob_store
+from apps.store.models import Message
+from apps.store.services import DeliveryRequest
 from tests import fakedns
 from tests.delivery.conftest import publish_domain, run_queue
 from tests.factories import PASSWORD, make_mailbox
@@ -48,6 +57,20 @@ def bob(db):
 
 def replies_to(address: str) -> list[email.message.EmailMessage]:
     return [parsed(data) for data in stored(address)]
+
+
+def _replies() -> int:
+    """Replies queued (remote senders) and filed (bob, the local one)."""
+    return (OutboundMessage.objects.filter(sender="").count()
+            + Message.objects.filter(folder__mailbox__address="bob@example.org").count())
+
+
+def answer_absences(mailbox_ids: list[int], data: bytes, *, sender: str) -> int:
+    """File a message as every delivery path does; how many replies went out."""
+    before = _replies()
+    (plans,) = filing.deliver_filed([filing.Filing(DeliveryRequest(mailbox_ids, data), sender)])
+    filing.send_replies(plans)
+    return _replies() - before
 
 
 def test_one_reply_per_sender_per_interval(alice, bob, settings):
@@ -130,10 +153,11 @@ def test_only_between_the_dates_and_when_on(alice, bob):
     assert answer_absences([alice.pk], letter(), sender="bob@example.org") == 1
 
 
-def test_no_vacation_costs_one_query(alice, bob, django_assert_num_queries):
+def test_no_script_costs_one_query(alice, bob, django_assert_num_queries):
+    request = DeliveryRequest([bob.pk], letter(to="bob@example.org"))
     with django_assert_num_queries(1):
-        assert answer_absences([bob.pk], letter(to="bob@example.org"),
-                               sender="carol@remote.example") == 0
+        routed = filing.route([request], senders=["carol@remote.example"])
+    assert routed.requests == [request] and routed.plans == []
 
 
 # --- end to end over SMTP ------------------------------------------------------------
@@ -192,3 +216,29 @@ def test_local_submission_to_a_user_away(mail_servers, away, client_tls_context)
         client.sendmail("bob@example.org", ["alice@example.org"], letter())
     (reply,) = replies_to("bob@example.org")
     assert reply["Subject"] == "Away" and reply["Auto-Submitted"] == "auto-replied"
+
+
+# --- the auto-replies set before they were Sieve ------------------------------------
+
+
+def test_the_migration_writes_the_replies_that_are_on_into_scripts(db, bob):
+    """delivery.0004: an auto-reply that was on keeps answering, as Sieve."""
+    write_scripts = importlib.import_module(
+        "apps.delivery.migrations.0004_vacations_as_sieve").write_scripts
+    alice, carol = make_mailbox("alice@example.org"), make_mailbox("carol@example.org")
+    own = 'require "fileinto";\r\nfileinto "Mine";\r\n'
+    sieve.put_script(carol, "own", own)
+    sieve.set_active(carol, "own")
+    # Rows as the webmail left them before (no script written).
+    Vacation.objects.create(mailbox=alice, enabled=True, subject="Away", body="Back soon.")
+    Vacation.objects.create(mailbox=carol, enabled=True, body="Out.")
+    Vacation.objects.create(mailbox=bob, enabled=False, body="Not on.")
+    write_scripts(django_apps, None)
+    assert sieve.get_script(alice, GENERATED_NAME).active
+    assert sieve.list_scripts(bob) == []
+    mine = sieve.get_script(carol, "own").content  # the user's own, with the section
+    assert mine.startswith('require "fileinto";\r\n# BEGIN') and mine.endswith(
+        'fileinto "Mine";\r\n')
+    assert answer_absences([alice.pk], letter(), sender="bob@example.org") == 1
+    assert answer_absences([carol.pk], letter(to="carol@example.org"),
+                           sender="bob@example.org") == 1

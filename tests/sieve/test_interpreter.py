@@ -4,11 +4,14 @@ keep's rules."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from apps.sieve.commands import compile_script
+from apps.sieve.grammar import SieveSyntaxError
 from apps.sieve.interpreter import Envelope, Outcome, _glob, _glob_matches, _glob_pieces, evaluate
 
 MESSAGE = (b"Received: from a\r\nReceived: from b\r\n"
@@ -155,3 +158,46 @@ def _matches_by_definition(pieces: list[str], value: str) -> bool:
     if not value:
         return False
     return (head == "?" or head[1] == value[0]) and _matches_by_definition(rest, value[1:])
+
+
+# --- RFC 5260 date and currentdate ------------------------------------------------------
+
+NOW = datetime(2026, 12, 24, 18, 30, 5, tzinfo=timezone(timedelta(hours=1)))
+DATED = b"Date: Thu, 26 Nov 2026 23:10:00 -0500\r\nSubject: x\r\n\r\nbody\r\n"
+
+
+def dated(test: str) -> bool:
+    script = f'require ["date", "relational", "fileinto"]; if {test} {{ fileinto "Yes"; }}'
+    outcome = evaluate(compile_script(script), DATED, ENVELOPE, now=NOW)
+    return "Yes" in outcome.filings
+
+
+@pytest.mark.parametrize(("test", "expected"), [
+    ('currentdate "date" "2026-12-24"', True),
+    ('currentdate :value "ge" "date" "2026-12-01"', True),
+    ('allof(currentdate :value "ge" "date" "2026-12-01",'
+     ' currentdate :value "le" "date" "2026-12-23")', False),
+    ('currentdate :zone "+0000" "hour" "17"', True),  # §4.1.1: converted to the zone
+    ('currentdate "weekday" "4"', True),  # a Thursday; 0 is Sunday
+    ('currentdate "julian" "61398"', True),  # the Modified Julian Day
+    ('currentdate "iso8601" "2026-12-24T18:30:05+01:00"', True),
+    ('currentdate "std11" "Thu, 24 Dec 2026 18:30:05 +0100"', True),
+    ('date :originalzone "date" "date" "2026-11-26"', True),  # the field's own zone
+    ('date "date" "date" "2026-11-27"', True),  # the zone of ``now``: +0100
+    ('date :zone "-0500" "date" "zone" "-0500"', True),
+    ('date "x-missing" "year" "2026"', False),  # §4.1: no field, no match
+])
+def test_date_and_currentdate(test, expected):
+    assert dated(test) is expected
+
+
+@pytest.mark.parametrize("script", [
+    'currentdate "date" "2026-12-24";',  # a test is not a command
+    'if currentdate "date" "x" { keep; }',  # needs require "date"
+    'require "date"; if currentdate "fortnight" "1" { keep; }',
+    'require "date"; if date :zone "+0100" :originalzone "date" "year" "1" { keep; }',
+    'require "date"; if date "year" "1" { keep; }',  # no header name
+])
+def test_date_tests_are_checked_on_upload(script):
+    with pytest.raises(SieveSyntaxError):
+        compile_script(script)

@@ -50,7 +50,8 @@ def alice(transactional_db):
     return make_mailbox("alice@sieve.example")
 
 
-def sieve_connect(port: int, *args: str, script: Path | None = None) -> subprocess.CompletedProcess:
+def sieve_connect(port: int, *args: str, script: Path | None = None,
+                  user: str = "alice@sieve.example") -> subprocess.CompletedProcess:
     """sieve-connect against our listener: STARTTLS with our certificate as
     the trusted CA, SASL PLAIN, the password on a file descriptor."""
     read, write = os.pipe()
@@ -58,7 +59,7 @@ def sieve_connect(port: int, *args: str, script: Path | None = None) -> subproce
     os.close(write)
     cert, _key = certificate_paths()
     command = [require_program("sieve-connect"), "--server", "localhost", "--port", str(port),
-               "--user", "alice@sieve.example", "--passwordfd", str(read),
+               "--user", user, "--passwordfd", str(read),
                "--authmech", "PLAIN", "--tlscafile", str(cert), *args]
     if script is not None:
         command += ["--localsieve", str(script)]

@@ -8,9 +8,11 @@ import re
 import pytest
 from django.test import Client
 
+from apps.delivery import rules
 from apps.delivery.models import Vacation
 from apps.directory import services as directory
 from apps.directory.models import Mailbox
+from apps.sieve import services as sieve
 from tests.factories import PASSWORD, make_mailbox
 from tests.webmail.writing_helpers import signed_in
 
@@ -90,20 +92,71 @@ def test_identities_list_the_aliases_and_need_one(client, alice):
     assert '<option value="alice@example.org"' not in page
 
 
-def test_forwarding_through_the_directory(client, alice):
+def test_forwarding_is_a_sieve_redirect(client, alice):
     response = save(signed_in(client, alice), "forwarding",
                     forward_to="Bob <bob@remote.example>, carol@remote.example")
     assert response.status_code == 302
+    script = sieve.get_script(alice, rules.GENERATED_NAME)
+    assert script.active
+    assert ('redirect "bob@remote.example";\r\nredirect "carol@remote.example";\r\nstop;'
+            in script.content)
     alice.refresh_from_db()
-    assert alice.forward_to == ["bob@remote.example", "carol@remote.example"]
-    assert alice.forward_keep_copy is False
+    assert alice.forward_to == []  # not the directory's: one forward, not two
     response = save(client, "forwarding", forward_to="alice@example.org",
                     forward_keep_copy="on")
     assert response.status_code == 400
     assert "cannot forward to itself" in response.content.decode()
+    save(client, "forwarding", forward_to="bob@remote.example", forward_keep_copy="on")
+    assert 'redirect :copy "bob@remote.example";' in sieve.get_script(
+        alice, rules.GENERATED_NAME).content
+    # Off: the script had nothing else in it, and goes.
     save(client, "forwarding", forward_to="", forward_keep_copy="on")
+    assert sieve.list_scripts(alice) == []
+    page = client.get("/mail/settings/").content.decode()
+    assert "No filters." in page and 'id="not-in-effect"' not in page
+
+
+def test_the_directorys_forwarding_moves_into_the_script(client, alice):
+    directory.update_mailbox(alice, forward_to=["old@remote.example"], forward_keep_copy=True)
+    page = signed_in(client, alice).get("/mail/settings/").content.decode()
+    assert 'id="directory-forwarding"' in page and 'value="old@remote.example"' in page
+    save(client, "forwarding", forward_to="old@remote.example", forward_keep_copy="on")
     alice.refresh_from_db()
-    assert alice.forward_to == [] and alice.forward_keep_copy
+    assert alice.forward_to == []
+    assert 'redirect :copy "old@remote.example";' in sieve.get_script(
+        alice, rules.GENERATED_NAME).content
+    assert 'id="directory-forwarding"' not in client.get("/mail/settings/").content.decode()
+
+
+def test_a_hand_written_script_keeps_its_rules_and_the_page_says_so(client, alice):
+    own = 'require "fileinto";\r\nif header :contains "subject" "[dev]" { fileinto "Dev"; }\r\n'
+    sieve.put_script(alice, "mine", own)
+    sieve.set_active(alice, "mine")
+    save(signed_in(client, alice), "vacation", enabled="on", subject="", body="Away.")
+    content = sieve.get_script(alice, "mine").content
+    assert content.startswith('require "fileinto";\r\n# BEGIN Mailhost settings')
+    assert 'vacation "Away.";' in content and content.endswith(own.split("\r\n", 1)[1])
+    assert [s.name for s in sieve.list_scripts(alice)] == ["mine"]  # no second script
+    page = client.get("/mail/settings/").content.decode()
+    assert 'id="hand-written"' in page and "“mine” holds rules you wrote" in page
+    assert 'id="not-in-effect"' not in page and "fileinto &quot;Dev&quot;" in page
+    # Uploaded again without the section (a ManageSieve client): the page says
+    # the auto-reply is off until saved again, and saving adds it back.
+    sieve.put_script(alice, "mine", own)
+    assert 'id="not-in-effect"' in client.get("/mail/settings/").content.decode()
+    save(client, "vacation", enabled="on", subject="", body="Away.")
+    assert 'vacation "Away.";' in sieve.get_script(alice, "mine").content
+    # Off: the section goes, the user's rules stay as written.
+    save(client, "vacation", subject="", body="Away.")
+    assert sieve.get_script(alice, "mine").content == own
+    # A script whose first rule shares its line with a require cannot take
+    # the section: the page says why, and nothing changes.
+    sieve.put_script(alice, "mine", 'require "fileinto"; fileinto "Dev";')
+    response = save(client, "vacation", enabled="on", subject="", body="Away.")
+    assert response.status_code == 400
+    assert "your script “mine” cannot take these settings" in response.content.decode()
+    assert not Vacation.objects.get(mailbox=alice).enabled
+    assert sieve.get_script(alice, "mine").content == 'require "fileinto"; fileinto "Dev";'
 
 
 def test_vacation_settings(client, alice):
@@ -120,6 +173,10 @@ def test_vacation_settings(client, alice):
     assert str(vacation.end) == "2026-12-24"
     page = client.get("/mail/settings/").content.decode()
     assert "Back on Monday." in page and 'value="2026-12-01"' in page
+    # Written as Sieve (RFC 5230), between the first and the last day (RFC 5260).
+    script = sieve.get_script(alice, rules.GENERATED_NAME).content
+    assert 'vacation :subject "Away" "Back on Monday.";' in script
+    assert 'currentdate :value "le" "date" "2026-12-24"' in script
 
 
 def test_spam_threshold(client, alice):
