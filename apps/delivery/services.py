@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from apps.delivery import mtasts, srs
+from apps.delivery import mtasts, srs, tlsrpt
 from apps.delivery.client import (
     ConnectionFailed,
     DeliverySession,
@@ -314,34 +314,42 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.MAILHOST_QUEUE_RETRY_MAX))
 
 
-def _hops(domain: str) -> tuple[list[Hop], int, dict[str, Any], Policy | None]:
+def _hops(domain: str) -> tuple[list[Hop], int, dict[str, Any], Policy | None, bool]:
     """Where to deliver mail for ``domain``: the transport map's hop, or its MX
     hosts as its MTA-STS policy allows (RFC 8461 §5; the map's hops are ours to
-    choose and take no policy, as Postfix's transport(5) nexthops)."""
+    choose and take no policy, as Postfix's transport(5) nexthops). The last
+    value says whether the sessions count in the domain's TLS report: not
+    through the map's hops, which are not the domain's."""
     routes = parse_transports(settings.MAILHOST_TRANSPORTS,
                               default_port=settings.MAILHOST_DELIVERY_PORT)
     route = route_for(routes, domain)
     if route is not None:
         auth = {"tls": route.tls, "username": route.username, "password": route.password}
-        return [Hop(route.host, route.host)], route.port, auth, None
+        return [Hop(route.host, route.host)], route.port, auth, None, False
     hops = asyncio.run(resolve_hops(domain))
-    policy = mtasts.policy_for(domain)
+    lookup = mtasts.lookup_policy(domain)
+    policy = lookup.policy
+    if lookup.failure:
+        tlsrpt.count_session(tlsrpt.Session(domain, "", lookup.failure), None, sts=True)
     if policy is None or policy.mode == "none":
-        return hops, settings.MAILHOST_DELIVERY_PORT, {}, None
+        return hops, settings.MAILHOST_DELIVERY_PORT, {}, None, True
     unlisted = [hop.host for hop in hops if not policy.allows(hop.host)]
     if policy.mode == "testing":
         for host in dict.fromkeys(unlisted):
             log.warning("MTA-STS testing: %s is not an mx of the policy of %s (delivered "
                         "all the same)", host, domain)
-        return hops, settings.MAILHOST_DELIVERY_PORT, {}, policy
+        return hops, settings.MAILHOST_DELIVERY_PORT, {}, policy, True
     # Enforce: only the MX hosts the policy lists, each over verified TLS.
     listed = [hop for hop in hops if policy.allows(hop.host)]
     if not listed:
+        for host in dict.fromkeys(unlisted):
+            tlsrpt.count_session(tlsrpt.Session(domain, host, tlsrpt.VALIDATION_FAILURE),
+                                 policy)
         raise DestinationError(
             f"451 4.7.0 No MX host of {domain} ({', '.join(dict.fromkeys(unlisted))}) is "
             f"listed in its MTA-STS policy (mx: {', '.join(policy.mx)})", permanent=False)
     options = {"verify_context": mtasts.tls_context()}
-    return listed, settings.MAILHOST_DELIVERY_PORT, options, policy
+    return listed, settings.MAILHOST_DELIVERY_PORT, options, policy, True
 
 
 def _send(
@@ -361,7 +369,7 @@ def _send(
             return (None if session.broken else session), session.host, session.dsn_passed_on
         # The reused connection had gone (an idle timeout): start afresh.
     try:
-        hops, port, options, policy = _hops(domain)
+        hops, port, options, policy, tls_reported = _hops(domain)
     except DestinationError as error:
         fail_all(error.reply)
         return None, "", False
@@ -374,7 +382,13 @@ def _send(
         except ConnectionFailed as error:
             log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, error.reply)
             last = error.reply
+            if tls_reported and error.tls_result:
+                tlsrpt.count_session(tlsrpt.Session(domain, hop.host, error.tls_result,
+                                                    hop.address), policy)
             continue
+        if tls_reported and session.tls_result:
+            tlsrpt.count_session(tlsrpt.Session(domain, hop.host, session.tls_result,
+                                                hop.address, session.local_address), policy)
         if policy is not None and policy.mode == "testing" and not session.encrypted:
             log.warning("MTA-STS testing: %s of %s took mail without STARTTLS", hop.host,
                         domain)
