@@ -409,6 +409,9 @@ MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR = env_int(
     "MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR", 500)
 # Vacation auto-replies: at most one per sender per this many days (RFC 3834 §2).
 MAILHOST_VACATION_INTERVAL_DAYS = env_int("MAILHOST_VACATION_INTERVAL_DAYS", 7)
+# A mail import started from the panel that has shown no progress for this many
+# seconds is taken for dead (its worker gone) and can be resumed (apps/transfer/jobs.py).
+MAILHOST_IMPORT_STALE_SECONDS = env_int("MAILHOST_IMPORT_STALE_SECONDS", 900)
 # Postfix-style transport map: "example.net=127.0.0.1:2626,*=smtp.relay.test:587".
 MAILHOST_TRANSPORTS = env_str("MAILHOST_TRANSPORTS")
 MAILHOST_DELIVERY_PORT = env_port("MAILHOST_DELIVERY_PORT", 25)
