@@ -11,21 +11,28 @@ import email
 import email.policy
 import gzip
 import json
+import smtplib
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from django.core.cache import cache
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apps.delivery import tlsrpt
+from apps.delivery import mtasts, tlsrpt
 from apps.delivery.models import QueueEntry, TlsReportSent, TlsSessionCount
 from apps.delivery.mtasts import Policy
 from apps.delivery.tlsrpt import ReportingError, mailto_addresses, parse_record
+from apps.directory.dns import dns_records
+from apps.directory.models import Domain
+from apps.directory.services import create_alias
 from tests import fakedns
 from tests.delivery import test_mtasts
 from tests.delivery.conftest import publish_domain, run_queue
 from tests.delivery.receiver import Receiver
 from tests.delivery.test_mtasts import DOMAIN, MX_HOST, send
+from tests.factories import make_mailbox
+from tests.smtp.helpers import stored
 
 # test_mtasts's fixtures: its CA, policy server, receivers and published policy.
 ca = test_mtasts.ca
@@ -263,3 +270,50 @@ def test_failures_under_an_enforced_policy_are_counted_and_reported_once(
          "receiving-ip": "127.0.0.1", "failed-session-count": 2},
         {"result-type": "starttls-not-supported", "receiving-mx-hostname": MX_HOST,
          "receiving-ip": "127.0.0.1", "failed-session-count": 1}]
+
+
+def test_an_unlisted_mx_and_a_policy_that_cannot_be_fetched_are_counted(
+        sts, settings, clear_receiver, policy_server) -> None:
+    settings.MAILHOST_DELIVERY_PORT = clear_receiver.port
+    sts("enforce", mx="*.mail.example.net")  # mx.example.net is not listed
+    send()
+    run_queue()
+    assert QueueEntry.objects.get().last_reply.startswith("451 4.7.0")
+    # Once the cached policy is gone (its max_age over), a new policy id, and
+    # the policy host answers 404: no policy to apply (RFC 8461 §5).
+    cache.delete(mtasts._cache_key(DOMAIN))
+    fakedns.ZONE[fakedns.key(f"_mta-sts.{DOMAIN}", "TXT")] = ["v=STSv1; id=second"]
+    policy_server.policy = b""
+    QueueEntry.objects.update(next_attempt=datetime.now(UTC))
+    run_queue()
+    assert sorted(TlsSessionCount.objects.values_list("policy_type", "mx_host", "result",
+                                                      "count")) == [
+        ("no-policy-found", MX_HOST, "starttls-not-supported", 1),  # then sent in clear
+        ("sts", "", "sts-policy-fetch-error", 1),
+        ("sts", MX_HOST, "validation-failure", 1)]
+
+
+def test_a_report_sent_to_the_address_we_publish_lands_in_its_mailbox(
+        smtp_port: int, transactional_db) -> None:
+    """Inbound: the rua of the _smtp._tls record we publish (postmaster@, an
+    alias here, as RFC 5321 §4.5.1 wants it to exist) takes a report over our
+    MX, and the report is filed whole."""
+    ann = make_mailbox("ann@ours.example")
+    create_alias("postmaster@ours.example", [ann.address])
+    (record,) = [r for r in dns_records(Domain.objects.get(name="ours.example"),
+                                        mail_host="mail.ours.example")
+                 if r.name.startswith("_smtp._tls.")]
+    (address,) = mailto_addresses(parse_record([record.value.encode()]))
+    assert address == "postmaster@ours.example"
+    report = tlsrpt.build_report([], day=date(2026, 3, 4), organization="Remote sender",
+                                 contact="tls@remote.example", report_id="r-1")
+    data = tlsrpt.build_report_message(report, policy_domain="ours.example",
+                                       sender="tls@remote.example", recipients=[address],
+                                       now=datetime(2026, 3, 5, tzinfo=UTC))
+    with smtplib.SMTP("127.0.0.1", smtp_port) as client:
+        client.ehlo("mx.remote.example")
+        assert client.sendmail("", [address], data) == {}
+    (got,) = stored(ann.address)
+    _, filename, filed_report = report_parts(got)
+    assert filed_report == report
+    assert filename == "remote.example!ours.example!1772582400!1772668799.json.gz"
