@@ -104,12 +104,17 @@ def mark_stale(*, now: datetime | None = None) -> int:
 
 def cancel(job: ImportJob) -> bool:
     """Stop a job: at once if it waits, after the batch being filed if it
-    runs (what was filed stays). Its password is wiped."""
-    return bool(ImportJob.objects.filter(
-        pk=job.pk, status__in=[ImportJob.Status.QUEUED, ImportJob.Status.RUNNING,
-                               ImportJob.Status.INTERRUPTED],
-    ).update(status=ImportJob.Status.CANCELLED, imap_secret="", detail="cancelled",
-             finished=timezone.now()))
+    runs (what was filed stays; its worker removes the upload). Its password
+    is wiped."""
+    ended = {"status": ImportJob.Status.CANCELLED, "imap_secret": "", "detail": "cancelled",
+             "finished": timezone.now()}
+    if ImportJob.objects.filter(pk=job.pk, status__in=[
+            ImportJob.Status.QUEUED, ImportJob.Status.INTERRUPTED]).update(**ended):
+        if job.upload:  # no worker has it: its task, when it comes, does nothing
+            (_uploads() / job.upload).unlink(missing_ok=True)
+        return True
+    return bool(ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING)
+                .update(**ended))
 
 
 def resume(job: ImportJob) -> bool:
@@ -158,6 +163,11 @@ def run_job(job_id: int) -> None:
         elif result.problems:
             detail = "; ".join(result.problems)
     except _Ended:
+        # Cancelled: the upload goes. Marked interrupted (this worker was
+        # taken for dead): it stays for the resumed run.
+        if path is not None and not ImportJob.objects.filter(
+                pk=job_id, status=ImportJob.Status.INTERRUPTED).exists():
+            path.unlink(missing_ok=True)
         return
     except MailhostError as error:
         log.info("import job %s failed: %s", job_id, error.message)
