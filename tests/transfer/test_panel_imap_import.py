@@ -143,6 +143,7 @@ def test_a_job_whose_worker_died_is_marked_interrupted_and_resumed(
     filed = Message.objects.filter(folder__mailbox=gus).count()
     assert 0 < filed < 5
     assert job.status == "running" and job.copied == filed  # its last progress
+    assert job.current_folder in test_imap_import.FILLING  # where it was reading
 
     assert jobs.latest_jobs(gus)[0].status == "running"  # not stale yet
     later = timezone.now() + timedelta(hours=1)
