@@ -338,7 +338,9 @@ def _hops(domain: str) -> tuple[list[Hop], int, dict[str, Any], Policy | None, b
         for host in dict.fromkeys(unlisted):
             log.warning("MTA-STS testing: %s is not an mx of the policy of %s (delivered "
                         "all the same)", host, domain)
-        return hops, settings.MAILHOST_DELIVERY_PORT, {}, policy, True
+        # Checked as under enforce, for the TLS report; _connect does not enforce.
+        options = {"verify_context": mtasts.tls_context()}
+        return hops, settings.MAILHOST_DELIVERY_PORT, options, policy, True
     # Enforce: only the MX hosts the policy lists, each over verified TLS.
     listed = [hop for hop in hops if policy.allows(hop.host)]
     if not listed:
@@ -350,6 +352,43 @@ def _hops(domain: str) -> tuple[list[Hop], int, dict[str, Any], Policy | None, b
             f"listed in its MTA-STS policy (mx: {', '.join(policy.mx)})", permanent=False)
     options = {"verify_context": mtasts.tls_context()}
     return listed, settings.MAILHOST_DELIVERY_PORT, options, policy, True
+
+
+def _connect(
+    domain: str, hop: Hop, port: int, options: dict[str, Any], policy: Policy | None,
+    tls_reported: bool,
+) -> DeliverySession | str:
+    """A session to ``hop`` with its TLS outcome counted for the TLS report,
+    or the reply saying why there is none. RFC 8461 §5: under a policy in
+    testing mode the certificate is checked as under enforce, but a failure
+    is only counted (and logged): the host is tried again without the check."""
+    def open_session(**tls: Any) -> DeliverySession:
+        return DeliverySession(hop.host, hop.address, port, helo=settings.MAILHOST_HOSTNAME,
+                               timeout=settings.MAILHOST_DELIVERY_TIMEOUT, **tls)
+
+    def count(result: str, sending_ip: str = "") -> None:
+        if tls_reported and result:
+            if policy is not None and not policy.allows(hop.host):
+                result = tlsrpt.VALIDATION_FAILURE  # an MX a testing policy does not list
+            tlsrpt.count_session(tlsrpt.Session(domain, hop.host, result, hop.address,
+                                                sending_ip), policy)
+
+    try:
+        session = open_session(**options)
+    except ConnectionFailed as error:
+        log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, error.reply)
+        count(error.tls_result)
+        if not (error.tls_result and policy is not None and policy.mode == "testing"):
+            return error.reply
+        log.warning("MTA-STS testing: %s of %s failed TLS (%s); delivering all the same",
+                    hop.host, domain, error.tls_result)
+        try:
+            return open_session()
+        except ConnectionFailed as second:
+            log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, second.reply)
+            return second.reply
+    count(session.tls_result, session.local_address)
+    return session
 
 
 def _send(
@@ -375,20 +414,11 @@ def _send(
         return None, "", False
     last = f"451 4.4.1 No host for {domain} answered"
     for hop in hops:
-        try:
-            session = DeliverySession(
-                hop.host, hop.address, port, helo=settings.MAILHOST_HOSTNAME,
-                timeout=settings.MAILHOST_DELIVERY_TIMEOUT, **options)
-        except ConnectionFailed as error:
-            log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, error.reply)
-            last = error.reply
-            if tls_reported and error.tls_result:
-                tlsrpt.count_session(tlsrpt.Session(domain, hop.host, error.tls_result,
-                                                    hop.address), policy)
+        connected = _connect(domain, hop, port, options, policy, tls_reported)
+        if isinstance(connected, str):
+            last = connected
             continue
-        if tls_reported and session.tls_result:
-            tlsrpt.count_session(tlsrpt.Session(domain, hop.host, session.tls_result,
-                                                hop.address, session.local_address), policy)
+        session = connected
         if policy is not None and policy.mode == "testing" and not session.encrypted:
             log.warning("MTA-STS testing: %s of %s took mail without STARTTLS", hop.host,
                         domain)

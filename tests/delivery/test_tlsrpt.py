@@ -293,6 +293,26 @@ def test_an_unlisted_mx_and_a_policy_that_cannot_be_fetched_are_counted(
         ("sts", MX_HOST, "validation-failure", 1)]
 
 
+def test_testing_mode_checks_and_counts_but_delivers(sts, settings, ca, caplog) -> None:
+    """RFC 8461 §5: a testing policy is checked as an enforced one, for the
+    report; the mail goes all the same."""
+    bad_name = Receiver(ca.server_context("other.example.net")).start()
+    try:
+        settings.MAILHOST_DELIVERY_PORT = bad_name.port
+        sts("testing")
+        send()
+        run_queue()
+    finally:
+        bad_name.stop()
+    assert not QueueEntry.objects.exists()
+    (received,) = bad_name.script.messages
+    assert received.tls  # opportunistic TLS, as without a policy
+    assert "failed TLS (certificate-host-mismatch); delivering all the same" in caplog.text
+    assert list(TlsSessionCount.objects.values_list("policy_type", "mx_host", "result",
+                                                    "count")) == [
+        ("sts", MX_HOST, "certificate-host-mismatch", 1)]
+
+
 def test_a_report_sent_to_the_address_we_publish_lands_in_its_mailbox(
         smtp_port: int, transactional_db) -> None:
     """Inbound: the rua of the _smtp._tls record we publish (postmaster@, an
