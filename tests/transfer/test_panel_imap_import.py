@@ -9,6 +9,7 @@ cancelled; a job whose worker died is marked interrupted and resumed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -114,10 +115,44 @@ def test_an_imap_account_imported_from_the_panel(
     assert newest_job().status == "cancelled" and newest_job().imap_secret == ""
     assert Message.objects.filter(folder__mailbox=eve).count() == 5
 
+    # A job whose worker died an hour ago: shown interrupted, and resumed.
+    ivy = make_mailbox("ivy@ours.example")
+    page.goto(f"{web_server.url}/manage/mailboxes/{ivy.pk}/")
+    fill_imap_form(page, dovecot.port)
+    expect(page.get_by_role("status")).to_contain_text("queued.")
+    job = newest_job()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(importing, "_file_batch", worker_killed_after_one_batch())
+        with pytest.raises(WorkerKilled):
+            run_import_job(job.pk)
+    ImportJob.objects.filter(pk=job.pk).update(heartbeat=timezone.now() - timedelta(hours=1))
+    page.reload()
+    card = page.locator("article.import-job").first
+    expect(card).to_contain_text("Interrupted:")
+    expect(card).to_contain_text("resume to copy what is missing")
+    card.get_by_role("button", name="Resume import").click()
+    expect(page.get_by_role("status")).to_contain_text(f"Import from {source} resumed.")
+    run_import_job(job.pk)
+    expect(card).to_contain_text("Done: 5 of 5 messages")
+    assert seen_over_imap(mail_servers.port("imap"), ivy.address, PASSWORD) == remote
+
 
 class WorkerKilled(BaseException):
     """What SIGKILL does to a worker, as far as the database can tell: the
     run stops where it is, nothing after it runs."""
+
+
+def worker_killed_after_one_batch() -> Callable[..., None]:
+    """importing._file_batch, in a worker killed once it has filed one batch."""
+    file_batch = importing._file_batch
+    filed_batches = []
+
+    def dies_after_one_batch(*args, **kwargs) -> None:
+        if filed_batches:
+            raise WorkerKilled
+        file_batch(*args, **kwargs)
+        filed_batches.append(1)
+    return dies_after_one_batch
 
 
 def test_a_job_whose_worker_died_is_marked_interrupted_and_resumed(
@@ -126,16 +161,7 @@ def test_a_job_whose_worker_died_is_marked_interrupted_and_resumed(
     with django_capture_on_commit_callbacks(execute=False):
         job = jobs.start_imap_import(gus, host="127.0.0.1", port=dovecot.port, tls="none",
                                      user=REMOTE_USER, password=REMOTE_PASSWORD)
-    filed_batches = []
-    file_batch = importing._file_batch
-
-    def dies_after_one_batch(*args, **kwargs) -> None:
-        if filed_batches:
-            raise WorkerKilled
-        file_batch(*args, **kwargs)
-        filed_batches.append(1)
-
-    monkeypatch.setattr(importing, "_file_batch", dies_after_one_batch)
+    monkeypatch.setattr(importing, "_file_batch", worker_killed_after_one_batch())
     with pytest.raises(WorkerKilled):
         run_import_job(job.pk)
     monkeypatch.undo()
