@@ -35,6 +35,7 @@ from django.utils import timezone
 from apps.delivery.models import TlsReportSent, TlsSessionCount
 from apps.delivery.mtasts import Policy
 from mailhost.dns import DnsTemporaryError, query
+from mailhost.errors import MailhostError
 
 log = logging.getLogger("mailhost.delivery")
 
@@ -326,6 +327,9 @@ def send_reports(*, now: datetime | None = None) -> int:
                        data=data)
         except IntegrityError:
             continue  # another run made this report
+        except MailhostError as error:  # a local rua address that takes no mail
+            log.warning("TLS report of %s for %s not sent: %s", domain, day, error.message)
+            continue  # the next run tries again
         log.info("TLS report of %s for %s queued to %s", domain, day, ", ".join(addresses))
         sent += 1
     # Counters and the record of reports sent are kept a while, then dropped.
