@@ -314,7 +314,14 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.MAILHOST_QUEUE_RETRY_MAX))
 
 
-def _hops(domain: str) -> tuple[list[Hop], int, dict[str, Any], Policy | None, bool]:
+# The TLS report's counts of one attempt (tlsrpt.count_session calls), made in
+# the transaction that records the attempt's outcome: no commit of their own.
+TlsCounts = list[Callable[[], None]]
+
+
+def _hops(
+    domain: str, tls_counts: TlsCounts,
+) -> tuple[list[Hop], int, dict[str, Any], Policy | None, bool]:
     """Where to deliver mail for ``domain``: the transport map's hop, or its MX
     hosts as its MTA-STS policy allows (RFC 8461 §5; the map's hops are ours to
     choose and take no policy, as Postfix's transport(5) nexthops). The last
@@ -330,7 +337,8 @@ def _hops(domain: str) -> tuple[list[Hop], int, dict[str, Any], Policy | None, b
     lookup = mtasts.lookup_policy(domain)
     policy = lookup.policy
     if lookup.failure:
-        tlsrpt.count_session(tlsrpt.Session(domain, "", lookup.failure), None, sts=True)
+        tls_counts.append(partial(tlsrpt.count_session,
+                                  tlsrpt.Session(domain, "", lookup.failure), None, sts=True))
     if policy is None or policy.mode == "none":
         return hops, settings.MAILHOST_DELIVERY_PORT, {}, None, True
     unlisted = [hop.host for hop in hops if not policy.allows(hop.host)]
@@ -345,8 +353,9 @@ def _hops(domain: str) -> tuple[list[Hop], int, dict[str, Any], Policy | None, b
     listed = [hop for hop in hops if policy.allows(hop.host)]
     if not listed:
         for host in dict.fromkeys(unlisted):
-            tlsrpt.count_session(tlsrpt.Session(domain, host, tlsrpt.VALIDATION_FAILURE),
-                                 policy)
+            tls_counts.append(partial(
+                tlsrpt.count_session,
+                tlsrpt.Session(domain, host, tlsrpt.VALIDATION_FAILURE), policy))
         raise DestinationError(
             f"451 4.7.0 No MX host of {domain} ({', '.join(dict.fromkeys(unlisted))}) is "
             f"listed in its MTA-STS policy (mx: {', '.join(policy.mx)})", permanent=False)
@@ -356,7 +365,7 @@ def _hops(domain: str) -> tuple[list[Hop], int, dict[str, Any], Policy | None, b
 
 def _connect(
     domain: str, hop: Hop, port: int, options: dict[str, Any], policy: Policy | None,
-    tls_reported: bool,
+    tls_reported: bool, tls_counts: TlsCounts,
 ) -> DeliverySession | str:
     """A session to ``hop`` with its TLS outcome counted for the TLS report,
     or the reply saying why there is none. RFC 8461 §5: under a policy in
@@ -370,8 +379,8 @@ def _connect(
         if tls_reported and result:
             if policy is not None and not policy.allows(hop.host):
                 result = tlsrpt.VALIDATION_FAILURE  # an MX a testing policy does not list
-            tlsrpt.count_session(tlsrpt.Session(domain, hop.host, result, hop.address,
-                                                sending_ip), policy)
+            tls_counts.append(partial(tlsrpt.count_session, tlsrpt.Session(
+                domain, hop.host, result, hop.address, sending_ip), policy))
 
     try:
         session = open_session(**options)
@@ -393,6 +402,7 @@ def _connect(
 
 def _send(
     domain: str, messages: list[OutgoingMessage], session: DeliverySession | None,
+    tls_counts: TlsCounts,
 ) -> tuple[DeliverySession | None, str, bool]:
     """Deliver over ``session`` if it is still open, else over the first host
     that takes the connection and the first message; fills in each recipient's
@@ -408,13 +418,13 @@ def _send(
             return (None if session.broken else session), session.host, session.dsn_passed_on
         # The reused connection had gone (an idle timeout): start afresh.
     try:
-        hops, port, options, policy, tls_reported = _hops(domain)
+        hops, port, options, policy, tls_reported = _hops(domain, tls_counts)
     except DestinationError as error:
         fail_all(error.reply)
         return None, "", False
     last = f"451 4.4.1 No host for {domain} answered"
     for hop in hops:
-        connected = _connect(domain, hop, port, options, policy, tls_reported)
+        connected = _connect(domain, hop, port, options, policy, tls_reported, tls_counts)
         if isinstance(connected, str):
             last = connected
             continue
@@ -508,9 +518,13 @@ def _attempt_claim(
         recipient = OutgoingRecipient(entry.recipient, entry.notify, entry.orcpt)
         outgoing[message.pk].recipients.append(recipient)
         by_recipient[entry.pk] = recipient
-    session, host, dsn_passed_on = _send(domain, list(outgoing.values()), session)
-    record(claim, {e.pk: by_recipient[e.pk].reply for e in entries}, host=host,
-           dsn_passed_on=dsn_passed_on, now=now)
+    tls_counts: TlsCounts = []
+    session, host, dsn_passed_on = _send(domain, list(outgoing.values()), session, tls_counts)
+    with transaction.atomic():
+        record(claim, {e.pk: by_recipient[e.pk].reply for e in entries}, host=host,
+               dsn_passed_on=dsn_passed_on, now=now)
+        for count in tls_counts:
+            count()
     return domain, session
 
 
