@@ -221,6 +221,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.store.tasks.prune_trace",
         "schedule": 3600.0,
     },
+    # RFC 8460: each finished day's TLS reports, once (apps/delivery/tlsrpt.py).
+    "send-tls-reports": {
+        "task": "apps.delivery.tasks.send_tls_reports",
+        "schedule": 3600.0,
+    },
     # Does nothing unless ACME is on and the certificate is due (apps/certificates).
     "renew-certificate": {
         "task": "apps.certificates.tasks.renew",
@@ -406,6 +411,9 @@ MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR = env_int(
     "MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR", 500)
 # Vacation auto-replies: at most one per sender per this many days (RFC 3834 §2).
 MAILHOST_VACATION_INTERVAL_DAYS = env_int("MAILHOST_VACATION_INTERVAL_DAYS", 7)
+# A mail import started from the panel that has shown no progress for this many
+# seconds is taken for dead (its worker gone) and can be resumed (apps/transfer/jobs.py).
+MAILHOST_IMPORT_STALE_SECONDS = env_int("MAILHOST_IMPORT_STALE_SECONDS", 900)
 # Postfix-style transport map: "example.net=127.0.0.1:2626,*=smtp.relay.test:587".
 MAILHOST_TRANSPORTS = env_str("MAILHOST_TRANSPORTS")
 MAILHOST_DELIVERY_PORT = env_port("MAILHOST_DELIVERY_PORT", 25)
@@ -478,6 +486,13 @@ if MAILHOST_MTA_STS_MODE not in ("testing", "enforce", "none"):
 MAILHOST_MTA_STS_MAX_AGE = env_int("MAILHOST_MTA_STS_MAX_AGE", 7 * 24 * 3600)
 # Where TLS reports go (RFC 8460 §3); empty: postmaster@ each domain.
 MAILHOST_TLSRPT_ADDRESS = env_str("MAILHOST_TLSRPT_ADDRESS")
+# The TLS reports we send other domains (RFC 8460, apps/delivery/tlsrpt.py): their
+# From address (DKIM-signed when its domain is hosted here; empty:
+# tls-reports@MAILHOST_HOSTNAME), the organization named in them (empty:
+# MAILHOST_HOSTNAME) and how many days the counters are kept.
+MAILHOST_TLSRPT_FROM = env_str("MAILHOST_TLSRPT_FROM")
+MAILHOST_TLSRPT_ORGANIZATION = env_str("MAILHOST_TLSRPT_ORGANIZATION")
+MAILHOST_TLSRPT_KEEP_DAYS = env_int("MAILHOST_TLSRPT_KEEP_DAYS", 30)
 # Other domains' MTA-STS policies, enforced on outbound delivery: the HTTPS port
 # their policy hosts are fetched from, and a CA bundle trusted for those hosts and
 # their MX certificates instead of the system's (empty: the system's; tests).

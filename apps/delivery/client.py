@@ -12,6 +12,7 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from apps.delivery import tlsrpt
 from apps.delivery.dsn import xtext_encode
 
 
@@ -35,9 +36,10 @@ class OutgoingMessage:
 class ConnectionFailed(Exception):
     """This host could not take the mail at all; try the next one."""
 
-    def __init__(self, reply: str) -> None:
+    def __init__(self, reply: str, tls_result: str = "") -> None:
         super().__init__(reply)
         self.reply = reply
+        self.tls_result = tls_result  # RFC 8460 §4.3 result type, when TLS failed
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -199,8 +201,13 @@ class DeliverySession:
             raise
         except (TimeoutError, OSError, smtplib.SMTPException, ssl.SSLError) as error:
             self.client.close()
-            raise ConnectionFailed(f"451 4.4.2 Connection to {host} broke: {error}") from None
+            raise ConnectionFailed(
+                f"451 4.4.2 Connection to {host} broke: {error}",
+                tlsrpt.VALIDATION_FAILURE if isinstance(error, ssl.SSLError) else "") from None
         self.dsn_passed_on = self.client.has_extn("dsn")
+        # RFC 8460 §4.3: the session's TLS outcome, for the TLS report.
+        self.tls_result = (tlsrpt.SUCCESS if self.encrypted else
+                           tlsrpt.STARTTLS_NOT_SUPPORTED if tls != "none" else "")
         self.broken = False
 
     def _start(self, code: int, text: bytes, tls: str, username: str, password: str,
@@ -232,15 +239,20 @@ class DeliverySession:
         certificate valid for the MX host name, or no delivery to this host."""
         if not self.client.has_extn("starttls"):
             raise ConnectionFailed(f"451 4.7.4 {self.host} does not offer STARTTLS, which "
-                                   "the MTA-STS policy of the domain requires")
+                                   "the MTA-STS policy of the domain requires",
+                                   tlsrpt.STARTTLS_NOT_SUPPORTED)
         try:
             self.client.starttls(context=context)
         except ssl.SSLCertVerificationError as error:
             raise ConnectionFailed(
                 f"451 4.7.5 The certificate of {self.host} is not valid for it "
                 f"({error.verify_message}), which the MTA-STS policy of the domain "
-                "requires") from None
+                "requires", tlsrpt.result_of_verify_code(error.verify_code)) from None
         self.client.ehlo()
+
+    @property
+    def local_address(self) -> str:
+        return self.client.sock.getsockname()[0] if self.client.sock else ""
 
     @property
     def encrypted(self) -> bool:

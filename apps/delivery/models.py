@@ -110,3 +110,53 @@ class VacationReply(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mailbox_id} -> {self.sender}"
+
+
+class TlsSessionCount(models.Model):
+    """How many outbound connections to one MX of one domain ended in one TLS
+    outcome on one (UTC) day: the counters TLS reports are made of
+    (apps/delivery/tlsrpt.py). One row per day, domain, MX and outcome, not
+    one per message."""
+
+    day = models.DateField()
+    policy_domain = models.CharField(max_length=255)
+    # RFC 8460 §4.4: "sts" or "no-policy-found", and the policy as applied.
+    policy_type = models.CharField(max_length=16)
+    policy_string = models.TextField(blank=True)  # the policy's lines, LF-joined
+    mx_host = models.CharField(max_length=255)
+    receiving_ip = models.CharField(max_length=45, blank=True)
+    sending_ip = models.CharField(max_length=45, blank=True)
+    # "success" or an RFC 8460 §4.3 result type
+    result = models.CharField(max_length=40)
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "policy_domain", "policy_type", "mx_host", "receiving_ip",
+                        "sending_ip", "result"],
+                name="tls_session_count_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.policy_domain} {self.mx_host} {self.result} {self.count}"
+
+
+class TlsReportSent(models.Model):
+    """The TLS report of one day for one domain, once made: the row that
+    keeps a second run of the daily task from sending it again."""
+
+    day = models.DateField()
+    policy_domain = models.CharField(max_length=255)
+    report_id = models.CharField(max_length=200)
+    recipients = models.TextField(blank=True)  # the rua addresses it went to, LF-joined
+    created = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "policy_domain"],
+                                    name="tls_report_sent_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.policy_domain} {self.report_id}"

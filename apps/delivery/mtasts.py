@@ -3,7 +3,7 @@ discovered through their ``_mta-sts`` TXT record, fetched over HTTPS from
 ``mta-sts.<domain>``, cached as §5 says, and applied to the MX hosts we try.
 
 The parsers (``parse_policy``, ``parse_sts_record``) and ``mx_matches`` are
-pure; ``policy_for`` does the lookups (through mailhost.dns, the one resolver
+pure; ``lookup_policy`` does the lookups (through mailhost.dns, the one resolver
 seam), the fetch and the caching."""
 
 from __future__ import annotations
@@ -38,7 +38,13 @@ _MAX_AGE = re.compile(r"^[0-9]{1,10}$")
 
 
 class PolicyError(ValueError):
-    """A policy or TXT record that does not parse: as if there were none."""
+    """A policy or TXT record that does not parse, or a policy that could not
+    be fetched: as if there were none. ``result_type`` names the failure in
+    a TLS report (RFC 8460 §4.3.2.2)."""
+
+    def __init__(self, message: str, result_type: str = "sts-policy-invalid") -> None:
+        super().__init__(message)
+        self.result_type = result_type
 
 
 @dataclass(frozen=True)
@@ -150,8 +156,8 @@ def fetch_policy(domain: str) -> Policy:
     try:
         addresses = asyncio.run(host_addresses(host))
     except DnsTemporaryError as error:
-        raise PolicyError(f"{host}: {error}") from None
-    failure = f"{host} has no address"
+        raise PolicyError(f"{host}: {error}", "sts-policy-fetch-error") from None
+    failure, result_type = f"{host} has no address", "sts-policy-fetch-error"
     for address in addresses:
         connection = _HTTPSConnection(host, address, settings.MAILHOST_MTA_STS_FETCH_PORT,
                                       timeout=settings.MAILHOST_DELIVERY_TIMEOUT)
@@ -163,12 +169,15 @@ def fetch_policy(domain: str) -> Policy:
             break
         except (OSError, http.client.HTTPException) as error:  # a certificate error too
             failure = f"https://{host}/ at {address}: {error}"
+            result_type = ("sts-webpki-invalid" if isinstance(error, ssl.SSLCertVerificationError)
+                           else "sts-policy-fetch-error")
         finally:
             connection.close()
     else:
-        raise PolicyError(failure)
+        raise PolicyError(failure, result_type)
     if response.status != 200:
-        raise PolicyError(f"https://{host}/.well-known/mta-sts.txt answered {response.status}")
+        raise PolicyError(f"https://{host}/.well-known/mta-sts.txt answered {response.status}",
+                          "sts-policy-fetch-error")
     content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
     if content_type != "text/plain":
         raise PolicyError(f"the policy of {domain} is {content_type or 'untyped'}, "
@@ -182,8 +191,16 @@ def _cache_key(domain: str) -> str:
     return f"mta-sts:policy:{domain}"
 
 
-def policy_for(domain: str) -> Policy | None:
-    """The MTA-STS policy that applies to mail for ``domain`` now, or None.
+@dataclass(frozen=True)
+class PolicyLookup:
+    policy: Policy | None
+    # RFC 8460 §4.3.2.2: why a published policy (a new id, none cached) could
+    # not be had, for the TLS report.
+    failure: str = ""
+
+
+def lookup_policy(domain: str) -> PolicyLookup:
+    """The MTA-STS policy that applies to mail for ``domain`` now, if any.
 
     RFC 8461 §5 and §3.3: a cached policy is used while its max_age lasts and
     the TXT record's id is unchanged (or the TXT record cannot be found); a new
@@ -198,17 +215,19 @@ def policy_for(domain: str) -> Policy | None:
         # RFC 8461 §5.1: no record now; a cached policy stays until it expires.
         if cached is None:
             log.debug("no MTA-STS policy for %s: %s", domain, error)
-        return cached["policy"] if cached else None
+        return PolicyLookup(cached["policy"] if cached else None)
     if cached is not None and cached["id"] == policy_id:
-        return cached["policy"]
+        return PolicyLookup(cached["policy"])
     try:
         policy = fetch_policy(domain)
     except PolicyError as error:
         log.warning("MTA-STS policy of %s not fetched (id %s): %s", domain, policy_id, error)
-        return cached["policy"] if cached else None
+        if cached:
+            return PolicyLookup(cached["policy"])
+        return PolicyLookup(None, error.result_type)
     if policy.max_age > 0:
         cache.set(_cache_key(domain), {"id": policy_id, "policy": policy},
                   timeout=policy.max_age)
     log.info("MTA-STS policy of %s: mode %s, mx %s, max_age %s", domain, policy.mode,
              " ".join(policy.mx), policy.max_age)
-    return policy
+    return PolicyLookup(policy)

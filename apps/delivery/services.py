@@ -29,7 +29,7 @@ from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from apps.delivery import mtasts, srs
+from apps.delivery import mtasts, srs, tlsrpt
 from apps.delivery.client import (
     ConnectionFailed,
     DeliverySession,
@@ -314,38 +314,95 @@ def retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=min(seconds, settings.MAILHOST_QUEUE_RETRY_MAX))
 
 
-def _hops(domain: str) -> tuple[list[Hop], int, dict[str, Any], Policy | None]:
+# The TLS report's counts of one attempt (tlsrpt.count_session calls), made in
+# the transaction that records the attempt's outcome: no commit of their own.
+TlsCounts = list[Callable[[], None]]
+
+
+def _hops(
+    domain: str, tls_counts: TlsCounts,
+) -> tuple[list[Hop], int, dict[str, Any], Policy | None, bool]:
     """Where to deliver mail for ``domain``: the transport map's hop, or its MX
     hosts as its MTA-STS policy allows (RFC 8461 §5; the map's hops are ours to
-    choose and take no policy, as Postfix's transport(5) nexthops)."""
+    choose and take no policy, as Postfix's transport(5) nexthops). The last
+    value says whether the sessions count in the domain's TLS report: not
+    through the map's hops, which are not the domain's."""
     routes = parse_transports(settings.MAILHOST_TRANSPORTS,
                               default_port=settings.MAILHOST_DELIVERY_PORT)
     route = route_for(routes, domain)
     if route is not None:
         auth = {"tls": route.tls, "username": route.username, "password": route.password}
-        return [Hop(route.host, route.host)], route.port, auth, None
+        return [Hop(route.host, route.host)], route.port, auth, None, False
     hops = asyncio.run(resolve_hops(domain))
-    policy = mtasts.policy_for(domain)
+    lookup = mtasts.lookup_policy(domain)
+    policy = lookup.policy
+    if lookup.failure:
+        tls_counts.append(partial(tlsrpt.count_session,
+                                  tlsrpt.Session(domain, "", lookup.failure), None, sts=True))
     if policy is None or policy.mode == "none":
-        return hops, settings.MAILHOST_DELIVERY_PORT, {}, None
+        return hops, settings.MAILHOST_DELIVERY_PORT, {}, None, True
     unlisted = [hop.host for hop in hops if not policy.allows(hop.host)]
     if policy.mode == "testing":
         for host in dict.fromkeys(unlisted):
             log.warning("MTA-STS testing: %s is not an mx of the policy of %s (delivered "
                         "all the same)", host, domain)
-        return hops, settings.MAILHOST_DELIVERY_PORT, {}, policy
+        # Checked as under enforce, for the TLS report; _connect does not enforce.
+        options = {"verify_context": mtasts.tls_context()}
+        return hops, settings.MAILHOST_DELIVERY_PORT, options, policy, True
     # Enforce: only the MX hosts the policy lists, each over verified TLS.
     listed = [hop for hop in hops if policy.allows(hop.host)]
     if not listed:
+        for host in dict.fromkeys(unlisted):
+            tls_counts.append(partial(
+                tlsrpt.count_session,
+                tlsrpt.Session(domain, host, tlsrpt.VALIDATION_FAILURE), policy))
         raise DestinationError(
             f"451 4.7.0 No MX host of {domain} ({', '.join(dict.fromkeys(unlisted))}) is "
             f"listed in its MTA-STS policy (mx: {', '.join(policy.mx)})", permanent=False)
     options = {"verify_context": mtasts.tls_context()}
-    return listed, settings.MAILHOST_DELIVERY_PORT, options, policy
+    return listed, settings.MAILHOST_DELIVERY_PORT, options, policy, True
+
+
+def _connect(
+    domain: str, hop: Hop, port: int, options: dict[str, Any], policy: Policy | None,
+    tls_reported: bool, tls_counts: TlsCounts,
+) -> DeliverySession | str:
+    """A session to ``hop`` with its TLS outcome counted for the TLS report,
+    or the reply saying why there is none. RFC 8461 §5: under a policy in
+    testing mode the certificate is checked as under enforce, but a failure
+    is only counted (and logged): the host is tried again without the check."""
+    def open_session(**tls: Any) -> DeliverySession:
+        return DeliverySession(hop.host, hop.address, port, helo=settings.MAILHOST_HOSTNAME,
+                               timeout=settings.MAILHOST_DELIVERY_TIMEOUT, **tls)
+
+    def count(result: str, sending_ip: str = "") -> None:
+        if tls_reported and result:
+            if policy is not None and not policy.allows(hop.host):
+                result = tlsrpt.VALIDATION_FAILURE  # an MX a testing policy does not list
+            tls_counts.append(partial(tlsrpt.count_session, tlsrpt.Session(
+                domain, hop.host, result, hop.address, sending_ip), policy))
+
+    try:
+        session = open_session(**options)
+    except ConnectionFailed as error:
+        log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, error.reply)
+        count(error.tls_result)
+        if not (error.tls_result and policy is not None and policy.mode == "testing"):
+            return error.reply
+        log.warning("MTA-STS testing: %s of %s failed TLS (%s); delivering all the same",
+                    hop.host, domain, error.tls_result)
+        try:
+            return open_session()
+        except ConnectionFailed as second:
+            log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, second.reply)
+            return second.reply
+    count(session.tls_result, session.local_address)
+    return session
 
 
 def _send(
     domain: str, messages: list[OutgoingMessage], session: DeliverySession | None,
+    tls_counts: TlsCounts,
 ) -> tuple[DeliverySession | None, str, bool]:
     """Deliver over ``session`` if it is still open, else over the first host
     that takes the connection and the first message; fills in each recipient's
@@ -361,20 +418,17 @@ def _send(
             return (None if session.broken else session), session.host, session.dsn_passed_on
         # The reused connection had gone (an idle timeout): start afresh.
     try:
-        hops, port, options, policy = _hops(domain)
+        hops, port, options, policy, tls_reported = _hops(domain, tls_counts)
     except DestinationError as error:
         fail_all(error.reply)
         return None, "", False
     last = f"451 4.4.1 No host for {domain} answered"
     for hop in hops:
-        try:
-            session = DeliverySession(
-                hop.host, hop.address, port, helo=settings.MAILHOST_HOSTNAME,
-                timeout=settings.MAILHOST_DELIVERY_TIMEOUT, **options)
-        except ConnectionFailed as error:
-            log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, error.reply)
-            last = error.reply
+        connected = _connect(domain, hop, port, options, policy, tls_reported, tls_counts)
+        if isinstance(connected, str):
+            last = connected
             continue
+        session = connected
         if policy is not None and policy.mode == "testing" and not session.encrypted:
             log.warning("MTA-STS testing: %s of %s took mail without STARTTLS", hop.host,
                         domain)
@@ -464,9 +518,13 @@ def _attempt_claim(
         recipient = OutgoingRecipient(entry.recipient, entry.notify, entry.orcpt)
         outgoing[message.pk].recipients.append(recipient)
         by_recipient[entry.pk] = recipient
-    session, host, dsn_passed_on = _send(domain, list(outgoing.values()), session)
-    record(claim, {e.pk: by_recipient[e.pk].reply for e in entries}, host=host,
-           dsn_passed_on=dsn_passed_on, now=now)
+    tls_counts: TlsCounts = []
+    session, host, dsn_passed_on = _send(domain, list(outgoing.values()), session, tls_counts)
+    with transaction.atomic():
+        record(claim, {e.pk: by_recipient[e.pk].reply for e in entries}, host=host,
+               dsn_passed_on=dsn_passed_on, now=now)
+        for count in tls_counts:
+            count()
     return domain, session
 
 

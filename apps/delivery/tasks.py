@@ -7,7 +7,7 @@ from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
 
-from apps.delivery import services
+from apps.delivery import services, tlsrpt
 
 
 @shared_task
@@ -24,3 +24,9 @@ def run_queue() -> int:
 def deliver(claim: str, entry_ids: list[int]) -> None:
     services.attempt(claim, entry_ids,
                      follow_up_seconds=settings.MAILHOST_QUEUE_FOLLOW_UP_SECONDS)
+
+
+@shared_task
+def send_tls_reports() -> int:
+    """Hourly from beat; sends each finished day's reports once (RFC 8460 §4)."""
+    return tlsrpt.send_reports()

@@ -27,6 +27,7 @@ from typing import Protocol
 
 from django.db import transaction
 from imapclient import IMAPClient
+from imapclient import exceptions as imap_errors
 
 from apps.directory.models import Mailbox
 from apps.store import mime
@@ -56,6 +57,7 @@ class Progress:
     bytes_copied: int = 0
     skipped: int = 0  # there already (import)
     stopped: str = ""  # why it stopped before the end (over quota)
+    folder: str = ""  # the source folder being read
     problems: list[str] = field(default_factory=list)
 
 
@@ -105,6 +107,8 @@ def import_mail(mailbox: Mailbox, source: Source, *, batch: int = BATCH_MESSAGES
     by_use = {f.special_use: f.name for f in store.list_folders(mailbox) if f.special_use}
     done_before = 0
     for folder in folders:
+        state.folder = folder.name
+        report(state)
         folder.target = by_use.get(folder.special_use, folder.target)
         try:
             target = _target_folder(mailbox, folder.target)
@@ -212,22 +216,67 @@ def _not_in_folder(target: Folder, shas: list[str], indexes: Iterable[int]) -> l
 # --- sources -------------------------------------------------------------------------------
 
 
+# The remote's TLS modes and their usual ports.
+IMAP_PORTS = {"ssl": 993, "starttls": 143, "none": 143}
+
+
+class SourceUnavailable(MailhostError):
+    """The remote IMAP account cannot be read."""
+
+    code = "source_unavailable"
+
+
+def imap_label(host: str, port: int, user: str) -> str:
+    return f"imap://{user}@{host}:{port}"
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"certificate not valid ({error.verify_message})"
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
 class ImapSource:
     """A remote IMAP account, read-only (EXAMINE, BODY.PEEK: the source's
-    \\Seen flags stay as they are)."""
+    \\Seen flags stay as they are). SourceUnavailable, saying which, when
+    the host cannot be reached, TLS fails or the login is refused."""
 
     def __init__(self, host: str, port: int, user: str, password: str, *, tls: str = "ssl",
-                 ssl_context: ssl.SSLContext | None = None, timeout: float = 120) -> None:
-        self.label = f"imap://{user}@{host}:{port}"
-        self.client = IMAPClient(host, port=port, ssl=tls == "ssl", ssl_context=ssl_context,
-                                 timeout=timeout)
-        if tls == "starttls":
-            self.client.starttls(ssl_context)
-        self.client.normalise_times = False  # internal dates with their zone
-        self.client.login(user, password)
+                 verify_certificate: bool = True, timeout: float = 120) -> None:
+        self.label = imap_label(host, port, user)
+        context = ssl.create_default_context()
+        if not verify_certificate:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        try:
+            self.client = IMAPClient(host, port=port, ssl=tls == "ssl", ssl_context=context,
+                                     timeout=timeout)
+        except ssl.SSLError as error:
+            raise SourceUnavailable(f"TLS with {host}:{port} failed: {_reason(error)}") from None
+        except OSError as error:
+            raise SourceUnavailable(f"cannot connect to {host}:{port}: {_reason(error)}"
+                                    ) from None
+        try:
+            if tls == "starttls":
+                self.client.starttls(context)
+            self.client.normalise_times = False  # internal dates with their zone
+            self.client.login(user, password)
+        except ssl.SSLError as error:
+            self.client.shutdown()
+            raise SourceUnavailable(f"TLS with {host}:{port} failed: {_reason(error)}") from None
+        except imap_errors.LoginError:
+            self.client.shutdown()
+            raise SourceUnavailable(f"{host}:{port} refused the login of {user} (wrong user "
+                                    "name or password?)") from None
+        except (OSError, imap_errors.IMAPClientError) as error:
+            self.client.shutdown()
+            raise SourceUnavailable(f"{host}:{port} failed: {_reason(error)}") from None
 
     def close(self) -> None:
-        self.client.logout()
+        try:
+            self.client.logout()
+        except (OSError, imap_errors.IMAPClientError):
+            self.client.shutdown()
 
     def folders(self) -> list[SourceFolder]:
         folders = []

@@ -1,24 +1,38 @@
-"""Imports started from the admin panel: the upload is kept beside the blob
-store (which web processes and workers share), a row holds the job and its
-progress, and a Celery task runs ``importing.import_mail`` on it, the same
-service ``manage.py importmail`` runs."""
+"""Imports started from the admin panel: an uploaded mbox (kept beside the
+blob store, which web processes and workers share) or a remote IMAP account.
+A row holds the job and its progress, and a Celery task runs
+``importing.import_mail`` on it, the same service ``manage.py importmail``
+runs.
+
+The remote IMAP password is never stored in clear: the job row keeps it
+encrypted with a key derived from SECRET_KEY (the Celery task carries only
+the job's id), and it is wiped when the job ends. A job whose worker died
+(no progress for MAILHOST_IMPORT_STALE_SECONDS) is marked interrupted and
+keeps it until it is resumed or cancelled; the resumed run copies only what
+is missing, as any second import does."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from imapclient import exceptions as imap_errors
 
 from apps.directory.models import Mailbox
 from apps.store import services as store
 from apps.transfer import importing
 from apps.transfer.models import ImportJob
-from mailhost.errors import MailhostError
+from mailhost.errors import Invalid, MailhostError
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +41,15 @@ def _uploads() -> Path:
     return Path(settings.MAILHOST_STORAGE_ROOT) / "uploads"
 
 
+def _enqueue(job_id: int) -> None:
+    from apps.transfer.tasks import run_import_job  # the task module imports this one
+
+    run_import_job.delay(job_id)
+
+
 def start_mbox_import(mailbox: Mailbox, upload: BinaryIO, *, name: str,
                       folder: str = "INBOX") -> ImportJob:
     """Keep an uploaded mbox and queue its import into ``folder``."""
-    from apps.transfer.tasks import run_import_job
-
     folder = store.validate_folder_name(folder)
     path = _uploads() / f"{uuid.uuid4().hex}.mbox"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,40 +59,143 @@ def start_mbox_import(mailbox: Mailbox, upload: BinaryIO, *, name: str,
     with transaction.atomic():
         job = ImportJob.objects.create(mailbox=mailbox, source=f"mbox file {name}",
                                        folder=folder, upload=path.name)
-        transaction.on_commit(lambda: run_import_job.delay(job.pk))
+        transaction.on_commit(lambda: _enqueue(job.pk))
     return job
+
+
+def start_imap_import(mailbox: Mailbox, *, host: str, port: int | None, tls: str, user: str,
+                      password: str, verify_certificate: bool = True) -> ImportJob:
+    """Queue the import of every folder of a remote IMAP account."""
+    if tls not in importing.IMAP_PORTS:
+        raise Invalid(f"{tls!r} is not one of {', '.join(importing.IMAP_PORTS)}",
+                      field="tls")
+    port = port or importing.IMAP_PORTS[tls]
+    with transaction.atomic():
+        job = ImportJob.objects.create(
+            mailbox=mailbox, source=importing.imap_label(host, port, user), folder="",
+            imap_host=host, imap_port=port, imap_tls=tls, imap_user=user,
+            imap_verify_certificate=verify_certificate,
+            imap_secret=_cipher().encrypt(password.encode()).decode())
+        transaction.on_commit(lambda: _enqueue(job.pk))
+    return job
+
+
+def _cipher() -> Fernet:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+               info=b"mailhost import job password").derive(settings.SECRET_KEY.encode())
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def latest_jobs(mailbox: Mailbox, *, now: datetime | None = None) -> list[ImportJob]:
+    """The mailbox's latest jobs, those whose worker died marked interrupted."""
+    mark_stale(now=now)
+    return list(ImportJob.objects.filter(mailbox=mailbox)[:5])
+
+
+def mark_stale(*, now: datetime | None = None) -> int:
+    """Running jobs without progress for MAILHOST_IMPORT_STALE_SECONDS: their
+    worker died (a running import reports after every batch)."""
+    limit = (now or timezone.now()) - timedelta(seconds=settings.MAILHOST_IMPORT_STALE_SECONDS)
+    return ImportJob.objects.filter(status=ImportJob.Status.RUNNING,
+                                    heartbeat__lt=limit).update(
+        status=ImportJob.Status.INTERRUPTED,
+        detail="the worker stopped answering; resume to copy what is missing")
+
+
+def cancel(job: ImportJob) -> bool:
+    """Stop a job: at once if it waits, after the batch being filed if it
+    runs (what was filed stays; its worker removes the upload). Its password
+    is wiped."""
+    ended = {"status": ImportJob.Status.CANCELLED, "imap_secret": "", "detail": "cancelled",
+             "finished": timezone.now()}
+    if ImportJob.objects.filter(pk=job.pk, status__in=[
+            ImportJob.Status.QUEUED, ImportJob.Status.INTERRUPTED]).update(**ended):
+        if job.upload:  # no worker has it: its task, when it comes, does nothing
+            (_uploads() / job.upload).unlink(missing_ok=True)
+        return True
+    return bool(ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING)
+                .update(**ended))
+
+
+def resume(job: ImportJob) -> bool:
+    """Queue an interrupted job again."""
+    with transaction.atomic():
+        if not ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.INTERRUPTED).update(
+                status=ImportJob.Status.QUEUED, detail=""):
+            return False
+        transaction.on_commit(lambda: _enqueue(job.pk))
+    return True
+
+
+class _Ended(Exception):
+    """The job was cancelled or marked interrupted while it ran."""
 
 
 def run_job(job_id: int) -> None:
     """Run a job that has not ended. The task is delivered again when a worker
     died in it (late acknowledgement): the import then starts over and skips
     what the first run filed, as any second import does."""
+    now = timezone.now()
     unfinished = ImportJob.objects.filter(
         pk=job_id, status__in=[ImportJob.Status.QUEUED, ImportJob.Status.RUNNING])
-    if not unfinished.update(status=ImportJob.Status.RUNNING):
+    if not unfinished.update(status=ImportJob.Status.RUNNING, started=now, heartbeat=now,
+                             finished=None):
         return
     job = ImportJob.objects.select_related("mailbox").get(pk=job_id)
-    path = _uploads() / job.upload
-    if not path.exists():
+    path = _uploads() / job.upload if job.upload else None
+    if path is not None and not path.exists():
         return  # a run that overlapped this one has finished it
 
     def save(state: importing.Progress) -> None:
-        ImportJob.objects.filter(pk=job_id).update(
-            messages_total=state.messages_total, messages_done=state.messages_done,
-            copied=state.copied, skipped=state.skipped, bytes_done=state.bytes_done)
+        if not ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.RUNNING).update(
+                messages_total=state.messages_total, messages_done=state.messages_done,
+                copied=state.copied, skipped=state.skipped, bytes_done=state.bytes_done,
+                current_folder=state.folder, heartbeat=timezone.now()):
+            raise _Ended
 
     status, detail = ImportJob.Status.DONE, ""
+    source: importing.Source | None = None
     try:
-        result = importing.import_mail(job.mailbox, importing.MboxSource(path, folder=job.folder),
-                                       progress=save)
+        source = _source(job) if path is None else importing.MboxSource(path, folder=job.folder)
+        result = importing.import_mail(job.mailbox, source, progress=save)
         if result.stopped:
             status, detail = ImportJob.Status.STOPPED, result.stopped
         elif result.problems:
             detail = "; ".join(result.problems)
-    except (MailhostError, OSError) as error:
-        log.exception("import job %s failed", job_id)
-        status, detail = ImportJob.Status.FAILED, getattr(error, "message", str(error))
+    except _Ended:
+        # Cancelled: the upload goes. Marked interrupted (this worker was
+        # taken for dead): it stays for the resumed run.
+        if path is not None and not ImportJob.objects.filter(
+                pk=job_id, status=ImportJob.Status.INTERRUPTED).exists():
+            path.unlink(missing_ok=True)
+        return
+    except MailhostError as error:
+        log.info("import job %s failed: %s", job_id, error.message)
+        status, detail = ImportJob.Status.FAILED, error.message
+    except (OSError, imap_errors.IMAPClientError) as error:
+        log.exception("import job %s broke", job_id)
+        if path is not None:
+            status, detail = ImportJob.Status.FAILED, str(error)
+        else:  # the remote went away mid-run: what is missing can be copied later
+            status = ImportJob.Status.INTERRUPTED
+            detail = f"the connection broke ({error}); resume to copy what is missing"
     finally:
+        if isinstance(source, importing.ImapSource):
+            source.close()
+    if path is not None:
         path.unlink(missing_ok=True)
-    ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.RUNNING).update(
-        status=status, detail=detail, finished=timezone.now())
+    ended = {"status": status, "detail": detail, "finished": timezone.now()}
+    if status != ImportJob.Status.INTERRUPTED:
+        ended["imap_secret"] = ""
+    ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.RUNNING).update(**ended)
+
+
+def _source(job: ImportJob) -> importing.ImapSource:
+    try:
+        password = _cipher().decrypt(job.imap_secret.encode()).decode()
+    except InvalidToken:
+        raise Invalid("the stored password cannot be read (SECRET_KEY changed?); "
+                      "start the import again") from None
+    return importing.ImapSource(job.imap_host, job.imap_port or 0, job.imap_user, password,
+                                tls=job.imap_tls,
+                                verify_certificate=job.imap_verify_certificate)

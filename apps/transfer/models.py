@@ -39,21 +39,38 @@ class ImportJob(models.Model):
         DONE = "done", "done"
         STOPPED = "stopped", "stopped"
         FAILED = "failed", "failed"
+        # Its worker went away mid-run (no progress for MAILHOST_IMPORT_STALE_SECONDS):
+        # it can be resumed, and the resumed run copies only what is missing.
+        INTERRUPTED = "interrupted", "interrupted"
+        CANCELLED = "cancelled", "cancelled"
 
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="import_jobs")
     source = models.CharField(max_length=500)  # what it reads, as the page names it
     folder = models.CharField(max_length=1000, default="INBOX")
     # The uploaded mbox, under the blob store's root (shared by web and workers);
-    # removed when the job ends.
-    upload = models.CharField(max_length=500)
+    # removed when the job ends. Empty for an IMAP import.
+    upload = models.CharField(max_length=500, blank=True)
+    # An IMAP import's remote account. Its password is kept only encrypted
+    # (apps/transfer/jobs.py, a key derived from SECRET_KEY) and wiped when
+    # the job ends; an interrupted job keeps it until it is resumed or cancelled.
+    imap_host = models.CharField(max_length=255, blank=True)
+    imap_port = models.PositiveIntegerField(null=True, blank=True)
+    imap_tls = models.CharField(max_length=16, blank=True)
+    imap_user = models.CharField(max_length=320, blank=True)
+    imap_verify_certificate = models.BooleanField(default=True)
+    imap_secret = models.TextField(blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     messages_total = models.PositiveIntegerField(default=0)
     messages_done = models.PositiveIntegerField(default=0)
     copied = models.PositiveIntegerField(default=0)
     skipped = models.PositiveIntegerField(default=0)
     bytes_done = models.PositiveBigIntegerField(default=0)
+    current_folder = models.CharField(max_length=1000, blank=True)  # as the source names it
     detail = models.TextField(blank=True)  # why it stopped or failed
     created = models.DateTimeField(default=timezone.now)
+    started = models.DateTimeField(null=True, blank=True)  # by the current run
+    # The last sign of life of the running worker (its latest progress).
+    heartbeat = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -65,3 +82,11 @@ class ImportJob(models.Model):
     @property
     def active(self) -> bool:
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    @property
+    def bytes_per_second(self) -> float:
+        """The rate of the current (or last) run."""
+        end = self.finished or self.heartbeat
+        if not self.started or not end:
+            return 0.0
+        return self.bytes_done / max((end - self.started).total_seconds(), 0.001)

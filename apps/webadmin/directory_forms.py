@@ -230,3 +230,18 @@ class MailImportForm(forms.Form):
                            help_text="mboxrd or mboxo, as mutt, Thunderbird or exportmail "
                                      "write it; messages there already are skipped")
     folder = forms.CharField(label="Into folder", max_length=1000, initial="INBOX")
+
+
+class ImapImportForm(forms.Form):
+    host = forms.CharField(label="IMAP server", max_length=255,
+                           help_text="the host name of the old mail server")
+    port = forms.IntegerField(label="Port", required=False, min_value=1, max_value=65535,
+                              help_text="empty: 993 with TLS, else 143")
+    tls = forms.ChoiceField(label="Security", initial="ssl", choices=[
+        ("ssl", "TLS (IMAPS)"), ("starttls", "STARTTLS"), ("none", "none (plain text)")])
+    verify_certificate = forms.BooleanField(
+        label="Check the server's certificate", required=False, initial=True)
+    user = forms.CharField(label="User name", max_length=320)
+    password = forms.CharField(
+        label="Remote password", strip=False, max_length=4096, widget=PasswordInput(),
+        help_text="kept encrypted until the import ends, then wiped")

@@ -33,6 +33,7 @@ from apps.transfer.models import ImportJob
 from apps.web.auth import admin_required
 from apps.webadmin.directory_forms import (
     CsvImportForm,
+    ImapImportForm,
     MailboxCreateForm,
     MailboxEditForm,
     MailImportForm,
@@ -138,7 +139,8 @@ def mailbox_edit(request: HttpRequest, pk: int) -> HttpResponse:
         "section": "mailboxes", "mailbox": mailbox, "form": form,
         "password_form": PasswordForm(), "import_form": MailImportForm(),
         "two_factor": second_factor.is_enrolled(mailbox.user),
-        **_import_jobs(mailbox)}, status=400 if form.errors else 200)
+        "imap_import_form": ImapImportForm(), **_import_jobs(mailbox)},
+        status=400 if form.errors else 200)
 
 
 @admin_required
@@ -236,7 +238,7 @@ def mailbox_import(request: HttpRequest) -> HttpResponse:
 
 def _import_jobs(mailbox: Mailbox) -> dict[str, object]:
     """The latest import jobs, and whether the page should keep polling."""
-    latest = list(ImportJob.objects.filter(mailbox=mailbox)[:5])
+    latest = jobs.latest_jobs(mailbox)
     return {"import_jobs": latest, "import_running": any(job.active for job in latest)}
 
 
@@ -266,3 +268,40 @@ def mailbox_import_jobs(request: HttpRequest, pk: int) -> HttpResponse:
     mailbox = _mailbox(request, pk)
     return render(request, "webadmin/directory/_import_jobs.html", {
         "mailbox": mailbox, **_import_jobs(mailbox)})
+
+
+@sensitive_post_parameters("password")
+@admin_required
+def mailbox_import_imap(request: HttpRequest, pk: int) -> HttpResponse:
+    """Import every folder of a remote IMAP account; the mailbox page shows how far."""
+    mailbox = _mailbox(request, pk)
+    form = ImapImportForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            job = jobs.start_imap_import(
+                mailbox, host=data["host"], port=data["port"], tls=data["tls"],
+                user=data["user"], password=data["password"],
+                verify_certificate=data["verify_certificate"])
+        except MailhostError as error:
+            show_error(form, error)
+        else:
+            messages.success(request, f"Import from {job.source} queued.")
+            return redirect("webadmin:mailbox_edit", pk=mailbox.pk)
+    return render(request, "webadmin/directory/mailbox_import_mail.html", {
+        "section": "mailboxes", "mailbox": mailbox, "imap_import_form": form,
+    }, status=400 if form.errors else 200)
+
+
+@admin_required
+@require_POST
+def mailbox_import_job_action(request: HttpRequest, pk: int, job_pk: int) -> HttpResponse:
+    """Cancel a job, or resume an interrupted one."""
+    mailbox = _mailbox(request, pk)
+    job = get_object_or_404(ImportJob, pk=job_pk, mailbox=mailbox)
+    if request.POST.get("action") == "resume":
+        if jobs.resume(job):
+            messages.success(request, f"Import from {job.source} resumed.")
+    elif jobs.cancel(job):
+        messages.success(request, f"Import from {job.source} cancelled.")
+    return redirect("webadmin:mailbox_edit", pk=mailbox.pk)

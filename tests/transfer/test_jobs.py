@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
+from pathlib import Path
 
 from apps.store.models import Message
 from apps.transfer import jobs
@@ -40,3 +41,19 @@ def test_a_job_redelivered_after_its_worker_died_files_each_message_once(
     job.refresh_from_db()
     assert (job.status, job.copied) == ("done", 3)
     assert Message.objects.filter(folder__mailbox=fay).count() == 5
+
+
+def test_a_cancelled_job_leaves_nothing_behind(db, settings):
+    gil = make_mailbox("gil@transfer.example")
+    mbox = b"".join(mbox_entry(corpus_message(name), datetime(2020, 1, 1, tzinfo=UTC))
+                    for name in SAMPLES)
+    job = jobs.start_mbox_import(gil, io.BytesIO(mbox), name="a.mbox")
+    uploads = Path(settings.MAILHOST_STORAGE_ROOT) / "uploads"
+    assert (uploads / job.upload).exists()
+    assert jobs.cancel(job)
+    assert not (uploads / job.upload).exists()
+    run_import_job(job.pk)  # its task, delivered after all
+    job.refresh_from_db()
+    assert (job.status, job.copied) == ("cancelled", 0)
+    assert not Message.objects.filter(folder__mailbox=gil).exists()
+    assert not jobs.cancel(job)  # it has ended

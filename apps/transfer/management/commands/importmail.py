@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import ssl
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,6 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.transfer import importing
 from apps.transfer.terminal import hosted_mailbox, progress_bar
-
-PORTS = {"ssl": 993, "starttls": 143, "none": 143}
 
 
 class Command(BaseCommand):
@@ -32,7 +29,7 @@ class Command(BaseCommand):
         parser.add_argument("--password-file", type=Path,
                             help="a file holding the remote password (else "
                                  "$MAILHOST_IMPORT_PASSWORD, else a prompt)")
-        parser.add_argument("--tls", choices=sorted(PORTS), default="ssl",
+        parser.add_argument("--tls", choices=sorted(importing.IMAP_PORTS), default="ssl",
                             help="ssl (IMAPS, default), starttls or none")
         parser.add_argument("--insecure", action="store_true",
                             help="accept any certificate from the remote server")
@@ -76,13 +73,9 @@ class Command(BaseCommand):
         else:
             password = (os.environ.get("MAILHOST_IMPORT_PASSWORD")
                         or getpass.getpass(f"password of {options['user']}: "))
-        context = ssl.create_default_context()
-        if options["insecure"]:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
         try:
-            return importing.ImapSource(host, int(port or PORTS[options["tls"]]),
+            return importing.ImapSource(host, int(port or importing.IMAP_PORTS[options["tls"]]),
                                         options["user"], password, tls=options["tls"],
-                                        ssl_context=context)
-        except Exception as error:  # the remote's refusal, as it gave it
-            raise CommandError(f"cannot read {options['imap']}: {error}") from error
+                                        verify_certificate=not options["insecure"])
+        except importing.SourceUnavailable as error:
+            raise CommandError(f"cannot read {options['imap']}: {error.message}") from None
