@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('delivery', '0002_vacation'),
+        ('delivery', '0004_vacations_as_sieve'),
     ]
 
     operations = [
