@@ -204,6 +204,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.store.tasks.collect_garbage",
         "schedule": 3600.0,
     },
+    # Index rows that a lost index_blobs task left unwritten (apps/store/textindex.py).
+    "index-unindexed-blobs": {
+        "task": "apps.store.tasks.index_unindexed",
+        "schedule": 600.0,
+    },
     "sweep-antispam-spool": {
         "task": "apps.antispam.tasks.sweep_spool",
         "schedule": float(env_int("MAILHOST_SPOOL_SWEEP_INTERVAL", 60)),

@@ -446,7 +446,8 @@ def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
     requests = [DeliveryRequest(ids, payload, folder=folder, check_quota=False,
                                 queue_id=row.queue_id, added_headers=added, added_at=at or 0,
                                 accepted_at=row.received,
-                                stored_as=row.blob_id if payload is data else "")
+                                stored_as=row.blob_id if payload is data else "",
+                                index_later=True)
                 for (folder, payload, added), ids in groups.items() if ids]
     if requests and row.queue_id:
         requests[0].trace_events.append(trace.event(

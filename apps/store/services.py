@@ -502,19 +502,25 @@ class DeliveryRequest:
     # referenced by a row that this batch's transaction replaces (a spooled
     # message): no second write, no second round of fsyncs.
     stored_as: str = ""
+    # The full-text index row is written after the commit, by a task
+    # (``textindex.index_after_commit``), not in the delivery's transaction:
+    # the filing of inbound mail, where the index insert was the largest part
+    # of the write transaction. Searches read a message not indexed yet.
+    index_later: bool = False
     messages: list[Message] = field(default_factory=list)
-    # The blob's sha256 and parsed rows, once ``prepare_deliveries`` has run.
-    prepared: tuple[str, Blob, BlobText] | None = field(default=None, repr=False)
+    # The blob's sha256, parsed row and index row (None: indexed later), once
+    # ``prepare_deliveries`` has run.
+    prepared: tuple[str, Blob, BlobText | None] | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
         return len(self.added_headers) + len(self.data)
 
 
-def _blob_row(sha: str, data: bytes) -> tuple[Blob, BlobText]:
-    """The parsed row of a blob and its full-text index row."""
+def _blob_row(sha: str, data: bytes, *, index: bool = True) -> tuple[Blob, BlobText | None]:
+    """The parsed row of a blob and its full-text index row (unless not ``index``)."""
     blob = _parsed_blob(sha, data)
-    return blob, textindex.text_row(blob, data)
+    return blob, textindex.text_row(blob, data) if index else None
 
 
 def _parsed_blob(sha: str, data: bytes) -> Blob:
@@ -532,16 +538,16 @@ _PARSED_FIELDS = ["envelope", "bodystructure", "subject", "from_text", "to_text"
                   "bcc_text", "message_id", "in_reply_to", "references", "sent_date"]
 
 
-def _create_blob_rows(rows: Sequence[tuple[Blob, BlobText]]) -> None:
-    """Blob rows and their index rows, one insert each; a blob stored before
-    keeps its rows, and gets them parsed if it was stored unparsed. Call it in
-    the transaction that references the blobs."""
+def _create_blob_rows(rows: Sequence[tuple[Blob, BlobText | None]]) -> None:
+    """Blob rows and their index rows (those not left for later), one insert
+    each; a blob stored before keeps its rows, and gets them parsed if it was
+    stored unparsed. Call it in the transaction that references the blobs."""
     Blob.objects.bulk_create([blob for blob, _text in rows], ignore_conflicts=True)
     unparsed = set(Blob.objects.filter(pk__in=[blob.pk for blob, _text in rows],
                                        bodystructure={}).values_list("pk", flat=True))
     if unparsed:
         _save_parsed([blob for blob, _text in rows if blob.pk in unparsed])
-    textindex.index_rows(text for _blob, text in rows)
+    textindex.index_rows(text for _blob, text in rows if text is not None)
 
 
 def _save_parsed(blobs: Sequence[Blob]) -> None:
@@ -590,7 +596,7 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
     mailboxes, because SMTP gives one answer per DATA."""
     prepare_deliveries(requests)
     shas: list[str] = []
-    blob_rows: dict[str, tuple[Blob, BlobText]] = {}
+    blob_rows: dict[str, tuple[Blob, BlobText | None]] = {}
     for request in requests:
         assert request.prepared is not None
         sha, blob, text = request.prepared
@@ -634,7 +640,9 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
                 usage[mid] += size
             targets.append((index, folders))
 
-        _create_blob_rows(list({shas[i]: blob_rows[shas[i]] for i, _ in targets}.values()))
+        stored = {shas[i]: blob_rows[shas[i]] for i, _ in targets}
+        _create_blob_rows(list(stored.values()))
+        textindex.index_after_commit([sha for sha, (_, text) in stored.items() if text is None])
         bumped: set[int] = set()
         added: dict[int, tuple[int, int]] = defaultdict(lambda: (0, 0))
         new_messages: list[Message] = []
@@ -700,11 +708,11 @@ def prepare_deliveries(requests: Sequence[DeliveryRequest]) -> None:
     todo = [r for r in requests if r.prepared is None]
     to_write = [r for r in todo if not r.stored_as]
     written = iter(get_blob_store().put_many([r.data for r in to_write]) if to_write else [])
-    parsed: dict[str, tuple[str, Blob, BlobText]] = {}
+    parsed: dict[str, tuple[str, Blob, BlobText | None]] = {}
     for request in todo:
         sha = request.stored_as or next(written)
         if sha not in parsed:
-            parsed[sha] = (sha, *_blob_row(sha, request.data))
+            parsed[sha] = (sha, *_blob_row(sha, request.data, index=not request.index_later))
         request.prepared = parsed[sha]
 
 

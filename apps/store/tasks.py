@@ -1,7 +1,7 @@
 from celery import current_task, shared_task
 from django.conf import settings
 
-from apps.store import health, services, trace
+from apps.store import health, services, textindex, trace
 
 
 @shared_task
@@ -19,3 +19,20 @@ def heartbeat() -> None:
 def prune_trace() -> int:
     health.prune()
     return trace.prune()
+
+
+@shared_task
+def index_blobs(shas: list[str]) -> int:
+    """Full-text index rows for blobs delivered without them (the filing of
+    inbound mail, ``textindex.index_after_commit``)."""
+    return textindex.index_blobs(shas)
+
+
+@shared_task
+def index_unindexed() -> int:
+    """What an ``index_blobs`` task lost with its worker left unindexed
+    (searches read those messages meanwhile)."""
+    indexed, after = 0, ""
+    while (batch := textindex.index_missing(after=after)).last:
+        indexed, after = indexed + batch.indexed, batch.last
+    return indexed

@@ -21,6 +21,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from email.header import decode_header, make_header
+from functools import partial
 
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
@@ -220,15 +221,17 @@ class Backfill:
     last: str  # the sha256 to continue after; "" when no blob was left
 
 
-def index_missing(*, after: str = "", limit: int = 500) -> Backfill:
-    """Index up to ``limit`` blobs that have no index row, in sha256 order after
-    ``after``, in one transaction (one select, one insert). Searches read the
-    blobs not indexed yet, so this can run while mail flows, and be stopped
-    and started again."""
-    blobs = list(Blob.objects.filter(search_text__isnull=True, sha256__gt=after)
-                 .exclude(bodystructure={})  # spooled, not parsed: indexed when delivered
-                 .order_by("sha256").only("sha256", "bodystructure", "subject", "from_text",
-                                          "to_text", "cc_text", "bcc_text")[:limit])
+def _unindexed() -> QuerySet[Blob]:
+    """Parsed blobs without an index row, with the fields ``text_row`` reads."""
+    return (Blob.objects.filter(search_text__isnull=True)
+            .exclude(bodystructure={})  # spooled, not parsed: indexed when delivered
+            .only("sha256", "bodystructure", "subject", "from_text", "to_text", "cc_text",
+                  "bcc_text", "envelope"))
+
+
+def _index(blobs: Sequence[Blob]) -> tuple[int, list[str]]:
+    """Read, tokenise (before the write transaction: SQLite has one writer) and
+    index ``blobs``; (rows written, blobs whose bytes could not be read)."""
     store = get_blob_store()
     rows, unreadable = [], []
     for blob in blobs:
@@ -238,4 +241,32 @@ def index_missing(*, after: str = "", limit: int = 500) -> Backfill:
             unreadable.append(blob.sha256)
     with transaction.atomic():
         index_rows(rows)
-    return Backfill(len(rows), unreadable, blobs[-1].sha256 if blobs else "")
+    return len(rows), unreadable
+
+
+def index_missing(*, after: str = "", limit: int = 500) -> Backfill:
+    """Index up to ``limit`` blobs that have no index row, in sha256 order after
+    ``after``, in one transaction (one select, one insert). Searches read the
+    blobs not indexed yet, so this can run while mail flows, and be stopped
+    and started again."""
+    blobs = list(_unindexed().filter(sha256__gt=after).order_by("sha256")[:limit])
+    indexed, unreadable = _index(blobs)
+    return Backfill(indexed, unreadable, blobs[-1].sha256 if blobs else "")
+
+
+def index_blobs(shas: Sequence[str]) -> int:
+    """Index those of ``shas`` that have no index row yet (the task that
+    ``index_after_commit`` queues); how many were indexed."""
+    return _index(list(_unindexed().filter(sha256__in=list(shas))))[0]
+
+
+def index_after_commit(shas: Sequence[str]) -> None:
+    """Have ``shas``, delivered by the current transaction without their index
+    rows, indexed by a worker once it commits. The committed blob row without
+    an index row is the durable marker: until the task has run (or, if the
+    task is lost with its worker, until the periodic ``index_unindexed``),
+    searches read the message itself (``lookup``'s ``unknown``)."""
+    from apps.store import tasks
+
+    if shas:
+        transaction.on_commit(partial(tasks.index_blobs.delay, list(shas)))

@@ -10,10 +10,13 @@ from apps.antispam import bayes, learning, services
 from apps.antispam.auth import SpfResult
 from apps.antispam.models import SpooledMessage
 from apps.directory.services import update_domain, update_mailbox
+from apps.imap.parser import SearchKey
+from apps.imap.search import search_folder
 from apps.store import services as store
+from apps.store import tasks as store_tasks
 from apps.store import textindex
 from apps.store.blobs import get_blob_store
-from apps.store.models import Blob, Folder, Message
+from apps.store.models import Blob, BlobText, Folder, Message
 from mailhost.errors import OverQuota
 from tests.antispam.conftest import message
 from tests.factories import make_mailbox
@@ -233,7 +236,8 @@ def test_one_call_files_every_waiting_message_but_those_another_worker_holds(bob
     assert services.file_waiting([held]) == 0  # still held: left for its worker
 
 
-def test_a_message_filed_unchecked_is_parsed_and_searchable(bob):
+def test_a_message_filed_unchecked_is_parsed_and_searchable(bob, settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # a worker takes the index task at once
     pk = spool([bob], message(subject="unchecked quokka", body="a wombat said hi"))
     assert services.file_spooled(pk, checks=False)
     inbox = Folder.objects.get(mailbox=bob, name="INBOX")
@@ -241,6 +245,27 @@ def test_a_message_filed_unchecked_is_parsed_and_searchable(bob):
     assert filed.blob.subject == "unchecked quokka"
     assert filed.blob.envelope[1] == "unchecked quokka"
     assert textindex.lookup(inbox.pk, ["body"], "wombat").hits == {filed.uid}
+
+
+def test_a_filed_message_is_found_before_its_index_row_is_written(bob, settings):
+    """The index row is written after the filing commits, by a task: a search
+    in between reads the message, and a task lost with its worker is made
+    good by the periodic sweep."""
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # no worker: the index task waits
+    for number, pk in enumerate([
+            spool([bob], message(subject="first", body="a wombat said hi")),
+            spool([bob], message(subject="second", body="a quokka said hi"))], start=1):
+        assert services.file_spooled(pk) if number == 1 else services.file_spooled(
+            pk, checks=False)
+    inbox = Folder.objects.get(mailbox=bob, name="INBOX")
+    assert not BlobText.objects.exists()
+    assert textindex.lookup(inbox.pk, ["body"], "wombat") == textindex.Lookup(set(), {1, 2})
+    assert search_folder(inbox.pk, SearchKey("BODY", ("wombat",))) == [1]
+    assert search_folder(inbox.pk, SearchKey("SUBJECT", ("second",))) == [2]
+
+    assert store_tasks.index_unindexed() == 2
+    assert textindex.lookup(inbox.pk, ["body"], "wombat") == textindex.Lookup({1}, set())
+    assert search_folder(inbox.pk, SearchKey("BODY", ("quokka",))) == [2]
 
 
 def test_slow_checks_file_what_is_checked_and_give_the_rest_back(bob, monkeypatch):
