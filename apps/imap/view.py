@@ -7,6 +7,13 @@ tombstones (``store.services.folder_changes``); ``apply`` turns a delta into
 the untagged responses the client must see, holding expunges back while the
 RFC forbids them (RFC 3501 §7.4.1: not during FETCH, STORE and SEARCH), so
 that sequence numbers stay consistent. Pure: no I/O.
+
+Views share their arrays until one of them changes (copy on write): ten
+thousand sessions in IDLE on one large INBOX hold one copy of it, not ten
+thousand. When the same delta reaches views that share their arrays (the
+sessions woken by one delivery share one ``folder_changes`` read), the first
+view to apply it computes the new arrays and the others adopt them, so the
+arrays stay shared after the change too.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from apps.store.models import Flag
 from apps.store.services import FolderChanges
@@ -27,6 +35,25 @@ class Updates:
     exists: bool = False
     new_uids: list[int] = field(default_factory=list)
     changed: list[int] = field(default_factory=list)  # UIDs whose flags or MODSEQ changed
+
+
+class _Applied(NamedTuple):
+    """A delta applied to shared arrays: what the views that share them adopt."""
+
+    base: array  # the uids array the delta was applied to (kept: its id is the key)
+    changes: FolderChanges
+    uids: array
+    flags: array
+    modseqs: array
+    keywords: dict[int, list[str]]
+    updates: Updates
+
+
+# The latest deltas applied to shared arrays, by (id of the uids array, id of
+# the delta, whether expunges were told); a few suffice, as the sessions one
+# delivery wakes apply it together.
+_APPLIED: dict[tuple[int, int, bool], _Applied] = {}
+_APPLIED_KEPT = 8
 
 
 class FolderView:
@@ -44,6 +71,8 @@ class FolderView:
         self.uidnext = 1
         # Tombstones seen but not yet told (RFC 3501 §7.4.1).
         self.pending_expunge: set[int] = set()
+        # The arrays and keywords are another view's too: copied before a change.
+        self._shared = False
 
     # --- lookups
     def __len__(self) -> int:
@@ -90,8 +119,48 @@ class FolderView:
         return sorted(positions)
 
     # --- updates
+    def _own(self) -> None:
+        """Copies of the shared arrays, before changing them."""
+        if self._shared:
+            self.uids = array("Q", self.uids)
+            self.flags = array("H", self.flags)
+            self.modseqs = array("Q", self.modseqs)
+            self.keywords = dict(self.keywords)  # the lists are replaced, never changed
+            self._shared = False
+
     def apply(self, changes: FolderChanges, *, allow_expunge: bool,
               recent: tuple[int, int] = (0, 0)) -> Updates:
+        if not changes.changed and not changes.expunged and not (
+                allow_expunge and self.pending_expunge):
+            self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
+            self.uidnext = max(self.uidnext, changes.uidnext)
+            return Updates()
+        shared = self._shared and not self.pending_expunge
+        key = (id(self.uids), id(changes), allow_expunge)
+        applied = _APPLIED.get(key) if shared else None
+        if applied is not None and applied.base is self.uids and applied.changes is changes:
+            self.uids, self.flags, self.modseqs, self.keywords = (
+                applied.uids, applied.flags, applied.modseqs, applied.keywords)
+            updates = applied.updates
+        else:
+            base = self.uids
+            self._own()
+            updates = self._apply(changes, allow_expunge=allow_expunge)
+            if shared and not self.pending_expunge:
+                _APPLIED[key] = _Applied(base, changes, self.uids, self.flags, self.modseqs,
+                                         self.keywords, updates)
+                while len(_APPLIED) > _APPLIED_KEPT:
+                    del _APPLIED[next(iter(_APPLIED))]
+                self._shared = True
+        low, high = recent
+        self.recent.difference_update(uid for _seq, uid in updates.expunged)
+        self.recent.update(uid for uid in updates.new_uids if low <= uid < high)
+        self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
+        self.uidnext = max(self.uidnext, changes.uidnext)
+        return updates
+
+    def _apply(self, changes: FolderChanges, *, allow_expunge: bool) -> Updates:
+        """The delta applied to this view's own arrays (not ``recent``)."""
         updates = Updates()
         self.pending_expunge.update(u for u in changes.expunged if self.index(u) is not None)
         if allow_expunge and self.pending_expunge:
@@ -104,9 +173,7 @@ class FolderView:
                 del self.flags[position]
                 del self.modseqs[position]
                 self.keywords.pop(uid, None)
-                self.recent.discard(uid)
             self.pending_expunge.clear()
-        low, high = recent
         expunged_now = set(changes.expunged)
         last = self.uids[-1] if self.uids else 0
         for uid, bits, words, modseq in changes.changed:
@@ -120,8 +187,6 @@ class FolderView:
                 self.modseqs.append(modseq)
                 if words:
                     self.keywords[uid] = list(words)
-                if low <= uid < high:
-                    self.recent.add(uid)
                 updates.new_uids.append(uid)
                 last = uid
                 continue
@@ -138,8 +203,6 @@ class FolderView:
                 self.keywords.pop(uid, None)
             updates.changed.append(uid)
         updates.exists = bool(updates.new_uids)
-        self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
-        self.uidnext = max(self.uidnext, changes.uidnext)
         return updates
 
     def copy(self, *, name: str, readonly: bool) -> FolderView:
@@ -147,10 +210,9 @@ class FolderView:
         pending: a new session's starting point (see ``SnapshotCache``)."""
         view = FolderView(folder_id=self.folder_id, name=name, uidvalidity=self.uidvalidity,
                           readonly=readonly)
-        view.uids = array("Q", self.uids)
-        view.flags = array("H", self.flags)
-        view.modseqs = array("Q", self.modseqs)
-        view.keywords = {uid: list(words) for uid, words in self.keywords.items()}
+        view.uids, view.flags, view.modseqs = self.uids, self.flags, self.modseqs
+        view.keywords = self.keywords
+        view._shared = self._shared = True
         view.highestmodseq = self.highestmodseq
         view.uidnext = self.uidnext
         return view
@@ -165,6 +227,7 @@ class FolderView:
         position = self.index(uid)
         if position is None:
             return
+        self._own()
         self.flags[position] = bits
         self.modseqs[position] = max(self.modseqs[position], modseq)
         if words:
