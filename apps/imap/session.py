@@ -894,17 +894,25 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
         if child_info:
             line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         lines.append((line, folder))
+    # RFC 5819: STATUS after the LIST line of each selectable folder, all read
+    # in one query.
+    values = await _sync(store.folders_status)(
+        [folder.pk for _line, folder in lines if folder is not None],
+        statuses) if statuses else {}
     for line, folder in lines:
         session.untagged(line)
-        if statuses and folder is not None:
-            # RFC 5819: STATUS after the LIST line of each selectable folder.
-            await _status_of(session, folder, statuses)
+        if folder is not None and folder.pk in values:
+            _tell_status(session, folder, statuses, values[folder.pk])
+
+
+def _tell_status(session: IMAPSession, folder: Folder, items: list[str],
+                 values: dict[str, int]) -> None:
+    text = " ".join(f"{item} {values[item]}" for item in items)
+    session.untagged(b"STATUS " + session.encode_name(folder.name) + f" ({text})".encode())
 
 
 async def _status_of(session: IMAPSession, folder: Folder, items: list[str]) -> None:
-    values = await _sync(store.folder_status)(folder, items)
-    text = " ".join(f"{item} {values[item]}" for item in items)
-    session.untagged(b"STATUS " + session.encode_name(folder.name) + f" ({text})".encode())
+    _tell_status(session, folder, items, await _sync(store.folder_status)(folder, items))
 
 
 @command("STATUS", AUTHED)
@@ -915,9 +923,7 @@ async def status(session: IMAPSession, cmd: Command) -> None:
         items = [i for i in items if i != "APPENDLIMIT"]
         values = await _sync(store.folder_status)(folder, items) if items else {}
         values["APPENDLIMIT"] = settings.MAILHOST_IMAP_MAX_LITERAL
-        items = [*items, "APPENDLIMIT"]
-        text = " ".join(f"{item} {values[item]}" for item in items)
-        session.untagged(b"STATUS " + session.encode_name(folder.name) + f" ({text})".encode())
+        _tell_status(session, folder, [*items, "APPENDLIMIT"], values)
         return
     await _status_of(session, folder, items)
 

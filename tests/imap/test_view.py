@@ -75,8 +75,9 @@ deltas = st.lists(st.tuples(
 @given(deltas=deltas, own_store=st.integers(0, 12))
 def test_shared_views_see_what_views_of_their_own_see(deltas, own_store):
     """Any run of deltas (new messages, flag changes, expunges told now or
-    held back, not always in both sessions) leaves each of two sharing sessions exactly where a session
-    with arrays of its own would be, whatever one of them stores meanwhile."""
+    held back, not always in both sessions) leaves each of two sharing
+    sessions exactly where a session with arrays of its own would be,
+    whatever one of them stores meanwhile."""
     shared = sessions(2, 10)
     alone = [filled(10), filled(10)]
     modseq = 10
