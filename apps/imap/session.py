@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import functools
+import itertools
 import logging
 import re
 import ssl
@@ -740,11 +741,17 @@ async def _qresync(session: IMAPSession, params: tuple) -> None:
     # RFC 7162 §3.2.5: tell what vanished and what changed since the client's MODSEQ.
     view = session.view
     assert view is not None
-    uidvalidity, modseq, known, _match = params
+    uidvalidity, modseq, known, match = params
     if uidvalidity != view.uidvalidity:
         return
     largest = view.uids[-1] if view.uids else 0
-    vanished = await _sync(store.expunged_since)(view.folder_id, modseq)
+    # RFC 7162 §3.2.5.2: the client knows every expunge up to a UID its
+    # sequence match data still finds in place; none of those is told again.
+    known_up_to = view.matched_uid(*(
+        itertools.chain.from_iterable(range(low, high + 1) for low, high in numbers)
+        for numbers in (match[0].resolve(len(view)), match[1].resolve(largest))
+    )) if match is not None else 0
+    vanished = await _sync(store.expunged_since)(view.folder_id, modseq, above=known_up_to)
     if known is not None:
         ranges = known.resolve(largest)
         vanished = [u for u in vanished if any(a <= u <= b for a, b in ranges)]

@@ -11,15 +11,16 @@ that sequence numbers stay consistent. Pure: no I/O.
 Views share their arrays until one of them changes (copy on write): ten
 thousand sessions in IDLE on one large INBOX hold one copy of it, not ten
 thousand. When the same delta reaches views that share their arrays (the
-sessions woken by one delivery share one ``folder_changes`` read), the first
-view to apply it computes the new arrays and the others adopt them, so the
-arrays stay shared after the change too.
+sessions woken by one delivery), the first view to apply it computes the new
+arrays and the others adopt them, so the arrays stay shared after the change
+too.
 """
 
 from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -40,7 +41,7 @@ class Updates:
 class _Applied(NamedTuple):
     """A delta applied to shared arrays: what the views that share them adopt."""
 
-    base: array  # the uids array the delta was applied to (kept: its id is the key)
+    base: array  # the uids array the delta was applied to (kept: its id is in the key)
     changes: FolderChanges
     uids: array
     flags: array
@@ -49,9 +50,10 @@ class _Applied(NamedTuple):
     updates: Updates
 
 
-# The latest deltas applied to shared arrays, by (id of the uids array, id of
-# the delta, whether expunges were told); a few suffice, as the sessions one
-# delivery wakes apply it together.
+# The latest deltas applied to shared arrays, by (id of the uids array, the
+# delta's HIGHESTMODSEQ, whether expunges were told); a few suffice, as the
+# sessions one delivery wakes apply it together. Sessions woken apart read the
+# delta apart: an equal delta is adopted all the same.
 _APPLIED: dict[tuple[int, int, bool], _Applied] = {}
 _APPLIED_KEPT = 8
 
@@ -118,6 +120,18 @@ class FolderView:
             positions.update(range(start, stop))
         return sorted(positions)
 
+    def matched_uid(self, seqs: Iterable[int], uids: Iterable[int]) -> int:
+        """RFC 7162 §3.2.5.2 message sequence match data: the largest of the
+        client's UIDs, taken in ascending pairs with its sequence numbers up to
+        the first pair that no longer matches, whose sequence number still
+        holds it. The client knows every expunge up to it (0: none known)."""
+        matched = 0
+        for seq, uid in zip(seqs, uids, strict=False):
+            if not 0 < seq <= len(self.uids) or self.uids[seq - 1] != uid:
+                break  # past the folder's end too: a loop bounded by its size
+            matched = uid
+        return matched
+
     # --- updates
     def _own(self) -> None:
         """Copies of the shared arrays, before changing them."""
@@ -136,9 +150,10 @@ class FolderView:
             self.uidnext = max(self.uidnext, changes.uidnext)
             return Updates()
         shared = self._shared and not self.pending_expunge
-        key = (id(self.uids), id(changes), allow_expunge)
+        key = (id(self.uids), changes.highestmodseq, allow_expunge)
         applied = _APPLIED.get(key) if shared else None
-        if applied is not None and applied.base is self.uids and applied.changes is changes:
+        if applied is not None and applied.base is self.uids and (
+                applied.changes is changes or applied.changes == changes):
             self.uids, self.flags, self.modseqs, self.keywords = (
                 applied.uids, applied.flags, applied.modseqs, applied.keywords)
             updates = applied.updates

@@ -369,10 +369,11 @@ def folder_changes(folder_id: int, since: int) -> FolderChanges | None:
 _NO_KEYWORDS = ("[]", None)
 
 
-def expunged_since(folder_id: int, since: int) -> list[int]:
-    """UIDs expunged after MODSEQ ``since`` (RFC 7162 §3.2.5.2 VANISHED)."""
-    return sorted(Expunged.objects.filter(folder_id=folder_id, modseq__gt=since)
-                  .values_list("uid", flat=True))
+def expunged_since(folder_id: int, since: int, *, above: int = 0) -> list[int]:
+    """UIDs expunged after MODSEQ ``since`` (RFC 7162 §3.2.5.2 VANISHED);
+    only those above UID ``above`` if given."""
+    return sorted(Expunged.objects.filter(folder_id=folder_id, modseq__gt=since,
+                                          uid__gt=above).values_list("uid", flat=True))
 
 
 def highest_modseqs(folder_ids: Iterable[int]) -> dict[int, int]:
