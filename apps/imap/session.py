@@ -63,6 +63,8 @@ AUTHED = {AUTHENTICATED, SELECTED}
 SNAPSHOTS = SnapshotCache()
 SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
 FETCH_BATCH = 200
+# FETCH responses formatted from the view alone, per write (about 40 bytes each).
+FETCH_VIEW_BATCH = 5000
 
 
 class No(Exception):
@@ -1288,6 +1290,12 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
     need_body = any(_needs_body(a) for a in atts)
     if need_body:
         fields.update(("blob_id", "blob__bodystructure"))
+    if not fields:  # UID, FLAGS, MODSEQ: all in the view, no query
+        for start in range(0, len(positions), FETCH_VIEW_BATCH):
+            session._write(_view_items(view, positions[start:start + FETCH_VIEW_BATCH],
+                                       [att.name for att in atts]))
+            await session._drain()
+        return None
     for start in range(0, len(positions), FETCH_BATCH):
         batch = positions[start:start + FETCH_BATCH]
         uids = [view.uids[p] for p in batch]
@@ -1307,6 +1315,38 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
         session._write(b"".join(out))
         await session._drain()
     return None
+
+
+# The FETCH items a view answers alone, as they are formatted.
+_VIEW_ITEM_FORMATS = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "MODSEQ": b"MODSEQ (%d)"}
+
+
+def _view_items(view: FolderView, positions: list[int], names: list[str]) -> bytes:
+    """FETCH responses of items the view holds (``_fetch_item`` says the same
+    of one message): one format per response, and the flag list of messages
+    without keywords formatted once per combination of flags, so that
+    UID FETCH 1:* (FLAGS) of 100,000 messages is a short loop."""
+    line = b"* %d FETCH (" + b" ".join(_VIEW_ITEM_FORMATS[n] for n in names) + b")\r\n"
+    uids, flags, modseqs, keywords, recent = (view.uids, view.flags, view.modseqs,
+                                              view.keywords, view.recent)
+    flag_lists: dict[tuple[int, bool], bytes] = {}
+
+    def flag_list(position: int, uid: int) -> bytes:
+        if uid in keywords:
+            return fmt.flag_list(view.flag_names(position))
+        key = (flags[position], uid in recent)
+        found = flag_lists.get(key)
+        if found is None:
+            found = flag_lists[key] = fmt.flag_list(view.flag_names(position))
+        return found
+
+    values = {"UID": lambda position, uid: uid, "FLAGS": flag_list,
+              "MODSEQ": lambda position, uid: modseqs[position]}
+    if names == ["UID", "FLAGS"]:  # what clients ask most, in a loop of its own
+        return b"".join([line % (p + 1, uids[p], flag_list(p, uids[p])) for p in positions])
+    getters = [values[name] for name in names]
+    return b"".join([line % (p + 1, *[get(p, uids[p]) for get in getters])
+                     for p in positions])
 
 
 def _load_rows(folder_id: int, uids: list[int], fields: list[str], need_body: bool) -> list:

@@ -92,3 +92,25 @@ def test_shared_views_see_what_views_of_their_own_see(deltas, own_store):
             if step == own_store and len(views[0]):
                 views[0].set_flags(views[0].uids[0], Flag.FLAGGED, [], modseq)
         assert [content(v) for v in shared] == [content(v) for v in alone]
+
+
+def test_fetch_of_view_items_answers_as_each_item_alone():
+    """FETCH of UID, FLAGS and MODSEQ is formatted from the view in one loop
+    (flag lists shared between messages): the same bytes as item by item."""
+    from types import SimpleNamespace
+
+    from apps.imap.parser import FetchAtt
+    from apps.imap.session import _fetch_item, _view_items
+
+    view = filled(50)
+    view.apply(FolderChanges(60, 61, [(uid, uid % 32, ["$Label1"] if uid % 7 == 0 else [], 60)
+                                      for uid in range(1, 51, 3)], []), allow_expunge=True)
+    view.mark_recent(40, 61)
+    session = SimpleNamespace(view=view)
+    positions = list(range(0, 50, 2))
+    for names in (["UID", "FLAGS"], ["FLAGS"], ["UID", "FLAGS", "MODSEQ"], ["MODSEQ", "UID"]):
+        expected = b"".join(
+            b"* %d FETCH (%s)\r\n" % (p + 1, b" ".join(
+                _fetch_item(session, FetchAtt(name), p, None, False) for name in names))
+            for p in positions)
+        assert _view_items(view, positions, names) == expected, names
