@@ -1236,6 +1236,13 @@ def _needs_body(att: FetchAtt) -> bool:
     return att.section is not None or att.name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT")
 
 
+def _whole_message(att: FetchAtt) -> bool:
+    """BODY[], BODY.PEEK[] (a partial range of them too) and RFC822: the
+    message's bytes as they are."""
+    return att.name == "RFC822" or (att.name == "BODY" and att.section is not None
+                                    and not att.section.part and not att.section.text)
+
+
 def _sets_seen(att: FetchAtt) -> bool:
     return (att.section is not None and not att.peek and att.name != "BINARY.SIZE") or \
         att.name in ("RFC822", "RFC822.TEXT")
@@ -1286,34 +1293,48 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
         seen_now = set()
     fields: set[str] = set()
     for att in atts:
+        if _whole_message(att):
+            fields.add("blob_id")  # the bytes as they are: no structure to read
+            continue
         fields.update(_ROW_FIELDS.get(att.name, ()))
+        if _needs_body(att):
+            fields.update(("blob_id", "blob__bodystructure"))
     need_body = any(_needs_body(a) for a in atts)
-    if need_body:
-        fields.update(("blob_id", "blob__bodystructure"))
     if not fields:  # UID, FLAGS, MODSEQ: all in the view, no query
         for start in range(0, len(positions), FETCH_VIEW_BATCH):
             session._write(_view_items(view, positions[start:start + FETCH_VIEW_BATCH],
                                        [att.name for att in atts]))
             await session._drain()
         return None
-    for start in range(0, len(positions), FETCH_BATCH):
-        batch = positions[start:start + FETCH_BATCH]
-        uids = [view.uids[p] for p in batch]
-        rows: dict[int, dict] = {}
-        if fields:
-            found = await _sync(_load_rows)(view.folder_id, uids, sorted(fields), need_body)
-            rows = {row["uid"]: row for row in found}
-        out = []  # one write per batch, not per message
-        for position in batch:
-            message_uid = view.uids[position]
-            row = rows.get(message_uid)
-            if fields and row is None:
-                continue  # expunged by another session, not yet told (RFC 3501 §7.4.1)
-            items = [_fetch_item(session, att, position, row, message_uid in seen_now)
-                     for att in atts]
-            out.append(b"* %d FETCH (%s)\r\n" % (position + 1, b" ".join(items)))
-        session._write(b"".join(out))
-        await session._drain()
+    batches = [positions[start:start + FETCH_BATCH]
+               for start in range(0, len(positions), FETCH_BATCH)]
+
+    def load(batch: list[int]) -> asyncio.Future[list]:
+        return asyncio.ensure_future(_sync(_load_rows)(
+            view.folder_id, [view.uids[p] for p in batch], sorted(fields), need_body))
+
+    # The next batch is read while this one goes out: the database and the
+    # disk work while the client reads, not after.
+    loading = load(batches[0])
+    try:
+        for index, batch in enumerate(batches):
+            rows = {row["uid"]: row for row in await loading}
+            if index + 1 < len(batches):
+                loading = load(batches[index + 1])
+            out = []  # one write per batch, not per message
+            for position in batch:
+                message_uid = view.uids[position]
+                row = rows.get(message_uid)
+                if row is None:
+                    continue  # expunged by another session, not yet told (RFC 3501 §7.4.1)
+                items = [_fetch_item(session, att, position, row, message_uid in seen_now)
+                         for att in atts]
+                out.append(b"* %d FETCH (%s)\r\n" % (position + 1, b" ".join(items)))
+            session._write(b"".join(out))
+            await session._drain()
+    finally:
+        if not loading.done():
+            loading.cancel()
     return None
 
 
@@ -1379,7 +1400,7 @@ def _fetch_item(session: IMAPSession, att: FetchAtt, position: int, row: dict | 
     if name == "BODY" and att.section is None:
         return b"BODY " + fmt.body_structure(row["blob__bodystructure"], extended=False)
     raw: bytes = row["raw"]
-    structure = row["blob__bodystructure"]
+    structure = row.get("blob__bodystructure") or {}  # not read for the whole message
     if name == "RFC822":
         return b"RFC822 " + fmt.literal(raw)
     if name == "RFC822.HEADER":
