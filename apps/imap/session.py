@@ -142,6 +142,9 @@ class IMAPSession(asyncio.Protocol):
         self.commands_before_auth = 0
         self._data = asyncio.Event()
         self._changed = asyncio.Event()
+        # What an IDLE waits on: data or a change resolves it (``_wake``). A
+        # bare future, so that waking ten thousand idlers makes no tasks.
+        self._idle_waiter: asyncio.Future[None] | None = None
         self._news = 0  # notify.news_mark() of the latest change event
         self._writable = asyncio.Event()
         self._writable.set()
@@ -177,6 +180,7 @@ class IMAPSession(asyncio.Protocol):
                 return
         self.framer.feed(data)
         self._data.set()
+        self._wake()
         if self.framer.buffered() > 4 * settings.MAILHOST_IMAP_MAX_LINE and \
                 self.transport is not None:
             self.transport.pause_reading()
@@ -184,6 +188,7 @@ class IMAPSession(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self._closed = True
         self._data.set()
+        self._wake()
         return None
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -191,7 +196,12 @@ class IMAPSession(asyncio.Protocol):
         self._data.set()
         self._writable.set()
         self._changed.set()
+        self._wake()
         log.info("disconnect listener=%s peer=%s", self.listener, self.peer)
+
+    def _wake(self) -> None:
+        if self._idle_waiter is not None and not self._idle_waiter.done():
+            self._idle_waiter.set_result(None)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -404,6 +414,7 @@ class IMAPSession(asyncio.Protocol):
         if self.view is not None and event.folder_id == self.view.folder_id:
             self._news = news_mark()
             self._changed.set()
+            self._wake()
 
     def look_again(self) -> None:
         """An explicit poll (NOOP, CHECK): the answer reads the folder even
@@ -413,6 +424,7 @@ class IMAPSession(asyncio.Protocol):
         if self.view is not None:
             self._news = news_mark()
             self._changed.set()
+            self._wake()
 
     async def refresh(self, *, allow_expunge: bool) -> Updates | None:
         """Bring the view up to date and tell the client. A read that another
@@ -1568,17 +1580,11 @@ async def _idle(session: IMAPSession) -> str:
         session._data.clear()
         if session.transport is not None:
             session.transport.resume_reading()
-        waiters = [asyncio.ensure_future(session._data.wait()),
-                   asyncio.ensure_future(session._changed.wait())]
-        done, pending = await asyncio.wait(
-            waiters, timeout=settings.MAILHOST_IMAP_TIMEOUT,
-            return_when=asyncio.FIRST_COMPLETED)
-        for waiter in pending:
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
-        if not done:
-            raise TimeoutError
+        waiter = session._idle_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(waiter, settings.MAILHOST_IMAP_TIMEOUT)
+        finally:
+            session._idle_waiter = None
 
 
 # Commands that share a handler (UID forms, SELECT/EXAMINE, LIST/LSUB, …).

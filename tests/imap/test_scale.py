@@ -75,3 +75,14 @@ def test_qresync_match_data_spares_the_expunges_the_client_knows(raw, mailbox):
     lines = raw.command(f"SELECT INBOX (QRESYNC ({uidvalidity} {modseq} 1:5 "
                         "(4:4294967295 5:4294967295)))")
     assert b"* VANISHED (EARLIER) 2,5\r\n" in lines
+
+
+def test_an_idler_silent_past_the_timeout_is_logged_out(raw, settings):
+    settings.MAILHOST_IMAP_TIMEOUT = 1
+    raw.command("SELECT INBOX")
+    raw.send(b"i IDLE\r\n")
+    assert raw.readline().startswith(b"+ ")
+    # RFC 3501 §5.4: an autologout timer; RFC 2177 §3 expects clients to
+    # re-issue IDLE at least every 29 minutes.
+    raw.sock.settimeout(20)
+    assert raw.readline() == b"* BYE autologout; idle for too long\r\n"
