@@ -20,6 +20,8 @@ each message), so the built data are kept under --cache (default
 database: Mailhost's data directory (blobs hard-linked, the SQLite file copied;
 on PostgreSQL a template database beside DATABASE_URL's, which the bench drops
 and recreates from it) and Dovecot's Maildir. --rebuild ignores the cache.
+Beyond the first 10,000, a folder's messages are copies of those (as COPY
+makes them: Mailhost shares their blobs, Dovecot gets as many files).
 The idlers are asyncio protocols in this process (no thread per connection);
 the listener raises its open-file limit itself (``runmailservers``), this
 process raises its own soft limit to the hard one.
@@ -111,13 +113,16 @@ class BuildCache:
 
     def __init__(self, root: Path, sizes: dict[str, int], corpora: Path,
                  database_url: str | None, rebuild: bool) -> None:
-        spec = json.dumps([BUILD, sizes, str(corpora.resolve()), database_url or "sqlite"])
-        self.key = hashlib.sha256(spec.encode()).hexdigest()[:16]
+        messages = [BUILD, sizes, str(corpora.resolve())]
+        self.key = _digest([*messages, database_url or "sqlite"])
         self.dir = root / self.key
+        # Dovecot's Maildir is the same whatever Mailhost's database.
+        self.dovecot_dir = root / f"dovecot-{_digest(messages)}"
         self.database_url = database_url
-        if rebuild and self.dir.exists():
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        for kept in (self.dir, self.dovecot_dir):
+            if rebuild and kept.exists():
+                shutil.rmtree(kept)
+            kept.mkdir(parents=True, exist_ok=True)
 
     @property
     def template(self) -> str:
@@ -128,14 +133,14 @@ class BuildCache:
 
     def dovecot_maildir(self, sizes: dict[str, int], sources: list[bytes]) -> Path:
         """The first user's Maildir, written once."""
-        maildir = self.dir / "dovecot-mail"
-        if not (self.dir / "dovecot.done").exists():
+        maildir = self.dovecot_dir / "mail"
+        if not (self.dovecot_dir / "done").exists():
             shutil.rmtree(maildir, ignore_errors=True)
             for folder, count in sizes.items():
                 write_maildir_folder(maildir, folder,
                                      (message_at(sources, i) for i in range(count)))
             (maildir / "tmp").mkdir(exist_ok=True)
-            (self.dir / "dovecot.done").touch()
+            (self.dovecot_dir / "done").touch()
         return maildir
 
     def seed(self, data_dir: Path) -> None:
@@ -164,6 +169,10 @@ class BuildCache:
         if self.database_url:
             _postgres(self.database_url, None, template_of=self.template)
         (self.dir / "mailhost.done").touch()
+
+
+def _digest(spec: list) -> str:
+    return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
 
 
 def _postgres(url: str, template: str | None, *, template_of: str | None = None) -> None:
