@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,13 +165,16 @@ class Background:
 class MailhostInstance:
     """A throwaway Mailhost: its own data directory (or DATABASE_URL), migrated."""
 
-    def __init__(self, database_url: str | None = None) -> None:
+    def __init__(self, database_url: str | None = None, *,
+                 seed: Callable[[Path], None] | None = None) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="mailhost-bench-")
         self.env = dict(os.environ)
         self.env.update({"MAILHOST_DATA_DIR": self.tmp.name, "MAILHOST_LOG_LEVEL": "WARNING",
                          "MAILHOST_FAST_PASSWORD_HASHER": "1"})
         if database_url:
             self.env["DATABASE_URL"] = database_url
+        if seed is not None:  # a data directory (and database) built before
+            seed(Path(self.tmp.name))
         self.manage("migrate", "--no-input", "-v0")
 
     def manage(self, *args: str, stdin: str | None = None) -> str:
@@ -193,6 +196,16 @@ class MailhostInstance:
         self.tmp.cleanup()
 
 
+def write_maildir_folder(mail: Path, folder: str, messages: Iterable[bytes]) -> None:
+    """A folder of a Maildir++ as Dovecot reads it: INBOX is the root, other
+    folders are ".Name"; the messages in cur/, none seen."""
+    target = mail if folder == "INBOX" else mail / f".{folder}"
+    for sub in ("cur", "new", "tmp"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+    for index, data in enumerate(messages):
+        (target / "cur" / f"{1700000000 + index}.{index}.bench:2,").write_bytes(data)
+
+
 class Dovecot:
     """Debian's Dovecot (dovecot-imapd) with a throwaway configuration: IMAP on
     127.0.0.1 and a free port, a Maildir per user under a temporary directory,
@@ -202,7 +215,11 @@ class Dovecot:
     name = "Dovecot"
 
     def __init__(self, folders: dict[str, list[bytes]], connections: int, *, user: str,
-                 password: str, extra_users: Sequence[str] = ()) -> None:
+                 password: str, extra_users: Sequence[str] = (),
+                 maildir: Path | None = None) -> None:
+        """``maildir``: the first user's Maildir built before (hard-linked in:
+        Dovecot renames message files, never rewrites them), instead of
+        ``folders``."""
         if shutil.which("dovecot") is None or not Path("/usr/lib/dovecot/imap").exists():
             subprocess.run(["flock", "/tmp/apt.lock", "apt-get", "install", "-y", "-qq",
                             "--no-install-recommends", "dovecot-imapd"], check=True)
@@ -218,13 +235,11 @@ class Dovecot:
         for extra in extra_users:
             for sub in ("cur", "new", "tmp"):
                 (self.mail_dir(extra) / sub).mkdir(parents=True, exist_ok=True)
+        if maildir is not None:
+            mail.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-al", str(maildir), str(mail)], check=True)
         for folder, messages in folders.items():
-            # Maildir++: INBOX is the root, other folders are ".Name".
-            target = mail if folder == "INBOX" else mail / f".{folder}"
-            for sub in ("cur", "new", "tmp"):
-                (target / sub).mkdir(parents=True, exist_ok=True)
-            for index, data in enumerate(messages):
-                (target / "cur" / f"{1700000000 + index}.{index}.bench:2,").write_bytes(data)
+            write_maildir_folder(mail, folder, messages)
         (mail / "tmp").mkdir(parents=True, exist_ok=True)
         subprocess.run(["chown", "-R", "mail:mail", str(base / "mail")], check=True)
         (base / "passwd").write_text("".join(

@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import functools
+import itertools
 import logging
 import re
 import ssl
@@ -62,6 +63,8 @@ AUTHED = {AUTHENTICATED, SELECTED}
 SNAPSHOTS = SnapshotCache()
 SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"]
 FETCH_BATCH = 200
+# FETCH responses formatted from the view alone, per write (about 40 bytes each).
+FETCH_VIEW_BATCH = 5000
 
 
 class No(Exception):
@@ -139,6 +142,9 @@ class IMAPSession(asyncio.Protocol):
         self.commands_before_auth = 0
         self._data = asyncio.Event()
         self._changed = asyncio.Event()
+        # What an IDLE waits on: data or a change resolves it (``_wake``). A
+        # bare future, so that waking ten thousand idlers makes no tasks.
+        self._idle_waiter: asyncio.Future[None] | None = None
         self._news = 0  # notify.news_mark() of the latest change event
         self._writable = asyncio.Event()
         self._writable.set()
@@ -174,6 +180,7 @@ class IMAPSession(asyncio.Protocol):
                 return
         self.framer.feed(data)
         self._data.set()
+        self._wake()
         if self.framer.buffered() > 4 * settings.MAILHOST_IMAP_MAX_LINE and \
                 self.transport is not None:
             self.transport.pause_reading()
@@ -181,6 +188,7 @@ class IMAPSession(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self._closed = True
         self._data.set()
+        self._wake()
         return None
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -188,7 +196,12 @@ class IMAPSession(asyncio.Protocol):
         self._data.set()
         self._writable.set()
         self._changed.set()
+        self._wake()
         log.info("disconnect listener=%s peer=%s", self.listener, self.peer)
+
+    def _wake(self) -> None:
+        if self._idle_waiter is not None and not self._idle_waiter.done():
+            self._idle_waiter.set_result(None)
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -401,6 +414,7 @@ class IMAPSession(asyncio.Protocol):
         if self.view is not None and event.folder_id == self.view.folder_id:
             self._news = news_mark()
             self._changed.set()
+            self._wake()
 
     def look_again(self) -> None:
         """An explicit poll (NOOP, CHECK): the answer reads the folder even
@@ -410,6 +424,7 @@ class IMAPSession(asyncio.Protocol):
         if self.view is not None:
             self._news = news_mark()
             self._changed.set()
+            self._wake()
 
     async def refresh(self, *, allow_expunge: bool) -> Updates | None:
         """Bring the view up to date and tell the client. A read that another
@@ -740,11 +755,17 @@ async def _qresync(session: IMAPSession, params: tuple) -> None:
     # RFC 7162 §3.2.5: tell what vanished and what changed since the client's MODSEQ.
     view = session.view
     assert view is not None
-    uidvalidity, modseq, known, _match = params
+    uidvalidity, modseq, known, match = params
     if uidvalidity != view.uidvalidity:
         return
     largest = view.uids[-1] if view.uids else 0
-    vanished = await _sync(store.expunged_since)(view.folder_id, modseq)
+    # RFC 7162 §3.2.5.2: the client knows every expunge up to a UID its
+    # sequence match data still finds in place; none of those is told again.
+    known_up_to = view.matched_uid(*(
+        itertools.chain.from_iterable(range(low, high + 1) for low, high in numbers)
+        for numbers in (match[0].resolve(len(view)), match[1].resolve(largest))
+    )) if match is not None else 0
+    vanished = await _sync(store.expunged_since)(view.folder_id, modseq, above=known_up_to)
     if known is not None:
         ranges = known.resolve(largest)
         vanished = [u for u in vanished if any(a <= u <= b for a, b in ranges)]
@@ -894,17 +915,25 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
         if child_info:
             line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         lines.append((line, folder))
+    # RFC 5819: STATUS after the LIST line of each selectable folder, all read
+    # in one query.
+    values = await _sync(store.folders_status)(
+        [folder.pk for _line, folder in lines if folder is not None],
+        statuses) if statuses else {}
     for line, folder in lines:
         session.untagged(line)
-        if statuses and folder is not None:
-            # RFC 5819: STATUS after the LIST line of each selectable folder.
-            await _status_of(session, folder, statuses)
+        if folder is not None and folder.pk in values:
+            _tell_status(session, folder, statuses, values[folder.pk])
+
+
+def _tell_status(session: IMAPSession, folder: Folder, items: list[str],
+                 values: dict[str, int]) -> None:
+    text = " ".join(f"{item} {values[item]}" for item in items)
+    session.untagged(b"STATUS " + session.encode_name(folder.name) + f" ({text})".encode())
 
 
 async def _status_of(session: IMAPSession, folder: Folder, items: list[str]) -> None:
-    values = await _sync(store.folder_status)(folder, items)
-    text = " ".join(f"{item} {values[item]}" for item in items)
-    session.untagged(b"STATUS " + session.encode_name(folder.name) + f" ({text})".encode())
+    _tell_status(session, folder, items, await _sync(store.folder_status)(folder, items))
 
 
 @command("STATUS", AUTHED)
@@ -915,9 +944,7 @@ async def status(session: IMAPSession, cmd: Command) -> None:
         items = [i for i in items if i != "APPENDLIMIT"]
         values = await _sync(store.folder_status)(folder, items) if items else {}
         values["APPENDLIMIT"] = settings.MAILHOST_IMAP_MAX_LITERAL
-        items = [*items, "APPENDLIMIT"]
-        text = " ".join(f"{item} {values[item]}" for item in items)
-        session.untagged(b"STATUS " + session.encode_name(folder.name) + f" ({text})".encode())
+        _tell_status(session, folder, [*items, "APPENDLIMIT"], values)
         return
     await _status_of(session, folder, items)
 
@@ -1221,6 +1248,13 @@ def _needs_body(att: FetchAtt) -> bool:
     return att.section is not None or att.name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT")
 
 
+def _whole_message(att: FetchAtt) -> bool:
+    """BODY[], BODY.PEEK[] (a partial range of them too) and RFC822: the
+    message's bytes as they are."""
+    return att.name == "RFC822" or (att.name == "BODY" and att.section is not None
+                                    and not att.section.part and not att.section.text)
+
+
 def _sets_seen(att: FetchAtt) -> bool:
     return (att.section is not None and not att.peek and att.name != "BINARY.SIZE") or \
         att.name in ("RFC822", "RFC822.TEXT")
@@ -1271,29 +1305,81 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
         seen_now = set()
     fields: set[str] = set()
     for att in atts:
+        if _whole_message(att):
+            fields.add("blob_id")  # the bytes as they are: no structure to read
+            continue
         fields.update(_ROW_FIELDS.get(att.name, ()))
+        if _needs_body(att):
+            fields.update(("blob_id", "blob__bodystructure"))
     need_body = any(_needs_body(a) for a in atts)
-    if need_body:
-        fields.update(("blob_id", "blob__bodystructure"))
-    for start in range(0, len(positions), FETCH_BATCH):
-        batch = positions[start:start + FETCH_BATCH]
-        uids = [view.uids[p] for p in batch]
-        rows: dict[int, dict] = {}
-        if fields:
-            found = await _sync(_load_rows)(view.folder_id, uids, sorted(fields), need_body)
-            rows = {row["uid"]: row for row in found}
-        out = []  # one write per batch, not per message
-        for position in batch:
-            message_uid = view.uids[position]
-            row = rows.get(message_uid)
-            if fields and row is None:
-                continue  # expunged by another session, not yet told (RFC 3501 §7.4.1)
-            items = [_fetch_item(session, att, position, row, message_uid in seen_now)
-                     for att in atts]
-            out.append(b"* %d FETCH (%s)\r\n" % (position + 1, b" ".join(items)))
-        session._write(b"".join(out))
-        await session._drain()
+    if not fields:  # UID, FLAGS, MODSEQ: all in the view, no query
+        for start in range(0, len(positions), FETCH_VIEW_BATCH):
+            session._write(_view_items(view, positions[start:start + FETCH_VIEW_BATCH],
+                                       [att.name for att in atts]))
+            await session._drain()
+        return None
+    batches = [positions[start:start + FETCH_BATCH]
+               for start in range(0, len(positions), FETCH_BATCH)]
+
+    def load(batch: list[int]) -> asyncio.Future[list]:
+        return asyncio.ensure_future(_sync(_load_rows)(
+            view.folder_id, [view.uids[p] for p in batch], sorted(fields), need_body))
+
+    # The next batch is read while this one goes out: the database and the
+    # disk work while the client reads, not after.
+    loading = load(batches[0])
+    try:
+        for index, batch in enumerate(batches):
+            rows = {row["uid"]: row for row in await loading}
+            if index + 1 < len(batches):
+                loading = load(batches[index + 1])
+            out = []  # one write per batch, not per message
+            for position in batch:
+                message_uid = view.uids[position]
+                row = rows.get(message_uid)
+                if row is None:
+                    continue  # expunged by another session, not yet told (RFC 3501 §7.4.1)
+                items = [_fetch_item(session, att, position, row, message_uid in seen_now)
+                         for att in atts]
+                out.append(b"* %d FETCH (%s)\r\n" % (position + 1, b" ".join(items)))
+            session._write(b"".join(out))
+            await session._drain()
+    finally:
+        if not loading.done():
+            loading.cancel()
     return None
+
+
+# The FETCH items a view answers alone, as they are formatted.
+_VIEW_ITEM_FORMATS = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "MODSEQ": b"MODSEQ (%d)"}
+
+
+def _view_items(view: FolderView, positions: list[int], names: list[str]) -> bytes:
+    """FETCH responses of items the view holds (``_fetch_item`` says the same
+    of one message): one format per response, and the flag list of messages
+    without keywords formatted once per combination of flags, so that
+    UID FETCH 1:* (FLAGS) of 100,000 messages is a short loop."""
+    line = b"* %d FETCH (" + b" ".join(_VIEW_ITEM_FORMATS[n] for n in names) + b")\r\n"
+    uids, flags, modseqs, keywords, recent = (view.uids, view.flags, view.modseqs,
+                                              view.keywords, view.recent)
+    flag_lists: dict[tuple[int, bool], bytes] = {}
+
+    def flag_list(position: int, uid: int) -> bytes:
+        if uid in keywords:
+            return fmt.flag_list(view.flag_names(position))
+        key = (flags[position], uid in recent)
+        found = flag_lists.get(key)
+        if found is None:
+            found = flag_lists[key] = fmt.flag_list(view.flag_names(position))
+        return found
+
+    values = {"UID": lambda position, uid: uid, "FLAGS": flag_list,
+              "MODSEQ": lambda position, uid: modseqs[position]}
+    if names == ["UID", "FLAGS"]:  # what clients ask most, in a loop of its own
+        return b"".join([line % (p + 1, uids[p], flag_list(p, uids[p])) for p in positions])
+    getters = [values[name] for name in names]
+    return b"".join([line % (p + 1, *[get(p, uids[p]) for get in getters])
+                     for p in positions])
 
 
 def _load_rows(folder_id: int, uids: list[int], fields: list[str], need_body: bool) -> list:
@@ -1326,7 +1412,7 @@ def _fetch_item(session: IMAPSession, att: FetchAtt, position: int, row: dict | 
     if name == "BODY" and att.section is None:
         return b"BODY " + fmt.body_structure(row["blob__bodystructure"], extended=False)
     raw: bytes = row["raw"]
-    structure = row["blob__bodystructure"]
+    structure = row.get("blob__bodystructure") or {}  # not read for the whole message
     if name == "RFC822":
         return b"RFC822 " + fmt.literal(raw)
     if name == "RFC822.HEADER":
@@ -1494,17 +1580,11 @@ async def _idle(session: IMAPSession) -> str:
         session._data.clear()
         if session.transport is not None:
             session.transport.resume_reading()
-        waiters = [asyncio.ensure_future(session._data.wait()),
-                   asyncio.ensure_future(session._changed.wait())]
-        done, pending = await asyncio.wait(
-            waiters, timeout=settings.MAILHOST_IMAP_TIMEOUT,
-            return_when=asyncio.FIRST_COMPLETED)
-        for waiter in pending:
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
-        if not done:
-            raise TimeoutError
+        waiter = session._idle_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(waiter, settings.MAILHOST_IMAP_TIMEOUT)
+        finally:
+            session._idle_waiter = None
 
 
 # Commands that share a handler (UID forms, SELECT/EXAMINE, LIST/LSUB, …).

@@ -7,13 +7,22 @@ tombstones (``store.services.folder_changes``); ``apply`` turns a delta into
 the untagged responses the client must see, holding expunges back while the
 RFC forbids them (RFC 3501 §7.4.1: not during FETCH, STORE and SEARCH), so
 that sequence numbers stay consistent. Pure: no I/O.
+
+Views share their arrays until one of them changes (copy on write): ten
+thousand sessions in IDLE on one large INBOX hold one copy of it, not ten
+thousand. When the same delta reaches views that share their arrays (the
+sessions woken by one delivery), the first view to apply it computes the new
+arrays and the others adopt them, so the arrays stay shared after the change
+too.
 """
 
 from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from apps.store.models import Flag
 from apps.store.services import FolderChanges
@@ -27,6 +36,37 @@ class Updates:
     exists: bool = False
     new_uids: list[int] = field(default_factory=list)
     changed: list[int] = field(default_factory=list)  # UIDs whose flags or MODSEQ changed
+
+
+class _Applied(NamedTuple):
+    """A delta applied to shared arrays: what the views that share them adopt."""
+
+    base: array  # the uids array the delta was applied to (kept: its id is in the key)
+    changes: FolderChanges
+    uids: array
+    flags: array
+    modseqs: array
+    keywords: dict[int, list[str]]
+    updates: Updates
+
+
+# The latest deltas applied to shared arrays, by (id of the uids array, the
+# delta's HIGHESTMODSEQ, whether expunges were told); a few suffice, as the
+# sessions one delivery wakes apply it together. Sessions woken apart read the
+# delta apart: an equal delta is adopted all the same.
+_APPLIED: dict[tuple[int, int, bool], _Applied] = {}
+_APPLIED_KEPT = 8
+
+
+def _ascending(spans: list[range]) -> list[int]:
+    """The positions in any of ``spans``, ascending and once each; one span
+    (1:*, the usual case) is a list at once, not a set of 100,000 sorted."""
+    if len(spans) == 1:
+        return list(spans[0])
+    positions: set[int] = set()
+    for span in spans:
+        positions.update(span)
+    return sorted(positions)
 
 
 class FolderView:
@@ -44,6 +84,8 @@ class FolderView:
         self.uidnext = 1
         # Tombstones seen but not yet told (RFC 3501 §7.4.1).
         self.pending_expunge: set[int] = set()
+        # The arrays and keywords are another view's too: copied before a change.
+        self._shared = False
 
     # --- lookups
     def __len__(self) -> int:
@@ -76,22 +118,70 @@ class FolderView:
     def seq_positions(self, ranges: list[tuple[int, int]]) -> list[int]:
         """0-based positions for message sequence number ranges (ascending, unique)."""
         count = len(self.uids)
-        positions: set[int] = set()
-        for low, high in ranges:
-            positions.update(range(max(low, 1) - 1, min(high, count)))
-        return sorted(positions)
+        spans = [range(max(low, 1) - 1, min(high, count)) for low, high in ranges]
+        return _ascending(spans)
 
     def uid_positions(self, ranges: list[tuple[int, int]]) -> list[int]:
-        positions: set[int] = set()
-        for low, high in ranges:
-            start = bisect_left(self.uids, low)
-            stop = bisect_left(self.uids, high + 1)
-            positions.update(range(start, stop))
-        return sorted(positions)
+        spans = [range(bisect_left(self.uids, low), bisect_left(self.uids, high + 1))
+                 for low, high in ranges]
+        return _ascending(spans)
+
+    def matched_uid(self, seqs: Iterable[int], uids: Iterable[int]) -> int:
+        """RFC 7162 §3.2.5.2 message sequence match data: the largest of the
+        client's UIDs, taken in ascending pairs with its sequence numbers up to
+        the first pair that no longer matches, whose sequence number still
+        holds it. The client knows every expunge up to it (0: none known)."""
+        matched = 0
+        for seq, uid in zip(seqs, uids, strict=False):
+            if not 0 < seq <= len(self.uids) or self.uids[seq - 1] != uid:
+                break  # past the folder's end too: a loop bounded by its size
+            matched = uid
+        return matched
 
     # --- updates
+    def _own(self) -> None:
+        """Copies of the shared arrays, before changing them."""
+        if self._shared:
+            self.uids = array("Q", self.uids)
+            self.flags = array("H", self.flags)
+            self.modseqs = array("Q", self.modseqs)
+            self.keywords = dict(self.keywords)  # the lists are replaced, never changed
+            self._shared = False
+
     def apply(self, changes: FolderChanges, *, allow_expunge: bool,
               recent: tuple[int, int] = (0, 0)) -> Updates:
+        if not changes.changed and not changes.expunged and not (
+                allow_expunge and self.pending_expunge):
+            self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
+            self.uidnext = max(self.uidnext, changes.uidnext)
+            return Updates()
+        shared = self._shared and not self.pending_expunge
+        key = (id(self.uids), changes.highestmodseq, allow_expunge)
+        applied = _APPLIED.get(key) if shared else None
+        if applied is not None and applied.base is self.uids and (
+                applied.changes is changes or applied.changes == changes):
+            self.uids, self.flags, self.modseqs, self.keywords = (
+                applied.uids, applied.flags, applied.modseqs, applied.keywords)
+            updates = applied.updates
+        else:
+            base = self.uids
+            self._own()
+            updates = self._apply(changes, allow_expunge=allow_expunge)
+            if shared and not self.pending_expunge:
+                _APPLIED[key] = _Applied(base, changes, self.uids, self.flags, self.modseqs,
+                                         self.keywords, updates)
+                while len(_APPLIED) > _APPLIED_KEPT:
+                    del _APPLIED[next(iter(_APPLIED))]
+                self._shared = True
+        low, high = recent
+        self.recent.difference_update(uid for _seq, uid in updates.expunged)
+        self.recent.update(uid for uid in updates.new_uids if low <= uid < high)
+        self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
+        self.uidnext = max(self.uidnext, changes.uidnext)
+        return updates
+
+    def _apply(self, changes: FolderChanges, *, allow_expunge: bool) -> Updates:
+        """The delta applied to this view's own arrays (not ``recent``)."""
         updates = Updates()
         self.pending_expunge.update(u for u in changes.expunged if self.index(u) is not None)
         if allow_expunge and self.pending_expunge:
@@ -104,9 +194,7 @@ class FolderView:
                 del self.flags[position]
                 del self.modseqs[position]
                 self.keywords.pop(uid, None)
-                self.recent.discard(uid)
             self.pending_expunge.clear()
-        low, high = recent
         expunged_now = set(changes.expunged)
         last = self.uids[-1] if self.uids else 0
         for uid, bits, words, modseq in changes.changed:
@@ -120,8 +208,6 @@ class FolderView:
                 self.modseqs.append(modseq)
                 if words:
                     self.keywords[uid] = list(words)
-                if low <= uid < high:
-                    self.recent.add(uid)
                 updates.new_uids.append(uid)
                 last = uid
                 continue
@@ -138,8 +224,6 @@ class FolderView:
                 self.keywords.pop(uid, None)
             updates.changed.append(uid)
         updates.exists = bool(updates.new_uids)
-        self.highestmodseq = max(self.highestmodseq, changes.highestmodseq)
-        self.uidnext = max(self.uidnext, changes.uidnext)
         return updates
 
     def copy(self, *, name: str, readonly: bool) -> FolderView:
@@ -147,10 +231,9 @@ class FolderView:
         pending: a new session's starting point (see ``SnapshotCache``)."""
         view = FolderView(folder_id=self.folder_id, name=name, uidvalidity=self.uidvalidity,
                           readonly=readonly)
-        view.uids = array("Q", self.uids)
-        view.flags = array("H", self.flags)
-        view.modseqs = array("Q", self.modseqs)
-        view.keywords = {uid: list(words) for uid, words in self.keywords.items()}
+        view.uids, view.flags, view.modseqs = self.uids, self.flags, self.modseqs
+        view.keywords = self.keywords
+        view._shared = self._shared = True
         view.highestmodseq = self.highestmodseq
         view.uidnext = self.uidnext
         return view
@@ -165,6 +248,7 @@ class FolderView:
         position = self.index(uid)
         if position is None:
             return
+        self._own()
         self.flags[position] = bits
         self.modseqs[position] = max(self.modseqs[position], modseq)
         if words:

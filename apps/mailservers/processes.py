@@ -66,6 +66,25 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
         ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas)
 
 
+def raise_open_files_limit() -> int:
+    """Every connection is a file descriptor and the usual soft limit is
+    1,024, far below the ten thousand IDLE clients one listener process
+    serves: the soft limit goes up to the hard one, which only an
+    administrator raises (``ulimit -Hn``, systemd's ``LimitNOFILE=``).
+    Returns the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+    if soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            log.warning("cannot raise the open-file limit from %d", soft)
+    return soft
+
+
 def _die_with_parent() -> None:
     """Linux: SIGKILL this process when its parent dies."""
     try:

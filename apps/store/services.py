@@ -21,8 +21,9 @@ from datetime import datetime
 from functools import partial
 
 from django.db import connection, models, transaction
-from django.db.models import Count, F, OuterRef, QuerySet, Subquery, Sum
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Cast, Coalesce
+from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from apps.directory.models import Domain, Mailbox
@@ -294,21 +295,37 @@ def claim_recent(folder: Folder) -> tuple[int, int]:
 def folder_status(folder: Folder, items: Sequence[str]) -> dict[str, int]:
     """STATUS data items (RFC 3501 §6.3.10, RFC 7162 HIGHESTMODSEQ, RFC 8438
     SIZE, RFC 9051 DELETED) from the folder row, counting only when asked."""
-    row = Folder.objects.get(pk=folder.pk)
-    messages = Message.objects.filter(folder=row)
-    values = {"MESSAGES": row.message_count, "UIDNEXT": row.uidnext,
-              "UIDVALIDITY": row.uidvalidity, "HIGHESTMODSEQ": row.highestmodseq,
-              "SIZE": row.total_size}
-    if "UNSEEN" in items:
-        values["UNSEEN"] = messages.annotate(seen=F("flags").bitand(Flag.SEEN)).filter(
-            seen=0).count()
-    if "DELETED" in items:
-        values["DELETED"] = messages.annotate(gone=F("flags").bitand(Flag.DELETED)).filter(
-            gone=Flag.DELETED).count()
-    if "RECENT" in items:
-        values["RECENT"] = messages.filter(uid__gte=row.recent_uid).count()
-    return {item: values[item] for item in items}
+    found = folders_status([folder.pk], items)
+    if folder.pk not in found:
+        raise Folder.DoesNotExist(f"folder {folder.pk}")
+    return found[folder.pk]
 
+
+# The STATUS items counted over a folder's messages, as a condition on them.
+_COUNTED = {
+    "UNSEEN": lambda: Exact(F("messages__flags").bitand(Flag.SEEN), 0),
+    "DELETED": lambda: Exact(F("messages__flags").bitand(Flag.DELETED), Flag.DELETED),
+    "RECENT": lambda: Q(messages__uid__gte=F("recent_uid")),
+}
+
+
+def folders_status(folder_ids: Iterable[int], items: Sequence[str],
+                   ) -> dict[int, dict[str, int]]:
+    """``folder_status`` of many folders in one query, by folder id (LIST-STATUS,
+    RFC 5819, asks it of every folder listed); folders that are gone are left out."""
+    rows = Folder.objects.filter(pk__in=list(folder_ids)).order_by()
+    counted = [item for item in items if item in _COUNTED]
+    if counted:
+        rows = rows.annotate(**{item.lower(): Count("messages", filter=_COUNTED[item]())
+                                for item in counted})
+    statuses = {}
+    for row in rows:
+        values = {"MESSAGES": row.message_count, "UIDNEXT": row.uidnext,
+                  "UIDVALIDITY": row.uidvalidity, "HIGHESTMODSEQ": row.highestmodseq,
+                  "SIZE": row.total_size,
+                  **{item: getattr(row, item.lower()) for item in counted}}
+        statuses[row.pk] = {item: values[item] for item in items}
+    return statuses
 
 
 @dataclass(frozen=True)
@@ -352,10 +369,11 @@ def folder_changes(folder_id: int, since: int) -> FolderChanges | None:
 _NO_KEYWORDS = ("[]", None)
 
 
-def expunged_since(folder_id: int, since: int) -> list[int]:
-    """UIDs expunged after MODSEQ ``since`` (RFC 7162 §3.2.5.2 VANISHED)."""
-    return sorted(Expunged.objects.filter(folder_id=folder_id, modseq__gt=since)
-                  .values_list("uid", flat=True))
+def expunged_since(folder_id: int, since: int, *, above: int = 0) -> list[int]:
+    """UIDs expunged after MODSEQ ``since`` (RFC 7162 §3.2.5.2 VANISHED);
+    only those above UID ``above`` if given."""
+    return sorted(Expunged.objects.filter(folder_id=folder_id, modseq__gt=since,
+                                          uid__gt=above).values_list("uid", flat=True))
 
 
 def highest_modseqs(folder_ids: Iterable[int]) -> dict[int, int]:

@@ -25,6 +25,7 @@ from apps.mailservers.processes import (
     bind_sockets,
     limit_malloc_arenas,
     names_for,
+    raise_open_files_limit,
 )
 from apps.mailservers.tls import server_context
 from apps.store import health
@@ -51,6 +52,7 @@ class Command(BaseCommand):
             raise SystemExit(f"unknown listener(s): {', '.join(unknown)}")
         ports = {n: settings.MAILHOST_PORTS[n] for n in names}
         limit_malloc_arenas()  # before any thread starts
+        log.info("open-file limit %d", raise_open_files_limit())
         # Every listener process (children included) counts as "listeners";
         # this one serves their sum.
         metrics.use_directory("listeners")
