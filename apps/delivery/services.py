@@ -420,9 +420,14 @@ def attempt(
 
 # How long a delivery task with its connection open waits for more mail to the
 # destination to fall due (mail accepted right now is committed in batches),
-# and how often it looks meanwhile: a read, so it holds no lock.
+# and how often it looks meanwhile: a read, so it holds no lock. While mail
+# arrives, a claim is not taken with the first due entry but once a claim's
+# worth is due or after a moment: each claim and each record of its outcome is
+# a transaction, and one per message or two is what held the workers back
+# when mail was flowing in.
 _FOLLOW_UP_IDLE = 0.5
 _FOLLOW_UP_POLL = 0.05
+_FOLLOW_UP_GATHER = 0.1
 
 
 def _claim_next(
@@ -431,12 +436,18 @@ def _claim_next(
     """The next claim of due entries for ``domain``, waiting a moment for
     some to fall due; None at once when the due ones are all claimed already:
     their tasks wait in the broker, and this worker is the one they wait for."""
+    size = settings.MAILHOST_QUEUE_CLAIM_SIZE
     idle_until = min(deadline, time.monotonic() + _FOLLOW_UP_IDLE)
+    gather_until: float | None = None
     while True:
         moment = now or timezone.now()
-        if QueueEntry.objects.filter(_due(moment), domain=domain).exists():
-            claims = claim_due(now=now, domain=domain,
-                               limit=settings.MAILHOST_QUEUE_CLAIM_SIZE)
+        due = QueueEntry.objects.filter(_due(moment), domain=domain)[:size].count()
+        if due:
+            gather_until = gather_until or min(deadline, time.monotonic() + _FOLLOW_UP_GATHER)
+            if due < size and time.monotonic() < gather_until:
+                time.sleep(_FOLLOW_UP_POLL)
+                continue
+            claims = claim_due(now=now, domain=domain, limit=size)
             if claims:
                 return claims[0]
         if QueueEntry.objects.filter(domain=domain, next_attempt__lte=moment,
