@@ -6,7 +6,10 @@ Prints, each beside the reference and as a ratio to it:
 - submission alone: messages/s until the last 250, with no worker running;
 - the queue those left, drained by one Celery worker into the sink;
 - end to end with 1 and with 2 worker processes (the first with beat inside):
-  from the first submission to the sink's last acceptance.
+  from the first submission to the sink's last acceptance;
+
+and for each the CPU time per message of the Mailhost processes in play (the
+listener, the workers), which a busy shared machine moves less than the rates.
 
 The reference, in the same run: smtp-source pushing as many messages of the
 same size straight into the sink. smtp-source cannot AUTH, and submission
@@ -89,6 +92,28 @@ def wait_until_sent(timeout: float) -> float:
                                f"{claimed} of them claimed")
         time.sleep(0.02)
     return time.perf_counter()
+
+
+def cpu_seconds(processes: list[subprocess.Popen]) -> float:
+    """User + system CPU time so far of ``processes`` and their descendants
+    (Celery's pool child does the work): per message, a figure that the load
+    of a shared machine moves less than a rate does."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    wanted = {p.pid for p in processes}
+    grown = True
+    while grown:
+        more = {pid for pid, (parent, _) in stats.items() if parent in wanted} - wanted
+        grown = bool(more)
+        wanted |= more
+    return sum(stats[pid][1] for pid in wanted if pid in stats)
 
 
 def message(n: int, size: int) -> bytes:
@@ -224,7 +249,8 @@ def main() -> None:
     args = parser.parse_args()
     ensure_postfix_tools()
 
-    figures: list[tuple[str, float]] = []
+    # (path, messages/s, CPU seconds per message of the listener and workers)
+    figures: list[tuple[str, float, float]] = []
     sink = Sink()
     instance: Instance | None = None
     try:
@@ -238,15 +264,18 @@ def main() -> None:
         port = instance.start_submission()
         submit(port, 20, 2, args.size, offset=0)  # warm-up: connections, caches
         # Submission alone: no worker runs, the queue fills; then one worker drains it.
-        started = time.perf_counter()
+        listener = instance.processes[:1]
+        started, cpu = time.perf_counter(), cpu_seconds(listener)
         submit(port, args.messages, args.connections, args.size, offset=10_000_000)
         figures.append(("submission -> queue (no worker)",
-                        args.messages / (time.perf_counter() - started)))
+                        args.messages / (time.perf_counter() - started),
+                        (cpu_seconds(listener) - cpu) / args.messages))
         processes = instance.start_workers(1)
         try:
-            started = time.perf_counter()
-            figures.append(("queue -> smtp-sink, 1 worker (drain)",
-                            (args.messages + 20) / (wait_until_sent(args.timeout) - started)))
+            started, cpu = time.perf_counter(), cpu_seconds(processes)
+            rate = (args.messages + 20) / (wait_until_sent(args.timeout) - started)
+            figures.append(("queue -> smtp-sink, 1 worker (drain)", rate,
+                            (cpu_seconds(processes) - cpu) / (args.messages + 20)))
         except TimeoutError:
             print(instance.logs(), file=sys.stderr)
             raise
@@ -257,11 +286,12 @@ def main() -> None:
             try:
                 submit(port, 20, 2, args.size, offset=workers * 10_000_000)  # warm-up
                 wait_until_sent(args.timeout)
-                started = time.perf_counter()
+                started, cpu = time.perf_counter(), cpu_seconds(listener + processes)
                 submit(port, args.messages, args.connections, args.size,
                        offset=workers * 20_000_000)
-                figures.append((f"submission -> queue -> smtp-sink, {workers} worker(s)",
-                                args.messages / (wait_until_sent(args.timeout) - started)))
+                rate = args.messages / (wait_until_sent(args.timeout) - started)
+                figures.append((f"submission -> queue -> smtp-sink, {workers} worker(s)", rate,
+                                (cpu_seconds(listener + processes) - cpu) / args.messages))
             except TimeoutError:
                 print(instance.logs(), file=sys.stderr)
                 raise
@@ -285,9 +315,10 @@ def main() -> None:
     print(f"outbound: {args.messages} messages of {args.size} B submitted (AUTH PLAIN) over "
           f"{args.connections} connections to smtp-sink ({database}, {broker}); "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"  {'path':<52}{'messages/s':>12}{'ratio':>8}")
-    for name, rate in figures:
-        print(f"  {'Mailhost ' + name:<52}{rate:>12.0f}{rate / reference:>8.3f}")
+    print(f"  {'path':<52}{'messages/s':>12}{'ratio':>8}{'CPU ms/msg':>12}")
+    for name, rate, cpu in figures:
+        print(f"  {'Mailhost ' + name:<52}{rate:>12.0f}{rate / reference:>8.3f}"
+              f"{cpu * 1000:>12.1f}")
     print(f"  {'smtp-source -> smtp-sink (reference)':<52}{reference:>12.0f}{1:>8.3f}")
 
 

@@ -196,6 +196,23 @@ class SubmissionSMTP(MailhostSMTP):
         self.mail_dsn = values
         await super().smtp_MAIL(arg)
 
+    def pipelined_recipients(self) -> list[str]:
+        """The addresses of the RCPT commands the client has sent already
+        behind the command being answered (RFC 2920 §3.1: a pipelined group),
+        read from the input not yet taken, in order, up to the first other
+        command or incomplete line. Nothing is consumed: each RCPT is still
+        read and answered in its turn."""
+        buffered = bytes(self._reader._buffer)  # type: ignore[attr-defined]
+        addresses = []
+        for line in buffered.split(b"\r\n")[:-1]:  # the last piece is no whole line
+            verb, _, arg = line.decode("utf-8", "surrogateescape").partition(" ")
+            stripped = self._strip_command_keyword("TO:", arg) if verb.upper() == "RCPT" else None
+            address = self._getaddr(stripped)[0] if stripped else None
+            if not address:
+                break
+            addresses.append(address)
+        return addresses
+
     async def smtp_RCPT(self, arg: str | None) -> None:
         arg, values = await self._take_dsn(arg, "TO:", _RCPT_PARAMETERS)
         if values is None:
@@ -220,7 +237,9 @@ class SubmissionHandler:
     ) -> str:
         mailbox: Mailbox = session.auth_data
         try:
-            await submission.acheck_sender(mailbox, address)
+            resolved = await submission.acheck_sender(
+                mailbox, address, upcoming=server.pipelined_recipients(),
+                declared_size=_declared_size(mail_options))
         except MailhostError as error:
             log.warning("refused sender login=%s from=<%s> reason=%s", mailbox.address,
                         address, error.code)
@@ -228,16 +247,22 @@ class SubmissionHandler:
         start_transaction(server, envelope, address, mail_options)
         envelope.dsn = dict(server.mail_dsn)  # type: ignore[attr-defined]
         envelope.accepted = []  # type: ignore[attr-defined]
+        envelope.resolved = resolved  # type: ignore[attr-defined]
         return replies.SENDER_OK
 
     async def handle_RCPT(
         self, server: SubmissionSMTP, session: Session, envelope: Envelope,
         address: str, rcpt_options: list[str],
     ) -> str:
+        # Resolved with MAIL when the client pipelined this RCPT behind it.
+        outcome = envelope.resolved.pop(address, None)  # type: ignore[attr-defined]
         try:
-            resolution = await submission.acheck_recipient(
-                address, accepted=len(envelope.rcpt_tos),
-                declared_size=_declared_size(envelope.mail_options))
+            if outcome is None:
+                resolution = await submission.acheck_recipient(
+                    address, accepted=len(envelope.rcpt_tos),
+                    declared_size=_declared_size(envelope.mail_options))
+            else:
+                resolution = submission.recipient_from(outcome, accepted=len(envelope.rcpt_tos))
         except MailhostError as error:
             return error.smtp_reply()
         envelope.rcpt_tos.append(address)

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from apps.delivery import submission
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.directory import services as directory
 from tests import fakedns
@@ -311,3 +312,42 @@ def test_a_line_over_998_octets_is_reencoded_before_signing(
     assert parsed.get_content().replace("\r\n", "\n") == body.replace("\r\n", "\n")
     for index in (0, 1):
         assert fakedns.dkim_verifies(got.data, index)
+
+
+def test_pipelined_recipients_are_each_answered_in_turn(
+        submission_port, alice, settings, client_tls_context, monkeypatch):
+    """RFC 2920: MAIL, its RCPTs and DATA sent as one group. The listener
+    resolves the recipients together with MAIL (no lookup of its own per RCPT),
+    and each still gets its own reply, in order, with the recipient limit
+    counted as they come; a disabled mailbox is refused."""
+    settings.MAILHOST_SUBMISSION_MAX_RECIPIENTS = 3
+    looked_up: list[str] = []
+    one_by_one = submission.acheck_recipient
+
+    async def counted(address, **kwargs):
+        looked_up.append(address)
+        return await one_by_one(address, **kwargs)
+
+    monkeypatch.setattr(submission, "acheck_recipient", counted)
+    make_mailbox("bob@example.org")
+    directory.update_mailbox(make_mailbox("carol@example.org"), active=False)
+    recipients = ["nobody@example.org", "bob@example.org", "carol@example.org",
+                  "dave@example.net", "erin@example.net", "frank@example.net"]
+    with login_starttls(submission_port, client_tls_context) as client:
+        client.send(b"MAIL FROM:<alice@example.org>\r\n"
+                    + b"".join(f"RCPT TO:<{r}>\r\n".encode() for r in recipients)
+                    + b"DATA\r\n")
+        assert client.getreply()[0] == 250
+        answers = [client.getreply() for _ in recipients]
+        assert client.getreply()[0] == 354
+        client.send(letter("alice@example.org", "bob@example.org") + b".\r\n")
+        assert client.getreply()[0] == 250
+    codes = [(code, text[:5]) for code, text in answers]
+    assert codes == [(550, b"5.1.1"), (250, b"2.1.5"), (550, b"5.2.1"), (250, b"2.1.5"),
+                     (250, b"2.1.5"), (452, b"4.5.3")]
+    # Only the one past the limit was not resolved with MAIL, and it is
+    # refused before any lookup.
+    assert looked_up == ["frank@example.net"]
+    assert len(stored("bob@example.org")) == 1
+    assert sorted(QueueEntry.objects.values_list("recipient", flat=True)) == [
+        "dave@example.net", "erin@example.net"]
