@@ -660,20 +660,41 @@ def _decode_search_string(raw: bytes, charset: str, cursor: _Cursor) -> str:
         raise cursor.error("search string is not valid in its charset") from None
 
 
-_SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
+_SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "CONTEXT", "UPDATE", "PARTIAL"}
 
 
-def _return_options(cursor: _Cursor, allowed: set[str]) -> list[str] | None:
-    """An optional ``RETURN (options) `` of SEARCH or SORT: None without one;
-    RFC 4731 §3: RETURN () means RETURN (ALL)."""
+def _partial_range(cursor: _Cursor) -> tuple[int, int]:
+    """RFC 5267 §5 partial-range: nz-number ":" nz-number, no "*"; 500:400 is
+    the same as 400:500."""
+    low = cursor.nz_number()
+    cursor.expect(b":")
+    high = cursor.nz_number()
+    return min(low, high), max(low, high)
+
+
+def _return_options(cursor: _Cursor, allowed: set[str]) -> dict[str, Any]:
+    """An optional ``RETURN (options) `` of SEARCH or SORT: ``return`` is None
+    without one (RFC 4731 §3: RETURN () means RETURN (ALL)); ``partial`` the
+    range of PARTIAL (RFC 5267 §4.4: one PARTIAL or one ALL at most)."""
     if not cursor.accept(b"RETURN "):
-        return None
-    options = [o.upper() for o in cursor.paren_list(cursor.atom)]
-    unknown = set(options) - allowed
-    if unknown:
-        raise cursor.error(f"unknown RETURN option {sorted(unknown)[0]}")
+        return {"return": None, "partial": None}
+    partial = None
+
+    def option() -> str:
+        nonlocal partial
+        name = cursor.atom().upper()
+        if name not in allowed:
+            raise cursor.error(f"unknown RETURN option {name}")
+        if name == "PARTIAL":
+            cursor.sp()
+            partial = _partial_range(cursor)
+        return name
+
+    options = cursor.paren_list(option)
+    if len(options) != len(set(options)) or {"ALL", "PARTIAL"} <= set(options):
+        raise cursor.error("a RETURN option twice, or both ALL and PARTIAL")
     cursor.sp()
-    return options or ["ALL"]
+    return {"return": options or ["ALL"], "partial": partial}
 
 
 def _search_program(cursor: _Cursor) -> dict[str, Any]:
@@ -683,7 +704,7 @@ def _search_program(cursor: _Cursor) -> dict[str, Any]:
     if cursor.accept(b"CHARSET "):
         charset = cursor.astring().decode("ascii", "replace").upper()
         cursor.sp()
-    return {**_search_keys(cursor, charset), "return": returns}
+    return {**_search_keys(cursor, charset), **returns}
 
 
 def _search_keys(cursor: _Cursor, charset: str) -> dict[str, Any]:
@@ -1073,7 +1094,8 @@ def _setmetadata(cursor: _Cursor) -> dict[str, Any]:
 # RFC 5256 §3 and RFC 5957 §3 (SORT=DISPLAY)
 _SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
               "DISPLAYTO"}
-_SORT_RETURN = {"MIN", "MAX", "ALL", "COUNT"}  # RFC 5267 §3.2 ESORT
+# RFC 5267 §3.2 ESORT, §4 CONTEXT=SORT
+_SORT_RETURN = {"MIN", "MAX", "ALL", "COUNT", "CONTEXT", "UPDATE", "PARTIAL"}
 
 
 def _sort(cursor: _Cursor) -> dict[str, Any]:
@@ -1097,7 +1119,7 @@ def _sort(cursor: _Cursor) -> dict[str, Any]:
     cursor.sp()
     charset = cursor.astring().decode("ascii", "replace").upper()
     cursor.sp()
-    return {"criteria": criteria, "return": returns, **_search_keys(cursor, charset)}
+    return {"criteria": criteria, **returns, **_search_keys(cursor, charset)}
 
 
 def _thread(cursor: _Cursor) -> dict[str, Any]:
@@ -1107,7 +1129,18 @@ def _thread(cursor: _Cursor) -> dict[str, Any]:
     cursor.sp()
     charset = cursor.astring().decode("ascii", "replace").upper()
     cursor.sp()
-    return {"algorithm": algorithm, "return": None, **_search_keys(cursor, charset)}
+    return {"algorithm": algorithm, "return": None, "partial": None,
+            **_search_keys(cursor, charset)}
+
+
+def _cancelupdate(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 5267 §5: "CANCELUPDATE" 1*(SP quoted)
+    tags = []
+    while cursor.maybe_sp():
+        tags.append(cursor.quoted().decode("ascii", "replace"))
+    if not tags:
+        raise cursor.error("CANCELUPDATE needs the tag of a search")
+    return {"tags": tags}
 
 
 def _compress(cursor: _Cursor) -> dict[str, Any]:
@@ -1127,6 +1160,7 @@ _ARGS: dict[str, Callable[[_Cursor], dict[str, Any]]] = {
     "GETQUOTA": _quota_root, "GETQUOTAROOT": _mailbox_arg, "SETQUOTA": _setquota,
     "COMPRESS": _compress, "SORT": _sort, "THREAD": _thread,
     "GETMETADATA": _getmetadata, "SETMETADATA": _setmetadata,
+    "CANCELUPDATE": _cancelupdate,
 }
 _UID_COMMANDS = {"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD"}
 

@@ -27,6 +27,8 @@ from apps.imap import ordering
 from apps.imap import responses as fmt
 from apps.imap import search as searching
 from apps.imap.binary import encode_binary_parts
+from apps.imap.contexts import MAX_CONTEXTS, Context, Contexts, partial, pin_numbers
+from apps.imap.contexts import sequence_set as _uid_set
 from apps.imap.notify import news_mark, watcher
 from apps.imap.parser import (
     Command,
@@ -97,24 +99,6 @@ def _flag_bits(names: Sequence[str]) -> tuple[int, list[str]]:
     return bits, keywords
 
 
-def _uid_set(uids: Sequence[int]) -> str:
-    """Compact sequence-set text for numbers in the order given ("1:3,7"; "5,3:4"):
-    ranges only where the numbers ascend (RFC 5267 §3.2)."""
-    pieces: list[str] = []
-    start = previous = None
-    for uid in uids:
-        if start is None:
-            start = previous = uid
-        elif uid == previous + 1:
-            previous = uid
-        else:
-            pieces.append(f"{start}" if start == previous else f"{start}:{previous}")
-            start = previous = uid
-    if start is not None:
-        pieces.append(f"{start}" if start == previous else f"{start}:{previous}")
-    return ",".join(pieces)
-
-
 class IMAPSession(asyncio.Protocol):
     def __init__(self, tls_context: ssl.SSLContext | None, listener: str,
                  implicit_tls: bool) -> None:
@@ -133,6 +117,7 @@ class IMAPSession(asyncio.Protocol):
         self.utf8 = False
         self.rev2 = False  # RFC 9051 semantics, after ENABLE IMAP4rev2
         self.saved: list[int] = []  # SEARCHRES "$" (RFC 5182), as UIDs
+        self.contexts = Contexts()  # RFC 5267 searches kept up to date
         # Keywords the client was told of in FLAGS since SELECT (RFC 3501 §7.2.6).
         self.keywords_told: set[str] = set()
         self.bad_commands = 0
@@ -362,7 +347,7 @@ class IMAPSession(asyncio.Protocol):
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
                 "MULTIAPPEND", "CATENATE", "BINARY", "SORT", "ESORT", "SORT=DISPLAY",
                 "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "UTF8=ACCEPT", "COMPRESS=DEFLATE",
-                "WITHIN", "METADATA"]
+                "WITHIN", "METADATA", "CONTEXT=SEARCH", "CONTEXT=SORT"]
         if self.state == NOT_AUTHENTICATED:
             caps = base
             if not self.tls and self.tls_context is not None:
@@ -394,6 +379,7 @@ class IMAPSession(asyncio.Protocol):
         if self.view is not None:
             watcher().unwatch(self.view.folder_id)
         self.view = None
+        self.contexts.clear()  # RFC 5267 §4.3: updates cease with the folder
         if self.state == SELECTED:
             self.state = AUTHENTICATED
 
@@ -441,6 +427,7 @@ class IMAPSession(asyncio.Protocol):
             recent = await watcher().claim_recent(view.folder_id, changes.uidnext)
         updates = view.apply(changes, allow_expunge=allow_expunge, recent=recent)
         self._announce(updates)
+        await self.tell_contexts([*updates.changed, *updates.new_uids])
         return updates
 
     def tell_flags(self) -> None:
@@ -475,6 +462,9 @@ class IMAPSession(asyncio.Protocol):
         if updates.changed or updates.exists:
             self.tell_new_keywords()
         if updates.expunged:
+            # RFC 5267 §4.3.4: REMOVEFROM before the EXPUNGE it follows from.
+            for line in self.contexts.expunged(view, updates.expunged):
+                self.untagged(line)
             if self.qresync:
                 # RFC 7162 §3.2.10: VANISHED instead of EXPUNGE once QRESYNC is on.
                 self.untagged("VANISHED " + _uid_set([uid for _, uid in updates.expunged]))
@@ -495,6 +485,25 @@ class IMAPSession(asyncio.Protocol):
             if self.qresync or self.condstore:
                 items.insert(0, f"UID {uid}")
             self.untagged(f"{position + 1} FETCH ({' '.join(items)})")
+
+    async def tell_contexts(self, uids: Sequence[int]) -> None:
+        """ESEARCH ADDTO / REMOVEFROM for the UPDATE contexts whose result the
+        change of these messages (flags, or new) changes (RFC 5267 §4.3)."""
+        if not self.contexts or not uids:
+            return
+        view = self.view
+        assert view is not None
+        for context in list(self.contexts.by_tag.values()):
+            matched = {view.uids[p] for p in await searching.run(self, context.key, uids)}
+            touched = set(uids)
+            members = [u for u in context.result if u not in touched] + sorted(matched)
+            if context.criteria is None:
+                result = sorted(members)
+            else:
+                result = await _sorted_uids(view, members, context.criteria)
+            line = self.contexts.changed(context, view, result)
+            if line is not None:
+                self.untagged(line)
 
     async def _unsolicited(self, command: Command) -> None:
         if self.view is None or self._closed:
@@ -1124,6 +1133,11 @@ async def unselect(session: IMAPSession, cmd: Command) -> None:
     session._leave_folder()  # RFC 3691
 
 
+@command("CANCELUPDATE", {SELECTED})
+async def cancelupdate(session: IMAPSession, cmd: Command) -> None:
+    session.contexts.cancel(cmd.args["tags"])  # RFC 5267 §4.3.5
+
+
 @command("EXPUNGE", {SELECTED})
 async def expunge(session: IMAPSession, cmd: Command) -> None:
     view = session.writable_view()
@@ -1198,6 +1212,7 @@ async def _store(session: IMAPSession, cmd: Command, *, uid: bool) -> str:
         if session.condstore:
             items.append(f"MODSEQ ({view.modseqs[position]})")
         session.untagged(f"{position + 1} FETCH ({' '.join(items)})")
+    await session.tell_contexts(sorted(changed))
     if failed:
         # RFC 7162 §3.1.3
         numbers = failed if uid else sorted(view.index(u) + 1 for u in failed
@@ -1384,6 +1399,8 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
     if "bad_charset" in args:
         raise No("unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
     key: SearchKey = args["key"]
+    options = args["return"]
+    pinned = _update_key(session, cmd, key)
     if searching.uses_modseq(key):
         session.enable_condstore()
     positions = await searching.run(session, key)
@@ -1392,7 +1409,6 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
     modseq = ""
     if with_modseq:
         modseq = f" (MODSEQ {max(view.modseqs[p] for p in positions)})"
-    options = args["return"]
     if options is None and session.rev2:
         options = ["ALL"]  # RFC 9051 §6.4.4: results always come as ESEARCH
     if options is None:
@@ -1404,23 +1420,27 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
         options = [o for o in options if o != "SAVE"]
         if not options:
             return None
-    parts = _esearch_parts(cmd.tag, uid, numbers, options)
+    parts = _esearch_parts(cmd.tag, uid, numbers, options, args["partial"])
     if with_modseq:
         # RFC 4731 §3.2 / RFC 7162 §3.1.5: with only MIN and/or MAX, the
         # highest MODSEQ of the messages returned; otherwise of all matches.
         returned = ([positions[0]] if "MIN" in options else []) + \
             ([positions[-1]] if "MAX" in options else [])
-        if {"ALL", "COUNT"} & set(options) or not returned:
+        if {"ALL", "COUNT", "PARTIAL"} & set(options) or not returned:
             returned = positions
         parts.append(f"MODSEQ {max(view.modseqs[p] for p in returned)}")
     session.untagged(" ".join(parts))
+    if pinned is not None:
+        _keep_context(session, cmd.tag, pinned, uid, [view.uids[p] for p in positions])
     return None
 
 
-def _esearch_parts(tag: str, uid: bool, numbers: list[int], options: list[str]) -> list[str]:
+def _esearch_parts(tag: str, uid: bool, numbers: list[int], options: list[str],
+                   partial_range: tuple[int, int] | None = None) -> list[str]:
     """An ESEARCH response (RFC 4731 §3.1) for numbers in result order: SEARCH's
     ascending, ESORT's sorted (RFC 5267 §3.1: MIN and MAX are the first and
-    last sorted; ALL keeps the order, §3.2: ranges only where ascending)."""
+    last sorted; ALL keeps the order, §3.2: ranges only where ascending;
+    §4.4: PARTIAL the results in a range of that order)."""
     parts = [f'ESEARCH (TAG "{tag}")']
     if uid:
         parts.append("UID")
@@ -1433,7 +1453,39 @@ def _esearch_parts(tag: str, uid: bool, numbers: list[int], options: list[str]) 
             parts.append(f"ALL {_uid_set(numbers)}")
     if "COUNT" in options:
         parts.append(f"COUNT {len(numbers)}")
+    if partial_range is not None:
+        parts.append(partial(numbers, *partial_range))
     return parts
+
+
+def _update_key(session: IMAPSession, cmd: Command, key: SearchKey) -> SearchKey | None:
+    """For RETURN (UPDATE), the search program to keep, its sequence numbers
+    and "$" pinned to the UIDs they name now (RFC 5267 §4.3); BAD when the tag
+    already names a context that is kept up to date."""
+    if "UPDATE" not in (cmd.args["return"] or ()):
+        return None
+    if cmd.tag in session.contexts.by_tag:
+        raise Bad(f"tag {cmd.tag} already names a search kept up to date")
+    view = session.view
+    assert view is not None
+    return pin_numbers(key, view, session.saved)
+
+
+def _keep_context(session: IMAPSession, tag: str, key: SearchKey, uid: bool,
+                  result: list[int], criteria: list[tuple[str, bool]] | None = None) -> None:
+    if len(session.contexts.by_tag) >= MAX_CONTEXTS:
+        # RFC 5267 §4.3.1: refused, the other return options still answered.
+        session.untagged(f'NO [NOUPDATE "{tag}"] too many searches kept up to date')
+        return
+    session.contexts.by_tag[tag] = Context(tag, key, uid, result, criteria)
+
+
+async def _sorted_uids(view: FolderView, uids: Sequence[int],
+                       criteria: list[tuple[str, bool]]) -> list[int]:
+    """UIDs in the order of the SORT criteria (RFC 5256 §3)."""
+    rows = {row["uid"]: row for row in await _sync(store.message_rows)(
+        view.folder_id, list(uids), ordering.SORT_FIELDS)}
+    return ordering.sort([(u, rows[u]) for u in uids if u in rows], criteria)
 
 
 _THREADERS = {"ORDEREDSUBJECT": ordering.ordered_subject, "REFERENCES": ordering.references}
@@ -1449,21 +1501,26 @@ async def _sort_or_thread(session: IMAPSession, cmd: Command, *, uid: bool) -> N
     threader = _THREADERS.get(args.get("algorithm", ""))
     if "algorithm" in args and threader is None:
         raise Bad(f"unsupported threading algorithm {args['algorithm']}")
+    pinned = _update_key(session, cmd, args["key"])
     positions = await searching.run(session, args["key"])
     uids = [view.uids[p] for p in positions]
-    fields = ordering.THREAD_FIELDS if threader else ordering.SORT_FIELDS
-    rows = {row["uid"]: row for row in await _sync(store.message_rows)(
-        view.folder_id, uids, fields)}
-    items = [(view.uids[p] if uid else p + 1, rows[view.uids[p]])
-             for p in positions if view.uids[p] in rows]
     if threader is not None:
+        rows = {row["uid"]: row for row in await _sync(store.message_rows)(
+            view.folder_id, uids, ordering.THREAD_FIELDS)}
+        items = [(view.uids[p] if uid else p + 1, rows[view.uids[p]])
+                 for p in positions if view.uids[p] in rows]
         session.untagged(f"THREAD {threader(items)}".rstrip())
+        return
+    ordered = await _sorted_uids(view, uids, args["criteria"])
+    numbers = ordered if uid else [view.index(u) + 1 for u in ordered]
+    if args["return"] is not None:
+        options = [o for o in args["return"] if o not in ("UPDATE", "CONTEXT")]
+        session.untagged(" ".join(_esearch_parts(cmd.tag, uid, numbers, options,
+                                                  args["partial"])))
     else:
-        numbers = ordering.sort(items, args["criteria"])
-        if args["return"] is not None:
-            session.untagged(" ".join(_esearch_parts(cmd.tag, uid, numbers, args["return"])))
-        else:
-            session.untagged("SORT" + "".join(f" {n}" for n in numbers))
+        session.untagged("SORT" + "".join(f" {n}" for n in numbers))
+    if pinned is not None:
+        _keep_context(session, cmd.tag, pinned, uid, ordered, args["criteria"])
 
 
 # --- IDLE (RFC 2177) -----------------------------------------------------------------
