@@ -1143,6 +1143,72 @@ def _cancelupdate(cursor: _Cursor) -> dict[str, Any]:
     return {"tags": tags}
 
 
+@dataclass(frozen=True)
+class EventGroup:
+    """One event-group of NOTIFY SET (RFC 5465 §8): a mailbox filter (SELECTED,
+    SELECTED-DELAYED, INBOXES, PERSONAL, SUBSCRIBED, SUBTREE, MAILBOXES), its
+    mailbox names, the events (canonical spelling when known; none for
+    NONE) and MessageNew's FETCH attributes."""
+
+    filter: str
+    mailboxes: tuple[str, ...]
+    events: tuple[str, ...]
+    fetch: tuple[FetchAtt, ...] = ()
+
+
+_NOTIFY_EVENTS = {name.upper(): name for name in (
+    "MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange", "MailboxName",
+    "SubscriptionChange", "MailboxMetadataChange", "ServerMetadataChange")}
+_NOTIFY_FILTERS = {"SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED",
+                   "SUBTREE", "MAILBOXES"}
+
+
+def _event_group(cursor: _Cursor) -> EventGroup:
+    cursor.expect(b"(")
+    name = cursor.atom().upper()
+    if name not in _NOTIFY_FILTERS:
+        raise cursor.error(f"unknown mailbox filter {name}")
+    mailboxes: list[str] = []
+    if name in ("SUBTREE", "MAILBOXES"):
+        cursor.sp()
+        mailboxes = cursor.paren_list(cursor.mailbox) if cursor.peek() == b"(" else \
+            [cursor.mailbox()]
+    cursor.sp()
+    events: list[str] = []
+    fetch: list[FetchAtt] = []
+    if cursor.peek() == b"(":
+        def event() -> None:
+            word = cursor.atom()
+            events.append(_NOTIFY_EVENTS.get(word.upper(), word))
+            if events[-1] == "MessageNew" and cursor.peek(2) == b" (":
+                cursor.sp()
+                fetch.extend(cursor.paren_list(lambda: _fetch_att(cursor)))
+
+        cursor.paren_list(event)
+        if not events:
+            raise cursor.error("empty event list")
+    elif cursor.atom().upper() != "NONE":
+        raise cursor.error("expected events or NONE")
+    cursor.expect(b")")
+    return EventGroup(name, tuple(mailboxes), tuple(events), tuple(fetch))
+
+
+def _notify(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 5465 §8: NOTIFY SET [STATUS] event-groups / NOTIFY NONE
+    cursor.sp()
+    word = cursor.atom().upper()
+    if word == "NONE":
+        return {"groups": None, "status": False}
+    if word != "SET":
+        raise cursor.error("expected SET or NONE")
+    cursor.sp()
+    status = cursor.accept(b"STATUS ")
+    groups = [_event_group(cursor)]
+    while cursor.maybe_sp():
+        groups.append(_event_group(cursor))
+    return {"groups": groups, "status": status}
+
+
 def _compress(cursor: _Cursor) -> dict[str, Any]:
     cursor.sp()
     return {"mechanism": cursor.atom().upper()}
@@ -1160,7 +1226,7 @@ _ARGS: dict[str, Callable[[_Cursor], dict[str, Any]]] = {
     "GETQUOTA": _quota_root, "GETQUOTAROOT": _mailbox_arg, "SETQUOTA": _setquota,
     "COMPRESS": _compress, "SORT": _sort, "THREAD": _thread,
     "GETMETADATA": _getmetadata, "SETMETADATA": _setmetadata,
-    "CANCELUPDATE": _cancelupdate,
+    "CANCELUPDATE": _cancelupdate, "NOTIFY": _notify,
 }
 _UID_COMMANDS = {"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD"}
 

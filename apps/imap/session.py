@@ -29,7 +29,8 @@ from apps.imap import search as searching
 from apps.imap.binary import encode_binary_parts
 from apps.imap.contexts import MAX_CONTEXTS, Context, Contexts, partial, pin_numbers
 from apps.imap.contexts import sequence_set as _uid_set
-from apps.imap.notify import news_mark, watcher
+from apps.imap.notifications import Notifier, NotifyRefused, check_groups
+from apps.imap.notify import POLL_SECONDS, news_mark, watcher
 from apps.imap.parser import (
     Command,
     CommandFramer,
@@ -118,6 +119,7 @@ class IMAPSession(asyncio.Protocol):
         self.rev2 = False  # RFC 9051 semantics, after ENABLE IMAP4rev2
         self.saved: list[int] = []  # SEARCHRES "$" (RFC 5182), as UIDs
         self.contexts = Contexts()  # RFC 5267 searches kept up to date
+        self.notifier: Notifier | None = None  # RFC 5465 NOTIFY
         # Keywords the client was told of in FLAGS since SELECT (RFC 3501 §7.2.6).
         self.keywords_told: set[str] = set()
         self.bad_commands = 0
@@ -232,7 +234,47 @@ class IMAPSession(asyncio.Protocol):
         self._data.clear()
         if self.transport is not None and not self._closed:
             self.transport.resume_reading()
-        await asyncio.wait_for(self._data.wait(), settings.MAILHOST_IMAP_TIMEOUT)
+        if self.notifier is None or self._busy:
+            await asyncio.wait_for(self._data.wait(), settings.MAILHOST_IMAP_TIMEOUT)
+            return
+        await self.listen(self._data, idle=False)
+
+    async def listen(self, until: asyncio.Event, *, idle: bool) -> None:
+        """Wait for ``until`` (data from the client); meanwhile tell what NOTIFY
+        asked for, as it happens (RFC 5465 §3.1: the client listens at all
+        times). TimeoutError when the client stays silent too long."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.MAILHOST_IMAP_TIMEOUT
+        while not until.is_set() and not self._closed:
+            notifier = self.notifier
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError
+            waiters = [until.wait()]
+            if notifier is not None:
+                waiters.append(notifier.wake.wait())
+            if self.view is not None and (notifier.hears_selected(idle) if notifier else idle):
+                waiters.append(self._changed.wait())
+            ticking = notifier is not None and notifier.keeps_looking()
+            tasks = [asyncio.ensure_future(w) for w in waiters]
+            await asyncio.wait(tasks, timeout=min(left, POLL_SECONDS) if ticking else left,
+                               return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if until.is_set() or self._closed:
+                return
+            if notifier is not None:
+                await notifier.tell(idle=idle)
+            elif self._changed.is_set():
+                await self.refresh(allow_expunge=True)
+
+    async def fetch_new(self, uids: Sequence[int], atts: list[FetchAtt]) -> None:
+        """RFC 5465 §5.2: the FETCH attributes NOTIFY asked for, of new messages."""
+        ranges = tuple((uid, uid) for uid in uids)
+        await _fetch(self, Command("*", "UID FETCH", {
+            "seqs": SeqSet(ranges), "atts": atts, "modifiers": {}}), uid=True)
 
     async def _read_line(self) -> bytes:
         while True:
@@ -273,6 +315,8 @@ class IMAPSession(asyncio.Protocol):
             log.exception("IMAP session failed peer=%s", self.peer)
             self.untagged("BYE internal server error")
         finally:
+            if self.notifier is not None:
+                self.notifier.stop()
             self._leave_folder()
             self._close()
 
@@ -321,6 +365,8 @@ class IMAPSession(asyncio.Protocol):
         if self.state == LOGOUT:
             self._tagged(command.tag, result or "OK LOGOUT completed")
             return
+        if self.notifier is not None and command.name in _OUTLINE_COMMANDS:
+            await self.notifier.own_change()
         await self._unsolicited(command)
         self._tagged(command.tag, result or f"OK {command.name} completed")
 
@@ -347,7 +393,7 @@ class IMAPSession(asyncio.Protocol):
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
                 "MULTIAPPEND", "CATENATE", "BINARY", "SORT", "ESORT", "SORT=DISPLAY",
                 "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "UTF8=ACCEPT", "COMPRESS=DEFLATE",
-                "WITHIN", "METADATA", "CONTEXT=SEARCH", "CONTEXT=SORT"]
+                "WITHIN", "METADATA", "CONTEXT=SEARCH", "CONTEXT=SORT", "NOTIFY"]
         if self.state == NOT_AUTHENTICATED:
             caps = base
             if not self.tls and self.tls_context is not None:
@@ -548,6 +594,10 @@ class IMAPSession(asyncio.Protocol):
         except NotFound:
             raise No(f"no folder named {name}", "NONEXISTENT") from None
 
+
+# Commands that change what NOTIFY's MailboxName, SubscriptionChange and
+# metadata events are about.
+_OUTLINE_COMMANDS = {"CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "SETMETADATA"}
 
 CommandHandler = Callable[[IMAPSession, Command], Any]
 COMMANDS: dict[str, tuple[CommandHandler, set[str]]] = {}
@@ -1133,6 +1183,28 @@ async def unselect(session: IMAPSession, cmd: Command) -> None:
     session._leave_folder()  # RFC 3691
 
 
+@command("NOTIFY", AUTHED)
+async def notify_(session: IMAPSession, cmd: Command) -> None:
+    groups = cmd.args["groups"]
+    spec = None
+    if groups is not None:
+        try:
+            spec = check_groups(groups, session.decode_name)
+        except NotifyRefused as error:
+            if error.bad:
+                raise Bad(error.text) from None
+            raise No(error.text, error.code) from None
+    if session.notifier is not None:
+        session.notifier.stop()
+        session.notifier = None
+    if spec is None:
+        return  # NOTIFY NONE
+    notifier = Notifier(session, spec)
+    await notifier.start(status=cmd.args["status"])
+    session.notifier = notifier
+    session.look_again()  # RFC 5465 §3.1: NOTIFY SET is also a NOOP
+
+
 @command("CANCELUPDATE", {SELECTED})
 async def cancelupdate(session: IMAPSession, cmd: Command) -> None:
     session.contexts.cancel(cmd.args["tags"])  # RFC 5267 §4.3.5
@@ -1545,23 +1617,14 @@ async def _idle(session: IMAPSession) -> str:
             raise Bad("expected DONE")
         if session._closed:
             raise ConnectionError("closed")
-        if session._changed.is_set():
+        if session._changed.is_set() and session.notifier is None:
             await session.refresh(allow_expunge=True)
             continue
         session._data.clear()
         if session.transport is not None:
             session.transport.resume_reading()
-        waiters = [asyncio.ensure_future(session._data.wait()),
-                   asyncio.ensure_future(session._changed.wait())]
-        done, pending = await asyncio.wait(
-            waiters, timeout=settings.MAILHOST_IMAP_TIMEOUT,
-            return_when=asyncio.FIRST_COMPLETED)
-        for waiter in pending:
-            waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await waiter
-        if not done:
-            raise TimeoutError
+        # RFC 5465 §4: in IDLE, the events NOTIFY asked for, as at any time.
+        await session.listen(session._data, idle=True)
 
 
 # Commands that share a handler (UID forms, SELECT/EXAMINE, LIST/LSUB, …).
