@@ -1209,6 +1209,56 @@ def _notify(cursor: _Cursor) -> dict[str, Any]:
     return {"groups": groups, "status": status}
 
 
+def _genurlauth(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 4467 §9: "GENURLAUTH" 1*(SP url-rump SP mechanism)
+    pairs = []
+    while cursor.maybe_sp():
+        url = cursor.astring()
+        cursor.sp()
+        pairs.append((url, cursor.atom().upper()))
+    if not pairs:
+        raise cursor.error("GENURLAUTH needs a URL and a mechanism")
+    return {"urls": pairs}
+
+
+_URLFETCH_PARAMS = {"BODYPARTSTRUCTURE", "BINARY", "BODY"}
+
+
+def _urlfetch(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 4467 §9: "URLFETCH" 1*(SP url-full); RFC 5524 §4: or
+    # "(" url-full *(SP ("BODYPARTSTRUCTURE" / "BINARY" / "BODY")) ")"
+    fetches: list[tuple[bytes, tuple[str, ...] | None]] = []
+    while cursor.maybe_sp():
+        if not cursor.accept(b"("):
+            fetches.append((cursor.astring(), None))
+            continue
+        url = cursor.astring()
+        params: list[str] = []
+        while cursor.maybe_sp():
+            name = cursor.atom().upper()
+            if name not in _URLFETCH_PARAMS or name in params:
+                raise cursor.error(f"bad URLFETCH parameter {name}")
+            params.append(name)
+        cursor.expect(b")")
+        if {"BINARY", "BODY"} <= set(params):
+            raise cursor.error("BINARY and BODY exclude each other")
+        fetches.append((url, tuple(params)))
+    if not fetches:
+        raise cursor.error("URLFETCH needs a URL")
+    return {"urls": fetches}
+
+
+def _resetkey(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 4467 §9: "RESETKEY" [SP mailbox *(SP mechanism)]
+    if not cursor.maybe_sp():
+        return {"mailbox": None, "mechanisms": []}
+    mailbox = cursor.mailbox()
+    mechanisms = []
+    while cursor.maybe_sp():
+        mechanisms.append(cursor.atom().upper())
+    return {"mailbox": mailbox, "mechanisms": mechanisms}
+
+
 def _compress(cursor: _Cursor) -> dict[str, Any]:
     cursor.sp()
     return {"mechanism": cursor.atom().upper()}
@@ -1227,6 +1277,7 @@ _ARGS: dict[str, Callable[[_Cursor], dict[str, Any]]] = {
     "COMPRESS": _compress, "SORT": _sort, "THREAD": _thread,
     "GETMETADATA": _getmetadata, "SETMETADATA": _setmetadata,
     "CANCELUPDATE": _cancelupdate, "NOTIFY": _notify,
+    "GENURLAUTH": _genurlauth, "URLFETCH": _urlfetch, "RESETKEY": _resetkey,
 }
 _UID_COMMANDS = {"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD"}
 

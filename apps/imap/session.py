@@ -21,6 +21,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from apps.directory.services import aauthenticate, plaintext_auth_allowed
 from apps.imap import ordering
@@ -36,6 +37,7 @@ from apps.imap.parser import (
     CommandFramer,
     Continue,
     FetchAtt,
+    ImapUrl,
     LimitError,
     ParseError,
     SearchKey,
@@ -44,8 +46,10 @@ from apps.imap.parser import (
     parse_command,
     parse_imap_url,
 )
+from apps.imap.urlauth import MECHANISM as URLAUTH_MECHANISM
+from apps.imap.urlauth import parse_auth_url
 from apps.imap.view import FolderView, SnapshotCache, Updates
-from apps.store import events, filed, metadata, mime
+from apps.store import events, filed, metadata, mime, urlauth
 from apps.store import services as store
 from apps.store.batching import committer, run_store_call
 from apps.store.models import Flag, Folder, SpecialUse
@@ -393,7 +397,8 @@ class IMAPSession(asyncio.Protocol):
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
                 "MULTIAPPEND", "CATENATE", "BINARY", "SORT", "ESORT", "SORT=DISPLAY",
                 "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "UTF8=ACCEPT", "COMPRESS=DEFLATE",
-                "WITHIN", "METADATA", "CONTEXT=SEARCH", "CONTEXT=SORT", "NOTIFY"]
+                "WITHIN", "METADATA", "CONTEXT=SEARCH", "CONTEXT=SORT", "NOTIFY",
+                "URLAUTH", "URLAUTH=BINARY"]
         if self.state == NOT_AUTHENTICATED:
             caps = base
             if not self.tls and self.tls_context is not None:
@@ -1047,21 +1052,122 @@ def _catenated(session: IMAPSession, parts: list[tuple[str, bytes]]) -> bytes:
             folder = store.get_folder(session.mailbox, session.decode_name(url.mailbox))
         except (ValueError, NotFound):
             raise No("the URL names no message", f"BADURL {shown}") from None
-        rows = store.message_rows(folder.pk, [url.uid], ["blob_id", "blob__bodystructure"])
-        if (url.uidvalidity is not None and url.uidvalidity != folder.uidvalidity) or not rows:
-            raise No("the URL names no message", f"BADURL {shown}")
-        filed.read_bytes(rows)
-        raw = rows[0]["raw"]
-        section = url.section
-        data = fmt.section_bytes(raw, rows[0]["blob__bodystructure"], section.part,
-                                 section.text, section.fields)
-        if data is None:
+        found = _url_part(folder, url)
+        if found is None:
             raise No("the URL names no message part", f"BADURL {shown}")
-        if url.partial is not None:
-            origin, length = url.partial
-            data = data[origin:] if length is None else data[origin:origin + length]
-        out.append(data)
+        out.append(_url_partial(found[0], url))
     return b"".join(out)
+
+
+def _url_part(folder: Folder, url: ImapUrl) -> tuple[bytes, dict] | None:
+    """The octets of the section an IMAP URL names in ``folder`` (RFC 5092 §3),
+    before any PARTIAL, and the MIME part they are; None when it names
+    nothing (run in a worker thread: it reads the store)."""
+    rows = store.message_rows(folder.pk, [url.uid], ["blob_id", "blob__bodystructure"])
+    if (url.uidvalidity is not None and url.uidvalidity != folder.uidvalidity) or not rows:
+        return None
+    filed.read_bytes(rows)
+    structure = rows[0]["blob__bodystructure"]
+    section = url.section
+    data = fmt.section_bytes(rows[0]["raw"], structure, section.part, section.text,
+                             section.fields)
+    part = mime.find_part(structure, list(section.part)) if section.part else structure
+    if data is None or part is None:
+        return None
+    return data, part
+
+
+def _url_partial(data: bytes, url: ImapUrl) -> bytes:
+    if url.partial is None:
+        return data
+    origin, length = url.partial
+    return data[origin:] if length is None else data[origin:origin + length]
+
+
+# --- URLAUTH (RFC 4467, RFC 5524 URLAUTH=BINARY) --------------------------------
+
+
+@command("GENURLAUTH", AUTHED)
+async def genurlauth(session: IMAPSession, cmd: Command) -> None:
+    made = []
+    for raw, mechanism in cmd.args["urls"]:
+        try:
+            url = parse_auth_url(raw)
+        except ValueError as error:
+            raise Bad(f"not a URLAUTH rump URL: {error}") from None
+        if url.token is not None:
+            raise Bad("the URL is already authorized")  # RFC 4467 §7: a rump
+        if mechanism != URLAUTH_MECHANISM:
+            raise No(f"unsupported mechanism {mechanism}")
+        if url.owner.lower() != session.mailbox.address.lower():
+            raise No("a URL of another user's mailbox")  # RFC 4467 §7
+        try:
+            token = await _sync(urlauth.sign)(session.mailbox,
+                                              session.decode_name(url.message.mailbox), url.rump)
+        except (NotFound, Invalid):
+            raise No(f"no folder named {url.message.mailbox}", "NONEXISTENT") from None
+        made.append(fmt.quoted(url.rump + f":{mechanism}:{token}".encode()))
+    session.untagged(b"GENURLAUTH " + b" ".join(made))
+
+
+@command("URLFETCH", AUTHED)
+async def urlfetch(session: IMAPSession, cmd: Command) -> None:
+    # RFC 4467 §7: a URL that is invalid or not for this user fetches NIL.
+    items = [fmt.quoted(raw) + b" " + await _sync(_url_fetched)(session, raw, params)
+             for raw, params in cmd.args["urls"]]
+    session.untagged(b"URLFETCH " + b" ".join(items))
+
+
+def _url_fetched(session: IMAPSession, raw: bytes, params: tuple[str, ...] | None) -> bytes:
+    """The data of one URLFETCH response item (RFC 4467 §9 nstring, RFC 5524 §4
+    the parenthesized list), NIL when the URL fetches nothing."""
+    try:
+        url = parse_auth_url(raw)
+    except ValueError:
+        return b"NIL"
+    if url.mechanism != URLAUTH_MECHANISM or url.token is None or \
+            not url.allows(session.mailbox.address) or url.expired(timezone.now()):
+        return b"NIL"
+    try:
+        name = session.decode_name(url.message.mailbox)
+    except No:
+        return b"NIL"
+    folder = urlauth.verify(url.owner, name, url.rump, url.token)
+    found = _url_part(folder, url.message) if folder is not None else None
+    if found is None:
+        return b"NIL"
+    data, part = found
+    if params is None:
+        return fmt.literal(_url_partial(data, url.message))
+    out = []
+    if "BODYPARTSTRUCTURE" in params:
+        out.append(b"BODYPARTSTRUCTURE " + fmt.body_structure(part))
+    if "BODY" in params:
+        out.append(b"BODY " + fmt.literal(_url_partial(data, url.message)))
+    if "BINARY" in params:
+        decoded: bytes | None = data
+        if url.message.section.part and not url.message.section.text and not part["parts"]:
+            decoded = mime.decode_body(data, part["encoding"])  # RFC 3516 §4.2
+        if decoded is None:
+            out.append(b"BINARY NIL")  # an encoding we cannot undo
+        else:
+            decoded = _url_partial(decoded, url.message)
+            literal = fmt.literal(decoded)
+            out.append(b"BINARY " + (b"~" + literal if b"\0" in decoded else literal))
+    return b"(" + b" ".join(out) + b")"
+
+
+@command("RESETKEY", AUTHED)
+async def resetkey(session: IMAPSession, cmd: Command) -> None:
+    unknown = [m for m in cmd.args["mechanisms"] if m != URLAUTH_MECHANISM]
+    if unknown:
+        raise No(f"unsupported mechanism {unknown[0]}")
+    name = cmd.args["mailbox"]
+    try:
+        await _sync(urlauth.reset_keys)(
+            session.mailbox, session.decode_name(name) if name is not None else None)
+    except (NotFound, Invalid):
+        raise No(f"no folder named {name}", "NONEXISTENT") from None
 
 
 @command("GETQUOTAROOT", AUTHED)
