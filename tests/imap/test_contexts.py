@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from apps.imap.contexts import partial, sequence_set
 from apps.imap.parser import ParseError, parse_command
-from tests.factories import PASSWORD
 from tests.imap.helpers import RawIMAP
 
 
@@ -39,7 +38,7 @@ def test_partial_results_of_search_and_sort(raw):
         assert raw.command(bad)[-1].split(b" ")[1] == b"BAD"
 
 
-def test_search_update_follows_flags_arrivals_and_expunges(raw, imap_port, mailbox):
+def test_search_update_follows_flags_arrivals_and_expunges(raw, other):
     fill(raw, ["one", "two", "three", "four", "five"])
     assert raw.command("SEARCH RETURN (UPDATE) SEEN", tag="t7")[0] == \
         b'* ESEARCH (TAG "t7")\r\n'
@@ -51,8 +50,6 @@ def test_search_update_follows_flags_arrivals_and_expunges(raw, imap_port, mailb
                           b'* ESEARCH (TAG "t7") REMOVEFROM (0 2)\r\n']
     # Another session's changes: a new seen message joins after its EXISTS; an
     # expunged one leaves before its EXPUNGE, by its number before removal.
-    other = RawIMAP(imap_port)
-    other.login(mailbox.address, PASSWORD)
     data = b"Subject: six\r\n\r\nsix\r\n"
     other.command(b"APPEND INBOX (\\Seen) {%d+}\r\n" % len(data) + data)
     other.command("SELECT INBOX")
@@ -74,12 +71,10 @@ def test_search_update_follows_flags_arrivals_and_expunges(raw, imap_port, mailb
     assert raw.command("STORE 2 +FLAGS.SILENT (\\Seen)")[:-1] == []
 
 
-def test_uid_search_update_and_pinned_sequence_numbers(raw, imap_port, mailbox):
+def test_uid_search_update_and_pinned_sequence_numbers(raw, other):
     fill(raw, ["one", "two", "three"])
     lines = raw.command("UID SEARCH RETURN (UPDATE ALL) 2:3 UNSEEN", tag="t5")
     assert lines[0] == b'* ESEARCH (TAG "t5") UID ALL 2:3\r\n'
-    other = RawIMAP(imap_port)
-    other.login(mailbox.address, PASSWORD)
     other.command("SELECT INBOX")
     other.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
     other.command("EXPUNGE")
@@ -91,12 +86,10 @@ def test_uid_search_update_and_pinned_sequence_numbers(raw, imap_port, mailbox):
     assert b"* 1 EXPUNGE\r\n" in lines
 
 
-def test_sort_update_tells_sorted_positions(raw, imap_port, mailbox):
+def test_sort_update_tells_sorted_positions(raw, other):
     fill(raw, ["c", "a", "e"])
     lines = raw.command("SORT RETURN (UPDATE ALL) (SUBJECT) UTF-8 UNSEEN", tag="t5")
     assert lines[0] == b'* ESEARCH (TAG "t5") ALL 2,1,3\r\n'
-    other = RawIMAP(imap_port)
-    other.login(mailbox.address, PASSWORD)
     data = b"Subject: b\r\n\r\nb\r\n"
     other.command(b"APPEND INBOX {%d+}\r\n" % len(data) + data)
     lines = raw.command("NOOP")

@@ -6,14 +6,7 @@ import pytest
 
 from apps.imap.notifications import news_items
 from apps.imap.parser import EventGroup, ParseError, parse_command
-from tests.factories import PASSWORD
 from tests.imap.helpers import RawIMAP
-
-
-def second(imap_port: int, mailbox) -> RawIMAP:  # type: ignore[no-untyped-def]
-    client = RawIMAP(imap_port)
-    client.login(mailbox.address, PASSWORD)
-    return client
 
 
 def append(client: RawIMAP, folder: str, data: bytes = b"Subject: x\r\n\r\nx\r\n") -> None:
@@ -38,11 +31,10 @@ def test_status_indicator_tells_each_folder_now(raw):
         b"n3 OK NOTIFY completed\r\n"]
 
 
-def test_other_folders_are_told_by_status_without_a_command(raw, imap_port, mailbox):
+def test_other_folders_are_told_by_status_without_a_command(raw, other):
     raw.command("CREATE Lists")
     raw.command("NOTIFY SET (SELECTED (MessageNew MessageExpunge)) "
                 "(SUBTREE Lists (MessageNew MessageExpunge FlagChange))", tag="n1")
-    other = second(imap_port, mailbox)
     append(other, "Lists")
     # No command in progress: the STATUS comes by itself (§5.2).
     assert raw.readline() == b"* STATUS Lists (UIDNEXT 2 MESSAGES 1)\r\n"
@@ -59,11 +51,10 @@ def test_other_folders_are_told_by_status_without_a_command(raw, imap_port, mail
     assert raw.command("NOOP", tag="n9") == [b"n9 OK NOOP completed\r\n"]
 
 
-def test_selected_folder_news_with_fetch_attributes(raw, imap_port, mailbox):
+def test_selected_folder_news_with_fetch_attributes(raw, other):
     append(raw, "INBOX")
     raw.command("SELECT INBOX")
     raw.command("NOTIFY SET (SELECTED (MessageNew (UID FLAGS) MessageExpunge))", tag="n1")
-    other = second(imap_port, mailbox)
     append(other, "INBOX")
     # EXISTS, then the FETCH asked for (§5.2), all without a command.
     assert raw.readline() == b"* 2 EXISTS\r\n"
@@ -78,11 +69,10 @@ def test_selected_folder_news_with_fetch_attributes(raw, imap_port, mailbox):
     assert line == b"* 1 EXPUNGE\r\n"
 
 
-def test_selected_delayed_holds_expunges_for_a_command(raw, imap_port, mailbox):
+def test_selected_delayed_holds_expunges_for_a_command(raw, other):
     append(raw, "INBOX")
     raw.command("SELECT INBOX")
     raw.command("NOTIFY SET (SELECTED-DELAYED (MessageNew MessageExpunge))", tag="n1")
-    other = second(imap_port, mailbox)
     other.command("SELECT INBOX")
     other.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
     other.command("EXPUNGE")
@@ -93,7 +83,7 @@ def test_selected_delayed_holds_expunges_for_a_command(raw, imap_port, mailbox):
     assert lines.index(b"* 1 EXPUNGE\r\n") < lines.index(b"n2 OK NOOP completed\r\n")
 
 
-def test_folder_names_subscriptions_and_metadata(raw, imap_port, mailbox, monkeypatch):
+def test_folder_names_subscriptions_and_metadata(raw, other, monkeypatch):
     from apps.imap import notifications, session
 
     # The outline is looked at once a second: faster here.
@@ -101,7 +91,6 @@ def test_folder_names_subscriptions_and_metadata(raw, imap_port, mailbox, monkey
     monkeypatch.setattr(session, "POLL_SECONDS", 0.2)
     raw.command("NOTIFY SET (PERSONAL (MailboxName SubscriptionChange MailboxMetadataChange))"
                 " (MAILBOXES INBOX (ServerMetadataChange))", tag="n1")
-    other = second(imap_port, mailbox)
     other.command("CREATE Work")
     assert raw.readline() == b'* LIST (\\HasNoChildren) "/" Work\r\n'
     other.command("SUBSCRIBE Work")
