@@ -1486,6 +1486,7 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
             out.append(b"* %d FETCH (%s)\r\n" % (position + 1, b" ".join(items)))
         session._write(b"".join(out))
         await session._drain()
+    await session.tell_contexts(sorted(seen_now))  # the implicit \Seen
     return None
 
 

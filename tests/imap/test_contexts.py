@@ -60,6 +60,9 @@ def test_search_update_follows_flags_arrivals_and_expunges(raw, other):
         b'* ESEARCH (TAG "t7") REMOVEFROM (0 4)\r\n', b"* 3 EXPUNGE\r\n", b"* 3 EXPUNGE\r\n",
         b"* 4 EXISTS\r\n", b"* 3 RECENT\r\n",
         b'* ESEARCH (TAG "t7") ADDTO (0 4)\r\n']
+    # FETCH BODY[] sets \Seen: the result grows by it.
+    lines = raw.command("FETCH 3 BODY[TEXT]")
+    assert lines[-2] == b'* ESEARCH (TAG "t7") ADDTO (0 3)\r\n'
     # A tag in use by an updating search cannot name another (§4.3).
     assert raw.command("SEARCH RETURN (UPDATE) ALL", tag="t7")[-1].startswith(b"t7 BAD")
     # CANCELUPDATE ends it (§4.3.5); leaving the folder ends the others.
