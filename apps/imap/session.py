@@ -27,7 +27,7 @@ from apps.directory.services import aauthenticate, plaintext_auth_allowed
 from apps.imap import ordering
 from apps.imap import responses as fmt
 from apps.imap import search as searching
-from apps.imap.binary import encode_binary_parts
+from apps.imap.binary import UnknownEncoding, binary_section, encode_binary_parts
 from apps.imap.contexts import MAX_CONTEXTS, Context, Contexts, partial, pin_numbers
 from apps.imap.contexts import sequence_set as _uid_set
 from apps.imap.notifications import Notifier, NotifyRefused, check_groups
@@ -1059,10 +1059,11 @@ def _catenated(session: IMAPSession, parts: list[tuple[str, bytes]]) -> bytes:
     return b"".join(out)
 
 
-def _url_part(folder: Folder, url: ImapUrl) -> tuple[bytes, dict] | None:
+def _url_part(folder: Folder, url: ImapUrl) -> tuple[bytes, dict, bytes, dict] | None:
     """The octets of the section an IMAP URL names in ``folder`` (RFC 5092 §3),
-    before any PARTIAL, and the MIME part they are; None when it names
-    nothing (run in a worker thread: it reads the store)."""
+    before any PARTIAL, the MIME part they are, and the whole message and its
+    structure; None when it names nothing (run in a worker thread: it reads
+    the store)."""
     rows = store.message_rows(folder.pk, [url.uid], ["blob_id", "blob__bodystructure"])
     if (url.uidvalidity is not None and url.uidvalidity != folder.uidvalidity) or not rows:
         return None
@@ -1074,7 +1075,7 @@ def _url_part(folder: Folder, url: ImapUrl) -> tuple[bytes, dict] | None:
     part = mime.find_part(structure, list(section.part)) if section.part else structure
     if data is None or part is None:
         return None
-    return data, part
+    return data, part, rows[0]["raw"], structure
 
 
 def _url_partial(data: bytes, url: ImapUrl) -> bytes:
@@ -1136,7 +1137,7 @@ def _url_fetched(session: IMAPSession, raw: bytes, params: tuple[str, ...] | Non
     found = _url_part(folder, url.message) if folder is not None else None
     if found is None:
         return b"NIL"
-    data, part = found
+    data, part, raw_message, structure = found
     if params is None:
         return fmt.literal(_url_partial(data, url.message))
     out = []
@@ -1145,13 +1146,14 @@ def _url_fetched(session: IMAPSession, raw: bytes, params: tuple[str, ...] | Non
     if "BODY" in params:
         out.append(b"BODY " + fmt.literal(_url_partial(data, url.message)))
     if "BINARY" in params:
-        decoded: bytes | None = data
-        if url.message.section.part and not url.message.section.text and not part["parts"]:
-            decoded = mime.decode_body(data, part["encoding"])  # RFC 3516 §4.2
+        decoded = None
+        if not url.message.section.text:
+            with contextlib.suppress(UnknownEncoding):
+                decoded = _url_partial(binary_section(raw_message, structure,
+                                                      url.message.section.part), url.message)
         if decoded is None:
-            out.append(b"BINARY NIL")  # an encoding we cannot undo
+            out.append(b"BINARY NIL")  # not a body part, or an encoding we cannot undo
         else:
-            decoded = _url_partial(decoded, url.message)
             literal = fmt.literal(decoded)
             out.append(b"BINARY " + (b"~" + literal if b"\0" in decoded else literal))
     return b"(" + b" ".join(out) + b")"
@@ -1548,14 +1550,10 @@ def _binary_item(att: FetchAtt, raw: bytes, structure: dict) -> bytes:
     """RFC 3516 §4.2: BINARY[part] is the part with its transfer encoding undone."""
     section = att.section
     assert section is not None
-    data = fmt.section_bytes(raw, structure, section.part, "") or b""
-    if section.part:
-        part = mime.find_part(structure, list(section.part))
-        if part is not None and not part["parts"]:
-            decoded = mime.decode_body(data, part["encoding"])
-            if decoded is None:
-                raise No(f"cannot decode {part['encoding']}", "UNKNOWN-CTE")
-            data = decoded
+    try:
+        data = binary_section(raw, structure, section.part)
+    except UnknownEncoding as error:
+        raise No(f"cannot decode {error}", "UNKNOWN-CTE") from None
     label = f"[{section.label()}]"
     if att.name == "BINARY.SIZE":
         return f"BINARY.SIZE{label} {len(data)}".encode()

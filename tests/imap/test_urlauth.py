@@ -8,8 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from apps.imap.binary import binary_section
 from apps.imap.parser import ParseError, parse_command
 from apps.imap.urlauth import parse_auth_url
+from apps.store import mime
 from tests.factories import PASSWORD, make_mailbox
 from tests.imap.helpers import RawIMAP
 
@@ -91,6 +93,12 @@ def test_expiry_sections_and_binary(raw, stored):
                         f"BINARY ~{{4}}\r\n").encode() + b"\x00\x01\x02\x03)\r\n"
     lines = raw.command(f'URLFETCH ("{part}" BODY) "{old}"', tag="c")
     assert lines[0] == f'* URLFETCH "{part}" (BODY {{8}}\r\nAAECAw==) "{old}" NIL\r\n'.encode()
+    # BINARY of the whole message: each encoded part decoded and said to be binary.
+    whole = authorize(raw, stored + ";URLAUTH=authuser")
+    lines = raw.command(f'URLFETCH ("{whole}" BINARY)', tag="d")
+    binary = MESSAGE.replace(b"base64\r\n\r\nAAECAw==", b"binary\r\n\r\n\x00\x01\x02\x03")
+    assert lines[0] == f'* URLFETCH "{whole}" (BINARY ~{{{len(binary)}}}\r\n'.encode() + \
+        binary + b")\r\n"
     first = authorize(raw, stored + "/;SECTION=1/;PARTIAL=4.4;URLAUTH=authuser")
     assert fetch(raw, first) == b"{4}\r\nplan\r\n"
 
@@ -147,3 +155,18 @@ def test_any_bytes_parse_or_are_refused(data):
         return
     assert url.rump.startswith(b"imap://a@b/INBOX/;UID=1;URLAUTH=")
     assert url.access in ("anonymous", "authuser", "user", "submit")
+
+
+def test_binary_of_an_encapsulated_message_decodes_its_parts():
+    inner = (b"Subject: sub\r\nContent-Type: multipart/alternative; boundary=s\r\n\r\n"
+             b"--s\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+             b"aGVs\r\nbG8=\r\n\r\n--s\r\nContent-Type: text/plain\r\n"
+             b"Content-Transfer-Encoding: quoted-printable\r\n\r\na=3Db\r\n--s--\r\n")
+    raw = (b"Content-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\n"
+           b"Content-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--o--\r\n")
+    structure = mime.analyze(raw).bodystructure
+    expected = inner.replace(b"base64\r\n\r\naGVs\r\nbG8=\r\n", b"binary\r\n\r\nhello") \
+        .replace(b"quoted-printable\r\n\r\na=3Db", b"binary\r\n\r\na=b")
+    assert binary_section(raw, structure, [1]) == expected
+    assert binary_section(raw, structure, [1, 1]) == b"hello"
+    assert binary_section(raw, structure, [9]) == b""
