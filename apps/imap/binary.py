@@ -59,9 +59,12 @@ def _leaves(node: dict) -> Iterator[dict]:
         yield node
 
 
-def binary_section(raw: bytes, structure: dict, part: Sequence[int]) -> bytes:
+def binary_section(raw: bytes, structure: dict, part: Sequence[int], *,
+                   relabel: bool = True) -> bytes:
     """BINARY[part] of a message (RFC 3516 §4.2), empty when there is no such
-    part; UnknownEncoding when a leaf's encoding cannot be undone."""
+    part; UnknownEncoding when a leaf's encoding cannot be undone. Without
+    ``relabel`` the decoded parts keep their Content-Transfer-Encoding header
+    (what URLFETCH's BODYPARTSTRUCTURE of BINARY data describes)."""
     node = mime.find_part(structure, list(part)) if part else structure
     if node is None:
         return b""
@@ -79,9 +82,10 @@ def binary_section(raw: bytes, structure: dict, part: Sequence[int]) -> bytes:
         if decoded is None:
             raise UnknownEncoding(leaf["encoding"])
         header = raw[leaf["header_start"]:leaf["body_start"]]
-        header = _TRANSFER_ENCODING.sub(
-            lambda m: b"Content-Transfer-Encoding: binary" + (
-                b"\r\n" if m.group().endswith(b"\r\n") else b"\n"), header, count=1)
+        if relabel:
+            header = _TRANSFER_ENCODING.sub(
+                lambda m: b"Content-Transfer-Encoding: binary" + (
+                    b"\r\n" if m.group().endswith(b"\r\n") else b"\n"), header, count=1)
         edits.append((leaf["header_start"], leaf["body_end"], header + decoded))
     out = raw[start:end]
     for first, last, replacement in sorted(edits, reverse=True):

@@ -1142,6 +1142,15 @@ def _url_fetched(session: IMAPSession, raw: bytes, params: tuple[str, ...] | Non
         return fmt.literal(_url_partial(data, url.message))
     out = []
     if "BODYPARTSTRUCTURE" in params:
+        if "BINARY" in params and not url.message.section.text:
+            # RFC 5524 §3 (as Dovecot serves it): with BINARY, the structure
+            # describes the decoded octets sent, each part's sizes decoded.
+            with contextlib.suppress(UnknownEncoding):
+                decoded_structure = mime.analyze(binary_section(
+                    raw_message, structure, [], relabel=False)).bodystructure
+                section = url.message.section.part
+                part = (mime.find_part(decoded_structure, list(section)) if section
+                        else decoded_structure) or part
         out.append(b"BODYPARTSTRUCTURE " + fmt.body_structure(part))
     if "BODY" in params:
         out.append(b"BODY " + fmt.literal(_url_partial(data, url.message)))

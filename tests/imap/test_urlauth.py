@@ -86,11 +86,15 @@ def test_expiry_sections_and_binary(raw, stored):
     assert fetch(raw, old) == b"NIL\r\n"
     part = authorize(raw, stored + "/;SECTION=2;EXPIRE=2999-01-01T00:00:00Z;URLAUTH=authuser")
     assert fetch(raw, part) == b"{8}\r\nAAECAw==\r\n"
-    # RFC 5524: BINARY undoes the transfer encoding, BODYPARTSTRUCTURE tells the part.
+    # RFC 5524: BINARY undoes the transfer encoding, BODYPARTSTRUCTURE tells the
+    # part; with BINARY, the size of the octets sent (as Dovecot does).
     lines = raw.command(f'URLFETCH ("{part}" BODYPARTSTRUCTURE BINARY)', tag="b")
     assert lines[0] == (f'* URLFETCH "{part}" (BODYPARTSTRUCTURE ("APPLICATION" '
-                        f'"OCTET-STREAM" NIL NIL NIL "BASE64" 8 NIL NIL NIL NIL) '
+                        f'"OCTET-STREAM" NIL NIL NIL "BASE64" 4 NIL NIL NIL NIL) '
                         f"BINARY ~{{4}}\r\n").encode() + b"\x00\x01\x02\x03)\r\n"
+    assert raw.command(f'URLFETCH ("{part}" BODYPARTSTRUCTURE)', tag="b2")[0] == (
+        f'* URLFETCH "{part}" (BODYPARTSTRUCTURE ("APPLICATION" "OCTET-STREAM" NIL NIL '
+        f'NIL "BASE64" 8 NIL NIL NIL NIL))\r\n').encode()
     lines = raw.command(f'URLFETCH ("{part}" BODY) "{old}"', tag="c")
     assert lines[0] == f'* URLFETCH "{part}" (BODY {{8}}\r\nAAECAw==) "{old}" NIL\r\n'.encode()
     # BINARY of the whole message: each encoded part decoded and said to be binary.
