@@ -74,6 +74,17 @@ def stress_users(count: int) -> list[str]:
     return [USER, SECOND_USER, *extra]
 
 
+def second_user_folder(port: int) -> None:
+    """The folder the scripted tests use (imaptest's default mailbox), for the
+    second user too: its sessions SELECT it before the test begins."""
+    client = imaplib.IMAP4("127.0.0.1", port)
+    try:
+        client.login(SECOND_USER, PASSWORD)
+        client.create("imaptest")  # NO when it exists: fine
+    finally:
+        client.logout()
+
+
 def skipped_groups(tests: Path, port: int) -> list[str]:
     """The test groups imaptest skips: those whose ``capabilities:`` header
     names one the server does not advertise after login. imaptest 924f619
@@ -133,6 +144,7 @@ def run_imaptest(binary: Path, args: list[str], timeout: float) -> str:
 def conformance(binary: Path, tests: Path, server: Mailhost | Dovecot,
                 verbose: bool) -> tuple[str, str, str]:
     skipped = skipped_groups(tests, server.port)
+    second_user_folder(server.port)
     output = run_imaptest(binary, ["host=127.0.0.1", f"port={server.port}", f"user={USER}",
                                    f"user2={SECOND_USER}", f"pass={PASSWORD}",
                                    f"test={tests}"], timeout=600)
