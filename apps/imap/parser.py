@@ -660,20 +660,41 @@ def _decode_search_string(raw: bytes, charset: str, cursor: _Cursor) -> str:
         raise cursor.error("search string is not valid in its charset") from None
 
 
-_SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT", "SAVE"}
+_SEARCH_RETURN = {"MIN", "MAX", "ALL", "COUNT", "SAVE", "CONTEXT", "UPDATE", "PARTIAL"}
 
 
-def _return_options(cursor: _Cursor, allowed: set[str]) -> list[str] | None:
-    """An optional ``RETURN (options) `` of SEARCH or SORT: None without one;
-    RFC 4731 §3: RETURN () means RETURN (ALL)."""
+def _partial_range(cursor: _Cursor) -> tuple[int, int]:
+    """RFC 5267 §5 partial-range: nz-number ":" nz-number, no "*"; 500:400 is
+    the same as 400:500."""
+    low = cursor.nz_number()
+    cursor.expect(b":")
+    high = cursor.nz_number()
+    return min(low, high), max(low, high)
+
+
+def _return_options(cursor: _Cursor, allowed: set[str]) -> dict[str, Any]:
+    """An optional ``RETURN (options) `` of SEARCH or SORT: ``return`` is None
+    without one (RFC 4731 §3: RETURN () means RETURN (ALL)); ``partial`` the
+    range of PARTIAL (RFC 5267 §4.4: one PARTIAL or one ALL at most)."""
     if not cursor.accept(b"RETURN "):
-        return None
-    options = [o.upper() for o in cursor.paren_list(cursor.atom)]
-    unknown = set(options) - allowed
-    if unknown:
-        raise cursor.error(f"unknown RETURN option {sorted(unknown)[0]}")
+        return {"return": None, "partial": None}
+    partial = None
+
+    def option() -> str:
+        nonlocal partial
+        name = cursor.atom().upper()
+        if name not in allowed:
+            raise cursor.error(f"unknown RETURN option {name}")
+        if name == "PARTIAL":
+            cursor.sp()
+            partial = _partial_range(cursor)
+        return name
+
+    options = cursor.paren_list(option)
+    if len(options) != len(set(options)) or {"ALL", "PARTIAL"} <= set(options):
+        raise cursor.error("a RETURN option twice, or both ALL and PARTIAL")
     cursor.sp()
-    return options or ["ALL"]
+    return {"return": options or ["ALL"], "partial": partial}
 
 
 def _search_program(cursor: _Cursor) -> dict[str, Any]:
@@ -683,7 +704,7 @@ def _search_program(cursor: _Cursor) -> dict[str, Any]:
     if cursor.accept(b"CHARSET "):
         charset = cursor.astring().decode("ascii", "replace").upper()
         cursor.sp()
-    return {**_search_keys(cursor, charset), "return": returns}
+    return {**_search_keys(cursor, charset), **returns}
 
 
 def _search_keys(cursor: _Cursor, charset: str) -> dict[str, Any]:
@@ -1073,7 +1094,8 @@ def _setmetadata(cursor: _Cursor) -> dict[str, Any]:
 # RFC 5256 §3 and RFC 5957 §3 (SORT=DISPLAY)
 _SORT_KEYS = {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM",
               "DISPLAYTO"}
-_SORT_RETURN = {"MIN", "MAX", "ALL", "COUNT"}  # RFC 5267 §3.2 ESORT
+# RFC 5267 §3.2 ESORT, §4 CONTEXT=SORT
+_SORT_RETURN = {"MIN", "MAX", "ALL", "COUNT", "CONTEXT", "UPDATE", "PARTIAL"}
 
 
 def _sort(cursor: _Cursor) -> dict[str, Any]:
@@ -1097,7 +1119,7 @@ def _sort(cursor: _Cursor) -> dict[str, Any]:
     cursor.sp()
     charset = cursor.astring().decode("ascii", "replace").upper()
     cursor.sp()
-    return {"criteria": criteria, "return": returns, **_search_keys(cursor, charset)}
+    return {"criteria": criteria, **returns, **_search_keys(cursor, charset)}
 
 
 def _thread(cursor: _Cursor) -> dict[str, Any]:
@@ -1107,7 +1129,134 @@ def _thread(cursor: _Cursor) -> dict[str, Any]:
     cursor.sp()
     charset = cursor.astring().decode("ascii", "replace").upper()
     cursor.sp()
-    return {"algorithm": algorithm, "return": None, **_search_keys(cursor, charset)}
+    return {"algorithm": algorithm, "return": None, "partial": None,
+            **_search_keys(cursor, charset)}
+
+
+def _cancelupdate(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 5267 §5: "CANCELUPDATE" 1*(SP quoted)
+    tags = []
+    while cursor.maybe_sp():
+        tags.append(cursor.quoted().decode("ascii", "replace"))
+    if not tags:
+        raise cursor.error("CANCELUPDATE needs the tag of a search")
+    return {"tags": tags}
+
+
+@dataclass(frozen=True)
+class EventGroup:
+    """One event-group of NOTIFY SET (RFC 5465 §8): a mailbox filter (SELECTED,
+    SELECTED-DELAYED, INBOXES, PERSONAL, SUBSCRIBED, SUBTREE, MAILBOXES), its
+    mailbox names, the events (canonical spelling when known; none for
+    NONE) and MessageNew's FETCH attributes."""
+
+    filter: str
+    mailboxes: tuple[str, ...]
+    events: tuple[str, ...]
+    fetch: tuple[FetchAtt, ...] = ()
+
+
+_NOTIFY_EVENTS = {name.upper(): name for name in (
+    "MessageNew", "MessageExpunge", "FlagChange", "AnnotationChange", "MailboxName",
+    "SubscriptionChange", "MailboxMetadataChange", "ServerMetadataChange")}
+_NOTIFY_FILTERS = {"SELECTED", "SELECTED-DELAYED", "INBOXES", "PERSONAL", "SUBSCRIBED",
+                   "SUBTREE", "MAILBOXES"}
+
+
+def _event_group(cursor: _Cursor) -> EventGroup:
+    cursor.expect(b"(")
+    name = cursor.atom().upper()
+    if name not in _NOTIFY_FILTERS:
+        raise cursor.error(f"unknown mailbox filter {name}")
+    mailboxes: list[str] = []
+    if name in ("SUBTREE", "MAILBOXES"):
+        cursor.sp()
+        mailboxes = cursor.paren_list(cursor.mailbox) if cursor.peek() == b"(" else \
+            [cursor.mailbox()]
+    cursor.sp()
+    events: list[str] = []
+    fetch: list[FetchAtt] = []
+    if cursor.peek() == b"(":
+        def event() -> None:
+            word = cursor.atom()
+            events.append(_NOTIFY_EVENTS.get(word.upper(), word))
+            if events[-1] == "MessageNew" and cursor.peek(2) == b" (":
+                cursor.sp()
+                fetch.extend(cursor.paren_list(lambda: _fetch_att(cursor)))
+
+        cursor.paren_list(event)
+        if not events:
+            raise cursor.error("empty event list")
+    elif cursor.atom().upper() != "NONE":
+        raise cursor.error("expected events or NONE")
+    cursor.expect(b")")
+    return EventGroup(name, tuple(mailboxes), tuple(events), tuple(fetch))
+
+
+def _notify(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 5465 §8: NOTIFY SET [STATUS] event-groups / NOTIFY NONE
+    cursor.sp()
+    word = cursor.atom().upper()
+    if word == "NONE":
+        return {"groups": None, "status": False}
+    if word != "SET":
+        raise cursor.error("expected SET or NONE")
+    cursor.sp()
+    status = cursor.accept(b"STATUS ")
+    groups = [_event_group(cursor)]
+    while cursor.maybe_sp():
+        groups.append(_event_group(cursor))
+    return {"groups": groups, "status": status}
+
+
+def _genurlauth(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 4467 §9: "GENURLAUTH" 1*(SP url-rump SP mechanism)
+    pairs = []
+    while cursor.maybe_sp():
+        url = cursor.astring()
+        cursor.sp()
+        pairs.append((url, cursor.atom().upper()))
+    if not pairs:
+        raise cursor.error("GENURLAUTH needs a URL and a mechanism")
+    return {"urls": pairs}
+
+
+_URLFETCH_PARAMS = {"BODYPARTSTRUCTURE", "BINARY", "BODY"}
+
+
+def _urlfetch(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 4467 §9: "URLFETCH" 1*(SP url-full); RFC 5524 §4: or
+    # "(" url-full *(SP ("BODYPARTSTRUCTURE" / "BINARY" / "BODY")) ")"
+    fetches: list[tuple[bytes, tuple[str, ...] | None]] = []
+    while cursor.maybe_sp():
+        if not cursor.accept(b"("):
+            fetches.append((cursor.astring(), None))
+            continue
+        url = cursor.astring()
+        params: list[str] = []
+        while cursor.maybe_sp():
+            name = cursor.atom().upper()
+            if name not in _URLFETCH_PARAMS or name in params:
+                raise cursor.error(f"bad URLFETCH parameter {name}")
+            params.append(name)
+        cursor.expect(b")")
+        if {"BINARY", "BODY"} <= set(params):
+            raise cursor.error("BINARY and BODY exclude each other")
+        fetches.append((url, tuple(params)))
+    if not fetches:
+        raise cursor.error("URLFETCH needs a URL")
+    return {"urls": fetches}
+
+
+def _resetkey(cursor: _Cursor) -> dict[str, Any]:
+    # RFC 4467 §9: "RESETKEY" [SP mailbox *(SP mechanism)]
+    if not cursor.maybe_sp():
+        return {"mailbox": None, "mechanisms": []}
+    mailbox = cursor.mailbox()
+    mechanisms = []
+    while cursor.maybe_sp():
+        mechanisms.append(cursor.atom().upper())
+    return {"mailbox": mailbox, "mechanisms": mechanisms}
 
 
 def _compress(cursor: _Cursor) -> dict[str, Any]:
@@ -1127,6 +1276,8 @@ _ARGS: dict[str, Callable[[_Cursor], dict[str, Any]]] = {
     "GETQUOTA": _quota_root, "GETQUOTAROOT": _mailbox_arg, "SETQUOTA": _setquota,
     "COMPRESS": _compress, "SORT": _sort, "THREAD": _thread,
     "GETMETADATA": _getmetadata, "SETMETADATA": _setmetadata,
+    "CANCELUPDATE": _cancelupdate, "NOTIFY": _notify,
+    "GENURLAUTH": _genurlauth, "URLFETCH": _urlfetch, "RESETKEY": _resetkey,
 }
 _UID_COMMANDS = {"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "EXPUNGE", "SORT", "THREAD"}
 

@@ -13,6 +13,7 @@ case-insensitive substrings, as the RFC asks.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 from email.utils import parsedate_tz
@@ -174,26 +175,30 @@ def _gather(folder_id: int, uids: list[int], key: SearchKey,
     return answers, _read_checked(folder_id, keys, answers, rows)
 
 
-async def run(session: IMAPSession, key: SearchKey) -> list[int]:
-    """0-based positions of the matching messages, ascending."""
+async def run(session: IMAPSession, key: SearchKey,
+              among: Collection[int] | None = None) -> list[int]:
+    """0-based positions of the matching messages, ascending; only of the
+    UIDs ``among`` when given (a search context told of their change)."""
     view = session.view
     assert view is not None
+    uids = list(view.uids) if among is None else sorted(among)
     answers: dict[int, _IndexAnswer] = {}
     rows: dict[int, dict] = {}
-    if _fields(_walk(key)) and len(view):
-        answers, rows = await database_sync_to_async(_gather)(
-            view.folder_id, list(view.uids), key)
-    return _positions(view, session.saved, rows, answers, key)
+    if _fields(_walk(key)) and uids:
+        answers, rows = await database_sync_to_async(_gather)(view.folder_id, uids, key)
+    return _positions(view, session.saved, rows, answers, key, among)
 
 
 def _positions(view: FolderView, saved: list[int], rows: dict[int, dict],
-               answers: dict[int, _IndexAnswer], key: SearchKey) -> list[int]:
+               answers: dict[int, _IndexAnswer], key: SearchKey,
+               among: Collection[int] | None = None) -> list[int]:
     matcher = _Matcher(view, saved, rows, answers)
     # Messages expunged by another session but not yet told are not found
     # (RFC 2180 §4.1.3 leaves this to the server): they cannot be fetched either.
     gone = view.pending_expunge
-    return [p for p in range(len(view))
-            if view.uids[p] not in gone and matcher.match(key, p)]
+    positions = range(len(view)) if among is None else sorted(
+        p for p in map(view.index, among) if p is not None)
+    return [p for p in positions if view.uids[p] not in gone and matcher.match(key, p)]
 
 
 def search_folder(folder_id: int, key: SearchKey) -> list[int]:

@@ -22,18 +22,23 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from apps.directory.services import aauthenticate, plaintext_auth_allowed
 from apps.imap import ordering
 from apps.imap import responses as fmt
 from apps.imap import search as searching
-from apps.imap.binary import encode_binary_parts
-from apps.imap.notify import news_mark, watcher
+from apps.imap.binary import UnknownEncoding, binary_section, encode_binary_parts
+from apps.imap.contexts import MAX_CONTEXTS, Context, Contexts, partial, pin_numbers
+from apps.imap.contexts import sequence_set as _uid_set
+from apps.imap.notifications import Notifier, NotifyRefused, check_groups
+from apps.imap.notify import POLL_SECONDS, news_mark, watcher
 from apps.imap.parser import (
     Command,
     CommandFramer,
     Continue,
     FetchAtt,
+    ImapUrl,
     LimitError,
     ParseError,
     SearchKey,
@@ -42,8 +47,10 @@ from apps.imap.parser import (
     parse_command,
     parse_imap_url,
 )
+from apps.imap.urlauth import MECHANISM as URLAUTH_MECHANISM
+from apps.imap.urlauth import parse_auth_url
 from apps.imap.view import FolderView, SnapshotCache, Updates
-from apps.store import events, filed, metadata, mime
+from apps.store import events, filed, metadata, mime, urlauth
 from apps.store import services as store
 from apps.store.batching import committer, run_store_call
 from apps.store.models import Flag, Folder, SpecialUse
@@ -100,24 +107,6 @@ def _flag_bits(names: Sequence[str]) -> tuple[int, list[str]]:
     return bits, keywords
 
 
-def _uid_set(uids: Sequence[int]) -> str:
-    """Compact sequence-set text for numbers in the order given ("1:3,7"; "5,3:4"):
-    ranges only where the numbers ascend (RFC 5267 §3.2)."""
-    pieces: list[str] = []
-    start = previous = None
-    for uid in uids:
-        if start is None:
-            start = previous = uid
-        elif uid == previous + 1:
-            previous = uid
-        else:
-            pieces.append(f"{start}" if start == previous else f"{start}:{previous}")
-            start = previous = uid
-    if start is not None:
-        pieces.append(f"{start}" if start == previous else f"{start}:{previous}")
-    return ",".join(pieces)
-
-
 class IMAPSession(asyncio.Protocol):
     def __init__(self, tls_context: ssl.SSLContext | None, listener: str,
                  implicit_tls: bool) -> None:
@@ -136,6 +125,8 @@ class IMAPSession(asyncio.Protocol):
         self.utf8 = False
         self.rev2 = False  # RFC 9051 semantics, after ENABLE IMAP4rev2
         self.saved: list[int] = []  # SEARCHRES "$" (RFC 5182), as UIDs
+        self.contexts = Contexts()  # RFC 5267 searches kept up to date
+        self.notifier: Notifier | None = None  # RFC 5465 NOTIFY
         # Keywords the client was told of in FLAGS since SELECT (RFC 3501 §7.2.6).
         self.keywords_told: set[str] = set()
         self.bad_commands = 0
@@ -260,7 +251,47 @@ class IMAPSession(asyncio.Protocol):
         self._data.clear()
         if self.transport is not None and not self._closed:
             self.transport.resume_reading()
-        await asyncio.wait_for(self._data.wait(), settings.MAILHOST_IMAP_TIMEOUT)
+        if self.notifier is None or self._busy:
+            await asyncio.wait_for(self._data.wait(), settings.MAILHOST_IMAP_TIMEOUT)
+            return
+        await self.listen(self._data, idle=False)
+
+    async def listen(self, until: asyncio.Event, *, idle: bool) -> None:
+        """Wait for ``until`` (data from the client); meanwhile tell what NOTIFY
+        asked for, as it happens (RFC 5465 §3.1: the client listens at all
+        times). TimeoutError when the client stays silent too long."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.MAILHOST_IMAP_TIMEOUT
+        while not until.is_set() and not self._closed:
+            notifier = self.notifier
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError
+            waiters = [until.wait()]
+            if notifier is not None:
+                waiters.append(notifier.wake.wait())
+            if self.view is not None and (notifier.hears_selected(idle) if notifier else idle):
+                waiters.append(self._changed.wait())
+            ticking = notifier is not None and notifier.keeps_looking()
+            tasks = [asyncio.ensure_future(w) for w in waiters]
+            await asyncio.wait(tasks, timeout=min(left, POLL_SECONDS) if ticking else left,
+                               return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if until.is_set() or self._closed:
+                return
+            if notifier is not None:
+                await notifier.tell(idle=idle)
+            elif self._changed.is_set():
+                await self.refresh(allow_expunge=True)
+
+    async def fetch_new(self, uids: Sequence[int], atts: list[FetchAtt]) -> None:
+        """RFC 5465 §5.2: the FETCH attributes NOTIFY asked for, of new messages."""
+        ranges = tuple((uid, uid) for uid in uids)
+        await _fetch(self, Command("*", "UID FETCH", {
+            "seqs": SeqSet(ranges), "atts": atts, "modifiers": {}}), uid=True)
 
     async def _read_line(self) -> bytes:
         while True:
@@ -301,6 +332,8 @@ class IMAPSession(asyncio.Protocol):
             log.exception("IMAP session failed peer=%s", self.peer)
             self.untagged("BYE internal server error")
         finally:
+            if self.notifier is not None:
+                self.notifier.stop()
             self._leave_folder()
             self._close()
 
@@ -349,6 +382,8 @@ class IMAPSession(asyncio.Protocol):
         if self.state == LOGOUT:
             self._tagged(command.tag, result or "OK LOGOUT completed")
             return
+        if self.notifier is not None and command.name in _OUTLINE_COMMANDS:
+            await self.notifier.own_change()
         await self._unsolicited(command)
         self._tagged(command.tag, result or f"OK {command.name} completed")
 
@@ -375,7 +410,8 @@ class IMAPSession(asyncio.Protocol):
                 "STATUS=SIZE", f"APPENDLIMIT={settings.MAILHOST_IMAP_MAX_LITERAL}",
                 "MULTIAPPEND", "CATENATE", "BINARY", "SORT", "ESORT", "SORT=DISPLAY",
                 "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "UTF8=ACCEPT", "COMPRESS=DEFLATE",
-                "WITHIN", "METADATA"]
+                "WITHIN", "METADATA", "CONTEXT=SEARCH", "CONTEXT=SORT", "NOTIFY",
+                "URLAUTH", "URLAUTH=BINARY"]
         if self.state == NOT_AUTHENTICATED:
             caps = base
             if not self.tls and self.tls_context is not None:
@@ -407,6 +443,7 @@ class IMAPSession(asyncio.Protocol):
         if self.view is not None:
             watcher().unwatch(self.view.folder_id)
         self.view = None
+        self.contexts.clear()  # RFC 5267 §4.3: updates cease with the folder
         if self.state == SELECTED:
             self.state = AUTHENTICATED
 
@@ -456,6 +493,7 @@ class IMAPSession(asyncio.Protocol):
             recent = await watcher().claim_recent(view.folder_id, changes.uidnext)
         updates = view.apply(changes, allow_expunge=allow_expunge, recent=recent)
         self._announce(updates)
+        await self.tell_contexts([*updates.changed, *updates.new_uids])
         return updates
 
     def tell_flags(self) -> None:
@@ -490,6 +528,9 @@ class IMAPSession(asyncio.Protocol):
         if updates.changed or updates.exists:
             self.tell_new_keywords()
         if updates.expunged:
+            # RFC 5267 §4.3.4: REMOVEFROM before the EXPUNGE it follows from.
+            for line in self.contexts.expunged(view, updates.expunged):
+                self.untagged(line)
             if self.qresync:
                 # RFC 7162 §3.2.10: VANISHED instead of EXPUNGE once QRESYNC is on.
                 self.untagged("VANISHED " + _uid_set([uid for _, uid in updates.expunged]))
@@ -510,6 +551,25 @@ class IMAPSession(asyncio.Protocol):
             if self.qresync or self.condstore:
                 items.insert(0, f"UID {uid}")
             self.untagged(f"{position + 1} FETCH ({' '.join(items)})")
+
+    async def tell_contexts(self, uids: Sequence[int]) -> None:
+        """ESEARCH ADDTO / REMOVEFROM for the UPDATE contexts whose result the
+        change of these messages (flags, or new) changes (RFC 5267 §4.3)."""
+        if not self.contexts or not uids:
+            return
+        view = self.view
+        assert view is not None
+        for context in list(self.contexts.by_tag.values()):
+            matched = {view.uids[p] for p in await searching.run(self, context.key, uids)}
+            touched = set(uids)
+            members = [u for u in context.result if u not in touched] + sorted(matched)
+            if context.criteria is None:
+                result = sorted(members)
+            else:
+                result = await _sorted_uids(view, members, context.criteria)
+            line = self.contexts.changed(context, view, result)
+            if line is not None:
+                self.untagged(line)
 
     async def _unsolicited(self, command: Command) -> None:
         if self.view is None or self._closed:
@@ -554,6 +614,10 @@ class IMAPSession(asyncio.Protocol):
         except NotFound:
             raise No(f"no folder named {name}", "NONEXISTENT") from None
 
+
+# Commands that change what NOTIFY's MailboxName, SubscriptionChange and
+# metadata events are about.
+_OUTLINE_COMMANDS = {"CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "SETMETADATA"}
 
 CommandHandler = Callable[[IMAPSession, Command], Any]
 COMMANDS: dict[str, tuple[CommandHandler, set[str]]] = {}
@@ -1015,21 +1079,133 @@ def _catenated(session: IMAPSession, parts: list[tuple[str, bytes]]) -> bytes:
             folder = store.get_folder(session.mailbox, session.decode_name(url.mailbox))
         except (ValueError, NotFound):
             raise No("the URL names no message", f"BADURL {shown}") from None
-        rows = store.message_rows(folder.pk, [url.uid], ["blob_id", "blob__bodystructure"])
-        if (url.uidvalidity is not None and url.uidvalidity != folder.uidvalidity) or not rows:
-            raise No("the URL names no message", f"BADURL {shown}")
-        filed.read_bytes(rows)
-        raw = rows[0]["raw"]
-        section = url.section
-        data = fmt.section_bytes(raw, rows[0]["blob__bodystructure"], section.part,
-                                 section.text, section.fields)
-        if data is None:
+        found = _url_part(folder, url)
+        if found is None:
             raise No("the URL names no message part", f"BADURL {shown}")
-        if url.partial is not None:
-            origin, length = url.partial
-            data = data[origin:] if length is None else data[origin:origin + length]
-        out.append(data)
+        out.append(_url_partial(found[0], url))
     return b"".join(out)
+
+
+def _url_part(folder: Folder, url: ImapUrl) -> tuple[bytes, dict, bytes, dict] | None:
+    """The octets of the section an IMAP URL names in ``folder`` (RFC 5092 §3),
+    before any PARTIAL, the MIME part they are, and the whole message and its
+    structure; None when it names nothing (run in a worker thread: it reads
+    the store)."""
+    rows = store.message_rows(folder.pk, [url.uid], ["blob_id", "blob__bodystructure"])
+    if (url.uidvalidity is not None and url.uidvalidity != folder.uidvalidity) or not rows:
+        return None
+    filed.read_bytes(rows)
+    structure = rows[0]["blob__bodystructure"]
+    section = url.section
+    data = fmt.section_bytes(rows[0]["raw"], structure, section.part, section.text,
+                             section.fields)
+    part = mime.find_part(structure, list(section.part)) if section.part else structure
+    if data is None or part is None:
+        return None
+    return data, part, rows[0]["raw"], structure
+
+
+def _url_partial(data: bytes, url: ImapUrl) -> bytes:
+    if url.partial is None:
+        return data
+    origin, length = url.partial
+    return data[origin:] if length is None else data[origin:origin + length]
+
+
+# --- URLAUTH (RFC 4467, RFC 5524 URLAUTH=BINARY) --------------------------------
+
+
+@command("GENURLAUTH", AUTHED)
+async def genurlauth(session: IMAPSession, cmd: Command) -> None:
+    made = []
+    for raw, mechanism in cmd.args["urls"]:
+        try:
+            url = parse_auth_url(raw)
+        except ValueError as error:
+            raise Bad(f"not a URLAUTH rump URL: {error}") from None
+        if url.token is not None:
+            raise Bad("the URL is already authorized")  # RFC 4467 §7: a rump
+        if mechanism != URLAUTH_MECHANISM:
+            raise No(f"unsupported mechanism {mechanism}")
+        if url.owner.lower() != session.mailbox.address.lower():
+            raise No("a URL of another user's mailbox")  # RFC 4467 §7
+        try:
+            token = await _sync(urlauth.sign)(session.mailbox,
+                                              session.decode_name(url.message.mailbox), url.rump)
+        except (NotFound, Invalid):
+            raise No(f"no folder named {url.message.mailbox}", "NONEXISTENT") from None
+        made.append(fmt.quoted(url.rump + f":{mechanism}:{token}".encode()))
+    session.untagged(b"GENURLAUTH " + b" ".join(made))
+
+
+@command("URLFETCH", AUTHED)
+async def urlfetch(session: IMAPSession, cmd: Command) -> None:
+    # RFC 4467 §7: a URL that is invalid or not for this user fetches NIL.
+    items = [fmt.quoted(raw) + b" " + await _sync(_url_fetched)(session, raw, params)
+             for raw, params in cmd.args["urls"]]
+    session.untagged(b"URLFETCH " + b" ".join(items))
+
+
+def _url_fetched(session: IMAPSession, raw: bytes, params: tuple[str, ...] | None) -> bytes:
+    """The data of one URLFETCH response item (RFC 4467 §9 nstring, RFC 5524 §4
+    the parenthesized list), NIL when the URL fetches nothing."""
+    try:
+        url = parse_auth_url(raw)
+    except ValueError:
+        return b"NIL"
+    if url.mechanism != URLAUTH_MECHANISM or url.token is None or \
+            not url.allows(session.mailbox.address) or url.expired(timezone.now()):
+        return b"NIL"
+    try:
+        name = session.decode_name(url.message.mailbox)
+    except No:
+        return b"NIL"
+    folder = urlauth.verify(url.owner, name, url.rump, url.token)
+    found = _url_part(folder, url.message) if folder is not None else None
+    if found is None:
+        return b"NIL"
+    data, part, raw_message, structure = found
+    if params is None:
+        return fmt.literal(_url_partial(data, url.message))
+    out = []
+    if "BODYPARTSTRUCTURE" in params:
+        if "BINARY" in params and not url.message.section.text:
+            # RFC 5524 §3 (as Dovecot serves it): with BINARY, the structure
+            # describes the decoded octets sent, each part's sizes decoded.
+            with contextlib.suppress(UnknownEncoding):
+                decoded_structure = mime.analyze(binary_section(
+                    raw_message, structure, [], relabel=False)).bodystructure
+                section = url.message.section.part
+                part = (mime.find_part(decoded_structure, list(section)) if section
+                        else decoded_structure) or part
+        out.append(b"BODYPARTSTRUCTURE " + fmt.body_structure(part))
+    if "BODY" in params:
+        out.append(b"BODY " + fmt.literal(_url_partial(data, url.message)))
+    if "BINARY" in params:
+        decoded = None
+        if not url.message.section.text:
+            with contextlib.suppress(UnknownEncoding):
+                decoded = _url_partial(binary_section(raw_message, structure,
+                                                      url.message.section.part), url.message)
+        if decoded is None:
+            out.append(b"BINARY NIL")  # not a body part, or an encoding we cannot undo
+        else:
+            literal = fmt.literal(decoded)
+            out.append(b"BINARY " + (b"~" + literal if b"\0" in decoded else literal))
+    return b"(" + b" ".join(out) + b")"
+
+
+@command("RESETKEY", AUTHED)
+async def resetkey(session: IMAPSession, cmd: Command) -> None:
+    unknown = [m for m in cmd.args["mechanisms"] if m != URLAUTH_MECHANISM]
+    if unknown:
+        raise No(f"unsupported mechanism {unknown[0]}")
+    name = cmd.args["mailbox"]
+    try:
+        await _sync(urlauth.reset_keys)(
+            session.mailbox, session.decode_name(name) if name is not None else None)
+    except (NotFound, Invalid):
+        raise No(f"no folder named {name}", "NONEXISTENT") from None
 
 
 @command("GETQUOTAROOT", AUTHED)
@@ -1151,6 +1327,33 @@ async def unselect(session: IMAPSession, cmd: Command) -> None:
     session._leave_folder()  # RFC 3691
 
 
+@command("NOTIFY", AUTHED)
+async def notify_(session: IMAPSession, cmd: Command) -> None:
+    groups = cmd.args["groups"]
+    spec = None
+    if groups is not None:
+        try:
+            spec = check_groups(groups, session.decode_name)
+        except NotifyRefused as error:
+            if error.bad:
+                raise Bad(error.text) from None
+            raise No(error.text, error.code) from None
+    if session.notifier is not None:
+        session.notifier.stop()
+        session.notifier = None
+    if spec is None:
+        return  # NOTIFY NONE
+    notifier = Notifier(session, spec)
+    await notifier.start(status=cmd.args["status"])
+    session.notifier = notifier
+    session.look_again()  # RFC 5465 §3.1: NOTIFY SET is also a NOOP
+
+
+@command("CANCELUPDATE", {SELECTED})
+async def cancelupdate(session: IMAPSession, cmd: Command) -> None:
+    session.contexts.cancel(cmd.args["tags"])  # RFC 5267 §4.3.5
+
+
 @command("EXPUNGE", {SELECTED})
 async def expunge(session: IMAPSession, cmd: Command) -> None:
     view = session.writable_view()
@@ -1225,6 +1428,7 @@ async def _store(session: IMAPSession, cmd: Command, *, uid: bool) -> str:
         if session.condstore:
             items.append(f"MODSEQ ({view.modseqs[position]})")
         session.untagged(f"{position + 1} FETCH ({' '.join(items)})")
+    await session.tell_contexts(sorted(changed))
     if failed:
         # RFC 7162 §3.1.3
         numbers = failed if uid else sorted(view.index(u) + 1 for u in failed
@@ -1347,6 +1551,7 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
     finally:
         if not loading.done():
             loading.cancel()
+    await session.tell_contexts(sorted(seen_now))  # the implicit \Seen
     return None
 
 
@@ -1440,14 +1645,10 @@ def _binary_item(att: FetchAtt, raw: bytes, structure: dict) -> bytes:
     """RFC 3516 §4.2: BINARY[part] is the part with its transfer encoding undone."""
     section = att.section
     assert section is not None
-    data = fmt.section_bytes(raw, structure, section.part, "") or b""
-    if section.part:
-        part = mime.find_part(structure, list(section.part))
-        if part is not None and not part["parts"]:
-            decoded = mime.decode_body(data, part["encoding"])
-            if decoded is None:
-                raise No(f"cannot decode {part['encoding']}", "UNKNOWN-CTE")
-            data = decoded
+    try:
+        data = binary_section(raw, structure, section.part)
+    except UnknownEncoding as error:
+        raise No(f"cannot decode {error}", "UNKNOWN-CTE") from None
     label = f"[{section.label()}]"
     if att.name == "BINARY.SIZE":
         return f"BINARY.SIZE{label} {len(data)}".encode()
@@ -1470,6 +1671,8 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
     if "bad_charset" in args:
         raise No("unsupported charset", "BADCHARSET (UTF-8 US-ASCII)")
     key: SearchKey = args["key"]
+    options = args["return"]
+    pinned = _update_key(session, cmd, key)
     if searching.uses_modseq(key):
         session.enable_condstore()
     positions = await searching.run(session, key)
@@ -1478,7 +1681,6 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
     modseq = ""
     if with_modseq:
         modseq = f" (MODSEQ {max(view.modseqs[p] for p in positions)})"
-    options = args["return"]
     if options is None and session.rev2:
         options = ["ALL"]  # RFC 9051 §6.4.4: results always come as ESEARCH
     if options is None:
@@ -1490,23 +1692,27 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
         options = [o for o in options if o != "SAVE"]
         if not options:
             return None
-    parts = _esearch_parts(cmd.tag, uid, numbers, options)
+    parts = _esearch_parts(cmd.tag, uid, numbers, options, args["partial"])
     if with_modseq:
         # RFC 4731 §3.2 / RFC 7162 §3.1.5: with only MIN and/or MAX, the
         # highest MODSEQ of the messages returned; otherwise of all matches.
         returned = ([positions[0]] if "MIN" in options else []) + \
             ([positions[-1]] if "MAX" in options else [])
-        if {"ALL", "COUNT"} & set(options) or not returned:
+        if {"ALL", "COUNT", "PARTIAL"} & set(options) or not returned:
             returned = positions
         parts.append(f"MODSEQ {max(view.modseqs[p] for p in returned)}")
     session.untagged(" ".join(parts))
+    if pinned is not None:
+        _keep_context(session, cmd.tag, pinned, uid, [view.uids[p] for p in positions])
     return None
 
 
-def _esearch_parts(tag: str, uid: bool, numbers: list[int], options: list[str]) -> list[str]:
+def _esearch_parts(tag: str, uid: bool, numbers: list[int], options: list[str],
+                   partial_range: tuple[int, int] | None = None) -> list[str]:
     """An ESEARCH response (RFC 4731 §3.1) for numbers in result order: SEARCH's
     ascending, ESORT's sorted (RFC 5267 §3.1: MIN and MAX are the first and
-    last sorted; ALL keeps the order, §3.2: ranges only where ascending)."""
+    last sorted; ALL keeps the order, §3.2: ranges only where ascending;
+    §4.4: PARTIAL the results in a range of that order)."""
     parts = [f'ESEARCH (TAG "{tag}")']
     if uid:
         parts.append("UID")
@@ -1519,7 +1725,39 @@ def _esearch_parts(tag: str, uid: bool, numbers: list[int], options: list[str]) 
             parts.append(f"ALL {_uid_set(numbers)}")
     if "COUNT" in options:
         parts.append(f"COUNT {len(numbers)}")
+    if partial_range is not None:
+        parts.append(partial(numbers, *partial_range))
     return parts
+
+
+def _update_key(session: IMAPSession, cmd: Command, key: SearchKey) -> SearchKey | None:
+    """For RETURN (UPDATE), the search program to keep, its sequence numbers
+    and "$" pinned to the UIDs they name now (RFC 5267 §4.3); BAD when the tag
+    already names a context that is kept up to date."""
+    if "UPDATE" not in (cmd.args["return"] or ()):
+        return None
+    if cmd.tag in session.contexts.by_tag:
+        raise Bad(f"tag {cmd.tag} already names a search kept up to date")
+    view = session.view
+    assert view is not None
+    return pin_numbers(key, view, session.saved)
+
+
+def _keep_context(session: IMAPSession, tag: str, key: SearchKey, uid: bool,
+                  result: list[int], criteria: list[tuple[str, bool]] | None = None) -> None:
+    if len(session.contexts.by_tag) >= MAX_CONTEXTS:
+        # RFC 5267 §4.3.1: refused, the other return options still answered.
+        session.untagged(f'NO [NOUPDATE "{tag}"] too many searches kept up to date')
+        return
+    session.contexts.by_tag[tag] = Context(tag, key, uid, result, criteria)
+
+
+async def _sorted_uids(view: FolderView, uids: Sequence[int],
+                       criteria: list[tuple[str, bool]]) -> list[int]:
+    """UIDs in the order of the SORT criteria (RFC 5256 §3)."""
+    rows = {row["uid"]: row for row in await _sync(store.message_rows)(
+        view.folder_id, list(uids), ordering.SORT_FIELDS)}
+    return ordering.sort([(u, rows[u]) for u in uids if u in rows], criteria)
 
 
 _THREADERS = {"ORDEREDSUBJECT": ordering.ordered_subject, "REFERENCES": ordering.references}
@@ -1535,21 +1773,26 @@ async def _sort_or_thread(session: IMAPSession, cmd: Command, *, uid: bool) -> N
     threader = _THREADERS.get(args.get("algorithm", ""))
     if "algorithm" in args and threader is None:
         raise Bad(f"unsupported threading algorithm {args['algorithm']}")
+    pinned = _update_key(session, cmd, args["key"])
     positions = await searching.run(session, args["key"])
     uids = [view.uids[p] for p in positions]
-    fields = ordering.THREAD_FIELDS if threader else ordering.SORT_FIELDS
-    rows = {row["uid"]: row for row in await _sync(store.message_rows)(
-        view.folder_id, uids, fields)}
-    items = [(view.uids[p] if uid else p + 1, rows[view.uids[p]])
-             for p in positions if view.uids[p] in rows]
     if threader is not None:
+        rows = {row["uid"]: row for row in await _sync(store.message_rows)(
+            view.folder_id, uids, ordering.THREAD_FIELDS)}
+        items = [(view.uids[p] if uid else p + 1, rows[view.uids[p]])
+                 for p in positions if view.uids[p] in rows]
         session.untagged(f"THREAD {threader(items)}".rstrip())
+        return
+    ordered = await _sorted_uids(view, uids, args["criteria"])
+    numbers = ordered if uid else [view.index(u) + 1 for u in ordered]
+    if args["return"] is not None:
+        options = [o for o in args["return"] if o not in ("UPDATE", "CONTEXT")]
+        session.untagged(" ".join(_esearch_parts(cmd.tag, uid, numbers, options,
+                                                  args["partial"])))
     else:
-        numbers = ordering.sort(items, args["criteria"])
-        if args["return"] is not None:
-            session.untagged(" ".join(_esearch_parts(cmd.tag, uid, numbers, args["return"])))
-        else:
-            session.untagged("SORT" + "".join(f" {n}" for n in numbers))
+        session.untagged("SORT" + "".join(f" {n}" for n in numbers))
+    if pinned is not None:
+        _keep_context(session, cmd.tag, pinned, uid, ordered, args["criteria"])
 
 
 # --- IDLE (RFC 2177) -----------------------------------------------------------------
@@ -1574,17 +1817,22 @@ async def _idle(session: IMAPSession) -> str:
             raise Bad("expected DONE")
         if session._closed:
             raise ConnectionError("closed")
-        if session._changed.is_set():
+        if session._changed.is_set() and session.notifier is None:
             await session.refresh(allow_expunge=True)
             continue
         session._data.clear()
         if session.transport is not None:
             session.transport.resume_reading()
-        waiter = session._idle_waiter = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(waiter, settings.MAILHOST_IMAP_TIMEOUT)
-        finally:
-            session._idle_waiter = None
+        if session.notifier is None:
+            # One plain future per idler (woken by _wake): cheap for thousands.
+            waiter = session._idle_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(waiter, settings.MAILHOST_IMAP_TIMEOUT)
+            finally:
+                session._idle_waiter = None
+        else:
+            # RFC 5465 §4: in IDLE, the events NOTIFY asked for, as at any time.
+            await session.listen(session._data, idle=True)
 
 
 # Commands that share a handler (UID forms, SELECT/EXAMINE, LIST/LSUB, …).

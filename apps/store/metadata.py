@@ -99,6 +99,9 @@ def set_metadata(mailbox: Mailbox, folder_name: str,
         added = len(set(stored) - existing)
         if added and MetadataEntry.objects.filter(mailbox=mailbox).count() + added > MAX_ENTRIES:
             raise TooMany()
-        for name, value in stored.items():
-            MetadataEntry.objects.update_or_create(
-                mailbox=mailbox, folder=folder, name=name, defaults={"value": value})
+        # A changed value is a new row: watchers tell changes by row id
+        # (apps/store/outline.py) without reading values.
+        entries.filter(name__in=list(stored)).delete()
+        MetadataEntry.objects.bulk_create(
+            [MetadataEntry(mailbox=mailbox, folder=folder, name=name, value=value)
+             for name, value in stored.items()])

@@ -117,6 +117,17 @@ class MetadataEntry(models.Model):
         return f"{self.mailbox_id}:{self.folder_id or ''}:{self.name}"
 
 
+class UrlAuthKey(models.Model):
+    """A folder's mailbox access key for URLAUTH (RFC 4467 §3): URLs signed with
+    it work until RESETKEY replaces it or the folder is deleted."""
+
+    folder = models.OneToOneField(Folder, on_delete=models.CASCADE, related_name="urlauth_key")
+    key = models.BinaryField()
+
+    def __str__(self) -> str:
+        return f"{self.folder_id}"
+
+
 class Blob(models.Model):
     """Message bytes on disk (content-addressed) and what was parsed from them once.
 

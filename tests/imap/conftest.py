@@ -45,3 +45,11 @@ def raw(imap_port: int, mailbox) -> RawIMAP:  # type: ignore[no-untyped-def]
     client = RawIMAP(imap_port)
     client.login(mailbox.address, PASSWORD)
     return client
+
+
+@pytest.fixture
+def other(imap_port: int, mailbox) -> RawIMAP:  # type: ignore[no-untyped-def]
+    """A second RawIMAP session of ``mailbox``, for changes made elsewhere."""
+    client = RawIMAP(imap_port)
+    client.login(mailbox.address, PASSWORD)
+    return client
