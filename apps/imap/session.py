@@ -945,11 +945,14 @@ async def append(session: IMAPSession, cmd: Command) -> str:
         return folder, prepared
 
     def append_all(requests: list[store.DeliveryRequest]) -> list[int]:
-        # RFC 3502 §6.3.11: all messages or none, so one transaction of their own.
+        # RFC 3502 §6.3.11: all messages or none, so one transaction of their
+        # own; the bytes are fsynced before it, not while it holds the write lock.
+        store.prepare_deliveries(requests)
         with transaction.atomic():
-            return [store.append(session.mailbox, r.folder, r.data, flags=r.flags,
-                                 keywords=r.keywords, internal_date=r.internal_date).uid
-                    for r in requests]
+            refused = next(filter(None, store.deliver_batch(requests)), None)
+            if refused is not None:
+                raise refused
+        return [r.messages[0].uid for r in requests]
 
     try:
         folder, requests = await _sync(prepare)()
