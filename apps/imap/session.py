@@ -836,8 +836,12 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
         for i in range(1, len(levels)):
             names.add("/".join(levels[:i]))
     has_children = {n.rsplit("/", 1)[0] for n in names if "/" in n}
-    subscribed = await _sync(store.subscribed_names)(session.mailbox)
     subscribed_only = "SUBSCRIBED" in args["selection"] or verb == "LSUB"
+    recursive = "RECURSIVEMATCH" in args["selection"]
+    returns = set(args["returns"])
+    # A plain LIST (most clients' and imaptest's) does not read the subscriptions.
+    subscribed = (await _sync(store.subscribed_names)(session.mailbox)
+                  if subscribed_only or recursive or "SUBSCRIBED" in returns else set())
     if subscribed_only:
         # RFC 3501 §6.3.6, RFC 5258 §3.1: a subscribed name whose folder is gone
         # is still listed (as \NonExistent), and so are its superior levels.
@@ -845,8 +849,6 @@ async def _list(session: IMAPSession, cmd: Command) -> None:
             levels = name.split("/")
             names.update("/".join(levels[:i]) for i in range(1, len(levels) + 1))
     special_only = "SPECIAL-USE" in args["selection"]
-    recursive = "RECURSIVEMATCH" in args["selection"]
-    returns = set(args["returns"])
     extended = bool(args["selection"] or args["returns"]) and verb == "LIST"
     statuses = args["status"]
 
