@@ -42,6 +42,10 @@ Callback = Callable[[FolderChanged], None]
 
 _lock = threading.Lock()
 _subscribers: dict[int, list[tuple[asyncio.AbstractEventLoop, Callback]]] = {}
+# folder id -> the highest MODSEQ handed to this process's subscribers, so that
+# the same change is not handed over again when it comes back by Redis or the
+# poller (each hand-over costs every session of the folder a read).
+_dispatched: dict[int, int] = {}
 
 
 def subscribe(mailbox_id: int, callback: Callback) -> Callable[[], None]:
@@ -66,9 +70,24 @@ def dispatch_local(event: FolderChanged) -> None:
     """Hand an event to this process's subscribers (thread-safe)."""
     with _lock:
         entries = list(_subscribers.get(event.mailbox_id, ()))
+        if entries:
+            _dispatched[event.folder_id] = max(_dispatched.get(event.folder_id, 0),
+                                               event.highestmodseq)
     for loop, callback in entries:
         with contextlib.suppress(RuntimeError):  # loop closed: the session is gone
             loop.call_soon_threadsafe(callback, event)
+
+
+def dispatched(folder_id: int) -> int:
+    """The highest MODSEQ of the folder that this process's subscribers were
+    told of (0: none): a change at or below it is news to none of them."""
+    return _dispatched.get(folder_id, 0)
+
+
+def forget(folder_id: int) -> None:
+    """No session of this process watches the folder any more."""
+    with _lock:
+        _dispatched.pop(folder_id, None)
 
 
 _redis_client = None

@@ -1,7 +1,9 @@
 """Concurrent writers over real sockets, as imaptest's stress profile drives
 them: APPEND and MULTIAPPEND from many sessions at once share the store's
 group commit, yet each OK means the message is durable and its UIDs are its
-own; a SIGKILLed listener loses nothing it answered OK."""
+own; a SIGKILLed listener loses nothing it answered OK. A change wakes the
+other sessions of the process once, not again when Redis or the poller
+brings it back."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 from django.db import connection
 
 from apps.store import blobs
+from apps.store import services as store
 from apps.store.models import Message
 from tests.factories import PASSWORD, make_mailbox
 from tests.imap.helpers import RawIMAP
@@ -124,6 +127,33 @@ def test_multiappend_over_quota_stores_none(imap_port, transactional_db):
     assert b" NO [OVERQUOTA]" in line
     assert not Message.objects.filter(folder__mailbox=mailbox).exists()
     assert _uids(_append(client, [_message(2, 2)])) == [1]
+
+
+def test_a_change_in_this_process_wakes_an_idler_once(imap_port, mailbox, monkeypatch):
+    store.deliver([mailbox], _message(0, 0))
+    idler = RawIMAP(imap_port)
+    idler.login(mailbox.address, PASSWORD)
+    idler.command("SELECT INBOX")
+    reads: list[int] = []
+    folder_changes = store.folder_changes
+
+    def counted(folder_id: int, since: int) -> store.FolderChanges | None:
+        reads.append(since)
+        return folder_changes(folder_id, since)
+
+    monkeypatch.setattr(store, "folder_changes", counted)
+    idler.send(b"i IDLE\r\n")
+    assert idler.readline().startswith(b"+ ")
+    # The writer selects nothing, so that only the idler reads the folder.
+    writer = RawIMAP(imap_port)
+    writer.login(mailbox.address, PASSWORD)
+    _append(writer, [_message(0, 1)])
+    assert idler.readline() == b"* 2 EXISTS\r\n"
+    # Longer than the poller's tick, and than Redis takes to echo the change.
+    time.sleep(2.5)
+    assert len(reads) == 1, f"the idler read the folder {len(reads)} times for one change"
+    idler.send(b"DONE\r\n")
+    assert idler.until("i")[-1].startswith(b"i OK")
 
 
 @pytest.mark.slow
