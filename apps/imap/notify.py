@@ -74,7 +74,6 @@ class Watcher:
         if entry[2] <= 0:
             del self.folders[folder_id]
             self._claimed.pop(folder_id, None)
-            events.forget(folder_id)
 
     async def folder_changes(self, folder_id: int, since: int,
                              after: int) -> FolderChanges | None:
@@ -143,7 +142,7 @@ class Watcher:
                 if entry is not None and modseq > entry[1]:
                     entry[1] = modseq
                     # A change made in this process was told at once.
-                    if modseq > events.dispatched(folder_id):
+                    if modseq > events.dispatched(entry[0], folder_id):
                         events.dispatch_local(events.FolderChanged(entry[0], folder_id, modseq))
 
     async def _listen_redis(self) -> None:
@@ -165,7 +164,8 @@ class Watcher:
                             if entry is not None and event.highestmodseq > entry[1]:
                                 entry[1] = event.highestmodseq
                                 # Not our own change coming back from Redis.
-                                if event.highestmodseq > events.dispatched(event.folder_id):
+                                if event.highestmodseq > events.dispatched(
+                                        event.mailbox_id, event.folder_id):
                                     events.dispatch_local(event)
             except Exception:
                 log.exception("IMAP Redis listener failed; reconnecting")

@@ -42,10 +42,11 @@ Callback = Callable[[FolderChanged], None]
 
 _lock = threading.Lock()
 _subscribers: dict[int, list[tuple[asyncio.AbstractEventLoop, Callback]]] = {}
-# folder id -> the highest MODSEQ handed to this process's subscribers, so that
-# the same change is not handed over again when it comes back by Redis or the
-# poller (each hand-over costs every session of the folder a read).
-_dispatched: dict[int, int] = {}
+# mailbox id -> folder id -> the highest MODSEQ handed to this process's
+# subscribers, so that the same change is not handed over again when it comes
+# back by Redis or the poller (each hand-over costs every session of the
+# folder a read); dropped with the mailbox's last subscriber.
+_dispatched: dict[int, dict[int, int]] = {}
 
 
 def subscribe(mailbox_id: int, callback: Callback) -> Callable[[], None]:
@@ -62,6 +63,7 @@ def subscribe(mailbox_id: int, callback: Callback) -> Callable[[], None]:
                 entries.remove(entry)
             if not entries:
                 _subscribers.pop(mailbox_id, None)
+                _dispatched.pop(mailbox_id, None)
 
     return unsubscribe
 
@@ -71,23 +73,19 @@ def dispatch_local(event: FolderChanged) -> None:
     with _lock:
         entries = list(_subscribers.get(event.mailbox_id, ()))
         if entries:
-            _dispatched[event.folder_id] = max(_dispatched.get(event.folder_id, 0),
-                                               event.highestmodseq)
+            folders = _dispatched.setdefault(event.mailbox_id, {})
+            folders[event.folder_id] = max(folders.get(event.folder_id, 0),
+                                           event.highestmodseq)
     for loop, callback in entries:
         with contextlib.suppress(RuntimeError):  # loop closed: the session is gone
             loop.call_soon_threadsafe(callback, event)
 
 
-def dispatched(folder_id: int) -> int:
+def dispatched(mailbox_id: int, folder_id: int) -> int:
     """The highest MODSEQ of the folder that this process's subscribers were
     told of (0: none): a change at or below it is news to none of them."""
-    return _dispatched.get(folder_id, 0)
-
-
-def forget(folder_id: int) -> None:
-    """No session of this process watches the folder any more."""
     with _lock:
-        _dispatched.pop(folder_id, None)
+        return _dispatched.get(mailbox_id, {}).get(folder_id, 0)
 
 
 _redis_client = None
