@@ -113,9 +113,11 @@ class Mailhost:
     def __init__(self, users: list[str]) -> None:
         self.instance = MailhostInstance(os.environ.get("DATABASE_URL"))
         self.instance.manage("createdomain", DOMAIN)
-        for user in users:
-            self.instance.manage("createmailbox", user, "--password-stdin", "--quota", "0",
-                                 stdin=PASSWORD + "\n")
+        # One process for all the mailboxes (createmailbox per user took
+        # minutes for 20 users on a busy machine), through the same service.
+        self.instance.manage("shell", "-c", "from apps.directory import services\n"
+                             f"for address in {users!r}:\n"
+                             f"    services.create_mailbox(address, {PASSWORD!r}, quota=0)")
         self.process, ports = self.instance.start_listeners("imap")
         self.port = ports["imap"]
 

@@ -10,7 +10,9 @@ session only ever listens in one place.
 The sessions that one change wakes (hundreds in IDLE on one INBOX) do not read
 it one after another: sessions that look at the same folder from the same
 MODSEQ share one ``folder_changes`` query, and new messages already given
-\\Recent by a session of this process are not claimed again (no write).
+\\Recent by a session of this process are not claimed again (no write). Nor
+are they woken twice by one change: a change made in this process, told at
+once, is not told again when Redis echoes it or the poller sees it.
 """
 
 from __future__ import annotations
@@ -139,7 +141,9 @@ class Watcher:
                 entry = self.folders.get(folder_id)
                 if entry is not None and modseq > entry[1]:
                     entry[1] = modseq
-                    events.dispatch_local(events.FolderChanged(entry[0], folder_id, modseq))
+                    # A change made in this process was told at once.
+                    if modseq > events.dispatched(entry[0], folder_id):
+                        events.dispatch_local(events.FolderChanged(entry[0], folder_id, modseq))
 
     async def _listen_redis(self) -> None:
         import redis.asyncio as aioredis
@@ -159,7 +163,10 @@ class Watcher:
                             entry = self.folders.get(event.folder_id)
                             if entry is not None and event.highestmodseq > entry[1]:
                                 entry[1] = event.highestmodseq
-                                events.dispatch_local(event)
+                                # Not our own change coming back from Redis.
+                                if event.highestmodseq > events.dispatched(
+                                        event.mailbox_id, event.folder_id):
+                                    events.dispatch_local(event)
             except Exception:
                 log.exception("IMAP Redis listener failed; reconnecting")
                 await asyncio.sleep(POLL_SECONDS)

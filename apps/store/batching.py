@@ -101,7 +101,9 @@ def run_calls(calls: Sequence[StoreCall]) -> list[Any | MailhostError]:
         lock_folders(*folder_ids)
         for call in calls:
             try:
-                with transaction.atomic():
+                # A call alone needs no savepoint: if refused, the whole
+                # transaction is rolled back, which undoes that call alone.
+                with transaction.atomic(savepoint=len(calls) > 1):
                     results.append(call.function(*call.args, **call.kwargs))
             except MailhostError as error:
                 results.append(error)

@@ -42,6 +42,11 @@ Callback = Callable[[FolderChanged], None]
 
 _lock = threading.Lock()
 _subscribers: dict[int, list[tuple[asyncio.AbstractEventLoop, Callback]]] = {}
+# mailbox id -> folder id -> the highest MODSEQ handed to this process's
+# subscribers, so that the same change is not handed over again when it comes
+# back by Redis or the poller (each hand-over costs every session of the
+# folder a read); dropped with the mailbox's last subscriber.
+_dispatched: dict[int, dict[int, int]] = {}
 
 
 def subscribe(mailbox_id: int, callback: Callback) -> Callable[[], None]:
@@ -58,6 +63,7 @@ def subscribe(mailbox_id: int, callback: Callback) -> Callable[[], None]:
                 entries.remove(entry)
             if not entries:
                 _subscribers.pop(mailbox_id, None)
+                _dispatched.pop(mailbox_id, None)
 
     return unsubscribe
 
@@ -66,9 +72,20 @@ def dispatch_local(event: FolderChanged) -> None:
     """Hand an event to this process's subscribers (thread-safe)."""
     with _lock:
         entries = list(_subscribers.get(event.mailbox_id, ()))
+        if entries:
+            folders = _dispatched.setdefault(event.mailbox_id, {})
+            folders[event.folder_id] = max(folders.get(event.folder_id, 0),
+                                           event.highestmodseq)
     for loop, callback in entries:
         with contextlib.suppress(RuntimeError):  # loop closed: the session is gone
             loop.call_soon_threadsafe(callback, event)
+
+
+def dispatched(mailbox_id: int, folder_id: int) -> int:
+    """The highest MODSEQ of the folder that this process's subscribers were
+    told of (0: none): a change at or below it is news to none of them."""
+    with _lock:
+        return _dispatched.get(mailbox_id, {}).get(folder_id, 0)
 
 
 _redis_client = None

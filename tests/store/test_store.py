@@ -174,6 +174,17 @@ def test_store_calls_share_a_transaction_and_are_refused_alone():
     assert isinstance(results[1], NotFound) and results[2] == [1]
     assert [c.uid for c in results[0][0]] == [1]
     assert not Message.objects.filter(folder=inbox).exists()
+    # A call alone in its batch (no savepoint) is undone whole when refused.
+    store.deliver([mailbox], MESSAGE)
+
+    def flag_then_refuse() -> None:
+        store.set_flags(inbox, [2], mode="add", flags=Flag.FLAGGED)
+        raise NotFound("refused after writing")
+
+    assert isinstance(run_calls([StoreCall(flag_then_refuse)])[0], NotFound)
+    assert Message.objects.get(folder=inbox, uid=2).flags == 0
+    assert run_calls([StoreCall(store.unsubscribe, (mailbox, "Sent"))]) == [None]
+    assert "Sent" not in store.subscribed_names(mailbox)
 
 
 def test_stores_expunges_and_claims_that_change_nothing():
