@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from django.core.cache import cache
 from django.db import connection
+from hypothesis import settings as hypothesis_settings
 
 from apps.directory.models import Domain, Mailbox
 from apps.mailservers.listeners import RunningListener, start_listeners, stop_listeners
@@ -37,6 +38,10 @@ os.environ.setdefault("MAILHOST_ANTISPAM_INLINE", "1")
 # ORM calls there are synchronous all the same (the web server process keeps
 # Django's guard).
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+# Property tests assert behaviour, never speed: hypothesis' per-example
+# deadline (200 ms) only measures how busy the machine is.
+hypothesis_settings.register_profile("mailhost", deadline=None)
+hypothesis_settings.load_profile("mailhost")
 # Real mail nobody here wrote: a copy of the shared corpora's mime/ set and a sample
 # of its ham and spam (tests/corpus/README.md), so that a clone tests on its own.
 CORPORA = ROOT / "tests" / "corpus"

@@ -22,6 +22,7 @@ from apps.directory.administrators import create_administrator
 from apps.directory.models import Alias, AppPassword, Domain, Mailbox, Role, User
 from apps.store import services as store
 from apps.store.models import Folder, Message
+from apps.transfer.models import ImportJob
 from tests.factories import PASSWORD
 
 # B's folder names, and names that try to climb out of A's own folders into B's
@@ -55,13 +56,15 @@ class Tenant:
     queued: OutboundMessage
     token: ApiToken
     app_password: AppPassword
+    import_job: ImportJob
     markers: list[str] = field(default_factory=list)
 
     def ids(self) -> dict[str, int | str]:
         """This tenant's objects by the kind of id a URL names."""
         return {"domain": self.domain.pk, "mailbox": self.mailbox.pk, "alias": self.alias.pk,
                 "admin": self.admin.pk, "token": self.token.pk,
-                "app_password": self.app_password.pk, "folder": self.folder.pk,
+                "app_password": self.app_password.pk, "import_job": self.import_job.pk,
+                "folder": self.folder.pk,
                 "message": self.messages[0].pk, "queue": self.queued.queue_id}
 
 
@@ -86,10 +89,12 @@ def make_tenant(name: str, user: str, *, display_name: str, subject: str, body: 
     assert queued is not None
     token, _ = create_token(mailbox.user, name=f"{display_name} laptop")
     app_password, _ = app_passwords.create(mailbox, f"{folder} phone")
+    import_job = ImportJob.objects.create(mailbox=mailbox, source=f"{folder} archive.mbox",
+                                          status=ImportJob.Status.INTERRUPTED)
     markers = [name, mailbox.address, alias.address, admin.email, display_name, subject, body,
                folder, token.prefix, queued.queue_id, app_password.digest]
     return Tenant(domain, admin, mailbox, alias, own, messages, queued, token, app_password,
-                  markers)
+                  import_job, markers)
 
 
 @pytest.fixture
@@ -118,6 +123,7 @@ def snapshot(tenant: Tenant) -> dict[str, list[tuple]]:
         "users": rows(User, pk__in=users),
         "tokens": rows(ApiToken, user__in=users),
         "app_passwords": rows(AppPassword, mailbox=tenant.mailbox),
+        "import_jobs": rows(ImportJob, mailbox=tenant.mailbox),
         "folders": rows(Folder, mailbox=tenant.mailbox),
         "messages": rows(Message, folder__mailbox=tenant.mailbox),
         "queue": rows(QueueEntry, message=tenant.queued),

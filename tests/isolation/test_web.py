@@ -8,7 +8,7 @@ it is named in PARAMETERS)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -36,7 +36,8 @@ NAMESPACES = ("webadmin", "webmail")
 GHOST_ID = 987654321
 # Which of a tenant's objects a path parameter names: by parameter, or for a
 # bare ``pk`` by the collection it follows (domains/<pk>/ …).
-PARAMETERS = {"folder_id": "folder", "message_id": "message", "queue_id": "queue"}
+PARAMETERS = {"folder_id": "folder", "message_id": "message", "queue_id": "queue",
+              "job_pk": "import_job"}
 PK_KINDS = {"domains": "domain", "mailboxes": "mailbox", "aliases": "alias", "admins": "admin"}
 # Path parameters that are not ids: the values they take.
 FIXED = {"section": ["1"], "action": ["retry", "bounce", "delete"]}
@@ -50,12 +51,13 @@ def urls() -> Iterator[tuple[str, URLPattern]]:
                 yield f"{top.namespace}:{pattern.name}", pattern
 
 
-def kind_of(name: str, parameter: str) -> str | None:
+def kind_of(name: str, parameter: str, parameters: Iterable[str] = ()) -> str | None:
+    """What ``parameter`` of URL ``name`` (whose parameters are ``parameters``) names."""
     if parameter in PARAMETERS:
         return PARAMETERS[parameter]
     if parameter in FIXED:
         return None
-    route = reverse(name, kwargs={parameter: 1})
+    route = reverse(name, kwargs=dict.fromkeys({*parameters, parameter}, 1))
     collection = route.strip("/").split("/")[1]
     assert parameter == "pk" and collection in PK_KINDS, (
         f"{name}: say which of a tenant's objects <{parameter}> names")
@@ -67,7 +69,7 @@ def addresses(name: str, pattern: URLPattern, ids: dict[str, Any]) -> list[str]:
     parameters = list(pattern.pattern.regex.groupindex)
     kwargs_list: list[dict[str, Any]] = [{}]
     for parameter in parameters:
-        kind = kind_of(name, parameter)
+        kind = kind_of(name, parameter, parameters)
         choices = FIXED[parameter] if kind is None else [ids[kind]]
         kwargs_list = [{**kw, parameter: value} for kw in kwargs_list for value in choices]
     return [reverse(name, kwargs=kw) for kw in kwargs_list]
