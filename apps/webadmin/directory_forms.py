@@ -243,5 +243,7 @@ class ImapImportForm(forms.Form):
         label="Check the server's certificate", required=False, initial=True)
     user = forms.CharField(label="User name", max_length=320)
     password = forms.CharField(
-        label="Remote password", strip=False, max_length=4096, widget=PasswordInput(),
+        label="Remote password", strip=False, max_length=4096,
+        # The old server's password as it is: no generator, not saved by the browser.
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
         help_text="kept encrypted until the import ends, then wiped")
