@@ -15,6 +15,7 @@ from apps.directory import services
 from apps.directory.access import aliases_for, domains_for, is_superadmin
 from apps.directory.audit import Actor
 from apps.directory.dns import dns_records, zone_lines
+from apps.directory.dns_check import check_records
 from apps.directory.models import Domain
 from apps.store.models import Folder
 from apps.store.services import with_domain_usage
@@ -24,7 +25,6 @@ from apps.webadmin.directory_forms import (
     DomainEditForm,
     show_error,
 )
-from apps.webadmin.dns_check import check_records
 from apps.webadmin.paging import paginate, search_text
 from mailhost.errors import MailhostError
 

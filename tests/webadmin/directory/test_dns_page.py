@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from apps.directory.dns import dns_records, zone_lines
+from apps.directory.dns_check import PARALLEL_LOOKUPS, Status, check_records
 from apps.directory.models import Domain
-from apps.webadmin.dns_check import PARALLEL_LOOKUPS, Status, check_records
 from tests.dns_server import Records, TinyDnsServer
 
 MAIL_HOST = "mx.hosting.example"
