@@ -355,6 +355,15 @@ def require_program(name: str) -> str:
 FOREIGN_TXT = '"google-site-verification=abc123"'
 
 
+def resolve_through(settings, port: int, *, timeout: int = 2) -> None:  # type: ignore[no-untyped-def]
+    """The project's resolver (mailhost/dns.py) asks the DNS server a test
+    started on 127.0.0.1 at ``port``."""
+    settings.MAILHOST_DNS_RESOLVER = "mailhost.dns.DnsPythonResolver"
+    settings.MAILHOST_DNS_NAMESERVERS = ["127.0.0.1"]
+    settings.MAILHOST_DNS_PORT = port
+    settings.MAILHOST_DNS_TIMEOUT = timeout
+
+
 @pytest.fixture
 def knot(ours: Domain, tmp_path: Path, settings) -> Iterator[KnotServer]:
     """Knot DNS serving the zone ours.example, with a foreign TXT at the apex;
@@ -364,10 +373,7 @@ def knot(ours: Domain, tmp_path: Path, settings) -> Iterator[KnotServer]:
     server = KnotServer(directory, ours.name, require_program("knotd"),
                         records=(f"@ TXT {FOREIGN_TXT}", "www A 192.0.2.80"))
     settings.MAILHOST_HOSTNAME = "mx.hosting.example"
-    settings.MAILHOST_DNS_RESOLVER = "mailhost.dns.DnsPythonResolver"
-    settings.MAILHOST_DNS_NAMESERVERS = ["127.0.0.1"]
-    settings.MAILHOST_DNS_PORT = server.port
-    settings.MAILHOST_DNS_TIMEOUT = 5
+    resolve_through(settings, server.port, timeout=5)
     yield server
     server.stop()
 

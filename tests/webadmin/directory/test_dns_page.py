@@ -12,6 +12,7 @@ import pytest
 from apps.directory.dns import dns_records, zone_lines
 from apps.directory.dns_check import PARALLEL_LOOKUPS, Status, check_records
 from apps.directory.models import Domain
+from tests.conftest import resolve_through
 from tests.dns_server import Records, TinyDnsServer
 
 MAIL_HOST = "mx.hosting.example"
@@ -38,10 +39,7 @@ def zone_for(domain: Domain) -> Records:
 def dns_zone(settings, ours: Domain) -> Iterator[TinyDnsServer]:
     server = TinyDnsServer(zone_for(ours))
     settings.MAILHOST_HOSTNAME = MAIL_HOST
-    settings.MAILHOST_DNS_RESOLVER = "mailhost.dns.DnsPythonResolver"
-    settings.MAILHOST_DNS_NAMESERVERS = ["127.0.0.1"]
-    settings.MAILHOST_DNS_PORT = server.port
-    settings.MAILHOST_DNS_TIMEOUT = 2
+    resolve_through(settings, server.port)
     yield server
     server.close()
 
