@@ -231,6 +231,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.delivery.tasks.send_tls_reports",
         "schedule": 3600.0,
     },
+    # Records kept current in zones Mailhost publishes to (apps/directory/dnspublish.py).
+    "publish-dns": {
+        "task": "apps.directory.tasks.publish_dns",
+        "schedule": 3600.0,
+    },
     # New DKIM keys, their records and the withdrawal of old ones (apps/directory).
     "rotate-dkim-keys": {
         "task": "apps.directory.tasks.rotate_dkim_keys",

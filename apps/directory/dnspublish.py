@@ -16,6 +16,7 @@ Records at any other name or type are never read or written.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -43,6 +45,10 @@ from mailhost.dns import answer_text
 from mailhost.errors import Invalid, MailhostError
 from mailhost.sealing import InvalidToken, seal, unseal
 
+log = logging.getLogger(__name__)
+
+_LEASE = "directory:dns-publish-lease"
+_LEASE_SECONDS = 3600
 # The sealing purpose of TSIG secrets (mailhost/sealing.py).
 _SEALED_TSIG = b"mailhost tsig secret"
 # Names where other TXT records live beside ours: only our kind is ours there.
@@ -288,9 +294,28 @@ def plan(domain: Domain) -> Plan:
 # --- the update -------------------------------------------------------------------
 
 
+def publish_all() -> None:
+    """Every domain with an update target brought up to date (beat, hourly):
+    records are kept current, a hand edit of ours undone. One node at a time."""
+    if not cache.add(_LEASE, 1, timeout=_LEASE_SECONDS):
+        log.info("DNS publishing is running elsewhere")
+        return
+    try:
+        for target in DnsUpdateTarget.objects.select_related("domain").filter(
+                domain__active=True):
+            try:
+                apply(target.domain)
+            except MailhostError as error:
+                log.warning("could not publish the records of %s: %s",
+                            target.domain.name, error.message)
+    finally:
+        cache.delete(_LEASE)
+
+
 def apply(domain: Domain, *, actor: Actor | None = None) -> Plan:
-    """Compute the plan and send it as one update; each change is recorded
-    in the audit log. Returns the plan applied (no changes: nothing sent)."""
+    """Compute the plan and send it as one update; each change, and each
+    drift it undoes, is recorded in the audit log. Returns the plan applied
+    (no changes: nothing sent)."""
     update_plan = plan(domain)
     target = update_plan.target
     if update_plan.changes:
@@ -299,6 +324,10 @@ def apply(domain: Domain, *, actor: Actor | None = None) -> Plan:
         target.published = update_plan.ours
         target.last_applied = timezone.now()
         target.save(update_fields=["published", "last_applied"])
+        for drift in update_plan.drift:
+            record(actor, "drift", "dns record", f"{drift.name} {drift.type}",
+                   domain_name=domain.name,
+                   changes={"published": drift.published, "found": drift.found})
         for change in update_plan.changes:
             record(actor, "publish" if change.action == "add" else "withdraw", "dns record",
                    f"{change.name} {change.type} {change.value}", domain_name=domain.name,

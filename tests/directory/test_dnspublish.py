@@ -116,3 +116,20 @@ def test_the_secret_is_sealed_or_comes_from_the_setting(knot, ours, settings):
         dnspublish.plan(ours)
     settings.MAILHOST_DNS_TSIG_KEYS = f"other:c2VjcmV0,{ALGORITHM}:{KEY_NAME}:{knot.secret}"
     assert dnspublish.plan(ours).changes
+
+
+def test_beat_keeps_the_zone_current_and_logs_the_drift_it_undoes(knot, ours, theirs):
+    from apps.directory.tasks import publish_dns
+
+    target(ours, knot)
+    dnspublish.set_target(theirs, server="127.0.0.1", port=knot.port, key_name=KEY_NAME,
+                          algorithm=ALGORITHM, secret=knot.secret)  # not in Knot's zone
+    publish_dns()
+    assert knot.query("ours.example", "MX") == ["10 mx.hosting.example."]
+    knot.edit(delete=("ours.example.", "MX"))
+    publish_dns()
+    assert knot.query("ours.example", "MX") == ["10 mx.hosting.example."]
+    (drift,) = AuditEntry.objects.filter(action="drift", domain_name="ours.example")
+    assert drift.object_repr == "ours.example. MX"
+    assert drift.changes == {"published": ["10 mx.hosting.example."], "found": []}
+    assert not AuditEntry.objects.filter(domain_name="theirs.example", action="publish").exists()
