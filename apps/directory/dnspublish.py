@@ -51,7 +51,8 @@ _LEASE = "directory:dns-publish-lease"
 _LEASE_SECONDS = 3600
 # The sealing purpose of TSIG secrets (mailhost/sealing.py).
 _SEALED_TSIG = b"mailhost tsig secret"
-# Names where other TXT records live beside ours: only our kind is ours there.
+# A DKIM selector's name holds one key record: its whole TXT RRset is ours. At
+# any other name, other TXT records may live beside ours (only our kind is ours).
 _DKIM_LABEL = "._domainkey."
 
 Key = tuple[str, str]  # (absolute name, type)
