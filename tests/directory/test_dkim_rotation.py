@@ -18,6 +18,7 @@ from apps.delivery.services import sign
 from apps.directory import dkim_rotation, dnspublish
 from apps.directory.dns import dkim_record, zone_lines
 from apps.directory.models import AuditEntry, DkimKey, Domain
+from apps.directory.tasks import rotate_dkim_keys
 from mailhost.dns import query
 from tests.conftest import FOREIGN_TXT
 from tests.dns_server import TinyDnsServer
@@ -179,8 +180,6 @@ def test_a_half_published_record_is_not_taken_for_the_key(knot, ours):
 
 
 def test_the_beat_task_steps_every_domain(knot, ours, theirs):
-    from apps.directory.tasks import rotate_dkim_keys
-
     for key in DkimKey.objects.all():
         key.signing_since = later(-100)
         key.save()

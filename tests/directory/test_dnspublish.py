@@ -11,6 +11,7 @@ from django.core.management import CommandError, call_command
 
 from apps.directory import dnspublish
 from apps.directory.models import AuditEntry, DnsUpdateTarget, Domain
+from apps.directory.tasks import publish_dns
 from tests.conftest import FOREIGN_TXT
 from tests.knot_server import ALGORITHM, KEY_NAME, KnotServer
 
@@ -119,8 +120,6 @@ def test_the_secret_is_sealed_or_comes_from_the_setting(knot, ours, settings):
 
 
 def test_beat_keeps_the_zone_current_and_logs_the_drift_it_undoes(knot, ours, theirs):
-    from apps.directory.tasks import publish_dns
-
     target(ours, knot)
     dnspublish.set_target(theirs, server="127.0.0.1", port=knot.port, key_name=KEY_NAME,
                           algorithm=ALGORITHM, secret=knot.secret)  # not in Knot's zone
