@@ -231,6 +231,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.delivery.tasks.send_tls_reports",
         "schedule": 3600.0,
     },
+    # Records kept current in zones Mailhost publishes to (apps/directory/dnspublish.py).
+    "publish-dns": {
+        "task": "apps.directory.tasks.publish_dns",
+        "schedule": 3600.0,
+    },
+    # New DKIM keys, their records and the withdrawal of old ones (apps/directory).
+    "rotate-dkim-keys": {
+        "task": "apps.directory.tasks.rotate_dkim_keys",
+        "schedule": 3600.0,
+    },
     # Does nothing unless ACME is on and the certificate is due (apps/certificates).
     "renew-certificate": {
         "task": "apps.certificates.tasks.renew",
@@ -369,6 +379,15 @@ MAILHOST_DNS_TIMEOUT = env_int("MAILHOST_DNS_TIMEOUT", 5)
 # A local validating resolver is best; empty: the system's (/etc/resolv.conf).
 MAILHOST_DNS_NAMESERVERS = env_list("MAILHOST_DNS_NAMESERVERS")
 MAILHOST_DNS_PORT = env_port("MAILHOST_DNS_PORT", 53)
+# TSIG keys for publishing by RFC 2136 updates (apps/directory/dnspublish.py), for
+# targets whose secret is not entered in the panel: "[algorithm:]name:secret"
+# entries, one a line (MAILHOST_DNS_TSIG_KEYS_FILE) or comma-separated.
+MAILHOST_DNS_TSIG_KEYS = env_str("MAILHOST_DNS_TSIG_KEYS")
+# DKIM key rotation (apps/directory/dkim_rotation.py): a signing key is replaced
+# after this many days (0: never); the replaced key stays published this many
+# days more, for mail signed with it still queued or in transit, then is withdrawn.
+MAILHOST_DKIM_ROTATE_DAYS = env_int("MAILHOST_DKIM_ROTATE_DAYS", 180)
+MAILHOST_DKIM_GRACE_DAYS = env_int("MAILHOST_DKIM_GRACE_DAYS", 7)
 MAILHOST_DNSBL_ZONES = env_list("MAILHOST_DNSBL_ZONES")
 MAILHOST_SPF_FAIL_ACTION = env_str("MAILHOST_SPF_FAIL_ACTION", "mark")  # or "reject"
 MAILHOST_GREYLIST_DELAY = env_int("MAILHOST_GREYLIST_DELAY", 300)

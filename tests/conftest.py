@@ -25,6 +25,7 @@ from apps.mailservers.listeners import RunningListener, start_listeners, stop_li
 from apps.mailservers.tls import certificate_paths, server_context
 from mailhost.celery import app as celery_app
 from tests.factories import make_domain, make_mailbox
+from tests.knot_server import KnotServer
 from tests.web_server import WebServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -348,6 +349,33 @@ def require_program(name: str) -> str:
     path = shutil.which(name)
     assert path, f"{name} is missing: run tests/setup-clients.sh (make test does)"
     return path
+
+
+# A TXT record at the apex that is not Mailhost's: publishing leaves it alone.
+FOREIGN_TXT = '"google-site-verification=abc123"'
+
+
+def resolve_through(settings, port: int, *, timeout: int = 2) -> None:  # type: ignore[no-untyped-def]
+    """The project's resolver (mailhost/dns.py) asks the DNS server a test
+    started on 127.0.0.1 at ``port``."""
+    settings.MAILHOST_DNS_RESOLVER = "mailhost.dns.DnsPythonResolver"
+    settings.MAILHOST_DNS_NAMESERVERS = ["127.0.0.1"]
+    settings.MAILHOST_DNS_PORT = port
+    settings.MAILHOST_DNS_TIMEOUT = timeout
+
+
+@pytest.fixture
+def knot(ours: Domain, tmp_path: Path, settings) -> Iterator[KnotServer]:
+    """Knot DNS serving the zone ours.example, with a foreign TXT at the apex;
+    the project's resolver (mailhost/dns.py) asks it."""
+    directory = tmp_path / "knot"
+    directory.mkdir()
+    server = KnotServer(directory, ours.name, require_program("knotd"),
+                        records=(f"@ TXT {FOREIGN_TXT}", "www A 192.0.2.80"))
+    settings.MAILHOST_HOSTNAME = "mx.hosting.example"
+    resolve_through(settings, server.port, timeout=5)
+    yield server
+    server.stop()
 
 
 # --- the web side in a real browser --------------------------------------------------

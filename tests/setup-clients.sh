@@ -9,6 +9,8 @@ wanted=(swaks libnet-ssleay-perl libio-socket-ssl-perl postfix fetchmail getmail
 wanted+=(pebble)
 # sieve-connect: the ManageSieve client that tests/sieve drives.
 wanted+=(sieve-connect)
+# knot: the authoritative DNS server that tests/directory publishes to (RFC 2136).
+wanted+=(knot)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -31,4 +33,9 @@ fi
 # them with a throwaway configuration: the system instance is not wanted.
 if [[ " ${missing[*]} " == *" dovecot-imapd "* ]]; then
   service dovecot stop >/dev/null 2>&1 || true
+fi
+# Knot DNS is the primary of the publishing tests, started by them on a free port
+# with a throwaway zone: the system instance is not wanted.
+if [[ " ${missing[*]} " == *" knot "* ]]; then
+  service knot stop >/dev/null 2>&1 || true
 fi

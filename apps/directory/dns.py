@@ -44,7 +44,7 @@ def dns_records(domain: Domain, *, mail_host: str) -> list[DnsRecord]:
         # RFC 7208 §5.4: "mx" authorizes the hosts named by the domain's MX records;
         # nobody else sends the domain's mail.
         DnsRecord("TXT", name, "v=spf1 mx -all", "SPF: which hosts may send as the domain"),
-        *(_dkim_record(name, key) for key in keys),
+        *(dkim_record(name, key) for key in keys),
         # RFC 7489 §6.3: start at quarantine, relaxed alignment as signed and sent here.
         DnsRecord("TXT", f"_dmarc.{name}", "v=DMARC1; p=quarantine; adkim=r; aspf=r",
                   "DMARC: what receivers do with mail failing SPF and DKIM"),
@@ -100,7 +100,7 @@ def _mta_sts_records(name: str, mail_host: str) -> list[DnsRecord]:
     ]
 
 
-def _dkim_record(domain_name: str, key: DkimKey) -> DnsRecord:
+def dkim_record(domain_name: str, key: DkimKey) -> DnsRecord:
     # RFC 6376 §3.6.1: the key record at <selector>._domainkey.<domain>;
     # k= is the key type, "rsa" or (RFC 8463 §4) "ed25519".
     key_type = key.algorithm.partition("-")[0]

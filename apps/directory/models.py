@@ -155,8 +155,15 @@ class DkimKey(models.Model):
     algorithm = models.CharField(max_length=20, default="rsa-sha256")
     private_key = models.TextField(help_text="PEM (PKCS#8)")
     public_key = models.TextField(help_text="base64 DER SubjectPublicKeyInfo, the p= tag")
+    # Published while active. A key signs from ``signing_since`` (set once its
+    # record is seen through the resolver) until ``retired`` (its successor
+    # signs); a retired key stays published for the grace period, then it is
+    # withdrawn: inactive, its private key destroyed (apps/directory/dkim_rotation.py).
     active = models.BooleanField(default=True)
     created = models.DateTimeField(default=timezone.now)
+    signing_since = models.DateTimeField(null=True, blank=True)
+    retired = models.DateTimeField(null=True, blank=True)
+    withdrawn = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["domain_id", "-created"]
@@ -166,6 +173,39 @@ class DkimKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.selector}._domainkey.{self.domain.name}"
+
+
+class DnsUpdateTarget(models.Model):
+    """Where a domain's records are published by RFC 2136 dynamic updates,
+    signed with a TSIG key (RFC 8945). The secret is kept sealed
+    (mailhost/sealing.py); empty, it comes from MAILHOST_DNS_TSIG_KEYS by key name.
+    ``published`` is what Mailhost last wrote, by "name TYPE", to tell a
+    hand edit (drift) from a change of ours."""
+
+    class Algorithm(models.TextChoices):
+        HMAC_SHA256 = "hmac-sha256", "HMAC-SHA256"
+        HMAC_SHA384 = "hmac-sha384", "HMAC-SHA384"
+        HMAC_SHA512 = "hmac-sha512", "HMAC-SHA512"
+        HMAC_SHA1 = "hmac-sha1", "HMAC-SHA1"
+
+    domain = models.OneToOneField(Domain, on_delete=models.CASCADE, related_name="dns_target")
+    server = models.CharField(max_length=255, help_text="the primary server's address")
+    port = models.PositiveIntegerField(default=53)
+    zone = models.CharField(max_length=255, blank=True,
+                            help_text="the zone holding the domain; empty: the domain itself")
+    key_name = models.CharField(max_length=255, help_text="the TSIG key's name")
+    algorithm = models.CharField(max_length=20, choices=Algorithm.choices,
+                                 default=Algorithm.HMAC_SHA256)
+    sealed_secret = models.TextField(blank=True)
+    published = models.JSONField(default=dict, blank=True)
+    last_applied = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.domain.name} via {self.server}:{self.port}"
+
+    @property
+    def zone_name(self) -> str:
+        return self.zone or self.domain.name
 
 
 class AuditEntry(models.Model):

@@ -113,9 +113,12 @@ def create_domain(
         return domain
 
 
-def create_dkim_key(domain: Domain, algorithm: str = RSA_SHA256) -> DkimKey:
+def create_dkim_key(domain: Domain, algorithm: str = RSA_SHA256, *,
+                    signing: bool = True) -> DkimKey:
     """A new DKIM key with a date-based selector, so that a rotated key gets a
-    name of its own: RSA-2048 (RFC 8301 §3.2) or Ed25519 (RFC 8463)."""
+    name of its own: RSA-2048 (RFC 8301 §3.2) or Ed25519 (RFC 8463). A new
+    domain's keys sign at once (there is nothing else to sign with); a rotated
+    key is made with ``signing=False`` and signs once its record is seen."""
     if algorithm == RSA_SHA256:
         private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         secret = private.private_bytes(
@@ -142,15 +145,18 @@ def create_dkim_key(domain: Domain, algorithm: str = RSA_SHA256) -> DkimKey:
         selector = f"{base}x{suffix}"
     return DkimKey.objects.create(
         domain=domain, selector=selector, algorithm=algorithm, private_key=secret,
-        public_key=base64.b64encode(public).decode("ascii"))
+        public_key=base64.b64encode(public).decode("ascii"),
+        signing_since=timezone.now() if signing else None)
 
 
 def signing_keys(domain_name: str) -> list[DkimKey]:
-    """The newest active DKIM key of each algorithm of a hosted, active domain."""
+    """The signing DKIM key of each algorithm of a hosted, active domain: the
+    newest that signs, not one still waiting to be seen in DNS, nor one retired."""
     newest: dict[str, DkimKey] = {}
     for key in (DkimKey.objects.select_related("domain")
-                .filter(domain__name=domain_name, domain__active=True, active=True)
-                .order_by("-created", "-pk")):
+                .filter(domain__name=domain_name, domain__active=True, active=True,
+                        signing_since__isnull=False, retired__isnull=True)
+                .order_by("-signing_since", "-pk")):
         newest.setdefault(key.algorithm, key)
     return list(newest.values())
 

@@ -13,16 +13,12 @@ is missing, as any second import does."""
 
 from __future__ import annotations
 
-import base64
 import logging
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
-from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -33,8 +29,11 @@ from apps.store import services as store
 from apps.transfer import importing
 from apps.transfer.models import ImportJob
 from mailhost.errors import Invalid, MailhostError
+from mailhost.sealing import InvalidToken, seal, unseal
 
 log = logging.getLogger(__name__)
+# The sealing purpose of the remote password (mailhost/sealing.py).
+_SEALED_PASSWORD = b"mailhost import job password"
 
 
 def _uploads() -> Path:
@@ -75,15 +74,9 @@ def start_imap_import(mailbox: Mailbox, *, host: str, port: int | None, tls: str
             mailbox=mailbox, source=importing.imap_label(host, port, user), folder="",
             imap_host=host, imap_port=port, imap_tls=tls, imap_user=user,
             imap_verify_certificate=verify_certificate,
-            imap_secret=_cipher().encrypt(password.encode()).decode())
+            imap_secret=seal(_SEALED_PASSWORD, password))
         transaction.on_commit(lambda: _enqueue(job.pk))
     return job
-
-
-def _cipher() -> Fernet:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-               info=b"mailhost import job password").derive(settings.SECRET_KEY.encode())
-    return Fernet(base64.urlsafe_b64encode(key))
 
 
 def latest_jobs(mailbox: Mailbox, *, now: datetime | None = None) -> list[ImportJob]:
@@ -192,7 +185,7 @@ def run_job(job_id: int) -> None:
 
 def _source(job: ImportJob) -> importing.ImapSource:
     try:
-        password = _cipher().decrypt(job.imap_secret.encode()).decode()
+        password = unseal(_SEALED_PASSWORD, job.imap_secret)
     except InvalidToken:
         raise Invalid("the stored password cannot be read (SECRET_KEY changed?); "
                       "start the import again") from None

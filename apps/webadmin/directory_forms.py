@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from django import forms
 
-from apps.directory.models import Domain, Role
+from apps.directory.models import DnsUpdateTarget, Domain, Role
 from mailhost.errors import MailhostError
 
 MB = 1024 * 1024
@@ -111,6 +111,23 @@ class DomainEditForm(forms.Form):
                   "read mail in the webmail; mail programs then need app passwords")
     active = forms.BooleanField(label="Active", required=False,
                                 help_text="a disabled domain refuses its mail and logins")
+
+
+class DnsTargetForm(forms.Form):
+    """Where the domain's records are published by dynamic updates (RFC 2136)."""
+
+    server = forms.CharField(label="Primary server", max_length=255,
+                             help_text="address of the zone's primary DNS server")
+    port = forms.IntegerField(label="Port", min_value=1, max_value=65535, initial=53)
+    zone = forms.CharField(label="Zone", max_length=255, required=False,
+                           help_text="the zone holding the domain; empty: the domain itself")
+    key_name = forms.CharField(label="TSIG key name", max_length=255)
+    algorithm = forms.ChoiceField(label="TSIG algorithm", choices=DnsUpdateTarget.Algorithm.choices)
+    secret = forms.CharField(
+        label="TSIG secret", required=False, max_length=512,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}),
+        help_text="base64; kept encrypted. Empty: keep the stored one, or the one "
+                  "MAILHOST_DNS_TSIG_KEYS names for this key")
 
 
 # --- mailboxes -------------------------------------------------------------------

@@ -11,20 +11,22 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from apps.directory import services
+from apps.directory import dnspublish, services
 from apps.directory.access import aliases_for, domains_for, is_superadmin
 from apps.directory.audit import Actor
+from apps.directory.dkim_rotation import state
 from apps.directory.dns import dns_records, zone_lines
+from apps.directory.dns_check import check_records
 from apps.directory.models import Domain
 from apps.store.models import Folder
 from apps.store.services import with_domain_usage
 from apps.web.auth import admin_required
 from apps.webadmin.directory_forms import (
+    DnsTargetForm,
     DomainCreateForm,
     DomainEditForm,
     show_error,
 )
-from apps.webadmin.dns_check import check_records
 from apps.webadmin.paging import paginate, search_text
 from mailhost.errors import MailhostError
 
@@ -136,9 +138,72 @@ def domain_delete(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @admin_required
-def domain_dns(request: HttpRequest, pk: int) -> HttpResponse:
+def domain_dns(request: HttpRequest, pk: int, target_form: DnsTargetForm | None = None,
+               ) -> HttpResponse:
+    """The records to publish, each checked; with an update target, the
+    changes an update would make and the drift; a superadmin's target form."""
     domain = _domain(request, pk)
     records = dns_records(domain, mail_host=settings.MAILHOST_HOSTNAME)
+    target = dnspublish.target_of(domain)
+    update_plan, publish_error = None, ""
+    if target is not None:
+        try:
+            update_plan = dnspublish.plan(domain)
+        except MailhostError as error:
+            publish_error = error.message
+    if target_form is None and is_superadmin(request.user):
+        target_form = DnsTargetForm(initial={
+            "server": target.server, "port": target.port, "zone": target.zone,
+            "key_name": target.key_name, "algorithm": target.algorithm,
+        } if target else None)
+    keys = [(key, state(key)) for key in domain.dkim_keys.filter(active=True)
+            .order_by("created", "pk")]
     return render(request, "webadmin/directory/domain_dns.html", {
         "section": "domains", "domain": domain, "checks": check_records(records),
-        "zone": "\n".join(zone_lines(records))})
+        "zone": "\n".join(zone_lines(records)), "target": target, "plan": update_plan,
+        "publish_error": publish_error, "target_form": target_form, "keys": keys,
+        "rotate_days": settings.MAILHOST_DKIM_ROTATE_DAYS,
+        "grace_days": settings.MAILHOST_DKIM_GRACE_DAYS,
+    }, status=400 if target_form is not None and target_form.errors else 200)
+
+
+@admin_required
+@require_POST
+def domain_dns_target(request: HttpRequest, pk: int) -> HttpResponse:
+    """Set or remove the domain's update target (superadmins)."""
+    _superadmin_only(request)
+    domain = _domain(request, pk)
+    if "remove" in request.POST:
+        dnspublish.remove_target(domain, actor=Actor.of(request))
+        messages.success(request, "Records are no longer published from here.")
+        return redirect("webadmin:domain_dns", pk=domain.pk)
+    form = DnsTargetForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            dnspublish.set_target(
+                domain, server=data["server"], port=data["port"], zone=data["zone"],
+                key_name=data["key_name"], algorithm=data["algorithm"],
+                secret=data["secret"] or None, actor=Actor.of(request))
+        except MailhostError as error:
+            show_error(form, error)
+        else:
+            messages.success(request, "Update target saved.")
+            return redirect("webadmin:domain_dns", pk=domain.pk)
+    return domain_dns(request, pk, target_form=form)
+
+
+@admin_required
+@require_POST
+def domain_dns_publish(request: HttpRequest, pk: int) -> HttpResponse:
+    """Apply the update the DNS page showed (superadmins)."""
+    _superadmin_only(request)
+    domain = _domain(request, pk)
+    try:
+        applied = dnspublish.apply(domain, actor=Actor.of(request))
+    except MailhostError as error:
+        messages.error(request, f"Nothing was published: {error.message}")
+    else:
+        messages.success(request, f"{len(applied.changes)} changes published."
+                         if applied.changes else "The zone was up to date.")
+    return redirect("webadmin:domain_dns", pk=domain.pk)

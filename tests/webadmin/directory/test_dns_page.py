@@ -9,10 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from apps.directory import dnspublish
 from apps.directory.dns import dns_records, zone_lines
+from apps.directory.dns_check import PARALLEL_LOOKUPS, Status, check_records
 from apps.directory.models import Domain
-from apps.webadmin.dns_check import PARALLEL_LOOKUPS, Status, check_records
+from tests.conftest import resolve_through
 from tests.dns_server import Records, TinyDnsServer
+from tests.knot_server import ALGORITHM, KEY_NAME
 
 MAIL_HOST = "mx.hosting.example"
 
@@ -38,10 +41,7 @@ def zone_for(domain: Domain) -> Records:
 def dns_zone(settings, ours: Domain) -> Iterator[TinyDnsServer]:
     server = TinyDnsServer(zone_for(ours))
     settings.MAILHOST_HOSTNAME = MAIL_HOST
-    settings.MAILHOST_DNS_RESOLVER = "mailhost.dns.DnsPythonResolver"
-    settings.MAILHOST_DNS_NAMESERVERS = ["127.0.0.1"]
-    settings.MAILHOST_DNS_PORT = server.port
-    settings.MAILHOST_DNS_TIMEOUT = 2
+    resolve_through(settings, server.port)
     yield server
     server.close()
 
@@ -113,3 +113,17 @@ def test_the_records_are_looked_up_at_once(settings, ours):
     checks = check_records(records)
     assert [check.record for check in checks] == records  # in the page's order
     assert {check.status for check in checks} == {Status.MISSING}
+
+
+def test_a_domain_admin_sees_the_changes_but_only_a_superadmin_publishes(
+        knot, ours, boss_client):
+    dnspublish.set_target(ours, server="127.0.0.1", port=knot.port, key_name=KEY_NAME,
+                          algorithm=ALGORITHM, secret=knot.secret)
+    page = boss_client.get(f"/manage/domains/{ours.pk}/dns/").content.decode()
+    assert "10 mx.hosting.example." in page and "A superadmin applies these changes." in page
+    assert "Save target" not in page and knot.secret not in page
+    assert boss_client.post(f"/manage/domains/{ours.pk}/dns/publish/").status_code == 404
+    assert boss_client.post(f"/manage/domains/{ours.pk}/dns/target/", {
+        "server": "192.0.2.1", "port": "53", "key_name": "k.", "algorithm": ALGORITHM,
+    }).status_code == 404
+    assert knot.query("ours.example", "MX") == []

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.directory.addresses import normalize_domain
+from apps.directory.dkim_rotation import state
 from apps.directory.dns import dns_records, zone_lines
 from apps.directory.models import Domain
 from mailhost.errors import Invalid
@@ -28,3 +29,7 @@ class Command(BaseCommand):
             raise CommandError(f"{name} is not a hosted domain")
         for line in zone_lines(dns_records(domain, mail_host=settings.MAILHOST_HOSTNAME)):
             self.stdout.write(line)
+        # A key in rotation (apps/directory/dkim_rotation.py): what its record is for.
+        for key in domain.dkim_keys.filter(active=True).order_by("created", "pk"):
+            if key.signing_since is None or key.retired is not None:
+                self.stdout.write(f"; {key}: {state(key)}")
