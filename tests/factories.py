@@ -26,3 +26,12 @@ def make_mailbox(address: str | None = None, *, password: str = PASSWORD,
         if not Domain.objects.filter(name=domain_name.lower()).exists():
             make_domain(domain_name)
     return services.create_mailbox(address, password, quota=quota)
+
+
+def forget_text_index() -> None:
+    """Leave every stored blob without its full-text index row, as blobs stored
+    before the index existed are (store migrations 0004 and 0009)."""
+    from apps.store.models import Blob, BlobText
+
+    BlobText.objects.all().delete()
+    Blob.objects.update(text_indexed=False)

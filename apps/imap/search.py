@@ -189,6 +189,24 @@ async def run(session: IMAPSession, key: SearchKey,
     return _positions(view, session.saved, rows, answers, key, among)
 
 
+def _candidates(key: SearchKey, answers: dict[int, _IndexAnswer]) -> set[int] | None:
+    """UIDs outside which ``key`` cannot match, by the index's answers; None
+    when any message may. A string key matches only where the index found
+    the string or cannot tell, so a SEARCH BODY on 100,000 messages compares
+    only the few it names."""
+    if id(key) in answers:
+        answer = answers[id(key)]
+        return answer.hits | answer.unknown
+    if key.op == "AND":
+        bounds = [bound for bound in (_candidates(k, answers) for k in key.args)
+                  if bound is not None]
+        return set.intersection(*bounds) if bounds else None
+    if key.op == "OR":
+        left, right = (_candidates(k, answers) for k in key.args)
+        return None if left is None or right is None else left | right
+    return None
+
+
 def _positions(view: FolderView, saved: list[int], rows: dict[int, dict],
                answers: dict[int, _IndexAnswer], key: SearchKey,
                among: Collection[int] | None = None) -> list[int]:
@@ -196,8 +214,11 @@ def _positions(view: FolderView, saved: list[int], rows: dict[int, dict],
     # Messages expunged by another session but not yet told are not found
     # (RFC 2180 §4.1.3 leaves this to the server): they cannot be fetched either.
     gone = view.pending_expunge
-    positions = range(len(view)) if among is None else sorted(
-        p for p in map(view.index, among) if p is not None)
+    bound = _candidates(key, answers)
+    if among is not None:
+        bound = set(among) if bound is None else bound.intersection(among)
+    positions = range(len(view)) if bound is None else sorted(
+        p for p in map(view.index, bound) if p is not None)
     return [p for p in positions if view.uids[p] not in gone and matcher.match(key, p)]
 
 

@@ -417,12 +417,10 @@ def _make_opaque(part: Part) -> None:
 
 
 def _count_lines(raw: bytes, start: int, end: int) -> int:
-    if end <= start:
-        return 0
-    lines = raw.count(b"\n", start, end)
-    if raw[end - 1] != _LF:
-        lines += 1  # a last line without a line break still counts
-    return lines
+    # Line breaks, as Dovecot counts them: a part's last line before its
+    # boundary gives its CRLF to the boundary (RFC 2046 §5.1.1), so "hello"
+    # there is 0 lines, and a body of three broken lines is 3.
+    return raw.count(b"\n", start, end) if end > start else 0
 
 
 def _split_multipart(

@@ -148,6 +148,14 @@ class Blob(models.Model):
     in_reply_to = models.TextField(blank=True)
     references = models.JSONField(default=list)
     sent_date = models.DateTimeField(null=True)
+    # Whether the full-text index has the blob's row (BlobText). Kept beside
+    # the row so that a SEARCH finds the few blobs not indexed yet through a
+    # small partial index instead of joining every message of the folder.
+    text_indexed = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["sha256"], condition=models.Q(text_indexed=False),
+                                name="blob_text_pending")]
 
     def __str__(self) -> str:
         return self.sha256
@@ -172,6 +180,10 @@ class BlobText(models.Model):
     # cannot say that such a message lacks a string.
     complete = models.BooleanField(default=True)
 
+    class Meta:
+        indexes = [models.Index(fields=["blob"], condition=models.Q(complete=False),
+                                name="blobtext_incomplete")]
+
     def __str__(self) -> str:
         return f"text of {self.blob_id}"
 
@@ -180,7 +192,10 @@ class Message(models.Model):
     folder = models.ForeignKey(Folder, on_delete=models.CASCADE, related_name="messages")
     uid = models.PositiveBigIntegerField()
     modseq = models.PositiveBigIntegerField()
-    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="messages")
+    # Indexed with the folder (Meta): the full-text index names blobs, and a
+    # search wants the messages of those blobs in one folder.
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT, related_name="messages",
+                             db_index=False)
     # Header fields added at filing (Authentication-Results, X-Spam-*) and the
     # offset in the blob where they go (below our Received field): the message
     # is ``blob[:added_at] + added_headers + blob[added_at:]``, so a spooled
@@ -198,7 +213,8 @@ class Message(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["folder", "uid"], name="message_unique_uid"),
         ]
-        indexes = [models.Index(fields=["folder", "modseq"], name="message_folder_modseq")]
+        indexes = [models.Index(fields=["folder", "modseq"], name="message_folder_modseq"),
+                   models.Index(fields=["blob", "folder"], name="message_blob_folder")]
 
     def __str__(self) -> str:
         return f"{self.folder_id}:{self.uid}"

@@ -544,6 +544,7 @@ class DeliveryRequest:
 def _blob_row(sha: str, data: bytes, *, index: bool = True) -> tuple[Blob, BlobText | None]:
     """The parsed row of a blob and its full-text index row (unless not ``index``)."""
     blob = _parsed_blob(sha, data)
+    blob.text_indexed = index
     return blob, textindex.text_row(blob, data) if index else None
 
 

@@ -24,7 +24,7 @@ from email.header import decode_header, make_header
 from functools import partial
 
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Value
 from django.db.models.expressions import RawSQL
 
 from apps.store import mime
@@ -132,8 +132,14 @@ def _fold(text: str) -> str:
 
 
 def index_rows(rows: Iterable[BlobText]) -> None:
-    """Insert index rows, one statement; a blob indexed already keeps its row."""
-    BlobText.objects.bulk_create(list(rows), ignore_conflicts=True)
+    """Insert index rows, one statement; a blob indexed already keeps its row.
+    Their blobs are marked indexed (``Blob.text_indexed``), which a blob row
+    created before its index row (spooled, or indexed after commit) is not."""
+    rows = list(rows)
+    BlobText.objects.bulk_create(rows, ignore_conflicts=True)
+    if rows:
+        Blob.objects.filter(pk__in=[row.blob_id for row in rows],
+                            text_indexed=False).update(text_indexed=True)
 
 
 def answers_for(needle: str) -> bool:
@@ -152,35 +158,41 @@ class Lookup:
 
 
 def lookup(folder_id: int, columns: Sequence[str], needle: str) -> Lookup:
-    """One query: which of the folder's messages hold ``needle`` in any of
-    ``columns`` (case-insensitively, RFC 3501 §6.4.4), and which the index
-    cannot answer for. Only for a needle ``answers_for`` accepts; messages in
-    neither set do not hold it."""
+    """Which of the folder's messages hold ``needle`` in any of ``columns``
+    (case-insensitively, RFC 3501 §6.4.4), and which the index cannot answer
+    for. Only for a needle ``answers_for`` accepts; messages in neither set do
+    not hold it. Two queries that touch only the messages of the blobs found
+    and of the blobs not (wholly) indexed, through small partial indexes,
+    never every message of the folder (except for a needle too short for
+    SQLite's trigrams)."""
     if not set(columns) <= set(COLUMNS):
         raise ValueError(f"not an index column: {columns}")
     folded = needle.casefold()
-    text = "blob__search_text"
+    messages = Message.objects.filter(folder_id=folder_id).order_by()
     if connection.vendor == "sqlite" and len(folded) < _TRIGRAM:
         # Too short for the trigram index: a scan of the folder's rows.
         found = Q()
         for column in columns:
-            found |= Q(**{f"{text}__{column}__contains": folded})
+            found |= Q(**{f"blob__search_text__{column}__contains": folded})
+        holding = messages.filter(found)
     else:
-        found = Q(**{f"{text}__in": _texts_holding(columns, folded)})
-    unknown = Q(**{f"{text}__isnull": True})
+        holding = messages.filter(blob_id__in=_texts_holding(columns, folded))
+    unread = [Blob.objects.filter(text_indexed=False).values("sha256")]
     if "body" in columns:
-        unknown |= Q(**{f"{text}__complete": False})
-    rows = (Message.objects.filter(found | unknown, folder_id=folder_id).order_by()
-            .values_list("uid", f"{text}__complete"))
-    hits, unknowns = set(), set()
-    for uid, complete in rows:
-        # A partial row is returned when it holds the needle or when it lacks
-        # the end of a body searched: read it either way.
-        (hits if complete or (complete is False and "body" not in columns)
-         else unknowns).add(uid)
+        # Only the start of a very large body is indexed: read the rest.
+        unread.append(BlobText.objects.filter(complete=False).values("blob_id"))
+    # One round trip: each part of the compound SELECT keeps its own plan.
+    parts = [messages.filter(blob_id__in=blobs).annotate(known=Value(False))
+             .values_list("uid", "known") for blobs in unread]
+    rows = holding.annotate(known=Value(True)).values_list("uid", "known") \
+        .union(*parts, all=True)
+    hits, unknown = set(), set()
+    for uid, known in rows:
+        (hits if known else unknown).add(uid)
+    hits -= unknown
     if "headers" in columns:
         hits |= _added_fields_holding(folder_id, folded)
-    return Lookup(hits, unknowns)
+    return Lookup(hits, unknown)
 
 
 def _added_fields_holding(folder_id: int, folded: str) -> set[int]:
@@ -194,13 +206,14 @@ def _added_fields_holding(folder_id: int, folded: str) -> set[int]:
 
 
 def _texts_holding(columns: Sequence[str], folded: str) -> QuerySet[BlobText]:
-    """Index rows with ``folded`` in any of ``columns``, through the index."""
+    """The blobs (``blob_id``) of the index rows with ``folded`` in any of
+    ``columns``, through the index."""
     if connection.vendor != "sqlite":
         # PostgreSQL: LIKE '%needle%' (Django escapes it), by the pg_trgm GIN indexes.
         holding = Q()
         for column in columns:
             holding |= Q(**{f"{column}__contains": folded})
-        return BlobText.objects.filter(holding).values("id")
+        return BlobText.objects.filter(holding).values("blob_id")
     # SQLite: the FTS5 trigram table answers GLOB, one column at a time (not an
     # OR of columns); GLOB is case-sensitive and the stored text is folded.
     pattern = "*" + _GLOB_SPECIAL.sub(r"[\g<0>]", folded) + "*"
@@ -209,7 +222,7 @@ def _texts_holding(columns: Sequence[str], folded: str) -> QuerySet[BlobText]:
         f"SELECT rowid FROM store_blobtext_fts WHERE {column} GLOB %s"  # noqa: S608
         for column in columns)
     return BlobText.objects.filter(
-        id__in=RawSQL(sql, [pattern] * len(columns))).values("id")  # noqa: S611
+        id__in=RawSQL(sql, [pattern] * len(columns))).values("blob_id")  # noqa: S611
 
 
 @dataclass(frozen=True)
@@ -252,6 +265,14 @@ def index_missing(*, after: str = "", limit: int = 500) -> Backfill:
     blobs = list(_unindexed().filter(sha256__gt=after).order_by("sha256")[:limit])
     indexed, unreadable = _index(blobs)
     return Backfill(indexed, unreadable, blobs[-1].sha256 if blobs else "")
+
+
+def forget_lost_rows() -> int:
+    """Mark unindexed the blobs marked indexed whose index rows are gone (deleted
+    behind the store's back), so that searches read them until ``index_missing``
+    has indexed them again; how many. One scan of the blobs: for ``reindex``."""
+    return Blob.objects.filter(text_indexed=True, search_text__isnull=True) \
+        .update(text_indexed=False)
 
 
 def index_blobs(shas: Sequence[str]) -> int:

@@ -83,7 +83,7 @@ def test_fetch_items_and_sections(raw):
     assert b'(NIL NIL "bob" "example.org")(NIL NIL "carol" "example.org")' in lines[0]
     body = raw.command("FETCH 1 BODYSTRUCTURE")[0]
     assert body.startswith(b'* 1 FETCH (BODYSTRUCTURE (("TEXT" "PLAIN" ("CHARSET" "utf-8") NIL '
-                           b'NIL "7BIT" 28 1 NIL NIL NIL NIL)("MESSAGE" "RFC822" NIL NIL NIL '
+                           b'NIL "7BIT" 28 0 NIL NIL NIL NIL)("MESSAGE" "RFC822" NIL NIL NIL '
                            b'"7BIT" 53 (NIL "Inner" ')
     assert b' "MIXED" ("BOUNDARY" "XX") NIL NIL NIL))\r\n' in body
     short = raw.command("FETCH 1 BODY")[0]

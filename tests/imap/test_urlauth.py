@@ -174,3 +174,24 @@ def test_binary_of_an_encapsulated_message_decodes_its_parts():
     assert binary_section(raw, structure, [1]) == expected
     assert binary_section(raw, structure, [1, 1]) == b"hello"
     assert binary_section(raw, structure, [9]) == b""
+
+
+def test_bodypartstructure_of_binary_text_counts_line_breaks(raw):
+    """imaptest's urlauth-binary: a base64 text part decoded to "hello world"
+    (no line break before its boundary) is 11 octets and 0 lines, as Dovecot
+    says; encoded, its three broken lines are 3."""
+    message = (b"From: a@example.test\r\nContent-Type: multipart/alternative; boundary=s\r\n"
+               b"\r\n--s\r\nContent-Type: text/x-myown; charset=us-ascii\r\n"
+               b"Content-Transfer-Encoding: base64\r\n\r\naGVs\r\nbG8gd29y\r\nbGQ=\r\n\r\n"
+               b"--s--\r\n")
+    raw.command(b"APPEND INBOX {%d+}\r\n" % len(message) + message)
+    line = raw.command("STATUS INBOX (UIDVALIDITY)")[0]
+    uidvalidity = re.search(rb"UIDVALIDITY (\d+)", line).group(1).decode()
+    part = authorize(raw, BASE.format(uidvalidity) + "/;SECTION=1;URLAUTH=authuser")
+    structure = ('("TEXT" "X-MYOWN" ("CHARSET" "us-ascii") NIL NIL "BASE64" {} {} '
+                 'NIL NIL NIL NIL)')
+    assert raw.command(f'URLFETCH ("{part}" BODYPARTSTRUCTURE)', tag="e")[0] == (
+        f'* URLFETCH "{part}" (BODYPARTSTRUCTURE {structure.format(22, 3)})\r\n').encode()
+    assert raw.command(f'URLFETCH ("{part}" BODYPARTSTRUCTURE BINARY)', tag="b")[0] == (
+        f'* URLFETCH "{part}" (BODYPARTSTRUCTURE {structure.format(11, 0)} '
+        f'BINARY {{11}}\r\nhello world)\r\n').encode()

@@ -17,7 +17,7 @@ from apps.imap.search import search_folder
 from apps.store import services as store
 from apps.store import textindex
 from apps.store.models import Blob, BlobText, Message
-from tests.factories import make_mailbox
+from tests.factories import forget_text_index, make_mailbox
 
 pytestmark = pytest.mark.django_db
 
@@ -115,14 +115,22 @@ def test_garbage_collection_removes_index_rows(inbox):
 
 
 def test_unindexed_blobs_are_found_and_reindex_fills_the_index(inbox):
-    BlobText.objects.all().delete()  # as blobs stored before the index existed
+    forget_text_index()
     assert search_folder(inbox.pk, key("BODY", "zebrafish")) == [2]
     assert search_folder(inbox.pk, key("SUBJECT", "grüsse")) == [1]
     call_command("reindex", "--batch", "2", stdout=open("/dev/null", "w"))  # noqa: SIM115
     assert BlobText.objects.count() == len(MESSAGES)
+    assert not Blob.objects.filter(text_indexed=False).exists()
     assert search_folder(inbox.pk, key("BODY", "zebrafish")) == [2]
     call_command("reindex", stdout=open("/dev/null", "w"))  # noqa: SIM115
     assert BlobText.objects.count() == len(MESSAGES)
+
+
+def test_reindex_restores_lost_index_rows(inbox):
+    BlobText.objects.filter(blob__subject="Quarterly report").delete()  # lost
+    call_command("reindex", stdout=open("/dev/null", "w"))  # noqa: SIM115
+    assert BlobText.objects.count() == len(MESSAGES)
+    assert search_folder(inbox.pk, key("BODY", "zebrafish")) == [2]
 
 
 def test_a_partly_indexed_body_is_read(inbox, monkeypatch):

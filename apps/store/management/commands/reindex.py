@@ -16,6 +16,9 @@ class Command(BaseCommand):
         parser.add_argument("--batch", type=int, default=500, help="blobs per transaction")
 
     def handle(self, *args: object, **options: int) -> None:
+        lost = textindex.forget_lost_rows()
+        if lost:
+            self.stdout.write(f"{lost} blobs had lost their index rows")
         indexed, unreadable, after = 0, 0, ""
         while True:
             batch = textindex.index_missing(after=after, limit=options["batch"])
