@@ -38,9 +38,10 @@ def has_mailbox(user: Any) -> bool:
 
 def second_factor_missing(user: Any) -> bool:
     """A mailbox user whose domain requires two-factor sign-in and who has
-    not set it up yet (one query)."""
+    set up neither an authenticator app nor a security key (one query)."""
     return (Mailbox.objects.filter(user=user, domain__second_factor_required=True)
-            .exclude(user__second_factor__confirmed=True).exists())
+            .exclude(user__second_factor__confirmed=True)
+            .exclude(user__security_keys__isnull=False).exists())
 
 
 admin_required = _requiring(is_admin)
