@@ -208,3 +208,17 @@ def test_the_relying_party_is_the_pages_host_unless_set(settings):
         security_keys.RelyingParty(id="mail.example", origin="https://mail.example:8443"))
     settings.MAILHOST_WEBAUTHN_RP_ID = "example"
     assert security_keys.relying_party(scheme="https", host="mail.example").id == "example"
+
+
+def test_one_removes_only_ones_own_keys():
+    owner = make_mailbox("val@keys.example").user
+    other = make_mailbox("wes@keys.example").user
+    key = enrol(owner, SoftwareAuthenticator())
+    client = Client()
+    client.force_login(other)
+    response = client.post("/mail/settings/two-step/", {"action": "key-remove", "id": key.pk})
+    assert response.status_code == 404
+    assert SecurityKey.objects.filter(pk=key.pk).exists()
+    client.force_login(owner)
+    response = client.post("/mail/settings/two-step/", {"action": "key-remove", "id": key.pk})
+    assert response.status_code == 302 and not SecurityKey.objects.filter(pk=key.pk).exists()
