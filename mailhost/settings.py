@@ -258,6 +258,11 @@ CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("MAILHOST_SECURE_COOKIES", False)
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "SAMEORIGIN"  # the webmail frames a message's sanitised HTML
+# WebAuthn second factors (apps/directory/security_keys.py): the relying party
+# ID is the host the sign-in page was asked for, unless set here to a
+# registrable suffix shared by every host name that serves it (WebAuthn §5.1.3:
+# "example.com" lets keys enrolled on mail.example.com work on panel.example.com).
+MAILHOST_WEBAUTHN_RP_ID = env_str("MAILHOST_WEBAUTHN_RP_ID", "")
 
 # --- REST API -------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -7,7 +7,7 @@ from typing import Any
 
 import django_filters
 from django.conf import settings
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import filters, generics, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -20,11 +20,11 @@ from rest_framework.serializers import BaseSerializer
 from apps.api import access, serializers
 from apps.api import services as token_services
 from apps.api.models import ApiToken
-from apps.directory import administrators, app_passwords, services
+from apps.directory import administrators, app_passwords, second_factor, services
 from apps.directory.addresses import normalize_domain
 from apps.directory.audit import Actor
 from apps.directory.dns import dns_records
-from apps.directory.models import Alias, AppPassword, Domain, Mailbox, SecondFactor, User
+from apps.directory.models import Alias, AppPassword, Domain, Mailbox, User
 from apps.store.services import usage_expression, with_domain_usage
 from mailhost.errors import Invalid, NotFound
 
@@ -258,8 +258,7 @@ class AdministratorViewSet(CrudViewSet):
     def get_queryset(self) -> QuerySet[User]:
         return (access.administrators_for(self.request.user)
                 .prefetch_related("administered_domains")
-                .annotate(two_factor=Exists(SecondFactor.objects.filter(
-                    user=OuterRef("pk"), confirmed=True))))
+                .annotate(two_factor=second_factor.enrolled_exists()))
 
     def create_object(self, data: dict[str, Any]) -> User:
         return administrators.create_administrator(

@@ -34,3 +34,11 @@ class MailhostBackend(ModelBackend):
         services.record_failure(login, remote_ip)
         metrics.AUTH_FAILURES.labels("web", "password").inc()
         return None
+
+    def get_user(self, user_id: object) -> User | None:
+        """The signed-in person of a web request, with their mailbox and its
+        domain in the same query: every webmail page needs the mailbox, and
+        the domain's two-factor policy (apps/web/auth.py) without a query."""
+        user = (User._default_manager.select_related("mailbox__domain")
+                .filter(pk=user_id).first())
+        return user if user is not None and self.user_can_authenticate(user) else None

@@ -276,6 +276,34 @@ class SecondFactor(models.Model):
         return f"{self.user} {'enrolled' if self.confirmed else 'pending'}"
 
 
+class SecurityKey(models.Model):
+    """A WebAuthn credential (a security key, or a passkey on a phone or a
+    computer) registered as a second factor: each person may have several,
+    each named. The public key is the COSE key the authenticator gave at
+    registration (WebAuthn Level 3 §6.5.1.1); the signature counter lets a
+    cloned authenticator be noticed (§6.1.1)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="security_keys")
+    name = models.CharField(max_length=100)
+    # base64url of the credential ID (at most 1023 bytes, WebAuthn §4).
+    credential_id = models.CharField(max_length=1400, unique=True)
+    public_key = models.BinaryField()
+    sign_count = models.PositiveBigIntegerField(default=0)
+    # Hints for the browser (usb, nfc, ble, internal, hybrid) as it reported them.
+    transports = models.JSONField(default=list, blank=True)
+    created = models.DateTimeField(default=timezone.now)
+    last_used = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "name"], name="security_key_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.name}"
+
+
 class AppPassword(models.Model):
     """A password for one mail program (IMAP, POP3, SMTP, ManageSieve): made
     by the server, shown once, revocable on its own. Its ~100 random bits need

@@ -1,4 +1,6 @@
-"""Administrators' optional second factor: TOTP (RFC 6238) with recovery codes.
+"""The second factor of the web sign-in: TOTP (RFC 6238) with recovery codes,
+here; security keys (WebAuthn) in apps/directory/security_keys.py. A person
+with either is asked for one after the password.
 
 Enrolment is two steps (a pending key, then the first code confirms it), so a
 mistyped key in the authenticator app never locks anyone out. Once confirmed,
@@ -15,6 +17,7 @@ import time
 import pyotp
 import segno
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Q
 
 from apps.directory.access import is_admin
 from apps.directory.audit import Actor, record
@@ -26,19 +29,37 @@ ISSUER = "Mailhost"
 RECOVERY_CODES = 10
 # RFC 6238 §5.2: accept the previous and the next time step too (clock drift).
 VALID_WINDOW = 1
-def _kind(user: User) -> str:
+
+
+def kind_of(user: User) -> str:
     """The audit log's name for whose second factor it is."""
     return "administrator" if is_admin(user) else "account"
 
 
-def is_enrolled(user: User) -> bool:
+def has_totp(user: User) -> bool:
     return SecondFactor.objects.filter(user=user, confirmed=True).exists()
+
+
+def enrolled_users() -> Q:
+    """Users with a second factor of either kind, as a filter on User."""
+    return Q(second_factor__confirmed=True) | Q(security_keys__isnull=False)
+
+
+def enrolled_exists() -> Exists:
+    """Whether the outer query's user has a second factor, to annotate a list
+    of users without a query per row."""
+    return Exists(User.objects.filter(enrolled_users(), pk=OuterRef("pk")))
+
+
+def is_enrolled(user: User) -> bool:
+    """Whether sign-in asks ``user`` for a second factor (one query)."""
+    return User.objects.filter(enrolled_users(), pk=user.pk).exists()
 
 
 def begin_enrolment(user: User) -> SecondFactor:
     """A new pending key for ``user``, replacing an earlier pending one."""
     with transaction.atomic():
-        if is_enrolled(user):
+        if has_totp(user):
             raise Conflict("two-factor sign-in is already on", field="code")
         SecondFactor.objects.filter(user=user).delete()
         return SecondFactor.objects.create(user=user, secret=pyotp.random_base32())
@@ -93,7 +114,7 @@ def confirm_enrolment(user: User, code: str, *, actor: Actor | None = None) -> l
         factor.last_step = step
         factor.recovery_codes = [code_digest(c) for c in codes]
         factor.save()
-        record(actor, "2fa enrol", _kind(user), user.email)
+        record(actor, "2fa enrol", kind_of(user), user.email)
     return codes
 
 
@@ -118,7 +139,7 @@ def verify(user: User, code: str, *, actor: Actor | None = None) -> bool:
             return False
         factor.recovery_codes = remaining
         factor.save(update_fields=["recovery_codes"])
-        record(actor or Actor(user), "2fa recovery code used", _kind(user), user.email,
+        record(actor or Actor(user), "2fa recovery code used", kind_of(user), user.email,
                changes={"recovery codes left": len(remaining)})
         return True
 
@@ -130,11 +151,14 @@ def disable(user: User, code: str, *, actor: Actor | None = None) -> None:
         raise Invalid("that code is not right", field="code")
     with transaction.atomic():
         SecondFactor.objects.filter(user=user).delete()
-        record(actor, "2fa disable", _kind(user), user.email)
+        record(actor, "2fa disable", kind_of(user), user.email)
 
 
 def reset(user: User, *, actor: Actor | None = None) -> None:
-    """A superadmin's reset of someone else's second factor (a lost phone)."""
+    """A superadmin's reset of someone else's second factors, authenticator
+    app and security keys alike (a lost phone, a lost key)."""
     with transaction.atomic():
-        if SecondFactor.objects.filter(user=user).delete()[0]:
-            record(actor, "2fa reset", _kind(user), user.email)
+        removed = SecondFactor.objects.filter(user=user).delete()[0]
+        removed += user.security_keys.all().delete()[0]
+        if removed:
+            record(actor, "2fa reset", kind_of(user), user.email)

@@ -16,16 +16,18 @@ from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from apps.directory import second_factor, services
+from apps.directory import second_factor, security_keys, services
 from apps.directory.access import is_admin
 from apps.directory.audit import Actor
 from apps.directory.models import User
 from apps.web.forms import CodeForm, SignInForm
+from apps.web.second_factor_page import relying_party_of
 
 # Lockout, unknown login, wrong password and a disabled account all read the
 # same, so the page never tells whether a login exists.
 SIGN_IN_FAILED = "The email or password is not right, or sign-in is paused for a while."
 CODE_FAILED = "That code is not right, or sign-in is paused for a while."
+KEY_FAILED = "That key was not accepted, or sign-in is paused for a while."
 # Between the password and the code: whose password was right, for how long.
 PENDING_KEY = "sign_in_pending"
 PENDING_SECONDS = 300
@@ -80,9 +82,9 @@ def sign_in(request: HttpRequest) -> HttpResponse:
 @csrf_protect
 @never_cache
 def sign_in_code(request: HttpRequest) -> HttpResponse:
-    """The second step for anyone with a second factor: a TOTP code or a
-    recovery code. Wrong codes count toward the same lockout as wrong
-    passwords."""
+    """The second step for anyone with a second factor: a security key, a
+    TOTP code or a recovery code, whichever the person has. Wrong answers
+    count toward the same lockout as wrong passwords."""
     pending = request.session.get(PENDING_KEY)
     user = None
     if pending and time.time() - pending["at"] < PENDING_SECONDS:
@@ -90,19 +92,35 @@ def sign_in_code(request: HttpRequest) -> HttpResponse:
     if user is None:
         request.session.pop(PENDING_KEY, None)
         return redirect(settings.LOGIN_URL)
-    form = CodeForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
+    rp = relying_party_of(request)
+    with_key = request.method == "POST" and request.POST.get("action") == "key"
+    form = CodeForm(request.POST if request.method == "POST" and not with_key else None)
+    key_error = None
+    if request.method == "POST" and (with_key or form.is_valid()):
         remote_ip = request.META.get("REMOTE_ADDR")
-        if (not services.is_locked_out(user.email, remote_ip)
-                and second_factor.verify(user, form.cleaned_data["code"],
-                                         actor=Actor(user, remote_ip))):
+        if services.is_locked_out(user.email, remote_ip):
+            accepted = False
+        elif with_key:
+            accepted = security_keys.verify(user, request.POST.get("credential", ""), rp=rp,
+                                            challenges=request.session)
+        else:
+            accepted = second_factor.verify(user, form.cleaned_data["code"],
+                                            actor=Actor(user, remote_ip))
+        if accepted:
             del request.session[PENDING_KEY]
             login(request, user)
             return HttpResponseRedirect(pending["next"] or home_for(user))
         services.record_failure(user.email, remote_ip)
-        form.add_error("code", CODE_FAILED)
-    return render(request, "web/sign_in_code.html", {"form": form},
-                  status=400 if form.errors else 200)
+        if with_key:
+            key_error = KEY_FAILED
+        else:
+            form.add_error("code", CODE_FAILED)
+    has_keys = user.security_keys.exists()
+    return render(request, "web/sign_in_code.html", {
+        "form": form, "has_totp": second_factor.has_totp(user), "key_error": key_error,
+        "authentication_options": security_keys.authentication_options(
+            user, rp=rp, challenges=request.session) if has_keys else None,
+    }, status=400 if form.errors or key_error else 200)
 
 
 @require_POST

@@ -4,7 +4,6 @@ assign them domains, edit, reset a second factor, remove."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.debug import sensitive_post_parameters
@@ -13,7 +12,7 @@ from django.views.decorators.http import require_POST
 from apps.directory import administrators, second_factor
 from apps.directory.access import administrators_for, is_superadmin
 from apps.directory.audit import Actor
-from apps.directory.models import SecondFactor, User
+from apps.directory.models import User
 from apps.web.auth import admin_required
 from apps.webadmin.directory_forms import AdminCreateForm, AdminEditForm, show_error
 from apps.webadmin.paging import paginate, search_text
@@ -38,8 +37,7 @@ def admin_list(request: HttpRequest) -> HttpResponse:
     if query:
         admins = admins.filter(email__contains=query)
     page = paginate(request, admins, rows=lambda q: q.prefetch_related(
-        "administered_domains").annotate(two_factor=Exists(SecondFactor.objects.filter(
-            user=OuterRef("pk"), confirmed=True))))
+        "administered_domains").annotate(two_factor=second_factor.enrolled_exists()))
     return render(request, "webadmin/directory/admin_list.html", {
         "section": "admins", "page": page, "q": query})
 
