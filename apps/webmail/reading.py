@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.header import decode_header, make_header
 from typing import Any
 
 from django.conf import settings
@@ -33,29 +32,6 @@ def parse_section(text: str) -> list[int] | None:
     if not re.fullmatch(r"[1-9][0-9]{0,4}(?:\.[1-9][0-9]{0,4}){0,20}", text):
         return None
     return [int(number) for number in text.split(".")]
-
-
-def decode_text(data: bytes, part: Part) -> str:
-    """A text part's body (transfer encoding undone) as str in its charset;
-    an unknown charset falls back to UTF-8 with replacement characters."""
-    decoded = mime.decode_body(data, part["encoding"])
-    if decoded is None:
-        decoded = data
-    charset = next((value for name, value in part["params"] if name == "charset"), "")
-    charset = charset.strip().strip("\"'") or "utf-8"
-    if charset.lower() in ("us-ascii", "ascii"):
-        charset = "utf-8"  # undeclared 8-bit text is usually UTF-8
-    try:
-        return decoded.decode(charset, "replace")
-    except (LookupError, ValueError):
-        return decoded.decode("utf-8", "replace")
-
-
-def part_bytes(raw: bytes, part: Part) -> bytes:
-    """A part's body with its transfer encoding undone: what the sender attached."""
-    data = raw[part["body_start"]:part["body_end"]]
-    decoded = mime.decode_body(data, part["encoding"])
-    return data if decoded is None else decoded
 
 
 def _body_in(node: Part, section: list[int]) -> tuple[list[int], Part] | None:
@@ -91,17 +67,6 @@ def body_part(structure: Part) -> tuple[list[int], Part] | None:
     return _body_in(structure, [1])
 
 
-def _param(params: list[list[str]] | None, name: str) -> str:
-    return next((value for key, value in params or () if key.lower() == name), "")
-
-
-def _decoded_words(text: str) -> str:
-    try:
-        return str(make_header(decode_header(text)))
-    except Exception:  # a broken encoded word: show it as it came
-        return text
-
-
 @dataclass(frozen=True)
 class Attachment:
     section: str
@@ -112,10 +77,9 @@ class Attachment:
 
 
 def filename_of(part: Part, section: str) -> str:
-    disposition = part.get("disposition") or ["", []]
-    name = _param(disposition[1], "filename") or _param(part.get("params"), "name")
+    name = mime.part_filename(part)
     if name:
-        return _decoded_words(name).replace("/", "_").replace("\\", "_")
+        return name.replace("/", "_").replace("\\", "_")
     if part["type"] == "message":
         return f"message-{section}.eml"
     return f"part-{section}.{part['subtype'] or 'bin'}"

@@ -120,7 +120,7 @@ def _reading_context(request: HttpRequest, mailbox: Mailbox, message: Message,
     is_html = blocked = False
     if body is not None:
         _section, part = body
-        text = reading.decode_text(reading.part_bytes(raw, part), part)
+        text = mime.decode_text(mime.part_bytes(raw, part), part)
         if part["subtype"] == "html":
             is_html = True
             blocked = has_remote_content(text)  # the frame's own request sanitises
@@ -196,7 +196,7 @@ def message_body(request: HttpRequest, message_id: int) -> HttpResponse:
         return request.build_absolute_uri(
             reverse("webmail:inline", args=[found.pk, section]))
 
-    text = reading.decode_text(reading.part_bytes(raw, body[1]), body[1])
+    text = mime.decode_text(mime.part_bytes(raw, body[1]), body[1])
     cleaned = clean_html(text, cid_url=cid_url, images=images)
     response = render(request, "webmail/body.html", {"html": cleaned.html})
     response["Content-Security-Policy"] = frame_policy(images=images)
@@ -214,7 +214,7 @@ def _part(request: HttpRequest, message_id: int, section: str) -> tuple[dict, by
     if part is None or part.get("parts"):
         raise Http404
     raw = filed.read_message(found)
-    return part, reading.part_bytes(raw, part)
+    return part, mime.part_bytes(raw, part)
 
 
 @mailbox_required
