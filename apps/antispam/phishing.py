@@ -52,7 +52,7 @@ RULE_POINTS = {
     "ATTACH_EXECUTABLE": 5.0,
     "ATTACH_MACRO": 3.0,
     "ATTACH_DOUBLE_EXTENSION": 4.0,
-    "ATTACH_ENCRYPTED_ARCHIVE": 3.0,
+    "ATTACH_ENCRYPTED_ARCHIVE": 4.0,
 }
 
 # What each rule means, for the webmail's "why is this in Junk".
