@@ -127,11 +127,16 @@ def _reading_context(request: HttpRequest, mailbox: Mailbox, message: Message,
         else:
             text_html = text_to_html(text)
     newer, older = listing.neighbours(message)
+    fields = reading.header_fields(raw, structure)
+    verdict = reading.spam_verdict(fields)
     return {
         "message": message, "blob": message.blob, "is_html": is_html, "text_html": text_html,
         "blocked": blocked, "images": request.GET.get("images") == "1",
         "attachments": reading.attachments(structure),
-        "badges": reading.verdict_badges(reading.header_fields(raw, structure)),
+        "badges": reading.verdict_badges(fields),
+        "sender_warnings": reading.sender_warnings(verdict, fields),
+        # Why it is in Junk: shown on the Junk folder's messages only.
+        "spam_verdict": verdict if message.folder.special_use == SpecialUse.JUNK else None,
         # The thread is looked up across the mailbox: its own request (after the
         # page shows), or inline when asked without JavaScript.
         "conversation": (reading.conversation(mailbox, message)
