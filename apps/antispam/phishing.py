@@ -22,8 +22,6 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from email import policy
-from email.parser import BytesHeaderParser
 from functools import lru_cache
 from html.parser import HTMLParser
 from importlib import resources
@@ -243,15 +241,11 @@ def text_links(text: str) -> list[Link]:
     return [Link(host, "") for url in _URL.findall(text)[:MAX_LINKS] if (host := host_of(url))]
 
 
-def _addresses(head: bytes, name: str) -> list[tuple[str, str]]:
-    """(display name, address) of a header field, encoded words decoded;
-    [] for a field the parser cannot make out."""
-    try:
-        field_value = BytesHeaderParser(policy=policy.default).parsebytes(head).get(name)
-        addresses = getattr(field_value, "addresses", ()) if field_value else ()
-        return [(a.display_name, a.addr_spec.lower()) for a in addresses if a.addr_spec]
-    except Exception:  # the email package's header classes raise on some garbage
-        return []
+def _addresses(envelope_list: list | None) -> list[tuple[str, str]]:
+    """(display name, address) of an IMAP ENVELOPE address list (RFC 3501
+    §7.4.2: name, route, mailbox, host), encoded words decoded."""
+    return [(mime.decode_words(name or ""), f"{mailbox}@{host}".lower())
+            for name, _route, mailbox, host in envelope_list or () if mailbox and host]
 
 
 def message_facts(data: bytes) -> MessageFacts:
@@ -259,12 +253,11 @@ def message_facts(data: bytes) -> MessageFacts:
     (with their visible text in HTML) and attachments. Never raises."""
     info = mime.analyze(data)
     structure = info.bodystructure
-    head = data[:structure["body_start"]]
     facts = MessageFacts()
-    senders = _addresses(head, "From")
+    senders = _addresses(info.envelope[2])
     if senders:
         facts.from_name, facts.from_address = senders[0]
-    facts.reply_to = [address for _, address in _addresses(head, "Reply-To")]
+    facts.reply_to = [address for _, address in _addresses(info.envelope[4])]
     for _section, part in mime.leaf_parts(structure):
         if mime.is_attachment(part):
             facts.attachments.append(Attachment(

@@ -285,12 +285,16 @@ def part_filename(part: dict) -> str:
     Content-Type name), RFC 2047 words decoded; "" when it declares none."""
     disposition = part.get("disposition") or ["", []]
     name = _param(disposition[1], "filename") or _param(part.get("params"), "name")
-    if not name:
-        return ""
+    return decode_words(name) if name else ""
+
+
+def decode_words(text: str) -> str:
+    """RFC 2047 encoded words decoded, as a reader sees them (a display name
+    in the envelope, a file name)."""
     try:
-        return str(make_header(decode_header(name)))
+        return str(make_header(decode_header(text)))
     except Exception:  # a broken encoded word: take it as it came
-        return name
+        return text
 
 
 # ---------------------------------------------------------------------------
