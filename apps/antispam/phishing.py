@@ -289,12 +289,23 @@ def lookalike_of(domain: str, hosted: Iterable[str]) -> str | None:
     domain = unicode_host(domain)
     if not domain:
         return None
-    candidates = {skeleton(domain), skeleton(unicode_host(_org(domain)))}
-    for name in hosted:
-        own = unicode_host(name)
-        if own != domain and not domain.endswith("." + own) and skeleton(own) in candidates:
-            return name
+    index = _skeleton_index(frozenset(hosted))
+    for candidate in (skeleton(domain), skeleton(unicode_host(_org(domain)))):
+        for name in index.get(candidate, ()):
+            own = unicode_host(name)
+            if own != domain and not domain.endswith("." + own):
+                return name
     return None
+
+
+@lru_cache(maxsize=4)
+def _skeleton_index(hosted: frozenset[str]) -> dict[str, list[str]]:
+    """Hosted domains by skeleton, worked out once per set of domains: a
+    platform's thousands are not skeletonised again for every message."""
+    index: dict[str, list[str]] = {}
+    for name in sorted(hosted):
+        index.setdefault(skeleton(unicode_host(name)), []).append(name)
+    return index
 
 
 def _org(domain: str) -> str:
