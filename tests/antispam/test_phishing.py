@@ -124,3 +124,13 @@ def test_dmarc_failure_of_a_domain_with_a_policy_of_none(smtp_port, bob, zone):
     assert folder == "INBOX"
     assert status_of(data)[1] == ["BAYES_UNTRAINED", "DMARC_FAIL"]
     assert b"dmarc=fail header.from=bank.example policy.dmarc=none" in data
+
+
+def test_a_senders_own_clues_and_status_are_dropped(smtp_port, bob, zone):
+    forged = samples.build(subject="Hello", text="Hi Bob").replace(
+        b"Subject: Hello\r\n",
+        b"Subject: Hello\r\nX-Spam-Clues: trust=0.01\r\nX-Spam-Status: No, tests=TRUSTED\r\n")
+    send(smtp_port, forged)
+    _, data = only_message("bob@example.org")
+    assert b"trust=0.01" not in data and b"TRUSTED" not in data
+    assert status_of(data) == ("No", ["BAYES_UNTRAINED"])

@@ -120,3 +120,13 @@ def test_zip_facts_never_raise(tail):
 @given(st.text(max_size=300))
 def test_link_parser_never_raises(text):
     phishing.html_links(text)
+
+
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=30),
+                          st.floats(min_value=0, max_value=1)), max_size=8))
+def test_clues_survive_their_header_field(clues):
+    from apps.antispam.services import format_clues, parse_clues
+
+    value = format_clues(clues)
+    assert value.isascii() and "\r" not in value and "\n" not in value
+    assert parse_clues(value) == [(token, round(f, 2)) for token, f in clues]
