@@ -377,6 +377,12 @@ MAILHOST_ANTISPAM_TIMEOUT = env_int("MAILHOST_ANTISPAM_TIMEOUT", 30)
 # Spooled messages checked and filed together, in one transaction.
 MAILHOST_SPOOL_BATCH = env_int("MAILHOST_SPOOL_BATCH", 100)
 MAILHOST_SPAM_THRESHOLD = float(env_str("MAILHOST_SPAM_THRESHOLD", "9.0"))
+# A user's own classifier (trained by moving mail into and out of Junk) weighs
+# in once it has learnt this many messages.
+MAILHOST_BAYES_USER_MIN_MESSAGES = env_int("MAILHOST_BAYES_USER_MIN_MESSAGES", 10)
+# A link's registrable domain first seen by this server within this many days
+# scores LINK_FRESH_DOMAIN (once the server has watched for that long).
+MAILHOST_PHISHING_FRESH_DAYS = env_int("MAILHOST_PHISHING_FRESH_DAYS", 7)
 # Every DNS query (sender checks, MX lookups, the DNS page) goes through this
 # class (mailhost/dns.py); tests name a fake.
 MAILHOST_DNS_RESOLVER = env_str("MAILHOST_DNS_RESOLVER", "mailhost.dns.DnsPythonResolver")

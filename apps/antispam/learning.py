@@ -24,6 +24,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
 
@@ -277,7 +278,9 @@ def classify_tokens(
     scores: dict[int | None, bayes.Score | None] = {None: judge(base)}
     for mailbox_id in mailbox_ids:
         row = user_rows.get(mailbox_id)
-        if row is None or row[3] + row[4] == 0:
+        if row is None or row[3] + row[4] < max(1, settings.MAILHOST_BAYES_USER_MIN_MESSAGES):
+            # Too little of the user's own yet: a handful of moves would
+            # otherwise outvote the site's knowledge on every word they share.
             scores[mailbox_id] = scores[None]
         else:
             scores[mailbox_id] = judge((*base, _memory.counts(row)))

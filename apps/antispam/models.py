@@ -81,3 +81,14 @@ class TrainedMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.digest[:12]} {'spam' if self.is_spam else 'ham'}"
+
+
+class FirstSeenDomain(models.Model):
+    """When this server first met a registrable domain in a message's links:
+    phishing sites are days old, so a link to one is a clue."""
+
+    name = models.CharField(max_length=253, unique=True)
+    first_seen = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.first_seen:%Y-%m-%d}"

@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import quote, unquote
 
 import authres
 import authres.arc
@@ -30,7 +31,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.antispam import auth, bayes, learning
+from apps.antispam import auth, bayes, learning, phishing
 from apps.antispam.headers import header_facts, insert_after_first_field, strip_fields
 from apps.antispam.models import SpooledMessage
 from apps.delivery.filing import MailboxPlan, queue_redirects, route, send_replies
@@ -56,6 +57,21 @@ RULE_POINTS = {
     "MISSING_FROM": 2.5,
     "MULTIPLE_FROM": 2.5,
     "FORGED_LOCAL_SENDER": 3.0,
+    **phishing.RULE_POINTS,
+}
+# What each test means, for the webmail's "why is this in Junk".
+RULE_DESCRIPTIONS = {
+    "SPF_FAIL": "The sending server is not allowed to send for the envelope sender (SPF)",
+    "SPF_SOFTFAIL": "The envelope sender's domain doubts the sending server (SPF softfail)",
+    "DKIM_INVALID": "Its DKIM signature is broken",
+    "DMARC_FAIL": "It fails the DMARC policy its From domain publishes",
+    "MISSING_DATE": "It has no Date",
+    "MISSING_MESSAGE_ID": "It has no Message-ID",
+    "MISSING_FROM": "It has no From",
+    "MULTIPLE_FROM": "It names several senders in From",
+    "FORGED_LOCAL_SENDER": "It claims to come from one of our domains, "
+                           "but came from outside without proof (SPF or DKIM)",
+    **phishing.DESCRIPTIONS,
 }
 
 
@@ -203,6 +219,7 @@ def check_message(row: SpooledMessage, data: bytes) -> Verdict:
     if not verified and from_domains and Domain.objects.filter(
             name__in=from_domains).exists():
         tests.append("FORGED_LOCAL_SENDER")  # our own domain, from outside, unproven
+    tests += phishing.check(data, authenticated=row.authenticated, from_verified=verified)
 
     scores = learning.classify_tokens(bayes.tokenize(data), row.mailbox_ids)
     return Verdict(
@@ -264,13 +281,42 @@ def _spam_headers(verdict: Verdict, mailbox_id: int, threshold: float, junk: boo
     score = verdict.score(mailbox_id)
     status = (f"{'Yes' if junk else 'No'}, score={score:.1f} required={threshold:.1f} "
               f"tests={','.join(tests)}")
-    return f"X-Spam-Score: {score:.1f}\r\nX-Spam-Status: {status}\r\n".encode()
+    fields = f"X-Spam-Score: {score:.1f}\r\nX-Spam-Status: {status}\r\n"
+    if result is not None and result.clues:
+        fields += f"X-Spam-Clues: {format_clues(result.clues[:CLUES_SHOWN])}\r\n"
+    return fields.encode()
+
+
+CLUES_SHOWN = 6
+
+
+def format_clues(clues: Sequence[tuple[str, float]]) -> str:
+    """The classifier's strongest clues as "token=f(w)" pairs; a token's
+    spaces, commas and anything not printable ASCII percent-encoded, so the
+    field stays one line of ASCII that ``parse_clues`` reads back."""
+    return ", ".join(f"{quote(token, safe=_CLUE_SAFE)}={probability:.2f}"
+                     for token, probability in clues)
+
+
+_CLUE_SAFE = "!#$&'()*+/:;<>?@[]^_`{|}~-."
+
+
+def parse_clues(value: str) -> list[tuple[str, float]]:
+    """X-Spam-Clues back into (token, f(w)) pairs; what does not parse is left out."""
+    clues = []
+    for item in value.split(","):
+        token, _, probability = item.strip().rpartition("=")
+        try:
+            clues.append((unquote(token), float(probability)))
+        except ValueError:
+            continue
+    return [(token, f) for token, f in clues if token]
 
 
 def _is_ours(name: str, value: bytes) -> bool:
     """Fields a sender must not be able to forge: our verdicts, and results
     claiming to come from us (RFC 8601 §5)."""
-    if name in ("x-spam-score", "x-spam-status", "x-spam-flag"):
+    if name in ("x-spam-score", "x-spam-status", "x-spam-flag", "x-spam-clues"):
         return True
     if name == "authentication-results":
         authserv_id = value.split(b";", 1)[0].split()[:1]

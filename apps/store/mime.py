@@ -51,6 +51,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -257,6 +258,43 @@ def is_attachment(part: dict) -> bool:
 
 def has_attachment(structure: dict) -> bool:
     return any(is_attachment(part) for _section, part in leaf_parts(structure))
+
+
+def part_bytes(raw: bytes, part: dict) -> bytes:
+    """A part's body with its transfer encoding undone: what the sender attached."""
+    data = raw[part["body_start"]:part["body_end"]]
+    decoded = decode_body(data, part["encoding"])
+    return data if decoded is None else decoded
+
+
+def decode_text(decoded: bytes, part: dict) -> str:
+    """A text part's body, its transfer encoding already undone (``part_bytes``),
+    as str in its charset; an unknown charset falls back to UTF-8 with
+    replacement characters."""
+    charset = _param(part["params"], "charset").strip().strip("\"'") or "utf-8"
+    if charset.lower() in ("us-ascii", "ascii"):
+        charset = "utf-8"  # undeclared 8-bit text is usually UTF-8
+    try:
+        return decoded.decode(charset, "replace")
+    except (LookupError, ValueError):
+        return decoded.decode("utf-8", "replace")
+
+
+def part_filename(part: dict) -> str:
+    """The file name a part declares (Content-Disposition filename, else
+    Content-Type name), RFC 2047 words decoded; "" when it declares none."""
+    disposition = part.get("disposition") or ["", []]
+    name = _param(disposition[1], "filename") or _param(part.get("params"), "name")
+    return decode_words(name) if name else ""
+
+
+def decode_words(text: str) -> str:
+    """RFC 2047 encoded words decoded, as a reader sees them (a display name
+    in the envelope, a file name)."""
+    try:
+        return str(make_header(decode_header(text)))
+    except Exception:  # a broken encoded word: take it as it came
+        return text
 
 
 # ---------------------------------------------------------------------------

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from email.header import decode_header, make_header
+from email.utils import parseaddr
 from typing import Any
 
 from django.conf import settings
 from django.db.models import Q
 
+from apps.antispam import services as antispam
 from apps.directory.models import Mailbox
 from apps.imap import ordering
 from apps.store import mime
@@ -33,29 +34,6 @@ def parse_section(text: str) -> list[int] | None:
     if not re.fullmatch(r"[1-9][0-9]{0,4}(?:\.[1-9][0-9]{0,4}){0,20}", text):
         return None
     return [int(number) for number in text.split(".")]
-
-
-def decode_text(data: bytes, part: Part) -> str:
-    """A text part's body (transfer encoding undone) as str in its charset;
-    an unknown charset falls back to UTF-8 with replacement characters."""
-    decoded = mime.decode_body(data, part["encoding"])
-    if decoded is None:
-        decoded = data
-    charset = next((value for name, value in part["params"] if name == "charset"), "")
-    charset = charset.strip().strip("\"'") or "utf-8"
-    if charset.lower() in ("us-ascii", "ascii"):
-        charset = "utf-8"  # undeclared 8-bit text is usually UTF-8
-    try:
-        return decoded.decode(charset, "replace")
-    except (LookupError, ValueError):
-        return decoded.decode("utf-8", "replace")
-
-
-def part_bytes(raw: bytes, part: Part) -> bytes:
-    """A part's body with its transfer encoding undone: what the sender attached."""
-    data = raw[part["body_start"]:part["body_end"]]
-    decoded = mime.decode_body(data, part["encoding"])
-    return data if decoded is None else decoded
 
 
 def _body_in(node: Part, section: list[int]) -> tuple[list[int], Part] | None:
@@ -91,17 +69,6 @@ def body_part(structure: Part) -> tuple[list[int], Part] | None:
     return _body_in(structure, [1])
 
 
-def _param(params: list[list[str]] | None, name: str) -> str:
-    return next((value for key, value in params or () if key.lower() == name), "")
-
-
-def _decoded_words(text: str) -> str:
-    try:
-        return str(make_header(decode_header(text)))
-    except Exception:  # a broken encoded word: show it as it came
-        return text
-
-
 @dataclass(frozen=True)
 class Attachment:
     section: str
@@ -112,10 +79,9 @@ class Attachment:
 
 
 def filename_of(part: Part, section: str) -> str:
-    disposition = part.get("disposition") or ["", []]
-    name = _param(disposition[1], "filename") or _param(part.get("params"), "name")
+    name = mime.part_filename(part)
     if name:
-        return _decoded_words(name).replace("/", "_").replace("\\", "_")
+        return name.replace("/", "_").replace("\\", "_")
     if part["type"] == "message":
         return f"message-{section}.eml"
     return f"part-{section}.{part['subtype'] or 'bin'}"
@@ -189,6 +155,75 @@ def verdict_badges(fields: list[tuple[str, str]]) -> list[Badge]:
             else:
                 badges.append(Badge(f"Not spam{figure}", "ok"))
     return badges
+
+
+@dataclass(frozen=True)
+class Reason:
+    name: str  # the test's name, as X-Spam-Status gives it
+    text: str  # what it means, for the reader
+
+
+@dataclass(frozen=True)
+class SpamVerdict:
+    """Our filter's verdict as it wrote it into the message (X-Spam-Status,
+    X-Spam-Clues; a sender's forged ones are stripped on arrival)."""
+
+    junk: bool
+    score: str
+    required: str
+    reasons: list[Reason]
+    clues: list[str]  # the classifier's words that pointed to spam, strongest first
+
+
+_STATUS = re.compile(r"^(yes|no)\b.*?score=(-?[0-9.]+)\s+required=(-?[0-9.]+)\s+tests=(\S*)",
+                     re.IGNORECASE)
+
+
+def spam_verdict(fields: list[tuple[str, str]]) -> SpamVerdict | None:
+    """The verdict our filter wrote, or None for a message it did not check."""
+    status = next((value for name, value in fields if name == "x-spam-status"), None)
+    match = _STATUS.match(status or "")
+    if match is None:
+        return None
+    reasons = []
+    for test in filter(None, match.group(4).split(",")):
+        if test.startswith("BAYES_") and test[6:].isdigit():
+            reasons.append(Reason(test, f"The classifier rates it {int(test[6:])} % spam, "
+                                        "from words like those below"))
+        elif test in antispam.RULE_DESCRIPTIONS:
+            reasons.append(Reason(test, antispam.RULE_DESCRIPTIONS[test]))
+    clues = next((value for name, value in fields if name == "x-spam-clues"), "")
+    return SpamVerdict(
+        junk=match.group(1).lower() == "yes", score=match.group(2), required=match.group(3),
+        reasons=reasons,
+        clues=[token for token, f in antispam.parse_clues(clues) if f > 0.5][:CLUES_SHOWN])
+
+
+CLUES_SHOWN = 5
+# The tests that say the sender is not who the From field makes it look like.
+_IMPERSONATION = ("FORGED_LOCAL_SENDER", "FROM_LOOKALIKE_DOMAIN", "FROM_NAME_IMITATES_DOMAIN",
+                  "FROM_NAME_IMITATES_USER")
+
+
+def sender_warnings(verdict: SpamVerdict | None, fields: list[tuple[str, str]]) -> list[str]:
+    """What the reading pane warns of when the mail may not be from whom it
+    claims: above all, mail claiming one of our own domains that came from
+    outside with neither SPF nor DKIM aligned with it (FORGED_LOCAL_SENDER)."""
+    if verdict is None:
+        return []
+    names = {reason.name for reason in verdict.reasons}
+    sender = next((value for name, value in fields if name == "from"), "")
+    domain = parseaddr(sender)[1].rpartition("@")[2].lower()
+    warnings = []
+    if "FORGED_LOCAL_SENDER" in names:
+        warnings.append(
+            f"This message claims to come from {domain or 'one of our domains'}, a domain "
+            "hosted here, but it came from outside and neither SPF nor DKIM proves that it "
+            "is from there. It may be forged: do not trust its links, attachments or "
+            "requests.")
+    warnings += [antispam.RULE_DESCRIPTIONS[name] + "." for name in _IMPERSONATION[1:]
+                 if name in names]
+    return warnings
 
 
 # --- conversation ---------------------------------------------------------------

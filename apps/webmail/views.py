@@ -120,18 +120,23 @@ def _reading_context(request: HttpRequest, mailbox: Mailbox, message: Message,
     is_html = blocked = False
     if body is not None:
         _section, part = body
-        text = reading.decode_text(reading.part_bytes(raw, part), part)
+        text = mime.decode_text(mime.part_bytes(raw, part), part)
         if part["subtype"] == "html":
             is_html = True
             blocked = has_remote_content(text)  # the frame's own request sanitises
         else:
             text_html = text_to_html(text)
     newer, older = listing.neighbours(message)
+    fields = reading.header_fields(raw, structure)
+    verdict = reading.spam_verdict(fields)
     return {
         "message": message, "blob": message.blob, "is_html": is_html, "text_html": text_html,
         "blocked": blocked, "images": request.GET.get("images") == "1",
         "attachments": reading.attachments(structure),
-        "badges": reading.verdict_badges(reading.header_fields(raw, structure)),
+        "badges": reading.verdict_badges(fields),
+        "sender_warnings": reading.sender_warnings(verdict, fields),
+        # Why it is in Junk: shown on the Junk folder's messages only.
+        "spam_verdict": verdict if message.folder.special_use == SpecialUse.JUNK else None,
         # The thread is looked up across the mailbox: its own request (after the
         # page shows), or inline when asked without JavaScript.
         "conversation": (reading.conversation(mailbox, message)
@@ -196,7 +201,7 @@ def message_body(request: HttpRequest, message_id: int) -> HttpResponse:
         return request.build_absolute_uri(
             reverse("webmail:inline", args=[found.pk, section]))
 
-    text = reading.decode_text(reading.part_bytes(raw, body[1]), body[1])
+    text = mime.decode_text(mime.part_bytes(raw, body[1]), body[1])
     cleaned = clean_html(text, cid_url=cid_url, images=images)
     response = render(request, "webmail/body.html", {"html": cleaned.html})
     response["Content-Security-Policy"] = frame_policy(images=images)
@@ -214,7 +219,7 @@ def _part(request: HttpRequest, message_id: int, section: str) -> tuple[dict, by
     if part is None or part.get("parts"):
         raise Http404
     raw = filed.read_message(found)
-    return part, reading.part_bytes(raw, part)
+    return part, mime.part_bytes(raw, part)
 
 
 @mailbox_required

@@ -116,6 +116,20 @@ def test_reading_plain_text_marks_it_seen(reader: Client, deliver) -> None:
     assert message.flags & Flag.SEEN
 
 
+def test_base64_and_quoted_printable_text_reads_as_written(reader: Client, deliver) -> None:
+    for encoding in ("base64", "quoted-printable"):
+        message = EmailMessage()
+        message["From"], message["To"], message["Subject"] = (
+            "ann@far.example", "bob@here.example", encoding)
+        message.set_content("Grüße aus Köln = 100 % sicher", cte=encoding)
+        assert f"Content-Transfer-Encoding: {encoding}".encode() in message.as_bytes()
+        found = deliver(message.as_bytes().replace(b"\n", b"\r\n"))
+        page = reader.get(f"/mail/message/{found.pk}/").content.decode()
+        # The reading pane's text, not the list's preview beside it.
+        shown = re.search(r'<div class="mail-text">(.*?)</div>', page, re.DOTALL)
+        assert shown and "Grüße aus Köln = 100 % sicher" in shown.group(1), encoding
+
+
 def test_html_is_framed_sanitised_with_its_own_policy(reader: Client, deliver) -> None:
     message = deliver(subject="News", html='<p onclick="x()">Hello <b>there</b></p>'
                       '<img src="https://tracker.example/p.gif"><script>alert(1)</script>')
