@@ -465,10 +465,12 @@ def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
     verdicts: list[dict[str, object]] = []
     present = [m for m in row.mailbox_ids if m in mailboxes]  # else deleted since
     at: int | None = None  # where the verdicts go into the spooled blob
+    clean = strip_fields(data, _is_ours)
     if verdict is None:
-        chosen = dict.fromkeys(present, ("INBOX", data, b""))
+        # Unchecked, yet a sender's own verdict fields go all the same: the
+        # webmail's badges, banner and Junk explanation believe them.
+        chosen = dict.fromkeys(present, ("INBOX", clean, b""))
     else:
-        clean = strip_fields(data, _is_ours)
         # The verdicts go below our Received field, beside the spooled blob,
         # which is filed as it is (apps/store/filed.py), unless it carries
         # forged verdicts to drop (or an odd first line): then a rewritten

@@ -175,6 +175,17 @@ def test_failing_checks_deliver_unfiled(bob, monkeypatch):
     assert stored("bob@example.org") == [RECEIVED + data]
 
 
+def test_unchecked_mail_loses_the_senders_verdict_fields_too(bob):
+    forged = message(extra="X-Spam-Status: Yes, score=99.0 tests=FORGED_LOCAL_SENDER\r\n"
+                           "X-Spam-Clues: viagra=0.99\r\n")
+    old = spool([bob], forged)
+    SpooledMessage.objects.filter(pk=old).update(
+        received=timezone.now() - timedelta(minutes=5))
+    assert services.sweep_spool() == 1  # filed without the checks
+    (got,) = stored("bob@example.org")
+    assert b"X-Spam-" not in got and b"Subject:" in got
+
+
 def test_sweeper_delivers_what_no_worker_filed_and_the_spool_blob_is_kept_while_filed(bob):
     fresh = spool([bob], message(subject="fresh"))
     old = spool([bob], message(subject="old"))
