@@ -31,7 +31,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.antispam import auth, bayes, learning
-from apps.antispam.headers import header_facts, insert_after_first_field, strip_fields
+from apps.antispam.headers import (
+    HeaderFacts,
+    header_facts,
+    insert_after_first_field,
+    strip_fields,
+)
 from apps.antispam.models import SpooledMessage
 from apps.delivery.filing import MailboxPlan, queue_redirects, route, send_replies
 from apps.directory.models import Domain, Mailbox
@@ -175,18 +180,48 @@ def _sample(data: bytes) -> float:
     return int.from_bytes(hashlib.sha256(data).digest()[:4], "big") / 2**32
 
 
+@dataclass(frozen=True)
+class _Authentication:
+    """The sender authentication of one message: DKIM, DMARC and the ARC chain."""
+
+    dkim: list[auth.DkimResult]
+    from_domains: list[str]  # sorted, distinct
+    dmarc: auth.DmarcResult
+    arc: str
+
+
+def _authenticate(data: bytes, spf: auth.SpfResult, facts: HeaderFacts) -> _Authentication:
+    dkim_results = auth.verify_dkim(data)
+    from_domains = sorted(set(facts.from_domains))
+    dmarc = auth.evaluate_dmarc(from_domains[0] if len(from_domains) == 1 else "",
+                                spf, dkim_results, sample=_sample(data))
+    return _Authentication(dkim_results, from_domains, dmarc, auth.verify_arc(data))
+
+
+def with_authentication_results(
+    data: bytes, *, client_ip: str, helo: str, mail_from: str, spf: auth.SpfResult | None,
+) -> bytes:
+    """``data`` (with our Received field first) with our Authentication-Results
+    field below that, and none claiming to be ours from elsewhere (RFC 8601
+    §5): for a message forwarded as it comes in, before the spool's checks,
+    so that its ARC seal vouches for what we found (RFC 8617 §4.1.1). SPF as
+    checked at MAIL FROM, or now if it was not."""
+    spf = spf or auth.check_spf(client_ip, mail_from, helo)
+    found = _authenticate(data, spf, header_facts(data))
+    return insert_after_first_field(strip_fields(data, _is_ours), _authentication_results(
+        mail_from, helo, spf, found.dkim, found.dmarc, found.arc))
+
+
 def check_message(row: SpooledMessage, data: bytes) -> Verdict:
     spf = _spf_of(row)
-    dkim_results = auth.verify_dkim(data)
     facts = header_facts(data)
+    found = _authenticate(data, spf, facts)
+    dkim_results, from_domains, dmarc = found.dkim, found.from_domains, found.dmarc
     tests: list[str] = []
-    from_domains = sorted(set(facts.from_domains))
     if not from_domains:
         tests.append("MISSING_FROM")
     elif len(from_domains) > 1:
         tests.append("MULTIPLE_FROM")  # RFC 7489 §6.6.1: no single From domain
-    dmarc = auth.evaluate_dmarc(from_domains[0] if len(from_domains) == 1 else "",
-                                spf, dkim_results, sample=_sample(data))
     if not facts.has_date:
         tests.append("MISSING_DATE")
     if not facts.has_message_id:
@@ -206,8 +241,8 @@ def check_message(row: SpooledMessage, data: bytes) -> Verdict:
 
     scores = learning.classify_tokens(bayes.tokenize(data), row.mailbox_ids)
     return Verdict(
-        auth_header=_authentication_results(row, spf, dkim_results, dmarc,
-                                            auth.verify_arc(data)),
+        auth_header=_authentication_results(row.mail_from, row.helo, spf, dkim_results,
+                                            dmarc, found.arc),
         tests=tests, rule_points=sum(RULE_POINTS[t] for t in tests),
         quarantine=dmarc.policy in ("quarantine", "reject"),
         bayes=scores,
@@ -225,13 +260,13 @@ def _aligned_pass(spf: auth.SpfResult, dkim_results: list[auth.DkimResult],
     return any(auth.aligned(p, d, "r") for p in passed for d in from_domains)
 
 
-def _authentication_results(row: SpooledMessage, spf: auth.SpfResult,
+def _authentication_results(mail_from: str, helo: str, spf: auth.SpfResult,
                             dkim_results: list[auth.DkimResult],
                             dmarc: auth.DmarcResult, arc: str) -> bytes:
     """RFC 8601 §2.2; one resinfo per method (per signature for DKIM)."""
     results: list[object] = [authres.SPFAuthenticationResult(
-        result=spf.result, smtp_mailfrom=row.mail_from or None,
-        smtp_helo=None if row.mail_from else row.helo or None)]
+        result=spf.result, smtp_mailfrom=mail_from or None,
+        smtp_helo=None if mail_from else helo or None)]
     if dkim_results:
         results += [authres.DKIMAuthenticationResult(
             result=r.result, header_d=r.domain or None, header_s=r.selector or None)

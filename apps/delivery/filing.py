@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.delivery import srs
+from apps.delivery import arc, srs
 from apps.delivery.linelength import limit_line_length
 from apps.delivery.services import RecipientSpec, submit
 from apps.delivery.vacation import answer_for_script
@@ -243,7 +243,8 @@ def route(requests: Sequence[DeliveryRequest], *, senders: Sequence[str]) -> Rou
 def queue_redirects(plans: Sequence[MailboxPlan]) -> None:
     """The scripts' redirects, through the outbound queue (RFC 5228 §4.2: with
     the original envelope sender, SRS-rewritten as any forwarding is, so it
-    passes SPF where it goes; long lines re-encoded as for any forwarding).
+    passes SPF where it goes; long lines re-encoded as for any forwarding;
+    ARC-sealed over the Authentication-Results field the checks wrote).
     Call it in the transaction that files the message: a message that a
     script sends on without keeping it is then never lost, even to a SIGKILL
     after the 250. A redirect that fails is logged and rolled back alone."""
@@ -253,9 +254,11 @@ def queue_redirects(plans: Sequence[MailboxPlan]) -> None:
         mailbox = plan.mailbox
         marked = f"{REDIRECTED_FIELD}: {mailbox.address}\r\n".encode() + plan.data
         try:
+            # RFC 8617: sealed for the mailbox's domain over the checks' field.
+            sealed = arc.seal(limit_line_length(marked),
+                              domain=mailbox.address.rpartition("@")[2].lower())
             submit(sender=srs.forwarding_sender(plan.sender, mailbox.address),
-                   recipients=[RecipientSpec(a) for a in plan.redirects],
-                   data=limit_line_length(marked))
+                   recipients=[RecipientSpec(a) for a in plan.redirects], data=sealed)
             log.info("sieve redirect of %s to %s", mailbox.address, plan.redirects)
         except Exception:
             log.exception("sieve redirect of %s failed", mailbox.address)
