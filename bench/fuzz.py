@@ -273,7 +273,8 @@ SMTP_SEEDS = [
 ]
 SMTP_TOKENS = [b"EHLO c", b"HELO c", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"RSET", b"NOOP",
                b"QUIT", b"VRFY", b"EXPN", b"HELP", b"STARTTLS", b"AUTH PLAIN", b"AUTH LOGIN",
-               b"AUTH CRAM-MD5", b"BDAT", b"BDAT 3", b" LAST", b"REQUIRETLS", b"<", b">", b"<>", b"<alice@fuzz.example>",
+               b"AUTH CRAM-MD5", b"BDAT", b"BDAT 3", b" LAST", b"REQUIRETLS", b"<", b">",
+               b"<>", b"<alice@fuzz.example>",
                b"<info@fuzz.example>", b"<fwd@fuzz.example>", b"<x@remote.example>",
                b"@fuzz.example", b"SIZE=", b"BODY=8BITMIME", b"BODY=BINARYMIME", b"SMTPUTF8",
                b"RET=FULL", b"ENVID=", b"NOTIFY=", b"ORCPT=rfc822;", b"AUTH=<>", b"+2B",

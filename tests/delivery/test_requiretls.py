@@ -18,23 +18,11 @@ from apps.directory import services as directory
 from tests import fakedns
 from tests.delivery.conftest import run_queue
 from tests.delivery.receiver import Receiver
-from tests.delivery.test_mtasts import DOMAIN, MX_HOST, LocalCA, PolicyServer
+from tests.delivery.tls_peers import DOMAIN, MX_HOST, LocalCA
 from tests.factories import PASSWORD, make_mailbox
 from tests.smtp.helpers import RawSMTP, make_message, stored
 
 BODY_LINE = b"The secret is in the body."
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory) -> LocalCA:
-    return LocalCA(tmp_path_factory.mktemp("ca"))
-
-
-@pytest.fixture(scope="module")
-def policy_server(ca: LocalCA) -> Iterator[PolicyServer]:
-    server = PolicyServer(ca.server_context(f"mta-sts.{DOMAIN}"))
-    yield server
-    server.stop()
 
 
 def _receiver(context, *, requiretls: bool) -> Iterator[Receiver]:
@@ -64,18 +52,9 @@ def cleartext() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def sts(settings, ca: LocalCA, policy_server: PolicyServer, db):
+def enforced(sts) -> None:
     """example.net: MX mx.example.net, an MTA-STS policy in enforce mode listing it."""
-    settings.MAILHOST_TRANSPORTS = ""
-    settings.MAILHOST_MTA_STS_CA_FILE = str(ca.path)
-    settings.MAILHOST_MTA_STS_FETCH_PORT = policy_server.port
-    fakedns.publish([f"{DOMAIN}. 3600 IN MX 10 {MX_HOST}.",
-                     f"{MX_HOST}. 3600 IN A 127.0.0.1",
-                     f"mta-sts.{DOMAIN}. 3600 IN A 127.0.0.1",
-                     f'_mta-sts.{DOMAIN}. 3600 IN TXT "v=STSv1; id=requiretls"'])
-    policy_server.policy = (f"version: STSv1\r\nmode: enforce\r\nmx: {MX_HOST}\r\n"
-                            "max_age: 86400\r\n").encode()
-    make_mailbox("alice@example.org")
+    sts("enforce")
 
 
 def _message(extra_header: bytes = b"") -> bytes:
@@ -95,7 +74,7 @@ def _report() -> bytes:
     return report
 
 
-def test_delivered_to_a_validated_mx_that_offers_requiretls(sts, settings, capable):
+def test_delivered_to_a_validated_mx_that_offers_requiretls(enforced, settings, capable):
     settings.MAILHOST_DELIVERY_PORT = capable.port
     before = len(capable.script.messages)
     _send(require_tls=True)
@@ -107,7 +86,7 @@ def test_delivered_to_a_validated_mx_that_offers_requiretls(sts, settings, capab
 
 
 def test_a_server_without_requiretls_gets_nothing_and_the_sender_a_report(
-        sts, settings, incapable):
+        enforced, settings, incapable):
     settings.MAILHOST_DELIVERY_PORT = incapable.port
     before = len(incapable.script.messages)
     _send(require_tls=True)
@@ -120,7 +99,7 @@ def test_a_server_without_requiretls_gets_nothing_and_the_sender_a_report(
     assert b"Subject: hello" in report and BODY_LINE not in report
 
 
-def test_a_server_without_tls_gets_nothing(sts, settings, cleartext):
+def test_a_server_without_tls_gets_nothing(enforced, settings, cleartext):
     settings.MAILHOST_DELIVERY_PORT = cleartext.port
     before = len(cleartext.script.messages)
     _send(require_tls=True)
@@ -129,12 +108,11 @@ def test_a_server_without_tls_gets_nothing(sts, settings, cleartext):
     assert b"Status: 5.7.10" in _report()
 
 
-def test_an_mx_no_policy_validates_gets_nothing(sts, settings, capable, policy_server):
+def test_an_mx_no_policy_validates_gets_nothing(enforced, settings, capable, sts):
     settings.MAILHOST_DELIVERY_PORT = capable.port
     # A policy (no DNSSEC here) that does not list the MX host.
     fakedns.ZONE[fakedns.key(f"_mta-sts.{DOMAIN}", "TXT")] = ["v=STSv1; id=elsewhere"]
-    policy_server.policy = (b"version: STSv1\r\nmode: testing\r\nmx: *.elsewhere.example\r\n"
-                            b"max_age: 86400\r\n")
+    sts("testing", mx="*.elsewhere.example")
     before = len(capable.script.messages)
     _send(require_tls=True)
     run_queue()
@@ -143,7 +121,7 @@ def test_an_mx_no_policy_validates_gets_nothing(sts, settings, capable, policy_s
     assert b"Status: 5.7.10" in report and b"MTA-STS" in report
 
 
-def test_the_same_servers_take_mail_without_requiretls(sts, settings, incapable):
+def test_the_same_servers_take_mail_without_requiretls(enforced, settings, incapable):
     settings.MAILHOST_DELIVERY_PORT = incapable.port
     before = len(incapable.script.messages)
     _send(require_tls=False)
@@ -152,7 +130,7 @@ def test_the_same_servers_take_mail_without_requiretls(sts, settings, incapable)
     assert got.tls and "REQUIRETLS" not in got.mail_options
 
 
-def test_tls_required_no_ignores_the_recipients_policy(sts, settings, cleartext):
+def test_tls_required_no_ignores_the_recipients_policy(enforced, settings, cleartext):
     # Enforce mode would keep this in the queue (tests/delivery/test_mtasts.py);
     # RFC 8689 §4.2.2: the sender asked that the policy be ignored.
     settings.MAILHOST_DELIVERY_PORT = cleartext.port
@@ -164,7 +142,7 @@ def test_tls_required_no_ignores_the_recipients_policy(sts, settings, cleartext)
     assert not got.tls and b"TLS-Required: No" in got.data
 
 
-def test_requiretls_outweighs_a_tls_required_no_header(sts, settings, cleartext):
+def test_requiretls_outweighs_a_tls_required_no_header(enforced, settings, cleartext):
     settings.MAILHOST_DELIVERY_PORT = cleartext.port
     before = len(cleartext.script.messages)
     _send(require_tls=True, extra_header=b"TLS-Required: No\r\n")  # RFC 8689 §4.1
