@@ -77,6 +77,7 @@ class SmtpFacts:
     spf: auth.SpfResult | None
     authenticated: bool = False
     queue_id: str = ""
+    require_tls: bool = False  # RFC 8689 §4.1: tagged, for the scripts' redirects
 
 
 @dataclass
@@ -129,7 +130,8 @@ def _spool_rows(requests: list[SpoolRequest]) -> list[int]:
                 spf_result=request.facts.spf.result if request.facts.spf else "",
                 spf_explanation=(request.facts.spf.explanation[:500]
                                  if request.facts.spf else ""),
-                authenticated=request.facts.authenticated, queue_id=request.facts.queue_id)
+                authenticated=request.facts.authenticated, queue_id=request.facts.queue_id,
+                require_tls=request.facts.require_tls)
             for blob, request in zip(blobs, requests, strict=True)])
         trace.record([event for request in requests for event in request.trace_events])
         pks = [row.pk for row in rows]
@@ -499,7 +501,8 @@ def _route(filings: Sequence[_Filing]) -> None:
     (apps/delivery/filing.py); Junk is never redirected nor answered."""
     flat = [(filing, request) for filing in filings for request in filing.requests]
     routed = route([request for _, request in flat],
-                   senders=[filing.row.mail_from for filing, _ in flat])
+                   senders=[filing.row.mail_from for filing, _ in flat],
+                   require_tls=[filing.row.require_tls for filing, _ in flat])
     for filing in filings:
         filing.requests = []
     for request, owner in zip(routed.requests, routed.owners, strict=True):

@@ -278,7 +278,7 @@ async def asubmit_as_user(
         if prepared.mailbox_ids:
             plans = await committer(deliver_filed).submit(Filing(store.DeliveryRequest(
                 prepared.mailbox_ids, prepared.data, queue_id=queue_id,
-                trace_events=acceptance), sender))
+                trace_events=acceptance), sender, require_tls))
             acceptance = []
         if prepared.remote:
             await aenqueue(sender=sender, recipients=prepared.remote, data=prepared.data,

@@ -253,6 +253,12 @@ class MailhostSMTP(SMTP):
         return f"{keyword}{head} {kept}".rstrip(), taken
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        self.binarymime = self.require_tls = False
+        upper = (arg or "").upper()
+        if "BINARYMIME" not in upper and "REQUIRETLS" not in upper:
+            # Most MAIL commands: no second parse of the address for nothing.
+            await super().smtp_MAIL(arg)
+            return
         arg, taken = await self.take_parameters(arg, "FROM:", ("BODY", "REQUIRETLS"))
         if taken is None:
             return
@@ -520,7 +526,8 @@ class InboundHandler:
             else:
                 request.trace_events.append(acceptance)
                 plans = await committer(deliver_filed).submit(
-                    Filing(request, envelope.mail_from or ""))
+                    Filing(request, envelope.mail_from or "",
+                           envelope.require_tls))  # type: ignore[attr-defined]
                 if plans:
                     await database_sync_to_async(send_replies)(plans)
             await _queue_forwards(session, envelope, request.data, queue_id,
@@ -614,7 +621,8 @@ async def _spool(
         client_ip=_peer_ip(session), helo=session.host_name or "",
         mail_from=envelope.mail_from or "",
         spf=envelope.spf,  # type: ignore[attr-defined]
-        authenticated=bool(session.authenticated), queue_id=request.queue_id)
+        authenticated=bool(session.authenticated), queue_id=request.queue_id,
+        require_tls=envelope.require_tls)  # type: ignore[attr-defined]
     pk = await committer(spool.spool_batch).submit(spool.SpoolRequest(
         request.data, list(request.mailbox_ids), facts, trace_events=[acceptance]))
     if settings.MAILHOST_ANTISPAM_INLINE:

@@ -15,6 +15,7 @@ import pytest
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.delivery.services import RecipientSpec, submit
 from apps.directory import services as directory
+from apps.sieve import services as sieve
 from tests import fakedns
 from tests.delivery.conftest import run_queue
 from tests.delivery.receiver import Receiver
@@ -175,6 +176,25 @@ def test_the_mx_offers_and_takes_requiretls_only_under_tls(
         assert refused == {}
     # RFC 8689 §4.1: the forwarded copy keeps the tag.
     assert OutboundMessage.objects.get().require_tls
+
+
+@pytest.mark.parametrize("checks", [True, False], ids=["spooled", "filed-at-once"])
+def test_a_sieve_redirect_keeps_requiretls(
+        transactional_db, mail_servers, settings, client_tls_context, checks):
+    settings.MAILHOST_ANTISPAM = checks
+    alice = make_mailbox("alice@example.org")
+    sieve.put_script(alice, "away", 'require "copy"; redirect :copy "friend@example.net";')
+    sieve.set_active(alice, "away")
+    with smtplib.SMTP("localhost", mail_servers.port("smtp")) as client:
+        client.starttls(context=client_tls_context)
+        client.ehlo("client.test")
+        client.sendmail("someone@remote.example", ["alice@example.org"],
+                        make_message("alice@example.org"), mail_options=["REQUIRETLS"])
+        client.sendmail("someone@remote.example", ["alice@example.org"],
+                        make_message("alice@example.org"))
+    # RFC 8689 §6: the redirected copy of the first asks for TLS, of the second not.
+    assert sorted(OutboundMessage.objects.values_list("require_tls", flat=True)) == [
+        False, True]
 
 
 def test_submission_keeps_requiretls_with_the_queued_message(
