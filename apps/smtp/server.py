@@ -329,7 +329,7 @@ class MailhostSMTP(SMTP):
 
     async def _bdat_refusal(self, size: int) -> str | None:
         """Why this chunk cannot be taken (its data is then discarded), or None."""
-        if not self.session.host_name:
+        if not self.session.extended_smtp:  # RFC 3030 §2: an EHLO keyword
             return "503 5.5.1 Say EHLO first"
         if self._auth_required and not self.session.authenticated:
             return "530 5.7.0 Authentication required"

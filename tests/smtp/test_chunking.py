@@ -145,12 +145,18 @@ def test_bdat_out_of_sequence_is_refused_and_its_data_skipped(smtp_port, alice):
     client.close()
 
 
-def test_bdat_before_ehlo_is_refused(smtp_port, alice):
+@pytest.mark.parametrize("greeting", [None, b"HELO client.test"])
+def test_bdat_without_ehlo_is_refused(smtp_port, alice, greeting):
     client = RawSMTP(smtp_port)
+    if greeting:  # CHUNKING is an extension: not after HELO
+        client.command(greeting)
+        client.command(b"MAIL FROM:<sender@remote.example>")
+        client.command(b"RCPT TO:<alice@example.org>")
     client.send(b"BDAT 4 LAST\r\nabcd")
-    assert client.reply()[-1].startswith(b"503 5.5.1")
+    assert client.reply()[-1].startswith(b"503 5.5.1 Say EHLO")
     assert client.command(b"NOOP")[-1][:3] == b"250"
     client.close()
+    assert stored("alice@example.org") == []
 
 
 @pytest.mark.parametrize("argument", [b"", b" x", b" 10 LASTX", b" -1", b" 10  LAST",
