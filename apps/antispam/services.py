@@ -38,7 +38,13 @@ from apps.antispam.headers import (
     strip_fields,
 )
 from apps.antispam.models import SpooledMessage
-from apps.delivery.filing import MailboxPlan, queue_redirects, route, send_replies
+from apps.delivery.filing import (
+    MailboxPlan,
+    MailParameters,
+    queue_redirects,
+    route,
+    send_replies,
+)
 from apps.directory.models import Domain, Mailbox
 from apps.store import mime, trace
 from apps.store import services as store
@@ -77,7 +83,7 @@ class SmtpFacts:
     spf: auth.SpfResult | None
     authenticated: bool = False
     queue_id: str = ""
-    require_tls: bool = False  # RFC 8689 §4.1: tagged, for the scripts' redirects
+    parameters: MailParameters = field(default_factory=MailParameters)  # for redirects
 
 
 @dataclass
@@ -131,7 +137,8 @@ def _spool_rows(requests: list[SpoolRequest]) -> list[int]:
                 spf_explanation=(request.facts.spf.explanation[:500]
                                  if request.facts.spf else ""),
                 authenticated=request.facts.authenticated, queue_id=request.facts.queue_id,
-                require_tls=request.facts.require_tls)
+                require_tls=request.facts.parameters.require_tls,
+                binarymime=request.facts.parameters.binarymime)
             for blob, request in zip(blobs, requests, strict=True)])
         trace.record([event for request in requests for event in request.trace_events])
         pks = [row.pk for row in rows]
@@ -502,7 +509,8 @@ def _route(filings: Sequence[_Filing]) -> None:
     flat = [(filing, request) for filing in filings for request in filing.requests]
     routed = route([request for _, request in flat],
                    senders=[filing.row.mail_from for filing, _ in flat],
-                   require_tls=[filing.row.require_tls for filing, _ in flat])
+                   parameters=[MailParameters(filing.row.require_tls, filing.row.binarymime)
+                               for filing, _ in flat])
     for filing in filings:
         filing.requests = []
     for request, owner in zip(routed.requests, routed.owners, strict=True):

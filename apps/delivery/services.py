@@ -231,7 +231,7 @@ async def aenqueue(
 
 def submit(
     *, sender: str, recipients: Sequence[RecipientSpec], data: bytes, ret: str = "",
-    envid: str = "", require_tls: bool = False,
+    envid: str = "", require_tls: bool = False, binarymime: bool = False,
 ) -> OutboundMessage | None:
     """Send a message: resolve each recipient, deliver to the local mailboxes at
     once, queue the rest. Returns the queued message, if any. An unknown or
@@ -245,7 +245,8 @@ def submit(
         remote.extend(RecipientSpec(address, recipient.notify, recipient.orcpt)
                       for address in resolution.external)
     return hand_over(mailbox_ids=list(dict.fromkeys(mailbox_ids)), remote=remote,
-                     sender=sender, data=data, ret=ret, envid=envid, require_tls=require_tls)
+                     sender=sender, data=data, ret=ret, envid=envid, require_tls=require_tls,
+                     binarymime=binarymime)
 
 
 def hand_over(

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
-from apps.delivery.filing import Filing, MailboxPlan, deliver_filed, send_replies
+from apps.delivery.filing import (
+    Filing,
+    MailboxPlan,
+    MailParameters,
+    deliver_filed,
+    send_replies,
+)
 from apps.delivery.services import (
     RecipientSpec,
     SenderNotAllowed,
@@ -278,7 +284,7 @@ async def asubmit_as_user(
         if prepared.mailbox_ids:
             plans = await committer(deliver_filed).submit(Filing(store.DeliveryRequest(
                 prepared.mailbox_ids, prepared.data, queue_id=queue_id,
-                trace_events=acceptance), sender, require_tls))
+                trace_events=acceptance), sender, MailParameters(require_tls, binarymime)))
             acceptance = []
         if prepared.remote:
             await aenqueue(sender=sender, recipients=prepared.remote, data=prepared.data,

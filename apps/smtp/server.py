@@ -28,7 +28,7 @@ from django.utils import timezone
 from apps.antispam import inbound as antispam
 from apps.antispam import services as spool
 from apps.delivery import arc, srs
-from apps.delivery.filing import Filing, deliver_filed, send_replies
+from apps.delivery.filing import Filing, MailParameters, deliver_filed, send_replies
 from apps.delivery.linelength import limit_line_length
 from apps.delivery.services import RecipientSpec, aenqueue, new_queue_id
 from apps.directory.services import Resolution
@@ -52,6 +52,7 @@ _BDAT_ARGUMENT = re.compile(r"([0-9]{1,18})(?: ([Ll][Aa][Ss][Tt]))?")
 # Chunk data is read, or skipped, this much at a time: a chunk's size is the
 # client's word, not an amount to buffer at once.
 _BDAT_READ = 1 << 16
+
 
 def parse_bdat_argument(argument: str | None) -> tuple[int, bool]:
     """(chunk size, whether it is the LAST chunk) of a BDAT command's
@@ -526,8 +527,7 @@ class InboundHandler:
             else:
                 request.trace_events.append(acceptance)
                 plans = await committer(deliver_filed).submit(
-                    Filing(request, envelope.mail_from or "",
-                           envelope.require_tls))  # type: ignore[attr-defined]
+                    Filing(request, envelope.mail_from or "", _mail_parameters(envelope)))
                 if plans:
                     await database_sync_to_async(send_replies)(plans)
             await _queue_forwards(session, envelope, request.data, queue_id,
@@ -585,6 +585,10 @@ def _forwarded_copy(
     return sender, arc.seal(copy, domain=alias.rpartition("@")[2].lower())
 
 
+def _mail_parameters(envelope: Envelope) -> MailParameters:
+    return MailParameters(envelope.require_tls, envelope.binarymime)  # type: ignore[attr-defined]
+
+
 def _login(session: Session) -> str:
     """The authenticated user's address, for the message trace."""
     mailbox = session.auth_data if session.authenticated else None
@@ -622,7 +626,7 @@ async def _spool(
         mail_from=envelope.mail_from or "",
         spf=envelope.spf,  # type: ignore[attr-defined]
         authenticated=bool(session.authenticated), queue_id=request.queue_id,
-        require_tls=envelope.require_tls)  # type: ignore[attr-defined]
+        parameters=_mail_parameters(envelope))
     pk = await committer(spool.spool_batch).submit(spool.SpoolRequest(
         request.data, list(request.mailbox_ids), facts, trace_events=[acceptance]))
     if settings.MAILHOST_ANTISPAM_INLINE:

@@ -10,6 +10,8 @@ import smtplib
 
 from apps.delivery.client import DeliverySession, OutgoingMessage, OutgoingRecipient
 from apps.delivery.models import OutboundMessage, QueueEntry
+from apps.sieve import services as sieve
+from apps.store.blobs import get_blob_store
 from tests.delivery.conftest import run_queue
 from tests.factories import PASSWORD, make_mailbox
 from tests.smtp.helpers import stored
@@ -52,3 +54,20 @@ def test_a_peer_without_binarymime_gets_nothing_and_the_sender_a_report(
     assert b"Action: failed" in report and b"Status: 5.6.3" in report
     # Its header comes back, not the binary body (no binary MIME in a report).
     assert b"Subject: binary" in report and bytes(range(256)) not in report
+
+
+def test_a_sieve_redirect_of_a_binary_message_keeps_it_binary(
+        transactional_db, mail_servers, receiver):
+    alice = make_mailbox("alice@example.org")
+    sieve.put_script(alice, "copy", 'require "copy"; redirect :copy "friend@example.net";')
+    sieve.set_active(alice, "copy")
+    with smtplib.SMTP("127.0.0.1", mail_servers.port("smtp")) as client:
+        client.ehlo("client.test")
+        client.mail("sender@remote.example", ["BODY=BINARYMIME"])
+        client.rcpt("alice@example.org")
+        client.send(f"BDAT {len(BINARY_MESSAGE)} LAST\r\n".encode() + BINARY_MESSAGE)
+        assert client.getreply()[0] == 250
+    queued = OutboundMessage.objects.get()
+    # Tagged, and not re-encoded for long lines (RFC 3030 §3: every octet kept).
+    assert queued.binarymime
+    assert get_blob_store().read(queued.blob_id).endswith(BINARY_MESSAGE)
