@@ -14,7 +14,7 @@ from apps.sieve import services as sieve
 from apps.store.blobs import get_blob_store
 from tests.delivery.conftest import run_queue
 from tests.factories import PASSWORD, make_mailbox
-from tests.smtp.helpers import stored
+from tests.smtp.helpers import send_chunked, stored
 from tests.smtp.test_chunking import BINARY_MESSAGE
 
 
@@ -41,10 +41,8 @@ def test_a_peer_without_binarymime_gets_nothing_and_the_sender_a_report(
     with smtplib.SMTP("127.0.0.1", mail_servers.port("submission")) as client:
         client.ehlo("client.test")
         client.login("alice@example.org", PASSWORD)
-        client.mail("alice@example.org", ["BODY=BINARYMIME"])
-        client.rcpt("carol@example.net")
-        client.send(f"BDAT {len(message)} LAST\r\n".encode() + message)
-        assert client.getreply()[0] == 250
+        assert send_chunked(client, "alice@example.org", "carol@example.net", message,
+                            binary=True)[0] == 250
     queued = OutboundMessage.objects.get()
     assert queued.binarymime
     run_queue()
@@ -63,10 +61,8 @@ def test_a_sieve_redirect_of_a_binary_message_keeps_it_binary(
     sieve.set_active(alice, "copy")
     with smtplib.SMTP("127.0.0.1", mail_servers.port("smtp")) as client:
         client.ehlo("client.test")
-        client.mail("sender@remote.example", ["BODY=BINARYMIME"])
-        client.rcpt("alice@example.org")
-        client.send(f"BDAT {len(BINARY_MESSAGE)} LAST\r\n".encode() + BINARY_MESSAGE)
-        assert client.getreply()[0] == 250
+        assert send_chunked(client, "sender@remote.example", "alice@example.org",
+                            BINARY_MESSAGE, binary=True)[0] == 250
     queued = OutboundMessage.objects.get()
     # Tagged, and not re-encoded for long lines (RFC 3030 §3: every octet kept).
     assert queued.binarymime

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from apps.smtp.server import parse_bdat_argument
 from mailhost.errors import Invalid
 from tests.factories import PASSWORD, make_mailbox
-from tests.smtp.helpers import RawSMTP, make_message, stored
+from tests.smtp.helpers import RawSMTP, make_message, send_chunked, stored
 
 # Lines a DATA transfer could not carry as they are: a leading dot (no
 # dot-stuffing in BDAT), a lone dot, a line longer than any line limit.
@@ -206,10 +206,8 @@ def test_submission_takes_bdat_after_auth(mail_servers, alice):
     auth = smtplib.SMTP("127.0.0.1", port)
     auth.ehlo("client.test")
     auth.login("alice@example.org", PASSWORD)
-    auth.mail("alice@example.org", ["BODY=BINARYMIME"])
-    auth.rcpt("bob@example.org")
-    auth.send(f"BDAT {len(message)} LAST\r\n".encode() + message)
-    code, text = auth.getreply()
+    code, text = send_chunked(auth, "alice@example.org", "bob@example.org", message,
+                              binary=True)
     assert code == 250, text
     auth.quit()
     client.close()
@@ -226,10 +224,8 @@ def test_smtps_takes_bdat(mail_servers, alice):
         client.login("alice@example.org", PASSWORD)
         message = make_message("alice@example.org").replace(b"sender@remote.example",
                                                             b"alice@example.org")
-        client.mail("alice@example.org")
-        client.rcpt("alice@example.org")
-        client.send(f"BDAT {len(message)} LAST\r\n".encode() + message)
-        assert client.getreply()[0] == 250
+        assert send_chunked(client, "alice@example.org", "alice@example.org",
+                            message)[0] == 250
     assert len(stored("alice@example.org")) == 1
 
 
