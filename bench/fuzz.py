@@ -265,10 +265,16 @@ SMTP_SEEDS = [
     b"EHLO c\r\nAUTH LOGIN\r\nYWxpY2VAZnV6ei5leGFtcGxl\r\nc2VjcmV0LXBhc3N3b3Jk\r\n"
     b"MAIL FROM:<alice@fuzz.example>\r\nRCPT TO:<alice@fuzz.example>\r\nBDAT 5 LAST\r\n"
     b"DATA\r\nSubject: x\r\n\r\nx\r\n.\r\nQUIT\r\n",
+    # RFC 3030 chunks (a binary body, pipelined), RFC 8689 outside TLS.
+    b"EHLO c\r\nMAIL FROM:<bob@remote.example> BODY=BINARYMIME\r\n"
+    b"RCPT TO:<alice@fuzz.example>\r\nBDAT 12\r\nSubject: \x00\xff\n\r\r\n"
+    b"BDAT 6 LAST\r\n\r\nab\ncDATA\r\nBDAT 1\r\nxRSET\r\n"
+    b"MAIL FROM:<bob@remote.example> REQUIRETLS\r\nQUIT\r\n",
 ]
 SMTP_TOKENS = [b"EHLO c", b"HELO c", b"MAIL FROM:", b"RCPT TO:", b"DATA", b"RSET", b"NOOP",
                b"QUIT", b"VRFY", b"EXPN", b"HELP", b"STARTTLS", b"AUTH PLAIN", b"AUTH LOGIN",
-               b"AUTH CRAM-MD5", b"BDAT", b"<", b">", b"<>", b"<alice@fuzz.example>",
+               b"AUTH CRAM-MD5", b"BDAT", b"BDAT 3", b" LAST", b"REQUIRETLS", b"<", b">",
+               b"<>", b"<alice@fuzz.example>",
                b"<info@fuzz.example>", b"<fwd@fuzz.example>", b"<x@remote.example>",
                b"@fuzz.example", b"SIZE=", b"BODY=8BITMIME", b"BODY=BINARYMIME", b"SMTPUTF8",
                b"RET=FULL", b"ENVID=", b"NOTIFY=", b"ORCPT=rfc822;", b"AUTH=<>", b"+2B",

@@ -25,6 +25,10 @@ class SpooledMessage(models.Model):
     authenticated = models.BooleanField(default=False)
     # The SMTP queue id, so that the checks and the filing join the message trace.
     queue_id = models.CharField(max_length=32, blank=True)
+    # The MAIL parameters a Sieve redirect keeps: REQUIRETLS (RFC 8689 §6) and
+    # BODY=BINARYMIME (RFC 3030 §3).
+    require_tls = models.BooleanField(default=False)
+    binarymime = models.BooleanField(default=False)
     # A worker checking the message holds it until then; after that the
     # sweeper may take it (a dead worker's claim expires).
     claimed_until = models.DateTimeField(null=True, blank=True)

@@ -32,9 +32,20 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.antispam import auth, bayes, learning, phishing
-from apps.antispam.headers import header_facts, insert_after_first_field, strip_fields
+from apps.antispam.headers import (
+    HeaderFacts,
+    header_facts,
+    insert_after_first_field,
+    strip_fields,
+)
 from apps.antispam.models import SpooledMessage
-from apps.delivery.filing import MailboxPlan, queue_redirects, route, send_replies
+from apps.delivery.filing import (
+    MailboxPlan,
+    MailParameters,
+    queue_redirects,
+    route,
+    send_replies,
+)
 from apps.directory.models import Domain, Mailbox
 from apps.store import mime, trace
 from apps.store import services as store
@@ -88,6 +99,7 @@ class SmtpFacts:
     spf: auth.SpfResult | None
     authenticated: bool = False
     queue_id: str = ""
+    parameters: MailParameters = field(default_factory=MailParameters)  # for redirects
 
 
 @dataclass
@@ -140,7 +152,9 @@ def _spool_rows(requests: list[SpoolRequest]) -> list[int]:
                 spf_result=request.facts.spf.result if request.facts.spf else "",
                 spf_explanation=(request.facts.spf.explanation[:500]
                                  if request.facts.spf else ""),
-                authenticated=request.facts.authenticated, queue_id=request.facts.queue_id)
+                authenticated=request.facts.authenticated, queue_id=request.facts.queue_id,
+                require_tls=request.facts.parameters.require_tls,
+                binarymime=request.facts.parameters.binarymime)
             for blob, request in zip(blobs, requests, strict=True)])
         trace.record([event for request in requests for event in request.trace_events])
         pks = [row.pk for row in rows]
@@ -191,18 +205,48 @@ def _sample(data: bytes) -> float:
     return int.from_bytes(hashlib.sha256(data).digest()[:4], "big") / 2**32
 
 
+@dataclass(frozen=True)
+class _Authentication:
+    """The sender authentication of one message: DKIM, DMARC and the ARC chain."""
+
+    dkim: list[auth.DkimResult]
+    from_domains: list[str]  # sorted, distinct
+    dmarc: auth.DmarcResult
+    arc: str
+
+
+def _authenticate(data: bytes, spf: auth.SpfResult, facts: HeaderFacts) -> _Authentication:
+    dkim_results = auth.verify_dkim(data)
+    from_domains = sorted(set(facts.from_domains))
+    dmarc = auth.evaluate_dmarc(from_domains[0] if len(from_domains) == 1 else "",
+                                spf, dkim_results, sample=_sample(data))
+    return _Authentication(dkim_results, from_domains, dmarc, auth.verify_arc(data))
+
+
+def with_authentication_results(
+    data: bytes, *, client_ip: str, helo: str, mail_from: str, spf: auth.SpfResult | None,
+) -> bytes:
+    """``data`` (with our Received field first) with our Authentication-Results
+    field below that, and none claiming to be ours from elsewhere (RFC 8601
+    §5): for a message forwarded as it comes in, before the spool's checks,
+    so that its ARC seal vouches for what we found (RFC 8617 §4.1.1). SPF as
+    checked at MAIL FROM, or now if it was not."""
+    spf = spf or auth.check_spf(client_ip, mail_from, helo)
+    found = _authenticate(data, spf, header_facts(data))
+    return insert_after_first_field(strip_fields(data, _is_ours), _authentication_results(
+        mail_from, helo, spf, found.dkim, found.dmarc, found.arc))
+
+
 def check_message(row: SpooledMessage, data: bytes) -> Verdict:
     spf = _spf_of(row)
-    dkim_results = auth.verify_dkim(data)
     facts = header_facts(data)
+    found = _authenticate(data, spf, facts)
+    dkim_results, from_domains, dmarc = found.dkim, found.from_domains, found.dmarc
     tests: list[str] = []
-    from_domains = sorted(set(facts.from_domains))
     if not from_domains:
         tests.append("MISSING_FROM")
     elif len(from_domains) > 1:
         tests.append("MULTIPLE_FROM")  # RFC 7489 §6.6.1: no single From domain
-    dmarc = auth.evaluate_dmarc(from_domains[0] if len(from_domains) == 1 else "",
-                                spf, dkim_results, sample=_sample(data))
     if not facts.has_date:
         tests.append("MISSING_DATE")
     if not facts.has_message_id:
@@ -223,8 +267,8 @@ def check_message(row: SpooledMessage, data: bytes) -> Verdict:
 
     scores = learning.classify_tokens(bayes.tokenize(data), row.mailbox_ids)
     return Verdict(
-        auth_header=_authentication_results(row, spf, dkim_results, dmarc,
-                                            auth.verify_arc(data)),
+        auth_header=_authentication_results(row.mail_from, row.helo, spf, dkim_results,
+                                            dmarc, found.arc),
         tests=tests, rule_points=sum(RULE_POINTS[t] for t in tests),
         quarantine=dmarc.policy in ("quarantine", "reject"),
         bayes=scores,
@@ -242,13 +286,13 @@ def _aligned_pass(spf: auth.SpfResult, dkim_results: list[auth.DkimResult],
     return any(auth.aligned(p, d, "r") for p in passed for d in from_domains)
 
 
-def _authentication_results(row: SpooledMessage, spf: auth.SpfResult,
+def _authentication_results(mail_from: str, helo: str, spf: auth.SpfResult,
                             dkim_results: list[auth.DkimResult],
                             dmarc: auth.DmarcResult, arc: str) -> bytes:
     """RFC 8601 §2.2; one resinfo per method (per signature for DKIM)."""
     results: list[object] = [authres.SPFAuthenticationResult(
-        result=spf.result, smtp_mailfrom=row.mail_from or None,
-        smtp_helo=None if row.mail_from else row.helo or None)]
+        result=spf.result, smtp_mailfrom=mail_from or None,
+        smtp_helo=None if mail_from else helo or None)]
     if dkim_results:
         results += [authres.DKIMAuthenticationResult(
             result=r.result, header_d=r.domain or None, header_s=r.selector or None)
@@ -512,7 +556,9 @@ def _route(filings: Sequence[_Filing]) -> None:
     (apps/delivery/filing.py); Junk is never redirected nor answered."""
     flat = [(filing, request) for filing in filings for request in filing.requests]
     routed = route([request for _, request in flat],
-                   senders=[filing.row.mail_from for filing, _ in flat])
+                   senders=[filing.row.mail_from for filing, _ in flat],
+                   parameters=[MailParameters(filing.row.require_tls, filing.row.binarymime)
+                               for filing, _ in flat])
     for filing in filings:
         filing.requests = []
     for request, owner in zip(routed.requests, routed.owners, strict=True):

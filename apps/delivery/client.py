@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from apps.delivery import tlsrpt
-from apps.delivery.dsn import xtext_encode
+from apps.delivery.dsn import headers_of, xtext_encode
 
 
 @dataclass
@@ -31,6 +31,11 @@ class OutgoingMessage:
     recipients: list[OutgoingRecipient]
     ret: str = ""
     envid: str = ""
+    # RFC 8689: REQUIRETLS given with the message (services._send picks the
+    # hosts), or "TLS-Required: No" in its header (§3, no recipient policy).
+    require_tls: bool = False
+    tls_optional: bool = False
+    binarymime: bool = False  # RFC 3030 §3: sent as it is, with BDAT, or not at all
 
 
 class ConnectionFailed(Exception):
@@ -56,6 +61,17 @@ def _opportunistic_context() -> ssl.SSLContext:
     return context
 
 
+# RFC 8689 §3: requiretls-field = "TLS-Required:" [FWS] "No" CRLF
+_TLS_REQUIRED_FIELD = re.compile(rb"(?im)^TLS-Required:[ \t]*(?:\r\n[ \t]+)?(\S*)[ \t]*\r?$")
+
+
+def tls_not_required(data: bytes) -> bool:
+    """Whether the header says "TLS-Required: No" (RFC 8689 §3, §4.2.2): one
+    such field (more than one MUST NOT appear, and then none counts)."""
+    values = _TLS_REQUIRED_FIELD.findall(headers_of(data))
+    return len(values) == 1 and values[0].lower() == b"no"
+
+
 _NEWLINE = re.compile(rb"\r\n|\r|\n")
 
 
@@ -75,8 +91,14 @@ def _mail_options(
     options = []
     if client.has_extn("size"):
         options.append(f"SIZE={len(data)}")
-    if client.has_extn("8bitmime") and any(b > 127 for b in data):
+    if message.binarymime:
+        options.append("BODY=BINARYMIME")
+    elif client.has_extn("8bitmime") and any(b > 127 for b in data):
         options.append("BODY=8BITMIME")
+    # RFC 8689 §4.2.1 (the host was chosen for it), and §5: a report on such a
+    # message asks for it too where the next hop offers it.
+    if message.require_tls and client.has_extn("requiretls"):
+        options.append("REQUIRETLS")
     if dsn:
         if message.ret:
             options.append(f"RET={message.ret}")
@@ -96,9 +118,19 @@ def _rcpt_options(recipient: OutgoingRecipient, dsn: bool) -> list[str]:
 
 
 def _send_one(client: smtplib.SMTP, message: OutgoingMessage, dsn: bool) -> None:
-    # The bytes as they go on the wire, for both paths below.
-    data = crlf_lines(message.data)
-    if client.has_extn("pipelining"):
+    if message.binarymime and not (client.has_extn("chunking")
+                                   and client.has_extn("binarymime")):
+        # RFC 3030 §3: never binary data to a server that did not offer it;
+        # of the three ways out (convert to 8bit, to 7bit, or fail) we fail:
+        # a permanent error, and the sender gets a report.
+        for recipient in message.recipients:
+            recipient.reply = ("554 5.6.3 The next server does not accept binary MIME "
+                               "(BINARYMIME), and Mailhost does not convert it")
+        return
+    # The bytes as they go on the wire, for both paths below; a binary body
+    # keeps every octet (RFC 3030 §3).
+    data = message.data if message.binarymime else crlf_lines(message.data)
+    if client.has_extn("pipelining") and not message.binarymime:
         _send_one_pipelined(client, message, data, dsn)
         return
     code, text = client.mail(message.sender, _mail_options(client, message, data, dsn))
@@ -116,10 +148,15 @@ def _send_one(client: smtplib.SMTP, message: OutgoingMessage, dsn: bool) -> None
     if not accepted:
         client.rset()
         return
-    try:
-        code, text = client.data(data)
-    except smtplib.SMTPDataError as error:  # no 354
-        code, text = error.smtp_code, error.smtp_error
+    if message.binarymime:
+        # RFC 3030 §2: the whole message as one chunk, no dot-stuffing.
+        client.send(f"BDAT {len(data)} LAST\r\n".encode() + data)
+        code, text = client.getreply()
+    else:
+        try:
+            code, text = client.data(data)
+        except smtplib.SMTPDataError as error:  # no 354
+            code, text = error.smtp_code, error.smtp_error
     for recipient in accepted:
         recipient.reply = _reply(code, text)
     if code >= 300:
@@ -184,7 +221,7 @@ class DeliverySession:
     def __init__(
         self, host: str, address: str, port: int, *, helo: str, timeout: float,
         tls: str = "may", username: str = "", password: str = "",
-        verify_context: ssl.SSLContext | None = None,
+        verify_context: ssl.SSLContext | None = None, require_tls: bool = False,
     ) -> None:
         self.host = host
         try:
@@ -195,7 +232,11 @@ class DeliverySession:
         except (OSError, smtplib.SMTPException) as error:
             raise ConnectionFailed(f"451 4.4.1 Cannot connect to {host}: {error}") from None
         try:
-            self._start(code, text, tls, username, password, verify_context)
+            self._start(code, text, tls, username, password, verify_context, require_tls)
+            if require_tls and not self.client.has_extn("requiretls"):
+                # RFC 8689 §4.2.1 step 5, §5: the status code it names.
+                raise ConnectionFailed(f"550 5.7.30 REQUIRETLS support required: {host} "
+                                       "does not offer REQUIRETLS after STARTTLS")
         except ConnectionFailed:
             self.client.close()
             raise
@@ -211,7 +252,7 @@ class DeliverySession:
         self.broken = False
 
     def _start(self, code: int, text: bytes, tls: str, username: str, password: str,
-               verify_context: ssl.SSLContext | None) -> None:
+               verify_context: ssl.SSLContext | None, require_tls: bool) -> None:
         client = self.client
         if code != 220:
             raise ConnectionFailed(_reply(code, text))
@@ -221,7 +262,7 @@ class DeliverySession:
             if code != 250:
                 raise ConnectionFailed(_reply(code, text))
         if verify_context is not None:
-            self._start_verified_tls(verify_context)
+            self._start_verified_tls(verify_context, required=require_tls)
         elif tls != "none" and client.has_extn("starttls"):
             client.starttls(context=_opportunistic_context())
             client.ehlo()
@@ -234,20 +275,24 @@ class DeliverySession:
                 raise ConnectionFailed(f"451 4.7.0 Authentication at {self.host} failed: "
                                        f"{error}") from None
 
-    def _start_verified_tls(self, context: ssl.SSLContext) -> None:
+    def _start_verified_tls(self, context: ssl.SSLContext, *, required: bool) -> None:
         """RFC 8461 §4.2, §5 (an MTA-STS policy in enforce mode): STARTTLS and a
-        certificate valid for the MX host name, or no delivery to this host."""
+        certificate valid for the MX host name, or no delivery to this host.
+        ``required``: for a REQUIRETLS message (RFC 8689 §4.2.1 step 4), whose
+        failure is permanent (5.7.10, §4.2.1) rather than a policy's 4.7.x."""
+        why = ("the message requires (REQUIRETLS)" if required
+               else "the MTA-STS policy of the domain requires")
         if not self.client.has_extn("starttls"):
-            raise ConnectionFailed(f"451 4.7.4 {self.host} does not offer STARTTLS, which "
-                                   "the MTA-STS policy of the domain requires",
-                                   tlsrpt.STARTTLS_NOT_SUPPORTED)
+            raise ConnectionFailed(
+                f"{'550 5.7.10' if required else '451 4.7.4'} {self.host} does not offer "
+                f"STARTTLS, which {why}", tlsrpt.STARTTLS_NOT_SUPPORTED)
         try:
             self.client.starttls(context=context)
         except ssl.SSLCertVerificationError as error:
             raise ConnectionFailed(
-                f"451 4.7.5 The certificate of {self.host} is not valid for it "
-                f"({error.verify_message}), which the MTA-STS policy of the domain "
-                "requires", tlsrpt.result_of_verify_code(error.verify_code)) from None
+                f"{'550 5.7.10' if required else '451 4.7.5'} The certificate of "
+                f"{self.host} is not valid for it ({error.verify_message}), which {why}",
+                tlsrpt.result_of_verify_code(error.verify_code)) from None
         self.client.ehlo()
 
     @property

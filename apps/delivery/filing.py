@@ -26,7 +26,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from apps.delivery import srs
+from apps.delivery import arc, srs
 from apps.delivery.linelength import limit_line_length
 from apps.delivery.services import RecipientSpec, submit
 from apps.delivery.vacation import answer_for_script
@@ -49,6 +49,16 @@ log = logging.getLogger("mailhost.sieve")
 REDIRECTED_FIELD = "X-Sieve-Redirected-By"
 
 
+@dataclass(frozen=True)
+class MailParameters:
+    """What the MAIL command said of a message that a redirect must keep:
+    REQUIRETLS (RFC 8689 §6: a redirected copy asks for TLS too) and
+    BODY=BINARYMIME (RFC 3030 §3: every octet kept, relayed only with BDAT)."""
+
+    require_tls: bool = False
+    binarymime: bool = False
+
+
 @dataclass
 class MailboxPlan:
     """What a mailbox's active script decided for one message."""
@@ -57,6 +67,7 @@ class MailboxPlan:
     outcome: Outcome
     data: bytes  # the message as the script saw it
     sender: str  # the envelope sender the script saw
+    parameters: MailParameters = MailParameters()
     # Where it is filed: folder -> (system flag bits, keywords).
     filings: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     redirects: list[str] = field(default_factory=list)
@@ -116,7 +127,8 @@ def scripted_mailboxes(mailbox_ids: Sequence[int]) -> set[int]:
 
 
 def plan_filing(messages: Sequence[tuple[Mailbox, bytes]], *,
-                sender: str) -> dict[int, MailboxPlan]:
+                sender: str, parameters: MailParameters = MailParameters(),
+                ) -> dict[int, MailboxPlan]:
     """Run the active script of each mailbox that has one over its copy of
     the message (with its own verdict fields); mailboxes without one are left
     out. A script that fails at run time files into INBOX (RFC 5228 §2.10.6)."""
@@ -140,7 +152,7 @@ def plan_filing(messages: Sequence[tuple[Mailbox, bytes]], *,
         if outcome.error:
             log.warning("sieve script %s of %s: %s", script.name, mailbox.address,
                         outcome.error)
-        plan = MailboxPlan(mailbox, outcome, data, sender)
+        plan = MailboxPlan(mailbox, outcome, data, sender, parameters=parameters)
         for address in outcome.redirects:
             refusal = _redirect_refusal(mailbox, data)
             if refusal:
@@ -198,10 +210,12 @@ class Routed:
     unfiled_events: list[tuple[int, TraceEvent]] = field(default_factory=list)
 
 
-def route(requests: Sequence[DeliveryRequest], *, senders: Sequence[str]) -> Routed:
+def route(requests: Sequence[DeliveryRequest], *, senders: Sequence[str],
+          parameters: Sequence[MailParameters] = ()) -> Routed:
     """Run the active scripts of the recipients of each INBOX request (with
-    its envelope sender in ``senders``) and return the requests that file the
-    message where they said. One query when no recipient has a script."""
+    its envelope sender in ``senders``, and its MAIL parameters in
+    ``parameters``, if given) and return the requests that file the message
+    where they said. One query when no recipient has a script."""
     inbox_ids = {m for r in requests if r.folder == INBOX for m in r.mailbox_ids}
     scripted = scripted_mailboxes(list(inbox_ids)) if inbox_ids else set()
     if not scripted:
@@ -217,7 +231,8 @@ def route(requests: Sequence[DeliveryRequest], *, senders: Sequence[str]) -> Rou
             continue
         seen = (request.data[:request.added_at] + request.added_headers
                 + request.data[request.added_at:]) if request.added_headers else request.data
-        plans = plan_filing([(mailboxes[m], seen) for m in ids], sender=senders[index])
+        plans = plan_filing([(mailboxes[m], seen) for m in ids], sender=senders[index],
+                            parameters=parameters[index] if parameters else MailParameters())
         # (folder, flag bits, keywords) -> mailboxes; those without a script as asked.
         groups: dict[tuple[str, int, tuple[str, ...]], list[int]] = defaultdict(list)
         for mailbox_id in request.mailbox_ids:
@@ -243,7 +258,8 @@ def route(requests: Sequence[DeliveryRequest], *, senders: Sequence[str]) -> Rou
 def queue_redirects(plans: Sequence[MailboxPlan]) -> None:
     """The scripts' redirects, through the outbound queue (RFC 5228 §4.2: with
     the original envelope sender, SRS-rewritten as any forwarding is, so it
-    passes SPF where it goes; long lines re-encoded as for any forwarding).
+    passes SPF where it goes; long lines re-encoded as for any forwarding;
+    ARC-sealed over the Authentication-Results field the checks wrote).
     Call it in the transaction that files the message: a message that a
     script sends on without keeping it is then never lost, even to a SIGKILL
     after the 250. A redirect that fails is logged and rolled back alone."""
@@ -252,10 +268,15 @@ def queue_redirects(plans: Sequence[MailboxPlan]) -> None:
             continue
         mailbox = plan.mailbox
         marked = f"{REDIRECTED_FIELD}: {mailbox.address}\r\n".encode() + plan.data
+        binarymime = plan.parameters.binarymime
         try:
+            # RFC 8617: sealed for the mailbox's domain over the checks' field;
+            # RFC 3030 §3: a binary body keeps every octet.
+            sealed = arc.seal(marked if binarymime else limit_line_length(marked),
+                              domain=mailbox.address.rpartition("@")[2].lower())
             submit(sender=srs.forwarding_sender(plan.sender, mailbox.address),
-                   recipients=[RecipientSpec(a) for a in plan.redirects],
-                   data=limit_line_length(marked))
+                   recipients=[RecipientSpec(a) for a in plan.redirects], data=sealed,
+                   require_tls=plan.parameters.require_tls, binarymime=binarymime)
             log.info("sieve redirect of %s to %s", mailbox.address, plan.redirects)
         except Exception:
             log.exception("sieve redirect of %s failed", mailbox.address)
@@ -278,6 +299,7 @@ class Filing:
 
     request: DeliveryRequest
     sender: str
+    parameters: MailParameters = MailParameters()  # for the scripts' redirects
 
 
 def deliver_filed(filings: Sequence[Filing]) -> list[list[MailboxPlan] | MailhostError]:
@@ -286,7 +308,8 @@ def deliver_filed(filings: Sequence[Filing]) -> list[list[MailboxPlan] | Mailhos
     replies to send (``send_replies``) once the transaction has committed, or
     the error that refused it (a message a script splits into several
     folders is refused whole or filed whole)."""
-    routed = route([f.request for f in filings], senders=[f.sender for f in filings])
+    routed = route([f.request for f in filings], senders=[f.sender for f in filings],
+                   parameters=[f.parameters for f in filings])
     results: list[list[MailboxPlan] | MailhostError] = [[] for _ in filings]
     for index in routed.split:
         request = filings[index].request

@@ -22,6 +22,11 @@ class OutboundMessage(models.Model):
     # RFC 3461 §4.3 RET (FULL / HDRS, empty: not given) and §4.4 ENVID (decoded).
     ret = models.CharField(max_length=4, blank=True)
     envid = models.CharField(max_length=100, blank=True)
+    # RFC 8689 §4.1: the message came with REQUIRETLS, and is delivered only
+    # over validated TLS to a server that offers REQUIRETLS (services._send).
+    require_tls = models.BooleanField(default=False)
+    # RFC 3030 §3: BODY=BINARYMIME; every octet kept, sent only with BDAT.
+    binarymime = models.BooleanField(default=False)
     arrival = models.DateTimeField(default=timezone.now)
     expires = models.DateTimeField()
 

@@ -35,6 +35,7 @@ from apps.delivery.client import (
     DeliverySession,
     OutgoingMessage,
     OutgoingRecipient,
+    tls_not_required,
 )
 from apps.delivery.dsn import RecipientReport, build_dsn, headers_of, status_of
 from apps.delivery.linelength import limit_line_length
@@ -100,12 +101,13 @@ _FROM_FIELD = re.compile(rb"(?im)^from[ \t]*:")  # RFC 5322 §4.5.8: WSP before 
 
 def prepare(
     content: bytes, *, mailbox: Mailbox, queue_id: str,
-    key_cache: dict[str, list[DkimKey]] | None = None,
+    key_cache: dict[str, list[DkimKey]] | None = None, binarymime: bool = False,
 ) -> bytes:
     """Check and complete a submitted message (RFC 6409 §8): every From address
     must be one the user may send as; a missing Message-ID or Date is added;
     then body lines too long to relay are re-encoded (``limit_line_length``)
-    and it is DKIM-signed for its From domain."""
+    and it is DKIM-signed for its From domain. A binary body (RFC 3030 §3)
+    keeps every octet: it is relayed only to servers that take it as it is."""
     # RFC 5322 §3.6: exactly one From field. With two, we would check one and a
     # reader might show the other.
     if len(_FROM_FIELD.findall(headers_of(content))) > 1:
@@ -126,7 +128,7 @@ def prepare(
                   f"{settings.MAILHOST_HOSTNAME}>\r\n").encode()
     if not _DATE_FIELD.search(headers_of(content)):  # RFC 6409 §8.2
         added += f"Date: {format_datetime(timezone.now())}\r\n".encode()
-    data = limit_line_length(added + content)
+    data = added + content if binarymime else limit_line_length(added + content)
     if len(senders) == 1:
         data = sign(data, senders[0].rpartition("@")[2].lower(), key_cache)
     return data
@@ -160,6 +162,9 @@ class QueueRequest:
     envid: str = ""
     queue_id: str = ""
     trace_events: Sequence[TraceEvent] = ()
+    # RFC 8689 REQUIRETLS and RFC 3030 BODY=BINARYMIME, kept with the message.
+    require_tls: bool = False
+    binarymime: bool = False
 
 
 def enqueue_batch(requests: Sequence[QueueRequest]) -> list[OutboundMessage]:
@@ -177,7 +182,8 @@ def enqueue_batch(requests: Sequence[QueueRequest]) -> list[OutboundMessage]:
         messages = [OutboundMessage(
             queue_id=r.queue_id or new_queue_id(), blob=blob,
             sender="" if r.sender == "<>" else r.sender,  # aiosmtpd's null sender
-            ret=r.ret, envid=r.envid, arrival=now, expires=expires)
+            ret=r.ret, envid=r.envid, require_tls=r.require_tls, binarymime=r.binarymime,
+            arrival=now, expires=expires)
             for r, blob in zip(requests, blobs, strict=True)]
         OutboundMessage.objects.bulk_create(messages)
         QueueEntry.objects.bulk_create([
@@ -205,25 +211,27 @@ def enqueue_batch(requests: Sequence[QueueRequest]) -> list[OutboundMessage]:
 def enqueue(
     *, sender: str, recipients: Sequence[RecipientSpec], data: bytes, ret: str = "",
     envid: str = "", queue_id: str = "", trace_events: Sequence[TraceEvent] = (),
+    require_tls: bool = False, binarymime: bool = False,
 ) -> OutboundMessage:
     """Queue one message (``enqueue_batch``)."""
     return enqueue_batch([QueueRequest(sender, recipients, data, ret, envid, queue_id,
-                                       trace_events)])[0]
+                                       trace_events, require_tls, binarymime)])[0]
 
 
 async def aenqueue(
     *, sender: str, recipients: Sequence[RecipientSpec], data: bytes, ret: str = "",
     envid: str = "", queue_id: str = "", trace_events: Sequence[TraceEvent] = (),
+    require_tls: bool = False, binarymime: bool = False,
 ) -> OutboundMessage:
     """``enqueue`` for asyncio front ends, through the running loop's group
     committer: messages queued at the same moment share a transaction."""
-    return await committer(enqueue_batch).submit(QueueRequest(sender, recipients, data, ret, envid,
-                                               queue_id, trace_events))
+    return await committer(enqueue_batch).submit(QueueRequest(
+        sender, recipients, data, ret, envid, queue_id, trace_events, require_tls, binarymime))
 
 
 def submit(
     *, sender: str, recipients: Sequence[RecipientSpec], data: bytes, ret: str = "",
-    envid: str = "",
+    envid: str = "", require_tls: bool = False, binarymime: bool = False,
 ) -> OutboundMessage | None:
     """Send a message: resolve each recipient, deliver to the local mailboxes at
     once, queue the rest. Returns the queued message, if any. An unknown or
@@ -237,12 +245,14 @@ def submit(
         remote.extend(RecipientSpec(address, recipient.notify, recipient.orcpt)
                       for address in resolution.external)
     return hand_over(mailbox_ids=list(dict.fromkeys(mailbox_ids)), remote=remote,
-                     sender=sender, data=data, ret=ret, envid=envid)
+                     sender=sender, data=data, ret=ret, envid=envid, require_tls=require_tls,
+                     binarymime=binarymime)
 
 
 def hand_over(
     *, mailbox_ids: Sequence[int], remote: Sequence[RecipientSpec], sender: str, data: bytes,
     ret: str = "", envid: str = "", queue_id: str = "", trace_events: Sequence[TraceEvent] = (),
+    require_tls: bool = False, binarymime: bool = False,
 ) -> OutboundMessage | None:
     """Deliver to the local mailboxes (through their Sieve scripts) and queue
     for the remote recipients, in one transaction: both or neither.
@@ -257,7 +267,8 @@ def hand_over(
             trace_events = ()
         if remote:
             return enqueue(sender=sender, recipients=remote, data=data, ret=ret, envid=envid,
-                           queue_id=queue_id, trace_events=trace_events)
+                           queue_id=queue_id, trace_events=trace_events,
+                           require_tls=require_tls, binarymime=binarymime)
     return None
 
 
@@ -323,8 +334,14 @@ def retry_delay(attempts: int) -> timedelta:
 TlsCounts = list[Callable[[], None]]
 
 
+# How a group of messages is to be sent (RFC 8689): as the recipient domain's
+# policy says, over validated TLS only (REQUIRETLS), or with no policy
+# applied ("TLS-Required: No").
+AS_POLICY, TLS_REQUIRED, TLS_OPTIONAL = "policy", "required", "optional"
+
+
 def _hops(
-    domain: str, tls_counts: TlsCounts,
+    domain: str, tls_counts: TlsCounts, tls: str = AS_POLICY,
 ) -> tuple[list[Hop], int, dict[str, Any], Policy | None, bool]:
     """Where to deliver mail for ``domain``: the transport map's hop, or its MX
     hosts as its MTA-STS policy allows (RFC 8461 §5; the map's hops are ours to
@@ -335,11 +352,21 @@ def _hops(
                               default_port=settings.MAILHOST_DELIVERY_PORT)
     route = route_for(routes, domain)
     if route is not None:
-        auth = {"tls": route.tls, "username": route.username, "password": route.password}
+        auth: dict[str, Any] = {"tls": route.tls, "username": route.username,
+                                "password": route.password}
+        if tls == TLS_REQUIRED:
+            # RFC 8689 §4.2.1: a host not found through MX needs no MX
+            # validation; its certificate and REQUIRETLS are still checked.
+            auth.update(verify_context=mtasts.tls_context(), require_tls=True)
         return [Hop(route.host, route.host)], route.port, auth, None, False
     hops = asyncio.run(resolve_hops(domain))
+    if tls == TLS_OPTIONAL:
+        # RFC 8689 §4.2.2: STARTTLS where offered, no recipient policy enforced.
+        return hops, settings.MAILHOST_DELIVERY_PORT, {}, None, False
     lookup = mtasts.lookup_policy(domain)
     policy = lookup.policy
+    if tls == TLS_REQUIRED:
+        return _validated_hops(domain, hops, policy)
     if lookup.failure:
         tls_counts.append(partial(tlsrpt.count_session,
                                   tlsrpt.Session(domain, "", lookup.failure), None, sts=True))
@@ -367,6 +394,23 @@ def _hops(
     return listed, settings.MAILHOST_DELIVERY_PORT, options, policy, True
 
 
+def _validated_hops(
+    domain: str, hops: list[Hop], policy: Policy | None,
+) -> tuple[list[Hop], int, dict[str, Any], Policy | None, bool]:
+    """RFC 8689 §4.2.1 step 2: without DNSSEC (which Mailhost's resolver does
+    not validate), the MX host names must be validated by the domain's
+    MTA-STS policy (RFC 8461 §4.1): only the MX hosts it lists, whatever its
+    mode, each over TLS with a certificate valid for its name (step 4)."""
+    listed = [hop for hop in hops
+              if policy is not None and policy.mode != "none" and policy.allows(hop.host)]
+    if not listed:
+        raise DestinationError(
+            f"550 5.7.10 Encryption needed: the message requires TLS (REQUIRETLS) and no "
+            f"MX host of {domain} is validated by an MTA-STS policy", permanent=True)
+    options = {"verify_context": mtasts.tls_context(), "require_tls": True}
+    return listed, settings.MAILHOST_DELIVERY_PORT, options, policy, True
+
+
 def _connect(
     domain: str, hop: Hop, port: int, options: dict[str, Any], policy: Policy | None,
     tls_reported: bool, tls_counts: TlsCounts,
@@ -391,7 +435,9 @@ def _connect(
     except ConnectionFailed as error:
         log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, error.reply)
         count(error.tls_result)
-        if not (error.tls_result and policy is not None and policy.mode == "testing"):
+        # Never downgraded for a REQUIRETLS message (RFC 8689 §4.2.1).
+        if not (error.tls_result and policy is not None and policy.mode == "testing"
+                and not options.get("require_tls")):
             return error.reply
         log.warning("MTA-STS testing: %s of %s failed TLS (%s); delivering all the same",
                     hop.host, domain, error.tls_result)
@@ -411,26 +457,51 @@ def _send(
     """Deliver over ``session`` if it is still open, else over the first host
     that takes the connection and the first message; fills in each recipient's
     reply. Returns (the session to reuse or None, remote host, DSN passed on)."""
-    def fail_all(reply: str) -> None:
-        for message in messages:
-            for recipient in message.recipients:
-                recipient.reply = reply
-
+    # RFC 8689: a REQUIRETLS message (not a report: §4.2.1 is for a non-empty
+    # reverse path) and a "TLS-Required: No" one go over connections of their own.
+    required = [m for m in messages if m.require_tls and m.sender]
+    optional = [m for m in messages if m.tls_optional and not m.require_tls]
+    special = [(TLS_REQUIRED, required), (TLS_OPTIONAL, optional)]
+    apart = {id(m) for m in required + optional}
+    messages = [m for m in messages if id(m) not in apart]
+    outcome: tuple[DeliverySession | None, str, bool] = (session, "", False)
+    for tls, group in special:
+        if group:
+            once, host, dsn_passed_on = _send_afresh(domain, group, tls_counts, tls)
+            if once is not None:
+                once.close()
+            outcome = (session, host, dsn_passed_on)
+    if not messages:
+        return outcome
     if session is not None:
         done = session.send(messages)
         if done or not session.broken:
             return (None if session.broken else session), session.host, session.dsn_passed_on
         # The reused connection had gone (an idle timeout): start afresh.
+    return _send_afresh(domain, messages, tls_counts, AS_POLICY)
+
+
+def _send_afresh(
+    domain: str, messages: list[OutgoingMessage], tls_counts: TlsCounts, tls: str,
+) -> tuple[DeliverySession | None, str, bool]:
+    """``_send`` over a new connection to the first host that takes it."""
+    def fail_all(reply: str) -> None:
+        for message in messages:
+            for recipient in message.recipients:
+                recipient.reply = reply
+
     try:
-        hops, port, options, policy, tls_reported = _hops(domain, tls_counts)
+        hops, port, options, policy, tls_reported = _hops(domain, tls_counts, tls)
     except DestinationError as error:
         fail_all(error.reply)
         return None, "", False
     last = f"451 4.4.1 No host for {domain} answered"
+    temporary = ""
     for hop in hops:
         connected = _connect(domain, hop, port, options, policy, tls_reported, tls_counts)
         if isinstance(connected, str):
             last = connected
+            temporary = connected if connected[:1] == "4" else temporary
             continue
         session = connected
         if policy is not None and policy.mode == "testing" and not session.encrypted:
@@ -442,7 +513,9 @@ def _send(
             log.info("host failed domain=%s host=%s reply=%s", domain, hop.host, last)
             continue
         return (None if session.broken else session), session.host, session.dsn_passed_on
-    fail_all(last)
+    # RFC 8689 §4.2.1: a REQUIRETLS message fails for good (5.7.10, 5.7.30)
+    # once every host was tried and refused it, not while one was unreachable.
+    fail_all(temporary if tls == TLS_REQUIRED and temporary else last)
     return None, hops[-1].host if hops else "", False
 
 
@@ -527,9 +600,11 @@ def _attempt_claim(
     for entry in entries:
         message = entry.message
         if message.pk not in outgoing:
+            data = blobs.read(message.blob_id)
             outgoing[message.pk] = OutgoingMessage(
-                sender=message.sender, data=blobs.read(message.blob_id), recipients=[],
-                ret=message.ret, envid=message.envid)
+                sender=message.sender, data=data, recipients=[],
+                ret=message.ret, envid=message.envid, require_tls=message.require_tls,
+                tls_optional=tls_not_required(data), binarymime=message.binarymime)
         recipient = OutgoingRecipient(entry.recipient, entry.notify, entry.orcpt)
         outgoing[message.pk].recipients.append(recipient)
         by_recipient[entry.pk] = recipient
@@ -639,11 +714,17 @@ def notify_sender(
         trace.record([notice])
         return
     original = get_blob_store().read(message.blob_id)
+    # RFC 8689 §5: the report on a REQUIRETLS message carries its header only
+    # (as RET=HDRS, whatever RET said) and asks for REQUIRETLS itself. A binary
+    # body (RFC 3030 §3) is not returned either: a report is no binary MIME.
+    headers_only = message.require_tls or message.binarymime
     report = build_dsn(
         reporting_mta=settings.MAILHOST_HOSTNAME, recipient=message.sender, original=original,
-        reports=reports, ret=message.ret, envid=message.envid, arrival=message.arrival, now=now)
+        reports=reports, ret="HDRS" if headers_only else message.ret,
+        envid=message.envid, arrival=message.arrival, now=now)
     try:
-        submit(sender="", recipients=[RecipientSpec(message.sender)], data=report)
+        submit(sender="", recipients=[RecipientSpec(message.sender)], data=report,
+               require_tls=message.require_tls)
     except MailhostError as error:  # the sender's own mailbox is gone, full, disabled
         log.warning("report for id=%s to <%s> dropped: %s", message.queue_id, message.sender,
                     error)

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 
-from apps.delivery.filing import Filing, MailboxPlan, deliver_filed, send_replies
+from apps.delivery.filing import (
+    Filing,
+    MailboxPlan,
+    MailParameters,
+    deliver_filed,
+    send_replies,
+)
 from apps.delivery.services import (
     RecipientSpec,
     SenderNotAllowed,
@@ -198,12 +204,13 @@ class _Prepared:
 def _prepare(
     mailbox: Mailbox, recipients: Sequence[AcceptedRecipient], data: bytes, *, sender: str,
     queue_id: str, received: bytes, origin: Origin,
-    key_cache: dict[str, list[DkimKey]] | None = None,
+    key_cache: dict[str, list[DkimKey]] | None = None, binarymime: bool = False,
 ) -> _Prepared:
     if len(data) > settings.MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE:
         raise MessageTooLarge(
             f"Message too large: at most {settings.MAILHOST_SUBMISSION_MAX_MESSAGE_SIZE} bytes")
-    signed = received + prepare(data, mailbox=mailbox, queue_id=queue_id, key_cache=key_cache)
+    signed = received + prepare(data, mailbox=mailbox, queue_id=queue_id, key_cache=key_cache,
+                                binarymime=binarymime)
     mailbox_ids = list(dict.fromkeys(
         m.pk for r in recipients for m in r.resolution.mailboxes))
     remote = [RecipientSpec(external, r.notify, r.orcpt)
@@ -241,9 +248,11 @@ def submit_as_user(
 def _prepare_and_count(
     mailbox: Mailbox, recipients: Sequence[AcceptedRecipient], data: bytes, *, sender: str,
     queue_id: str, received: bytes, origin: Origin, key_cache: dict[str, list[DkimKey]] | None,
+    binarymime: bool,
 ) -> _Prepared:
     prepared = _prepare(mailbox, recipients, data, sender=sender, queue_id=queue_id,
-                        received=received, origin=origin, key_cache=key_cache)
+                        received=received, origin=origin, key_cache=key_cache,
+                        binarymime=binarymime)
     _count_sent(mailbox)
     return prepared
 
@@ -251,7 +260,8 @@ def _prepare_and_count(
 async def asubmit_as_user(
     mailbox: Mailbox, *, sender: str, recipients: Sequence[AcceptedRecipient], data: bytes,
     origin: Origin, ret: str = "", envid: str = "", queue_id: str = "", received: bytes = b"",
-    key_cache: dict[str, list[DkimKey]] | None = None,
+    key_cache: dict[str, list[DkimKey]] | None = None, require_tls: bool = False,
+    binarymime: bool = False,
 ) -> Submitted:
     """``submit_as_user`` for asyncio front ends: the local copies and the
     queued one each go through a group committer (DESIGN.md "Group commit"),
@@ -261,22 +271,25 @@ async def asubmit_as_user(
     The message is counted against the hour's limit in the same thread hop
     as its preparation, before the hand-over, and the count taken back if the
     hand-over fails: one hop per message fewer, and the messages being
-    handed over at that moment already count for a concurrent MAIL FROM."""
+    handed over at that moment already count for a concurrent MAIL FROM.
+    ``require_tls`` (RFC 8689 §4.3) and ``binarymime`` (RFC 3030 §3) go with
+    the queued copy."""
     queue_id = queue_id or new_queue_id()
     prepared = await database_sync_to_async(_prepare_and_count)(
         mailbox, recipients, data, sender=sender, queue_id=queue_id, received=received,
-        origin=origin, key_cache=key_cache)
+        origin=origin, key_cache=key_cache, binarymime=binarymime)
     acceptance = [prepared.acceptance]
     plans: list[MailboxPlan] = []
     try:
         if prepared.mailbox_ids:
             plans = await committer(deliver_filed).submit(Filing(store.DeliveryRequest(
                 prepared.mailbox_ids, prepared.data, queue_id=queue_id,
-                trace_events=acceptance), sender))
+                trace_events=acceptance), sender, MailParameters(require_tls, binarymime)))
             acceptance = []
         if prepared.remote:
             await aenqueue(sender=sender, recipients=prepared.remote, data=prepared.data,
-                           ret=ret, envid=envid, queue_id=queue_id, trace_events=acceptance)
+                           ret=ret, envid=envid, queue_id=queue_id, trace_events=acceptance,
+                           require_tls=require_tls, binarymime=binarymime)
     except Exception:
         await database_sync_to_async(_count_sent)(mailbox, -1)
         raise

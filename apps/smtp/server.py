@@ -1,7 +1,8 @@
 """The SMTP server: aiosmtpd's state machine, with what a mail host needs on top.
 
-``MailhostSMTP`` (connection state) advertises PIPELINING and
-ENHANCEDSTATUSCODES, puts an enhanced code on every reply, logs one line per
+``MailhostSMTP`` (connection state) advertises PIPELINING,
+ENHANCEDSTATUSCODES, CHUNKING and BINARYMIME (and REQUIRETLS under TLS), reads
+BDAT chunks, puts an enhanced code on every reply, logs one line per
 connection, and can be asked to leave at shutdown. ``InboundHandler``
 (transaction rules for the MX) resolves recipients through the directory and
 stores the message through the store's group committer before it answers 250.
@@ -13,6 +14,7 @@ import asyncio
 import inspect
 import logging
 import math
+import re
 import ssl
 import weakref
 from dataclasses import dataclass
@@ -25,8 +27,8 @@ from django.utils import timezone
 
 from apps.antispam import inbound as antispam
 from apps.antispam import services as spool
-from apps.delivery import srs
-from apps.delivery.filing import Filing, deliver_filed, send_replies
+from apps.delivery import arc, srs
+from apps.delivery.filing import Filing, MailParameters, deliver_filed, send_replies
 from apps.delivery.linelength import limit_line_length
 from apps.delivery.services import RecipientSpec, aenqueue, new_queue_id
 from apps.directory.services import Resolution
@@ -43,6 +45,40 @@ from mailhost.errors import Disabled, Invalid, MailhostError, NotFound, OverQuot
 
 log = logging.getLogger("mailhost.smtp")
 
+# RFC 3030 §2: bdat-cmd ::= "BDAT" SP chunk-size [ SP end-marker ]; end-marker ::= "LAST"
+# (a keyword, so in any case, as every SMTP keyword). More digits than any size limit
+# can allow are a syntax error rather than a huge integer.
+_BDAT_ARGUMENT = re.compile(r"([0-9]{1,18})(?: ([Ll][Aa][Ss][Tt]))?")
+# Chunk data is read, or skipped, this much at a time: a chunk's size is the
+# client's word, not an amount to buffer at once.
+_BDAT_READ = 1 << 16
+
+
+def parse_bdat_argument(argument: str | None) -> tuple[int, bool]:
+    """(chunk size, whether it is the LAST chunk) of a BDAT command's
+    argument; Invalid when it is not ``chunk-size [SP "LAST"]``."""
+    match = _BDAT_ARGUMENT.fullmatch(argument or "")
+    if match is None:
+        raise Invalid("Syntax: BDAT chunk-size [LAST]")
+    return int(match.group(1)), match.group(2) is not None
+
+
+def split_parameters(params: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
+    """Take the named ``NAME=value`` (or bare ``NAME``) parameters out of a
+    MAIL/RCPT parameter string (values keep their case, xtext is
+    case-sensitive); the rest is left for aiosmtpd. Raises Invalid on a
+    repeated parameter."""
+    kept: list[str] = []
+    taken: dict[str, str] = {}
+    for token in params.split():
+        name, _, value = token.partition("=")
+        if name.upper() in names:
+            if name.upper() in taken:
+                raise Invalid(f"{name.upper()} given twice")
+            taken[name.upper()] = value
+        else:
+            kept.append(token)
+    return " ".join(kept), taken
 
 
 def has_bare_lf(data: bytes) -> bool:
@@ -109,6 +145,10 @@ class MailhostSMTP(SMTP):
         self._greeting_sent = False
         self._answering_helo = False
         self.in_transaction = False
+        # BODY=BINARYMIME and REQUIRETLS of the MAIL command being answered,
+        # for start_transaction to put on the envelope.
+        self.binarymime = False
+        self.require_tls = False
 
     # --- connection ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -192,6 +232,129 @@ class MailhostSMTP(SMTP):
         super()._set_post_data_state()
         self.in_transaction = False
 
+    # --- MAIL parameters of CHUNKING/BINARYMIME and REQUIRETLS ---
+    async def take_parameters(
+        self, arg: str | None, keyword: str, names: tuple[str, ...],
+    ) -> tuple[str | None, dict[str, str] | None]:
+        """(the command argument without the named parameters, their values);
+        (None, None) after answering a malformed parameter. aiosmtpd refuses
+        every parameter it does not know, so ours are taken out first."""
+        stripped = self._strip_command_keyword(keyword, arg) if arg else None
+        if stripped is None:
+            return arg, {}
+        address, params = self._getaddr(stripped)
+        if address is None or not params:
+            return arg, {}
+        try:
+            kept, taken = split_parameters(params, names)
+        except Invalid as error:
+            await self.push(f"501 5.5.4 {error.message}")
+            return None, None
+        head = stripped[: len(stripped) - len(params)].rstrip()
+        return f"{keyword}{head} {kept}".rstrip(), taken
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        self.binarymime = self.require_tls = False
+        upper = (arg or "").upper()
+        if "BINARYMIME" not in upper and "REQUIRETLS" not in upper:
+            # Most MAIL commands: no second parse of the address for nothing.
+            await super().smtp_MAIL(arg)
+            return
+        arg, taken = await self.take_parameters(arg, "FROM:", ("BODY", "REQUIRETLS"))
+        if taken is None:
+            return
+        body = taken.get("BODY")
+        self.binarymime = body is not None and body.upper() == "BINARYMIME"
+        if body is not None and not self.binarymime:
+            arg = f"{arg} BODY={body}"  # 7BIT and 8BITMIME are aiosmtpd's to check
+        self.require_tls = "REQUIRETLS" in taken
+        if self.require_tls and taken["REQUIRETLS"]:
+            await self.push("501 5.5.4 REQUIRETLS takes no value")  # RFC 8689 §2 item 8
+            return
+        if self.require_tls and self.session.ssl is None:
+            # RFC 8689 §2: only in a session that employs TLS (where it is offered).
+            await self.push("530 5.7.10 REQUIRETLS needs a TLS session; say STARTTLS first")
+            return
+        await super().smtp_MAIL(arg)
+
+    # --- CHUNKING (RFC 3030) ---
+    async def smtp_DATA(self, arg: str) -> None:
+        envelope = self.envelope
+        if envelope is not None and envelope.mail_from and (
+                getattr(envelope, "chunks", None) is not None
+                or getattr(envelope, "binarymime", False)):
+            # RFC 3030 §2: no DATA after BDAT in a transaction; §3: none after
+            # BODY=BINARYMIME. The transaction stays as it is until RSET.
+            await self.push("503 5.5.1 DATA cannot follow BDAT or BODY=BINARYMIME; "
+                            "use BDAT (or RSET)")
+            return
+        await super().smtp_DATA(arg)
+
+    async def _discard(self, size: int) -> None:
+        """Read and drop ``size`` octets of chunk data (RFC 3030 §2: the data
+        of a failed BDAT is accepted and discarded, so that the next command
+        is read where it starts)."""
+        while size > 0:
+            size -= len(await self._reader.readexactly(min(size, _BDAT_READ)))
+
+    async def smtp_BDAT(self, arg: str | None) -> None:
+        try:
+            size, last = parse_bdat_argument(arg)
+        except Invalid as error:
+            # Without a size the data cannot be told from the next command:
+            # what follows is read as commands, which the client will see fail.
+            await self.push(f"501 5.5.4 {error.message}")
+            return
+        refusal = await self._bdat_refusal(size)
+        if refusal:
+            await self._discard(size)
+            await self.push(refusal)
+            return
+        envelope = self.envelope
+        assert envelope is not None
+        chunks: bytearray = envelope.chunks  # type: ignore[attr-defined]
+        while len(chunks) < envelope.chunk_total + size:  # type: ignore[attr-defined]
+            wanted = envelope.chunk_total + size - len(chunks)  # type: ignore[attr-defined]
+            chunks += await self._reader.readexactly(min(wanted, _BDAT_READ))
+        envelope.chunk_total += size  # type: ignore[attr-defined]
+        if not last:
+            await self.push(f"250 2.0.0 {size} octets received")
+            return
+        # The whole message: on through the same path as DATA's (handle_DATA),
+        # with the same durability before the 250.
+        envelope.original_content = envelope.content = bytes(chunks)
+        chunks.clear()
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push(status)
+
+    async def _bdat_refusal(self, size: int) -> str | None:
+        """Why this chunk cannot be taken (its data is then discarded), or None."""
+        if not self.session.extended_smtp:  # RFC 3030 §2: an EHLO keyword
+            return "503 5.5.1 Say EHLO first"
+        if self._auth_required and not self.session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope = self.envelope
+        if envelope is None or not envelope.mail_from:
+            return "503 5.5.1 Need MAIL before BDAT"
+        if not envelope.rcpt_tos:
+            return "503 5.5.1 Need RCPT before BDAT"
+        failed = getattr(envelope, "chunks_failed", None)
+        if failed:
+            return failed  # RFC 3030 §2: chunks pipelined behind a failed one
+        if getattr(envelope, "chunks", None) is None:
+            envelope.chunks = bytearray()  # type: ignore[attr-defined]
+            envelope.chunk_total = 0  # type: ignore[attr-defined]
+        limit = self.data_size_limit
+        if limit and envelope.chunk_total + size > limit:  # type: ignore[attr-defined]
+            # Known before a byte is read: nothing of it is kept, nor of the
+            # chunks before it; the transaction is over but for the RSET.
+            envelope.chunks = bytearray()  # type: ignore[attr-defined]
+            envelope.chunks_failed = (  # type: ignore[attr-defined]
+                "552 5.3.4 Message too big; the transaction failed, send RSET")
+            return f"552 5.3.4 Message size exceeds fixed maximum message size ({limit})"
+        return None
+
 
 def _is_utf8(argument: str | None) -> bool:
     """aiosmtpd decodes command arguments as UTF-8 with surrogateescape: a
@@ -207,9 +370,13 @@ def ehlo_responses(
     session: Session, hostname: str, responses: list[str], *extensions: str,
 ) -> list[str]:
     session.host_name = hostname
-    # aiosmtpd does not advertise these although it honours them.
-    return [*responses[:-1], "250-PIPELINING", "250-ENHANCEDSTATUSCODES", *extensions,
-            responses[-1]]
+    # aiosmtpd does not advertise the first two although it honours them;
+    # RFC 3030 §2, §3: BDAT and binary bodies; RFC 8689 §2: REQUIRETLS only
+    # where it can be given, in a TLS session.
+    offered = ["250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-CHUNKING", "250-BINARYMIME"]
+    if session.ssl is not None:
+        offered.append("250-REQUIRETLS")
+    return [*responses[:-1], *offered, *extensions, responses[-1]]
 
 
 def start_transaction(
@@ -219,6 +386,8 @@ def start_transaction(
     fields plus our queue id and per-recipient resolutions)."""
     envelope.mail_from = address
     envelope.mail_options.extend(mail_options)
+    envelope.binarymime = server.binarymime  # type: ignore[attr-defined]
+    envelope.require_tls = server.require_tls  # type: ignore[attr-defined]
     envelope.queue_id = new_queue_id()  # type: ignore[attr-defined]
     envelope.resolutions = {}  # type: ignore[attr-defined]
     server.in_transaction = True
@@ -327,7 +496,9 @@ class InboundHandler:
         content: bytes = envelope.original_content or b""
         queue_id: str = envelope.queue_id  # type: ignore[attr-defined]
         peer_ip = _peer_ip(session)
-        if has_bare_lf(content):
+        # A binary body (RFC 3030 §3) has LF octets that end no line; it
+        # leaves only with BDAT, where no line ends the data.
+        if not envelope.binarymime and has_bare_lf(content):  # type: ignore[attr-defined]
             log.warning("reject id=%s peer=%s reason=bare-lf", queue_id, peer_ip)
             return replies.BARE_LF
         header = received_header(
@@ -356,10 +527,10 @@ class InboundHandler:
             else:
                 request.trace_events.append(acceptance)
                 plans = await committer(deliver_filed).submit(
-                    Filing(request, envelope.mail_from or ""))
+                    Filing(request, envelope.mail_from or "", _mail_parameters(envelope)))
                 if plans:
                     await database_sync_to_async(send_replies)(plans)
-            await _queue_forwards(envelope, request.data, queue_id,
+            await _queue_forwards(session, envelope, request.data, queue_id,
                                   [] if mailbox_ids else [acceptance])
         except MailhostError as error:
             log.info("defer id=%s from=<%s> reason=%s", queue_id, envelope.mail_from, error.code)
@@ -376,23 +547,46 @@ class InboundHandler:
 
 
 async def _queue_forwards(
-    envelope: Envelope, data: bytes, queue_id: str, trace_events: list[TraceEvent],
+    session: Session, envelope: Envelope, data: bytes, queue_id: str,
+    trace_events: list[TraceEvent],
 ) -> None:
     """Aliases that point outside: the same message goes to the outbound queue,
     its envelope sender rewritten by SRS (so that it passes SPF at the
     destination and bounces come back to us for the original sender), its body
-    lines short enough for the next server (``limit_line_length``)."""
+    lines short enough for the next server (``limit_line_length``), ARC-sealed
+    for the alias's domain (RFC 8617) over what our checks found, and tagged
+    as it came: REQUIRETLS (RFC 8689 §4.1, every copy alike) and binary."""
     forwarders = [resolution for resolution in envelope.resolutions.values()  # type: ignore[attr-defined]
                   if resolution.external]
     forwards = list(dict.fromkeys(
         address for resolution in forwarders for address in resolution.external))
     if forwards:
-        sender = await database_sync_to_async(srs.forwarding_sender)(
-            envelope.mail_from or "", forwarders[0].address)
-        await aenqueue(sender=sender, data=limit_line_length(data),
-                       queue_id=queue_id,
+        sender, copy = await database_sync_to_async(_forwarded_copy)(
+            session, envelope, data, forwarders[0].address)
+        await aenqueue(sender=sender, data=copy, queue_id=queue_id,
                        recipients=[RecipientSpec(address) for address in forwards],
-                       trace_events=trace_events)
+                       trace_events=trace_events,
+                       require_tls=envelope.require_tls,  # type: ignore[attr-defined]
+                       binarymime=envelope.binarymime)  # type: ignore[attr-defined]
+
+
+def _forwarded_copy(
+    session: Session, envelope: Envelope, data: bytes, alias: str,
+) -> tuple[str, bytes]:
+    """(the SRS sender, the sealed message) for ``_queue_forwards``, in one
+    trip to a worker thread."""
+    mail_from = envelope.mail_from or ""
+    sender = srs.forwarding_sender(mail_from, alias)
+    checked = spool.with_authentication_results(
+        data, client_ip=_peer_ip(session), helo=session.host_name or "",
+        mail_from=mail_from, spf=envelope.spf)  # type: ignore[attr-defined]
+    # RFC 3030 §3: a binary body keeps every octet.
+    copy = checked if envelope.binarymime else limit_line_length(checked)  # type: ignore[attr-defined]
+    return sender, arc.seal(copy, domain=alias.rpartition("@")[2].lower())
+
+
+def _mail_parameters(envelope: Envelope) -> MailParameters:
+    return MailParameters(envelope.require_tls, envelope.binarymime)  # type: ignore[attr-defined]
 
 
 def _login(session: Session) -> str:
@@ -431,7 +625,8 @@ async def _spool(
         client_ip=_peer_ip(session), helo=session.host_name or "",
         mail_from=envelope.mail_from or "",
         spf=envelope.spf,  # type: ignore[attr-defined]
-        authenticated=bool(session.authenticated), queue_id=request.queue_id)
+        authenticated=bool(session.authenticated), queue_id=request.queue_id,
+        parameters=_mail_parameters(envelope))
     pk = await committer(spool.spool_batch).submit(spool.SpoolRequest(
         request.data, list(request.mailbox_ids), facts, trace_events=[acceptance]))
     if settings.MAILHOST_ANTISPAM_INLINE:

@@ -49,23 +49,6 @@ _RCPT_PARAMETERS = ("NOTIFY", "ORCPT")
 _ENVID_MAX = 100  # RFC 3461 §4.4
 
 
-def _split_parameters(params: str, names: tuple[str, ...]) -> tuple[str, dict[str, str]]:
-    """Take the named ``NAME=value`` parameters out of a MAIL/RCPT parameter
-    string (values keep their case, xtext is case-sensitive); the rest is left
-    for aiosmtpd. Raises Invalid on a repeated parameter."""
-    kept: list[str] = []
-    taken: dict[str, str] = {}
-    for token in params.split():
-        name, _, value = token.partition("=")
-        if name.upper() in names:
-            if name.upper() in taken:
-                raise Invalid(f"{name.upper()} given twice")
-            taken[name.upper()] = value
-        else:
-            kept.append(token)
-    return " ".join(kept), taken
-
-
 def _mail_dsn(taken: dict[str, str]) -> dict[str, str]:
     ret = taken.get("RET", "").upper()
     if "RET" in taken and ret not in ("FULL", "HDRS"):
@@ -174,20 +157,14 @@ class SubmissionSMTP(MailhostSMTP):
         (None, None) after answering a malformed parameter."""
         if not arg or "=" not in arg:  # no parameter at all: nothing to take
             return arg, {}
-        stripped = self._strip_command_keyword(keyword, arg)
-        if stripped is None:
-            return arg, {}
-        address, params = self._getaddr(stripped)
-        if address is None or not params:
-            return arg, {}
+        arg, taken = await self.take_parameters(arg, keyword, names)
+        if taken is None:
+            return None, None
         try:
-            kept, taken = _split_parameters(params, names)
-            values = _mail_dsn(taken) if keyword == "FROM:" else _rcpt_dsn(taken)
+            return arg, _mail_dsn(taken) if keyword == "FROM:" else _rcpt_dsn(taken)
         except Invalid as error:
             await self.push(f"501 5.5.4 {error.message}")
             return None, None
-        head = stripped[: len(stripped) - len(params)].rstrip()
-        return f"{keyword}{head} {kept}".rstrip(), values
 
     async def smtp_MAIL(self, arg: str | None) -> None:
         arg, values = await self._take_dsn(arg, "FROM:", _MAIL_PARAMETERS)
@@ -277,7 +254,9 @@ class SubmissionHandler:
         content: bytes = envelope.original_content or b""
         queue_id: str = envelope.queue_id  # type: ignore[attr-defined]
         mailbox: Mailbox = session.auth_data
-        if _BARE_NEWLINE.search(content):
+        # A binary body (RFC 3030 §3) has CR and LF octets that end no line;
+        # it leaves only with BDAT, where no line ends the data.
+        if not envelope.binarymime and _BARE_NEWLINE.search(content):  # type: ignore[attr-defined]
             return replies.BARE_NEWLINE
         peer = session.peer
         peer_ip = peer[0] if isinstance(peer, tuple) else str(peer)
@@ -294,6 +273,8 @@ class SubmissionHandler:
                 recipients=envelope.accepted,  # type: ignore[attr-defined]
                 data=content, ret=dsn.get("ret", ""), envid=dsn.get("envid", ""),
                 queue_id=queue_id, received=received, key_cache=server.signing_keys,
+                require_tls=envelope.require_tls,  # type: ignore[attr-defined]
+                binarymime=envelope.binarymime,  # type: ignore[attr-defined]
                 origin=submission.Origin(
                     listener=server.listener, peer_ip=peer_ip, tls=session.ssl is not None,
                     helo=session.host_name or ""))

@@ -550,11 +550,19 @@ def _blob_row(sha: str, data: bytes, *, index: bool = True) -> tuple[Blob, BlobT
 
 def _parsed_blob(sha: str, data: bytes) -> Blob:
     info = mime.analyze(data)
+    # A NUL (raw in a binary or 8-bit header, or from an encoded-word) is
+    # kept by SQLite and refused by PostgreSQL: U+FFFD in the cached fields,
+    # as in the text index; the blob keeps the octets.
+    fields = textindex.storable_value([
+        info.envelope, info.bodystructure, info.subject, info.from_text, info.to_text,
+        info.cc_text, info.bcc_text, info.message_id, info.in_reply_to, info.references])
+    (envelope, bodystructure, subject, from_text, to_text, cc_text, bcc_text, message_id,
+     in_reply_to, references) = fields  # type: ignore[misc]
     return Blob(
-        sha256=sha, size=len(data), envelope=info.envelope, bodystructure=info.bodystructure,
-        subject=info.subject, from_text=info.from_text, to_text=info.to_text,
-        cc_text=info.cc_text, bcc_text=info.bcc_text, message_id=info.message_id,
-        in_reply_to=info.in_reply_to, references=info.references, sent_date=info.date,
+        sha256=sha, size=len(data), envelope=envelope, bodystructure=bodystructure,
+        subject=subject, from_text=from_text, to_text=to_text, cc_text=cc_text,
+        bcc_text=bcc_text, message_id=message_id, in_reply_to=in_reply_to,
+        references=references, sent_date=info.date,
     )
 
 

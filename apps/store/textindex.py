@@ -108,8 +108,23 @@ def address_text(text: str, envelope: list | None, column: str) -> str:
     return "\n".join([text, *plain]) if plain else text
 
 
-def _storable(text: str) -> str:
+def storable(text: str) -> str:
+    """``text`` as both databases can keep it: NUL and lone surrogates, which
+    PostgreSQL refuses in text and jsonb, become U+FFFD."""
     return _UNSTORABLE_CHARS.sub(_UNSTORABLE, text)
+
+
+def storable_value(value: object) -> object:
+    """``storable`` through a parsed structure (lists of strings, None, ints),
+    as a cached ENVELOPE or BODYSTRUCTURE is; ``value`` itself when nothing
+    in it needs a change, the common case."""
+    if isinstance(value, str):
+        return storable(value) if _UNSTORABLE_CHARS.search(value) else value
+    if isinstance(value, list):
+        return [storable_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: storable_value(item) for key, item in value.items()}
+    return value
 
 
 def text_row(blob: Blob, raw: bytes) -> BlobText:
@@ -128,7 +143,7 @@ def text_row(blob: Blob, raw: bytes) -> BlobText:
 
 
 def _fold(text: str) -> str:
-    return _storable(text.casefold())
+    return storable(text.casefold())
 
 
 def index_rows(rows: Iterable[BlobText]) -> None:

@@ -12,6 +12,8 @@ from apps.directory.models import Domain
 from apps.mailservers.tls import server_context
 from tests import fakedns
 from tests.delivery.receiver import Receiver
+from tests.delivery.tls_peers import DOMAIN, MX_HOST, LocalCA, PolicyServer
+from tests.factories import make_mailbox
 
 
 @pytest.fixture(autouse=True)
@@ -53,3 +55,35 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory) -> LocalCA:
+    return LocalCA(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def policy_server(ca: LocalCA) -> Iterator[PolicyServer]:
+    server = PolicyServer(ca.server_context(f"mta-sts.{DOMAIN}"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sts(settings, ca: LocalCA, policy_server: PolicyServer, db):
+    """example.net publishes an MTA-STS record and policy; each test sets the mode."""
+    settings.MAILHOST_TRANSPORTS = ""
+    settings.MAILHOST_MTA_STS_CA_FILE = str(ca.path)
+    settings.MAILHOST_MTA_STS_FETCH_PORT = policy_server.port
+    fakedns.publish([f"{DOMAIN}. 3600 IN MX 10 {MX_HOST}.",
+                     f"{MX_HOST}. 3600 IN A 127.0.0.1",
+                     f"mta-sts.{DOMAIN}. 3600 IN A 127.0.0.1",
+                     f'_mta-sts.{DOMAIN}. 3600 IN TXT "v=STSv1; id=first"'])
+    policy_server.requests = 0
+    policy_server.content_type = "text/plain"
+    make_mailbox("alice@example.org")
+
+    def publish(mode: str, mx: str = MX_HOST) -> None:
+        policy_server.policy = (f"version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\n"
+                                f"max_age: 86400\r\n").encode()
+    return publish

@@ -35,6 +35,8 @@ class Script:
     # Advertise PIPELINING (RFC 2920): the client then sends MAIL, RCPT and
     # DATA in one group; aiosmtpd answers each in turn either way.
     pipelining: bool = True
+    # Advertise REQUIRETLS (RFC 8689 §2) once the session is under TLS.
+    requiretls: bool = False
 
 
 class _Handler:
@@ -43,7 +45,8 @@ class _Handler:
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
-        extensions = ["250-DSN", *(["250-PIPELINING"] if self.script.pipelining else [])]
+        extensions = ["250-DSN", *(["250-PIPELINING"] if self.script.pipelining else []),
+                      *(["250-REQUIRETLS"] if self.script.requiretls and session.ssl else [])]
         return [*responses[:-1], *extensions, responses[-1]]
 
     async def handle_MAIL(self, server, session, envelope, address, options):
@@ -79,7 +82,7 @@ class _DsnSMTP(SMTP):
     """Takes the RFC 3461 parameters that aiosmtpd would refuse, keeping them."""
 
     def _getparams(self, params):
-        wanted = ("RET", "ENVID", "NOTIFY", "ORCPT")
+        wanted = ("RET", "ENVID", "NOTIFY", "ORCPT", "REQUIRETLS")
         return super()._getparams([p for p in params if p.split("=")[0] not in wanted])
 
     def connection_made(self, transport):

@@ -31,15 +31,14 @@ from tests import fakedns
 from tests.delivery import test_mtasts
 from tests.delivery.conftest import publish_domain, run_queue
 from tests.delivery.receiver import Receiver
-from tests.delivery.test_mtasts import DOMAIN, MX_HOST, send
+from tests.delivery.test_mtasts import send
+from tests.delivery.tls_peers import DOMAIN, MX_HOST
 from tests.factories import make_mailbox
 from tests.smtp.helpers import stored
 
-# test_mtasts's fixtures: its CA, policy server, receivers and published policy.
-ca = test_mtasts.ca
-policy_server = test_mtasts.policy_server
+# test_mtasts's receivers (the CA, policy server and published policy are
+# tests/delivery/conftest.py's).
 clear_receiver = test_mtasts.clear_receiver
-sts = test_mtasts.sts
 
 # --- the record (RFC 8460 §3) -----------------------------------------------------
 

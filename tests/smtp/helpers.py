@@ -104,3 +104,13 @@ class RawSMTP:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def send_chunked(client: smtplib.SMTP, sender: str, recipient: str, data: bytes, *,
+                 binary: bool = False) -> tuple[int, bytes]:
+    """One message in one ``BDAT … LAST`` chunk (RFC 3030 §2), which smtplib
+    cannot send itself; with ``binary``, as BODY=BINARYMIME (§3). The reply."""
+    client.mail(sender, ["BODY=BINARYMIME"] if binary else [])
+    client.rcpt(recipient)
+    client.send(f"BDAT {len(data)} LAST\r\n".encode() + data)
+    return client.getreply()

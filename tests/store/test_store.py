@@ -38,6 +38,18 @@ def test_deliver_stores_bytes_once_for_many_recipients_and_parses_headers():
         assert (inbox.message_count, inbox.total_size, inbox.uidnext) == (1, len(MESSAGE), 2)
 
 
+def test_a_nul_in_the_header_is_stored_on_either_database():
+    # Raw (a binary body's header, RFC 3030) and from an encoded-word: PostgreSQL
+    # keeps no NUL in text or jsonb; the blob keeps the octets, the parsed
+    # fields a U+FFFD.
+    message = (b"From: A\x00l <a@example.org>\r\nSubject: =?utf-8?q?x=00y?=\r\n"
+               b"To: b@example.org\r\n\r\nbody\x00\r\n")
+    (delivered,) = store.deliver([make_mailbox()], message)
+    blob = Blob.objects.get(pk=delivered.blob_id)
+    assert get_blob_store().read(blob.sha256) == message
+    assert blob.subject == "x\ufffdy" and blob.envelope[2][0][0] == "A\ufffdl"
+
+
 def test_uids_and_modseqs_increase_per_folder():
     mailbox = make_mailbox()
     uids, modseqs = [], []
