@@ -199,43 +199,36 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Beat may run on every node (a cluster has no single beat): each periodic task
+# goes through apps.store.tasks.run_periodic, which runs it only where it takes
+# the task's lease (apps/store/leases.py). The heartbeat is per node, unleased.
+MAILHOST_LEASE_SECONDS = env_int("MAILHOST_LEASE_SECONDS", 60)
+
+
+def _leased(task: str, period: float) -> dict[str, object]:
+    return {"task": "apps.store.tasks.run_periodic", "schedule": period,
+            "args": (task, period)}
+
+
 CELERY_BEAT_SCHEDULE = {
-    "collect-unreferenced-blobs": {
-        "task": "apps.store.tasks.collect_garbage",
-        "schedule": 3600.0,
-    },
+    "collect-unreferenced-blobs": _leased("apps.store.tasks.collect_garbage", 3600.0),
     # Index rows that a lost index_blobs task left unwritten (apps/store/textindex.py).
-    "index-unindexed-blobs": {
-        "task": "apps.store.tasks.index_unindexed",
-        "schedule": 600.0,
-    },
-    "sweep-antispam-spool": {
-        "task": "apps.antispam.tasks.sweep_spool",
-        "schedule": float(env_int("MAILHOST_SPOOL_SWEEP_INTERVAL", 60)),
-    },
-    "run-outbound-queue": {
-        "task": "apps.delivery.tasks.run_queue",
-        "schedule": float(env_int("MAILHOST_QUEUE_INTERVAL", 5)),
-    },
+    "index-unindexed-blobs": _leased("apps.store.tasks.index_unindexed", 600.0),
+    "sweep-antispam-spool": _leased(
+        "apps.antispam.tasks.sweep_spool",
+        float(env_int("MAILHOST_SPOOL_SWEEP_INTERVAL", 60))),
+    "run-outbound-queue": _leased(
+        "apps.delivery.tasks.run_queue", float(env_int("MAILHOST_QUEUE_INTERVAL", 5))),
     # The dashboard's worker and beat health, and the message trace's retention.
     "heartbeat": {
         "task": "apps.store.tasks.heartbeat",
         "schedule": float(env_int("MAILHOST_WORKER_HEARTBEAT_INTERVAL", 30)),
     },
-    "prune-message-trace": {
-        "task": "apps.store.tasks.prune_trace",
-        "schedule": 3600.0,
-    },
+    "prune-message-trace": _leased("apps.store.tasks.prune_trace", 3600.0),
     # RFC 8460: each finished day's TLS reports, once (apps/delivery/tlsrpt.py).
-    "send-tls-reports": {
-        "task": "apps.delivery.tasks.send_tls_reports",
-        "schedule": 3600.0,
-    },
+    "send-tls-reports": _leased("apps.delivery.tasks.send_tls_reports", 3600.0),
     # Does nothing unless ACME is on and the certificate is due (apps/certificates).
-    "renew-certificate": {
-        "task": "apps.certificates.tasks.renew",
-        "schedule": 12 * 3600.0,
-    },
+    "renew-certificate": _leased("apps.certificates.tasks.renew", 12 * 3600.0),
 }
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
