@@ -382,6 +382,11 @@ MAILHOST_MAX_CONNECTIONS_PER_IP = env_int("MAILHOST_MAX_CONNECTIONS_PER_IP", 50)
 # TLS handshake) before it is closed; the protocols' idle timeouts rule after its
 # first command. 0: no such timeout.
 MAILHOST_GREETING_TIMEOUT = env_int("MAILHOST_GREETING_TIMEOUT", 60)
+# Networks of the TCP load balancers in front of the listeners (HAProxy's
+# send-proxy / send-proxy-v2): connections from there start with a PROXY protocol
+# header that gives the client's address; from elsewhere, such a header is refused.
+# Empty: no PROXY protocol (apps/mailservers/limits.py).
+MAILHOST_PROXY_PROTOCOL_FROM = env_list("MAILHOST_PROXY_PROTOCOL_FROM")
 
 # POP3. RFC 2449 §4 allows command lines of 255 octets; SASL responses may be longer.
 MAILHOST_POP3_MAX_LINE = env_int("MAILHOST_POP3_MAX_LINE", 1024)
