@@ -280,7 +280,8 @@ def database_url() -> str:
 class ListenerProcess:
     """``manage.py runmailservers`` as a separate process on free ports."""
 
-    def __init__(self, names: list[str], storage_root: Path) -> None:
+    def __init__(self, names: list[str], storage_root: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
         env = dict(os.environ)
         env.update({
             "DATABASE_URL": database_url(),
@@ -288,6 +289,7 @@ class ListenerProcess:
             "MAILHOST_BIND": "127.0.0.1",
             "MAILHOST_SHUTDOWN_GRACE": "10",
             "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
         })
         for name in names:
             env[{"smtp": "SMTP_PORT", "submission": "SUBMISSION_PORT", "smtps": "SMTPS_PORT",
