@@ -67,7 +67,7 @@ def test_smtp_delivery_is_read_over_imap_and_pop3_from_s3(
         text = MESSAGE.partition(b"\r\n\r\n")[2]
         assert _fetch(imap, "BODY.PEEK[TEXT]<20.60>") == text[20:80]
         assert _fetch(imap, "BINARY.PEEK[1]<20.60>") == text[20:80]  # RFC 3516 §4.2
-        assert _fetch(imap, "BODY.PEEK[]<%d.1000>" % (len(stored) - 10)) == stored[-10:]
+        assert _fetch(imap, f"BODY.PEEK[]<{len(stored) - 10}.1000>") == stored[-10:]
     finally:
         imap.logout()
 
