@@ -100,29 +100,29 @@ class ReadCache:
         self._lock = threading.Lock()
         self._estimate = sum(_sizes(directory).values())
 
-    def _path(self, sha256: str) -> str:
+    def path(self, sha256: str) -> str:
         return f"{self.directory}/{sha256}"
 
     def get(self, sha256: str) -> bytes | None:
         try:
-            with open(self._path(sha256), "rb", buffering=0) as handle:
+            with open(self.path(sha256), "rb", buffering=0) as handle:
                 data = handle.readall()
         except FileNotFoundError:
             return None
         if digest(data) != sha256:
             self.discard(sha256)
             return None
-        _touch(self._path(sha256))
+        _touch(self.path(sha256))
         return data
 
     def get_range(self, sha256: str, start: int, length: int) -> bytes | None:
         try:
-            with open(self._path(sha256), "rb", buffering=0) as handle:
+            with open(self.path(sha256), "rb", buffering=0) as handle:
                 handle.seek(start)
                 data = handle.read(length)
         except FileNotFoundError:
             return None
-        _touch(self._path(sha256))
+        _touch(self.path(sha256))
         return data
 
     def put(self, sha256: str, data: bytes) -> None:
@@ -131,7 +131,7 @@ class ReadCache:
         tmp = f"{self.directory}/.{uuid.uuid4().hex}.tmp"
         with open(tmp, "xb") as handle:
             handle.write(data)
-        os.replace(tmp, self._path(sha256))
+        os.replace(tmp, self.path(sha256))
         with self._lock:
             self._estimate += len(data)
             if self._estimate <= self.limit_bytes:
@@ -140,7 +140,7 @@ class ReadCache:
 
     def discard(self, sha256: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._path(sha256))
+            os.unlink(self.path(sha256))
 
     def _evict(self) -> int:
         """Remove least recently used files down to the low-water mark; the
@@ -250,6 +250,11 @@ class S3BlobStore:
 
     def exists(self, sha256: str) -> bool:
         return self._last_modified(sha256) is not None
+
+    def held_locally(self, sha256: str) -> bool:
+        """Whether a read is served by the cache, not a GET that an event
+        loop must not wait for."""
+        return os.path.exists(self.cache.path(sha256))
 
     def delete_if_older(self, sha256: str, seconds: float) -> bool:
         modified = self._last_modified(sha256)
