@@ -296,6 +296,23 @@ MAILHOST_HOSTNAME = env_str("MAILHOST_HOSTNAME", socket.getfqdn() or "localhost"
 MAILHOST_STORAGE_ROOT = Path(
     env_str("MAILHOST_STORAGE_ROOT", str(DATA_DIR / "messages"))
 ).resolve()
+# Where message blobs live: empty (or "local") for MAILHOST_STORAGE_ROOT,
+# "s3://bucket/prefix" for an S3-compatible object store (apps/store/s3.py).
+MAILHOST_BLOB_STORE = env_str("MAILHOST_BLOB_STORE")
+MAILHOST_S3_ENDPOINT = env_str("MAILHOST_S3_ENDPOINT")  # empty: AWS itself
+MAILHOST_S3_REGION = env_str("MAILHOST_S3_REGION", "us-east-1")
+# Path-style URLs (endpoint/bucket/key); unset: on when an endpoint is given.
+MAILHOST_S3_PATH_STYLE = (env_bool("MAILHOST_S3_PATH_STYLE", False)
+                          if "MAILHOST_S3_PATH_STYLE" in os.environ else None)
+# The standard AWS names, with the NAME_FILE form for secrets; empty: boto3's
+# own credential chain (an instance role, ~/.aws).
+MAILHOST_S3_ACCESS_KEY_ID = env_str("AWS_ACCESS_KEY_ID")
+MAILHOST_S3_SECRET_ACCESS_KEY = env_str("AWS_SECRET_ACCESS_KEY")
+MAILHOST_S3_UPLOAD_THREADS = env_int("MAILHOST_S3_UPLOAD_THREADS", 16)
+# A local read cache of whole blobs, least recently used evicted first.
+MAILHOST_S3_CACHE_DIR = Path(
+    env_str("MAILHOST_S3_CACHE_DIR", str(DATA_DIR / "blob-cache"))).resolve()
+MAILHOST_S3_CACHE_MB = env_int("MAILHOST_S3_CACHE_MB", 256)
 MAILHOST_BIND = env_str("MAILHOST_BIND", "127.0.0.1")
 MAILHOST_PORTS = {
     "smtp": env_port("SMTP_PORT", 2525),

@@ -181,6 +181,8 @@ INLINE_READ_MAX = 64 * 1024
 
 
 async def aread_message(entry: Entry) -> bytes:
-    if entry.size <= INLINE_READ_MAX:
+    # With the S3 store only a cached blob is read inline: a GET would hold
+    # up every session of the loop.
+    if entry.size <= INLINE_READ_MAX and get_blob_store().held_locally(entry.blob_id):
         return read_message(entry)
     return await asyncio.to_thread(read_message, entry)

@@ -4,8 +4,9 @@
 to a temporary file, is fsynced, renamed into place, and the directory is
 fsynced, all before the caller commits the database row that references it
 (DESIGN.md "Storage"). ``put_many`` does one round of fsyncs for a whole batch
-(group commit). Another implementation (a shared or S3-compatible store) only
-has to provide the same methods.
+(group commit). ``apps/store/s3.py`` provides the same methods on an
+S3-compatible object store (``MAILHOST_BLOB_STORE=s3://bucket/prefix``).
+Readers never see a path: ``read`` and ``read_range`` serve both stores.
 
 A process killed between the write and the commit leaves a file (or a
 temporary file) that no row names: ``files_older_than`` lists them for the
@@ -29,7 +30,9 @@ from django.conf import settings
 class BlobStore(Protocol):
     def put_many(self, blobs: list[bytes]) -> list[str]: ...
     def read(self, sha256: str) -> bytes: ...
-    def path(self, sha256: str) -> Path: ...
+    def read_range(self, sha256: str, start: int, length: int) -> bytes: ...
+    def exists(self, sha256: str) -> bool: ...
+    def held_locally(self, sha256: str) -> bool: ...
     def delete_if_older(self, sha256: str, seconds: float) -> bool: ...
     def files_older_than(self, seconds: float) -> Iterator[str]: ...
     def remove_stale_temporaries(self, seconds: float) -> int: ...
@@ -90,6 +93,20 @@ class LocalBlobStore:
         name = f"{self._prefix}/{sha256[:2]}/{sha256[2:4]}/{sha256}"
         with open(name, "rb", buffering=0) as handle:
             return handle.readall()
+
+    def read_range(self, sha256: str, start: int, length: int) -> bytes:
+        """At most ``length`` bytes from offset ``start`` (fewer at the end)."""
+        with open(self.path(sha256), "rb", buffering=0) as handle:
+            handle.seek(start)
+            return handle.read(length)
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def held_locally(self, sha256: str) -> bool:
+        """Whether a read is a local file's (it is, here): cheap enough for
+        an event loop."""
+        return True
 
     def delete_if_older(self, sha256: str, seconds: float) -> bool:
         path = self.path(sha256)
@@ -167,6 +184,16 @@ _stores: dict[str | Path, LocalBlobStore] = {}
 
 def get_blob_store() -> BlobStore:
     """The configured store (read at call time, so tests can point it elsewhere)."""
+    if settings.MAILHOST_BLOB_STORE.startswith("s3://"):
+        from apps.store import s3  # boto3 is imported only where it is used
+
+        return s3.configured_store()
+    return local_blob_store()
+
+
+def local_blob_store() -> LocalBlobStore:
+    """The store under ``MAILHOST_STORAGE_ROOT``, whatever store is configured
+    (``manage.py migrateblobs`` moves blobs between the two)."""
     # Keyed by the setting as it is: making a Path of it on every read cost
     # more than the read of a small message.
     root = settings.MAILHOST_STORAGE_ROOT

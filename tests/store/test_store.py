@@ -122,14 +122,15 @@ def test_move_within_mailbox_is_allowed_when_full():
     assert store.move(inbox, [1], junk) == [(1, 1)]
 
 
-def test_garbage_collection_removes_only_unreferenced_old_blobs():
+def test_garbage_collection_removes_only_unreferenced_old_blobs(local_store):
+    """The local store's files (tests/store/test_s3.py has the S3 store's)."""
     mailbox = make_mailbox()
     store.deliver([mailbox], MESSAGE)
     (gone,) = store.deliver([mailbox], MESSAGE + b"gone")
     store.set_flags(store.get_folder(mailbox, "INBOX"), [gone.uid], mode="add",
                     flags=Flag.DELETED)
     store.expunge(store.get_folder(mailbox, "INBOX"))
-    blobs = get_blob_store()
+    blobs = local_store
     assert store.collect_garbage(grace_seconds=3600) == 0  # too young
     old = time.time() - 7200
     for blob in Blob.objects.all():
@@ -140,13 +141,15 @@ def test_garbage_collection_removes_only_unreferenced_old_blobs():
     assert Blob.objects.count() == 1 and blobs.path(Blob.objects.get().sha256).exists()
 
 
-def test_garbage_collection_removes_files_left_by_a_writer_killed_before_its_commit():
+def test_garbage_collection_removes_files_left_by_a_writer_killed_before_its_commit(
+        local_store):
     """A process SIGKILLed between the blob's fsync and the commit of its row
     leaves a file, or a temporary file, that no row names (chaos rounds found
-    them): the collector removes them once they are older than the grace."""
+    them): the collector removes them once they are older than the grace.
+    The local store's files (tests/store/test_s3.py has the S3 store's)."""
     mailbox = make_mailbox()
     (kept,) = store.deliver([mailbox], MESSAGE)
-    blobs = get_blob_store()
+    blobs = local_store
     (orphan,) = blobs.put_many([MESSAGE + b"never committed"])
     temporary = blobs.tmp / "killed-mid-write.tmp"
     temporary.write_bytes(b"half a message")
