@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.web_server import free_port
+
 # The balancer's own address towards the listeners: not the clients' 127.0.0.1.
 SOURCE_ADDRESS = "127.0.0.2"
 
@@ -23,12 +25,6 @@ class Route:
     name: str
     to_port: int  # the listener's
     proxy: str  # "send-proxy" (v1) or "send-proxy-v2"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class HAProxy:

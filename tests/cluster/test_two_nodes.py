@@ -23,6 +23,7 @@ from apps.delivery.models import QueueEntry
 from apps.delivery.services import RecipientSpec
 from apps.mailservers.tls import server_context
 from apps.store.models import Message
+from tests.cluster.conftest import node_environment
 from tests.delivery.receiver import Receiver
 from tests.delivery.test_worker import start_worker
 from tests.factories import PASSWORD, make_mailbox
@@ -181,8 +182,8 @@ def _kill_group(worker: subprocess.Popen) -> None:
     worker.wait(30)
 
 
-def test_workers_with_beat_on_both_nodes_deliver_the_queue_once(transactional_db, settings,
-                                                               tmp_path):
+def test_workers_with_beat_on_both_nodes_deliver_the_queue_once(transactional_db, s3_store,
+                                                               settings, tmp_path):
     receiver = Receiver(server_context()).start()
     recipients = [f"r{n}@example.net" for n in range(30)]
     for address in recipients:
@@ -191,12 +192,15 @@ def test_workers_with_beat_on_both_nodes_deliver_the_queue_once(transactional_db
     workers = []
     try:
         for name in ("a", "b"):
-            data_dir = tmp_path / f"node-{name}"
-            data_dir.mkdir()
             workers.append(start_worker(
                 settings, receiver.port, tmp_path, f"worker-{name}",
-                MAILHOST_DATA_DIR=str(data_dir), MAILHOST_QUEUE_BATCH="5",
-                MAILHOST_QUEUE_CLAIM_SIZE="1"))
+                **node_environment(name, tmp_path), MAILHOST_QUEUE_BATCH="5",
+                MAILHOST_QUEUE_CLAIM_SIZE="1",
+                # No worker dies here: a claim must not expire (start_worker's
+                # 3 s) while its task still waits behind others on this
+                # loaded machine, or another runner takes it again and the
+                # entry goes twice, as the queue's at-least-once design allows.
+                MAILHOST_QUEUE_CLAIM_SECONDS="300"))
         deadline = time.monotonic() + 90
         while QueueEntry.objects.exists() and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -212,7 +216,7 @@ def test_workers_with_beat_on_both_nodes_deliver_the_queue_once(transactional_db
                                               Counter(recipients) - delivered)
 
 
-def test_beat_on_two_nodes_runs_periodic_work_once_per_period(transactional_db, settings,
+def test_beat_on_two_nodes_runs_periodic_work_once_per_period(transactional_db, s3_store, settings,
                                                               tmp_path):
     """Two workers with beat, each sending run_queue every second: the queue
     runs that happen are the lease holders'; the rest are skipped."""
@@ -220,10 +224,8 @@ def test_beat_on_two_nodes_runs_periodic_work_once_per_period(transactional_db, 
     workers = []
     try:
         for name in ("a", "b"):
-            data_dir = tmp_path / f"node-{name}"
-            data_dir.mkdir()
             workers.append(start_worker(settings, receiver.port, tmp_path, f"beat-{name}",
-                                        MAILHOST_DATA_DIR=str(data_dir)))
+                                        **node_environment(name, tmp_path)))
         logs = [tmp_path / f"beat-{name}.log" for name in ("a", "b")]
         ran = re.compile(r"Task apps\.store\.tasks\.run_periodic\[[^]]+\] succeeded in "
                          r"[0-9.e-]+s: (\S+)")

@@ -4,6 +4,7 @@ client's address, not the balancer's."""
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import ipaddress
 import poplib
@@ -129,7 +130,8 @@ def test_any_bytes_give_a_header_more_or_a_refusal(data):
 
 # --- the listeners behind HAProxy ---------------------------------------------
 
-LISTENER_NAMES = ["smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s"]
+LISTENER_NAMES = ["smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s",
+                  "managesieve"]
 
 
 @pytest.fixture
@@ -210,6 +212,24 @@ def test_imap_and_pop3_sessions_see_the_clients_address(behind_haproxy, client_t
         client.pass_(secret)
         client.quit()
         assert last_use(phone)[0] == "127.0.0.1", name
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_managesieve_sessions_see_the_clients_address(behind_haproxy, version):
+    _, ports = behind_haproxy
+    mailbox = make_mailbox("erin@proxied.example")
+    phone, secret = app_passwords.create(mailbox, "Phone")
+    with socket.create_connection(("127.0.0.1", ports[f"managesieve_{version}"]),
+                                  timeout=30) as sock:
+        reader = sock.makefile("rb")
+        while not reader.readline().startswith(b"OK"):  # the capabilities, then OK
+            pass
+        # RFC 5804 §2.1: SASL PLAIN; in clear text, as the client's own
+        # address (loopback) allows, which the PROXY header must have told.
+        credentials = base64.b64encode(f"\0erin@proxied.example\0{secret}".encode())
+        sock.sendall(b'AUTHENTICATE "PLAIN" "' + credentials + b'"\r\n')
+        assert reader.readline().startswith(b"OK")
+    assert last_use(phone) == ("127.0.0.1", "managesieve")
 
 
 def closed_without_service(sock: socket.socket) -> bool:
