@@ -132,7 +132,7 @@ def test_uids_stay_unique_and_increasing_under_deliveries_on_both(start_node):
     on_b = Senders(b.ports["smtp"], clients=3)
     deadline = time.monotonic() + 90
     try:
-        while (len(on_a.acknowledged) + len(on_b.acknowledged) < 120
+        while (len(on_a.acknowledged) + len(on_b.acknowledged) < 60
                and time.monotonic() < deadline):
             for watcher, before in zip(watchers, seen, strict=True):
                 now = set(uids(watcher))
@@ -158,12 +158,12 @@ def test_a_node_killed_mid_delivery_loses_nothing_and_the_other_serves(start_nod
     on_a = Senders(a.ports["smtp"], clients=3)  # they give up when A dies
     on_b = Senders(b.ports["smtp"], clients=3, reconnect=True)
     try:
-        on_a.wait_for(20)
-        on_b.wait_for(20)
+        on_a.wait_for(10)
+        on_b.wait_for(10)
         a.kill()
         after_kill = len(on_b.acknowledged)
-        on_b.wait_for(after_kill + 20)
-        assert len(on_b.acknowledged) >= after_kill + 20, "node B stopped serving"
+        on_b.wait_for(after_kill + 10)
+        assert len(on_b.acknowledged) >= after_kill + 10, "node B stopped serving"
     finally:
         on_a.stop()
         on_b.stop()
