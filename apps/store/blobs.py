@@ -16,6 +16,7 @@ collector, which removes those without a row once the grace period is past.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 import uuid
@@ -97,8 +98,7 @@ class LocalBlobStore:
     def read_range(self, sha256: str, start: int, length: int) -> bytes:
         """At most ``length`` bytes from offset ``start`` (fewer at the end)."""
         with open(self.path(sha256), "rb", buffering=0) as handle:
-            handle.seek(start)
-            return handle.read(length)
+            return read_file_range(handle, start, length)
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
@@ -145,6 +145,16 @@ class LocalBlobStore:
             except FileNotFoundError:
                 pass
         return removed
+
+
+def read_file_range(handle: io.FileIO, start: int, length: int) -> bytes:
+    """At most ``length`` bytes from ``start``; ``length`` may be a client's
+    (IMAP partial), far past the end: read() would allocate all of it first."""
+    available = os.fstat(handle.fileno()).st_size - start
+    if available <= 0 or length <= 0:
+        return b""
+    handle.seek(start)
+    return handle.read(min(length, available))
 
 
 def _fsync(path: Path) -> None:

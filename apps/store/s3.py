@@ -53,7 +53,7 @@ from botocore.exceptions import ClientError
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from apps.store.blobs import digest
+from apps.store.blobs import digest, read_file_range
 
 # The cache evicts down to this share of its limit, so that one eviction pass
 # (a directory scan) makes room for many blobs.
@@ -118,8 +118,7 @@ class ReadCache:
     def get_range(self, sha256: str, start: int, length: int) -> bytes | None:
         try:
             with open(self.path(sha256), "rb", buffering=0) as handle:
-                handle.seek(start)
-                data = handle.read(length)
+                data = read_file_range(handle, start, length)
         except FileNotFoundError:
             return None
         _touch(self.path(sha256))
