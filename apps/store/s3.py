@@ -49,7 +49,7 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -197,9 +197,12 @@ class S3BlobStore:
     def _put(self, sha256: str, data: bytes) -> None:
         # Also for a blob already stored: the PUT makes it young for the
         # collector (see the module's docstring).
-        self.client.put_object(
-            Bucket=self.location.bucket, Key=self.location.key(sha256), Body=data,
-            ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode())
+        try:
+            self.client.put_object(
+                Bucket=self.location.bucket, Key=self.location.key(sha256), Body=data,
+                ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode())
+        except (BotoCoreError, ClientError) as error:
+            raise OSError(f"S3 PUT of blob {sha256} failed: {error}") from error
         self.cache.put(sha256, data)
 
     def read(self, sha256: str) -> bytes:
@@ -219,23 +222,24 @@ class S3BlobStore:
         data = self.cache.get_range(sha256, start, length)
         if data is not None:
             return data
-        try:
-            return self._get(sha256, f"bytes={start}-{start + length - 1}")
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "InvalidRange":
-                return b""  # RFC 9110 §14.1.2: the range starts past the end
-            raise
+        return self._get(sha256, f"bytes={start}-{start + length - 1}")
 
     def _get(self, sha256: str, byte_range: str = "") -> bytes:
+        """The object's bytes (a range of them); a failure is an OSError, as
+        a local file's would be, which the readers answer for."""
         extra = {"Range": byte_range} if byte_range else {}
         try:
             response = self.client.get_object(
                 Bucket=self.location.bucket, Key=self.location.key(sha256), **extra)
+            return response["Body"].read()
         except ClientError as error:
             if _missing(error):
                 raise FileNotFoundError(f"blob {sha256} is not in the store") from None
-            raise
-        return response["Body"].read()
+            if byte_range and error.response["Error"]["Code"] == "InvalidRange":
+                return b""  # RFC 9110 §14.1.2: the range starts past the end
+            raise OSError(f"S3 GET of blob {sha256} failed: {error}") from error
+        except BotoCoreError as error:
+            raise OSError(f"S3 GET of blob {sha256} failed: {error}") from error
 
     def _last_modified(self, sha256: str) -> datetime | None:
         try:
@@ -244,7 +248,9 @@ class S3BlobStore:
         except ClientError as error:
             if _missing(error):
                 return None
-            raise
+            raise OSError(f"S3 HEAD of blob {sha256} failed: {error}") from error
+        except BotoCoreError as error:
+            raise OSError(f"S3 HEAD of blob {sha256} failed: {error}") from error
         return head["LastModified"]
 
     def exists(self, sha256: str) -> bool:
