@@ -10,6 +10,7 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Subquery
@@ -113,7 +114,9 @@ def open_maildrop(mailbox: Mailbox) -> Maildrop:
     measured: dict[str, int] = {}
     if unmeasured:
         blobs = get_blob_store()
-        measured = {sha: wire_size(blobs.read(sha)) for sha in unmeasured}
+        shas = sorted(unmeasured)
+        datas = blobs.read_concurrently([partial(blobs.read, sha) for sha in shas])
+        measured = {sha: wire_size(data) for sha, data in zip(shas, datas, strict=True)}
         WireSize.objects.bulk_create(
             [WireSize(sha256=sha, size=size) for sha, size in measured.items()],
             ignore_conflicts=True)

@@ -13,6 +13,7 @@ through here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from apps.store import mime
 from apps.store.blobs import get_blob_store
@@ -63,13 +64,15 @@ def read_bytes(rows: Iterable[dict],
     """Put each row's message bytes in ``row["raw"]`` (rows from ``as_filed``):
     the whole message, or only as many leading bytes as ``prefix(row)`` says
     (None: all)."""
+    rows = list(rows)
+    reads = []
     for row in rows:
         length = prefix(row) if prefix is not None else None
-        if length is None:
-            row["raw"] = message_bytes(row["blob_id"], row["added_headers"], row["added_at"])
-        else:
-            row["raw"] = message_prefix(row["blob_id"], row["added_headers"], row["added_at"],
-                                        length)
+        arguments = (row["blob_id"], row["added_headers"], row["added_at"])
+        reads.append(partial(message_bytes, *arguments) if length is None
+                     else partial(message_prefix, *arguments, length))
+    for row, raw in zip(rows, get_blob_store().read_concurrently(reads), strict=True):
+        row["raw"] = raw
 
 
 def read_message(message: Message) -> bytes:
