@@ -16,10 +16,11 @@ collector, which removes those without a row once the grace period is past.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +34,7 @@ class BlobStore(Protocol):
     def read_range(self, sha256: str, start: int, length: int) -> bytes: ...
     def exists(self, sha256: str) -> bool: ...
     def held_locally(self, sha256: str) -> bool: ...
+    def read_concurrently(self, reads: Sequence[Callable[[], bytes]]) -> list[bytes]: ...
     def delete_if_older(self, sha256: str, seconds: float) -> bool: ...
     def files_older_than(self, seconds: float) -> Iterator[str]: ...
     def remove_stale_temporaries(self, seconds: float) -> int: ...
@@ -97,8 +99,7 @@ class LocalBlobStore:
     def read_range(self, sha256: str, start: int, length: int) -> bytes:
         """At most ``length`` bytes from offset ``start`` (fewer at the end)."""
         with open(self.path(sha256), "rb", buffering=0) as handle:
-            handle.seek(start)
-            return handle.read(length)
+            return read_file_range(handle, start, length)
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
@@ -107,6 +108,11 @@ class LocalBlobStore:
         """Whether a read is a local file's (it is, here): cheap enough for
         an event loop."""
         return True
+
+    def read_concurrently(self, reads: Sequence[Callable[[], bytes]]) -> list[bytes]:
+        """The results of ``reads`` (of this store), in order: one after the
+        other here, where a read is a local file's."""
+        return [read() for read in reads]
 
     def delete_if_older(self, sha256: str, seconds: float) -> bool:
         path = self.path(sha256)
@@ -145,6 +151,16 @@ class LocalBlobStore:
             except FileNotFoundError:
                 pass
         return removed
+
+
+def read_file_range(handle: io.FileIO, start: int, length: int) -> bytes:
+    """At most ``length`` bytes from ``start``; ``length`` may be a client's
+    (IMAP partial), far past the end: read() would allocate all of it first."""
+    available = os.fstat(handle.fileno()).st_size - start
+    if available <= 0 or length <= 0:
+        return b""
+    handle.seek(start)
+    return handle.read(min(length, available))
 
 
 def _fsync(path: Path) -> None:

@@ -41,7 +41,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,11 +49,11 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from apps.store.blobs import digest
+from apps.store.blobs import digest, read_file_range
 
 # The cache evicts down to this share of its limit, so that one eviction pass
 # (a directory scan) makes room for many blobs.
@@ -118,8 +118,7 @@ class ReadCache:
     def get_range(self, sha256: str, start: int, length: int) -> bytes | None:
         try:
             with open(self.path(sha256), "rb", buffering=0) as handle:
-                handle.seek(start)
-                data = handle.read(length)
+                data = read_file_range(handle, start, length)
         except FileNotFoundError:
             return None
         _touch(self.path(sha256))
@@ -198,9 +197,12 @@ class S3BlobStore:
     def _put(self, sha256: str, data: bytes) -> None:
         # Also for a blob already stored: the PUT makes it young for the
         # collector (see the module's docstring).
-        self.client.put_object(
-            Bucket=self.location.bucket, Key=self.location.key(sha256), Body=data,
-            ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode())
+        try:
+            self.client.put_object(
+                Bucket=self.location.bucket, Key=self.location.key(sha256), Body=data,
+                ChecksumSHA256=base64.b64encode(bytes.fromhex(sha256)).decode())
+        except (BotoCoreError, ClientError) as error:
+            raise OSError(f"S3 PUT of blob {sha256} failed: {error}") from error
         self.cache.put(sha256, data)
 
     def read(self, sha256: str) -> bytes:
@@ -220,23 +222,24 @@ class S3BlobStore:
         data = self.cache.get_range(sha256, start, length)
         if data is not None:
             return data
-        try:
-            return self._get(sha256, f"bytes={start}-{start + length - 1}")
-        except ClientError as error:
-            if error.response["Error"]["Code"] == "InvalidRange":
-                return b""  # RFC 9110 §14.1.2: the range starts past the end
-            raise
+        return self._get(sha256, f"bytes={start}-{start + length - 1}")
 
     def _get(self, sha256: str, byte_range: str = "") -> bytes:
+        """The object's bytes (a range of them); a failure is an OSError, as
+        a local file's would be, which the readers answer for."""
         extra = {"Range": byte_range} if byte_range else {}
         try:
             response = self.client.get_object(
                 Bucket=self.location.bucket, Key=self.location.key(sha256), **extra)
+            return response["Body"].read()
         except ClientError as error:
             if _missing(error):
                 raise FileNotFoundError(f"blob {sha256} is not in the store") from None
-            raise
-        return response["Body"].read()
+            if byte_range and error.response["Error"]["Code"] == "InvalidRange":
+                return b""  # RFC 9110 §14.1.2: the range starts past the end
+            raise OSError(f"S3 GET of blob {sha256} failed: {error}") from error
+        except BotoCoreError as error:
+            raise OSError(f"S3 GET of blob {sha256} failed: {error}") from error
 
     def _last_modified(self, sha256: str) -> datetime | None:
         try:
@@ -245,7 +248,9 @@ class S3BlobStore:
         except ClientError as error:
             if _missing(error):
                 return None
-            raise
+            raise OSError(f"S3 HEAD of blob {sha256} failed: {error}") from error
+        except BotoCoreError as error:
+            raise OSError(f"S3 HEAD of blob {sha256} failed: {error}") from error
         return head["LastModified"]
 
     def exists(self, sha256: str) -> bool:
@@ -255,6 +260,15 @@ class S3BlobStore:
         """Whether a read is served by the cache, not a GET that an event
         loop must not wait for."""
         return os.path.exists(self.cache.path(sha256))
+
+    def read_concurrently(self, reads: Sequence[Callable[[], bytes]]) -> list[bytes]:
+        """The results of ``reads`` (of this store), in order, overlapping on
+        the thread pool: a FETCH or a POP3 login that reads many blobs not
+        cached waits for about one GET's round trip per pool's worth, not one
+        per blob."""
+        if len(reads) < 2:
+            return [read() for read in reads]
+        return list(self._pool.map(_call, reads))
 
     def delete_if_older(self, sha256: str, seconds: float) -> bool:
         modified = self._last_modified(sha256)
@@ -293,6 +307,10 @@ class S3BlobStore:
                         UploadId=upload["UploadId"])
                     removed += 1
         return removed
+
+
+def _call(read: Callable[[], bytes]) -> bytes:
+    return read()
 
 
 def _missing(error: ClientError) -> bool:

@@ -237,3 +237,26 @@ def test_concurrent_reuse_and_collection_lose_no_delivered_message(s3_store: S3B
         stop.set()
         thread.join(60)
     assert collected  # the collector did run alongside
+
+
+def test_an_unreachable_store_fails_as_a_disk_would(s3_store: S3BlobStore, tmp_path: Path):
+    """An OSError, which every reader answers with its protocol's temporary
+    failure (and a writer before any 250), not a library's own exception."""
+    import boto3
+    from botocore.config import Config
+
+    from apps.store.s3 import ReadCache
+    from tests.s3_server import _free_ports
+
+    (port,) = _free_ports(1)  # nothing listens there
+    client = boto3.session.Session().client(
+        "s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+        aws_access_key_id="x", aws_secret_access_key="y",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2))
+    down = S3BlobStore(client, s3_store.location, ReadCache(tmp_path / "cache", 1 << 20),
+                       s3_store._pool)
+    for call in (lambda: down.put_many([MESSAGE]), lambda: down.read(digest(MESSAGE)),
+                 lambda: down.read_range(digest(MESSAGE), 0, 10),
+                 lambda: down.exists(digest(MESSAGE))):
+        with pytest.raises(OSError, match=r"S3 \w+ of blob \w+ failed"):
+            call()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from apps.store import filed
+from apps.store.blobs import get_blob_store
 from apps.store.models import Message
 from apps.store.s3 import S3BlobStore
 from tests.factories import PASSWORD, make_mailbox
@@ -33,6 +34,13 @@ def _fetch(client: imaplib.IMAP4, item: str) -> bytes:
     status, data = client.uid("FETCH", "1", f"({item})")
     assert status == "OK", data
     return data[0][1]
+
+
+def message_blob(blob_id: str) -> bytes:
+    """The blob as the server holds it (not through the cache)."""
+    store = get_blob_store()
+    return store.client.get_object(Bucket=store.location.bucket,
+                                   Key=store.location.key(blob_id))["Body"].read()
 
 
 def _empty(directory: Path) -> None:
@@ -62,7 +70,17 @@ def test_smtp_delivery_is_read_over_imap_and_pop3_from_s3(
     try:
         imap.login(mailbox.address, PASSWORD)
         imap.select("INBOX")
-        assert _fetch(imap, "BODY.PEEK[]<100.500>") == stored[100:600]  # ranged, not cached
+        header = stored.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+        # What a client lists and previews a folder with: ranged GETs, nothing cached.
+        assert _fetch(imap, "BODY.PEEK[HEADER]") == header
+        assert _fetch(imap, "BODY.PEEK[HEADER.FIELDS (SUBJECT)]") == (
+            b"Subject: through S3\r\n\r\n")
+        assert _fetch(imap, "BODY.PEEK[]<0.300>") == stored[:300]
+        assert not list(s3_store.cache.directory.iterdir())
+        # A later chunk reads the whole message once; the cache serves the rest.
+        assert _fetch(imap, "BODY.PEEK[]<100.500>") == stored[100:600]
+        assert (s3_store.cache.directory / message.blob_id).read_bytes() == message_blob(
+            message.blob_id)
         assert _fetch(imap, "BODY.PEEK[]") == stored
         text = MESSAGE.partition(b"\r\n\r\n")[2]
         assert _fetch(imap, "BODY.PEEK[TEXT]<20.60>") == text[20:80]

@@ -203,3 +203,18 @@ def test_stores_expunges_and_claims_that_change_nothing():
     assert Folder.objects.get(pk=inbox.pk).highestmodseq == before
     assert store.claim_recent(inbox) == (1, 2)
     assert store.claim_recent(inbox) == (2, 2)  # nothing new: an empty range
+
+
+def test_a_prefix_of_a_filed_message_is_read_across_its_added_fields():
+    """filed.message_prefix (IMAP header and <0.n> fetches): the blob read in
+    a range, with the fields added at filing in place, for every length."""
+    from apps.store import filed
+
+    (name,) = get_blob_store().put_many([MESSAGE])
+    added = b"X-Spam-Status: No\r\n"
+    added_at = MESSAGE.index(b"Subject:")
+    whole = filed.message_bytes(name, added, added_at)
+    for length in range(len(whole) + 3):
+        assert filed.message_prefix(name, added, added_at, length) == whole[:length]
+        assert filed.message_prefix(name, b"", 0, length) == MESSAGE[:length]
+    assert filed.message_prefix(name, added, added_at, 1 << 40) == whole  # a client's count
