@@ -564,7 +564,7 @@ def check_storage(tally: Tally) -> None:
     """After the collector: every file has its row, every row is referenced and
     has its file."""
     from apps.store import services
-    from apps.store.blobs import get_blob_store
+    from apps.store.blobs import LocalBlobStore, get_blob_store
     from apps.store.models import Blob
 
     store = get_blob_store()
@@ -572,7 +572,10 @@ def check_storage(tally: Tally) -> None:
     def files_without_rows() -> int:
         files = set(store.files_older_than(-1))
         rows = set(Blob.objects.values_list("pk", flat=True))
-        return len(files - rows) + sum(1 for _ in os.scandir(store.tmp))
+        # The S3 store's single PUTs leave no temporaries behind.
+        temporaries = (sum(1 for _ in os.scandir(store.tmp))
+                       if isinstance(store, LocalBlobStore) else 0)
+        return len(files - rows) + temporaries
 
     tally.left_by_kills = files_without_rows()
     tally.collected = services.collect_garbage(0)

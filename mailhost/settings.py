@@ -199,53 +199,40 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Beat may run on every node (a cluster has no single beat): each periodic task
+# goes through apps.store.tasks.run_periodic, which runs it only where it takes
+# the task's lease (apps/store/leases.py). The heartbeat is per node, unleased.
+MAILHOST_LEASE_SECONDS = env_int("MAILHOST_LEASE_SECONDS", 60)
+
+
+def _leased(task: str, period: float) -> dict[str, object]:
+    return {"task": "apps.store.tasks.run_periodic", "schedule": period,
+            "args": (task, period)}
+
+
 CELERY_BEAT_SCHEDULE = {
-    "collect-unreferenced-blobs": {
-        "task": "apps.store.tasks.collect_garbage",
-        "schedule": 3600.0,
-    },
+    "collect-unreferenced-blobs": _leased("apps.store.tasks.collect_garbage", 3600.0),
     # Index rows that a lost index_blobs task left unwritten (apps/store/textindex.py).
-    "index-unindexed-blobs": {
-        "task": "apps.store.tasks.index_unindexed",
-        "schedule": 600.0,
-    },
-    "sweep-antispam-spool": {
-        "task": "apps.antispam.tasks.sweep_spool",
-        "schedule": float(env_int("MAILHOST_SPOOL_SWEEP_INTERVAL", 60)),
-    },
-    "run-outbound-queue": {
-        "task": "apps.delivery.tasks.run_queue",
-        "schedule": float(env_int("MAILHOST_QUEUE_INTERVAL", 5)),
-    },
+    "index-unindexed-blobs": _leased("apps.store.tasks.index_unindexed", 600.0),
+    "sweep-antispam-spool": _leased(
+        "apps.antispam.tasks.sweep_spool",
+        float(env_int("MAILHOST_SPOOL_SWEEP_INTERVAL", 60))),
+    "run-outbound-queue": _leased(
+        "apps.delivery.tasks.run_queue", float(env_int("MAILHOST_QUEUE_INTERVAL", 5))),
     # The dashboard's worker and beat health, and the message trace's retention.
     "heartbeat": {
         "task": "apps.store.tasks.heartbeat",
         "schedule": float(env_int("MAILHOST_WORKER_HEARTBEAT_INTERVAL", 30)),
     },
-    "prune-message-trace": {
-        "task": "apps.store.tasks.prune_trace",
-        "schedule": 3600.0,
-    },
+    "prune-message-trace": _leased("apps.store.tasks.prune_trace", 3600.0),
     # RFC 8460: each finished day's TLS reports, once (apps/delivery/tlsrpt.py).
-    "send-tls-reports": {
-        "task": "apps.delivery.tasks.send_tls_reports",
-        "schedule": 3600.0,
-    },
+    "send-tls-reports": _leased("apps.delivery.tasks.send_tls_reports", 3600.0),
     # Records kept current in zones Mailhost publishes to (apps/directory/dnspublish.py).
-    "publish-dns": {
-        "task": "apps.directory.tasks.publish_dns",
-        "schedule": 3600.0,
-    },
+    "publish-dns": _leased("apps.directory.tasks.publish_dns", 3600.0),
     # New DKIM keys, their records and the withdrawal of old ones (apps/directory).
-    "rotate-dkim-keys": {
-        "task": "apps.directory.tasks.rotate_dkim_keys",
-        "schedule": 3600.0,
-    },
+    "rotate-dkim-keys": _leased("apps.directory.tasks.rotate_dkim_keys", 3600.0),
     # Does nothing unless ACME is on and the certificate is due (apps/certificates).
-    "renew-certificate": {
-        "task": "apps.certificates.tasks.renew",
-        "schedule": 12 * 3600.0,
-    },
+    "renew-certificate": _leased("apps.certificates.tasks.renew", 12 * 3600.0),
 }
 
 SESSION_ENGINE = "django.contrib.sessions.backends.db"
@@ -318,6 +305,23 @@ MAILHOST_HOSTNAME = env_str("MAILHOST_HOSTNAME", socket.getfqdn() or "localhost"
 MAILHOST_STORAGE_ROOT = Path(
     env_str("MAILHOST_STORAGE_ROOT", str(DATA_DIR / "messages"))
 ).resolve()
+# Where message blobs live: empty (or "local") for MAILHOST_STORAGE_ROOT,
+# "s3://bucket/prefix" for an S3-compatible object store (apps/store/s3.py).
+MAILHOST_BLOB_STORE = env_str("MAILHOST_BLOB_STORE")
+MAILHOST_S3_ENDPOINT = env_str("MAILHOST_S3_ENDPOINT")  # empty: AWS itself
+MAILHOST_S3_REGION = env_str("MAILHOST_S3_REGION", "us-east-1")
+# Path-style URLs (endpoint/bucket/key); unset: on when an endpoint is given.
+MAILHOST_S3_PATH_STYLE = (env_bool("MAILHOST_S3_PATH_STYLE", False)
+                          if "MAILHOST_S3_PATH_STYLE" in os.environ else None)
+# The standard AWS names, with the NAME_FILE form for secrets; empty: boto3's
+# own credential chain (an instance role, ~/.aws).
+MAILHOST_S3_ACCESS_KEY_ID = env_str("AWS_ACCESS_KEY_ID")
+MAILHOST_S3_SECRET_ACCESS_KEY = env_str("AWS_SECRET_ACCESS_KEY")
+MAILHOST_S3_UPLOAD_THREADS = env_int("MAILHOST_S3_UPLOAD_THREADS", 16)
+# A local read cache of whole blobs, least recently used evicted first.
+MAILHOST_S3_CACHE_DIR = Path(
+    env_str("MAILHOST_S3_CACHE_DIR", str(DATA_DIR / "blob-cache"))).resolve()
+MAILHOST_S3_CACHE_MB = env_int("MAILHOST_S3_CACHE_MB", 256)
 MAILHOST_BIND = env_str("MAILHOST_BIND", "127.0.0.1")
 MAILHOST_PORTS = {
     "smtp": env_port("SMTP_PORT", 2525),
@@ -419,6 +423,11 @@ MAILHOST_MAX_CONNECTIONS_PER_IP = env_int("MAILHOST_MAX_CONNECTIONS_PER_IP", 50)
 # TLS handshake) before it is closed; the protocols' idle timeouts rule after its
 # first command. 0: no such timeout.
 MAILHOST_GREETING_TIMEOUT = env_int("MAILHOST_GREETING_TIMEOUT", 60)
+# Networks of the TCP load balancers in front of the listeners (HAProxy's
+# send-proxy / send-proxy-v2): connections from there start with a PROXY protocol
+# header that gives the client's address; from elsewhere, such a header is refused.
+# Empty: no PROXY protocol (apps/mailservers/limits.py).
+MAILHOST_PROXY_PROTOCOL_FROM = env_list("MAILHOST_PROXY_PROTOCOL_FROM")
 
 # POP3. RFC 2449 §4 allows command lines of 255 octets; SASL responses may be longer.
 MAILHOST_POP3_MAX_LINE = env_int("MAILHOST_POP3_MAX_LINE", 1024)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from tests.knot_server import KnotServer
 from tests.web_server import WebServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+# The blob store the whole run uses; empty: the local store (tests/s3_server.py).
+_S3_STORE = os.environ.get("MAILHOST_BLOB_STORE", "")
 
 # No test queries real DNS; mail is checked and filed before the 250 so that a
 # test sees it in the mailbox at once (apps/antispam). Processes started by
@@ -49,11 +52,22 @@ CORPORA = ROOT / "tests" / "corpus"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(settings, tmp_path: Path) -> Iterator[None]:
+def _isolated(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test gets its own blob store, an empty cache (lockout counters) and
     an empty task queue (a worker started by one test must not run tasks that
-    an earlier test enqueued for rows that its database no longer holds)."""
+    an earlier test enqueued for rows that its database no longer holds).
+
+    With the S3 store configured (MAILHOST_BLOB_STORE=s3://…, as .ci/run's
+    second run does) the store is a prefix of its own under the configured one,
+    with a read cache of its own; the environment says so too, for the
+    processes that tests start."""
     settings.MAILHOST_STORAGE_ROOT = tmp_path / "messages"
+    if _S3_STORE.startswith("s3://"):
+        isolated = {"MAILHOST_BLOB_STORE": f"{_S3_STORE.rstrip('/')}/{uuid.uuid4().hex}",
+                    "MAILHOST_S3_CACHE_DIR": str(tmp_path / "blob-cache")}
+        for name, value in isolated.items():
+            setattr(settings, name, value)
+            monkeypatch.setenv(name, value)
     settings.MAILHOST_DNS_RESOLVER = os.environ["MAILHOST_DNS_RESOLVER"]
     settings.MAILHOST_ANTISPAM_INLINE = True
     cache.clear()
@@ -281,7 +295,8 @@ def database_url() -> str:
 class ListenerProcess:
     """``manage.py runmailservers`` as a separate process on free ports."""
 
-    def __init__(self, names: list[str], storage_root: Path) -> None:
+    def __init__(self, names: list[str], storage_root: Path,
+                 extra_env: dict[str, str] | None = None) -> None:
         env = dict(os.environ)
         env.update({
             "DATABASE_URL": database_url(),
@@ -289,6 +304,7 @@ class ListenerProcess:
             "MAILHOST_BIND": "127.0.0.1",
             "MAILHOST_SHUTDOWN_GRACE": "10",
             "PYTHONUNBUFFERED": "1",
+            **(extra_env or {}),
         })
         for name in names:
             env[{"smtp": "SMTP_PORT", "submission": "SUBMISSION_PORT", "smtps": "SMTPS_PORT",
@@ -342,6 +358,54 @@ def listener_process(transactional_db, settings) -> Iterator[type[ListenerProces
     for process in started:
         if process.process.poll() is None:
             process.kill()
+
+
+@pytest.fixture
+def local_store(settings):  # type: ignore[no-untyped-def]
+    """The local store, for a test about its files, also in a run configured
+    with the S3 store."""
+    from apps.store.blobs import local_blob_store
+
+    settings.MAILHOST_BLOB_STORE = ""
+    return local_blob_store()
+
+
+# --- the S3 blob store ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real S3 server's settings: the run's own when it is configured with
+    one (.ci/run), else SeaweedFS started for this session (tests/s3_server.py)."""
+    if _S3_STORE.startswith("s3://"):
+        yield {"MAILHOST_BLOB_STORE": _S3_STORE, **{name: os.environ.get(name, "") for name in (
+            "MAILHOST_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}}
+        return
+    from tests import s3_server
+
+    server = s3_server.start(tmp_path_factory.mktemp("seaweedfs"))
+    yield server.settings()
+    server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_settings: dict[str, str], settings, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """This test's blobs on S3, under a prefix of their own, with a read cache
+    of their own; processes the test starts use it too (the environment)."""
+    from apps.store.blobs import get_blob_store
+
+    isolated = {**s3_settings,
+                "MAILHOST_BLOB_STORE": f"{s3_settings['MAILHOST_BLOB_STORE']}/{uuid.uuid4().hex}",
+                "MAILHOST_S3_CACHE_DIR": str(tmp_path / "blob-cache")}
+    for name, value in isolated.items():
+        monkeypatch.setenv(name, value)
+    settings.MAILHOST_BLOB_STORE = isolated["MAILHOST_BLOB_STORE"]
+    settings.MAILHOST_S3_ENDPOINT = isolated["MAILHOST_S3_ENDPOINT"]
+    settings.MAILHOST_S3_CACHE_DIR = isolated["MAILHOST_S3_CACHE_DIR"]
+    settings.MAILHOST_S3_ACCESS_KEY_ID = isolated["AWS_ACCESS_KEY_ID"]
+    settings.MAILHOST_S3_SECRET_ACCESS_KEY = isolated["AWS_SECRET_ACCESS_KEY"]
+    return get_blob_store()
 
 
 def require_program(name: str) -> str:

@@ -11,6 +11,9 @@ wanted+=(pebble)
 wanted+=(sieve-connect)
 # knot: the authoritative DNS server that tests/directory publishes to (RFC 2136).
 wanted+=(knot)
+# haproxy: the load balancer that tests/mailservers/test_proxy_protocol.py puts in front
+# of the listeners (send-proxy, send-proxy-v2).
+wanted+=(haproxy)
 missing=()
 for pkg in "${wanted[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -28,6 +31,10 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # the system instance that its package starts must not hold port 25.
 if [[ " ${missing[*]} " == *" postfix "* ]]; then
   service postfix stop >/dev/null 2>&1 || true
+fi
+# HAProxy is started by the tests with their own configuration, never as a service.
+if [[ " ${missing[*]} " == *" haproxy "* ]]; then
+  service haproxy stop >/dev/null 2>&1 || true
 fi
 # Dovecot is the remote IMAP server of the import tests (tests/transfer), started by
 # them with a throwaway configuration: the system instance is not wanted.

@@ -24,10 +24,10 @@ from acme import crypto_util, errors, messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
-from django.core.cache import cache
 
 from apps.certificates import challenges, storage
 from apps.directory.models import Domain
+from apps.store import leases
 from mailhost.errors import MailhostError
 
 log = logging.getLogger(__name__)
@@ -204,11 +204,11 @@ def renew(*, force: bool = False) -> bool:
     one was installed. One node at a time: beat may run on every node."""
     if not enabled() or not (force or status().due):
         return False
-    if not cache.add(_RENEWAL_LEASE, 1, timeout=int(ORDER_TIMEOUT.total_seconds()) * 4):
-        log.info("certificate renewal is running elsewhere")
-        return False
-    try:
+    # Beat's run holds the task's lease too; this one also keeps out a
+    # ``manage.py certificate renew`` started meanwhile.
+    with leases.held(_RENEWAL_LEASE) as ours:
+        if not ours:
+            log.info("certificate renewal is running elsewhere")
+            return False
         issue()
-    finally:
-        cache.delete(_RENEWAL_LEASE)
     return True

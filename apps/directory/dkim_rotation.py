@@ -21,7 +21,6 @@ import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -34,21 +33,12 @@ from apps.directory.services import create_dkim_key
 
 log = logging.getLogger(__name__)
 
-_LEASE = "directory:dkim-rotation-lease"
-_LEASE_SECONDS = 3600
-
 
 def rotate_all(*, now: datetime | None = None) -> None:
-    """One rotation step for every active domain. One node at a time: beat
-    may run on every node."""
-    if not cache.add(_LEASE, 1, timeout=_LEASE_SECONDS):
-        log.info("DKIM rotation is running elsewhere")
-        return
-    try:
-        for domain in Domain.objects.filter(active=True):
-            rotate(domain, now=now)
-    finally:
-        cache.delete(_LEASE)
+    """One rotation step for every active domain. Beat sends it through
+    apps.store.tasks.run_periodic, whose lease makes one node at a time run it."""
+    for domain in Domain.objects.filter(active=True):
+        rotate(domain, now=now)
 
 
 def rotate(domain: Domain, *, now: datetime | None = None, actor: Actor | None = None) -> None:

@@ -34,7 +34,6 @@ import dns.tsig
 import dns.tsigkeyring
 import dns.update
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -47,8 +46,6 @@ from mailhost.sealing import InvalidToken, seal, unseal
 
 log = logging.getLogger(__name__)
 
-_LEASE = "directory:dns-publish-lease"
-_LEASE_SECONDS = 3600
 # The sealing purpose of TSIG secrets (mailhost/sealing.py).
 _SEALED_TSIG = b"mailhost tsig secret"
 # A DKIM selector's name holds one key record: its whole TXT RRset is ours. At
@@ -297,20 +294,15 @@ def plan(domain: Domain) -> Plan:
 
 def publish_all() -> None:
     """Every domain with an update target brought up to date (beat, hourly):
-    records are kept current, a hand edit of ours undone. One node at a time."""
-    if not cache.add(_LEASE, 1, timeout=_LEASE_SECONDS):
-        log.info("DNS publishing is running elsewhere")
-        return
-    try:
-        for target in DnsUpdateTarget.objects.select_related("domain").filter(
-                domain__active=True):
-            try:
-                apply(target.domain)
-            except MailhostError as error:
-                log.warning("could not publish the records of %s: %s",
-                            target.domain.name, error.message)
-    finally:
-        cache.delete(_LEASE)
+    records are kept current, a hand edit of ours undone. Beat sends it through
+    apps.store.tasks.run_periodic, whose lease makes one node at a time run it."""
+    for target in DnsUpdateTarget.objects.select_related("domain").filter(
+            domain__active=True):
+        try:
+            apply(target.domain)
+        except MailhostError as error:
+            log.warning("could not publish the records of %s: %s",
+                        target.domain.name, error.message)
 
 
 def apply(domain: Domain, *, actor: Actor | None = None) -> Plan:

@@ -1464,6 +1464,39 @@ def _whole_message(att: FetchAtt) -> bool:
                                     and not att.section.part and not att.section.text)
 
 
+def _prefix_needed(atts: list[FetchAtt]) -> Callable[[dict], int | None] | None:
+    """How many leading bytes of a message (its row) the body items need, when
+    that is known to be less than all of it: headers of the message itself
+    (up to its body) and BODY[]<0.n>, what clients fetch to list and preview
+    a folder. Read with a ranged read, they spare the rest of each message
+    (from S3, a GET of it). None: the whole message. A partial fetch from a
+    later origin reads the whole message, which the S3 store then caches for
+    the next chunk."""
+    fixed, header = 0, False
+    for att in atts:
+        if not _needs_body(att):
+            continue
+        of_message = (att.name in ("BODY", "BODY.PEEK") and att.section is not None
+                      and not att.section.part)
+        if of_message and not att.section.text and att.partial and att.partial[0] == 0:
+            fixed = max(fixed, att.partial[1])
+        elif att.name == "RFC822.HEADER" or (of_message and
+                                             att.section.text.startswith("HEADER")):
+            header = True
+        else:
+            return None
+    if header:
+        return lambda row: _header_prefix(row["blob__bodystructure"], fixed)
+    return lambda row: fixed
+
+
+def _header_prefix(structure: dict, at_least: int) -> int | None:
+    body_start = structure.get("body_start")
+    if body_start is None:
+        return None  # a blob stored unparsed has no structure yet: all of it
+    return max(at_least, body_start)
+
+
 def _sets_seen(att: FetchAtt) -> bool:
     return (att.section is not None and not att.peek and att.name != "BINARY.SIZE") or \
         att.name in ("RFC822", "RFC822.TEXT")
@@ -1521,6 +1554,7 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
         if _needs_body(att):
             fields.update(("blob_id", "blob__bodystructure"))
     need_body = any(_needs_body(a) for a in atts)
+    prefix = _prefix_needed(atts) if need_body else None
     if not fields:  # UID, FLAGS, MODSEQ: all in the view, no query
         for start in range(0, len(positions), FETCH_VIEW_BATCH):
             session._write(_view_items(view, positions[start:start + FETCH_VIEW_BATCH],
@@ -1532,7 +1566,7 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
 
     def load(batch: list[int]) -> asyncio.Future[list]:
         return asyncio.ensure_future(_sync(_load_rows)(
-            view.folder_id, [view.uids[p] for p in batch], sorted(fields), need_body))
+            view.folder_id, [view.uids[p] for p in batch], sorted(fields), need_body, prefix))
 
     # The next batch is read while this one goes out: the database and the
     # disk work while the client reads, not after.
@@ -1592,10 +1626,11 @@ def _view_items(view: FolderView, positions: list[int], names: list[str]) -> byt
                      for p in positions])
 
 
-def _load_rows(folder_id: int, uids: list[int], fields: list[str], need_body: bool) -> list:
+def _load_rows(folder_id: int, uids: list[int], fields: list[str], need_body: bool,
+               prefix: Callable[[dict], int | None] | None = None) -> list:
     rows = store.message_rows(folder_id, uids, fields)
     if need_body:
-        filed.read_bytes(rows)
+        filed.read_bytes(rows, prefix)
     return rows
 
 

@@ -93,9 +93,13 @@ class RunningListener:
 
 
 def _gated(spec: ListenerSpec, session_factory: Callable[[], asyncio.Protocol],
-           sessions: set[Any], limits: ConnectionLimits) -> Callable[[], Gate]:
-    """Every connection meets the limits first; the listener knows its live sessions."""
+           sessions: set[Any], limits: ConnectionLimits,
+           gate_tls: ssl.SSLContext | None) -> Callable[[], Gate]:
+    """Every connection meets the limits first (and the PROXY header before
+    them, when configured); the listener knows its live sessions. ``gate_tls``:
+    the implicit TLS that the gate starts, after the PROXY header."""
     greeting_timeout = settings.MAILHOST_GREETING_TIMEOUT
+    proxy_from = settings.MAILHOST_PROXY_PROTOCOL_FROM
 
     counters = ConnectionCounters(
         metrics.CONNECTIONS.labels(spec.protocol, spec.name),
@@ -104,7 +108,8 @@ def _gated(spec: ListenerSpec, session_factory: Callable[[], asyncio.Protocol],
     def make() -> Gate:
         return Gate(session_factory, limits=limits, sessions=sessions,
                     busy_reply=spec.words.busy, timeout_reply=spec.words.silent,
-                    greeting_timeout=greeting_timeout, counters=counters)
+                    greeting_timeout=greeting_timeout, counters=counters,
+                    proxy_from=proxy_from, tls_context=gate_tls)
 
     return make
 
@@ -127,11 +132,13 @@ async def start_listeners(
             total=settings.MAILHOST_MAX_CONNECTIONS,
             per_ip=settings.MAILHOST_MAX_CONNECTIONS_PER_IP,
             processes=(processes or {}).get(name, 1))
-        factory = _gated(spec, spec.make_factory(tls_context, name), sessions, limits)
         ssl_context = tls_context if spec.implicit_tls else None
+        gate_tls = None
+        if settings.MAILHOST_PROXY_PROTOCOL_FROM:  # TLS begins after the PROXY header
+            ssl_context, gate_tls = None, ssl_context
+        factory = _gated(spec, spec.make_factory(tls_context, name), sessions, limits, gate_tls)
         # A client that never finishes the TLS handshake is silent too.
-        handshake_timeout = ((settings.MAILHOST_GREETING_TIMEOUT or None)
-                             if spec.implicit_tls else None)
+        handshake_timeout = (settings.MAILHOST_GREETING_TIMEOUT or None) if ssl_context else None
         if sockets and name in sockets:
             server = await loop.create_server(
                 factory, sock=sockets[name], ssl=ssl_context,

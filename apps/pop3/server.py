@@ -32,7 +32,6 @@ from apps.pop3.protocol import (
     parse_command,
     stuffed,
     to_crlf,
-    top,
 )
 
 log = logging.getLogger("mailhost.pop3")
@@ -447,9 +446,13 @@ class Pop3Session(asyncio.Protocol):
                                    [f"{n} {self._drop.unique_id(n)}"
                                     for n, _ in self._drop.live()]))
 
-    async def _message(self, number: int) -> bytes:
+    async def _message(self, number: int, top_lines: int | None = None) -> bytes:
+        """Message ``number`` with CRLF line ends; only its TOP ``top_lines``
+        when that is given."""
         entry = self._drop.get(number)
         try:
+            if top_lines is not None:
+                return await services.aread_top(entry, top_lines)
             data = await services.aread_message(entry)
         except OSError:
             log.exception("could not read blob %s", entry.blob_id)
@@ -465,8 +468,8 @@ class Pop3Session(asyncio.Protocol):
 
     async def pop3_TOP(self, command: Command) -> None:
         number, lines = int(command.args[0]), int(command.args[1])
-        data = await self._message(number)
-        await self._send(ok("top of message follows") + stuffed(top(data, lines)))
+        data = await self._message(number, top_lines=lines)
+        await self._send(ok("top of message follows") + stuffed(data))
 
     async def pop3_DELE(self, command: Command) -> None:
         number = int(command.args[0])

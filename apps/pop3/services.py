@@ -8,8 +8,9 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Subquery
@@ -19,7 +20,7 @@ from apps.directory.audit import Actor, record
 from apps.directory.models import Mailbox
 from apps.pop3.maildrop import Entry, Maildrop
 from apps.pop3.models import HiddenMessage, MailboxOptions, MaildropLock, WireSize
-from apps.pop3.protocol import wire_size
+from apps.pop3.protocol import to_crlf, top, wire_size
 from apps.store import filed, health
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
@@ -113,7 +114,9 @@ def open_maildrop(mailbox: Mailbox) -> Maildrop:
     measured: dict[str, int] = {}
     if unmeasured:
         blobs = get_blob_store()
-        measured = {sha: wire_size(blobs.read(sha)) for sha in unmeasured}
+        shas = sorted(unmeasured)
+        datas = blobs.read_concurrently([partial(blobs.read, sha) for sha in shas])
+        measured = {sha: wire_size(data) for sha, data in zip(shas, datas, strict=True)}
         WireSize.objects.bulk_create(
             [WireSize(sha256=sha, size=size) for sha, size in measured.items()],
             ignore_conflicts=True)
@@ -140,6 +143,27 @@ def forget_collected(blob_ids: Sequence[str]) -> None:
 
 def read_message(entry: Entry) -> bytes:
     return filed.message_bytes(entry.blob_id, entry.added_headers, entry.added_at)
+
+
+# TOP reads this much of a message first, and twice as much again each time
+# that was not enough.
+TOP_FIRST_READ = 16 * 1024
+
+
+def read_top(entry: Entry, lines: int) -> bytes:
+    """RFC 1939 §7 TOP, with CRLF line ends, from ranged reads of the message's
+    start: a client that lists a maildrop with TOP n 0 does not read (from
+    S3: fetch) whole messages."""
+    length = TOP_FIRST_READ
+    while True:
+        data = filed.message_prefix(entry.blob_id, entry.added_headers, entry.added_at, length)
+        # to_crlf ends a last line cut by the read: a TOP that takes all the
+        # bytes read may need more of them, a shorter one is whole.
+        crlf = to_crlf(data)
+        found = top(crlf, lines)
+        if len(data) < length or len(found) < len(crlf):
+            return found
+        length *= 2
 
 
 # --- UPDATE state ----------------------------------------------------------------
@@ -181,6 +205,16 @@ INLINE_READ_MAX = 64 * 1024
 
 
 async def aread_message(entry: Entry) -> bytes:
-    if entry.size <= INLINE_READ_MAX:
-        return read_message(entry)
-    return await asyncio.to_thread(read_message, entry)
+    return await _read(entry, read_message, entry)
+
+
+async def aread_top(entry: Entry, lines: int) -> bytes:
+    return await _read(entry, read_top, entry, lines)
+
+
+async def _read(entry: Entry, reader: Callable[..., bytes], *args: object) -> bytes:
+    # With the S3 store only a cached blob is read inline: a GET would hold
+    # up every session of the loop.
+    if entry.size <= INLINE_READ_MAX and get_blob_store().held_locally(entry.blob_id):
+        return reader(*args)
+    return await asyncio.to_thread(reader, *args)

@@ -4,8 +4,9 @@
 to a temporary file, is fsynced, renamed into place, and the directory is
 fsynced, all before the caller commits the database row that references it
 (DESIGN.md "Storage"). ``put_many`` does one round of fsyncs for a whole batch
-(group commit). Another implementation (a shared or S3-compatible store) only
-has to provide the same methods.
+(group commit). ``apps/store/s3.py`` provides the same methods on an
+S3-compatible object store (``MAILHOST_BLOB_STORE=s3://bucket/prefix``).
+Readers never see a path: ``read`` and ``read_range`` serve both stores.
 
 A process killed between the write and the commit leaves a file (or a
 temporary file) that no row names: ``files_older_than`` lists them for the
@@ -15,10 +16,11 @@ collector, which removes those without a row once the grace period is past.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -29,7 +31,10 @@ from django.conf import settings
 class BlobStore(Protocol):
     def put_many(self, blobs: list[bytes]) -> list[str]: ...
     def read(self, sha256: str) -> bytes: ...
-    def path(self, sha256: str) -> Path: ...
+    def read_range(self, sha256: str, start: int, length: int) -> bytes: ...
+    def exists(self, sha256: str) -> bool: ...
+    def held_locally(self, sha256: str) -> bool: ...
+    def read_concurrently(self, reads: Sequence[Callable[[], bytes]]) -> list[bytes]: ...
     def delete_if_older(self, sha256: str, seconds: float) -> bool: ...
     def files_older_than(self, seconds: float) -> Iterator[str]: ...
     def remove_stale_temporaries(self, seconds: float) -> int: ...
@@ -91,6 +96,24 @@ class LocalBlobStore:
         with open(name, "rb", buffering=0) as handle:
             return handle.readall()
 
+    def read_range(self, sha256: str, start: int, length: int) -> bytes:
+        """At most ``length`` bytes from offset ``start`` (fewer at the end)."""
+        with open(self.path(sha256), "rb", buffering=0) as handle:
+            return read_file_range(handle, start, length)
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def held_locally(self, sha256: str) -> bool:
+        """Whether a read is a local file's (it is, here): cheap enough for
+        an event loop."""
+        return True
+
+    def read_concurrently(self, reads: Sequence[Callable[[], bytes]]) -> list[bytes]:
+        """The results of ``reads`` (of this store), in order: one after the
+        other here, where a read is a local file's."""
+        return [read() for read in reads]
+
     def delete_if_older(self, sha256: str, seconds: float) -> bool:
         path = self.path(sha256)
         try:
@@ -130,6 +153,16 @@ class LocalBlobStore:
         return removed
 
 
+def read_file_range(handle: io.FileIO, start: int, length: int) -> bytes:
+    """At most ``length`` bytes from ``start``; ``length`` may be a client's
+    (IMAP partial), far past the end: read() would allocate all of it first."""
+    available = os.fstat(handle.fileno()).st_size - start
+    if available <= 0 or length <= 0:
+        return b""
+    handle.seek(start)
+    return handle.read(min(length, available))
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
     try:
@@ -167,6 +200,16 @@ _stores: dict[str | Path, LocalBlobStore] = {}
 
 def get_blob_store() -> BlobStore:
     """The configured store (read at call time, so tests can point it elsewhere)."""
+    if settings.MAILHOST_BLOB_STORE.startswith("s3://"):
+        from apps.store import s3  # boto3 is imported only where it is used
+
+        return s3.configured_store()
+    return local_blob_store()
+
+
+def local_blob_store() -> LocalBlobStore:
+    """The store under ``MAILHOST_STORAGE_ROOT``, whatever store is configured
+    (``manage.py migrateblobs`` moves blobs between the two)."""
     # Keyed by the setting as it is: making a Path of it on every read cost
     # more than the read of a small message.
     root = settings.MAILHOST_STORAGE_ROOT

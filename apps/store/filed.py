@@ -12,7 +12,8 @@ through here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 
 from apps.store import mime
 from apps.store.blobs import get_blob_store
@@ -28,6 +29,17 @@ def message_bytes(blob_id: str, added_headers: bytes = b"", added_at: int = 0) -
     if not added_headers:
         return data
     return b"".join((data[:added_at], added_headers, data[added_at:]))
+
+
+def message_prefix(blob_id: str, added_headers: bytes, added_at: int, length: int) -> bytes:
+    """The first ``length`` bytes of the message as filed, from a ranged read
+    of its blob: a header or the start of a large message without reading
+    (or, from S3, fetching) the rest."""
+    inserted = len(added_headers)
+    if not added_headers or length <= added_at:
+        return get_blob_store().read_range(blob_id, 0, length)
+    head = get_blob_store().read_range(blob_id, 0, max(length - inserted, added_at))
+    return b"".join((head[:added_at], added_headers, head[added_at:]))[:length]
 
 
 def message_structure(structure: dict, added_headers: bytes, added_at: int) -> dict:
@@ -47,10 +59,20 @@ def as_filed(rows: Iterable[dict]) -> None:
                 row["blob__bodystructure"], added, row["added_at"])
 
 
-def read_bytes(rows: Iterable[dict]) -> None:
-    """Put each row's message bytes in ``row["raw"]`` (rows from ``as_filed``)."""
+def read_bytes(rows: Iterable[dict],
+               prefix: Callable[[dict], int | None] | None = None) -> None:
+    """Put each row's message bytes in ``row["raw"]`` (rows from ``as_filed``):
+    the whole message, or only as many leading bytes as ``prefix(row)`` says
+    (None: all)."""
+    rows = list(rows)
+    reads = []
     for row in rows:
-        row["raw"] = message_bytes(row["blob_id"], row["added_headers"], row["added_at"])
+        length = prefix(row) if prefix is not None else None
+        arguments = (row["blob_id"], row["added_headers"], row["added_at"])
+        reads.append(partial(message_bytes, *arguments) if length is None
+                     else partial(message_prefix, *arguments, length))
+    for row, raw in zip(rows, get_blob_store().read_concurrently(reads), strict=True):
+        row["raw"] = raw
 
 
 def read_message(message: Message) -> bytes:

@@ -313,3 +313,15 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.host}:{self.pid}"
+
+
+class Lease(models.Model):
+    """A named piece of periodic work and who may run it until when
+    (apps/store/leases.py): beat runs on every node, the work on one."""
+
+    name = models.CharField(max_length=200, primary_key=True)
+    holder = models.CharField(max_length=200)
+    expires = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.holder} until {self.expires:%H:%M:%S}"

@@ -1,7 +1,25 @@
-from celery import current_task, shared_task
+from datetime import timedelta
+from typing import Any
+
+from celery import current_app, current_task, shared_task
 from django.conf import settings
 
-from apps.store import health, services, textindex, trace
+from apps.store import health, leases, services, textindex, trace
+
+# Kept after a periodic run until this share of the period has passed: the
+# other beats' calls of the same period skip, this node's next one is free.
+_PERIOD_SHARE_KEPT = 0.9
+
+
+@shared_task
+def run_periodic(task_name: str, period: float) -> Any:
+    """Sent by beat, on every node, for each periodic task: runs the task here
+    if this node takes its lease, so that one node runs each period's work
+    (apps/store/leases.py). Returns the task's result, or None if skipped."""
+    with leases.held(task_name, keep_for=timedelta(seconds=period * _PERIOD_SHARE_KEPT)) as ours:
+        if not ours:
+            return None
+        return current_app.tasks[task_name]()
 
 
 @shared_task

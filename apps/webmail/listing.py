@@ -92,9 +92,7 @@ def snippet(blob_id: str, structure: dict) -> str:
     start = part["body_start"]
     length = min(part["body_end"] - start, _SNIPPET_BYTES)
     try:
-        with open(get_blob_store().path(blob_id), "rb") as handle:
-            handle.seek(start)
-            data = handle.read(length)
+        data = get_blob_store().read_range(blob_id, start, length)
     except OSError:
         return ""
     decoded = mime.decode_body(data, part["encoding"]) or data

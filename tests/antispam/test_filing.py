@@ -214,7 +214,7 @@ def test_sweeper_delivers_what_no_worker_filed_and_the_spool_blob_is_kept_while_
                              .values_list("uid", flat=True)))
     assert store.collect_garbage(0) >= 1
     assert not Blob.objects.filter(pk=spool_blob).exists()
-    assert not get_blob_store().path(spool_blob).exists()
+    assert not get_blob_store().exists(spool_blob)
     assert stored("bob@example.org") == [old_got]
 
 

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 def start_worker(settings, receiver_port: int, tmp_path: Path, name: str,
                  **extra: str) -> subprocess.Popen:
-    env = dict(os.environ, **extra)
+    env = dict(os.environ)
     env.update({
         "DATABASE_URL": database_url(),
         "MAILHOST_STORAGE_ROOT": str(settings.MAILHOST_STORAGE_ROOT),
@@ -33,6 +33,7 @@ def start_worker(settings, receiver_port: int, tmp_path: Path, name: str,
         "MAILHOST_QUEUE_KICK": "0",
         "MAILHOST_HOSTNAME": "mail.mailhost.test",
         "PYTHONUNBUFFERED": "1",
+        **extra,
     })
     log = (tmp_path / f"{name}.log").open("wb")
     return subprocess.Popen(

@@ -107,13 +107,14 @@ def test_multiappend_fsyncs_before_taking_the_write_lock(raw, mailbox, monkeypat
     """RFC 3502: all or nothing in one transaction, but the bytes are written
     durably before it, so other sessions' writers do not queue behind fsyncs."""
     in_transaction: list[bool] = []
-    put_many = blobs.LocalBlobStore.put_many
+    store_class = type(blobs.get_blob_store())  # the local or the S3 store
+    put_many = store_class.put_many
 
-    def watched(store: blobs.LocalBlobStore, datas: list[bytes]) -> list[str]:
+    def watched(store: blobs.BlobStore, datas: list[bytes]) -> list[str]:
         in_transaction.append(connection.in_atomic_block)
         return put_many(store, datas)
 
-    monkeypatch.setattr(blobs.LocalBlobStore, "put_many", watched)
+    monkeypatch.setattr(store_class, "put_many", watched)
     line = _append(raw, [_message(1, 1), _message(1, 2), _message(1, 3)])
     assert _uids(line) == [1, 2, 3]
     assert in_transaction == [False]

@@ -60,6 +60,31 @@ def test_session_lists_retrieves_and_tops_what_is_stored(connect, mailbox) -> No
     assert len(stored(mailbox.address)) == 3
 
 
+def test_top_of_messages_longer_than_its_first_read(connect, mailbox) -> None:
+    """TOP reads a message's start in growing ranges (apps/pop3/services.py):
+    a header longer than the first read, line counts that end just before,
+    at and after each read's end, bare LF line ends and the last line cut by
+    a read are all answered as from the whole message."""
+    from apps.pop3.protocol import top
+    from apps.pop3.services import TOP_FIRST_READ
+
+    long_header = b"".join(b"X-Long-%05d: %s\r\n" % (n, b"h" * 60) for n in range(300))
+    body = b"".join(b"body line %05d %s\r\n" % (n, b"b" * (n % 97)) for n in range(2000))
+    messages = [b"From: a@pop.example\r\n" + long_header + b"Subject: long\r\n\r\n" + body,
+                (b"From: a@pop.example\r\nSubject: bare\r\n\r\n" + body).replace(
+                    b"\r\n", b"\n")]
+    assert len(long_header) > TOP_FIRST_READ and len(body) > 4 * TOP_FIRST_READ
+    fill(mailbox, messages)
+    originals = stored(mailbox.address)
+    client = connect()
+    login(client, mailbox)
+    for number, original in enumerate(originals, 1):
+        whole = to_crlf(original)
+        for lines in (0, 1, 150, 151, 152, 390, 800, 1999, 2000, 5000):
+            _, top_lines, _ = client.top(number, lines)
+            assert b"".join(line + b"\r\n" for line in top_lines) == top(whole, lines)
+
+
 def test_uidl_is_stable_and_derived_from_uidvalidity_and_uid(connect, mailbox) -> None:
     fill(mailbox, sample_messages(mailbox.address))
     inbox = Folder.objects.get(mailbox=mailbox, name="INBOX")

@@ -134,14 +134,15 @@ def test_move_within_mailbox_is_allowed_when_full():
     assert store.move(inbox, [1], junk) == [(1, 1)]
 
 
-def test_garbage_collection_removes_only_unreferenced_old_blobs():
+def test_garbage_collection_removes_only_unreferenced_old_blobs(local_store):
+    """The local store's files (tests/store/test_s3.py has the S3 store's)."""
     mailbox = make_mailbox()
     store.deliver([mailbox], MESSAGE)
     (gone,) = store.deliver([mailbox], MESSAGE + b"gone")
     store.set_flags(store.get_folder(mailbox, "INBOX"), [gone.uid], mode="add",
                     flags=Flag.DELETED)
     store.expunge(store.get_folder(mailbox, "INBOX"))
-    blobs = get_blob_store()
+    blobs = local_store
     assert store.collect_garbage(grace_seconds=3600) == 0  # too young
     old = time.time() - 7200
     for blob in Blob.objects.all():
@@ -152,13 +153,15 @@ def test_garbage_collection_removes_only_unreferenced_old_blobs():
     assert Blob.objects.count() == 1 and blobs.path(Blob.objects.get().sha256).exists()
 
 
-def test_garbage_collection_removes_files_left_by_a_writer_killed_before_its_commit():
+def test_garbage_collection_removes_files_left_by_a_writer_killed_before_its_commit(
+        local_store):
     """A process SIGKILLed between the blob's fsync and the commit of its row
     leaves a file, or a temporary file, that no row names (chaos rounds found
-    them): the collector removes them once they are older than the grace."""
+    them): the collector removes them once they are older than the grace.
+    The local store's files (tests/store/test_s3.py has the S3 store's)."""
     mailbox = make_mailbox()
     (kept,) = store.deliver([mailbox], MESSAGE)
-    blobs = get_blob_store()
+    blobs = local_store
     (orphan,) = blobs.put_many([MESSAGE + b"never committed"])
     temporary = blobs.tmp / "killed-mid-write.tmp"
     temporary.write_bytes(b"half a message")
@@ -212,3 +215,18 @@ def test_stores_expunges_and_claims_that_change_nothing():
     assert Folder.objects.get(pk=inbox.pk).highestmodseq == before
     assert store.claim_recent(inbox) == (1, 2)
     assert store.claim_recent(inbox) == (2, 2)  # nothing new: an empty range
+
+
+def test_a_prefix_of_a_filed_message_is_read_across_its_added_fields():
+    """filed.message_prefix (IMAP header and <0.n> fetches): the blob read in
+    a range, with the fields added at filing in place, for every length."""
+    from apps.store import filed
+
+    (name,) = get_blob_store().put_many([MESSAGE])
+    added = b"X-Spam-Status: No\r\n"
+    added_at = MESSAGE.index(b"Subject:")
+    whole = filed.message_bytes(name, added, added_at)
+    for length in range(len(whole) + 3):
+        assert filed.message_prefix(name, added, added_at, length) == whole[:length]
+        assert filed.message_prefix(name, b"", 0, length) == MESSAGE[:length]
+    assert filed.message_prefix(name, added, added_at, 1 << 40) == whole  # a client's count
