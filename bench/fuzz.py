@@ -536,7 +536,7 @@ def _sanitize(data: bytes) -> None:
     if body is None:
         return
     part = body[1]
-    text = reading.decode_text(reading.part_bytes(data, part), part)
+    text = mime.decode_text(mime.part_bytes(data, part), part)
     if part["subtype"] == "html":
         sanitize.has_remote_content(text)
         cleaned = sanitize.clean_html(text, cid_url=lambda cid: cids.get(cid.strip("<>")),

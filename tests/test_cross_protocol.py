@@ -246,6 +246,7 @@ def spam_probability(mailbox: Mailbox, data: bytes) -> float:
 
 def test_imap_move_into_and_out_of_junk_changes_the_users_next_verdict(net, settings):
     settings.CELERY_TASK_ALWAYS_EAGER = True  # the store hook's training task runs at once
+    settings.MAILHOST_BAYES_USER_MIN_MESSAGES = 5  # erin's model speaks after five moves
     train_global()
     erin = make_mailbox("erin@cross.example")
     for n in range(5):
