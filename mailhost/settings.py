@@ -362,6 +362,9 @@ MAILHOST_ANTISPAM_TIMEOUT = env_int("MAILHOST_ANTISPAM_TIMEOUT", 30)
 # Spooled messages checked and filed together, in one transaction.
 MAILHOST_SPOOL_BATCH = env_int("MAILHOST_SPOOL_BATCH", 100)
 MAILHOST_SPAM_THRESHOLD = float(env_str("MAILHOST_SPAM_THRESHOLD", "9.0"))
+# The classifier's day-one model (apps/antispam/starter) under the site's own
+# until that has learnt enough; off: untrained until someone trains.
+MAILHOST_BAYES_STARTER = env_bool("MAILHOST_BAYES_STARTER", True)
 # Every DNS query (sender checks, MX lookups, the DNS page) goes through this
 # class (mailhost/dns.py); tests name a fake.
 MAILHOST_DNS_RESOLVER = env_str("MAILHOST_DNS_RESOLVER", "mailhost.dns.DnsPythonResolver")
