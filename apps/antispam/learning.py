@@ -178,9 +178,15 @@ class _Scorer:
         if None in probabilities:
             missing = [token for token, f in zip(tokens, probabilities, strict=True)
                        if f is None]
-            known.update(zip(missing, bayes.token_probabilities(
+            fresh = dict(zip(missing, bayes.token_probabilities(
                 self._counts(missing), self.spam_total, self.ham_total), strict=True))
-            probabilities = list(map(known.__getitem__, tokens))
+            # Only what some model knows is remembered: tokens no model has
+            # seen (most of a message's word pairs) are quickly worked out
+            # again, and would crowd the known ones out of the limit.
+            known.update((token, f) for token, f in fresh.items()
+                         if f != bayes.UNKNOWN_WORD_PROB)
+            probabilities = [fresh[token] if f is None else f
+                             for token, f in zip(tokens, probabilities, strict=True)]
         return list(zip(tokens, probabilities, strict=True))
 
 
