@@ -169,25 +169,21 @@ class _Scorer:
         return counts
 
     def clues(self, tokens: Iterable[str]) -> list[tuple[str, float]]:
+        """(token, f(w)) of each token some layer knows. A token none knows
+        has f(w) 0.5, never a clue (``bayes.combine`` drops it): it is left
+        out here, unremembered, since most of a message's word pairs are new
+        and would crowd the known tokens out of the limit."""
         known = self.probabilities
         if len(known) > self.limit:
             known.clear()
-        tokens = list(tokens)
-        # map() over dict.get: one pass at C speed, the lookups dominate.
-        probabilities = list(map(known.get, tokens))
-        if None in probabilities:
-            missing = [token for token, f in zip(tokens, probabilities, strict=True)
-                       if f is None]
-            fresh = dict(zip(missing, bayes.token_probabilities(
-                self._counts(missing), self.spam_total, self.ham_total), strict=True))
-            # Only what some model knows is remembered: tokens no model has
-            # seen (most of a message's word pairs) are quickly worked out
-            # again, and would crowd the known ones out of the limit.
-            known.update((token, f) for token, f in fresh.items()
-                         if f != bayes.UNKNOWN_WORD_PROB)
-            probabilities = [fresh[token] if f is None else f
-                             for token, f in zip(tokens, probabilities, strict=True)]
-        return list(zip(tokens, probabilities, strict=True))
+        tokens = set(tokens)
+        # Set operations on dict keys: the lookups run at C speed.
+        missing = tokens - known.keys()
+        if missing:
+            seen = list(set().union(*(layer.tokens.keys() & missing for layer in self.layers)))
+            known.update(zip(seen, bayes.token_probabilities(
+                self._counts(seen), self.spam_total, self.ham_total), strict=True))
+        return [(token, known[token]) for token in tokens & known.keys()]
 
 
 _ModelRow = tuple[int, int | None, int, int, int]  # pk, mailbox, revision, spam, ham
