@@ -9,6 +9,7 @@ parameters are SpamBayes' published defaults, not fitted to any corpus.
 
 from __future__ import annotations
 
+import heapq
 import io
 import math
 import re
@@ -340,8 +341,8 @@ def combine(probabilities: Iterable[tuple[str, float]]) -> Score:
     and unlike spam the clues are."""
     clues = [(strength, token, f) for token, f in probabilities
              if (strength := abs(f - 0.5)) >= MINIMUM_PROB_STRENGTH]
-    clues.sort(reverse=True)
-    clues = clues[:MAX_DISCRIMINATORS]
+    # The same as sorting them all and taking the first, at less cost.
+    clues = heapq.nlargest(MAX_DISCRIMINATORS, clues)
     if not clues:
         return Score(0.5, [])  # calibrated(0.5) is 0.5
     # Products of many small numbers underflow: keep mantissa and exponent apart.

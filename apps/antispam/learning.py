@@ -177,13 +177,14 @@ class _Scorer:
         if len(known) > self.limit:
             known.clear()
         tokens = set(tokens)
-        # Set operations on dict keys: the lookups run at C speed.
-        missing = tokens - known.keys()
+        missing = {token for token in tokens if token not in known}
         if missing:
+            # dict.keys() & set looks up the set's members (set - dict.keys()
+            # would walk the whole model).
             seen = list(set().union(*(layer.tokens.keys() & missing for layer in self.layers)))
             known.update(zip(seen, bayes.token_probabilities(
                 self._counts(seen), self.spam_total, self.ham_total), strict=True))
-        return [(token, known[token]) for token in tokens & known.keys()]
+        return [(token, known[token]) for token in tokens if token in known]
 
 
 _ModelRow = tuple[int, int | None, int, int, int]  # pk, mailbox, revision, spam, ham
