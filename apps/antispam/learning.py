@@ -204,7 +204,9 @@ def write_starter(path: Path, spam_total: int, ham_total: int,
     same mail gives the same bytes)."""
     document = {"spam": spam_total, "ham": ham_total,
                 "tokens": {token: list(tokens[token]) for token in sorted(tokens)}}
-    with gzip.GzipFile(path, "wb", mtime=0) as out:
+    # No name and no time in the gzip header: the bytes depend on the counts alone.
+    with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                mtime=0) as out:
         out.write(json.dumps(document, separators=(",", ":")).encode())
 
 
