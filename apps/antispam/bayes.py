@@ -75,12 +75,17 @@ def _words(text: str, prefix: str = "") -> set[str]:
     return words
 
 
-def _bigrams(text: str) -> set[str]:
-    """Pairs of neighbouring words: "click here", "remove me" say more than
-    either word (kept because the cross-validated figures said so)."""
-    words = [word for raw in text.lower().split()
-             if 3 <= len(word := raw.strip(_STRIP)) <= 12]
-    return {f"bi:{a} {b}" for a, b in pairwise(words)}
+def _text_words(text: str) -> set[str]:
+    """``_words`` of the text and the pairs of neighbouring words, which say
+    more than either word ("click here", "remove me"; kept because the
+    cross-validated figures said so), from one split of the text."""
+    stripped = [raw.strip(_STRIP) for raw in text.lower().split()]
+    words = [word for word in stripped if 3 <= len(word) <= 12]
+    tokens = set(words)
+    tokens.update(f"skip:{word[0]} {len(word) // 10 * 10}" for word in set(stripped)
+                  if len(word) > 12)
+    tokens.update(f"bi:{a} {b}" for a, b in pairwise(words))
+    return tokens
 
 
 def _url_tokens(urls: Iterable[tuple[str, str, str]]) -> Iterable[str]:
@@ -100,9 +105,7 @@ def _body_tokens(text: str) -> set[str]:
     # One pass of the URL pattern: split() gives the text between URLs at
     # every fourth place, with each URL's three groups in between.
     pieces = _URL.split(text)
-    text = " ".join(pieces[::4])
-    tokens = _words(text)
-    tokens.update(_bigrams(text))
+    tokens = _text_words(" ".join(pieces[::4]))
     tokens.update(_url_tokens(zip(pieces[1::4], pieces[2::4], pieces[3::4], strict=True)))
     return tokens
 
@@ -203,8 +206,8 @@ def tokenize(data: bytes) -> set[str]:
     html_only = True
     for part, text in leaves:
         if part["subtype"] == "html":
-            tokens.update(_html_tokens(text))
-            text = html_to_text(text)
+            html, text = text, html_to_text(text)
+            tokens.update(_html_tokens(html, text))
         else:
             html_only = False
         texts.append(text)
@@ -261,8 +264,8 @@ _HTML_FEATURES = {
 _IMG = re.compile(r"<img\b", re.I)
 
 
-def _html_tokens(html: str) -> Iterable[str]:
-    """What HTML markup says besides its text: where its links and images
+def _html_tokens(html: str, text: str) -> Iterable[str]:
+    """What HTML markup says besides its ``text``: where its links and images
     point (which the text alone loses), forms, hidden text, image-only mail."""
     yield from _url_tokens(m for href in _HREF.findall(html[:MAX_BODY_CHARS])
                            if (m := _URL.match(href)) and (m := m.groups()))
@@ -274,7 +277,7 @@ def _html_tokens(html: str) -> Iterable[str]:
     images = len(_IMG.findall(html))
     if images:
         yield f"html:img:{min(images, 5)}"
-        if len(html_to_text(html).split()) < 10 * images:
+        if len(text.split()) < 10 * images:
             yield "html:mostly-images"
 
 class Counts(NamedTuple):
