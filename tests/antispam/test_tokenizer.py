@@ -8,17 +8,15 @@ from hypothesis import strategies as st
 
 from apps.antispam import bayes
 from apps.store import mime
+from tests.antispam.conftest import message
 
-HTML_ONLY = (
-    b"From: Deals <deals@shop.example>\r\nSubject: Offer\r\n"
-    b"Content-Type: text/html; charset=utf-8\r\n\r\n"
-    b"<html><body><p>Click here to claim</p>"
-    b"<a href=\"http://login.bank.example.phish.co.uk/verify?id=1\">your bank</a>"
-    b"<img src=\"http://img.tracker.example/a.gif\"><img src=\"cid:x\">"
-    b"<div style=\"display:none\">lorem ipsum filler</div>"
-    b"<form action=\"http://collect.example/p\"><input name=pin></form>"
-    b"</body></html>\r\n"
-)
+HTML_ONLY = message("deals@shop.example", subject="Offer", extra=(
+    "Content-Type: text/html; charset=utf-8\r\n"), body=(
+    '<html><body><p>Click here to claim</p>'
+    '<a href="http://login.bank.example.phish.co.uk/verify?id=1">your bank</a>'
+    '<img src="http://img.tracker.example/a.gif"><img src="cid:x">'
+    '<div style="display:none">lorem ipsum filler</div>'
+    '<form action="http://collect.example/p"><input name=pin></form></body></html>'))
 
 
 def test_link_targets_in_markup_are_tokens_though_the_text_never_shows_them():
