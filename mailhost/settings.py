@@ -387,6 +387,9 @@ MAILHOST_BAYES_USER_MIN_MESSAGES = env_int("MAILHOST_BAYES_USER_MIN_MESSAGES", 1
 # A link's registrable domain first seen by this server within this many days
 # scores LINK_FRESH_DOMAIN (once the server has watched for that long).
 MAILHOST_PHISHING_FRESH_DAYS = env_int("MAILHOST_PHISHING_FRESH_DAYS", 7)
+# The classifier's day-one model (apps/antispam/starter) under the site's own
+# until that has learnt enough; off: untrained until someone trains.
+MAILHOST_BAYES_STARTER = env_bool("MAILHOST_BAYES_STARTER", True)
 # Every DNS query (sender checks, MX lookups, the DNS page) goes through this
 # class (mailhost/dns.py); tests name a fake.
 MAILHOST_DNS_RESOLVER = env_str("MAILHOST_DNS_RESOLVER", "mailhost.dns.DnsPythonResolver")

@@ -38,6 +38,9 @@ _S3_STORE = os.environ.get("MAILHOST_BLOB_STORE", "")
 # tests inherit these.
 os.environ.setdefault("MAILHOST_DNS_RESOLVER", "tests.fakedns.FakeResolver")
 os.environ.setdefault("MAILHOST_ANTISPAM_INLINE", "1")
+# Verdicts in tests come from what each test trains; the day-one model's
+# own tests turn it on (tests/antispam/test_starter.py).
+os.environ.setdefault("MAILHOST_BAYES_STARTER", "0")
 # Playwright's sync API runs an event loop in the test's thread; the tests' own
 # ORM calls there are synchronous all the same (the web server process keeps
 # Django's guard).
@@ -70,6 +73,7 @@ def _isolated(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
             monkeypatch.setenv(name, value)
     settings.MAILHOST_DNS_RESOLVER = os.environ["MAILHOST_DNS_RESOLVER"]
     settings.MAILHOST_ANTISPAM_INLINE = True
+    settings.MAILHOST_BAYES_STARTER = False
     cache.clear()
     celery_app.control.purge()
     yield

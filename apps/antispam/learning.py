@@ -18,11 +18,16 @@ into Junk over IMAP, the webmail's spam button) weighs on the next message.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import gzip
+import json
 import logging
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -164,22 +169,65 @@ class _Scorer:
         return counts
 
     def clues(self, tokens: Iterable[str]) -> list[tuple[str, float]]:
+        """(token, f(w)) of each token some layer knows. A token none knows
+        has f(w) 0.5, never a clue (``bayes.combine`` drops it): it is left
+        out here, unremembered, since most of a message's word pairs are new
+        and would crowd the known tokens out of the limit."""
         known = self.probabilities
         if len(known) > self.limit:
             known.clear()
-        tokens = list(tokens)
-        # map() over dict.get: one pass at C speed, the lookups dominate.
-        probabilities = list(map(known.get, tokens))
-        if None in probabilities:
-            missing = [token for token, f in zip(tokens, probabilities, strict=True)
-                       if f is None]
-            known.update(zip(missing, bayes.token_probabilities(
-                self._counts(missing), self.spam_total, self.ham_total), strict=True))
-            probabilities = list(map(known.__getitem__, tokens))
-        return list(zip(tokens, probabilities, strict=True))
+        tokens = set(tokens)
+        missing = {token for token in tokens if token not in known}
+        if missing:
+            # dict.keys() & set looks up the set's members (set - dict.keys()
+            # would walk the whole model).
+            seen = list(set().union(*(layer.tokens.keys() & missing for layer in self.layers)))
+            known.update(zip(seen, bayes.token_probabilities(
+                self._counts(seen), self.spam_total, self.ham_total), strict=True))
+        return [(token, known[token]) for token in tokens if token in known]
 
 
 _ModelRow = tuple[int, int | None, int, int, int]  # pk, mailbox, revision, spam, ham
+
+# The day-one model: token counts learnt from the training part of the
+# SpamAssassin public corpus (``manage.py buildstarter``; licence beside it),
+# so that a new site classifies before anyone trains. It lies under the site's
+# own model until that one has learnt STARTER_RETIRES_AT messages of each kind.
+STARTER_MODEL = Path(__file__).resolve().parent / "starter" / "model.json.gz"
+STARTER_RETIRES_AT = 200
+_STARTER_PK = 0  # no database row has it
+
+
+def write_starter(path: Path, spam_total: int, ham_total: int,
+                  tokens: dict[str, bayes.Counts]) -> None:
+    """Save counts as the starter model (sorted, so that a rebuild from the
+    same mail gives the same bytes)."""
+    document = {"spam": spam_total, "ham": ham_total,
+                "tokens": {token: list(tokens[token]) for token in sorted(tokens)}}
+    # No name and no time in the gzip header: the bytes depend on the counts alone.
+    with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                mtime=0) as out:
+        out.write(json.dumps(document, separators=(",", ":")).encode())
+
+
+@functools.cache
+def _starter() -> _ModelCounts:
+    with gzip.open(STARTER_MODEL, "rb") as source:
+        document = json.load(source)
+    return _ModelCounts(_STARTER_PK, 0, document["spam"], document["ham"],
+                        {token: bayes.Counts(*pair)
+                         for token, pair in document["tokens"].items()})
+
+
+def _base_layers(global_row: _ModelRow | None) -> tuple[_ModelCounts, ...]:
+    """The starter model while it is wanted, then the site's global model."""
+    layers: tuple[_ModelCounts, ...] = ()
+    learnt = (global_row[3], global_row[4]) if global_row else (0, 0)
+    if settings.MAILHOST_BAYES_STARTER and min(learnt) < STARTER_RETIRES_AT:
+        layers = (_starter(),)
+    if global_row and sum(learnt):
+        layers = (*layers, _memory.counts(global_row))
+    return layers
 
 
 class _Memory:
@@ -267,13 +315,18 @@ def classify_tokens(
     # Should two global models have been created at once, the first is the one.
     global_row = next((row for row in rows if row[1] is None), None)
     user_rows = {row[1]: row for row in rows if row[1] is not None}
-    base: tuple[_ModelCounts, ...] = (_memory.counts(global_row),) if global_row else ()
+    base = _base_layers(global_row)
 
     def judge(layers: tuple[_ModelCounts, ...]) -> bayes.Score | None:
+        if not layers:
+            return None
         scorer = _memory.scorer(layers)
         if not is_trained(scorer.spam_total, scorer.ham_total):
             return None
-        return bayes.combine(scorer.clues(tokens))
+        result = bayes.combine(scorer.clues(tokens))
+        if layers[0].pk == _STARTER_PK:
+            result = dataclasses.replace(result, starter=True)
+        return result
 
     scores: dict[int | None, bayes.Score | None] = {None: judge(base)}
     for mailbox_id in mailbox_ids:

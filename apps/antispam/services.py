@@ -320,6 +320,8 @@ def _spam_headers(verdict: Verdict, mailbox_id: int, threshold: float, junk: boo
     result = verdict.bayes.get(mailbox_id)
     if result is not None:
         tests.insert(0, f"BAYES_{min(99, int(result.probability * 100)):02d}")
+        if result.starter:
+            tests.insert(1, "BAYES_STARTER")  # the day-one model judged, not the site's own
     else:
         tests.insert(0, "BAYES_UNTRAINED")
     score = verdict.score(mailbox_id)

@@ -66,9 +66,11 @@ __all__ = [
     "extract_text",
     "find_part",
     "has_attachment",
+    "html_to_text",
     "is_attachment",
     "leaf_parts",
     "starts_with_field",
+    "text_leaves",
     "with_fields_inserted",
 ]
 
@@ -142,6 +144,37 @@ def extract_text(raw: bytes, *, limit: int = 1_000_000) -> str:
     except Exception:  # same reasoning as in analyze()
         logger.exception("text extraction failed for a %d-byte message", len(raw))
         return ""
+
+
+def text_leaves(raw: bytes, *, limit: int = 1_000_000) -> tuple[dict, list[tuple[dict, str]]]:
+    """The body structure of `raw` and each of its text/plain and text/html
+    leaves with its decoded text, HTML markup kept (for what the markup says:
+    links, forms, hidden text), every alternative, at most `limit` characters
+    in all. Never raises: a message that cannot be parsed has no leaves."""
+    raw = bytes(raw)
+    try:
+        _fields, root = _parse_entity(raw, 0, len(raw), 0, ("text", "plain"), _Budget())
+        leaves: list[tuple[dict, str]] = []
+        budget = limit
+        for _section, part in leaf_parts(root):
+            if budget <= 0:
+                break
+            if part["type"] != "text" or part["subtype"] not in ("plain", "html"):
+                continue
+            data = _decode_transfer(raw[part["body_start"]:part["body_end"]], part["encoding"])
+            text = _decode_bytes(data, _param(part["params"], "charset") or None)[:budget]
+            budget -= len(text)
+            leaves.append((part, text))
+    except Exception:  # same reasoning as in analyze()
+        logger.exception("text leaves failed for a %d-byte message", len(raw))
+        return _fallback_info(raw).bodystructure, []
+    return root, leaves
+
+
+def html_to_text(text: str) -> str:
+    """The readable text of an HTML document: script, style and comments
+    dropped, one line per block, entities decoded."""
+    return _html_to_text(text)
 
 
 def find_part(structure: dict, section: list[int]) -> dict | None:
