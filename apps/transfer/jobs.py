@@ -157,21 +157,28 @@ def run_job(job_id: int) -> None:
     job = ImportJob.objects.select_related("mailbox").get(pk=job_id)
     if job.upload and not get_blob_store().exists(job.upload):
         return  # a run that overlapped this one has finished it
-    with tempfile.NamedTemporaryFile(suffix=".mbox") as local_copy:
-        status, detail = _run(job, Path(local_copy.name) if job.upload else None, local_copy)
+    if job.upload:
+        with tempfile.NamedTemporaryFile(suffix=".mbox") as local_copy:
+            status, detail = _run(job, local_copy)
+    else:
+        status, detail = _run(job, None)
     if status is not None:
         ended = {"status": status, "detail": detail, "finished": timezone.now()}
         if status != ImportJob.Status.INTERRUPTED:
             ended["imap_secret"] = ""
         ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.RUNNING).update(**ended)
-    if job.upload:  # kept while the job is interrupted (the holder check says so)
+    if job.upload:
+        # Gone once the job has ended or was cancelled; kept while it is
+        # marked interrupted (this worker was taken for dead), for the resumed
+        # run: the holder check (held_uploads) tells them apart.
         store.discard_held_blob(job.upload)
 
 
-def _run(job: ImportJob, path: Path | None,
-         local_copy: IO[bytes]) -> tuple[ImportJob.Status | None, str]:
-    """Import what the job names; its ending status and why (no status when
-    it was cancelled or marked interrupted meanwhile)."""
+def _run(job: ImportJob,
+         local_copy: IO[bytes] | None) -> tuple[ImportJob.Status | None, str]:
+    """Import what the job names (its upload through ``local_copy``, an empty
+    local file); its ending status and why (no status when it was cancelled
+    or marked interrupted meanwhile)."""
     job_id = job.pk
 
     def save(state: importing.Progress) -> None:
@@ -184,11 +191,11 @@ def _run(job: ImportJob, path: Path | None,
     status, detail = ImportJob.Status.DONE, ""
     source: importing.Source | None = None
     try:
-        if path is None:
+        if local_copy is None:
             source = _source(job)
         else:
             _copy_upload(job.upload, local_copy)
-            source = importing.MboxSource(path, folder=job.folder)
+            source = importing.MboxSource(Path(local_copy.name), folder=job.folder)
         result = importing.import_mail(job.mailbox, source, progress=save)
         if result.stopped:
             status, detail = ImportJob.Status.STOPPED, result.stopped
@@ -201,7 +208,7 @@ def _run(job: ImportJob, path: Path | None,
         status, detail = ImportJob.Status.FAILED, error.message
     except (OSError, imap_errors.IMAPClientError) as error:
         log.exception("import job %s broke", job_id)
-        if path is not None:
+        if local_copy is not None:
             status, detail = ImportJob.Status.FAILED, str(error)
         else:  # the remote went away mid-run: what is missing can be copied later
             status = ImportJob.Status.INTERRUPTED
