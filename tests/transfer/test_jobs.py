@@ -9,6 +9,8 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
 from apps.store.models import Message
@@ -90,7 +92,10 @@ def test_an_upload_made_on_one_node_is_imported_by_a_worker_on_another(
     assert job.upload not in set(get_blob_store().files_older_than(-3600))
 
 
-def test_the_collector_spares_the_upload_of_an_unfinished_job(db):
+@pytest.mark.parametrize("blob_store", ["local", "s3"])
+def test_the_collector_spares_the_upload_of_an_unfinished_job(db, blob_store, request):
+    if blob_store == "s3":
+        request.getfixturevalue("s3_store")
     ida = make_mailbox("ida@transfer.example")
     job = jobs.start_mbox_import(ida, io.BytesIO(_mbox()), name="a.mbox")
     twin = jobs.start_mbox_import(ida, io.BytesIO(_mbox()), name="again.mbox")
