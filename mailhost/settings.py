@@ -349,6 +349,9 @@ MAILHOST_ACME_RENEW_DAYS = env_int("MAILHOST_ACME_RENEW_DAYS", 30)
 MAILHOST_ACME_DNS_HOOK = env_str("MAILHOST_ACME_DNS_HOOK")
 # A private CA's HTTPS certificate (pebble, step-ca); empty: the system's trust.
 MAILHOST_ACME_CA_BUNDLE = env_str("MAILHOST_ACME_CA_BUNDLE")
+# How often (at most, on a TLS handshake) listeners look in the database for a
+# certificate that another node renewed.
+MAILHOST_ACME_CHECK_SECONDS = env_int("MAILHOST_ACME_CHECK_SECONDS", 60)
 
 MAILHOST_MAX_MESSAGE_SIZE = env_int("MAILHOST_MAX_MESSAGE_SIZE", 50 * 1024 * 1024)
 MAILHOST_SMTP_MAX_RECIPIENTS = env_int("MAILHOST_SMTP_MAX_RECIPIENTS", 100)

@@ -3,8 +3,9 @@ certificate is due, and issuance. The management command ``certificate`` and
 the beat task ``apps.certificates.tasks.renew`` both call ``renew``/``issue``.
 
 The account key lives in ``<data dir>/acme/`` (owner-only); the certificate
-and its key are written over the listeners' pair (storage.configured_paths),
-which the listeners pick up at their next handshake."""
+and its key are kept in the database for every node and written over the
+listeners' pair (storage.configured_paths), which the listeners pick up at
+their next handshake; other nodes' listeners install it from the database."""
 
 from __future__ import annotations
 
@@ -192,9 +193,8 @@ def issue() -> Path:
             finished = client.poll_and_finalize(order, deadline)
     except (errors.Error, messages.Error, OSError) as error:
         raise CertificateError(f"ACME order for {', '.join(names)} failed: {error}") from error
-    cert_path, key_path = storage.configured_paths()
-    storage.write_pair(cert_path, key_path, chain_pem=finished.fullchain_pem.encode(),
-                       key_pem=key_pem)
+    storage.keep_issued(chain_pem=finished.fullchain_pem.encode(), key_pem=key_pem)
+    cert_path, _ = storage.configured_paths()
     log.info("installed a certificate for %s in %s", ", ".join(names), cert_path)
     return cert_path
 
@@ -202,6 +202,8 @@ def issue() -> Path:
 def renew(*, force: bool = False) -> bool:
     """Issue when the served certificate is due (or ``force``); True if a new
     one was installed. One node at a time: beat may run on every node."""
+    # What another node renewed counts: this node's files may be behind.
+    storage.install_newer()
     if not enabled() or not (force or status().due):
         return False
     # Beat's run holds the task's lease too; this one also keeps out a

@@ -1,6 +1,10 @@
 """Where the listeners' certificate and key live, and how they are written:
 the configured pair (MAILHOST_TLS_CERT/KEY), or a pair in the data directory
-that starts as a self-signed certificate and that ACME replaces in place."""
+that starts as a self-signed certificate and that ACME replaces in place.
+
+A pair issued over ACME is kept in the database too (IssuedCertificate), so
+that a renewal on one node reaches every node: ``install_newer`` writes a
+newer row's pair over the local files, which are then a cache of it."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import datetime
 import ipaddress
 import logging
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,8 +21,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID, NameOID
 from django.conf import settings
+from django.db import transaction
+
+from apps.certificates.models import IssuedCertificate
+from mailhost.sealing import InvalidToken, seal, unseal
 
 log = logging.getLogger(__name__)
+# The sealing purpose of an issued certificate's private key (mailhost/sealing.py).
+_SEALED_KEY = b"mailhost issued certificate key"
 
 
 def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -29,7 +40,9 @@ def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` readable by its owner only from the first byte, and
     rename it into place, so that a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
+    # A name of its own: several listener processes of a node may install
+    # the same pair at once.
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
@@ -44,6 +57,55 @@ def write_pair(cert_path: Path, key_path: Path, *, chain_pem: bytes, key_pem: by
     its previous pair until the next handshake (apps/mailservers/tls.py)."""
     write_private(key_path, key_pem)
     write_private(cert_path, chain_pem)
+
+
+def _installed_version_path() -> Path:
+    """Which IssuedCertificate this node's files hold (its own, not shared)."""
+    return settings.DATA_DIR / "acme" / "installed-version"
+
+
+def _installed_version() -> int:
+    try:
+        return int(_installed_version_path().read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def _install(issued: IssuedCertificate, key_pem: bytes) -> None:
+    cert_path, key_path = configured_paths()
+    write_pair(cert_path, key_path, chain_pem=issued.chain_pem.encode(), key_pem=key_pem)
+    write_private(_installed_version_path(), str(issued.pk).encode())
+
+
+def keep_issued(*, chain_pem: bytes, key_pem: bytes) -> IssuedCertificate:
+    """Keep a newly issued pair for every node and install it on this one."""
+    with transaction.atomic():
+        issued = IssuedCertificate.objects.create(
+            chain_pem=chain_pem.decode(), sealed_key=seal(_SEALED_KEY, key_pem.decode()))
+        IssuedCertificate.objects.filter(pk__lt=issued.pk).delete()  # only the latest counts
+    _install(issued, key_pem)
+    return issued
+
+
+def install_newer() -> bool:
+    """Write the database's pair over this node's files when it is newer than
+    theirs (another node renewed it); True when it did. Only with ACME on: an
+    administrator's own files are not replaced by what ACME issued before."""
+    if not settings.MAILHOST_ACME_DIRECTORY:
+        return False
+    latest = IssuedCertificate.objects.order_by("-pk").first()
+    if latest is None or latest.pk <= _installed_version():
+        return False
+    try:
+        key_pem = unseal(_SEALED_KEY, latest.sealed_key)
+    except InvalidToken:
+        log.error("the stored certificate's key cannot be read: "
+                  "is SECRET_KEY the same on every node?")
+        return False
+    _install(latest, key_pem.encode())
+    log.info("installed certificate %s from the database in %s", latest.pk,
+             configured_paths()[0])
+    return True
 
 
 def generate_self_signed(cert_path: Path, key_path: Path, hostname: str) -> None:

@@ -1,16 +1,22 @@
 """TLS for the listeners: the configured certificate, or a self-signed pair
 generated into the data directory on first start (apps/certificates), and a
 new certificate written over it (ACME renewal, certbot, an administrator) is
-served to new connections without a restart."""
+served to new connections without a restart. A certificate that another node
+renewed is installed from the database (apps/certificates/storage.py)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import ssl
+import threading
+import time
 from pathlib import Path
 
-from apps.certificates.storage import certificate_paths
+from django.conf import settings
+from django.db import connections
+
+from apps.certificates.storage import certificate_paths, install_newer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +43,12 @@ class ReloadingCertificate:
     Each handshake looks at the certificate files (two stat calls) and, when
     they changed, hands the connection a context loaded from the new files:
     the ClientHello callback may switch a connection's context, as SNI
-    virtual hosting does. Connections already open keep their certificate."""
+    virtual hosting does. Connections already open keep their certificate.
+
+    At most every MAILHOST_ACME_CHECK_SECONDS a handshake also has a thread
+    look in the database for a pair another node renewed, which it writes
+    over the files: a later handshake serves it. A thread, because the
+    handshake runs on the event loop, where the ORM must not block."""
 
     def __init__(self, cert_path: Path, key_path: Path) -> None:
         self.paths = (cert_path, key_path)
@@ -45,6 +56,27 @@ class ReloadingCertificate:
         self.context = _context(cert_path, key_path)
         self.current = self.context
         self.context.sni_callback = self._client_hello
+        self._checked = float("-inf")  # when the database was last looked at
+        self._checking = threading.Lock()
+
+    def _check_database_soon(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < settings.MAILHOST_ACME_CHECK_SECONDS:
+            return
+        if not self._checking.acquire(blocking=False):
+            return  # a check is under way
+        self._checked = now
+        threading.Thread(target=self._check_database, name="certificate-check",
+                         daemon=True).start()
+
+    def _check_database(self) -> None:
+        try:
+            install_newer()
+        except Exception:
+            log.exception("could not look for a renewed certificate in the database")
+        finally:
+            connections.close_all()  # this thread's own connections
+            self._checking.release()
 
     def _refresh(self) -> None:
         stamp = _stamp(*self.paths)
@@ -65,6 +97,7 @@ class ReloadingCertificate:
         # Called for every ClientHello, with or without a server name. An
         # exception here would fail the handshake: keep serving what we have.
         try:
+            self._check_database_soon()
             self._refresh()
         except Exception:
             log.exception("could not check %s for a new certificate", self.paths[0])

@@ -1,5 +1,6 @@
 """Listeners told when messages move or are copied between folders, and when
-the garbage collector has removed blobs.
+the garbage collector has removed blobs; and the holders the collector asks
+before removing a blob that no message row names (an import's upload).
 
 The store calls them after its transaction commits, whichever front end asked
 for the move (IMAP MOVE/COPY, webmail), so that an app that cares (antispam
@@ -64,3 +65,23 @@ def notify_collected(blob_ids: list[str]) -> None:
             listener(blob_ids)
         except Exception:
             log.exception("collection listener %r failed", listener)
+
+
+HolderCheck = Callable[[list[str]], set[str]]
+_holders: list[HolderCheck] = []
+
+
+def register_blob_holder(holder: HolderCheck) -> None:
+    """``holder(names)`` returns those of ``names`` that an app keeps in the
+    blob store without a message row (an import's upload): the garbage
+    collector leaves them alone. Unlike a listener's, a holder's error is
+    not swallowed: a collection that cannot ask must not delete."""
+    if holder not in _holders:
+        _holders.append(holder)
+
+
+def held_blobs(names: list[str]) -> set[str]:
+    held: set[str] = set()
+    for holder in list(_holders):
+        held |= holder(names)
+    return held

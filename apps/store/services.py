@@ -1023,16 +1023,28 @@ def collect_garbage(grace_seconds: float) -> int:
     store = get_blob_store()
     removed = 0
     forgotten: list[str] = []  # blobs whose rows are gone
-    for sha in list(_unreferenced_blobs().filter(created__lt=cutoff)
-                    .values_list("sha256", flat=True)[:10_000]):
+    unreferenced = list(_unreferenced_blobs().filter(created__lt=cutoff)
+                        .values_list("sha256", flat=True)[:10_000])
+    # An upload with a message's very bytes is the same object: it stays.
+    held = hooks.held_blobs(unreferenced) if unreferenced else set()
+    for sha in unreferenced:
         with transaction.atomic():
             deleted, _ = _unreferenced_blobs().filter(pk=sha).delete()
         if deleted:
             forgotten.append(sha)
-            if store.delete_if_older(sha, grace_seconds):
+            if sha not in held and store.delete_if_older(sha, grace_seconds):
                 removed += 1
     hooks.notify_collected(forgotten)
     return removed + _collect_files_without_rows(store, grace_seconds)
+
+
+def discard_held_blob(sha256: str) -> bool:
+    """Delete a blob kept without a message row (an import's upload) once its
+    holder lets it go, unless a message or another holder still names it
+    (two uploads of the same bytes are one object)."""
+    if Blob.objects.filter(pk=sha256).exists() or hooks.held_blobs([sha256]):
+        return False
+    return get_blob_store().delete_if_older(sha256, 0)
 
 
 def _collect_files_without_rows(store: BlobStore, grace_seconds: float) -> int:
@@ -1044,6 +1056,7 @@ def _collect_files_without_rows(store: BlobStore, grace_seconds: float) -> int:
     for start in range(0, len(names), 1000):
         chunk = names[start:start + 1000]
         known = set(Blob.objects.filter(pk__in=chunk).values_list("pk", flat=True))
+        known |= hooks.held_blobs(chunk)
         for name in chunk:
             if name not in known and store.delete_if_older(name, grace_seconds):
                 removed += 1

@@ -1,5 +1,6 @@
-"""Imports started from the admin panel: an uploaded mbox (kept beside the
-blob store, which web processes and workers share) or a remote IMAP account.
+"""Imports started from the admin panel: an uploaded mbox (kept in the blob
+store, which every node's web processes and workers share, so that a worker
+on another node than the upload's reads it) or a remote IMAP account.
 A row holds the job and its progress, and a Celery task runs
 ``importing.import_mail`` on it, the same service ``manage.py importmail``
 runs.
@@ -13,11 +14,12 @@ is missing, as any second import does."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import uuid
+import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from django.conf import settings
 from django.db import transaction
@@ -26,6 +28,7 @@ from imapclient import exceptions as imap_errors
 
 from apps.directory.models import Mailbox
 from apps.store import services as store
+from apps.store.blobs import get_blob_store
 from apps.transfer import importing
 from apps.transfer.models import ImportJob
 from mailhost.errors import Invalid, MailhostError
@@ -36,8 +39,28 @@ log = logging.getLogger(__name__)
 _SEALED_PASSWORD = b"mailhost import job password"
 
 
-def _uploads() -> Path:
-    return Path(settings.MAILHOST_STORAGE_ROOT) / "uploads"
+# While a job holds its upload (it may still run, or be resumed), the blob
+# collector leaves it alone (apps/transfer/apps.py registers the check).
+_HOLDING = (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING, ImportJob.Status.INTERRUPTED)
+
+
+def held_uploads(names: list[str]) -> set[str]:
+    """Those of the blobs ``names`` that are uploads of unfinished jobs."""
+    return set(ImportJob.objects.filter(upload__in=names, status__in=_HOLDING)
+               .values_list("upload", flat=True))
+
+
+def _copy_upload(sha256: str, into: IO[bytes]) -> None:
+    """The upload's bytes into a local file, a range at a time (a cache for
+    this run: MboxSource reads a file twice)."""
+    blobs, offset, check = get_blob_store(), 0, hashlib.sha256()
+    while chunk := blobs.read_range(sha256, offset, 1 << 20):
+        into.write(chunk)
+        check.update(chunk)
+        offset += len(chunk)
+    into.flush()
+    if check.hexdigest() != sha256:
+        raise OSError(f"the upload {sha256} was read back with other bytes")
 
 
 def _enqueue(job_id: int) -> None:
@@ -50,14 +73,11 @@ def start_mbox_import(mailbox: Mailbox, upload: BinaryIO, *, name: str,
                       folder: str = "INBOX") -> ImportJob:
     """Keep an uploaded mbox and queue its import into ``folder``."""
     folder = store.validate_folder_name(folder)
-    path = _uploads() / f"{uuid.uuid4().hex}.mbox"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("wb") as out:
-        while chunk := upload.read(1 << 20):
-            out.write(chunk)
+    # Stored before the row that names it is committed, as a message is.
+    [sha256] = get_blob_store().put_many([upload.read()])
     with transaction.atomic():
         job = ImportJob.objects.create(mailbox=mailbox, source=f"mbox file {name}",
-                                       folder=folder, upload=path.name)
+                                       folder=folder, upload=sha256)
         transaction.on_commit(lambda: _enqueue(job.pk))
     return job
 
@@ -104,7 +124,7 @@ def cancel(job: ImportJob) -> bool:
     if ImportJob.objects.filter(pk=job.pk, status__in=[
             ImportJob.Status.QUEUED, ImportJob.Status.INTERRUPTED]).update(**ended):
         if job.upload:  # no worker has it: its task, when it comes, does nothing
-            (_uploads() / job.upload).unlink(missing_ok=True)
+            store.discard_held_blob(job.upload)
         return True
     return bool(ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING)
                 .update(**ended))
@@ -135,9 +155,31 @@ def run_job(job_id: int) -> None:
                              finished=None):
         return
     job = ImportJob.objects.select_related("mailbox").get(pk=job_id)
-    path = _uploads() / job.upload if job.upload else None
-    if path is not None and not path.exists():
+    if job.upload and not get_blob_store().exists(job.upload):
         return  # a run that overlapped this one has finished it
+    if job.upload:
+        with tempfile.NamedTemporaryFile(suffix=".mbox") as local_copy:
+            status, detail = _run(job, local_copy)
+    else:
+        status, detail = _run(job, None)
+    if status is not None:
+        ended = {"status": status, "detail": detail, "finished": timezone.now()}
+        if status != ImportJob.Status.INTERRUPTED:
+            ended["imap_secret"] = ""
+        ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.RUNNING).update(**ended)
+    if job.upload:
+        # Gone once the job has ended or was cancelled; kept while it is
+        # marked interrupted (this worker was taken for dead), for the resumed
+        # run: the holder check (held_uploads) tells them apart.
+        store.discard_held_blob(job.upload)
+
+
+def _run(job: ImportJob,
+         local_copy: IO[bytes] | None) -> tuple[ImportJob.Status | None, str]:
+    """Import what the job names (its upload through ``local_copy``, an empty
+    local file); its ending status and why (no status when it was cancelled
+    or marked interrupted meanwhile)."""
+    job_id = job.pk
 
     def save(state: importing.Progress) -> None:
         if not ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.RUNNING).update(
@@ -149,25 +191,24 @@ def run_job(job_id: int) -> None:
     status, detail = ImportJob.Status.DONE, ""
     source: importing.Source | None = None
     try:
-        source = _source(job) if path is None else importing.MboxSource(path, folder=job.folder)
+        if local_copy is None:
+            source = _source(job)
+        else:
+            _copy_upload(job.upload, local_copy)
+            source = importing.MboxSource(Path(local_copy.name), folder=job.folder)
         result = importing.import_mail(job.mailbox, source, progress=save)
         if result.stopped:
             status, detail = ImportJob.Status.STOPPED, result.stopped
         elif result.problems:
             detail = "; ".join(result.problems)
     except _Ended:
-        # Cancelled: the upload goes. Marked interrupted (this worker was
-        # taken for dead): it stays for the resumed run.
-        if path is not None and not ImportJob.objects.filter(
-                pk=job_id, status=ImportJob.Status.INTERRUPTED).exists():
-            path.unlink(missing_ok=True)
-        return
+        return None, ""
     except MailhostError as error:
         log.info("import job %s failed: %s", job_id, error.message)
         status, detail = ImportJob.Status.FAILED, error.message
     except (OSError, imap_errors.IMAPClientError) as error:
         log.exception("import job %s broke", job_id)
-        if path is not None:
+        if local_copy is not None:
             status, detail = ImportJob.Status.FAILED, str(error)
         else:  # the remote went away mid-run: what is missing can be copied later
             status = ImportJob.Status.INTERRUPTED
@@ -175,12 +216,7 @@ def run_job(job_id: int) -> None:
     finally:
         if isinstance(source, importing.ImapSource):
             source.close()
-    if path is not None:
-        path.unlink(missing_ok=True)
-    ended = {"status": status, "detail": detail, "finished": timezone.now()}
-    if status != ImportJob.Status.INTERRUPTED:
-        ended["imap_secret"] = ""
-    ImportJob.objects.filter(pk=job_id, status=ImportJob.Status.RUNNING).update(**ended)
+    return status, detail
 
 
 def _source(job: ImportJob) -> importing.ImapSource:

@@ -47,8 +47,8 @@ class ImportJob(models.Model):
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="import_jobs")
     source = models.CharField(max_length=500)  # what it reads, as the page names it
     folder = models.CharField(max_length=1000, default="INBOX")
-    # The uploaded mbox, under the blob store's root (shared by web and workers);
-    # removed when the job ends. Empty for an IMAP import.
+    # The sha256 of the uploaded mbox in the blob store (which every node
+    # shares); removed when the job ends. Empty for an IMAP import.
     upload = models.CharField(max_length=500, blank=True)
     # An IMAP import's remote account. Its password is kept only encrypted
     # (apps/transfer/jobs.py, a key derived from SECRET_KEY) and wiped when

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from django.core.management import call_command
 
 from apps.certificates import tasks
+from apps.certificates.models import IssuedCertificate
 from tests.certificates.pebble import Pebble
 from tests.conftest import ServerThread
 from tests.dns_server import TinyDnsServer
@@ -145,6 +146,9 @@ def test_issued_served_and_renewed_without_a_restart(pebble: Pebble, ours, tmp_p
             settings.MAILHOST_ACME_RENEW_DAYS = 100_000
             assert tasks.renew() is True
             assert json.loads(zone.read_text()) == {}  # the hook cleared what it set
+            # Kept for the other nodes too: only the latest pair.
+            (kept,) = IssuedCertificate.objects.all()
+            assert kept.chain_pem.encode() == (tmp_path / "tls" / "cert.pem").read_bytes()
 
             renewed = served_over_imaps(servers.port("imaps"), trust)
             assert renewed.serial_number != first.serial_number

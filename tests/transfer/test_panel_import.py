@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from apps.directory.models import User
+from apps.store.blobs import get_blob_store
 from apps.store.models import Message
 from apps.transfer.formats import mbox_entry
 from apps.transfer.models import ImportJob
@@ -25,7 +26,7 @@ from tests.webadmin.directory.conftest import ADMIN_PASSWORD
 pytestmark = pytest.mark.slow
 
 
-def test_an_mbox_uploaded_in_the_panel_is_imported(web_server, page: Page, settings,
+def test_an_mbox_uploaded_in_the_panel_is_imported(web_server, page: Page,
                                                     tmp_path: Path) -> None:
     User.objects.create_superuser("root@admin.example", ADMIN_PASSWORD)
     eve = make_mailbox("eve@ours.example")
@@ -51,4 +52,4 @@ def test_an_mbox_uploaded_in_the_panel_is_imported(web_server, page: Page, setti
     expect(job.locator("progress")).to_have_attribute("value", "5")
 
     assert Message.objects.filter(folder__mailbox=eve, folder__name="Old/Saved").count() == 5
-    assert not list((Path(settings.MAILHOST_STORAGE_ROOT) / "uploads").iterdir())
+    assert not get_blob_store().exists(ImportJob.objects.get().upload)  # the upload is gone
