@@ -201,8 +201,10 @@ def test_garbage_collection_removes_objects_and_uploads_left_by_a_killed_writer(
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_reuse_and_collection_lose_no_delivered_message(s3_store: S3BlobStore):
     """Deliveries of the same bytes again and again, each expunged at once,
-    while the collector runs in a loop with a one-second grace: every message
-    that a delivery returned is readable when it returns."""
+    while the collector runs in a loop with a two-second grace: every message
+    that a delivery returned is readable when it returns. (S3 keeps an object's
+    Last-Modified in whole seconds, so a one-second grace could take a
+    just-written object for an old one; a real grace is a day.)"""
     mailbox = make_mailbox()
     inbox = store.get_folder(mailbox, "INBOX")
     stop = threading.Event()
@@ -214,7 +216,7 @@ def test_concurrent_reuse_and_collection_lose_no_delivered_message(s3_store: S3B
         try:
             while not stop.is_set():
                 Blob.objects.update(created=LONG_AGO)
-                collected.append(store.collect_garbage(grace_seconds=1))
+                collected.append(store.collect_garbage(grace_seconds=2))
         finally:
             connection.close()
 
@@ -232,7 +234,7 @@ def test_concurrent_reuse_and_collection_lose_no_delivered_message(s3_store: S3B
             rounds += 1
             # Idle past the grace now and then, so that the collector finds
             # the object old and the next delivery reuses one it may remove.
-            time.sleep(2.1 if rounds % 2 else 0.3)
+            time.sleep(3.1 if rounds % 2 else 0.3)
     finally:
         stop.set()
         thread.join(60)
