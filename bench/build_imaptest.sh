@@ -14,9 +14,10 @@
 set -eu
 src=$(cd "$1" && pwd)
 build=${2:-${XDG_CACHE_HOME:-$HOME/.cache}/mailhost/imaptest-build}
-if [ ! -x /usr/lib/dovecot/dovecot-config ] && [ ! -f /usr/lib/dovecot/dovecot-config ]; then
-	flock /tmp/apt.lock apt-get install -y -qq --no-install-recommends \
-		dovecot-dev autoconf automake libtool pkg-config make gcc >&2
+if [ ! -f /usr/lib/dovecot/dovecot-config ] || [ ! -f /usr/lib/dovecot/libdovecot.so ]; then
+	# dovecot-core carries libdovecot, which imaptest links against.
+	flock /tmp/apt.lock apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 \
+		dovecot-core dovecot-dev autoconf automake libtool pkg-config make gcc >&2
 fi
 rm -rf "$build"
 mkdir -p "$build"

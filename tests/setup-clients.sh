@@ -25,8 +25,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing test clients: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# A benchmark installing its reference may be running apt too: take the lock the
+# benchmarks take, and wait for dpkg's own lock besides.
+flock /tmp/apt.lock apt-get update -qq -o DPkg::Lock::Timeout=600 >/dev/null
+flock /tmp/apt.lock apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 # Postfix is a test peer started by the tests with their own configuration:
 # the system instance that its package starts must not hold port 25.
 if [[ " ${missing[*]} " == *" postfix "* ]]; then
