@@ -253,14 +253,6 @@ class S3BlobStore:
             raise OSError(f"S3 HEAD of blob {sha256} failed: {error}") from error
         return head["LastModified"]
 
-    @staticmethod
-    def _written_within(modified: datetime, seconds: float) -> bool:
-        """Whether an object whose Last-Modified is ``modified`` may have been
-        written less than ``seconds`` ago. S3 keeps Last-Modified in whole
-        seconds, truncated: the write may have come up to a second after it,
-        so the collector errs on the side of keeping the object."""
-        return time.time() - (modified.timestamp() + 1) < seconds
-
     def exists(self, sha256: str) -> bool:
         return self._last_modified(sha256) is not None
 
@@ -281,7 +273,7 @@ class S3BlobStore:
     def delete_if_older(self, sha256: str, seconds: float) -> bool:
         modified = self._last_modified(sha256)
         if modified is not None:
-            if self._written_within(modified, seconds):
+            if time.time() - modified.timestamp() < seconds:
                 return False
             self.client.delete_object(
                 Bucket=self.location.bucket, Key=self.location.key(sha256))
@@ -290,13 +282,14 @@ class S3BlobStore:
 
     def files_older_than(self, seconds: float) -> Iterator[str]:
         """The sha256 names of stored objects last written more than ``seconds`` ago."""
+        cutoff = time.time() - seconds
         prefix = self.location.key_prefix
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.location.bucket, Prefix=prefix)
         for page in pages:
             for item in page.get("Contents", ()):
                 name = item["Key"].removeprefix(prefix)
-                if "/" not in name and not self._written_within(item["LastModified"], seconds):
+                if "/" not in name and item["LastModified"].timestamp() < cutoff:
                     yield name
 
     def remove_stale_temporaries(self, seconds: float) -> int:
