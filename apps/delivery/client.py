@@ -100,7 +100,7 @@ def _mail_options(
         options.append(f"SIZE={len(data)}")
     if message.binarymime:
         options.append("BODY=BINARYMIME")
-    elif client.has_extn("8bitmime") and any(b > 127 for b in data):
+    elif client.has_extn("8bitmime") and not data.isascii():
         options.append("BODY=8BITMIME")
     # RFC 8689 §4.2.1 (the host was chosen for it), and §5: a report on such a
     # message asks for it too where the next hop offers it.
