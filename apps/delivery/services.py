@@ -42,7 +42,7 @@ from apps.delivery.linelength import limit_line_length
 from apps.delivery.models import OutboundMessage, QueueEntry
 from apps.delivery.mtasts import Policy
 from apps.delivery.mx import DestinationError, Hop, resolve_hops
-from apps.delivery.signing import dkim_sign
+from apps.delivery.signing import SigningKey, dkim_sign_all
 from apps.delivery.transports import parse_transports, route_for
 from apps.directory.models import DkimKey, Mailbox
 from apps.directory.services import may_send_as, signing_keys
@@ -89,10 +89,10 @@ def sign(data: bytes, domain: str, key_cache: dict[str, list[DkimKey]] | None = 
         keys = key_cache[domain]
     else:
         keys = key_cache[domain] = signing_keys(domain)
-    for key in keys:
-        data = dkim_sign(data, domain=domain, selector=key.selector,
-                         private_key=key.private_key, algorithm=key.algorithm)
-    return data
+    if not keys:
+        return data
+    return dkim_sign_all(data, domain=domain, keys=[
+        SigningKey(key.selector, key.private_key, key.algorithm) for key in keys])
 
 
 _DATE_FIELD = re.compile(rb"(?im)^date:")

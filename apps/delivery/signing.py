@@ -12,6 +12,8 @@ import functools
 import hashlib
 import re
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -114,17 +116,37 @@ def _fold(tags: list[bytes]) -> bytes:
     return out
 
 
+@dataclass(frozen=True)
+class SigningKey:
+    """A domain's key: PEM for rsa-sha256, the base64 seed for ed25519-sha256
+    (RFC 8463 §4)."""
+
+    selector: str
+    private_key: str
+    algorithm: str = "rsa-sha256"
+
+
 def dkim_sign(
     message: bytes, *, domain: str, selector: str, private_key: str,
     algorithm: str = "rsa-sha256", now: int | None = None,
 ) -> bytes:
-    """The message with a DKIM-Signature header in front: relaxed/relaxed.
-    ``private_key`` is PEM for rsa-sha256, the base64 seed for ed25519-sha256
-    (RFC 8463 §4)."""
-    if algorithm not in ("rsa-sha256", "ed25519-sha256"):
-        raise ValueError(f"unknown DKIM algorithm {algorithm}")
-    key = _load_key(private_key, algorithm)
+    """The message with a DKIM-Signature header in front: relaxed/relaxed."""
+    return dkim_sign_all(message, domain=domain,
+                         keys=[SigningKey(selector, private_key, algorithm)], now=now)
+
+
+def dkim_sign_all(
+    message: bytes, *, domain: str, keys: Sequence[SigningKey], now: int | None = None,
+) -> bytes:
+    """The message with one DKIM-Signature per key in front (relaxed/relaxed),
+    the last key's outermost: what signing with each key in turn gives, since
+    no signature signs another (DKIM-Signature is not in h=). The header
+    section is split and the body canonicalised and hashed once for all."""
+    for key in keys:
+        if key.algorithm not in ("rsa-sha256", "ed25519-sha256"):
+            raise ValueError(f"unknown DKIM algorithm {key.algorithm}")
     fields, body = split_message(message)
+    # RFC 6376 §3.7: the body hash, of the canonicalised body.
     body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
 
     # RFC 6376 §5.4.2: each name in h= takes the last instance not yet taken.
@@ -140,17 +162,22 @@ def dkim_sign(
                 break
         # A name with no instance left (oversigning) contributes nothing (§5.4.2).
 
-    tags = [b"v=1", b"a=" + algorithm.encode(), b"c=relaxed/relaxed",
-            b"d=" + domain.encode("ascii"), b"s=" + selector.encode("ascii"),
-            b"t=%d" % (int(time.time()) if now is None else now),
-            b"h=" + b":".join(names), b"bh=" + body_hash, b"b="]
-    unsigned = _fold(tags)
-    # §3.7: the signature field itself, b= empty, relaxed, without its CRLF.
-    header_input += relaxed_header(*unsigned.split(b":", 1))[:-2]
-    if isinstance(key, RSAPrivateKey):
-        signature = key.sign(header_input, padding.PKCS1v15(), hashes.SHA256())
-    else:
-        # RFC 8463 §3: Ed25519 signs the SHA-256 hash of the data.
-        signature = key.sign(hashlib.sha256(header_input).digest())
-    tags[-1] = b"b=" + base64.b64encode(signature)
-    return _fold(tags) + b"\r\n" + message
+    timestamp = b"t=%d" % (int(time.time()) if now is None else now)
+    signatures: list[bytes] = []
+    for key in keys:
+        private = _load_key(key.private_key, key.algorithm)
+        # RFC 6376 §3.5: the tag list.
+        tags = [b"v=1", b"a=" + key.algorithm.encode(), b"c=relaxed/relaxed",
+                b"d=" + domain.encode("ascii"), b"s=" + key.selector.encode("ascii"),
+                timestamp, b"h=" + b":".join(names), b"bh=" + body_hash, b"b="]
+        unsigned = _fold(tags)
+        # §3.7: the signature field itself, b= empty, relaxed, without its CRLF.
+        data = header_input + relaxed_header(*unsigned.split(b":", 1))[:-2]
+        if isinstance(private, RSAPrivateKey):
+            signature = private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        else:
+            # RFC 8463 §3: Ed25519 signs the SHA-256 hash of the data.
+            signature = private.sign(hashlib.sha256(data).digest())
+        tags[-1] = b"b=" + base64.b64encode(signature)
+        signatures.append(_fold(tags) + b"\r\n")
+    return b"".join(reversed(signatures)) + message

@@ -40,7 +40,7 @@ from apps.delivery.services import (
     prepare,
 )
 from apps.directory.models import DkimKey, Mailbox
-from apps.directory.services import Resolution, may_send_as, resolve
+from apps.directory.services import Resolution, directory_version, may_send_as, resolve
 from apps.store import services as store
 from apps.store import trace
 from apps.store.batching import committer
@@ -133,10 +133,20 @@ def check_sender(
     already sent behind this MAIL (RFC 2920 pipelining), resolved in the same
     call for ``recipient_from``: one round trip for the group instead of one
     per RCPT."""
+    return _check_sender(mailbox, address, upcoming=upcoming, declared_size=declared_size,
+                         sent=cache.get(_hour_key(mailbox), 0), version=None)
+
+
+def _check_sender(
+    mailbox: Mailbox, address: str, *, upcoming: Sequence[str], declared_size: int, sent: int,
+    version: str | None,
+) -> dict[str, Resolution | MailhostError]:
+    """``check_sender`` with the hour's count ``sent`` and the directory
+    ``version`` (None: read per lookup) read already."""
     if not may_send_as(mailbox, address):
         raise SenderNotAllowed(f"Sender address <{address}> is not yours")
     limit = settings.MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR
-    if cache.get(_hour_key(mailbox), 0) >= limit:
+    if sent >= limit:
         raise SendingLimitReached(
             f"Sending limit of {limit} messages per hour reached, try later")
     outcomes: dict[str, Resolution | MailhostError] = {}
@@ -146,11 +156,41 @@ def check_sender(
         if accepted >= settings.MAILHOST_SUBMISSION_MAX_RECIPIENTS:
             break
         try:
-            outcomes[recipient] = _resolve_recipient(recipient, declared_size)
+            outcomes[recipient] = _resolve_recipient(recipient, declared_size, version)
             accepted += 1
         except MailhostError as error:
             outcomes[recipient] = error
     return outcomes
+
+
+@dataclass(frozen=True)
+class _SenderCheck:
+    """A MAIL FROM to check, as ``_check_senders`` takes it."""
+
+    mailbox: Mailbox
+    address: str
+    upcoming: Sequence[str]
+    declared_size: int
+
+
+def _check_senders(
+    checks: Sequence[_SenderCheck],
+) -> list[dict[str, Resolution | MailhostError] | MailhostError]:
+    """``check_sender`` for the MAIL FROMs of several sessions at once: the
+    hours' counts in one cache read and the directory version in one more,
+    where each session paid both (and one more per pipelined RCPT)."""
+    sent = cache.get_many(list({_hour_key(check.mailbox) for check in checks}))
+    version = directory_version()
+    results: list[dict[str, Resolution | MailhostError] | MailhostError] = []
+    for check in checks:
+        try:
+            results.append(_check_sender(
+                check.mailbox, check.address, upcoming=check.upcoming,
+                declared_size=check.declared_size, sent=sent.get(_hour_key(check.mailbox), 0),
+                version=version))
+        except MailhostError as error:
+            results.append(error)
+    return results
 
 
 def _check_count(accepted: int) -> None:
@@ -159,9 +199,11 @@ def _check_count(accepted: int) -> None:
         raise TooManyRecipients(f"Too many recipients: at most {limit} per message")
 
 
-def _resolve_recipient(address: str, declared_size: int) -> Resolution:
+def _resolve_recipient(
+    address: str, declared_size: int, version: str | None = None,
+) -> Resolution:
     try:
-        resolution = resolve(address)
+        resolution = resolve(address, version=version)
     except Invalid:
         raise BadRecipient(f"Bad recipient address syntax: {address}") from None
     except NotFound:
@@ -189,7 +231,15 @@ def recipient_from(outcome: Resolution | MailhostError, *, accepted: int) -> Res
     return outcome
 
 
-acheck_sender = database_sync_to_async(check_sender)
+async def acheck_sender(
+    mailbox: Mailbox, address: str, *, upcoming: Sequence[str] = (), declared_size: int = 0,
+) -> dict[str, Resolution | MailhostError]:
+    """``check_sender`` from asyncio, in one thread hop with the MAIL FROMs of
+    other sessions that arrive meanwhile (``_check_senders``)."""
+    return await committer(_check_senders).submit(
+        _SenderCheck(mailbox, address, tuple(upcoming), declared_size))
+
+
 acheck_recipient = database_sync_to_async(check_recipient)
 
 
@@ -245,16 +295,42 @@ def submit_as_user(
     return Submitted(queue_id, len(prepared.mailbox_ids), len(prepared.remote), prepared.data)
 
 
-def _prepare_and_count(
-    mailbox: Mailbox, recipients: Sequence[AcceptedRecipient], data: bytes, *, sender: str,
-    queue_id: str, received: bytes, origin: Origin, key_cache: dict[str, list[DkimKey]] | None,
-    binarymime: bool,
-) -> _Prepared:
-    prepared = _prepare(mailbox, recipients, data, sender=sender, queue_id=queue_id,
-                        received=received, origin=origin, key_cache=key_cache,
-                        binarymime=binarymime)
-    _count_sent(mailbox)
-    return prepared
+@dataclass(frozen=True)
+class _Draft:
+    """A message at the end of DATA, as ``_prepare_batch`` takes it."""
+
+    mailbox: Mailbox
+    recipients: Sequence[AcceptedRecipient]
+    data: bytes
+    sender: str
+    queue_id: str
+    received: bytes
+    origin: Origin
+    key_cache: dict[str, list[DkimKey]] | None
+    binarymime: bool
+
+
+def _prepare_batch(drafts: Sequence[_Draft]) -> list[_Prepared | MailhostError]:
+    """Prepare the messages whose DATA ended at the same moment, in one thread
+    hop, and count them against their users' hourly limits with one increment
+    per user: the cache round trip per message alone was a sixth of the
+    listener's time in a profile. A refused message is not counted."""
+    results: list[_Prepared | MailhostError] = []
+    sent: dict[int, tuple[Mailbox, int]] = {}
+    for draft in drafts:
+        try:
+            results.append(_prepare(
+                draft.mailbox, draft.recipients, draft.data, sender=draft.sender,
+                queue_id=draft.queue_id, received=draft.received, origin=draft.origin,
+                key_cache=draft.key_cache, binarymime=draft.binarymime))
+        except MailhostError as error:
+            results.append(error)
+            continue
+        _, count = sent.get(draft.mailbox.pk, (draft.mailbox, 0))
+        sent[draft.mailbox.pk] = (draft.mailbox, count + 1)
+    for mailbox, count in sent.values():
+        _count_sent(mailbox, count)
+    return results
 
 
 async def asubmit_as_user(
@@ -268,16 +344,16 @@ async def asubmit_as_user(
     so they share a batch with the mail arriving at the same moment.
     ``key_cache``: the connection's DKIM keys (``services.sign``).
 
-    The message is counted against the hour's limit in the same thread hop
-    as its preparation, before the hand-over, and the count taken back if the
-    hand-over fails: one hop per message fewer, and the messages being
-    handed over at that moment already count for a concurrent MAIL FROM.
+    The message is prepared and counted against the hour's limit together
+    with the others whose DATA ended at the same moment (``_prepare_batch``),
+    before the hand-over, and the count taken back if the hand-over fails:
+    the messages being handed over at that moment already count for a
+    concurrent MAIL FROM.
     ``require_tls`` (RFC 8689 §4.3) and ``binarymime`` (RFC 3030 §3) go with
     the queued copy."""
     queue_id = queue_id or new_queue_id()
-    prepared = await database_sync_to_async(_prepare_and_count)(
-        mailbox, recipients, data, sender=sender, queue_id=queue_id, received=received,
-        origin=origin, key_cache=key_cache, binarymime=binarymime)
+    prepared = await committer(_prepare_batch).submit(_Draft(
+        mailbox, recipients, data, sender, queue_id, received, origin, key_cache, binarymime))
     acceptance = [prepared.acceptance]
     plans: list[MailboxPlan] = []
     try:

@@ -490,15 +490,18 @@ def directory_changed(**_: object) -> None:
         lambda: cache.set(_VERSION_KEY, uuid.uuid4().hex, timeout=None))
 
 
-def resolve(address: str) -> Resolution:
+def resolve(address: str, *, version: str | None = None) -> Resolution:
     """``resolve_uncached``, answered from this process's cache while the
-    directory has not changed (and for MAILHOST_DIRECTORY_CACHE_SECONDS at most)."""
+    directory has not changed (and for MAILHOST_DIRECTORY_CACHE_SECONDS at most).
+    ``version``: the ``directory_version()`` a caller resolving several
+    addresses at once has just read for all of them."""
     ttl = settings.MAILHOST_DIRECTORY_CACHE_SECONDS
     if ttl <= 0:
         return resolve_uncached(address)
     local, domain_name = split_address(address)  # Invalid is not worth caching
     key = f"{local}@{domain_name}"
-    version = directory_version()  # read before the rows: see directory_changed
+    if version is None:
+        version = directory_version()  # read before the rows: see directory_changed
     now = time.monotonic()
     hit = _resolved.get(key)
     if hit is None or hit[0] != version or hit[1] < now:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 from base64 import b64decode
 from binascii import Error as Base64Error
@@ -24,6 +23,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from apps.delivery import submission
+from apps.delivery.client import only_crlf_line_ends
 from apps.delivery.dsn import parse_notify, parse_orcpt, xtext_decode
 from apps.directory.models import DkimKey, Mailbox
 from apps.directory.services import aauthenticate, plaintext_auth_allowed
@@ -38,10 +38,6 @@ from apps.smtp.server import (
 from mailhost.errors import Invalid, MailhostError
 
 log = logging.getLogger("mailhost.smtp")
-
-# Stricter than the MX, which takes a bare CR as data as Postfix does: our own users'
-# clients never send one, and what they send is relayed.
-_BARE_NEWLINE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 # RFC 3461 §4.3-4.4 (MAIL) and §4.1-4.2 (RCPT); AUTH= of RFC 4954 §5 is accepted and unused.
 _MAIL_PARAMETERS = ("RET", "ENVID", "AUTH")
@@ -255,8 +251,10 @@ class SubmissionHandler:
         queue_id: str = envelope.queue_id  # type: ignore[attr-defined]
         mailbox: Mailbox = session.auth_data
         # A binary body (RFC 3030 §3) has CR and LF octets that end no line;
-        # it leaves only with BDAT, where no line ends the data.
-        if not envelope.binarymime and _BARE_NEWLINE.search(content):  # type: ignore[attr-defined]
+        # it leaves only with BDAT, where no line ends the data. Stricter than
+        # the MX, which takes a bare CR as data as Postfix does: our own users'
+        # clients never send one, and what they send is relayed.
+        if not envelope.binarymime and not only_crlf_line_ends(content):  # type: ignore[attr-defined]
             return replies.BARE_NEWLINE
         peer = session.peer
         peer_ip = peer[0] if isinstance(peer, tuple) else str(peer)

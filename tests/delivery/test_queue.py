@@ -371,3 +371,15 @@ def test_lines_starting_with_a_dot_arrive_unchanged(alice, any_receiver):
     run_queue()
     (got,) = any_receiver.script.messages
     assert got.data.rstrip(b"\r\n") == data
+
+
+def test_only_an_eight_bit_message_is_announced_as_8bitmime(alice, any_receiver):
+    # RFC 6152 §3: BODY=8BITMIME with a body that has octets over 127, not otherwise.
+    for body in ("Grüße aus Köln", "plain ASCII"):
+        services.submit(sender="alice@example.org", recipients=[RecipientSpec("c@example.net")],
+                        data=make_message("c@example.net", body=body).replace(
+                            b"sender@remote.example", b"alice@example.org"))
+    run_queue()
+    eight_bit, ascii_only = any_receiver.script.messages
+    assert "Grüße".encode() in eight_bit.data and "BODY=8BITMIME" in eight_bit.mail_options
+    assert "BODY=8BITMIME" not in ascii_only.mail_options

@@ -1,5 +1,6 @@
 """The DKIM signer (apps/delivery/signing.py) against dkimpy's verifier: both
-key types, the canonicalisation corners of RFC 6376 §3.4, and tampering."""
+key types, the canonicalisation corners of RFC 6376 §3.4, generated messages,
+and tampering."""
 
 from __future__ import annotations
 
@@ -8,8 +9,16 @@ import base64
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from apps.delivery.signing import dkim_sign, relaxed_body, relaxed_header
+from apps.delivery.signing import (
+    SigningKey,
+    dkim_sign,
+    dkim_sign_all,
+    relaxed_body,
+    relaxed_header,
+)
 from tests import fakedns
 
 
@@ -108,3 +117,41 @@ def test_relaxed_canonicalisation_of_rfc_6376_section_3_4_5():
     assert relaxed_header(b"B ", b" Y\t\r\n\tZ  ") == b"b:Y Z\r\n"
     assert relaxed_body(b" C \r\nD \t E\r\n\r\n\r\n") == b" C\r\nD E\r\n"
     assert relaxed_body(b"") == b"" and relaxed_body(b"\r\n\r\n") == b""
+
+
+def test_signing_with_both_keys_at_once_is_signing_with_each_in_turn(rsa_pem, ed_seed):
+    message = MESSAGES["folded and spaced"]
+    in_turn = dkim_sign(
+        dkim_sign(message, domain="example.org", selector="rsa", private_key=rsa_pem[0],
+                  now=1_800_000_000),
+        domain="example.org", selector="ed", private_key=ed_seed[0],
+        algorithm="ed25519-sha256", now=1_800_000_000)
+    at_once = dkim_sign_all(message, domain="example.org", now=1_800_000_000, keys=[
+        SigningKey("rsa", rsa_pem[0]), SigningKey("ed", ed_seed[0], "ed25519-sha256")])
+    assert at_once == in_turn
+
+
+# Header values and body lines with the whitespace and folding that relaxed
+# canonicalisation (RFC 6376 §3.4.2, §3.4.4) rewrites.
+_TEXT = st.text(st.sampled_from("aZ09 \t.:;<>@-=\"()"), max_size=20)
+_VALUE = st.lists(_TEXT, min_size=1, max_size=3).map(lambda parts: "\r\n\t".join(parts))
+_FIELD = st.tuples(st.sampled_from(["To", "Subject", "Cc", "Date", "Message-ID", "X-Other",
+                                    "from", "SUBJECT"]), _VALUE)
+_BODY = st.lists(st.text(st.sampled_from("ab .\t"), max_size=12), max_size=8).map(
+    "\r\n".join)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=st.lists(_FIELD, max_size=6), body=_BODY, final_crlf=st.booleans())
+def test_generated_messages_verify_with_dkimpy(signer, fields, body, final_crlf):
+    head = "From: Alice <alice@example.org>\r\n" + "".join(
+        f"{name}:{value}\r\n" for name, value in fields)
+    message = (head + "\r\n" + body + ("\r\n" if final_crlf else "")).encode()
+    signed = signer(message)
+    assert signed.endswith(message)
+    # As a verifier gets it: SMTP ends the data with CRLF (RFC 5321 §4.1.1.4),
+    # so that whitespace on an unterminated last line is trailing whitespace.
+    received = signed if signed.endswith(b"\r\n") else signed + b"\r\n"
+    assert fakedns.dkim_verifies(received, 0), "Ed25519 (the outer signature)"
+    assert fakedns.dkim_verifies(received, 1), "RSA"

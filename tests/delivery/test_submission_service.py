@@ -3,6 +3,7 @@ shared by its two front ends: SMTP submission and the webmail."""
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 
 import pytest
@@ -141,3 +142,24 @@ def test_mail_sent_from_the_webmail_is_traced_like_submission(alice, bob):
     assert accepted.detail["listener"] == "webmail"
     assert accepted.detail["user"] == "alice@example.org"
     assert accepted.detail["recipients"] == ["bob@example.org", "carol@example.net"]
+
+
+def test_messages_handed_over_together_each_count_against_the_hour(transactional_db, settings):
+    # The listener prepares and counts the messages whose DATA ends at the same
+    # moment as one batch: each still counts once, and a refused one not at all.
+    settings.MAILHOST_SUBMISSION_MAX_MESSAGES_PER_HOUR = 3
+    alice = make_mailbox("alice@example.org")
+    make_mailbox("bob@example.org")
+
+    async def together(*froms: str) -> list[submission.Submitted | BaseException]:
+        return await asyncio.gather(*(submission.asubmit_as_user(
+            alice, sender="alice@example.org", recipients=accepted("bob@example.org"),
+            data=letter(sender), origin=WEB) for sender in froms), return_exceptions=True)
+
+    first = asyncio.run(together("alice@example.org", "bob@example.org", "alice@example.org"))
+    assert isinstance(first[1], SenderNotAllowed)
+    assert len(stored("bob@example.org")) == 2
+    submission.check_sender(alice, "alice@example.org")  # 2 of 3 sent
+    asyncio.run(together("alice@example.org"))
+    with pytest.raises(submission.SendingLimitReached):
+        submission.check_sender(alice, "alice@example.org")

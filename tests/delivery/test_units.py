@@ -1,4 +1,4 @@
-"""Pure parts of delivery: the transport map, RFC 3461 parameters, the DSN
+"""Pure parts of delivery: line ends, the transport map, RFC 3461 parameters, the DSN
 builder, and the DNS records a domain needs."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from hypothesis import given
 from hypothesis import strategies as st
 
+from apps.delivery.client import only_crlf_line_ends
 from apps.delivery.dsn import (
     RecipientReport,
     build_dsn,
@@ -27,6 +28,16 @@ from apps.directory.dns import DnsRecord, zone_lines
 from apps.directory.services import create_dkim_key
 from mailhost.errors import Invalid
 from tests.factories import make_domain
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b" ", b"."]), max_size=30))
+def test_only_crlf_line_ends_finds_every_bare_cr_and_lf(pieces):
+    data = b"".join(pieces)
+    # RFC 5321 §2.3.8, byte by byte: each CR is followed by LF, each LF follows CR.
+    bare = any((byte == 13 and data[i + 1:i + 2] != b"\n")
+               or (byte == 10 and (i == 0 or data[i - 1] != 13))
+               for i, byte in enumerate(data))
+    assert only_crlf_line_ends(data) is not bare
 
 
 def test_transport_map_entries_and_smarthost():
