@@ -159,20 +159,30 @@ def outline_news(spec: Spec, before: Outline, now: Outline,
     def wants(event: str, name: str) -> bool:
         return event in spec.events_of(name, subscribed)
 
-    for folder_id, name in sorted(before.folders.items()):
-        new_name = now.folders.get(folder_id)
-        if new_name is None and wants("MailboxName", name):
-            lines.append(listed(name))
-        elif new_name is not None and new_name != name and (
-                wants("MailboxName", name) or wants("MailboxName", new_name)):
-            old = b' ("OLDNAME" (' + encode(name) + b"))"
-            lines.append(listed(new_name, suffix=old))
-    for folder_id, name in sorted(now.folders.items()):
-        if folder_id not in before.folders and wants("MailboxName", name):
-            lines.append(listed(name))
-    # RENAME moves the subscriptions of the tree along: told by OLDNAME alone.
     renamed = {name: now.folders[folder_id] for folder_id, name in before.folders.items()
                if now.folders.get(folder_id, name) != name}
+    told_renamed: set[str] = set()
+    # RFC 5465 §5.4: a created or deleted folder and its direct parent are affected.
+    affected: list[str] = []
+    for folder_id, name in sorted(before.folders.items()):
+        new_name = now.folders.get(folder_id)
+        if new_name is None:
+            affected.append(name)
+        elif new_name != name and (wants("MailboxName", name)
+                                   or wants("MailboxName", new_name)):
+            # §5.4: the children renamed along are not told of apart.
+            if _parent(name) not in told_renamed or \
+                    renamed[_parent(name)] != _parent(new_name):
+                old = b' ("OLDNAME" (' + encode(name) + b"))"
+                lines.append(listed(new_name, suffix=old))
+            told_renamed.add(name)
+    affected += [name for folder_id, name in sorted(now.folders.items())
+                 if folder_id not in before.folders]
+    parents = [_parent(name) for name in affected]
+    for name in dict.fromkeys([*affected, *parents]):
+        if name and name not in renamed and wants("MailboxName", name):
+            lines.append(listed(name))
+    # RENAME moves the subscriptions of the tree along: told by OLDNAME alone.
     moved = {name for old, new in renamed.items() if old in before.subscribed
              and new in now.subscribed for name in (old, new)}
     for name in sorted((now.subscribed ^ before.subscribed) - moved):
@@ -191,6 +201,11 @@ def outline_news(spec: Spec, before: Outline, now: Outline,
                 wants("MailboxMetadataChange", name):
             lines.append(b"METADATA " + encode(name) + b" " + listing)
     return lines
+
+
+def _parent(name: str) -> str:
+    """The folder directly above ``name`` ("" at the top)."""
+    return name.rpartition("/")[0]
 
 
 class Notifier:

@@ -548,7 +548,8 @@ class IMAPSession(asyncio.Protocol):
             items = [f"FLAGS {fmt.flag_list(view.flag_names(position)).decode()}"]
             if self.condstore:
                 items.append(f"MODSEQ ({view.modseqs[position]})")
-            if self.qresync or self.condstore:
+            # RFC 5465 §5.1: under NOTIFY, a flag change's FETCH carries the UID.
+            if self.qresync or self.condstore or self.notifier is not None:
                 items.insert(0, f"UID {uid}")
             self.untagged(f"{position + 1} FETCH ({' '.join(items)})")
 

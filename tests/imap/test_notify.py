@@ -64,7 +64,7 @@ def test_selected_folder_news_with_fetch_attributes(raw, other):
     other.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
     other.command("EXPUNGE")
     line = raw.readline()
-    while b" FETCH (FLAGS (\\Deleted" in line:
+    while b" FETCH (UID 1 FLAGS (\\Deleted" in line:
         line = raw.readline()  # the flag change that came before the expunge
     assert line == b"* 1 EXPUNGE\r\n"
 
@@ -159,3 +159,35 @@ def test_status_news_follows_the_events_asked():
                       condstore=True, qresync=False) == []
     assert news_items(both, before, {**before, "UIDVALIDITY": 8},
                       condstore=False, qresync=False) == ["UIDVALIDITY"]
+
+
+def test_flag_change_in_the_selected_folder_carries_the_uid(raw, other):
+    append(raw, "INBOX")
+    append(raw, "INBOX")
+    raw.command("SELECT INBOX")
+    raw.command("NOTIFY SET (SELECTED (MessageNew MessageExpunge FlagChange))", tag="n1")
+    other.command("SELECT INBOX")
+    other.command("STORE 2 +FLAGS.SILENT (\\Flagged)")
+    # RFC 5465 §5.1: the FETCH MUST include UID and FLAGS, CONDSTORE or not.
+    assert raw.readline() == b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent))\r\n"
+
+
+def test_folder_tree_changes_tell_the_parent_and_not_the_renamed_children(
+        raw, other, monkeypatch):
+    from apps.imap import notifications, session
+
+    monkeypatch.setattr(notifications, "POLL_SECONDS", 0.2)
+    monkeypatch.setattr(session, "POLL_SECONDS", 0.2)
+    other.command("CREATE Work")
+    raw.command("NOTIFY SET (PERSONAL (MailboxName))", tag="n1")
+    # RFC 5465 §5.4: a created folder and its direct parent are affected.
+    other.command("CREATE Work/Sub")
+    assert raw.readline() == b'* LIST (\\HasNoChildren) "/" Work/Sub\r\n'
+    assert raw.readline() == b'* LIST (\\HasChildren) "/" Work\r\n'
+    # Children renamed along with their parent: no events of their own.
+    other.command("RENAME Work Play")
+    assert raw.readline() == b'* LIST (\\HasChildren) "/" Play ("OLDNAME" (Work))\r\n'
+    other.command("DELETE Play/Sub")
+    assert raw.readline() == b'* LIST (\\NonExistent) "/" Play/Sub\r\n'
+    assert raw.readline() == b'* LIST (\\HasNoChildren) "/" Play\r\n'
+    assert raw.command("NOOP", tag="n2") == [b"n2 OK NOOP completed\r\n"]
