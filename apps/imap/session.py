@@ -133,7 +133,7 @@ class IMAPSession(asyncio.Protocol):
         self.commands_before_auth = 0
         self._data = asyncio.Event()
         self._changed = asyncio.Event()
-        # What an IDLE waits on: data or a change resolves it (``_wake``). A
+        # What an IDLE waits on: data or a change resolves it (``wake``). A
         # bare future, so that waking ten thousand idlers makes no tasks.
         self._idle_waiter: asyncio.Future[None] | None = None
         self._news = 0  # notify.news_mark() of the latest change event
@@ -144,6 +144,7 @@ class IMAPSession(asyncio.Protocol):
         self._unsubscribe: Callable[[], None] | None = None
         self._busy = False
         self.idling = False
+        self._idle_together = False  # in IDLE, told of news by the watcher (notify.py)
         self._compressor: Any = None
         self._decompressor: Any = None
         # Response lines written in one turn of the event loop leave in one
@@ -171,7 +172,7 @@ class IMAPSession(asyncio.Protocol):
                 return
         self.framer.feed(data)
         self._data.set()
-        self._wake()
+        self.wake()
         if self.framer.buffered() > 4 * settings.MAILHOST_IMAP_MAX_LINE and \
                 self.transport is not None:
             self.transport.pause_reading()
@@ -179,7 +180,7 @@ class IMAPSession(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self._closed = True
         self._data.set()
-        self._wake()
+        self.wake()
         return None
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -187,10 +188,10 @@ class IMAPSession(asyncio.Protocol):
         self._data.set()
         self._writable.set()
         self._changed.set()
-        self._wake()
+        self.wake()
         log.info("disconnect listener=%s peer=%s", self.listener, self.peer)
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         if self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)
 
@@ -451,7 +452,41 @@ class IMAPSession(asyncio.Protocol):
         if self.view is not None and event.folder_id == self.view.folder_id:
             self._news = news_mark()
             self._changed.set()
-            self._wake()
+            if self._idle_together:
+                watcher().idle_news(event.folder_id)
+            else:
+                self.wake()
+
+    # What the watcher asks of a session in a plain IDLE (notify.py).
+    def has_news(self) -> bool:
+        return self._changed.is_set()
+
+    def idle_modseq(self) -> int | None:
+        """The MODSEQ the selected folder's view stands at (None: no view)."""
+        return self.view.highestmodseq if self.view is not None else None
+
+    def claims_recent(self, changes: FolderChanges | None) -> bool:
+        """Whether the changes bring messages this session would claim
+        \\Recent for (RFC 3501 §2.3.2; none in IMAP4rev2, RFC 9051 §2.3.2)."""
+        view = self.view
+        if view is None or changes is None or view.readonly or self.rev2:
+            return False
+        last = view.uids[-1] if view.uids else 0
+        return any(row[0] > last for row in changes.changed)
+
+    def tell_idle_news(self, changes: FolderChanges | None, recent: tuple[int, int], *,
+                       mark: int) -> None:
+        """News read for every idler of the folder, by a read started at
+        ``mark``: told as ``refresh`` tells it (a plain IDLE has no search
+        contexts); the news is all told unless more came since."""
+        if self._news < mark:
+            self._changed.clear()
+        if changes is None:
+            self.untagged("BYE the selected folder was deleted")  # RFC 3501 §7.1.5
+            self._close()
+            return
+        assert self.view is not None
+        self._announce(self.view.apply(changes, allow_expunge=True, recent=recent))
 
     def look_again(self) -> None:
         """An explicit poll (NOOP, CHECK): the answer reads the folder even
@@ -461,7 +496,7 @@ class IMAPSession(asyncio.Protocol):
         if self.view is not None:
             self._news = news_mark()
             self._changed.set()
-            self._wake()
+            self.wake()
 
     async def refresh(self, *, allow_expunge: bool) -> Updates | None:
         """Bring the view up to date and tell the client. A read that another
@@ -487,9 +522,7 @@ class IMAPSession(asyncio.Protocol):
             self._close()
             return None
         recent = (0, 0)
-        last = view.uids[-1] if view.uids else 0
-        if not view.readonly and not self.rev2 and any(
-                row[0] > last for row in changes.changed):
+        if self.claims_recent(changes):
             recent = await watcher().claim_recent(view.folder_id, changes.uidnext)
         updates = view.apply(changes, allow_expunge=allow_expunge, recent=recent)
         self._announce(updates)
@@ -1850,6 +1883,24 @@ async def idle(session: IMAPSession, cmd: Command) -> str:
 
 
 async def _idle(session: IMAPSession) -> str:
+    # Without NOTIFY or search contexts, news is told by the watcher, for all
+    # the folder's idlers at once, without waking this task.
+    view = session.view
+    together = view is not None and session.notifier is None and not session.contexts
+    if together:
+        assert view is not None
+        watcher().idle_in(session, view.folder_id)
+        session._idle_together = True
+    try:
+        return await _idle_loop(session)
+    finally:
+        if together:
+            assert view is not None
+            session._idle_together = False
+            watcher().idle_out(session, view.folder_id)
+
+
+async def _idle_loop(session: IMAPSession) -> str:
     while True:
         line = session.framer.read_line()
         if line is not None:
@@ -1865,7 +1916,7 @@ async def _idle(session: IMAPSession) -> str:
         if session.transport is not None:
             session.transport.resume_reading()
         if session.notifier is None:
-            # One plain future per idler (woken by _wake): cheap for thousands.
+            # One plain future per idler (woken by wake): cheap for thousands.
             waiter = session._idle_waiter = asyncio.get_running_loop().create_future()
             try:
                 await asyncio.wait_for(waiter, settings.MAILHOST_IMAP_TIMEOUT)
