@@ -117,3 +117,29 @@ def test_idlers_told_together_give_recent_to_one_of_them(imap_port, mailbox):
         client.send(b"DONE\r\n")
         assert client.until("i")[-1].startswith(b"i OK")
         client.close()
+
+
+def test_idlers_of_one_folder_share_one_read_of_a_change(imap_port, mailbox, monkeypatch):
+    idlers = []
+    for _ in range(30):
+        client = RawIMAP(imap_port)
+        client.login(mailbox.address, PASSWORD)
+        client.command("SELECT INBOX")
+        client.send(b"i IDLE\r\n")
+        assert client.readline().startswith(b"+ ")
+        idlers.append(client)
+    reads = []
+    real = store.folder_changes
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "folder_changes", counted)
+    store.deliver([mailbox], message(1))
+    for client in idlers:
+        assert client.readline() == b"* 1 EXISTS\r\n"
+    # The fan-out costs one read of the change, not one per idler.
+    assert len(reads) == 1
+    for client in idlers:
+        client.close()
