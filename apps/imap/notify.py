@@ -25,7 +25,8 @@ import contextlib
 import itertools
 import logging
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Hashable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+T = TypeVar("T")
 
 # Marks order news against reads in one process: a read started after a
 # session's latest news (a larger mark) is sure to include it.
@@ -60,8 +62,8 @@ class Watcher:
         # folder id -> (mailbox id, last HIGHESTMODSEQ seen, number of watchers)
         self.folders: dict[int, list[int]] = {}
         self.task: asyncio.Task[None] | None = None
-        # (folder id, since MODSEQ) -> (mark when started, the read in flight)
-        self._reads: dict[tuple[int, int], tuple[int, asyncio.Task[FolderChanges | None]]] = {}
+        # what is read -> (mark when started, the read in flight)
+        self._reads: dict[Hashable, tuple[int, asyncio.Task[Any]]] = {}
         # folder id -> UIDNEXT up to which a session of this process took \Recent
         self._claimed: dict[int, int] = {}
         self._claiming: dict[int, asyncio.Task[tuple[int, int]]] = {}
@@ -85,24 +87,32 @@ class Watcher:
             del self.folders[folder_id]
             self._claimed.pop(folder_id, None)
 
-    async def folder_changes(self, folder_id: int, since: int,
-                             after: int) -> FolderChanges | None:
-        """``store.folder_changes``, shared with the other sessions of this
-        loop that ask for the same folder and MODSEQ, provided the shared read
-        started after mark ``after`` (the asker's latest news)."""
-        key = (folder_id, since)
+    async def shared(self, key: Hashable, after: int,
+                     read: Callable[[], Coroutine[Any, Any, T]]) -> tuple[int, T]:
+        """The result of ``read``, shared with the other sessions of this loop
+        that ask for the same ``key`` meanwhile, provided the shared read
+        started after mark ``after`` (the asker's latest news); and the mark
+        of the read, for a later ``after``."""
         entry = self._reads.get(key)
         if entry is None or entry[0] <= after:
-            read = asyncio.get_running_loop().create_task(
-                database_sync_to_async(store.folder_changes)(folder_id, since))
-            entry = self._reads[key] = (news_mark(), read)
+            task = asyncio.get_running_loop().create_task(read())
+            entry = self._reads[key] = (news_mark(), task)
 
             def forget(_task: asyncio.Task, key=key, entry=entry) -> None:
                 if self._reads.get(key) is entry:
                     del self._reads[key]
 
-            read.add_done_callback(forget)
-        return await asyncio.shield(entry[1])
+            task.add_done_callback(forget)
+        return entry[0], await asyncio.shield(entry[1])
+
+    async def folder_changes(self, folder_id: int, since: int,
+                             after: int) -> FolderChanges | None:
+        """``store.folder_changes``, read once for the sessions that ask for
+        the same folder and MODSEQ (``shared``)."""
+        _mark, changes = await self.shared(
+            ("changes", folder_id, since), after,
+            lambda: database_sync_to_async(store.folder_changes)(folder_id, since))
+        return changes
 
     async def claim_recent(self, folder_id: int, uidnext: int) -> tuple[int, int]:
         """``store.claim_recent`` unless a session of this process has already

@@ -268,19 +268,21 @@ class IMAPSession(asyncio.Protocol):
             left = deadline - loop.time()
             if left <= 0:
                 raise TimeoutError
-            waiters = [until.wait()]
-            if notifier is not None:
-                waiters.append(notifier.wake.wait())
-            if self.view is not None and (notifier.hears_selected(idle) if notifier else idle):
-                waiters.append(self._changed.wait())
-            ticking = notifier is not None and notifier.keeps_looking()
-            tasks = [asyncio.ensure_future(w) for w in waiters]
-            await asyncio.wait(tasks, timeout=min(left, POLL_SECONDS) if ticking else left,
-                               return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            hears = self.view is not None and (
+                notifier.hears_selected(idle) if notifier else idle)
+            if not (notifier is not None and notifier.woken) and not (
+                    hears and self._changed.is_set()):
+                ticking = notifier is not None and notifier.keeps_looking()
+                # One plain future that data, a change or the notifier resolves
+                # (``wake``): no task per wait for thousands of listeners.
+                waiter = self._idle_waiter = loop.create_future()
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        # On the clock's period boundaries (Notifier.tell).
+                        tick = POLL_SECONDS - loop.time() % POLL_SECONDS
+                        await asyncio.wait_for(waiter, min(left, tick) if ticking else left)
+                finally:
+                    self._idle_waiter = None
             if until.is_set() or self._closed:
                 return
             if notifier is not None:

@@ -191,3 +191,48 @@ def test_folder_tree_changes_tell_the_parent_and_not_the_renamed_children(
     assert raw.readline() == b'* LIST (\\NonExistent) "/" Play/Sub\r\n'
     assert raw.readline() == b'* LIST (\\HasNoChildren) "/" Play\r\n'
     assert raw.command("NOOP", tag="n2") == [b"n2 OK NOOP completed\r\n"]
+
+
+def test_notify_sessions_of_a_mailbox_share_their_reads(imap_port, mailbox, monkeypatch):
+    import time
+
+    from apps.imap import notifications, session
+    from apps.store import services as store
+    from tests.factories import PASSWORD
+
+    monkeypatch.setattr(notifications, "POLL_SECONDS", 0.2)
+    monkeypatch.setattr(session, "POLL_SECONDS", 0.2)
+    store.create_folder(mailbox, "Lists", subscribed=False)
+    clients = []
+    for _ in range(10):
+        client = RawIMAP(imap_port)
+        client.login(mailbox.address, PASSWORD)
+        client.command("NOTIFY SET (MAILBOXES Lists (MessageNew MessageExpunge)) "
+                       "(PERSONAL (MailboxName))", tag="n1")
+        clients.append(client)
+    statuses, outlines = [], []
+    read_status, read_outline = store.folder_status, notifications.mailbox_outline
+
+    def counted_status(*args, **kwargs):  # type: ignore[no-untyped-def]
+        statuses.append(args)
+        return read_status(*args, **kwargs)
+
+    def counted_outline(*args, **kwargs):  # type: ignore[no-untyped-def]
+        outlines.append(args)
+        return read_outline(*args, **kwargs)
+
+    monkeypatch.setattr(store, "folder_status", counted_status)
+    monkeypatch.setattr(notifications, "mailbox_outline", counted_outline)
+    time.sleep(1)
+    # Ten sessions looking at the outline every 0.2 s: one read per period
+    # for all of them (about 5), not one each (50).
+    looks = len(outlines)
+    assert 0 < looks < 25
+    store.deliver_batch([store.DeliveryRequest([mailbox.pk], b"Subject: x\r\n\r\nx\r\n",
+                                               folder="Lists", fallback_to_inbox=False)])
+    for client in clients:
+        assert client.readline() == b"* STATUS Lists (UIDNEXT 2 MESSAGES 1)\r\n"
+    # One delivery: one STATUS read for the ten sessions told of it.
+    assert len(statuses) == 1
+    for client in clients:
+        client.close()
