@@ -278,7 +278,7 @@ class Notifier:
         self.woken = False
         session = self.session
         selected = self.spec.selected
-        if session.view is not None and session._changed.is_set() and self.hears_selected(idle):
+        if session.view is not None and session._changed and self.hears_selected(idle):
             # RFC 5465 §6.1.2: SELECTED-DELAYED holds expunges back until a
             # command (or IDLE) allows them.
             updates = await session.refresh(

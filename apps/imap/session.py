@@ -132,13 +132,15 @@ class IMAPSession(asyncio.Protocol):
         self.bad_commands = 0
         self.commands_before_auth = 0
         self._data = asyncio.Event()
-        self._changed = asyncio.Event()
+        # Plain flags and futures made only when waited on, rather than
+        # asyncio.Events (each with a deque of its own): memory per connection.
+        self._changed = False  # a change event since the view was last brought up to date
         # What an IDLE waits on: data or a change resolves it (``wake``). A
         # bare future, so that waking ten thousand idlers makes no tasks.
         self._idle_waiter: asyncio.Future[None] | None = None
         self._news = 0  # notify.news_mark() of the latest change event
-        self._writable = asyncio.Event()
-        self._writable.set()
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
@@ -186,8 +188,8 @@ class IMAPSession(asyncio.Protocol):
     def connection_lost(self, error: Exception | None) -> None:
         self._closed = True
         self._data.set()
-        self._writable.set()
-        self._changed.set()
+        self.resume_writing()
+        self._changed = True
         self.wake()
         log.info("disconnect listener=%s peer=%s", self.listener, self.peer)
 
@@ -196,10 +198,12 @@ class IMAPSession(asyncio.Protocol):
             self._idle_waiter.set_result(None)
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self._write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
 
     def request_shutdown(self) -> None:
         if (self._busy and not self.idling) or self.transport is None:
@@ -240,7 +244,9 @@ class IMAPSession(asyncio.Protocol):
             self.transport.write(data)
 
     async def _drain(self) -> None:
-        await self._writable.wait()
+        while self._write_paused and not self._closed:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
 
     def untagged(self, line: bytes | str) -> None:
         if isinstance(line, str):
@@ -271,7 +277,7 @@ class IMAPSession(asyncio.Protocol):
             hears = self.view is not None and (
                 notifier.hears_selected(idle) if notifier else idle)
             if not (notifier is not None and notifier.woken) and not (
-                    hears and self._changed.is_set()):
+                    hears and self._changed):
                 ticking = notifier is not None and notifier.keeps_looking()
                 # One plain future that data, a change or the notifier resolves
                 # (``wake``): no task per wait for thousands of listeners.
@@ -287,7 +293,7 @@ class IMAPSession(asyncio.Protocol):
                 return
             if notifier is not None:
                 await notifier.tell(idle=idle)
-            elif self._changed.is_set():
+            elif self._changed:
                 await self.refresh(allow_expunge=True)
 
     async def fetch_new(self, uids: Sequence[int], atts: list[FetchAtt]) -> None:
@@ -453,7 +459,7 @@ class IMAPSession(asyncio.Protocol):
     def _on_change(self, event: events.FolderChanged) -> None:
         if self.view is not None and event.folder_id == self.view.folder_id:
             self._news = news_mark()
-            self._changed.set()
+            self._changed = True
             if self._idle_together:
                 watcher().idle_news(event.folder_id)
             else:
@@ -461,7 +467,7 @@ class IMAPSession(asyncio.Protocol):
 
     # What the watcher asks of a session in a plain IDLE (notify.py).
     def has_news(self) -> bool:
-        return self._changed.is_set()
+        return self._changed
 
     def idle_modseq(self) -> int | None:
         """The MODSEQ the selected folder's view stands at (None: no view)."""
@@ -482,7 +488,7 @@ class IMAPSession(asyncio.Protocol):
         ``mark``: told as ``refresh`` tells it (a plain IDLE has no search
         contexts); the news is all told unless more came since."""
         if self._news < mark:
-            self._changed.clear()
+            self._changed = False
         if changes is None:
             self.untagged("BYE the selected folder was deleted")  # RFC 3501 §7.1.5
             self._close()
@@ -497,7 +503,7 @@ class IMAPSession(asyncio.Protocol):
         client's poll for new messages and status updates."""
         if self.view is not None:
             self._news = news_mark()
-            self._changed.set()
+            self._changed = True
             self.wake()
 
     async def refresh(self, *, allow_expunge: bool) -> Updates | None:
@@ -507,7 +513,7 @@ class IMAPSession(asyncio.Protocol):
         view = self.view
         if view is None:
             return None
-        if not self._changed.is_set():
+        if not self._changed:
             # No change event since the last look (events come at once from
             # this process, by Redis or the poller from others): no query.
             # Expunges held back during FETCH/STORE/SEARCH are told now.
@@ -515,7 +521,7 @@ class IMAPSession(asyncio.Protocol):
                 self._announce(view.apply(
                     FolderChanges(view.highestmodseq, view.uidnext, [], []), allow_expunge=True))
             return None
-        self._changed.clear()
+        self._changed = False
         changes = await watcher().folder_changes(view.folder_id, view.highestmodseq,
                                                  self._news)
         if changes is None:
@@ -1911,7 +1917,7 @@ async def _idle_loop(session: IMAPSession) -> str:
             raise Bad("expected DONE")
         if session._closed:
             raise ConnectionError("closed")
-        if session._changed.is_set() and session.notifier is None:
+        if session._changed and session.notifier is None:
             await session.refresh(allow_expunge=True)
             continue
         session._data.clear()
