@@ -534,7 +534,7 @@ class IMAPSession(asyncio.Protocol):
             recent = await watcher().claim_recent(view.folder_id, changes.uidnext)
         updates = view.apply(changes, allow_expunge=allow_expunge, recent=recent)
         self._announce(updates)
-        await self.tell_contexts([*updates.changed, *updates.new_uids])
+        await self.tell_contexts([*updates.changed, *updates.new_uids], new=updates.new_uids)
         return updates
 
     def tell_flags(self) -> None:
@@ -594,9 +594,12 @@ class IMAPSession(asyncio.Protocol):
                 items.insert(0, f"UID {uid}")
             self.untagged(f"{position + 1} FETCH ({' '.join(items)})")
 
-    async def tell_contexts(self, uids: Sequence[int]) -> None:
+    async def tell_contexts(self, uids: Sequence[int], *, new: Sequence[int] = ()) -> None:
         """ESEARCH ADDTO / REMOVEFROM for the UPDATE contexts whose result the
-        change of these messages (flags, or new) changes (RFC 5267 §4.3)."""
+        change of these messages (flags, or ``new``) changes (RFC 5267 §4.3);
+        before it, the FETCH that RETURN (UPDATE (…)) asked for of the new
+        messages joining the result (RFC 5465 §7: not of those joining by a
+        flag change)."""
         if not self.contexts or not uids:
             return
         view = self.view
@@ -609,6 +612,9 @@ class IMAPSession(asyncio.Protocol):
                 result = sorted(members)
             else:
                 result = await _sorted_uids(view, members, context.criteria)
+            joined = [uid for uid in new if uid in matched]
+            if context.fetch and joined:
+                await self.fetch_new(joined, list(context.fetch))
             line = self.contexts.changed(context, view, result)
             if line is not None:
                 self.untagged(line)
@@ -1785,7 +1791,7 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
         parts.append(f"MODSEQ {max(view.modseqs[p] for p in returned)}")
     session.untagged(" ".join(parts))
     if pinned is not None:
-        _keep_context(session, cmd.tag, pinned, uid, [view.uids[p] for p in positions])
+        _keep_context(session, cmd, pinned, uid, [view.uids[p] for p in positions])
     return None
 
 
@@ -1825,13 +1831,15 @@ def _update_key(session: IMAPSession, cmd: Command, key: SearchKey) -> SearchKey
     return pin_numbers(key, view, session.saved)
 
 
-def _keep_context(session: IMAPSession, tag: str, key: SearchKey, uid: bool,
+def _keep_context(session: IMAPSession, cmd: Command, key: SearchKey, uid: bool,
                   result: list[int], criteria: list[tuple[str, bool]] | None = None) -> None:
+    tag = cmd.tag
     if len(session.contexts.by_tag) >= MAX_CONTEXTS:
         # RFC 5267 §4.3.1: refused, the other return options still answered.
         session.untagged(f'NO [NOUPDATE "{tag}"] too many searches kept up to date')
         return
-    session.contexts.by_tag[tag] = Context(tag, key, uid, result, criteria)
+    session.contexts.by_tag[tag] = Context(tag, key, uid, result, criteria,
+                                           fetch=cmd.args["update_fetch"])
 
 
 async def _sorted_uids(view: FolderView, uids: Sequence[int],
@@ -1874,7 +1882,7 @@ async def _sort_or_thread(session: IMAPSession, cmd: Command, *, uid: bool) -> N
     else:
         session.untagged("SORT" + "".join(f" {n}" for n in numbers))
     if pinned is not None:
-        _keep_context(session, cmd.tag, pinned, uid, ordered, args["criteria"])
+        _keep_context(session, cmd, pinned, uid, ordered, args["criteria"])
 
 
 # --- IDLE (RFC 2177) -----------------------------------------------------------------

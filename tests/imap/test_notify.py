@@ -236,3 +236,43 @@ def test_notify_sessions_of_a_mailbox_share_their_reads(imap_port, mailbox, monk
     assert len(statuses) == 1
     for client in clients:
         client.close()
+
+
+def test_search_update_fetches_new_messages_joining_the_result(raw, other):
+    append(raw, "INBOX", b"Subject: hello\r\n\r\nx\r\n")
+    raw.command("SELECT INBOX")
+    lines = raw.command("SEARCH RETURN (COUNT UPDATE (UID BODY.PEEK[HEADER.FIELDS "
+                        "(SUBJECT)])) SUBJECT boss", tag="s1")
+    assert lines[0] == b'* ESEARCH (TAG "s1") COUNT 0\r\n'
+    append(other, "INBOX", b"Subject: from the boss\r\n\r\nx\r\n")
+    append(other, "INBOX", b"Subject: other\r\n\r\nx\r\n")
+    lines = raw.command("NOOP", tag="n1")
+    # RFC 5465 §7: EXISTS, then the FETCH asked for of the new message that
+    # joined, then the ESEARCH ADDTO; none for the one that did not join.
+    assert lines[0] == b"* 3 EXISTS\r\n"
+    fetches = [line for line in lines if b" FETCH " in line]
+    assert fetches == [b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {26}\r\n"
+                       b"Subject: from the boss\r\n\r\n)\r\n"]
+    addto = lines.index(b'* ESEARCH (TAG "s1") ADDTO (0 2)\r\n')
+    assert lines.index(fetches[0]) < addto
+    # A message joining by a flag change gets no FETCH (§7).
+    raw.command("CANCELUPDATE \"s1\"")
+    raw.command("SEARCH RETURN (UPDATE (UID)) FLAGGED", tag="s2")
+    other.command("SELECT INBOX")
+    other.command("STORE 1 +FLAGS.SILENT (\\Flagged)")
+    lines = raw.command("NOOP", tag="n2")
+    assert b'* ESEARCH (TAG "s2") ADDTO (0 1)\r\n' in lines
+    assert not any(line.startswith(b"* 1 FETCH (UID 1)") for line in lines)
+
+
+def test_update_return_option_parses_its_fetch_attributes():
+    # RFC 5465 §8 modifier-update: the list right after UPDATE, or after a space (§7).
+    for text in (b"a SEARCH RETURN (COUNT UPDATE (UID FLAGS)) ALL\r\n",
+                 b"a SEARCH RETURN (UPDATE(UID FLAGS) COUNT) ALL\r\n",
+                 b"a UID SORT RETURN (UPDATE (UID FLAGS)) (DATE) UTF-8 ALL\r\n"):
+        args = parse_command(text).args
+        assert "UPDATE" in args["return"]
+        assert [att.name for att in args["update_fetch"]] == ["UID", "FLAGS"]
+    assert parse_command(b"a SEARCH RETURN (UPDATE) ALL\r\n").args["update_fetch"] == ()
+    with pytest.raises(ParseError):
+        parse_command(b"a SEARCH RETURN (UPDATE (NOSUCH)) ALL\r\n")
