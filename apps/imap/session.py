@@ -469,9 +469,10 @@ class IMAPSession(asyncio.Protocol):
     def has_news(self) -> bool:
         return self._changed
 
-    def idle_modseq(self) -> int | None:
-        """The MODSEQ the selected folder's view stands at (None: no view)."""
-        return self.view.highestmodseq if self.view is not None else None
+    def idle_modseq(self) -> int:
+        """The MODSEQ the selected folder's view stands at (an idler has a view)."""
+        assert self.view is not None
+        return self.view.highestmodseq
 
     def claims_recent(self, changes: FolderChanges | None) -> bool:
         """Whether the changes bring messages this session would claim
