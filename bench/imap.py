@@ -7,8 +7,10 @@ SELECT, UID FETCH 1:* (FLAGS), FETCH of 1,000 whole messages (MB/s), SEARCH on a
 header and on body text, each timed after one untimed pass of the same commands
 (Dovecot's first SELECT builds its index, its first FETCH and SEARCH fill its
 cache: both servers are timed warm). Then N clients in IDLE on INBOX: the
-listener's memory, and how soon each idler hears of a message APPENDed by
-another client. Dovecot forks a process per connection (about 2 MB each), so it
+listener's memory (RSS in all, and per idler), how soon each idler hears of a
+message APPENDed by another client (median and p99), and the server's CPU time
+for that APPEND and its news, per idler (steadier than wall time under load).
+Dovecot forks a process per connection (about 2 MB each), so it
 gets --dovecot-idle of them (1,000 unless said); the table names both counts.
 
     .venv/bin/python bench/imap.py                 # 10k folder, 1000 IDLE clients
@@ -81,28 +83,50 @@ def message_at(sources: list[bytes], index: int) -> bytes:
     return f"X-Bench: {index}\r\nSubject: {subject}\r\n".encode() + data + extra
 
 
-def tree_rss_kib(root_pid: int) -> int:
-    """Resident memory of a process and all its descendants (Dovecot forks one
-    process per connection), in KiB."""
+def _tree(root_pid: int) -> list[Path]:
+    """The /proc entries of a process and all its descendants (Dovecot forks
+    one process per connection)."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
+    found, stack = [], [root_pid]
+    while stack:
+        pid = stack.pop()
+        found.append(Path(f"/proc/{pid}"))
+        stack += children.get(pid, [])
+    return found
+
+
+def tree_rss_kib(root_pid: int) -> int:
+    """Resident memory of a process and its descendants, in KiB."""
+    total = 0
+    for entry in _tree(root_pid):
         try:
             status = (entry / "status").read_text()
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        pid = int(entry.name)
-        children.setdefault(int(fields["PPid"]), []).append(pid)
-        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0])
-    total, stack = 0, [root_pid]
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack += children.get(pid, [])
+        total += int(fields.get("VmRSS", "0 kB").split()[0])
     return total
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its live descendants:
+    a figure that load on a shared machine does not inflate as it does wall time."""
+    ticks = 0
+    for entry in _tree(root_pid):
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # --- the data, built once ---------------------------------------------------------------
@@ -378,9 +402,12 @@ async def _idle_figures(server: Mailhost | Dovecot, connections: int,
         sender.logout()
         return acked
 
+    cpu = tree_cpu_seconds(server.pid)
     acked = await loop.run_in_executor(None, append)
     done, _pending = await asyncio.wait([idler.heard for idler in idlers], timeout=120)
     latencies = sorted(future.result() - acked for future in done if future.exception() is None)
+    await asyncio.sleep(1)  # the server's last writes reached the last idler: done
+    cpu = tree_cpu_seconds(server.pid) - cpu
     for idler in idlers:
         assert idler.transport is not None
         idler.transport.abort()
@@ -394,6 +421,8 @@ async def _idle_figures(server: Mailhost | Dovecot, connections: int,
         "IDLE: told of an APPEND, median (s)": latencies[len(latencies) // 2],
         "IDLE: told of an APPEND, p99 (s)":
             latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        # The APPEND's session and the news to every idler, per idler.
+        "IDLE: server CPU per idler told (ms)": cpu * 1000 / connections,
     }
 
 

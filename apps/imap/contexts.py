@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from apps.imap.parser import SearchKey, SeqSet
+from apps.imap.parser import FetchAtt, SearchKey, SeqSet
 from apps.imap.view import FolderView
 
 # RFC 5267 §4.3.1: at least one per client; more are refused with NOUPDATE.
@@ -83,6 +83,7 @@ class Context:
     result: list[int]
     criteria: list[tuple[str, bool]] | None = None  # SORT's, None for SEARCH
     charset: str = "UTF-8"
+    fetch: tuple[FetchAtt, ...] = ()  # RFC 5465 §7: FETCH of new messages joining
 
 
 @dataclass

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from apps.imap import responses as fmt
-from apps.imap.notify import POLL_SECONDS, watcher
+from apps.imap.notify import POLL_SECONDS, news_mark, watcher
 from apps.imap.parser import EventGroup
 from apps.store import events
 from apps.store import services as store
@@ -159,20 +159,30 @@ def outline_news(spec: Spec, before: Outline, now: Outline,
     def wants(event: str, name: str) -> bool:
         return event in spec.events_of(name, subscribed)
 
-    for folder_id, name in sorted(before.folders.items()):
-        new_name = now.folders.get(folder_id)
-        if new_name is None and wants("MailboxName", name):
-            lines.append(listed(name))
-        elif new_name is not None and new_name != name and (
-                wants("MailboxName", name) or wants("MailboxName", new_name)):
-            old = b' ("OLDNAME" (' + encode(name) + b"))"
-            lines.append(listed(new_name, suffix=old))
-    for folder_id, name in sorted(now.folders.items()):
-        if folder_id not in before.folders and wants("MailboxName", name):
-            lines.append(listed(name))
-    # RENAME moves the subscriptions of the tree along: told by OLDNAME alone.
     renamed = {name: now.folders[folder_id] for folder_id, name in before.folders.items()
                if now.folders.get(folder_id, name) != name}
+    told_renamed: set[str] = set()
+    # RFC 5465 §5.4: a created or deleted folder and its direct parent are affected.
+    affected: list[str] = []
+    for folder_id, name in sorted(before.folders.items()):
+        new_name = now.folders.get(folder_id)
+        if new_name is None:
+            affected.append(name)
+        elif new_name != name and (wants("MailboxName", name)
+                                   or wants("MailboxName", new_name)):
+            # §5.4: the children renamed along are not told of apart.
+            if _parent(name) not in told_renamed or \
+                    renamed[_parent(name)] != _parent(new_name):
+                old = b' ("OLDNAME" (' + encode(name) + b"))"
+                lines.append(listed(new_name, suffix=old))
+            told_renamed.add(name)
+    affected += [name for folder_id, name in sorted(now.folders.items())
+                 if folder_id not in before.folders]
+    parents = [_parent(name) for name in affected]
+    for name in dict.fromkeys([*affected, *parents]):
+        if name and name not in renamed and wants("MailboxName", name):
+            lines.append(listed(name))
+    # RENAME moves the subscriptions of the tree along: told by OLDNAME alone.
     moved = {name for old, new in renamed.items() if old in before.subscribed
              and new in now.subscribed for name in (old, new)}
     for name in sorted((now.subscribed ^ before.subscribed) - moved):
@@ -193,19 +203,26 @@ def outline_news(spec: Spec, before: Outline, now: Outline,
     return lines
 
 
+def _parent(name: str) -> str:
+    """The folder directly above ``name`` ("" at the top)."""
+    return name.rpartition("/")[0]
+
+
 class Notifier:
     """A session's NOTIFY: changes heard of, and what the client was told."""
 
     def __init__(self, session: IMAPSession, spec: Spec) -> None:
         self.session = session
         self.spec = spec
-        self.wake = asyncio.Event()
+        self.woken = False  # news heard, not yet told
         self.pending: set[int] = set()  # folders changed since last told
         self.told: dict[int, dict[str, int]] = {}  # folder id -> STATUS values told
         self.outline: Outline | None = None
         self.watched: set[int] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self._looked = 0.0
+        self._look_mark = 0  # notify.news_mark() of the outline read last looked at
+        self._news = 0  # notify.news_mark() of the latest change heard of
 
     # --- set-up and tear-down
     async def start(self, *, status: bool) -> None:
@@ -231,13 +248,16 @@ class Notifier:
         for folder_id in self.watched:
             watcher().unwatch(folder_id)
         self.watched.clear()
-        self.wake.set()
+        self.woken = True
+        self.session.wake()
 
     # --- hearing of changes
     def _heard(self, event: events.FolderChanged) -> None:
         if not self._selected(event.folder_id):
             self.pending.add(event.folder_id)
-            self.wake.set()
+            self._news = news_mark()
+            self.woken = True
+            self.session.wake()
 
     def _selected(self, folder_id: int) -> bool:
         view = self.session.view
@@ -255,10 +275,10 @@ class Notifier:
         """Everything heard of since the last time, between commands or in IDLE.
         The selected folder's news between commands only with a SELECTED
         group (RFC 5465 §3.1), in IDLE always (RFC 2177)."""
-        self.wake.clear()
+        self.woken = False
         session = self.session
         selected = self.spec.selected
-        if session.view is not None and session._changed.is_set() and self.hears_selected(idle):
+        if session.view is not None and session._changed and self.hears_selected(idle):
             # RFC 5465 §6.1.2: SELECTED-DELAYED holds expunges back until a
             # command (or IDLE) allows them.
             updates = await session.refresh(
@@ -266,8 +286,10 @@ class Notifier:
             if updates is not None and updates.new_uids and selected is not None and \
                     selected.fetch and "MessageNew" in selected.events:
                 await session.fetch_new(updates.new_uids, list(selected.fetch))
-        if self.keeps_looking() and \
-                asyncio.get_running_loop().time() - self._looked >= POLL_SECONDS:
+        # Once in each period of the clock, the same for all sessions, so that
+        # those of one mailbox share their look (notify.Watcher.shared).
+        if self.keeps_looking() and asyncio.get_running_loop().time() // POLL_SECONDS > \
+                self._looked // POLL_SECONDS:
             await self._look(tell=True)
         pending, self.pending = self.pending, set()
         for folder_id in sorted(pending):
@@ -278,7 +300,7 @@ class Notifier:
         before = self.told.get(folder_id)
         if name is None or before is None or self._selected(folder_id):
             return
-        now = await _status(folder_id)
+        now = await _status(folder_id, self._news)
         if now is None:
             return
         self.told[folder_id] = now
@@ -297,13 +319,18 @@ class Notifier:
             await self._look(tell=False)
 
     async def _look(self, *, tell: bool) -> None:
-        """Read the outline; tell what changed in it when asked to, and watch
-        the folders whose message events the client wants."""
+        """Read the outline (a read of its own unless telling: a look on the
+        clock takes one that started after its last); tell what changed in it
+        when asked to, and watch the folders whose message events the client
+        wants."""
         self._looked = asyncio.get_running_loop().time()
         spec = self.spec
-        now = await database_sync_to_async(mailbox_outline)(
-            self.session.mailbox.pk, subscriptions=True,
-            metadata=spec.asks("MailboxMetadataChange", "ServerMetadataChange"))
+        mailbox_id = self.session.mailbox.pk
+        metadata = spec.asks("MailboxMetadataChange", "ServerMetadataChange")
+        self._look_mark, now = await watcher().shared(
+            ("outline", mailbox_id, metadata), self._look_mark if tell else news_mark(),
+            lambda: database_sync_to_async(mailbox_outline)(
+                mailbox_id, subscriptions=True, metadata=metadata))
         if tell and self.outline is not None:
             for line in outline_news(spec, self.outline, now, self.session.encode_name):
                 self.session.untagged(line)
@@ -311,7 +338,7 @@ class Notifier:
         wanted = {folder_id for folder_id, name in now.folders.items()
                   if spec.events_of(name, now.subscribed) & set(MESSAGE_EVENTS)}
         for folder_id in sorted(wanted - self.watched):
-            values = await _status(folder_id)
+            values = await _status(folder_id, self._look_mark)
             if values is None:
                 continue
             self.told[folder_id] = values
@@ -331,8 +358,16 @@ class Notifier:
         return bool(self.spec.others)
 
 
-async def _status(folder_id: int) -> dict[str, int] | None:
+async def _status(folder_id: int, after: int) -> dict[str, int] | None:
+    """The folder's WATCHED_ITEMS (None: it is gone), read once for the
+    sessions of this loop that heard of the same change (``after``: the mark
+    of the asker's news)."""
+    _mark, values = await watcher().shared(("status", folder_id), after,
+                                           lambda: database_sync_to_async(_read_status)(folder_id))
+    return values
+
+
+def _read_status(folder_id: int) -> dict[str, int] | None:
     with contextlib.suppress(Folder.DoesNotExist):
-        return await database_sync_to_async(store.folder_status)(
-            Folder(pk=folder_id), WATCHED_ITEMS)
+        return store.folder_status(Folder(pk=folder_id), WATCHED_ITEMS)
     return None

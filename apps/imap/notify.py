@@ -12,7 +12,10 @@ it one after another: sessions that look at the same folder from the same
 MODSEQ share one ``folder_changes`` query, and new messages already given
 \\Recent by a session of this process are not claimed again (no write). Nor
 are they woken twice by one change: a change made in this process, told at
-once, is not told again when Redis echoes it or the poller sees it.
+once, is not told again when Redis echoes it or the poller sees it. Sessions
+in a plain IDLE (no NOTIFY, no search contexts) are not woken at all: one task
+per folder reads the change once and tells each of them, so that ten thousand
+idlers cost one read and ten thousand writes, not ten thousand task wake-ups.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import contextlib
 import itertools
 import logging
 import weakref
+from collections.abc import Callable, Coroutine, Hashable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.conf import settings
 
@@ -32,9 +37,13 @@ from apps.store.models import Folder
 from apps.store.services import FolderChanges, highest_modseqs
 from mailhost.asyncdb import database_sync_to_async
 
+if TYPE_CHECKING:
+    from apps.imap.session import IMAPSession
+
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0
+T = TypeVar("T")
 
 # Marks order news against reads in one process: a read started after a
 # session's latest news (a larger mark) is sure to include it.
@@ -53,11 +62,14 @@ class Watcher:
         # folder id -> (mailbox id, last HIGHESTMODSEQ seen, number of watchers)
         self.folders: dict[int, list[int]] = {}
         self.task: asyncio.Task[None] | None = None
-        # (folder id, since MODSEQ) -> (mark when started, the read in flight)
-        self._reads: dict[tuple[int, int], tuple[int, asyncio.Task[FolderChanges | None]]] = {}
+        # what is read -> (mark when started, the read in flight)
+        self._reads: dict[Hashable, tuple[int, asyncio.Task[Any]]] = {}
         # folder id -> UIDNEXT up to which a session of this process took \Recent
         self._claimed: dict[int, int] = {}
         self._claiming: dict[int, asyncio.Task[tuple[int, int]]] = {}
+        # folder id -> sessions in a plain IDLE on it, and the task telling them news
+        self._idlers: dict[int, set[IMAPSession]] = {}
+        self._telling: dict[int, asyncio.Task[None]] = {}
 
     def watch(self, mailbox_id: int, folder_id: int, modseq: int) -> None:
         entry = self.folders.setdefault(folder_id, [mailbox_id, modseq, 0])
@@ -75,24 +87,32 @@ class Watcher:
             del self.folders[folder_id]
             self._claimed.pop(folder_id, None)
 
-    async def folder_changes(self, folder_id: int, since: int,
-                             after: int) -> FolderChanges | None:
-        """``store.folder_changes``, shared with the other sessions of this
-        loop that ask for the same folder and MODSEQ, provided the shared read
-        started after mark ``after`` (the asker's latest news)."""
-        key = (folder_id, since)
+    async def shared(self, key: Hashable, after: int,
+                     read: Callable[[], Coroutine[Any, Any, T]]) -> tuple[int, T]:
+        """The result of ``read``, shared with the other sessions of this loop
+        that ask for the same ``key`` meanwhile, provided the shared read
+        started after mark ``after`` (the asker's latest news); and the mark
+        of the read, for a later ``after``."""
         entry = self._reads.get(key)
         if entry is None or entry[0] <= after:
-            read = asyncio.get_running_loop().create_task(
-                database_sync_to_async(store.folder_changes)(folder_id, since))
-            entry = self._reads[key] = (news_mark(), read)
+            task = asyncio.get_running_loop().create_task(read())
+            entry = self._reads[key] = (news_mark(), task)
 
             def forget(_task: asyncio.Task, key=key, entry=entry) -> None:
                 if self._reads.get(key) is entry:
                     del self._reads[key]
 
-            read.add_done_callback(forget)
-        return await asyncio.shield(entry[1])
+            task.add_done_callback(forget)
+        return entry[0], await asyncio.shield(entry[1])
+
+    async def folder_changes(self, folder_id: int, since: int,
+                             after: int) -> FolderChanges | None:
+        """``store.folder_changes``, read once for the sessions that ask for
+        the same folder and MODSEQ (``shared``)."""
+        _mark, changes = await self.shared(
+            ("changes", folder_id, since), after,
+            lambda: database_sync_to_async(store.folder_changes)(folder_id, since))
+        return changes
 
     async def claim_recent(self, folder_id: int, uidnext: int) -> tuple[int, int]:
         """``store.claim_recent`` unless a session of this process has already
@@ -119,6 +139,62 @@ class Watcher:
 
         claim.add_done_callback(record)
         return await asyncio.shield(claim)
+
+    # --- plain idlers, told together
+    def idle_in(self, session: IMAPSession, folder_id: int) -> None:
+        self._idlers.setdefault(folder_id, set()).add(session)
+
+    def idle_out(self, session: IMAPSession, folder_id: int) -> None:
+        idlers = self._idlers.get(folder_id)
+        if idlers is not None:
+            idlers.discard(session)
+            if not idlers:
+                del self._idlers[folder_id]
+
+    def idle_news(self, folder_id: int) -> None:
+        """News of a folder that sessions of this loop idle on: one task tells them."""
+        task = self._telling.get(folder_id)
+        if task is None or task.done():
+            self._telling[folder_id] = asyncio.get_running_loop().create_task(
+                self._tell_idlers(folder_id))
+
+    async def _tell_idlers(self, folder_id: int) -> None:
+        """Read the folder's changes once for every idler with news (once per
+        MODSEQ they stand at) and hand them over; again while news keeps coming."""
+        while True:
+            waiting = [s for s in self._idlers.get(folder_id, ()) if s.has_news()]
+            if not waiting:
+                return
+            # A read started after this mark covers all news up to it.
+            mark = news_mark()
+            groups: dict[int, list[IMAPSession]] = {}
+            for session in waiting:
+                groups.setdefault(session.idle_modseq(), []).append(session)
+            try:
+                for since, group in groups.items():
+                    changes = await self.folder_changes(folder_id, since, mark)
+                    # RFC 3501 §2.3.2: one session gets \Recent. The others are
+                    # told at once, that one after the claim (a write).
+                    claimant = next((s for s in group if s.claims_recent(changes)), None)
+                    self._tell(folder_id, since, [s for s in group if s is not claimant],
+                               changes, (0, 0), mark)
+                    if claimant is not None and changes is not None:
+                        recent = await self.claim_recent(folder_id, changes.uidnext)
+                        self._tell(folder_id, since, [claimant], changes, recent, mark)
+            except Exception:
+                # Each looks for itself then (and fails in its own session).
+                log.exception("IMAP idle news of folder %d failed", folder_id)
+                for session in waiting:
+                    session.wake()
+                return
+
+    def _tell(self, folder_id: int, since: int, group: list[IMAPSession],
+              changes: FolderChanges | None, recent: tuple[int, int], mark: int) -> None:
+        idlers = self._idlers.get(folder_id, set())
+        for session in group:
+            # Gone from IDLE meanwhile, or its view moved on: it looks itself.
+            if session in idlers and session.idle_modseq() == since:
+                session.tell_idle_news(changes, recent, mark=mark)
 
     async def _run(self) -> None:
         if settings.REDIS_URL:

@@ -675,10 +675,12 @@ def _partial_range(cursor: _Cursor) -> tuple[int, int]:
 def _return_options(cursor: _Cursor, allowed: set[str]) -> dict[str, Any]:
     """An optional ``RETURN (options) `` of SEARCH or SORT: ``return`` is None
     without one (RFC 4731 §3: RETURN () means RETURN (ALL)); ``partial`` the
-    range of PARTIAL (RFC 5267 §4.4: one PARTIAL or one ALL at most)."""
+    range of PARTIAL (RFC 5267 §4.4: one PARTIAL or one ALL at most);
+    ``update_fetch`` what to FETCH of messages joining an UPDATE result."""
     if not cursor.accept(b"RETURN "):
-        return {"return": None, "partial": None}
+        return {"return": None, "partial": None, "update_fetch": ()}
     partial = None
+    update_fetch: list[FetchAtt] = []
 
     def option() -> str:
         nonlocal partial
@@ -688,13 +690,19 @@ def _return_options(cursor: _Cursor, allowed: set[str]) -> dict[str, Any]:
         if name == "PARTIAL":
             cursor.sp()
             partial = _partial_range(cursor)
+        elif name == "UPDATE" and b"(" in (cursor.peek(), cursor.peek(2)[1:]):
+            # RFC 5465 §8: modifier-update = "UPDATE" ["(" fetch-att *(SP fetch-att) ")"],
+            # written with a space before the list in §7's example: either is taken.
+            cursor.accept(b" ")
+            update_fetch.extend(cursor.paren_list(lambda: _fetch_att(cursor)))
         return name
 
     options = cursor.paren_list(option)
     if len(options) != len(set(options)) or {"ALL", "PARTIAL"} <= set(options):
         raise cursor.error("a RETURN option twice, or both ALL and PARTIAL")
     cursor.sp()
-    return {"return": options or ["ALL"], "partial": partial}
+    return {"return": options or ["ALL"], "partial": partial,
+            "update_fetch": tuple(update_fetch)}
 
 
 def _search_program(cursor: _Cursor) -> dict[str, Any]:

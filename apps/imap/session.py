@@ -132,18 +132,21 @@ class IMAPSession(asyncio.Protocol):
         self.bad_commands = 0
         self.commands_before_auth = 0
         self._data = asyncio.Event()
-        self._changed = asyncio.Event()
-        # What an IDLE waits on: data or a change resolves it (``_wake``). A
+        # Plain flags and futures made only when waited on, rather than
+        # asyncio.Events (each with a deque of its own): memory per connection.
+        self._changed = False  # a change event since the view was last brought up to date
+        # What an IDLE waits on: data or a change resolves it (``wake``). A
         # bare future, so that waking ten thousand idlers makes no tasks.
         self._idle_waiter: asyncio.Future[None] | None = None
         self._news = 0  # notify.news_mark() of the latest change event
-        self._writable = asyncio.Event()
-        self._writable.set()
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._busy = False
         self.idling = False
+        self._idle_together = False  # in IDLE, told of news by the watcher (notify.py)
         self._compressor: Any = None
         self._decompressor: Any = None
         # Response lines written in one turn of the event loop leave in one
@@ -171,7 +174,7 @@ class IMAPSession(asyncio.Protocol):
                 return
         self.framer.feed(data)
         self._data.set()
-        self._wake()
+        self.wake()
         if self.framer.buffered() > 4 * settings.MAILHOST_IMAP_MAX_LINE and \
                 self.transport is not None:
             self.transport.pause_reading()
@@ -179,26 +182,28 @@ class IMAPSession(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self._closed = True
         self._data.set()
-        self._wake()
+        self.wake()
         return None
 
     def connection_lost(self, error: Exception | None) -> None:
         self._closed = True
         self._data.set()
-        self._writable.set()
-        self._changed.set()
-        self._wake()
+        self.resume_writing()
+        self._changed = True
+        self.wake()
         log.info("disconnect listener=%s peer=%s", self.listener, self.peer)
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         if self._idle_waiter is not None and not self._idle_waiter.done():
             self._idle_waiter.set_result(None)
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self._write_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
 
     def request_shutdown(self) -> None:
         if (self._busy and not self.idling) or self.transport is None:
@@ -239,7 +244,9 @@ class IMAPSession(asyncio.Protocol):
             self.transport.write(data)
 
     async def _drain(self) -> None:
-        await self._writable.wait()
+        while self._write_paused and not self._closed:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
 
     def untagged(self, line: bytes | str) -> None:
         if isinstance(line, str):
@@ -267,24 +274,26 @@ class IMAPSession(asyncio.Protocol):
             left = deadline - loop.time()
             if left <= 0:
                 raise TimeoutError
-            waiters = [until.wait()]
-            if notifier is not None:
-                waiters.append(notifier.wake.wait())
-            if self.view is not None and (notifier.hears_selected(idle) if notifier else idle):
-                waiters.append(self._changed.wait())
-            ticking = notifier is not None and notifier.keeps_looking()
-            tasks = [asyncio.ensure_future(w) for w in waiters]
-            await asyncio.wait(tasks, timeout=min(left, POLL_SECONDS) if ticking else left,
-                               return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            hears = self.view is not None and (
+                notifier.hears_selected(idle) if notifier else idle)
+            if not (notifier is not None and notifier.woken) and not (
+                    hears and self._changed):
+                ticking = notifier is not None and notifier.keeps_looking()
+                # One plain future that data, a change or the notifier resolves
+                # (``wake``): no task per wait for thousands of listeners.
+                waiter = self._idle_waiter = loop.create_future()
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        # On the clock's period boundaries (Notifier.tell).
+                        tick = POLL_SECONDS - loop.time() % POLL_SECONDS
+                        await asyncio.wait_for(waiter, min(left, tick) if ticking else left)
+                finally:
+                    self._idle_waiter = None
             if until.is_set() or self._closed:
                 return
             if notifier is not None:
                 await notifier.tell(idle=idle)
-            elif self._changed.is_set():
+            elif self._changed:
                 await self.refresh(allow_expunge=True)
 
     async def fetch_new(self, uids: Sequence[int], atts: list[FetchAtt]) -> None:
@@ -450,8 +459,43 @@ class IMAPSession(asyncio.Protocol):
     def _on_change(self, event: events.FolderChanged) -> None:
         if self.view is not None and event.folder_id == self.view.folder_id:
             self._news = news_mark()
-            self._changed.set()
-            self._wake()
+            self._changed = True
+            if self._idle_together:
+                watcher().idle_news(event.folder_id)
+            else:
+                self.wake()
+
+    # What the watcher asks of a session in a plain IDLE (notify.py).
+    def has_news(self) -> bool:
+        return self._changed
+
+    def idle_modseq(self) -> int:
+        """The MODSEQ the selected folder's view stands at (an idler has a view)."""
+        assert self.view is not None
+        return self.view.highestmodseq
+
+    def claims_recent(self, changes: FolderChanges | None) -> bool:
+        """Whether the changes bring messages this session would claim
+        \\Recent for (RFC 3501 §2.3.2; none in IMAP4rev2, RFC 9051 §2.3.2)."""
+        view = self.view
+        if view is None or changes is None or view.readonly or self.rev2:
+            return False
+        last = view.uids[-1] if view.uids else 0
+        return any(row[0] > last for row in changes.changed)
+
+    def tell_idle_news(self, changes: FolderChanges | None, recent: tuple[int, int], *,
+                       mark: int) -> None:
+        """News read for every idler of the folder, by a read started at
+        ``mark``: told as ``refresh`` tells it (a plain IDLE has no search
+        contexts); the news is all told unless more came since."""
+        if self._news < mark:
+            self._changed = False
+        if changes is None:
+            self.untagged("BYE the selected folder was deleted")  # RFC 3501 §7.1.5
+            self._close()
+            return
+        assert self.view is not None
+        self._announce(self.view.apply(changes, allow_expunge=True, recent=recent))
 
     def look_again(self) -> None:
         """An explicit poll (NOOP, CHECK): the answer reads the folder even
@@ -460,8 +504,8 @@ class IMAPSession(asyncio.Protocol):
         client's poll for new messages and status updates."""
         if self.view is not None:
             self._news = news_mark()
-            self._changed.set()
-            self._wake()
+            self._changed = True
+            self.wake()
 
     async def refresh(self, *, allow_expunge: bool) -> Updates | None:
         """Bring the view up to date and tell the client. A read that another
@@ -470,7 +514,7 @@ class IMAPSession(asyncio.Protocol):
         view = self.view
         if view is None:
             return None
-        if not self._changed.is_set():
+        if not self._changed:
             # No change event since the last look (events come at once from
             # this process, by Redis or the poller from others): no query.
             # Expunges held back during FETCH/STORE/SEARCH are told now.
@@ -478,7 +522,7 @@ class IMAPSession(asyncio.Protocol):
                 self._announce(view.apply(
                     FolderChanges(view.highestmodseq, view.uidnext, [], []), allow_expunge=True))
             return None
-        self._changed.clear()
+        self._changed = False
         changes = await watcher().folder_changes(view.folder_id, view.highestmodseq,
                                                  self._news)
         if changes is None:
@@ -487,13 +531,11 @@ class IMAPSession(asyncio.Protocol):
             self._close()
             return None
         recent = (0, 0)
-        last = view.uids[-1] if view.uids else 0
-        if not view.readonly and not self.rev2 and any(
-                row[0] > last for row in changes.changed):
+        if self.claims_recent(changes):
             recent = await watcher().claim_recent(view.folder_id, changes.uidnext)
         updates = view.apply(changes, allow_expunge=allow_expunge, recent=recent)
         self._announce(updates)
-        await self.tell_contexts([*updates.changed, *updates.new_uids])
+        await self.tell_contexts([*updates.changed, *updates.new_uids], new=updates.new_uids)
         return updates
 
     def tell_flags(self) -> None:
@@ -548,13 +590,17 @@ class IMAPSession(asyncio.Protocol):
             items = [f"FLAGS {fmt.flag_list(view.flag_names(position)).decode()}"]
             if self.condstore:
                 items.append(f"MODSEQ ({view.modseqs[position]})")
-            if self.qresync or self.condstore:
+            # RFC 5465 §5.1: under NOTIFY, a flag change's FETCH carries the UID.
+            if self.qresync or self.condstore or self.notifier is not None:
                 items.insert(0, f"UID {uid}")
             self.untagged(f"{position + 1} FETCH ({' '.join(items)})")
 
-    async def tell_contexts(self, uids: Sequence[int]) -> None:
+    async def tell_contexts(self, uids: Sequence[int], *, new: Sequence[int] = ()) -> None:
         """ESEARCH ADDTO / REMOVEFROM for the UPDATE contexts whose result the
-        change of these messages (flags, or new) changes (RFC 5267 §4.3)."""
+        change of these messages (flags, or ``new``) changes (RFC 5267 §4.3);
+        before it, the FETCH that RETURN (UPDATE (…)) asked for of the new
+        messages joining the result (RFC 5465 §7: not of those joining by a
+        flag change)."""
         if not self.contexts or not uids:
             return
         view = self.view
@@ -567,6 +613,9 @@ class IMAPSession(asyncio.Protocol):
                 result = sorted(members)
             else:
                 result = await _sorted_uids(view, members, context.criteria)
+            joined = [uid for uid in new if uid in matched]
+            if context.fetch and joined:
+                await self.fetch_new(joined, list(context.fetch))
             line = self.contexts.changed(context, view, result)
             if line is not None:
                 self.untagged(line)
@@ -1743,7 +1792,7 @@ async def _search(session: IMAPSession, cmd: Command, *, uid: bool) -> str | Non
         parts.append(f"MODSEQ {max(view.modseqs[p] for p in returned)}")
     session.untagged(" ".join(parts))
     if pinned is not None:
-        _keep_context(session, cmd.tag, pinned, uid, [view.uids[p] for p in positions])
+        _keep_context(session, cmd, pinned, uid, [view.uids[p] for p in positions])
     return None
 
 
@@ -1783,13 +1832,15 @@ def _update_key(session: IMAPSession, cmd: Command, key: SearchKey) -> SearchKey
     return pin_numbers(key, view, session.saved)
 
 
-def _keep_context(session: IMAPSession, tag: str, key: SearchKey, uid: bool,
+def _keep_context(session: IMAPSession, cmd: Command, key: SearchKey, uid: bool,
                   result: list[int], criteria: list[tuple[str, bool]] | None = None) -> None:
+    tag = cmd.tag
     if len(session.contexts.by_tag) >= MAX_CONTEXTS:
         # RFC 5267 §4.3.1: refused, the other return options still answered.
         session.untagged(f'NO [NOUPDATE "{tag}"] too many searches kept up to date')
         return
-    session.contexts.by_tag[tag] = Context(tag, key, uid, result, criteria)
+    session.contexts.by_tag[tag] = Context(tag, key, uid, result, criteria,
+                                           fetch=cmd.args["update_fetch"])
 
 
 async def _sorted_uids(view: FolderView, uids: Sequence[int],
@@ -1832,7 +1883,7 @@ async def _sort_or_thread(session: IMAPSession, cmd: Command, *, uid: bool) -> N
     else:
         session.untagged("SORT" + "".join(f" {n}" for n in numbers))
     if pinned is not None:
-        _keep_context(session, cmd.tag, pinned, uid, ordered, args["criteria"])
+        _keep_context(session, cmd, pinned, uid, ordered, args["criteria"])
 
 
 # --- IDLE (RFC 2177) -----------------------------------------------------------------
@@ -1849,6 +1900,24 @@ async def idle(session: IMAPSession, cmd: Command) -> str:
 
 
 async def _idle(session: IMAPSession) -> str:
+    # Without NOTIFY or search contexts, news is told by the watcher, for all
+    # the folder's idlers at once, without waking this task.
+    view = session.view
+    together = view is not None and session.notifier is None and not session.contexts
+    if together:
+        assert view is not None
+        watcher().idle_in(session, view.folder_id)
+        session._idle_together = True
+    try:
+        return await _idle_loop(session)
+    finally:
+        if together:
+            assert view is not None
+            session._idle_together = False
+            watcher().idle_out(session, view.folder_id)
+
+
+async def _idle_loop(session: IMAPSession) -> str:
     while True:
         line = session.framer.read_line()
         if line is not None:
@@ -1857,14 +1926,14 @@ async def _idle(session: IMAPSession) -> str:
             raise Bad("expected DONE")
         if session._closed:
             raise ConnectionError("closed")
-        if session._changed.is_set() and session.notifier is None:
+        if session._changed and session.notifier is None:
             await session.refresh(allow_expunge=True)
             continue
         session._data.clear()
         if session.transport is not None:
             session.transport.resume_reading()
         if session.notifier is None:
-            # One plain future per idler (woken by _wake): cheap for thousands.
+            # One plain future per idler (woken by wake): cheap for thousands.
             waiter = session._idle_waiter = asyncio.get_running_loop().create_future()
             try:
                 await asyncio.wait_for(waiter, settings.MAILHOST_IMAP_TIMEOUT)

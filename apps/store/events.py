@@ -76,9 +76,22 @@ def dispatch_local(event: FolderChanged) -> None:
             folders = _dispatched.setdefault(event.mailbox_id, {})
             folders[event.folder_id] = max(folders.get(event.folder_id, 0),
                                            event.highestmodseq)
+    # One hand-over per event loop, not one per subscriber: each is a wake-up
+    # write to the loop's self-pipe, ten thousand of them for as many idlers.
+    by_loop: dict[asyncio.AbstractEventLoop, list[Callback]] = {}
     for loop, callback in entries:
+        by_loop.setdefault(loop, []).append(callback)
+    for loop, callbacks in by_loop.items():
         with contextlib.suppress(RuntimeError):  # loop closed: the session is gone
-            loop.call_soon_threadsafe(callback, event)
+            loop.call_soon_threadsafe(_call_each, callbacks, event)
+
+
+def _call_each(callbacks: list[Callback], event: FolderChanged) -> None:
+    for callback in callbacks:
+        try:
+            callback(event)
+        except Exception:  # one subscriber's fault is not its neighbours'
+            log.exception("change subscriber failed")
 
 
 def dispatched(mailbox_id: int, folder_id: int) -> int:

@@ -64,7 +64,7 @@ def test_selected_folder_news_with_fetch_attributes(raw, other):
     other.command("STORE 1 +FLAGS.SILENT (\\Deleted)")
     other.command("EXPUNGE")
     line = raw.readline()
-    while b" FETCH (FLAGS (\\Deleted" in line:
+    while b" FETCH (UID 1 FLAGS (\\Deleted" in line:
         line = raw.readline()  # the flag change that came before the expunge
     assert line == b"* 1 EXPUNGE\r\n"
 
@@ -159,3 +159,120 @@ def test_status_news_follows_the_events_asked():
                       condstore=True, qresync=False) == []
     assert news_items(both, before, {**before, "UIDVALIDITY": 8},
                       condstore=False, qresync=False) == ["UIDVALIDITY"]
+
+
+def test_flag_change_in_the_selected_folder_carries_the_uid(raw, other):
+    append(raw, "INBOX")
+    append(raw, "INBOX")
+    raw.command("SELECT INBOX")
+    raw.command("NOTIFY SET (SELECTED (MessageNew MessageExpunge FlagChange))", tag="n1")
+    other.command("SELECT INBOX")
+    other.command("STORE 2 +FLAGS.SILENT (\\Flagged)")
+    # RFC 5465 §5.1: the FETCH MUST include UID and FLAGS, CONDSTORE or not.
+    assert raw.readline() == b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent))\r\n"
+
+
+def test_folder_tree_changes_tell_the_parent_and_not_the_renamed_children(
+        raw, other, monkeypatch):
+    from apps.imap import notifications, session
+
+    monkeypatch.setattr(notifications, "POLL_SECONDS", 0.2)
+    monkeypatch.setattr(session, "POLL_SECONDS", 0.2)
+    other.command("CREATE Work")
+    raw.command("NOTIFY SET (PERSONAL (MailboxName))", tag="n1")
+    # RFC 5465 §5.4: a created folder and its direct parent are affected.
+    other.command("CREATE Work/Sub")
+    assert raw.readline() == b'* LIST (\\HasNoChildren) "/" Work/Sub\r\n'
+    assert raw.readline() == b'* LIST (\\HasChildren) "/" Work\r\n'
+    # Children renamed along with their parent: no events of their own.
+    other.command("RENAME Work Play")
+    assert raw.readline() == b'* LIST (\\HasChildren) "/" Play ("OLDNAME" (Work))\r\n'
+    other.command("DELETE Play/Sub")
+    assert raw.readline() == b'* LIST (\\NonExistent) "/" Play/Sub\r\n'
+    assert raw.readline() == b'* LIST (\\HasNoChildren) "/" Play\r\n'
+    assert raw.command("NOOP", tag="n2") == [b"n2 OK NOOP completed\r\n"]
+
+
+def test_notify_sessions_of_a_mailbox_share_their_reads(imap_port, mailbox, monkeypatch):
+    import time
+
+    from apps.imap import notifications, session
+    from apps.store import services as store
+    from tests.factories import PASSWORD
+
+    monkeypatch.setattr(notifications, "POLL_SECONDS", 0.2)
+    monkeypatch.setattr(session, "POLL_SECONDS", 0.2)
+    store.create_folder(mailbox, "Lists", subscribed=False)
+    clients = []
+    for _ in range(10):
+        client = RawIMAP(imap_port)
+        client.login(mailbox.address, PASSWORD)
+        client.command("NOTIFY SET (MAILBOXES Lists (MessageNew MessageExpunge)) "
+                       "(PERSONAL (MailboxName))", tag="n1")
+        clients.append(client)
+    statuses, outlines = [], []
+    read_status, read_outline = store.folder_status, notifications.mailbox_outline
+
+    def counted_status(*args, **kwargs):  # type: ignore[no-untyped-def]
+        statuses.append(args)
+        return read_status(*args, **kwargs)
+
+    def counted_outline(*args, **kwargs):  # type: ignore[no-untyped-def]
+        outlines.append(args)
+        return read_outline(*args, **kwargs)
+
+    monkeypatch.setattr(store, "folder_status", counted_status)
+    monkeypatch.setattr(notifications, "mailbox_outline", counted_outline)
+    time.sleep(1)
+    # Ten sessions looking at the outline every 0.2 s: one read per period
+    # for all of them (about 5), not one each (50).
+    looks = len(outlines)
+    assert 0 < looks < 25
+    store.deliver_batch([store.DeliveryRequest([mailbox.pk], b"Subject: x\r\n\r\nx\r\n",
+                                               folder="Lists", fallback_to_inbox=False)])
+    for client in clients:
+        assert client.readline() == b"* STATUS Lists (UIDNEXT 2 MESSAGES 1)\r\n"
+    # One delivery: one STATUS read for the ten sessions told of it.
+    assert len(statuses) == 1
+    for client in clients:
+        client.close()
+
+
+def test_search_update_fetches_new_messages_joining_the_result(raw, other):
+    append(raw, "INBOX", b"Subject: hello\r\n\r\nx\r\n")
+    raw.command("SELECT INBOX")
+    lines = raw.command("SEARCH RETURN (COUNT UPDATE (UID BODY.PEEK[HEADER.FIELDS "
+                        "(SUBJECT)])) SUBJECT boss", tag="s1")
+    assert lines[0] == b'* ESEARCH (TAG "s1") COUNT 0\r\n'
+    append(other, "INBOX", b"Subject: from the boss\r\n\r\nx\r\n")
+    append(other, "INBOX", b"Subject: other\r\n\r\nx\r\n")
+    lines = raw.command("NOOP", tag="n1")
+    # RFC 5465 §7: EXISTS, then the FETCH asked for of the new message that
+    # joined, then the ESEARCH ADDTO; none for the one that did not join.
+    assert lines[0] == b"* 3 EXISTS\r\n"
+    fetches = [line for line in lines if b" FETCH " in line]
+    assert fetches == [b"* 2 FETCH (UID 2 BODY[HEADER.FIELDS (SUBJECT)] {26}\r\n"
+                       b"Subject: from the boss\r\n\r\n)\r\n"]
+    addto = lines.index(b'* ESEARCH (TAG "s1") ADDTO (0 2)\r\n')
+    assert lines.index(fetches[0]) < addto
+    # A message joining by a flag change gets no FETCH (§7).
+    raw.command("CANCELUPDATE \"s1\"")
+    raw.command("SEARCH RETURN (UPDATE (UID)) FLAGGED", tag="s2")
+    other.command("SELECT INBOX")
+    other.command("STORE 1 +FLAGS.SILENT (\\Flagged)")
+    lines = raw.command("NOOP", tag="n2")
+    assert b'* ESEARCH (TAG "s2") ADDTO (0 1)\r\n' in lines
+    assert not any(line.startswith(b"* 1 FETCH (UID 1)") for line in lines)
+
+
+def test_update_return_option_parses_its_fetch_attributes():
+    # RFC 5465 §8 modifier-update: the list right after UPDATE, or after a space (§7).
+    for text in (b"a SEARCH RETURN (COUNT UPDATE (UID FLAGS)) ALL\r\n",
+                 b"a SEARCH RETURN (UPDATE(UID FLAGS) COUNT) ALL\r\n",
+                 b"a UID SORT RETURN (UPDATE (UID FLAGS)) (DATE) UTF-8 ALL\r\n"):
+        args = parse_command(text).args
+        assert "UPDATE" in args["return"]
+        assert [att.name for att in args["update_fetch"]] == ["UID", "FLAGS"]
+    assert parse_command(b"a SEARCH RETURN (UPDATE) ALL\r\n").args["update_fetch"] == ()
+    with pytest.raises(ParseError):
+        parse_command(b"a SEARCH RETURN (UPDATE (NOSUCH)) ALL\r\n")

@@ -87,3 +87,59 @@ def test_an_idler_silent_past_the_timeout_is_logged_out(raw, settings):
     # re-issue IDLE at least every 29 minutes.
     raw.sock.settimeout(20)
     assert raw.readline() == b"* BYE autologout; idle for too long\r\n"
+
+
+def test_idlers_told_together_give_recent_to_one_of_them(imap_port, mailbox):
+    idlers = []
+    for _ in range(5):
+        client = RawIMAP(imap_port)
+        client.login(mailbox.address, PASSWORD)
+        client.command("SELECT INBOX")
+        client.send(b"i IDLE\r\n")
+        assert client.readline().startswith(b"+ ")
+        idlers.append(client)
+    store.deliver([mailbox], message(1))
+    recent = []
+    for client in idlers:
+        assert client.readline() == b"* 1 EXISTS\r\n"
+        recent.append(client.readline())
+    # RFC 3501 §2.3.2: the new message is \Recent in one session only.
+    assert sorted(recent) == [b"* 0 RECENT\r\n"] * 4 + [b"* 1 RECENT\r\n"]
+    # An expunge reaches them all as well, in IDLE.
+    inbox = store.get_folder(mailbox, "INBOX")
+    store.set_flags(inbox, [1], mode="add", flags=8)
+    store.expunge(inbox, [1])
+    for client in idlers:
+        line = client.readline()
+        if b"FETCH" in line:  # the \Deleted flag, when told apart from the expunge
+            line = client.readline()
+        assert line == b"* 1 EXPUNGE\r\n"
+        client.send(b"DONE\r\n")
+        assert client.until("i")[-1].startswith(b"i OK")
+        client.close()
+
+
+def test_idlers_of_one_folder_share_one_read_of_a_change(imap_port, mailbox, monkeypatch):
+    idlers = []
+    for _ in range(30):
+        client = RawIMAP(imap_port)
+        client.login(mailbox.address, PASSWORD)
+        client.command("SELECT INBOX")
+        client.send(b"i IDLE\r\n")
+        assert client.readline().startswith(b"+ ")
+        idlers.append(client)
+    reads = []
+    real = store.folder_changes
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "folder_changes", counted)
+    store.deliver([mailbox], message(1))
+    for client in idlers:
+        assert client.readline() == b"* 1 EXISTS\r\n"
+    # The fan-out costs one read of the change, not one per idler.
+    assert len(reads) == 1
+    for client in idlers:
+        client.close()
