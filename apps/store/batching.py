@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from apps.store.models import Folder
 from apps.store.services import deliver_batch, lock_folders
@@ -94,11 +94,14 @@ def run_calls(calls: Sequence[StoreCall]) -> list[Any | MailhostError]:
 
     The folders the calls name are locked first, all at once in primary-key
     order as ``deliver_batch`` does, so that two batches (in this process or
-    another) never wait for each other's folders in opposite orders."""
+    another) never wait for each other's folders in opposite orders. Not on
+    SQLite, which has no row locks (its BEGIN IMMEDIATE has locked the whole
+    database), nor for a call alone, which locks what it writes itself."""
     results: list[Any | MailhostError] = []
     folder_ids = {arg.pk for call in calls for arg in call.args if isinstance(arg, Folder)}
     with transaction.atomic():
-        lock_folders(*folder_ids)
+        if len(calls) > 1 and connection.features.has_select_for_update:
+            lock_folders(*folder_ids)
         for call in calls:
             try:
                 # A call alone needs no savepoint: if refused, the whole

@@ -43,6 +43,7 @@ from apps.store.models import (
     TraceKind,
 )
 from mailhost import metrics
+from mailhost.compiled import CompiledQuery
 from mailhost.errors import Conflict, Invalid, NotFound, OverQuota
 
 log = logging.getLogger(__name__)
@@ -114,14 +115,26 @@ def get_folder(mailbox: Mailbox, name: str) -> Folder:
     """A folder by name; ``INBOX`` is case-insensitive (RFC 3501 §5.1)."""
     if name.upper() == "INBOX":
         name = "INBOX"
-    folder = Folder.objects.filter(mailbox=mailbox, name=name).first()
-    if folder is None:
+    row = _FOLDER_NAMED.first(mailbox.pk, name)
+    if row is None:
         # A mailbox that never received mail has no default folders yet.
         ensure_default_folders([mailbox.pk])
-        folder = Folder.objects.filter(mailbox=mailbox, name=name).first()
-    if folder is None:
+        row = _FOLDER_NAMED.first(mailbox.pk, name)
+    if row is None:
         raise NotFound(f"no folder named {name}")
-    return folder
+    return Folder.from_db(connection.alias, _FOLDER_FIELDS, row)
+
+
+def _fields(model: type[models.Model], names: set[str]) -> list[str]:
+    """Some of a model's columns, in its order (as ``Model.from_db`` takes them)."""
+    return [f.attname for f in model._meta.concrete_fields if f.attname in names]
+
+
+# Every column (a session reads the folder on each SELECT, STATUS and APPEND).
+_FOLDER_FIELDS = [f.attname for f in Folder._meta.concrete_fields]
+_FOLDER_NAMED = CompiledQuery(
+    lambda mailbox_id, name: Folder.objects.filter(mailbox_id=mailbox_id, name=name)
+    .order_by().values_list(*_FOLDER_FIELDS)[:1], int, str)
 
 
 MAX_FOLDER_NAME = 1000
@@ -278,7 +291,7 @@ def claim_recent(folder: Folder) -> tuple[int, int]:
     # Nothing new since the last claim (the usual SELECT): an empty range with
     # no write, so that the SELECT does not queue behind writers. A message
     # arriving after this read is recent for the next claimant.
-    head = Folder.objects.filter(pk=folder.pk).values_list("recent_uid", "uidnext").first()
+    head = _RECENT_HEAD.first(folder.pk)
     if head is None:
         return 0, 0
     if head[0] >= head[1]:
@@ -291,8 +304,13 @@ def claim_recent(folder: Folder) -> tuple[int, int]:
             return 0, 0
         low, high = locked.recent_uid, locked.uidnext
         if high > low:
-            Folder.objects.filter(pk=locked.pk).update(recent_uid=high)
+            locked.recent_uid = high
+            _update_rows(Folder, [locked], ["recent_uid"])
         return low, high
+
+
+_RECENT_HEAD = CompiledQuery(lambda folder_id: Folder.objects.filter(pk=folder_id).order_by()
+                             .values_list("recent_uid", "uidnext")[:1], int)
 
 
 # --- reading for protocol sessions --------------------------------------------------
@@ -301,10 +319,15 @@ def claim_recent(folder: Folder) -> tuple[int, int]:
 def folder_status(folder: Folder, items: Sequence[str]) -> dict[str, int]:
     """STATUS data items (RFC 3501 §6.3.10, RFC 7162 HIGHESTMODSEQ, RFC 8438
     SIZE, RFC 9051 DELETED) from the folder row, counting only when asked."""
-    found = folders_status([folder.pk], items)
-    if folder.pk not in found:
+    counted = tuple(item for item in items if item in _COUNTED)
+    query = _STATUS_OF_ONE.get(counted)
+    if query is None:  # one per combination of counted items, of which there are 8
+        query = _STATUS_OF_ONE[counted] = CompiledQuery(
+            lambda folder_id: _status_rows(Folder.objects.filter(pk=folder_id), counted), int)
+    row = query.first(folder.pk)
+    if row is None:
         raise Folder.DoesNotExist(f"folder {folder.pk}")
-    return found[folder.pk]
+    return _status_values(row, counted, items)
 
 
 # The STATUS items counted over a folder's messages, as a condition on them.
@@ -313,25 +336,35 @@ _COUNTED = {
     "DELETED": lambda: Exact(F("messages__flags").bitand(Flag.DELETED), Flag.DELETED),
     "RECENT": lambda: Q(messages__uid__gte=F("recent_uid")),
 }
+_STATUS_OF_ONE: dict[tuple[str, ...], CompiledQuery] = {}
+
+
+def _status_rows(folders: QuerySet[Folder], counted: Sequence[str]) -> QuerySet[Folder]:
+    """Rows of (pk, MESSAGES, UIDNEXT, UIDVALIDITY, HIGHESTMODSEQ, SIZE, the
+    counted items…)."""
+    return (folders.order_by()
+            .annotate(**{item.lower(): Count("messages", filter=_COUNTED[item]())
+                         for item in counted})
+            .values_list("pk", "message_count", "uidnext", "uidvalidity", "highestmodseq",
+                         "total_size", *(item.lower() for item in counted)))
+
+
+def _status_values(row: Sequence[int], counted: Sequence[str],
+                   items: Sequence[str]) -> dict[str, int]:
+    _pk, messages, uidnext, uidvalidity, highestmodseq, size, *counts = row
+    values = {"MESSAGES": messages, "UIDNEXT": uidnext, "UIDVALIDITY": uidvalidity,
+              "HIGHESTMODSEQ": highestmodseq, "SIZE": size, **dict(zip(counted, counts,
+                                                                        strict=True))}
+    return {item: values[item] for item in items}
 
 
 def folders_status(folder_ids: Iterable[int], items: Sequence[str],
                    ) -> dict[int, dict[str, int]]:
     """``folder_status`` of many folders in one query, by folder id (LIST-STATUS,
     RFC 5819, asks it of every folder listed); folders that are gone are left out."""
-    rows = Folder.objects.filter(pk__in=list(folder_ids)).order_by()
     counted = [item for item in items if item in _COUNTED]
-    if counted:
-        rows = rows.annotate(**{item.lower(): Count("messages", filter=_COUNTED[item]())
-                                for item in counted})
-    statuses = {}
-    for row in rows:
-        values = {"MESSAGES": row.message_count, "UIDNEXT": row.uidnext,
-                  "UIDVALIDITY": row.uidvalidity, "HIGHESTMODSEQ": row.highestmodseq,
-                  "SIZE": row.total_size,
-                  **{item: getattr(row, item.lower()) for item in counted}}
-        statuses[row.pk] = {item: values[item] for item in items}
-    return statuses
+    rows = _status_rows(Folder.objects.filter(pk__in=list(folder_ids)), counted)
+    return {row[0]: _status_values(row, counted, items) for row in rows}
 
 
 @dataclass(frozen=True)
@@ -354,32 +387,38 @@ def folder_changes(folder_id: int, since: int) -> FolderChanges | None:
     and MODSEQ agree), and a change committed between the statements is read
     again next time. On SQLite a transaction here would be BEGIN IMMEDIATE and
     every view refresh would queue behind the writers."""
-    head = Folder.objects.filter(pk=folder_id).values_list(
-        "highestmodseq", "uidnext").first()
+    head = _FOLDER_HEAD.first(folder_id)
     if head is None:
         return None
     if since and head[0] == since:
         return FolderChanges(head[0], head[1], [], [])  # nothing happened
-    rows = (Message.objects.filter(folder_id=folder_id, modseq__gt=since).order_by("uid")
-            # Most messages have no keywords: decoding an empty JSON list per
-            # row would cost more than the rest of a large SELECT, so the
-            # column comes as text and only the others are decoded.
-            .annotate(keywords_json=Cast("keywords", models.TextField()))
-            .values_list("uid", "flags", "keywords_json", "modseq"))
     changed = [(uid, flags, [] if words in _NO_KEYWORDS else json.loads(words), modseq)
-               for uid, flags, words, modseq in rows]
+               for uid, flags, words, modseq in _CHANGED_SINCE.rows(folder_id, since)]
     expunged = [] if since == 0 else expunged_since(folder_id, since)
     return FolderChanges(head[0], head[1], changed, expunged)
 
 
 _NO_KEYWORDS = ("[]", None)
+_FOLDER_HEAD = CompiledQuery(lambda folder_id: Folder.objects.filter(pk=folder_id).order_by()
+                             .values_list("highestmodseq", "uidnext")[:1], int)
+_CHANGED_SINCE = CompiledQuery(
+    lambda folder_id, since: Message.objects.filter(folder_id=folder_id, modseq__gt=since)
+    .order_by("uid")
+    # Most messages have no keywords: decoding an empty JSON list per row
+    # would cost more than the rest of a large SELECT, so the column comes
+    # as text and only the others are decoded.
+    .annotate(keywords_json=Cast("keywords", models.TextField()))
+    .values_list("uid", "flags", "keywords_json", "modseq"), int, int)
+_EXPUNGED_SINCE = CompiledQuery(
+    lambda folder_id, since, above: Expunged.objects.filter(
+        folder_id=folder_id, modseq__gt=since, uid__gt=above).order_by("uid")
+    .values_list("uid"), int, int, int)
 
 
 def expunged_since(folder_id: int, since: int, *, above: int = 0) -> list[int]:
     """UIDs expunged after MODSEQ ``since`` (RFC 7162 §3.2.5.2 VANISHED);
     only those above UID ``above`` if given."""
-    return sorted(Expunged.objects.filter(folder_id=folder_id, modseq__gt=since,
-                                          uid__gt=above).values_list("uid", flat=True))
+    return [uid for (uid,) in _EXPUNGED_SINCE.rows(folder_id, since, above)]
 
 
 def highest_modseqs(folder_ids: Iterable[int]) -> dict[int, int]:
@@ -412,11 +451,20 @@ def message_rows(folder_id: int, uids: Sequence[int], fields: Sequence[str]) -> 
     Rows that read the message (``blob_id``, ``blob__bodystructure``) come
     with ``filed.FIELDS`` and the structure as filed (apps/store/filed.py);
     ``filed.read_bytes(rows)`` then gives their bytes."""
-    rows = list(Message.objects.filter(folder_id=folder_id, uid__in=list(uids))
-                .order_by("uid").values("uid", *_as_filed(fields)))
+    names = ("uid", *_as_filed(fields))
+    query = _MESSAGE_ROWS.get(names)
+    if query is None:
+        query = _MESSAGE_ROWS[names] = CompiledQuery(
+            lambda folder_id, uids: Message.objects.filter(folder_id=folder_id, uid__in=uids)
+            .order_by("uid").values_list(*names), int, [int])
+    rows = [dict(zip(names, row, strict=True)) for row in query.rows(folder_id, uids)]
     if _reads_message(fields):
         filed.as_filed(rows)
     return rows
+
+
+# By the fields read: FETCHes ask for few combinations.
+_MESSAGE_ROWS: dict[tuple[str, ...], CompiledQuery] = {}
 
 
 def _reads_message(fields: Sequence[str]) -> bool:
@@ -434,12 +482,17 @@ def _as_filed(fields: Sequence[str]) -> list[str]:
 
 
 def _usage(mailbox_ids: Iterable[int]) -> dict[int, int]:
-    rows = (Folder.objects.filter(mailbox_id__in=list(mailbox_ids))
-            .values("mailbox_id").annotate(used=Sum("total_size")))
     usage: dict[int, int] = defaultdict(int)
-    for row in rows:
-        usage[row["mailbox_id"]] = row["used"] or 0
+    for mailbox_id, used in _USAGE.rows(list(mailbox_ids)):
+        usage[mailbox_id] = used or 0
     return usage
+
+
+# Every delivery and APPEND asks, in its transaction.
+_USAGE = CompiledQuery(
+    lambda mailbox_ids: Folder.objects.filter(mailbox_id__in=mailbox_ids).order_by()
+    .values("mailbox_id").annotate(used=Sum("total_size")).values_list("mailbox_id", "used"),
+    [int])
 
 
 def usage_expression(mailbox_lookup: str) -> Coalesce:
@@ -576,11 +629,14 @@ def _create_blob_rows(rows: Sequence[tuple[Blob, BlobText | None]]) -> None:
     each; a blob stored before keeps its rows, and gets them parsed if it was
     stored unparsed. Call it in the transaction that references the blobs."""
     Blob.objects.bulk_create([blob for blob, _text in rows], ignore_conflicts=True)
-    unparsed = set(Blob.objects.filter(pk__in=[blob.pk for blob, _text in rows],
-                                       bodystructure={}).values_list("pk", flat=True))
+    unparsed = {pk for (pk,) in _UNPARSED.rows([blob.pk for blob, _text in rows])}
     if unparsed:
         _save_parsed([blob for blob, _text in rows if blob.pk in unparsed])
     textindex.index_rows(text for _blob, text in rows if text is not None)
+
+
+_UNPARSED = CompiledQuery(lambda shas: Blob.objects.filter(pk__in=shas, bodystructure={})
+                          .order_by().values_list("pk"), [str])
 
 
 def _save_parsed(blobs: Sequence[Blob]) -> None:
@@ -646,14 +702,12 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
     with transaction.atomic():
         all_ids = {mid for r in requests for mid in r.mailbox_ids}
         names = {r.folder for r in requests} | {"INBOX"}
-        # Lock in primary-key order so that concurrent batches cannot deadlock.
-        lock_query = (Folder.objects.select_for_update()
-                      .filter(mailbox_id__in=all_ids, name__in=names).order_by("pk"))
-        locked = {(f.mailbox_id, f.name): f for f in lock_query}
+        locked = _lock_targets(all_ids, names)
         if any((mid, "INBOX") not in locked for mid in all_ids):
             ensure_default_folders(all_ids)
-            locked = {(f.mailbox_id, f.name): f for f in lock_query.all()}
-        mailboxes = Mailbox.objects.only("pk", "address", "quota").in_bulk(list(all_ids))
+            locked = _lock_targets(all_ids, names)
+        mailboxes = {row[0]: Mailbox.from_db(connection.alias, _QUOTA_FIELDS, row)
+                     for row in _QUOTAS.rows(list(all_ids))}
         usage = _usage(all_ids)
 
         targets: list[tuple[int, list[Folder]]] = []
@@ -721,6 +775,24 @@ def deliver_batch(requests: Sequence[DeliveryRequest]) -> list[OverQuota | NotFo
         _save_counters(touched, added)
         _publish_on_commit(touched)
     return results
+
+
+def _lock_targets(mailbox_ids: Iterable[int], names: Iterable[str]) -> dict[tuple[int, str],
+                                                                          Folder]:
+    """The folders named in the mailboxes, locked, by (mailbox id, name)."""
+    folders = [Folder.from_db(connection.alias, _FOLDER_FIELDS, row)
+               for row in _TARGETS.rows(sorted(mailbox_ids), sorted(names))]
+    return {(folder.mailbox_id, folder.name): folder for folder in folders}
+
+
+# Locked in primary-key order so that concurrent batches cannot deadlock.
+_TARGETS = CompiledQuery(
+    lambda mailbox_ids, names: Folder.objects.select_for_update()
+    .filter(mailbox_id__in=mailbox_ids, name__in=names).order_by("pk")
+    .values_list(*_FOLDER_FIELDS), [int], [str])
+_QUOTA_FIELDS = _fields(Mailbox, {"id", "address", "quota"})
+_QUOTAS = CompiledQuery(lambda mailbox_ids: Mailbox.objects.filter(pk__in=mailbox_ids)
+                        .order_by().values_list(*_QUOTA_FIELDS), [int])
 
 
 def _accepted_at(request: DeliveryRequest) -> datetime | None:
@@ -815,8 +887,19 @@ def append(
 def lock_folders(*folder_ids: int) -> dict[int, Folder]:
     """Lock folder rows for the rest of the transaction, in primary-key order
     (on SQLite the transaction's BEGIN IMMEDIATE has locked everything)."""
+    if len(set(folder_ids)) == 1:  # every write of a session: one compiled read
+        row = _FOLDER_LOCKED.first(folder_ids[0])
+        if row is None:
+            return {}
+        folder = Folder.from_db(connection.alias, _FOLDER_FIELDS, row)
+        return {folder.pk: folder}
     return {f.pk: f for f in Folder.objects.select_for_update()
             .filter(pk__in=set(folder_ids)).order_by("pk")}
+
+
+_FOLDER_LOCKED = CompiledQuery(
+    lambda folder_id: Folder.objects.select_for_update().filter(pk=folder_id).order_by()
+    .values_list(*_FOLDER_FIELDS)[:1], int)
 
 
 def _copy_locked(
@@ -890,9 +973,12 @@ def move(source: Folder, uids: Sequence[int], target: Folder) -> list[tuple[int,
     return mapping
 
 
-def _expunge_locked(folder: Folder, uids: Sequence[int], bumped: set[int]) -> None:
+def _expunge_locked(folder: Folder, uids: Sequence[int], bumped: set[int],
+                    size: int | None = None) -> None:
+    """``size``: the messages' total size, if the caller has read it."""
     rows = Message.objects.filter(folder=folder, uid__in=list(uids))
-    size = rows.aggregate(total=Sum("size"))["total"] or 0
+    if size is None:
+        size = rows.aggregate(total=Sum("size"))["total"] or 0
     modseq = _next_modseq(folder, bumped)
     Expunged.objects.bulk_create([Expunged(folder=folder, uid=u, modseq=modseq) for u in uids])
     count = rows.delete()[0]
@@ -904,23 +990,48 @@ def _expunge_locked(folder: Folder, uids: Sequence[int], bumped: set[int]) -> No
 def expunge(folder: Folder, uids: Sequence[int] | None = None) -> list[int]:
     """Remove messages flagged \\Deleted (only those in ``uids`` if given, as
     UID EXPUNGE of RFC 4315 §2.1); returns the expunged UIDs, ascending."""
-    query = Message.objects.filter(folder_id=folder.pk).annotate(
-        deleted=F("flags").bitand(Flag.DELETED)).filter(deleted=Flag.DELETED)
-    if uids is not None:
-        query = query.filter(uid__in=list(uids))
+    def flagged_rows() -> list[tuple[int, int]]:
+        """(UID, size) of the messages to expunge."""
+        if uids is None:
+            return _DELETED.rows(folder.pk)
+        return _DELETED_AMONG.rows(folder.pk, uids)
+
     # Nothing flagged: done without the write lock (a flag set after this read
     # is as if set after the EXPUNGE).
-    if not query.exists():
+    flagged = flagged_rows()
+    if not flagged:
         return []
+    read_locked = _read_under_lock()
     # No savepoint of its own (two statements fewer): nothing in it is caught, and
     # batching.run_calls gives each call of a batch its own.
     with transaction.atomic(savepoint=False):
         locked = lock_folders(folder.pk)[folder.pk]
-        gone = sorted(query.values_list("uid", flat=True))
+        if not read_locked:
+            flagged = flagged_rows()
+        gone = [uid for uid, _size in flagged]
         if gone:
-            _expunge_locked(locked, gone, set())
+            _expunge_locked(locked, gone, set(), size=sum(size for _uid, size in flagged))
             _publish_on_commit([locked])
     return gone
+
+
+def _deleted(folder_id: int) -> QuerySet[Message]:
+    return (Message.objects.filter(folder_id=folder_id)
+            .annotate(deleted=F("flags").bitand(Flag.DELETED)).filter(deleted=Flag.DELETED)
+            .order_by("uid"))
+
+
+_DELETED = CompiledQuery(lambda folder_id: _deleted(folder_id).values_list("uid", "size"), int)
+_DELETED_AMONG = CompiledQuery(lambda folder_id, uids: _deleted(folder_id).filter(uid__in=uids)
+                               .values_list("uid", "size"), int, [int])
+
+
+def _read_under_lock() -> bool:
+    """Whether what this transaction has read so far was read under the lock
+    its writes take: on SQLite every transaction begins IMMEDIATE, holding
+    the database's one write lock from its first statement (row locks, on
+    PostgreSQL, come with the folder row's SELECT … FOR UPDATE)."""
+    return connection.in_atomic_block and not connection.features.has_select_for_update
 
 
 def remove(folder: Folder, uids: Sequence[int]) -> list[int]:
@@ -970,18 +1081,21 @@ def set_flags(
         state = new_state(message)
         return state is None or state == (message.flags, message.keywords)
 
-    rows = (Message.objects.filter(folder_id=folder.pk, uid__in=list(uids)).order_by("uid")
-            .only("uid", "flags", "keywords", "modseq"))
+    def rows() -> list[Message]:
+        return [Message.from_db(connection.alias, _FLAG_FIELDS, row)
+                for row in _FLAG_ROWS.rows(folder.pk, uids)]
+
     # A STORE that changes nothing (flags already so, or every message refused)
     # answers from one read, without the write lock: it is as if it ran at that read.
-    current = list(rows)
+    current = rows()
     if all(unchanged(m) for m in current):
         return [], [m.uid for m in current if new_state(m) is None]
+    read_locked = _read_under_lock()
     # No savepoint of its own (two statements fewer): nothing in it is caught, and
     # batching.run_calls gives each call of a batch its own.
     with transaction.atomic(savepoint=False):
         locked = lock_folders(folder.pk)[folder.pk]
-        messages = list(rows.all())
+        messages = current if read_locked else rows()
         bumped: set[int] = set()
         changed: list[Message] = []
         failed: list[int] = []
@@ -997,9 +1111,15 @@ def set_flags(
             changed.append(message)
         if changed:
             _update_rows(Message, changed, ["flags", "keywords", "modseq"])
-            Folder.objects.filter(pk=locked.pk).update(highestmodseq=locked.highestmodseq)
+            _update_rows(Folder, [locked], ["highestmodseq"])
             _publish_on_commit([locked])
     return [FlagChange(m.uid, m.flags, m.keywords, m.modseq) for m in changed], failed
+
+
+_FLAG_FIELDS = _fields(Message, {"id", "uid", "flags", "keywords", "modseq"})
+_FLAG_ROWS = CompiledQuery(
+    lambda folder_id, uids: Message.objects.filter(folder_id=folder_id, uid__in=uids)
+    .order_by("uid").values_list(*_FLAG_FIELDS), int, [int])
 
 
 # --- housekeeping ------------------------------------------------------------------

@@ -329,3 +329,23 @@ def test_sort_and_thread(raw):
     assert raw.command("THREAD ORDEREDSUBJECT UTF-8 ALL")[0] == b"* THREAD (3 2)(1)\r\n"
     assert raw.command("THREAD REFERENCES UTF-8 ALL")[0] == b"* THREAD (3 2)(1)\r\n"
     assert raw.command("THREAD X-GUESS UTF-8 ALL")[-1].split(b" ")[1] == b"BAD"
+
+
+def test_sequence_numbers_past_the_last_message_are_bad(raw):
+    # RFC 3501 §6.4.8 / RFC 9051 §6.4.8: a message sequence number past the
+    # last message is an error, a UID range names what exists. imaptest's
+    # urlauth2 FETCHes 1:2 of a folder it never appended to; Dovecot answers
+    # that BAD too ("Invalid messageset") and skips the group only because
+    # its configuration lacks URLAUTH.
+    raw.command("CREATE Empty")
+    raw.command("SELECT Empty")
+    for command in ("FETCH 1:2 (UID BODY[])", "FETCH * FLAGS", "STORE 1 +FLAGS (\\Seen)",
+                    "COPY 1 INBOX"):
+        assert raw.command(command)[-1].split()[1] == b"BAD", command
+    [done] = raw.command("UID FETCH 1:* FLAGS")
+    assert done.split()[1] == b"OK"
+    append(raw, SIMPLE, "Empty")
+    raw.command("NOOP")
+    assert raw.command("FETCH 1:2 FLAGS")[-1].split()[1] == b"BAD"
+    lines = raw.command("FETCH 1 FLAGS")
+    assert lines[0].startswith(b"* 1 FETCH (FLAGS (") and lines[-1].split()[1] == b"OK"
