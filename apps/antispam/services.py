@@ -110,6 +110,9 @@ class SpoolRequest:
     mailbox_ids: list[int]
     facts: SmtpFacts
     trace_events: Sequence[TraceEvent] = ()
+    # The recipients' rows when the caller holds them already (the SMTP
+    # session resolved them at RCPT): their quotas need no query then.
+    mailboxes: Sequence[Mailbox] = ()
 
 
 def spool_batch(requests: Sequence[SpoolRequest]) -> list[int | OverQuota]:
@@ -119,7 +122,9 @@ def spool_batch(requests: Sequence[SpoolRequest]) -> list[int | OverQuota]:
     Returns one entry per request: the spool row's pk, or OverQuota when a
     recipient's mailbox cannot take the message, as direct delivery would
     refuse it, since after the 250 nothing may be refused."""
-    mailboxes = Mailbox.objects.in_bulk({mid for r in requests for mid in r.mailbox_ids})
+    mailboxes = {m.pk: m for r in requests for m in r.mailboxes}
+    if missing := {mid for r in requests for mid in r.mailbox_ids} - mailboxes.keys():
+        mailboxes.update(Mailbox.objects.in_bulk(missing))
     # One query for the batch: a mailbox with room for the largest message has
     # room for each; only the others are looked at message by message.
     tight = {m.pk for m in store.mailboxes_over_quota(

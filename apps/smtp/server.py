@@ -31,6 +31,7 @@ from apps.delivery import arc, srs
 from apps.delivery.filing import Filing, MailParameters, deliver_filed, send_replies
 from apps.delivery.linelength import limit_line_length
 from apps.delivery.services import RecipientSpec, aenqueue, new_queue_id
+from apps.directory.models import Mailbox
 from apps.directory.services import Resolution
 from apps.smtp import replies
 from apps.smtp.received import protocol_name, received_header
@@ -507,11 +508,12 @@ class InboundHandler:
                                    authenticated=bool(session.authenticated)),
             queue_id=queue_id, recipients=envelope.rcpt_tos, when=timezone.now(),
         )
-        mailbox_ids = list(dict.fromkeys(
-            mailbox.pk
+        mailboxes = list({
+            mailbox.pk: mailbox
             for resolution in envelope.resolutions.values()  # type: ignore[attr-defined]
             for mailbox in resolution.mailboxes
-        ))
+        }.values())
+        mailbox_ids = [mailbox.pk for mailbox in mailboxes]
         request = DeliveryRequest(mailbox_ids, header + content, queue_id=queue_id)
         # The acceptance joins the message trace with the first durable step.
         acceptance = trace.accepted(
@@ -523,7 +525,7 @@ class InboundHandler:
             if not mailbox_ids:
                 pass  # only forwarded: nothing to file here
             elif settings.MAILHOST_ANTISPAM:
-                await _spool(session, envelope, request, acceptance)
+                await _spool(session, envelope, request, mailboxes, acceptance)
             else:
                 request.trace_events.append(acceptance)
                 plans = await committer(deliver_filed).submit(
@@ -617,7 +619,8 @@ async def _connection_refusal(server: MailhostSMTP, session: Session) -> str | N
 
 
 async def _spool(
-    session: Session, envelope: Envelope, request: DeliveryRequest, acceptance: TraceEvent,
+    session: Session, envelope: Envelope, request: DeliveryRequest,
+    mailboxes: list[Mailbox], acceptance: TraceEvent,
 ) -> None:
     """Durable in the spool before the 250; filed by the check task (or now,
     before answering, with MAILHOST_ANTISPAM_INLINE)."""
@@ -628,7 +631,8 @@ async def _spool(
         authenticated=bool(session.authenticated), queue_id=request.queue_id,
         parameters=_mail_parameters(envelope))
     pk = await committer(spool.spool_batch).submit(spool.SpoolRequest(
-        request.data, list(request.mailbox_ids), facts, trace_events=[acceptance]))
+        request.data, list(request.mailbox_ids), facts, trace_events=[acceptance],
+        mailboxes=mailboxes))
     if settings.MAILHOST_ANTISPAM_INLINE:
         await database_sync_to_async(spool.file_spooled)(pk)
     else:
