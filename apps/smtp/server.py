@@ -90,6 +90,48 @@ def has_bare_lf(data: bytes) -> bool:
     return data.count(b"\n") != data.count(b"\r\n")
 
 
+# RFC 5321 §4.5.2: the data ends with a line holding a lone dot.
+_END_OF_DATA = b"\r\n.\r\n"
+
+
+async def read_data(
+    reader: asyncio.StreamReader, *, size_limit: int | None, line_limit: int,
+) -> tuple[bytes, str | None]:
+    """The data of a DATA command, transparency dots removed (RFC 5321
+    §4.5.2), read from just after the 354 up to and with the line holding a
+    lone dot; or the refusal when the data was larger than ``size_limit`` or
+    had a line longer than ``line_limit`` (CRLF counted), both read to their
+    end all the same (§4.2.5), as aiosmtpd answers them.
+
+    aiosmtpd reads the data a line at a time, a Python loop turn per line, a
+    sixth of the MX listener's CPU for 10 KiB messages; here each read takes
+    everything up to the next ".CRLF" (rare but at the end), and the lines are
+    looked at by bytes methods. Only CRLF ends a line, as in aiosmtpd: a bare
+    LF before the dot ends nothing (RFC 5321 §2.3.8, SMTP smuggling)."""
+    # A CRLF in front stands for the end of the DATA command line, so that a
+    # lone dot as the first line ends the data too.
+    data = bytearray(b"\r\n")
+    too_much = False
+    while True:
+        try:
+            data += await reader.readuntil(b".\r\n")
+            if data.endswith(_END_OF_DATA):
+                break
+        except asyncio.LimitOverrunError as overrun:
+            # No ".CRLF" within the reader's limit: take the bytes before
+            # where one could begin, and go on.
+            data += await reader.readexactly(overrun.consumed)
+        if size_limit and len(data) - 2 > size_limit:
+            too_much = True  # read on to the end, keeping what could begin it
+            del data[:-len(_END_OF_DATA)]
+    if too_much or (size_limit and len(data) - 5 > size_limit):
+        return b"", "552 Error: Too much mail data"
+    del data[-3:]  # the lone dot's line; the CRLF before it ends the last line
+    if len(data) > line_limit and max(map(len, data.split(b"\r\n"))) + 2 > line_limit:
+        return b"", "500 Line too long (see RFC5321 4.5.3.1.6)"
+    return bytes(data).replace(b"\r\n.", b"\r\n")[2:], None
+
+
 class _IntrospectionOncePerClass:
     """aiosmtpd's SMTP.__init__ finds the AUTH mechanisms with
     ``inspect.getmembers`` of the protocol and the handler, and reads the EHLO
@@ -279,6 +321,7 @@ class MailhostSMTP(SMTP):
         await super().smtp_MAIL(arg)
 
     # --- CHUNKING (RFC 3030) ---
+    @aiosmtpd_smtp.syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         envelope = self.envelope
         if envelope is not None and envelope.mail_from and (
@@ -289,7 +332,35 @@ class MailhostSMTP(SMTP):
             await self.push("503 5.5.1 DATA cannot follow BDAT or BODY=BINARYMIME; "
                             "use BDAT (or RSET)")
             return
-        await super().smtp_DATA(arg)
+        if self._decode_data:
+            await super().smtp_DATA(arg)
+            return
+        # aiosmtpd's own DATA, with the data read in pieces rather than a line at a time.
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        if envelope is None or not envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            content, refusal = await read_data(
+                self._reader, size_limit=self.data_size_limit,
+                line_limit=self.line_length_limit)
+        except asyncio.CancelledError:
+            log.info("connection lost during DATA")  # as aiosmtpd says it
+            self._writer.close()
+            raise
+        if refusal is not None:
+            await self.push(refusal)
+            self._set_post_data_state()
+            return
+        envelope.content = envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is aiosmtpd_smtp.MISSING else status)
 
     async def _discard(self, size: int) -> None:
         """Read and drop ``size`` octets of chunk data (RFC 3030 §2: the data
