@@ -46,7 +46,7 @@ from apps.delivery.filing import (
     route,
     send_replies,
 )
-from apps.directory.models import Domain, Mailbox
+from apps.directory.models import Mailbox
 from apps.store import mime, trace
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
@@ -242,7 +242,10 @@ def with_authentication_results(
         mail_from, helo, spf, found.dkim, found.dmarc, found.arc))
 
 
-def check_message(row: SpooledMessage, data: bytes) -> Verdict:
+def check_message(row: SpooledMessage, data: bytes, *,
+                  hosted_domains: frozenset[str]) -> Verdict:
+    """``hosted_domains``: ``phishing.hosted_domain_names()``, read once for a
+    batch of messages."""
     spf = _spf_of(row)
     facts = header_facts(data)
     found = _authenticate(data, spf, facts)
@@ -265,10 +268,10 @@ def check_message(row: SpooledMessage, data: bytes) -> Verdict:
         tests.append("DMARC_FAIL")
     verified = row.authenticated or dmarc.result == "pass" or _aligned_pass(
         spf, dkim_results, from_domains)
-    if not verified and from_domains and Domain.objects.filter(
-            name__in=from_domains).exists():
+    if not verified and not hosted_domains.isdisjoint(from_domains):
         tests.append("FORGED_LOCAL_SENDER")  # our own domain, from outside, unproven
-    tests += phishing.check(data, authenticated=row.authenticated, from_verified=verified)
+    tests += phishing.check(data, authenticated=row.authenticated, from_verified=verified,
+                            hosted_domains=hosted_domains)
 
     scores = learning.classify_tokens(bayes.tokenize(data), row.mailbox_ids)
     return Verdict(
@@ -454,6 +457,7 @@ def file_spooled_batch(pks: Sequence[int], *, checks: bool = True, fill_to: int 
     if not rows:
         return []
     store_ = get_blob_store()
+    hosted_domains = phishing.hosted_domain_names() if checks else frozenset()
     started = time.monotonic()
     checked: list[tuple[SpooledMessage, bytes, Verdict | None]] = []
     for index, row in enumerate(rows):
@@ -465,18 +469,19 @@ def file_spooled_batch(pks: Sequence[int], *, checks: bool = True, fill_to: int 
             ).update(claimed_until=None)
             break
         data = store_.read(row.blob_id)
-        checked.append((row, data, _checked(row, data) if checks else None))
+        checked.append((row, data, _checked(row, data, hosted_domains) if checks else None))
     return _deliver(checked)
 
 
-def _checked(row: SpooledMessage, data: bytes) -> Verdict | None:
+def _checked(row: SpooledMessage, data: bytes,
+             hosted_domains: frozenset[str]) -> Verdict | None:
     """The checks' verdict, or None (filed unchecked) when they fail or take
     longer than MAILHOST_ANTISPAM_TIMEOUT."""
     if not settings.MAILHOST_ANTISPAM:
         return None
     started = time.monotonic()
     try:
-        verdict = check_message(row, data)
+        verdict = check_message(row, data, hosted_domains=hosted_domains)
     except Exception:
         log.exception("checks failed spool=%s: delivering unfiled", row.pk)
         return None
