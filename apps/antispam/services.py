@@ -242,10 +242,8 @@ def with_authentication_results(
         mail_from, helo, spf, found.dkim, found.dmarc, found.arc))
 
 
-def check_message(row: SpooledMessage, data: bytes, *,
-                  hosted_domains: frozenset[str]) -> Verdict:
-    """``hosted_domains``: ``phishing.hosted_domain_names()``, read once for a
-    batch of messages."""
+def check_message(row: SpooledMessage, data: bytes, *, site: phishing.Site) -> Verdict:
+    """``site``: ``phishing.site_facts()``, read once for a batch of messages."""
     spf = _spf_of(row)
     facts = header_facts(data)
     found = _authenticate(data, spf, facts)
@@ -268,10 +266,10 @@ def check_message(row: SpooledMessage, data: bytes, *,
         tests.append("DMARC_FAIL")
     verified = row.authenticated or dmarc.result == "pass" or _aligned_pass(
         spf, dkim_results, from_domains)
-    if not verified and not hosted_domains.isdisjoint(from_domains):
+    if not verified and not site.hosted_domains.isdisjoint(from_domains):
         tests.append("FORGED_LOCAL_SENDER")  # our own domain, from outside, unproven
     tests += phishing.check(data, authenticated=row.authenticated, from_verified=verified,
-                            hosted_domains=hosted_domains)
+                            site=site)
 
     scores = learning.classify_tokens(bayes.tokenize(data), row.mailbox_ids)
     return Verdict(
@@ -457,7 +455,8 @@ def file_spooled_batch(pks: Sequence[int], *, checks: bool = True, fill_to: int 
     if not rows:
         return []
     store_ = get_blob_store()
-    hosted_domains = phishing.hosted_domain_names() if checks else frozenset()
+    # Read once for the batch; none when unchecked (or the checks are off).
+    site = phishing.site_facts() if checks and settings.MAILHOST_ANTISPAM else None
     started = time.monotonic()
     checked: list[tuple[SpooledMessage, bytes, Verdict | None]] = []
     for index, row in enumerate(rows):
@@ -469,19 +468,16 @@ def file_spooled_batch(pks: Sequence[int], *, checks: bool = True, fill_to: int 
             ).update(claimed_until=None)
             break
         data = store_.read(row.blob_id)
-        checked.append((row, data, _checked(row, data, hosted_domains) if checks else None))
+        checked.append((row, data, _checked(row, data, site) if site is not None else None))
     return _deliver(checked)
 
 
-def _checked(row: SpooledMessage, data: bytes,
-             hosted_domains: frozenset[str]) -> Verdict | None:
+def _checked(row: SpooledMessage, data: bytes, site: phishing.Site) -> Verdict | None:
     """The checks' verdict, or None (filed unchecked) when they fail or take
     longer than MAILHOST_ANTISPAM_TIMEOUT."""
-    if not settings.MAILHOST_ANTISPAM:
-        return None
     started = time.monotonic()
     try:
-        verdict = check_message(row, data, hosted_domains=hosted_domains)
+        verdict = check_message(row, data, site=site)
     except Exception:
         log.exception("checks failed spool=%s: delivering unfiled", row.pk)
         return None
