@@ -441,7 +441,7 @@ def _usage(mailbox_ids: Iterable[int]) -> dict[int, int]:
     with connection.cursor() as cursor:
         cursor.execute(_usage_sql(len(ids)), ids)
         for mailbox_id, used in cursor.fetchall():
-            usage[mailbox_id] = used or 0
+            usage[mailbox_id] = int(used or 0)  # PostgreSQL sums to numeric
     return usage
 
 
