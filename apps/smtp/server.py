@@ -82,6 +82,28 @@ def split_parameters(params: str, names: tuple[str, ...]) -> tuple[str, dict[str
     return " ".join(kept), taken
 
 
+# A path as nearly every client writes it (RFC 5321 §4.1.2): <dot-atom@domain>,
+# ASCII only, then the parameters. After the ">", the email package's parser
+# drops a run of whitespace that begins with a space or a tab (it strips it as
+# str.lstrip does) and reads comments: a comment is left to it.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_PLAIN_PATH = re.compile(
+    rf"<(({_ATEXT}(?:\.{_ATEXT})*)@{_LABEL}(?:\.{_LABEL})*)>"
+    r"(?:[ \t]\s*([^(\s].*)?|([^ \t(].*))?", re.DOTALL)
+
+
+def plain_path(argument: str) -> tuple[str, str, str] | None:
+    """(local part, address, parameters) of a MAIL/RCPT argument in the common
+    form, as aiosmtpd's parser (the email package's) would find them; None
+    for anything else, which is left to that parser: it costs about 5 % of
+    the MX listener's CPU, twice per message."""
+    match = _PLAIN_PATH.fullmatch(argument)
+    if match is None:
+        return None
+    return match.group(2), match.group(1), match.group(3) or match.group(4) or ""
+
+
 def has_bare_lf(data: bytes) -> bool:
     """Whether a line of ``data`` ends in LF without CR (RFC 5321 §2.3.8).
     Counted rather than matched: a look-behind regex steps through every
@@ -266,6 +288,12 @@ class MailhostSMTP(SMTP):
         after it, AttributeError for an unclosed domain literal ("<a@[b>")."""
         if not _is_utf8(arg):
             return None, None
+        plain = plain_path(arg)
+        if plain is not None:
+            local, address, rest = plain
+            if self.local_part_limit and len(local) > self.local_part_limit:
+                return None, None  # as aiosmtpd answers it
+            return address, rest
         try:
             return super()._getaddr(arg)
         except (IndexError, AttributeError):

@@ -3,12 +3,13 @@
 import asyncio
 import re
 import smtplib
+from email._header_value_parser import get_angle_addr
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apps.smtp.server import has_bare_lf, read_data
+from apps.smtp.server import has_bare_lf, plain_path, read_data
 from apps.store.models import Message
 from tests.factories import make_mailbox
 from tests.smtp.helpers import RawSMTP, make_message, stored
@@ -324,3 +325,37 @@ def test_read_data_refuses_too_much_or_a_long_line_after_reading_to_the_end():
     assert long_line == (b"", "500 Line too long (see RFC5321 4.5.3.1.6)", b"QUIT\r\n")
     # The limit counts the CRLF, as aiosmtpd's does.
     assert _read(b"w" * 998 + b"\r\n.\r\n")[1] is None
+
+
+def _dotted(valid: str, odd: str) -> st.SearchStrategy[str]:
+    """Atoms joined by dots, mostly of ``valid`` characters, now and then with
+    something the fast path must leave to the parser."""
+    atom = st.text(valid, min_size=1, max_size=4) | st.text(valid + odd, max_size=4)
+    return st.lists(atom, min_size=1, max_size=3).map(".".join)
+
+
+_LOCAL = _dotted("aB0-+'`~=", "é\" \\(")
+_DOMAIN = _dotted("aZ9-", "_é[] ")
+_AFTER = st.tuples(st.sampled_from(["", " ", "\t", "  ", " (c) ", "(", "\r\n", " \x1c"]),
+                   st.text("SIZE=10 ()é\t", max_size=8)).map("".join)
+
+
+@given(local=_LOCAL, domain=_DOMAIN, after=_AFTER)
+def test_the_plain_path_fast_path_agrees_with_aiosmtpds_parser(local, domain, after):
+    """What ``plain_path`` takes, the email package's parser (aiosmtpd's)
+    reads the same: address and parameters."""
+    argument = f"<{local}@{domain}>{after}"
+    plain = plain_path(argument)
+    if plain is None:
+        return
+    address, rest = get_angle_addr(argument)
+    assert (plain[1], plain[2]) == (address.addr_spec, rest)
+    assert plain[0] == address.addr_spec.rpartition("@")[0]
+
+
+def test_the_plain_path_fast_path_takes_the_common_forms():
+    assert plain_path("<Jo.Ann+tag@Mail.example.org> SIZE=100 BODY=8BITMIME") == (
+        "Jo.Ann+tag", "Jo.Ann+tag@Mail.example.org", "SIZE=100 BODY=8BITMIME")
+    for odd in ("<>", "<a..b@c>", "<a@b> (comment) SIZE=1", '<"a b"@c>',
+                "<a@[192.0.2.1]>", "<é@b>", " <a@b>"):
+        assert plain_path(odd) is None, odd
