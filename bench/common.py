@@ -120,6 +120,25 @@ def tree_memory_mib(pid: int) -> tuple[float, float]:
     return peak, pss
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by ``pid`` and its live descendants
+    (Linux): CPU per message is what a shared, loaded machine still measures
+    fairly, where rates are noisy."""
+    ticks = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (proc(5))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, to print beside every figure."""
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
 class Background:
     """A subprocess whose output is drained; ``wait_for`` finds a line."""
 

@@ -10,7 +10,9 @@ messages of about 10 KiB to each (20 sessions, one message per connection);
 the clock runs from the first send until IMAP STATUS INBOX counts the last
 message. The message is a 10 KB ham message of tests/corpus, and Mailhost's
 classifier is trained on tests/corpus first, so that it looks its tokens up
-as a deployed one does. Prints messages/s for each and their ratio.
+as a deployed one does. Prints messages/s for each and their ratio, the CPU
+milliseconds per message of Mailhost's listener and worker processes (the
+steadier figure on a shared machine), and the load average.
 
     .venv/bin/python bench/end_to_end.py --messages 1000
     DATABASE_URL=postgres://postgres@127.0.0.1/mailhost_bench REDIS_URL=redis://127.0.0.1:6379/4 \\
@@ -38,6 +40,8 @@ from common import (
     MailhostInstance,
     dovecot_imap_users_and_services,
     free_port,
+    load_average,
+    tree_cpu_seconds,
     wait_for_port,
 )
 
@@ -292,9 +296,16 @@ def main() -> None:
         return run_load(smtp_port, imap_port, args.messages, message, args.sessions,
                         args.timeout)
 
+    load_before = load_average()
     mailhost = Mailhost()
     try:
+        pids = {"listener": mailhost.listeners.process.pid,
+                "worker": mailhost.worker.process.pid}
+        cpu_before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
         results = {"Mailhost": load(mailhost.port, mailhost.imap_port)}
+        # The warm-up's 20 messages are in the CPU time too.
+        cpu_ms = {name: 1000 * (tree_cpu_seconds(pid) - cpu_before[name])
+                  / (args.messages + 20) for name, pid in pids.items()}
         if args.leftovers:
             leftover_seconds = mailhost.leftovers(args.leftovers, message, args.timeout)
     except BaseException:
@@ -323,6 +334,9 @@ def main() -> None:
     print(f"end_to_end: {args.messages} messages of {message_size} B, smtp-source "
           f"{args.sessions} sessions × 1 message, until visible in INBOX over IMAP "
           f"(Mailhost on {database}, {broker})")
+    print(f"  load average before {load_before}, after {load_average()}")
+    print(f"  Mailhost CPU ms per message: listener {cpu_ms['listener']:.2f}, "
+          f"worker {cpu_ms['worker']:.2f}")
     print(f"  {'path':<36}{'filed msg/s':>12}{'accepted msg/s':>16}")
     for name, (accepted, filed) in results.items():
         print(f"  {name:<36}{filed:>12.0f}{accepted:>16.0f}")

@@ -3,7 +3,10 @@ load does not eat the CPU the server needs) sends 10 KiB messages to one
 hosted mailbox, in two shapes, to Mailhost with its default settings (inbound
 checks on, spool before the 250) and, in the same run, to a bare aiosmtpd
 server that fsyncs each message to a file (bench/sink_aiosmtpd.py). Prints
-messages/s per shape and the peak RSS of each server, and their ratios.
+messages/s and the servers' CPU milliseconds per message per shape (all their
+processes; on a shared machine the CPU figure is the steadier one), their
+memory (the largest process's peak RSS, and the PSS of all of them), the
+ratios, and the load average before and after.
 
     .venv/bin/python bench/smtp_ingest.py --messages 1000
     DATABASE_URL=postgres://postgres@127.0.0.1/mailhost_bench \\
@@ -19,11 +22,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PYTHON, Background, MailhostInstance, process_tree, tree_memory_mib
+from common import (
+    PYTHON,
+    Background,
+    MailhostInstance,
+    load_average,
+    peak_rss_mib,
+    process_tree,
+    tree_cpu_seconds,
+    tree_memory_mib,
+)
 
 SENDER = "load@client.example"
 RECIPIENT = "bench@bench.example"
@@ -40,6 +53,18 @@ def shapes(messages: int, sessions_kept: int) -> list[tuple[str, list[str]]]:
     ]
 
 
+@dataclass
+class Measured:
+    """One server's figures: per load, messages/s and CPU ms per message (all
+    its processes); its memory at the end."""
+
+    rates: list[float]
+    cpu_ms: list[float]
+    largest_peak_rss: float  # MiB, the largest of its processes' peak RSS
+    pss: float  # MiB, summed over its processes
+    processes: int
+
+
 def drive(port: int, options: list[str], size: int) -> float:
     """Run one smtp-source load to the end; messages/s. smtp-source stops at
     the first reply it did not expect, so a clean exit means every message got
@@ -52,12 +77,19 @@ def drive(port: int, options: list[str], size: int) -> float:
     return messages / (time.perf_counter() - started)
 
 
-def measure(port: int, pid: int, loads: list[tuple[str, list[str]]],
-            size: int) -> tuple[list[float], tuple[float, float]]:
-    """Messages/s per load after a warm-up, and the memory of the server's
-    processes (``tree_memory_mib``)."""
+def measure(port: int, pid: int, loads: list[tuple[str, list[str]]], size: int) -> Measured:
+    """Each load after a warm-up, with the CPU time the server's processes
+    spent on it, and their memory at the end."""
     drive(port, ["-s", "2", "-m", "20"], size)  # warm-up: connections, caches
-    return [drive(port, options, size) for _, options in loads], tree_memory_mib(pid)
+    rates, cpu_ms = [], []
+    for _, options in loads:
+        messages = int(options[options.index("-m") + 1])
+        cpu_before = tree_cpu_seconds(pid)
+        rates.append(drive(port, options, size))
+        cpu_ms.append(1000 * (tree_cpu_seconds(pid) - cpu_before) / messages)
+    tree = process_tree(pid)
+    return Measured(rates, cpu_ms, max(peak_rss_mib(member) for member in tree),
+                    tree_memory_mib(pid)[1], len(tree))
 
 
 def main() -> None:
@@ -68,6 +100,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=10_240)
     args = parser.parse_args()
     database_url = os.environ.get("DATABASE_URL")
+    load_before = load_average()
     loads = shapes(args.messages, args.sessions_kept)
 
     instance = MailhostInstance(database_url)
@@ -82,9 +115,7 @@ def main() -> None:
                         stdin="bench password 123\n")
         server, ports = instance.start_listeners("smtp")
         try:
-            mailhost_rates, mailhost_rss = measure(ports["smtp"], server.process.pid,
-                                                   loads, args.size)
-            mailhost_processes = len(process_tree(server.process.pid))
+            mailhost = measure(ports["smtp"], server.process.pid, loads, args.size)
         finally:
             server.stop()
 
@@ -93,7 +124,7 @@ def main() -> None:
                                sink_dir])
             try:
                 port = int(sink.wait_for(r"port=(\d+)").group(1))
-                sink_rates, sink_rss = measure(port, sink.process.pid, loads, args.size)
+                floor = measure(port, sink.process.pid, loads, args.size)
             finally:
                 sink.stop()
     finally:
@@ -102,18 +133,21 @@ def main() -> None:
     backend = ("PostgreSQL" if database_url else "SQLite") + (
         " + Redis" if os.environ.get("REDIS_URL") else "")
     print(f"smtp_ingest: smtp-source, {args.messages} messages of {args.size} B per shape "
-          f"(Mailhost on {backend}, default settings)")
-    print(f"  {'shape':<32}{'Mailhost msg/s':>16}{'floor msg/s':>13}{'ratio':>7}")
-    for (name, _), mailhost_rate, sink_rate in zip(loads, mailhost_rates, sink_rates,
-                                                   strict=True):
-        print(f"  {name:<32}{mailhost_rate:>16.0f}{sink_rate:>13.0f}"
-              f"{mailhost_rate / sink_rate:>7.2f}")
-    (mailhost_peak, mailhost_pss), (sink_peak, sink_pss) = mailhost_rss, sink_rss
-    print(f"  memory MiB, Mailhost's {mailhost_processes} processes summed / floor: "
-          f"peak RSS {mailhost_peak:.1f} / {sink_peak:.1f} ({mailhost_peak / sink_peak:.2f}), "
-          f"PSS {mailhost_pss:.1f} / {sink_pss:.1f} ({mailhost_pss / sink_pss:.2f})")
+          f"(Mailhost on {backend}, default settings, {mailhost.processes} processes)")
+    print(f"  load average before {load_before}, after {load_average()}")
+    print(f"  {'shape':<32}{'Mailhost msg/s':>16}{'floor msg/s':>13}{'ratio':>7}"
+          f"{'Mailhost CPU ms/msg':>21}{'floor CPU ms/msg':>18}{'ratio':>7}")
+    for index, (name, _) in enumerate(loads):
+        rate, floor_rate = mailhost.rates[index], floor.rates[index]
+        cpu, floor_cpu = mailhost.cpu_ms[index], floor.cpu_ms[index]
+        print(f"  {name:<32}{rate:>16.0f}{floor_rate:>13.0f}{rate / floor_rate:>7.2f}"
+              f"{cpu:>21.2f}{floor_cpu:>18.2f}{cpu / floor_cpu:>7.2f}")
+    print(f"  memory MiB, Mailhost / floor: largest process's peak RSS "
+          f"{mailhost.largest_peak_rss:.1f} / {floor.largest_peak_rss:.1f} "
+          f"({mailhost.largest_peak_rss / floor.largest_peak_rss:.2f}); PSS of all "
+          f"{mailhost.processes} / {floor.processes} processes {mailhost.pss:.1f} / "
+          f"{floor.pss:.1f} ({mailhost.pss / floor.pss:.2f})")
     print("  floor: bare aiosmtpd writing and fsyncing each message before its 250")
-
 
 if __name__ == "__main__":
     main()

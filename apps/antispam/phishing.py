@@ -438,14 +438,31 @@ def link_domains(facts: MessageFacts, hosted: Iterable[str]) -> set[str]:
 # --- with the database --------------------------------------------------------------
 
 
-def fresh_link_domains(domains: set[str]) -> set[str]:
-    """Of ``domains``, those first seen within MAILHOST_PHISHING_FRESH_DAYS;
-    records the new ones. Nothing is fresh until the table itself is that old:
-    on a new server every domain would be."""
-    if not domains:
-        return set()
+@dataclass(frozen=True)
+class Site:
+    """What the rules read from the database that is the same for every
+    message: ``site_facts`` reads it once for a batch of messages."""
+
+    hosted_domains: frozenset[str]
+    # Whether the first-seen table is old enough to tell a fresh domain:
+    # on a new server every domain would be.
+    tracks_fresh_domains: bool
+
+
+def site_facts() -> Site:
     days = settings.MAILHOST_PHISHING_FRESH_DAYS
     cutoff = timezone.now() - timedelta(days=days)
+    return Site(frozenset(Domain.objects.values_list("name", flat=True)),
+                days > 0 and FirstSeenDomain.objects.filter(first_seen__lt=cutoff).exists())
+
+
+def fresh_link_domains(domains: set[str], *, site: Site) -> set[str]:
+    """Of ``domains``, those first seen within MAILHOST_PHISHING_FRESH_DAYS;
+    records the new ones. Nothing is fresh until the table itself is that old
+    (``site.tracks_fresh_domains``)."""
+    if not domains:
+        return set()
+    cutoff = timezone.now() - timedelta(days=settings.MAILHOST_PHISHING_FRESH_DAYS)
     names = sorted(domain[:253] for domain in domains)[:MAX_LINKS]
     known = dict(FirstSeenDomain.objects.filter(name__in=names)
                  .values_list("name", "first_seen"))
@@ -453,18 +470,18 @@ def fresh_link_domains(domains: set[str]) -> set[str]:
     if new:
         FirstSeenDomain.objects.bulk_create(
             [FirstSeenDomain(name=name) for name in new], ignore_conflicts=True)
-    if days <= 0 or not FirstSeenDomain.objects.filter(first_seen__lt=cutoff).exists():
+    if not site.tracks_fresh_domains:
         return set()
     return {name for name in names if name in new or known[name] >= cutoff}
 
 
-def check(data: bytes, *, authenticated: bool, from_verified: bool) -> list[str]:
-    """The phishing rules' names for one inbound message."""
+def check(data: bytes, *, authenticated: bool, from_verified: bool, site: Site) -> list[str]:
+    """The phishing rules' names for one inbound message; ``site`` from ``site_facts``."""
     facts = message_facts(data)
-    hosted_domains = frozenset(Domain.objects.values_list("name", flat=True))
+    hosted_domains = site.hosted_domains
     name = " ".join(facts.from_name.split())
     name_is_users = bool(not authenticated and name and User.objects.filter(
         display_name__iexact=name, mailbox__isnull=False).exists())
-    fresh = fresh_link_domains(link_domains(facts, hosted_domains))
+    fresh = fresh_link_domains(link_domains(facts, hosted_domains), site=site)
     return rule_hits(facts, Hosted(hosted_domains, name_is_users), authenticated=authenticated,
                      from_verified=from_verified, fresh_domains=fresh)

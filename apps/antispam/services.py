@@ -46,7 +46,7 @@ from apps.delivery.filing import (
     route,
     send_replies,
 )
-from apps.directory.models import Domain, Mailbox
+from apps.directory.models import Mailbox
 from apps.store import mime, trace
 from apps.store import services as store
 from apps.store.blobs import get_blob_store
@@ -110,6 +110,9 @@ class SpoolRequest:
     mailbox_ids: list[int]
     facts: SmtpFacts
     trace_events: Sequence[TraceEvent] = ()
+    # The recipients' rows when the caller holds them already (the SMTP
+    # session resolved them at RCPT): their quotas need no query then.
+    mailboxes: Sequence[Mailbox] = ()
 
 
 def spool_batch(requests: Sequence[SpoolRequest]) -> list[int | OverQuota]:
@@ -119,7 +122,9 @@ def spool_batch(requests: Sequence[SpoolRequest]) -> list[int | OverQuota]:
     Returns one entry per request: the spool row's pk, or OverQuota when a
     recipient's mailbox cannot take the message, as direct delivery would
     refuse it, since after the 250 nothing may be refused."""
-    mailboxes = Mailbox.objects.in_bulk({mid for r in requests for mid in r.mailbox_ids})
+    mailboxes = {m.pk: m for r in requests for m in r.mailboxes}
+    if missing := {mid for r in requests for mid in r.mailbox_ids} - mailboxes.keys():
+        mailboxes.update(Mailbox.objects.in_bulk(missing))
     # One query for the batch: a mailbox with room for the largest message has
     # room for each; only the others are looked at message by message.
     tight = {m.pk for m in store.mailboxes_over_quota(
@@ -237,7 +242,8 @@ def with_authentication_results(
         mail_from, helo, spf, found.dkim, found.dmarc, found.arc))
 
 
-def check_message(row: SpooledMessage, data: bytes) -> Verdict:
+def check_message(row: SpooledMessage, data: bytes, *, site: phishing.Site) -> Verdict:
+    """``site``: ``phishing.site_facts()``, read once for a batch of messages."""
     spf = _spf_of(row)
     facts = header_facts(data)
     found = _authenticate(data, spf, facts)
@@ -260,10 +266,10 @@ def check_message(row: SpooledMessage, data: bytes) -> Verdict:
         tests.append("DMARC_FAIL")
     verified = row.authenticated or dmarc.result == "pass" or _aligned_pass(
         spf, dkim_results, from_domains)
-    if not verified and from_domains and Domain.objects.filter(
-            name__in=from_domains).exists():
+    if not verified and not site.hosted_domains.isdisjoint(from_domains):
         tests.append("FORGED_LOCAL_SENDER")  # our own domain, from outside, unproven
-    tests += phishing.check(data, authenticated=row.authenticated, from_verified=verified)
+    tests += phishing.check(data, authenticated=row.authenticated, from_verified=verified,
+                            site=site)
 
     scores = learning.classify_tokens(bayes.tokenize(data), row.mailbox_ids)
     return Verdict(
@@ -449,6 +455,8 @@ def file_spooled_batch(pks: Sequence[int], *, checks: bool = True, fill_to: int 
     if not rows:
         return []
     store_ = get_blob_store()
+    # Read once for the batch; none when unchecked (or the checks are off).
+    site = phishing.site_facts() if checks and settings.MAILHOST_ANTISPAM else None
     started = time.monotonic()
     checked: list[tuple[SpooledMessage, bytes, Verdict | None]] = []
     for index, row in enumerate(rows):
@@ -460,18 +468,16 @@ def file_spooled_batch(pks: Sequence[int], *, checks: bool = True, fill_to: int 
             ).update(claimed_until=None)
             break
         data = store_.read(row.blob_id)
-        checked.append((row, data, _checked(row, data) if checks else None))
+        checked.append((row, data, _checked(row, data, site) if site is not None else None))
     return _deliver(checked)
 
 
-def _checked(row: SpooledMessage, data: bytes) -> Verdict | None:
+def _checked(row: SpooledMessage, data: bytes, site: phishing.Site) -> Verdict | None:
     """The checks' verdict, or None (filed unchecked) when they fail or take
     longer than MAILHOST_ANTISPAM_TIMEOUT."""
-    if not settings.MAILHOST_ANTISPAM:
-        return None
     started = time.monotonic()
     try:
-        verdict = check_message(row, data)
+        verdict = check_message(row, data, site=site)
     except Exception:
         log.exception("checks failed spool=%s: delivering unfiled", row.pk)
         return None

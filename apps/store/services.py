@@ -484,7 +484,7 @@ def _as_filed(fields: Sequence[str]) -> list[str]:
 def _usage(mailbox_ids: Iterable[int]) -> dict[int, int]:
     usage: dict[int, int] = defaultdict(int)
     for mailbox_id, used in _USAGE.rows(list(mailbox_ids)):
-        usage[mailbox_id] = used or 0
+        usage[mailbox_id] = int(used or 0)  # PostgreSQL sums to numeric
     return usage
 
 

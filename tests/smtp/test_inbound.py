@@ -1,13 +1,15 @@
 """The MX listener over a real socket, driven by smtplib and raw bytes."""
 
+import asyncio
 import re
 import smtplib
+from email._header_value_parser import get_angle_addr
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apps.smtp.server import has_bare_lf
+from apps.smtp.server import has_bare_lf, plain_path, read_data
 from apps.store.models import Message
 from tests.factories import make_mailbox
 from tests.smtp.helpers import RawSMTP, make_message, stored
@@ -263,3 +265,97 @@ def test_line_over_the_limit_is_refused_and_nothing_stored(transactional_db, set
     finally:
         server.stop()
     assert stored("alice@example.org") == []
+
+
+def test_dot_transparency_and_the_next_command_in_the_same_packet(smtp_port, alice):
+    """RFC 5321 §4.5.2: a leading dot is removed from each line; lines ending
+    in a dot, or holding two, do not end the data; the command pipelined
+    behind the end (RFC 2920) is answered as the next one."""
+    body = b"..leading\r\nends with a dot.\r\n..\r\n...\r\nlast line\r\n"
+    client = RawSMTP(smtp_port)
+    try:
+        client.command(b"EHLO client.test")
+        client.command(b"MAIL FROM:<sender@remote.example>")
+        client.command(b"RCPT TO:<alice@example.org>")
+        assert client.command(b"DATA")[0].startswith(b"354")
+        client.send(b"Subject: dots\r\n\r\n" + body + b".\r\nNOOP\r\n")
+        assert client.reply()[0].startswith(b"250 2.0.0 OK")
+        assert client.reply()[0].startswith(b"250")  # the NOOP's
+    finally:
+        client.close()
+    (got,) = stored("alice@example.org")
+    assert got.endswith(b"Subject: dots\r\n\r\n.leading\r\nends with a dot.\r\n.\r\n..\r\n"
+                        b"last line\r\n")
+
+
+def _read(raw: bytes, *, size_limit: int | None = None, line_limit: int = 1000,
+          reader_limit: int = 1000) -> tuple[bytes, str | None, bytes]:
+    """``read_data`` on ``raw``: (content, refusal, what is left to read)."""
+    async def run() -> tuple[bytes, str | None, bytes]:
+        reader = asyncio.StreamReader(limit=reader_limit)
+        reader.feed_data(raw)
+        reader.feed_eof()
+        content, refusal = await read_data(reader, size_limit=size_limit,
+                                           line_limit=line_limit)
+        return content, refusal, await reader.read()
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(("raw", "content"), [
+    (b".\r\n", b""),  # a lone dot first: an empty message
+    (b"a\r\n.\r\n", b"a\r\n"),
+    (b"a.\r\n..\r\n.b.\r\n.\r\n", b"a.\r\n.\r\nb.\r\n"),
+    # Only CRLF ends a line (RFC 5321 §2.3.8): no end of data before the last.
+    (b"a\n.\nb\r\n.\r\n", b"a\n.\nb\r\n"),
+    (b"a\r\n.\nb\n.\r\nc\r\n.\r\n", b"a\r\n\nb\n.\r\nc\r\n"),
+    # Longer than the reader's buffer limit without a ".CRLF" in it.
+    (b"x\r\n" * 2000 + b".\r\n", b"x\r\n" * 2000),
+    ((b"y" * 900 + b".\r\n") * 3 + b".\r\n", (b"y" * 900 + b".\r\n") * 3),
+])
+def test_read_data_ends_at_the_lone_dot_only(raw, content):
+    assert _read(raw + b"QUIT\r\n") == (content, None, b"QUIT\r\n")
+
+
+def test_read_data_refuses_too_much_or_a_long_line_after_reading_to_the_end():
+    too_much = _read(b"z" * 100 + b"\r\n" + b"z\r\n" * 3000 + b".\r\nQUIT\r\n",
+                     size_limit=5000)
+    assert too_much == (b"", "552 Error: Too much mail data", b"QUIT\r\n")
+    long_line = _read(b"short\r\n" + b"w" * 1000 + b"\r\n.\r\nQUIT\r\n")
+    assert long_line == (b"", "500 Line too long (see RFC5321 4.5.3.1.6)", b"QUIT\r\n")
+    # The limit counts the CRLF, as aiosmtpd's does.
+    assert _read(b"w" * 998 + b"\r\n.\r\n")[1] is None
+
+
+def _dotted(valid: str, odd: str) -> st.SearchStrategy[str]:
+    """Atoms joined by dots, mostly of ``valid`` characters, now and then with
+    something the fast path must leave to the parser."""
+    atom = st.text(valid, min_size=1, max_size=4) | st.text(valid + odd, max_size=4)
+    return st.lists(atom, min_size=1, max_size=3).map(".".join)
+
+
+_LOCAL = _dotted("aB0-+'`~=", "é\" \\(")
+_DOMAIN = _dotted("aZ9-", "_é[] ")
+_AFTER = st.tuples(st.sampled_from(["", " ", "\t", "  ", " (c) ", "(", "\r\n", " \x1c"]),
+                   st.text("SIZE=10 ()é\t", max_size=8)).map("".join)
+
+
+@given(local=_LOCAL, domain=_DOMAIN, after=_AFTER)
+def test_the_plain_path_fast_path_agrees_with_aiosmtpds_parser(local, domain, after):
+    """What ``plain_path`` takes, the email package's parser (aiosmtpd's)
+    reads the same: address and parameters."""
+    argument = f"<{local}@{domain}>{after}"
+    plain = plain_path(argument)
+    if plain is None:
+        return
+    address, rest = get_angle_addr(argument)
+    assert (plain[1], plain[2]) == (address.addr_spec, rest)
+    assert plain[0] == address.addr_spec.rpartition("@")[0]
+
+
+def test_the_plain_path_fast_path_takes_the_common_forms():
+    assert plain_path("<Jo.Ann+tag@Mail.example.org> SIZE=100 BODY=8BITMIME") == (
+        "Jo.Ann+tag", "Jo.Ann+tag@Mail.example.org", "SIZE=100 BODY=8BITMIME")
+    for odd in ("<>", "<a..b@c>", "<a@b> (comment) SIZE=1", '<"a b"@c>',
+                "<a@[192.0.2.1]>", "<é@b>", " <a@b>"):
+        assert plain_path(odd) is None, odd
