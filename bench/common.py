@@ -235,10 +235,10 @@ class Dovecot:
 
     def __init__(self, folders: dict[str, list[bytes]], connections: int, *, user: str,
                  password: str, extra_users: Sequence[str] = (),
-                 maildir: Path | None = None) -> None:
+                 maildir: Path | None = None, settings: str = "") -> None:
         """``maildir``: the first user's Maildir built before (hard-linked in:
         Dovecot renames message files, never rewrites them), instead of
-        ``folders``."""
+        ``folders``. ``settings``: more lines of dovecot.conf."""
         if shutil.which("dovecot") is None or not Path("/usr/lib/dovecot/imap").exists():
             subprocess.run(["flock", "/tmp/apt.lock", "apt-get", "install", "-y", "-qq",
                             "--no-install-recommends", "dovecot-imapd"], check=True)
@@ -284,6 +284,7 @@ protocol imap {{
   mail_max_userip_connections = {connections + 10}
 }}
 {dovecot_imap_users_and_services(base, self.port)}
+{settings}
 """)
         self.process = Background(["dovecot", "-F", "-c", str(base / "dovecot.conf")])
         try:
