@@ -9,16 +9,16 @@ parameters are SpamBayes' published defaults, not fitted to any corpus.
 
 from __future__ import annotations
 
-import heapq
 import io
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email import policy
 from email.header import decode_header, make_header
 from email.utils import getaddresses
 from itertools import pairwise
+from operator import itemgetter
 from typing import NamedTuple
 
 from apps.store.mime import html_to_text, is_attachment, leaf_parts, text_leaves
@@ -290,7 +290,7 @@ def token_probability(counts: Counts, spam_total: int, ham_total: int) -> float:
     return token_probabilities([counts], spam_total, ham_total)[0]
 
 
-def token_probabilities(counts: Iterable[Counts], spam_total: int, ham_total: int
+def token_probabilities(counts: Iterable[tuple[int, int]], spam_total: int, ham_total: int
                         ) -> list[float]:
     """token_probability of many tokens at once (one loop, no call per token)."""
     strength_x = UNKNOWN_WORD_STRENGTH * UNKNOWN_WORD_PROB
@@ -305,6 +305,21 @@ def token_probabilities(counts: Iterable[Counts], spam_total: int, ham_total: in
         n = spam + ham
         probabilities.append((strength_x + n * prob) / (UNKNOWN_WORD_STRENGTH + n))
     return probabilities
+
+
+# A clue as ``judge`` takes it: (|f(w) - 0.5|, token, f(w)), which sorts by
+# strength, ties broken by the token, the same way every time.
+Clue = tuple[float, str, float]
+
+
+def token_clues(tokens: Sequence[str], counts: Iterable[tuple[int, int]], spam_total: int,
+                ham_total: int) -> list[Clue | None]:
+    """Each token's clue, None where its f(w) is too near 0.5 to count
+    (SpamBayes' minimum_prob_strength)."""
+    return [(strength, token, f) if (strength := abs(f - 0.5)) >= MINIMUM_PROB_STRENGTH
+            else None
+            for token, f in zip(tokens, token_probabilities(counts, spam_total, ham_total),
+                                strict=True)]
 
 
 def chi2q(x2: float, degrees: int) -> float:
@@ -339,19 +354,31 @@ def score(tokens: Iterable[str], counts: Mapping[str, Counts], spam_total: int,
 
 
 def combine(probabilities: Iterable[tuple[str, float]]) -> Score:
-    """Fisher/Robinson chi-square combining of the strongest clues among
-    (token, f(w)) pairs (SpamBayes' chi2_spamprob): S and H are how unlike ham
-    and unlike spam the clues are."""
-    clues = [(strength, token, f) for token, f in probabilities
-             if (strength := abs(f - 0.5)) >= MINIMUM_PROB_STRENGTH]
-    # The same as sorting them all and taking the first, at less cost.
-    clues = heapq.nlargest(MAX_DISCRIMINATORS, clues)
-    if not clues:
+    """The score of (token, f(w)) pairs."""
+    return judge([(strength, token, f) for token, f in probabilities
+                  if (strength := abs(f - 0.5)) >= MINIMUM_PROB_STRENGTH])
+
+
+def judge(clues: Iterable[Clue]) -> Score:
+    """Fisher/Robinson chi-square combining of the strongest ``clues``
+    (SpamBayes' chi2_spamprob): S and H are how unlike ham and unlike spam
+    they are."""
+    clues = list(clues)
+    if len(clues) > MAX_DISCRIMINATORS:
+        # Those as strong as the MAX_DISCRIMINATORS-th strongest, found by
+        # sorting bare floats: sorting the (strength, token, f) tuples of a
+        # few hundred clues costs twice as much.
+        weakest = sorted(map(itemgetter(0), clues), reverse=True)[MAX_DISCRIMINATORS - 1]
+        clues = [clue for clue in clues if clue[0] >= weakest]
+    # Ties in strength go by the token, so that the same message gets the
+    # same clues in every process.
+    strongest = sorted(clues, reverse=True)[:MAX_DISCRIMINATORS]
+    if not strongest:
         return Score(0.5, [])  # calibrated(0.5) is 0.5
     # Products of many small numbers underflow: keep mantissa and exponent apart.
     h_mantissa = s_mantissa = 1.0
     h_exponent = s_exponent = 0
-    for _, _, f in clues:
+    for _, _, f in strongest:
         s_mantissa *= 1.0 - f
         h_mantissa *= f
         if s_mantissa < 1e-200:
@@ -362,11 +389,11 @@ def combine(probabilities: Iterable[tuple[str, float]]) -> Score:
             h_exponent += e
     log_s = math.log(s_mantissa) + s_exponent * math.log(2)
     log_h = math.log(h_mantissa) + h_exponent * math.log(2)
-    n = len(clues)
+    n = len(strongest)
     spamminess = 1.0 - chi2q(-2.0 * log_s, 2 * n)
     hamminess = 1.0 - chi2q(-2.0 * log_h, 2 * n)
     raw = (spamminess - hamminess + 1.0) / 2.0
-    return Score(calibrated(raw), [(token, f) for _, token, f in clues], raw)
+    return Score(calibrated(raw), [(token, f) for _, token, f in strongest], raw)
 
 
 def calibrated(raw: float) -> float:

@@ -27,6 +27,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 from django.conf import settings
@@ -145,46 +146,58 @@ class _ModelCounts:
 
 
 class _Scorer:
-    """f(w) of each token under one model, or a user's model over the global
+    """Each token's clue under one model, or a user's model over the global
     one (the counts summed), worked out once per token until either changes."""
 
     def __init__(self, layers: tuple[_ModelCounts, ...], limit: int) -> None:
         self.layers = layers
         self.spam_total = sum(layer.spam_total for layer in layers)
         self.ham_total = sum(layer.ham_total for layer in layers)
-        self.probabilities: dict[str, float] = {}
-        # Words no model knows are remembered too, up to this many in all:
-        # a stream of random words must not grow the memory without end.
+        # None for a token some layer knows whose f(w) is too weak to count.
+        self.known: dict[str, bayes.Clue | None] = {}
+        # Tokens remembered, up to this many, then all forgotten at once: a
+        # stream of mail in new words must not grow the memory without end.
         self.limit = limit
+        # One model (the global one, the starter): every token's clue at once,
+        # so that a message costs one lookup a token and no arithmetic. A user's
+        # model over the global one changes with each correction the user makes,
+        # and would cost that much memory a user: its clues are worked out as
+        # its mail brings the tokens.
+        self.complete = len(layers) == 1
+        if self.complete:
+            counts = layers[0].tokens
+            self.known = dict(zip(counts, bayes.token_clues(
+                list(counts), counts.values(), self.spam_total, self.ham_total), strict=True))
 
-    def _counts(self, tokens: list[str]) -> list[bayes.Counts]:
-        """Each token's counts summed over the layers."""
-        zero = bayes.Counts(0, 0)
+    def _counts(self, tokens: list[str]) -> list[tuple[int, int]]:
+        """Each token's (spam, ham) counts summed over the layers (plain
+        tuples: a NamedTuple is slow to make)."""
+        zero = (0, 0)
         first, *others = self.layers
-        counts = [first.tokens.get(token, zero) for token in tokens]
+        counts: list[tuple[int, int]] = [first.tokens.get(token, zero) for token in tokens]
         for layer in others:
-            more = [layer.tokens.get(token, zero) for token in tokens]
-            counts = [bayes.Counts(a.spam + b.spam, a.ham + b.ham)
-                      for a, b in zip(counts, more, strict=True)]
+            more = map(layer.tokens.get, tokens, repeat(zero))
+            counts = [(a[0] + b[0], a[1] + b[1]) for a, b in zip(counts, more, strict=True)]
         return counts
 
-    def clues(self, tokens: Iterable[str]) -> list[tuple[str, float]]:
-        """(token, f(w)) of each token some layer knows. A token none knows
-        has f(w) 0.5, never a clue (``bayes.combine`` drops it): it is left
-        out here, unremembered, since most of a message's word pairs are new
+    def clues(self, tokens: set[str]) -> Iterable[bayes.Clue]:
+        """The clue of each token some layer knows with f(w) far enough from
+        0.5 to count. A token none knows has f(w) 0.5, never a clue: it is
+        left out, unremembered, since most of a message's word pairs are new
         and would crowd the known tokens out of the limit."""
-        known = self.probabilities
-        if len(known) > self.limit:
-            known.clear()
-        tokens = set(tokens)
-        missing = {token for token in tokens if token not in known}
-        if missing:
+        known = self.known
+        if not self.complete:
+            if len(known) > self.limit:
+                known.clear()
+            # Set operations against the dicts look each token up once, in C.
+            missing = tokens.difference(known)
             # dict.keys() & set looks up the set's members (set - dict.keys()
             # would walk the whole model).
             seen = list(set().union(*(layer.tokens.keys() & missing for layer in self.layers)))
-            known.update(zip(seen, bayes.token_probabilities(
-                self._counts(seen), self.spam_total, self.ham_total), strict=True))
-        return [(token, known[token]) for token in tokens if token in known]
+            if seen:
+                known.update(zip(seen, bayes.token_clues(
+                    seen, self._counts(seen), self.spam_total, self.ham_total), strict=True))
+        return filter(None, map(known.get, tokens))
 
 
 _ModelRow = tuple[int, int | None, int, int, int]  # pk, mailbox, revision, spam, ham
@@ -274,9 +287,7 @@ class _Memory:
             # The same revision read afresh (after forget) is another object.
             if scorer is None or any(
                     mine is not theirs for mine, theirs in zip(scorer.layers, layers, strict=True)):
-                limit = (self.USER_SCORER_LIMIT if len(layers) > 1
-                         else 100_000 + 2 * sum(len(layer.tokens) for layer in layers))
-                scorer = self._scorers[key] = _Scorer(layers, limit)
+                scorer = self._scorers[key] = _Scorer(layers, self.USER_SCORER_LIMIT)
                 if len(self._scorers) > self.MAX_SCORERS:
                     self._scorers.popitem(last=False)
             self._scorers.move_to_end(key)
@@ -323,7 +334,7 @@ def classify_tokens(
         scorer = _memory.scorer(layers)
         if not is_trained(scorer.spam_total, scorer.ham_total):
             return None
-        result = bayes.combine(scorer.clues(tokens))
+        result = bayes.judge(scorer.clues(tokens))
         if layers[0].pk == _STARTER_PK:
             result = dataclasses.replace(result, starter=True)
         return result
