@@ -73,7 +73,7 @@ def test_text_leaves_gives_every_alternative_with_its_markup():
             b"--b\r\nContent-Type: text/plain\r\n\r\nplain words\r\n"
             b"--b\r\nContent-Type: text/html; charset=iso-8859-1\r\n"
             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n<b>caf=E9</b>\r\n--b--\r\n")
-    root, leaves = mime.text_leaves(data)
+    _fields, root, leaves = mime.text_leaves(data)
     assert root["subtype"] == "alternative"
     assert [(part["subtype"], text.strip()) for part, text in leaves] == [
         ("plain", "plain words"), ("html", "<b>café</b>")]
