@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 from operator import itemgetter
@@ -246,7 +246,7 @@ class Counts(NamedTuple):
     ham: int
 
 
-def token_probability(counts: Counts, spam_total: int, ham_total: int) -> float:
+def token_probability(counts: tuple[int, int], spam_total: int, ham_total: int) -> float:
     """Robinson's f(w): the Graham ratio shrunk towards 0.5 for rare tokens."""
     return token_probabilities([counts], spam_total, ham_total)[0]
 
@@ -273,14 +273,13 @@ def token_probabilities(counts: Iterable[tuple[int, int]], spam_total: int, ham_
 Clue = tuple[float, str, float]
 
 
-def token_clues(tokens: Sequence[str], counts: Iterable[tuple[int, int]], spam_total: int,
-                ham_total: int) -> list[Clue | None]:
-    """Each token's clue, None where its f(w) is too near 0.5 to count
-    (SpamBayes' minimum_prob_strength)."""
-    return [(strength, token, f) if (strength := abs(f - 0.5)) >= MINIMUM_PROB_STRENGTH
-            else None
-            for token, f in zip(tokens, token_probabilities(counts, spam_total, ham_total),
-                                strict=True)]
+def strength_and_probability(counts: tuple[int, int], spam_total: int, ham_total: int
+                             ) -> tuple[float, float] | None:
+    """(|f(w) - 0.5|, f(w)) of a token with these counts, None where f(w) is
+    too near 0.5 to count (SpamBayes' minimum_prob_strength)."""
+    f = token_probability(counts, spam_total, ham_total)
+    strength = abs(f - 0.5)
+    return (strength, f) if strength >= MINIMUM_PROB_STRENGTH else None
 
 
 def chi2q(x2: float, degrees: int) -> float:

@@ -25,9 +25,8 @@ import json
 import logging
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from pathlib import Path
 
 from django.conf import settings
@@ -146,59 +145,54 @@ class _ModelCounts:
 
 
 class _Scorer:
-    """Each token's clue under one model, or a user's model over the global
-    one (the counts summed), worked out once per token until either changes."""
+    """The clues of tokens under one model, or under a user's model over the
+    global one (the counts summed)."""
 
-    def __init__(self, layers: tuple[_ModelCounts, ...], limit: int) -> None:
+    def __init__(self, layers: tuple[_ModelCounts, ...]) -> None:
         self.layers = layers
         self.spam_total = sum(layer.spam_total for layer in layers)
         self.ham_total = sum(layer.ham_total for layer in layers)
-        # None for a token some layer knows whose f(w) is too weak to count.
-        self.known: dict[str, bayes.Clue | None] = {}
-        # Tokens remembered, up to this many, then all forgotten at once: a
-        # stream of mail in new words must not grow the memory without end.
-        self.limit = limit
+        # A token's f(w) depends on its counts alone, and a model has few
+        # different counts (2,742 among the 339,498 tokens of the shared
+        # corpora's training split): each is worked out once.
+        self._by_counts: dict[tuple[int, int], tuple[float, float] | None] = {}
         # One model (the global one, the starter): every token's clue at once,
-        # so that a message costs one lookup a token and no arithmetic. A user's
-        # model over the global one changes with each correction the user makes,
-        # and would cost that much memory a user: its clues are worked out as
-        # its mail brings the tokens.
-        self.complete = len(layers) == 1
-        if self.complete:
-            counts = layers[0].tokens
-            self.known = dict(zip(counts, bayes.token_clues(
-                list(counts), counts.values(), self.spam_total, self.ham_total), strict=True))
+        # so that a message costs one lookup a token, in C. A user's model
+        # over the global one changes with each correction the user makes, and
+        # a table of its own would cost that much memory a user.
+        self._by_token: dict[str, bayes.Clue] | None = None
+        if len(layers) == 1:
+            self._by_token = dict(self._clues(layers[0].tokens.items()))
 
-    def _counts(self, tokens: list[str]) -> list[tuple[int, int]]:
-        """Each token's (spam, ham) counts summed over the layers (plain
-        tuples: a NamedTuple is slow to make)."""
-        zero = (0, 0)
-        first, *others = self.layers
-        counts: list[tuple[int, int]] = [first.tokens.get(token, zero) for token in tokens]
-        for layer in others:
-            more = map(layer.tokens.get, tokens, repeat(zero))
-            counts = [(a[0] + b[0], a[1] + b[1]) for a, b in zip(counts, more, strict=True)]
-        return counts
+    def _clues(self, counted: Iterable[tuple[str, tuple[int, int]]]
+               ) -> Iterator[tuple[str, bayes.Clue]]:
+        """(token, clue) of those of (token, counts) whose f(w) counts."""
+        by_counts = self._by_counts
+        for token, counts in counted:
+            judged = by_counts.get(counts, _UNSEEN)
+            if judged is _UNSEEN:
+                judged = by_counts[counts] = bayes.strength_and_probability(
+                    counts, self.spam_total, self.ham_total)
+            if judged is not None:
+                yield token, (judged[0], token, judged[1])
 
     def clues(self, tokens: set[str]) -> Iterable[bayes.Clue]:
         """The clue of each token some layer knows with f(w) far enough from
-        0.5 to count. A token none knows has f(w) 0.5, never a clue: it is
-        left out, unremembered, since most of a message's word pairs are new
-        and would crowd the known tokens out of the limit."""
-        known = self.known
-        if not self.complete:
-            if len(known) > self.limit:
-                known.clear()
-            # Set operations against the dicts look each token up once, in C.
-            missing = tokens.difference(known)
-            # dict.keys() & set looks up the set's members (set - dict.keys()
-            # would walk the whole model).
-            seen = list(set().union(*(layer.tokens.keys() & missing for layer in self.layers)))
-            if seen:
-                known.update(zip(seen, bayes.token_clues(
-                    seen, self._counts(seen), self.spam_total, self.ham_total), strict=True))
-        return filter(None, map(known.get, tokens))
+        0.5 to count (a token none knows has f(w) 0.5, never a clue)."""
+        if self._by_token is not None:
+            return filter(None, map(self._by_token.get, tokens))
+        first, *others = self.layers
+        # dict.keys() & set looks up the set's members, in C.
+        summed = {token: first.tokens[token] for token in first.tokens.keys() & tokens}
+        for layer in others:
+            for token in layer.tokens.keys() & tokens:
+                spam, ham = layer.tokens[token]
+                below = summed.get(token, (0, 0))
+                summed[token] = (below[0] + spam, below[1] + ham)
+        return [clue for _, clue in self._clues(summed.items())]
 
+
+_UNSEEN = object()
 
 _ModelRow = tuple[int, int | None, int, int, int]  # pk, mailbox, revision, spam, ham
 
@@ -248,7 +242,6 @@ class _Memory:
 
     MAX_MODELS = 1000  # the global one and the users' last seen
     MAX_SCORERS = 64
-    USER_SCORER_LIMIT = 20_000  # f(w) remembered for a user's mail
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -287,7 +280,7 @@ class _Memory:
             # The same revision read afresh (after forget) is another object.
             if scorer is None or any(
                     mine is not theirs for mine, theirs in zip(scorer.layers, layers, strict=True)):
-                scorer = self._scorers[key] = _Scorer(layers, self.USER_SCORER_LIMIT)
+                scorer = self._scorers[key] = _Scorer(layers)
                 if len(self._scorers) > self.MAX_SCORERS:
                     self._scorers.popitem(last=False)
             self._scorers.move_to_end(key)
