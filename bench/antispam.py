@@ -118,7 +118,7 @@ def at_threshold(name: str, threshold: float, spam_flags: list[bool],
 
 
 def ours(spam: tuple[list[Sample], list[Sample]], ham: tuple[list[Sample], list[Sample]],
-         mailbox_id: int, rounds: int) -> tuple[list[float], float]:
+         mailbox_id: int, rounds: int) -> tuple[list[float], float, float]:
     (spam_train, spam_test), (ham_train, ham_test) = spam, ham
     model = learning.global_model()
     started = time.perf_counter()
@@ -154,9 +154,8 @@ def ours(spam: tuple[list[Sample], list[Sample]], ham: tuple[list[Sample], list[
         scores = [classify(path) for path in paths]
         best = min(best, time.perf_counter() - started)
         best_cpu = min(best_cpu, time.process_time() - cpu)
-    speed = len(paths) / best
-    print(f"  CPU time (steadier than wall time on a loaded machine): "
-          f"{len(paths) / best_cpu:.0f} msg/s")
+    speed, cpu_speed = len(paths) / best, len(paths) / best_cpu
+    print(f"  CPU time (steadier than wall time on a loaded machine): {cpu_speed:.0f} msg/s")
     print(f"  worker-like loop (read the file, tokenise, one revision query, score on the "
           f"global and the global + user model): {speed:.0f} msg/s, best of {rounds} rounds "
           f"of {len(paths)}; the first message {first * 1000:.0f} ms (loads {tokens} token "
@@ -165,11 +164,11 @@ def ours(spam: tuple[list[Sample], list[Sample]], ham: tuple[list[Sample], list[
     found = recall("mailhost", spam_scores, ham_scores)
     at_threshold("mailhost", bayes.SPAM_CUTOFF, [s >= bayes.SPAM_CUTOFF for s in spam_scores],
                  [s >= bayes.SPAM_CUTOFF for s in ham_scores])
-    return found, speed
+    return found, speed, cpu_speed
 
 
-def bogofilter(spam: tuple[list[Sample], list[Sample]],
-               ham: tuple[list[Sample], list[Sample]], rounds: int) -> tuple[list[float], float]:
+def bogofilter(spam: tuple[list[Sample], list[Sample]], ham: tuple[list[Sample], list[Sample]],
+               rounds: int) -> tuple[list[float], float, float | None]:
     """The reference: bogofilter (Robinson-Fisher too), default settings, same split."""
     install("bogofilter", "bogofilter")
     wordlist = DATA / "bogofilter"
@@ -199,8 +198,8 @@ def bogofilter(spam: tuple[list[Sample], list[Sample]],
         output = run("-T", paths)
         best = min(best, time.perf_counter() - started)
         best_cpu = min(best_cpu, _children_cpu() - cpu)
-    speed = len(paths) / best
-    print(f"  bogofilter CPU time: {len(paths) / best_cpu:.0f} msg/s")
+    speed, cpu_speed = len(paths) / best, len(paths) / best_cpu
+    print(f"  bogofilter CPU time: {cpu_speed:.0f} msg/s")
     print(f"  bogofilter -T -b (one process, reads each file): {speed:.0f} msg/s, best of "
           f"{rounds} rounds of {len(paths)}")
     scores, verdicts = {}, {}
@@ -211,7 +210,7 @@ def bogofilter(spam: tuple[list[Sample], list[Sample]],
                    [scores[str(p)] for p, _ in ham_test])
     at_threshold("bogofilter", 0.99, [verdicts[str(p)] for p, _ in spam_test],
                  [verdicts[str(p)] for p, _ in ham_test])
-    return found, speed
+    return found, speed, cpu_speed
 
 
 def _children_cpu() -> float:
@@ -249,7 +248,7 @@ while (my $path = <STDIN>) {
 
 
 def spamassassin(spam: tuple[list[Sample], list[Sample]],
-                 ham: tuple[list[Sample], list[Sample]]) -> tuple[list[float], float]:
+                 ham: tuple[list[Sample], list[Sample]]) -> tuple[list[float], float, None]:
     """The second reference: SpamAssassin (rules + Bayes), same split."""
     install("sa-learn", "spamassassin")
     home = DATA / "spamassassin"
@@ -292,7 +291,7 @@ def spamassassin(spam: tuple[list[Sample], list[Sample]],
     found = recall("spamassassin", spam_scores, ham_scores)
     at_threshold("spamassassin", 5.0, [s >= 5.0 for s in spam_scores],
                  [s >= 5.0 for s in ham_scores])
-    return found, speed
+    return found, speed, None  # its CPU time is not measured
 
 
 def cross_validate(corpora: Path) -> None:
@@ -339,15 +338,18 @@ def accuracy(mailbox_id: int, rounds: int, corpora: Path, *,
     spam, ham = split(corpora, "spam"), split(corpora, "ham")
     print(f"corpus split: train {len(spam[0])} spam + {len(ham[0])} ham, "
           f"held out {len(spam[1])} spam + {len(ham[1])} ham")
-    our_recall, our_speed = ours(spam, ham, mailbox_id, rounds)
+    our_recall, our_speed, our_cpu = ours(spam, ham, mailbox_id, rounds)
     references = {"bogofilter": bogofilter(spam, ham, rounds)}
     if with_spamassassin:
         references["spamassassin"] = spamassassin(spam, ham)
-    for name, (their_recall, their_speed) in references.items():
+    for name, (their_recall, their_speed, their_cpu) in references.items():
         recalls = ", ".join(f"at <= {fpr:.1%} FPR {ours_ / theirs:.2f}" for fpr, ours_, theirs
                             in zip(MAX_FPRS, our_recall, their_recall, strict=True))
-        print(f"ratio mailhost/{name}: recall {recalls}; classification speed "
-              f"{our_speed / their_speed:.2f} ({our_speed:.0f} / {their_speed:.0f} msg/s)")
+        cpu = (f"; CPU time {our_cpu / their_cpu:.2f} ({our_cpu:.0f} / {their_cpu:.0f} msg/s)"
+               if their_cpu else "")
+        print(f"ratio mailhost/{name}: recall {recalls}; classification speed in a worker "
+              f"loop {our_speed / their_speed:.2f} ({our_speed:.0f} / {their_speed:.0f} "
+              f"msg/s){cpu}; load average {os.getloadavg()[0]:.2f}")
     return [d for _, d in spam[1] + ham[1]]
 
 

@@ -9,19 +9,22 @@ parameters are SpamBayes' published defaults, not fitted to any corpus.
 
 from __future__ import annotations
 
-import heapq
-import io
 import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from email import policy
-from email.header import decode_header, make_header
-from email.utils import getaddresses
 from itertools import pairwise
+from operator import itemgetter
 from typing import NamedTuple
 
-from apps.store.mime import html_to_text, is_attachment, leaf_parts, text_leaves
+from apps.store.mime import (
+    address_list,
+    header_text,
+    html_to_text,
+    is_attachment,
+    leaf_parts,
+    text_leaves,
+)
 
 # SpamBayes Options.py defaults.
 UNKNOWN_WORD_STRENGTH = 0.45
@@ -45,18 +48,15 @@ MAX_TOKENS = 3000  # per message; long messages say what they are early enough
 MAX_BODY_CHARS = 200_000
 MAX_TOKEN_LENGTH = 100
 
-_URL = re.compile(r"(https?|ftp)://([^\s/?#<>\"']+)([^\s<>\"']*)", re.I)
+# The patterns of markup and URLs run over lowercased text, and match in the
+# case they are written in: a pattern that ignores case cannot skip ahead to
+# where its first letter occurs, and takes four times as long.
+_URL = re.compile(r"(https?|ftp)://([^\s/?#<>\"']+)([^\s<>\"']*)")
+_URL_PIECES = re.compile(r"[/.?=&%_-]+")
 _STRIP = "\"'()[]{}<>.,;:!?*"
 # Headers we add ourselves (or that a sender could forge to look like ours)
 # say what the filter already thought: learning from them would feed back.
 _OWN_HEADERS = ("x-spam-", "authentication-results", "received-spf", "x-mailhost-")
-
-
-def _decoded(value: str) -> str:
-    try:
-        return str(make_header(decode_header(value)))
-    except Exception:  # broken encoded-words: use them as they are
-        return value
 
 
 def _words(text: str, prefix: str = "") -> set[str]:
@@ -75,11 +75,11 @@ def _words(text: str, prefix: str = "") -> set[str]:
     return words
 
 
-def _text_words(text: str) -> set[str]:
-    """``_words`` of the text and the pairs of neighbouring words, which say
-    more than either word ("click here", "remove me"; kept because the
-    cross-validated figures said so), from one split of the text."""
-    stripped = [raw.strip(_STRIP) for raw in text.lower().split()]
+def _text_words(lowered: str) -> set[str]:
+    """``_words`` of the lowercased text and the pairs of neighbouring words,
+    which say more than either word ("click here", "remove me"; kept because
+    the cross-validated figures said so), from one split of the text."""
+    stripped = [raw.strip(_STRIP) for raw in lowered.split()]
     words = [word for word in stripped if 3 <= len(word) <= 12]
     tokens = set(words)
     tokens.update(f"skip:{word[0]} {len(word) // 10 * 10}" for word in set(stripped)
@@ -89,13 +89,13 @@ def _text_words(text: str) -> set[str]:
 
 
 def _url_tokens(urls: Iterable[tuple[str, str, str]]) -> Iterable[str]:
+    """Tokens of (scheme, host, rest) of lowercased URLs."""
     for scheme, host, rest in urls:
-        yield f"proto:{scheme.lower()}"
-        host = host.lower().rpartition("@")[2].split(":")[0]
-        parts = host.split(".")
+        yield f"proto:{scheme}"
+        parts = host.rpartition("@")[2].split(":")[0].split(".")
         for i in range(len(parts)):
             yield "url:" + ".".join(parts[i:])
-        for piece in re.split(r"[/.?=&%_-]+", rest.lower())[:10]:
+        for piece in _URL_PIECES.split(rest)[:10]:
             if 2 < len(piece) <= 20:
                 yield "url:" + piece
 
@@ -104,103 +104,58 @@ def _body_tokens(text: str) -> set[str]:
     """URLs as their parts, and the words of the text around them."""
     # One pass of the URL pattern: split() gives the text between URLs at
     # every fourth place, with each URL's three groups in between.
-    pieces = _URL.split(text)
+    pieces = _URL.split(text.lower())
     tokens = _text_words(" ".join(pieces[::4]))
     tokens.update(_url_tokens(zip(pieces[1::4], pieces[2::4], pieces[3::4], strict=True)))
     return tokens
 
 
-def _header_section(data: bytes) -> bytes:
-    """The message up to its first empty line: the parser stops there anyway,
-    and would otherwise read the whole body line by line to no purpose."""
-    ends = [i + len(blank) for blank in (b"\r\n\r\n", b"\n\n")
-            if (i := data.find(blank)) >= 0]
-    return data[:min(ends)] if ends else data
+_CHARSET = re.compile(r'charset="?([\w.-]+)', re.I)
+_RECEIVED_HOST = re.compile(r"(?:from|by) ([\w.-]+\.\w+)")  # over lowercased text
+_ADDRESS_FIELDS = frozenset(("from", "reply-to", "to", "cc", "sender"))
 
 
-# What the email package's FeedParser takes for a header line (its headerRE).
-_HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
-
-
-def _header_fields(data: bytes) -> list[tuple[str, str]]:
-    """(name, value) of each header field, exactly as BytesHeaderParser with
-    the compat32 policy gives them (its FeedParser's rules, step for step, and
-    the policy's own methods), at a fraction of its cost: the tokens of a
-    message must not change with the speed-up, or every trained model would."""
-    text = _header_section(data).decode("ascii", "surrogateescape")
-    block = []
-    # FeedParser's line splitting: CRLF, CR or LF, line ends kept.
-    for line in io.StringIO(text, newline="").readlines():
-        if not _HEADER_LINE.match(line):
-            break  # the empty line, or the first line of a body without one
-        block.append(line)
-    fields: list[tuple[str, str]] = []
-    source: list[str] = []  # the lines of the field being read
-    for number, line in enumerate(block):
-        if line[0] in " \t":
-            if source:  # a continuation with no field to continue is dropped
-                source.append(line)
-            continue
-        if source:
-            fields.append(policy.compat32.header_source_parse(source))
-            source = []
-        if line.startswith("From "):
-            if number and number == len(block) - 1:
-                break  # taken for the first line of the body
-            continue  # the mbox envelope line, or a misplaced one: no field
-        if line.find(":") > 0:  # a field without a name is dropped
-            source = [line]
-    if source:
-        fields.append(policy.compat32.header_source_parse(source))
-    if text.isascii():
-        return fields  # what header_fetch_parse changes comes only from 8-bit bytes
-    return [(name, str(policy.compat32.header_fetch_parse(name, value)))
-            for name, value in fields]
-
-
-def _header_tokens(data: bytes) -> Iterable[str]:
+def _header_tokens(fields: list[tuple[str, bytes]]) -> Iterable[str]:
+    """Tokens of the header fields the MIME parser read (lowercased names,
+    unfolded raw values): one pass over the bytes serves both."""
     names: set[str] = set()
-    for name, value in _header_fields(data):
-        lower = name.lower()
-        if lower.startswith(_OWN_HEADERS):
+    for name, raw in fields:
+        if name.startswith(_OWN_HEADERS):
             continue
-        names.add(lower)
-        if lower == "subject":
-            yield from _words(_decoded(value), "subject:")
-        elif lower in ("from", "reply-to", "to", "cc", "sender"):
-            try:
-                addresses = getaddresses([_decoded(value)])
-            except RecursionError:
-                # The email package parses "<" and ":" in a field by recursion:
-                # thousands of them (decoded from encoded-words, say) overflow it.
-                yield f"{lower}:unparseable"
-                continue
-            for display, address in addresses:
-                local, _, domain = address.lower().rpartition("@")
-                yield f"{lower}:addr:{domain or 'none'}"
+        names.add(name)
+        if name == "subject":
+            yield from _words(header_text(raw), "subject:")
+        elif name in _ADDRESS_FIELDS:
+            addresses = address_list(raw)
+            if not addresses and raw.strip():  # "undisclosed-recipients:;"
+                yield f"{name}:addr:none"
+            for display, local, domain in addresses:
+                yield f"{name}:addr:{domain.lower() or 'none'}"
                 if local:
-                    yield f"{lower}:local:{local}"
-                yield from _words(display, f"{lower}:name:")
-        elif lower == "content-type":
+                    yield f"{name}:local:{local.lower()}"
+                yield from _words(display, f"{name}:name:")
+        elif name == "content-type":
+            value = raw.decode("latin-1")
             yield "content-type:" + value.split(";")[0].strip().lower()
-            charset = re.search(r'charset="?([\w.-]+)', value, re.I)
+            charset = _CHARSET.search(value)
             if charset:
                 yield "charset:" + charset.group(1).lower()
-        elif lower in ("x-mailer", "user-agent"):
-            yield "x-mailer:" + " ".join(value.lower().split())[:40]
-        elif lower == "message-id":
-            yield "message-id:@" + value.rpartition("@")[2].strip(" <>\t\r\n").lower()
-        elif lower == "received":
-            for host in re.findall(r"(?:from|by) ([\w.-]+\.\w+)", value, re.I)[:2]:
-                yield "received:" + ".".join(host.lower().split(".")[-2:])
+        elif name in ("x-mailer", "user-agent"):
+            yield "x-mailer:" + " ".join(header_text(raw).lower().split())[:40]
+        elif name == "message-id":
+            yield ("message-id:@"
+                   + raw.decode("latin-1").rpartition("@")[2].strip(" <>\t\r\n").lower())
+        elif name == "received":
+            for host in _RECEIVED_HOST.findall(raw.decode("latin-1").lower())[:2]:
+                yield "received:" + ".".join(host.split(".")[-2:])
     for name in names:
         yield "header:" + name
 
 
 def tokenize(data: bytes) -> set[str]:
     """The set of tokens of a message (each counted once, as SpamBayes trains)."""
-    tokens = set(_header_tokens(data))
-    root, leaves = text_leaves(data, limit=MAX_BODY_CHARS)
+    fields, root, leaves = text_leaves(data, limit=MAX_BODY_CHARS)
+    tokens = set(_header_tokens(fields))
     tokens.update(_structure_tokens(root))
     texts = []
     html_only = True
@@ -215,12 +170,14 @@ def tokenize(data: bytes) -> set[str]:
         tokens.add("html:only")
     text = "\n".join(texts)
     tokens.update(_body_tokens(text))
-    eight_bit = len(text) - len(text.encode("ascii", "ignore"))  # characters > U+007F
-    if text and eight_bit:
+    if not text.isascii():
+        eight_bit = len(text) - len(text.encode("ascii", "ignore"))  # characters > U+007F
         tokens.add(f"8bit%:{round(100 * eight_bit / len(text))}")
     if len(tokens) > MAX_TOKENS:
         tokens = set(sorted(tokens)[:MAX_TOKENS])
-    return {t[:MAX_TOKEN_LENGTH] for t in tokens}
+    if max(map(len, tokens), default=0) > MAX_TOKEN_LENGTH:
+        tokens = {t[:MAX_TOKEN_LENGTH] for t in tokens}
+    return tokens
 
 
 def _structure_tokens(root: dict) -> Iterable[str]:
@@ -244,29 +201,33 @@ def _structure_tokens(root: dict) -> Iterable[str]:
                                    else "none")
 
 
-_HREF = re.compile(r"""\b(?:href|src|action)\s*=\s*["']?([^"'\s>]+)""", re.I)
+# No \b before the attribute's name: it would take the pattern's fast
+# search for its first letters away (three times as slow), and "xhref=" is
+# seen as seldom as it matters.
+_HREF = re.compile(r"""(?:href|src|action)\s*=\s*["']?([^"'\s>]+)""")
 _HIDDEN_STYLE = re.compile(
     r"display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*[01](?:px|pt)?\b"
-    r"|<font[^>]*size\s*=\s*[\"']?[-]?[01]\b", re.I)
+    r"|<font[^>]*size\s*=\s*[\"']?[-]?[01]\b")
 _HTML_FEATURES = {
-    "form": re.compile(r"<form\b", re.I),
-    "input": re.compile(r"<input\b", re.I),
-    "script": re.compile(r"<script\b", re.I),
-    "iframe": re.compile(r"<i?frame\b", re.I),
-    "font-color": re.compile(r"<font[^>]*color", re.I),
-    "white-text": re.compile(r"color\s*[:=]\s*[\"']?(?:#?fff(?:fff)?\b|white)", re.I),
-    "bgcolor": re.compile(r"bgcolor", re.I),
-    "center": re.compile(r"<center\b", re.I),
-    "table": re.compile(r"<table\b", re.I),
-    "map": re.compile(r"<area\b", re.I),
-    "base64-img": re.compile(r"src\s*=\s*[\"']?data:", re.I),
+    "form": re.compile(r"<form\b"),
+    "input": re.compile(r"<input\b"),
+    "script": re.compile(r"<script\b"),
+    "iframe": re.compile(r"<i?frame\b"),
+    "font-color": re.compile(r"<font[^>]*color"),
+    "white-text": re.compile(r"color\s*[:=]\s*[\"']?(?:#?fff(?:fff)?\b|white)"),
+    "bgcolor": re.compile(r"bgcolor"),
+    "center": re.compile(r"<center\b"),
+    "table": re.compile(r"<table\b"),
+    "map": re.compile(r"<area\b"),
+    "base64-img": re.compile(r"src\s*=\s*[\"']?data:"),
 }
-_IMG = re.compile(r"<img\b", re.I)
+_IMG = re.compile(r"<img\b")
 
 
 def _html_tokens(html: str, text: str) -> Iterable[str]:
     """What HTML markup says besides its ``text``: where its links and images
     point (which the text alone loses), forms, hidden text, image-only mail."""
+    html = html.lower()
     yield from _url_tokens(m for href in _HREF.findall(html[:MAX_BODY_CHARS])
                            if (m := _URL.match(href)) and (m := m.groups()))
     if _HIDDEN_STYLE.search(html):
@@ -285,12 +246,12 @@ class Counts(NamedTuple):
     ham: int
 
 
-def token_probability(counts: Counts, spam_total: int, ham_total: int) -> float:
+def token_probability(counts: tuple[int, int], spam_total: int, ham_total: int) -> float:
     """Robinson's f(w): the Graham ratio shrunk towards 0.5 for rare tokens."""
     return token_probabilities([counts], spam_total, ham_total)[0]
 
 
-def token_probabilities(counts: Iterable[Counts], spam_total: int, ham_total: int
+def token_probabilities(counts: Iterable[tuple[int, int]], spam_total: int, ham_total: int
                         ) -> list[float]:
     """token_probability of many tokens at once (one loop, no call per token)."""
     strength_x = UNKNOWN_WORD_STRENGTH * UNKNOWN_WORD_PROB
@@ -305,6 +266,20 @@ def token_probabilities(counts: Iterable[Counts], spam_total: int, ham_total: in
         n = spam + ham
         probabilities.append((strength_x + n * prob) / (UNKNOWN_WORD_STRENGTH + n))
     return probabilities
+
+
+# A clue as ``judge`` takes it: (|f(w) - 0.5|, token, f(w)), which sorts by
+# strength, ties broken by the token, the same way every time.
+Clue = tuple[float, str, float]
+
+
+def strength_and_probability(counts: tuple[int, int], spam_total: int, ham_total: int
+                             ) -> tuple[float, float] | None:
+    """(|f(w) - 0.5|, f(w)) of a token with these counts, None where f(w) is
+    too near 0.5 to count (SpamBayes' minimum_prob_strength)."""
+    f = token_probability(counts, spam_total, ham_total)
+    strength = abs(f - 0.5)
+    return (strength, f) if strength >= MINIMUM_PROB_STRENGTH else None
 
 
 def chi2q(x2: float, degrees: int) -> float:
@@ -339,19 +314,31 @@ def score(tokens: Iterable[str], counts: Mapping[str, Counts], spam_total: int,
 
 
 def combine(probabilities: Iterable[tuple[str, float]]) -> Score:
-    """Fisher/Robinson chi-square combining of the strongest clues among
-    (token, f(w)) pairs (SpamBayes' chi2_spamprob): S and H are how unlike ham
-    and unlike spam the clues are."""
-    clues = [(strength, token, f) for token, f in probabilities
-             if (strength := abs(f - 0.5)) >= MINIMUM_PROB_STRENGTH]
-    # The same as sorting them all and taking the first, at less cost.
-    clues = heapq.nlargest(MAX_DISCRIMINATORS, clues)
-    if not clues:
+    """The score of (token, f(w)) pairs."""
+    return judge([(strength, token, f) for token, f in probabilities
+                  if (strength := abs(f - 0.5)) >= MINIMUM_PROB_STRENGTH])
+
+
+def judge(clues: Iterable[Clue]) -> Score:
+    """Fisher/Robinson chi-square combining of the strongest ``clues``
+    (SpamBayes' chi2_spamprob): S and H are how unlike ham and unlike spam
+    they are."""
+    clues = list(clues)
+    if len(clues) > MAX_DISCRIMINATORS:
+        # Those as strong as the MAX_DISCRIMINATORS-th strongest, found by
+        # sorting bare floats: sorting the (strength, token, f) tuples of a
+        # few hundred clues costs twice as much.
+        weakest = sorted(map(itemgetter(0), clues), reverse=True)[MAX_DISCRIMINATORS - 1]
+        clues = [clue for clue in clues if clue[0] >= weakest]
+    # Ties in strength go by the token, so that the same message gets the
+    # same clues in every process.
+    strongest = sorted(clues, reverse=True)[:MAX_DISCRIMINATORS]
+    if not strongest:
         return Score(0.5, [])  # calibrated(0.5) is 0.5
     # Products of many small numbers underflow: keep mantissa and exponent apart.
     h_mantissa = s_mantissa = 1.0
     h_exponent = s_exponent = 0
-    for _, _, f in clues:
+    for _, _, f in strongest:
         s_mantissa *= 1.0 - f
         h_mantissa *= f
         if s_mantissa < 1e-200:
@@ -362,11 +349,11 @@ def combine(probabilities: Iterable[tuple[str, float]]) -> Score:
             h_exponent += e
     log_s = math.log(s_mantissa) + s_exponent * math.log(2)
     log_h = math.log(h_mantissa) + h_exponent * math.log(2)
-    n = len(clues)
+    n = len(strongest)
     spamminess = 1.0 - chi2q(-2.0 * log_s, 2 * n)
     hamminess = 1.0 - chi2q(-2.0 * log_h, 2 * n)
     raw = (spamminess - hamminess + 1.0) / 2.0
-    return Score(calibrated(raw), [(token, f) for _, token, f in clues], raw)
+    return Score(calibrated(raw), [(token, f) for _, token, f in strongest], raw)
 
 
 def calibrated(raw: float) -> float:

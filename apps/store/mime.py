@@ -60,12 +60,14 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_PARTS",
     "MessageInfo",
+    "address_list",
     "after_first_field",
     "analyze",
     "decode_body",
     "extract_text",
     "find_part",
     "has_attachment",
+    "header_text",
     "html_to_text",
     "is_attachment",
     "leaf_parts",
@@ -146,29 +148,52 @@ def extract_text(raw: bytes, *, limit: int = 1_000_000) -> str:
         return ""
 
 
-def text_leaves(raw: bytes, *, limit: int = 1_000_000) -> tuple[dict, list[tuple[dict, str]]]:
-    """The body structure of `raw` and each of its text/plain and text/html
+def text_leaves(
+    raw: bytes, *, limit: int = 1_000_000
+) -> tuple[list[tuple[str, bytes]], dict, list[tuple[dict, str]]]:
+    """The header fields of `raw` (lowercased names, unfolded raw values, in
+    order), its body structure, and each of its text/plain and text/html
     leaves with its decoded text, HTML markup kept (for what the markup says:
     links, forms, hidden text), every alternative, at most `limit` characters
-    in all. Never raises: a message that cannot be parsed has no leaves."""
+    in all: what a classifier reads, from one pass of the parser. Never
+    raises: a message that cannot be parsed has no fields and no leaves."""
     raw = bytes(raw)
     try:
-        _fields, root = _parse_entity(raw, 0, len(raw), 0, ("text", "plain"), _Budget())
+        fields, root = _parse_entity(raw, 0, len(raw), 0, ("text", "plain"), _Budget())
         leaves: list[tuple[dict, str]] = []
         budget = limit
         for _section, part in leaf_parts(root):
             if budget <= 0:
                 break
             if part["type"] != "text" or part["subtype"] not in ("plain", "html"):
-                continue
-            data = _decode_transfer(raw[part["body_start"]:part["body_end"]], part["encoding"])
+                continue  # not decoded: an attachment's bytes are no text
+            start, end = part["body_start"], part["body_end"]
+            # No more bytes than the remaining characters can come from
+            # (quoted-printable of 4-byte UTF-8 is at most 12 bytes a character).
+            end = min(end, start + budget * 12 + 16)
+            data = _decode_transfer(raw[start:end], part["encoding"])
             text = _decode_bytes(data, _param(part["params"], "charset") or None)[:budget]
             budget -= len(text)
             leaves.append((part, text))
     except Exception:  # same reasoning as in analyze()
         logger.exception("text leaves failed for a %d-byte message", len(raw))
-        return _fallback_info(raw).bodystructure, []
-    return root, leaves
+        return [], _fallback_info(raw).bodystructure, []
+    return fields, root, leaves
+
+
+def address_list(value: bytes) -> list[tuple[str, str, str]]:
+    """(display name, local part, domain) of each address in a header value
+    (From, To, …), names with RFC 2047 words decoded; "" where a part is
+    missing. Group names are no addresses and are left out."""
+    return [(_decode_2047(name or ""), mailbox or "", host)
+            for name, _adl, mailbox, host in _addresses(value) or ()
+            if host is not None]
+
+
+def header_text(value: bytes) -> str:
+    """A raw header value as a reader sees it: UTF-8 (RFC 6532), else
+    Latin-1, RFC 2047 words decoded."""
+    return _decode_2047(_to_text(value))
 
 
 def html_to_text(text: str) -> str:
@@ -1261,7 +1286,9 @@ _BLOCK_TAG = re.compile(
 _CELL_TAG = re.compile(r"</?t[dh]\b[^<>]*>", re.IGNORECASE)
 # `[^<>]*` rather than `.*?`: a "<" never starts a scan to the end of a huge text.
 _TAG = re.compile(r"</?[A-Za-z!?][^<>]*>")
-_SPACES = re.compile(r"[ \t\r\f\v\xa0]+")
+# Runs of spaces and tabs, but not a single space (most of them), which would
+# be replaced by itself at a cost.
+_SPACES = re.compile(r" [ \t\r\f\v\xa0]+|[\t\r\f\v\xa0][ \t\r\f\v\xa0]*")
 # html.unescape turns "&#<digits>" into an int: thousands of digits would raise.
 _HUGE_CHARREF = re.compile(r"&#(?:[xX][0-9a-fA-F]{9,}|[0-9]{9,})")
 

@@ -130,3 +130,31 @@ def test_training_in_another_process_weighs_on_the_listeners_next_verdict(
     send("You won again")
     assert len(stored("bob@example.org", "Junk")) == 1
     assert len(stored("bob@example.org")) == 1
+
+
+def test_a_users_verdict_is_the_one_on_the_summed_counts(settings):
+    """What the worker's in-memory scoring gives (the global counts looked up
+    once, the user's added) is the classifier's verdict on the counts of both
+    models summed, for the global model and for the user."""
+    settings.MAILHOST_BAYES_STARTER = False
+    settings.MAILHOST_BAYES_USER_MIN_MESSAGES = 2
+    train_global()
+    mailbox = make_mailbox("bob@example.org")
+    user = learning.user_model(mailbox.pk)
+    learning.train(user, [labelled(message(subject="lottery", body=LOTTERY)),
+                          labelled(message(subject="agenda", body="pills agenda"))],
+                   is_spam=True)
+    tokens = bayes.tokenize(message(subject="pills", body=f"{LOTTERY} meeting agenda"))
+    both: dict[str, list[int]] = {}
+    only_global: dict[str, bayes.Counts] = {}
+    for token in BayesToken.objects.select_related("model"):
+        summed = both.setdefault(token.token, [0, 0])
+        summed[0] += token.spam_count
+        summed[1] += token.ham_count
+        if token.model.mailbox_id is None:
+            only_global[token.token] = bayes.Counts(token.spam_count, token.ham_count)
+    scores = learning.classify_tokens(tokens, [mailbox.pk])
+    assert scores[None] == bayes.score(tokens, only_global, 5, 5)
+    assert scores[mailbox.pk] == bayes.score(
+        tokens, {token: bayes.Counts(*pair) for token, pair in both.items()}, 7, 5)
+    assert scores[mailbox.pk].probability > scores[None].probability

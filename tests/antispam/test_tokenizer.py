@@ -73,7 +73,7 @@ def test_text_leaves_gives_every_alternative_with_its_markup():
             b"--b\r\nContent-Type: text/plain\r\n\r\nplain words\r\n"
             b"--b\r\nContent-Type: text/html; charset=iso-8859-1\r\n"
             b"Content-Transfer-Encoding: quoted-printable\r\n\r\n<b>caf=E9</b>\r\n--b--\r\n")
-    root, leaves = mime.text_leaves(data)
+    _fields, root, leaves = mime.text_leaves(data)
     assert root["subtype"] == "alternative"
     assert [(part["subtype"], text.strip()) for part, text in leaves] == [
         ("plain", "plain words"), ("html", "<b>café</b>")]
@@ -106,3 +106,23 @@ def test_tokenize_never_raises_on_hostile_mime(data):
     tokens = bayes.tokenize(data)
     assert len(tokens) <= bayes.MAX_TOKENS
     assert all(len(token) <= bayes.MAX_TOKEN_LENGTH for token in tokens)
+
+
+def test_address_list_gives_names_local_parts_and_domains():
+    value = (b'"Doe, J." <j.doe@Example.org>, =?utf-8?q?J=C3=BCrgen?= <j@x.example>, '
+             b"undisclosed:;, bare@y.example, nodomain")
+    assert mime.address_list(value) == [
+        ("Doe, J.", "j.doe", "Example.org"), ("J\u00fcrgen", "j", "x.example"),
+        ("", "bare", "y.example"), ("", "nodomain", "")]
+
+
+def test_header_text_reads_utf8_else_latin1_and_decodes_encoded_words():
+    assert mime.header_text(b"caf\xc3\xa9 =?iso-8859-1?q?d=E9j=E0?=") == "caf\u00e9 d\u00e9j\u00e0"
+    assert mime.header_text(b"gef\xe4llig") == "gef\u00e4llig"
+
+
+@given(st.binary(max_size=300))
+def test_address_list_and_header_text_take_any_bytes(value):
+    assert all(isinstance(part, str) for address in mime.address_list(value)
+               for part in address)
+    assert isinstance(mime.header_text(value), str)
