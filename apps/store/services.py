@@ -103,12 +103,12 @@ def junk_folders(mailbox_ids: Iterable[int], *, recreate: Iterable[int] = ()) ->
 
 
 def list_folders(mailbox: Mailbox) -> list[Folder]:
-    folders = list(Folder.objects.filter(mailbox=mailbox).order_by("name"))
-    if not any(folder.name == "INBOX" for folder in folders):
+    rows = _FOLDERS_OF.rows(mailbox.pk)
+    if not any(row[_FOLDER_NAME_INDEX] == "INBOX" for row in rows):
         # A mailbox that never received mail has no default folders yet.
         ensure_default_folders([mailbox.pk])
-        folders = list(Folder.objects.filter(mailbox=mailbox).order_by("name"))
-    return folders
+        rows = _FOLDERS_OF.rows(mailbox.pk)
+    return [Folder.from_db(connection.alias, _FOLDER_FIELDS, row) for row in rows]
 
 
 def get_folder(mailbox: Mailbox, name: str) -> Folder:
@@ -135,6 +135,10 @@ _FOLDER_FIELDS = [f.attname for f in Folder._meta.concrete_fields]
 _FOLDER_NAMED = CompiledQuery(
     lambda mailbox_id, name: Folder.objects.filter(mailbox_id=mailbox_id, name=name)
     .order_by().values_list(*_FOLDER_FIELDS)[:1], int, str)
+# Every LIST, LSUB and STATUS of a session reads them all.
+_FOLDERS_OF = CompiledQuery(lambda mailbox_id: Folder.objects.filter(mailbox_id=mailbox_id)
+                            .order_by("name").values_list(*_FOLDER_FIELDS), int)
+_FOLDER_NAME_INDEX = _FOLDER_FIELDS.index("name")
 
 
 MAX_FOLDER_NAME = 1000
