@@ -251,10 +251,11 @@ def _addresses(envelope_list: list | None) -> list[tuple[str, str]]:
             for name, _route, mailbox, host in envelope_list or () if mailbox and host]
 
 
-def message_facts(data: bytes) -> MessageFacts:
+def message_facts(data: bytes, info: mime.MessageInfo | None = None) -> MessageFacts:
     """What the rules look at: the From name and address, Reply-To, links
-    (with their visible text in HTML) and attachments. Never raises."""
-    info = mime.analyze(data)
+    (with their visible text in HTML) and attachments; ``info`` is
+    ``mime.analyze(data)`` if the caller has it. Never raises."""
+    info = info or mime.analyze(data)
     structure = info.bodystructure
     facts = MessageFacts()
     senders = _addresses(info.envelope[2])
@@ -487,9 +488,11 @@ def fresh_link_domains(domains: set[str], *, site: Site) -> set[str]:
     return {name for name in names if name in new or known[name] >= cutoff}
 
 
-def check(data: bytes, *, authenticated: bool, from_verified: bool, site: Site) -> list[str]:
-    """The phishing rules' names for one inbound message; ``site`` from ``site_facts``."""
-    facts = message_facts(data)
+def check(data: bytes, *, authenticated: bool, from_verified: bool, site: Site,
+          info: mime.MessageInfo | None = None) -> list[str]:
+    """The phishing rules' names for one inbound message; ``site`` from
+    ``site_facts``, ``info`` as for ``message_facts``."""
+    facts = message_facts(data, info)
     hosted_domains = site.hosted_domains
     name = " ".join(facts.from_name.split())
     name_is_users = bool(not authenticated and name and _USER_NAMED.first(name))
