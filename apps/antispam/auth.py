@@ -58,8 +58,13 @@ class DkimResult:
     selector: str
 
 
+_DKIM_FIELD = re.compile(rb"^dkim-signature[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
 def verify_dkim(data: bytes) -> list[DkimResult]:
     """One result per DKIM-Signature header, in header order."""
+    if not _DKIM_FIELD.search(data.split(b"\r\n\r\n", 1)[0]):
+        return []  # unsigned: dkimpy's parse of the whole message would find nothing
     try:
         verifier = dkim.DKIM(data, logger=logging.getLogger("mailhost.antispam.dkim"))
     except dkim.MessageFormatError:

@@ -51,7 +51,10 @@ class HeaderFacts:
 
 
 def header_facts(data: bytes) -> HeaderFacts:
-    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(data)
+    # The header block alone: the parser would read (and keep) the body too.
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[:end + 2]
+    headers = BytesHeaderParser(policy=policy.compat32).parsebytes(head)
     from_values = [str(v) for v in headers.get_all("From") or []]
     domains = [address.rpartition("@")[2].lower().strip(".")
                for _, address in getaddresses(from_values) if address]

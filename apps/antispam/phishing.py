@@ -28,12 +28,15 @@ from importlib import resources
 from io import BytesIO
 
 from django.conf import settings
+from django.db.models import Value
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from apps.antispam.auth import organizational_domain
 from apps.antispam.models import FirstSeenDomain
 from apps.directory.models import Domain, User
 from apps.store import mime
+from mailhost.compiled import CompiledQuery
 
 # Points per rule, added to the score like the authentication tests' (the
 # mailbox's threshold, 9 by default, decides Junk). A lookalike of our own
@@ -248,10 +251,11 @@ def _addresses(envelope_list: list | None) -> list[tuple[str, str]]:
             for name, _route, mailbox, host in envelope_list or () if mailbox and host]
 
 
-def message_facts(data: bytes) -> MessageFacts:
+def message_facts(data: bytes, info: mime.MessageInfo | None = None) -> MessageFacts:
     """What the rules look at: the From name and address, Reply-To, links
-    (with their visible text in HTML) and attachments. Never raises."""
-    info = mime.analyze(data)
+    (with their visible text in HTML) and attachments; ``info`` is
+    ``mime.analyze(data)`` if the caller has it. Never raises."""
+    info = info or mime.analyze(data)
     structure = info.bodystructure
     facts = MessageFacts()
     senders = _addresses(info.envelope[2])
@@ -456,6 +460,16 @@ def site_facts() -> Site:
                 days > 0 and FirstSeenDomain.objects.filter(first_seen__lt=cutoff).exists())
 
 
+# The two reads of every message's check, their SQL built once (mailhost/compiled.py).
+_FIRST_SEEN = CompiledQuery(lambda names: FirstSeenDomain.objects.filter(name__in=names)
+                            .values_list("name", "first_seen"), [str])
+# Case-insensitive as display_name__iexact, whose SQLite form (LIKE) would take
+# a compiled-in name's % and _ as wildcards: both sides lowered by the database.
+_USER_NAMED = CompiledQuery(
+    lambda name: User.objects.alias(lowered=Lower("display_name"))
+    .filter(lowered=Lower(Value(name)), mailbox__isnull=False).values_list("pk")[:1], str)
+
+
 def fresh_link_domains(domains: set[str], *, site: Site) -> set[str]:
     """Of ``domains``, those first seen within MAILHOST_PHISHING_FRESH_DAYS;
     records the new ones. Nothing is fresh until the table itself is that old
@@ -464,8 +478,7 @@ def fresh_link_domains(domains: set[str], *, site: Site) -> set[str]:
         return set()
     cutoff = timezone.now() - timedelta(days=settings.MAILHOST_PHISHING_FRESH_DAYS)
     names = sorted(domain[:253] for domain in domains)[:MAX_LINKS]
-    known = dict(FirstSeenDomain.objects.filter(name__in=names)
-                 .values_list("name", "first_seen"))
+    known = dict(_FIRST_SEEN.rows(names))
     new = [name for name in names if name not in known]
     if new:
         FirstSeenDomain.objects.bulk_create(
@@ -475,13 +488,14 @@ def fresh_link_domains(domains: set[str], *, site: Site) -> set[str]:
     return {name for name in names if name in new or known[name] >= cutoff}
 
 
-def check(data: bytes, *, authenticated: bool, from_verified: bool, site: Site) -> list[str]:
-    """The phishing rules' names for one inbound message; ``site`` from ``site_facts``."""
-    facts = message_facts(data)
+def check(data: bytes, *, authenticated: bool, from_verified: bool, site: Site,
+          info: mime.MessageInfo | None = None) -> list[str]:
+    """The phishing rules' names for one inbound message; ``site`` from
+    ``site_facts``, ``info`` as for ``message_facts``."""
+    facts = message_facts(data, info)
     hosted_domains = site.hosted_domains
     name = " ".join(facts.from_name.split())
-    name_is_users = bool(not authenticated and name and User.objects.filter(
-        display_name__iexact=name, mailbox__isnull=False).exists())
+    name_is_users = bool(not authenticated and name and _USER_NAMED.first(name))
     fresh = fresh_link_domains(link_domains(facts, hosted_domains), site=site)
     return rule_hits(facts, Hosted(hosted_domains, name_is_users), authenticated=authenticated,
                      from_verified=from_verified, fresh_domains=fresh)

@@ -191,6 +191,9 @@ class Verdict:
     bayes: dict[int | None, bayes.Score | None] = field(default_factory=dict)
     # The authentication results in short, for the message trace.
     results: dict[str, object] = field(default_factory=dict)
+    # ``mime.analyze`` of the spooled bytes: the rules read it, and the store
+    # files the blob's parsed row from it (one parse per message, not two).
+    analysis: mime.MessageInfo | None = field(default=None, repr=False)
 
     def score(self, mailbox_id: int) -> float:
         points = self.rule_points
@@ -268,8 +271,9 @@ def check_message(row: SpooledMessage, data: bytes, *, site: phishing.Site) -> V
         spf, dkim_results, from_domains)
     if not verified and not site.hosted_domains.isdisjoint(from_domains):
         tests.append("FORGED_LOCAL_SENDER")  # our own domain, from outside, unproven
+    analysis = mime.analyze(data)
     tests += phishing.check(data, authenticated=row.authenticated, from_verified=verified,
-                            site=site)
+                            site=site, info=analysis)
 
     scores = learning.classify_tokens(bayes.tokenize(data), row.mailbox_ids)
     return Verdict(
@@ -279,7 +283,8 @@ def check_message(row: SpooledMessage, data: bytes, *, site: phishing.Site) -> V
         quarantine=dmarc.policy in ("quarantine", "reject"),
         bayes=scores,
         results={"spf": spf.result, "dmarc": dmarc.result,
-                 "dkim": [f"{r.result} ({r.domain})" for r in dkim_results] or ["none"]})
+                 "dkim": [f"{r.result} ({r.domain})" for r in dkim_results] or ["none"]},
+        analysis=analysis)
 
 
 def _aligned_pass(spf: auth.SpfResult, dkim_results: list[auth.DkimResult],
@@ -547,6 +552,8 @@ def _filing(row: SpooledMessage, data: bytes, verdict: Verdict | None,
                                 queue_id=row.queue_id, added_headers=added, added_at=at or 0,
                                 accepted_at=row.received,
                                 stored_as=row.blob_id if payload is data else "",
+                                analysis=verdict.analysis if verdict and payload is data
+                                else None,
                                 index_later=True)
                 for (folder, payload, added), ids in groups.items() if ids]
     if requests and row.queue_id:

@@ -588,6 +588,9 @@ class DeliveryRequest:
     # the filing of inbound mail, where the index insert was the largest part
     # of the write transaction. Searches read a message not indexed yet.
     index_later: bool = False
+    # ``mime.analyze(data)`` when the caller made it already (the checks'
+    # rules read it): the blob row is filled from it, not parsed again.
+    analysis: mime.MessageInfo | None = field(default=None, repr=False)
     messages: list[Message] = field(default_factory=list)
     # The blob's sha256, parsed row and index row (None: indexed later), once
     # ``prepare_deliveries`` has run.
@@ -598,15 +601,17 @@ class DeliveryRequest:
         return len(self.added_headers) + len(self.data)
 
 
-def _blob_row(sha: str, data: bytes, *, index: bool = True) -> tuple[Blob, BlobText | None]:
-    """The parsed row of a blob and its full-text index row (unless not ``index``)."""
-    blob = _parsed_blob(sha, data)
+def _blob_row(sha: str, data: bytes, *, index: bool = True,
+              info: mime.MessageInfo | None = None) -> tuple[Blob, BlobText | None]:
+    """The parsed row of a blob (from ``info``, its analysis, if given) and its
+    full-text index row (unless not ``index``)."""
+    blob = _parsed_blob(sha, data, info)
     blob.text_indexed = index
     return blob, textindex.text_row(blob, data) if index else None
 
 
-def _parsed_blob(sha: str, data: bytes) -> Blob:
-    info = mime.analyze(data)
+def _parsed_blob(sha: str, data: bytes, info: mime.MessageInfo | None = None) -> Blob:
+    info = info or mime.analyze(data)
     # A NUL (raw in a binary or 8-bit header, or from an encoded-word) is
     # kept by SQLite and refused by PostgreSQL: U+FFFD in the cached fields,
     # as in the text index; the blob keeps the octets.
@@ -827,7 +832,8 @@ def prepare_deliveries(requests: Sequence[DeliveryRequest]) -> None:
     for request in todo:
         sha = request.stored_as or next(written)
         if sha not in parsed:
-            parsed[sha] = (sha, *_blob_row(sha, request.data, index=not request.index_later))
+            parsed[sha] = (sha, *_blob_row(sha, request.data, index=not request.index_later,
+                                           info=request.analysis))
         request.prepared = parsed[sha]
 
 

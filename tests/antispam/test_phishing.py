@@ -94,6 +94,14 @@ def test_a_user_display_name_from_outside(smtp_port, bob, zone):
     assert status_of(data) == ("No", ["BAYES_UNTRAINED", "FROM_NAME_IMITATES_USER"])
 
 
+def test_a_display_name_with_wildcard_characters_imitates_no_user(smtp_port, bob, zone):
+    # SQL LIKE would take "%" and "_" as any characters: "Bob_Bos%" is nobody's name.
+    send(smtp_port, samples.build(sender="Bob_Bos% <ceo.office@freemail.example>",
+                                  subject="Urgent", text="Are you free? I need a favour."))
+    _, data = only_message("bob@example.org")
+    assert status_of(data) == ("No", ["BAYES_UNTRAINED"])
+
+
 def test_links_to_domains_first_seen_lately(smtp_port, bob, zone, settings):
     settings.MAILHOST_PHISHING_FRESH_DAYS = 7
     # A new server has seen nothing for long: no domain counts as fresh yet.
