@@ -409,11 +409,13 @@ def rule_hits(facts: MessageFacts, hosted: Hosted, *, authenticated: bool,
             and not _same_site(host, from_domain) for a in facts.reply_to):
         hits.add("REPLY_TO_OUTSIDE")
     for link in facts.links:
-        if is_ip_host(link.host):
+        to_ip = is_ip_host(link.host)
+        if to_ip:
             hits.add("LINK_TO_IP")
-            continue
         shown = _HOST_IN_TEXT.match(link.text)
-        if shown and not _same_site(unicode_host(shown.group(1)), link.host):
+        # A name shown over a bare IP address is as much another place as
+        # another domain is (the text pattern never matches an address).
+        if shown and (to_ip or not _same_site(unicode_host(shown.group(1)), link.host)):
             hits.add("LINK_TEXT_MISMATCH")
     if set(fresh_domains):
         hits.add("LINK_FRESH_DOMAIN")

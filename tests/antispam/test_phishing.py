@@ -84,7 +84,8 @@ def test_a_phish_with_a_homograph_sender_and_a_lying_link_is_junked(smtp_port, b
     assert folder == "Junk"
     assert b"dkim=pass header.d=" + samples.HOMOGRAPH_ACE.encode() in data
     assert status_of(data) == ("Yes", ["BAYES_UNTRAINED", "FROM_LOOKALIKE_DOMAIN",
-                                       "FROM_NAME_IMITATES_USER", "LINK_TO_IP"])
+                                       "FROM_NAME_IMITATES_USER", "LINK_TEXT_MISMATCH",
+                                       "LINK_TO_IP"])
 
 
 def test_a_user_display_name_from_outside(smtp_port, bob, zone):

@@ -56,6 +56,17 @@ def test_each_sample_trips_its_rule():
     assert hits(samples.HAM, fresh=("friend.example",)) == ["LINK_FRESH_DOMAIN"]
 
 
+def test_a_name_shown_over_a_link_to_an_ip_address_is_a_mismatch():
+    shown_name = samples.build(
+        sender="Bank <notice@bank.example>", subject="Unusual sign-in", text="See the link.",
+        html='<p><a href="http://198.51.100.7/verify">https://www.bank.example/review</a></p>')
+    assert hits(shown_name) == ["LINK_TEXT_MISMATCH", "LINK_TO_IP"]
+    shown_address = samples.build(
+        sender="Lab <lab@lab.example>", subject="Results", text="See the link.",
+        html='<p><a href="http://198.51.100.7/results">http://198.51.100.7/results</a></p>')
+    assert hits(shown_address) == ["LINK_TO_IP"]
+
+
 def test_identity_rules_spare_our_users_and_proven_senders():
     for data in (samples.LOOKALIKE, samples.DISPLAY_NAME, samples.REPLY_TO):
         assert hits(data, authenticated=True) == []
