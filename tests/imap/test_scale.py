@@ -21,17 +21,23 @@ def message(number: int) -> bytes:
             b"Subject: note %d\r\n\r\nbody %d\r\n" % (number, number))
 
 
-def test_many_idlers_in_one_process_are_all_told_of_a_delivery(imap_port, mailbox):
-    store.deliver_batch([store.DeliveryRequest([mailbox.pk], message(n))
-                         for n in range(MESSAGES)])
+def idle_in_inbox(imap_port: int, mailbox, count: int) -> list[RawIMAP]:  # type: ignore[no-untyped-def]
+    """``count`` sessions of ``mailbox``, each in IDLE on its INBOX."""
     idlers = []
-    for _ in range(IDLERS):
+    for _ in range(count):
         client = RawIMAP(imap_port)
         client.login(mailbox.address, PASSWORD)
         client.command("SELECT INBOX")
         client.send(b"i IDLE\r\n")
         assert client.readline().startswith(b"+ ")
         idlers.append(client)
+    return idlers
+
+
+def test_many_idlers_in_one_process_are_all_told_of_a_delivery(imap_port, mailbox):
+    store.deliver_batch([store.DeliveryRequest([mailbox.pk], message(n))
+                         for n in range(MESSAGES)])
+    idlers = idle_in_inbox(imap_port, mailbox, IDLERS)
     store.deliver([mailbox], message(MESSAGES))
     for client in idlers:
         client.sock.settimeout(20)
@@ -90,14 +96,7 @@ def test_an_idler_silent_past_the_timeout_is_logged_out(raw, settings):
 
 
 def test_idlers_told_together_give_recent_to_one_of_them(imap_port, mailbox):
-    idlers = []
-    for _ in range(5):
-        client = RawIMAP(imap_port)
-        client.login(mailbox.address, PASSWORD)
-        client.command("SELECT INBOX")
-        client.send(b"i IDLE\r\n")
-        assert client.readline().startswith(b"+ ")
-        idlers.append(client)
+    idlers = idle_in_inbox(imap_port, mailbox, 5)
     store.deliver([mailbox], message(1))
     recent = []
     for client in idlers:
@@ -120,14 +119,7 @@ def test_idlers_told_together_give_recent_to_one_of_them(imap_port, mailbox):
 
 
 def test_idlers_of_one_folder_share_one_read_of_a_change(imap_port, mailbox, monkeypatch):
-    idlers = []
-    for _ in range(30):
-        client = RawIMAP(imap_port)
-        client.login(mailbox.address, PASSWORD)
-        client.command("SELECT INBOX")
-        client.send(b"i IDLE\r\n")
-        assert client.readline().startswith(b"+ ")
-        idlers.append(client)
+    idlers = idle_in_inbox(imap_port, mailbox, 30)
     reads = []
     real = store.folder_changes
 
