@@ -639,7 +639,7 @@ class IMAPSession(asyncio.Protocol):
             return view.uid_positions(ranges)
         ranges = seqs.resolve(len(view))
         if any(high > len(view) for _low, high in ranges) or not len(view):
-            # RFC 3501 §6.4.8: a sequence number past the last message is an error.
+            # RFC 3501 §9 seq-number: a sequence number past the last message is BAD.
             raise Bad("message sequence number out of range")
         return view.seq_positions(ranges)
 
