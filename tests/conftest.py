@@ -157,7 +157,7 @@ def _flush_keeps_content_types(django_db_setup) -> Iterator[None]:  # type: igno
 
 
 class _PooledRSA:
-    """Stands in for ``cryptography``'s ``rsa`` module in apps.directory.services
+    """Stands in for ``cryptography``'s ``rsa`` module in apps.directory.dkim_keys
     during tests: every new domain gets a real RSA-2048 DKIM key (RFC 8301 §3.2),
     taken in turn from a pool made once per session, instead of generating one,
     which costs most of a domain's creation. Consecutive domains never share a
@@ -184,10 +184,10 @@ class _PooledRSA:
 
 @pytest.fixture(scope="session", autouse=True)
 def _pooled_dkim_keys() -> Iterator[None]:
-    from apps.directory import services
+    from apps.directory import dkim_keys
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(services, "rsa", _PooledRSA(services.rsa))
+        patch.setattr(dkim_keys, "rsa", _PooledRSA(dkim_keys.rsa))
         yield
 
 

@@ -12,9 +12,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-import dkim
 import spf
-from dkim.util import InvalidTagValueList, parse_tag_value
 from publicsuffixlist import PublicSuffixList
 
 from apps.antispam import dns
@@ -65,6 +63,11 @@ def verify_dkim(data: bytes) -> list[DkimResult]:
     """One result per DKIM-Signature header, in header order."""
     if not _DKIM_FIELD.search(data.split(b"\r\n\r\n", 1)[0]):
         return []  # unsigned: dkimpy's parse of the whole message would find nothing
+    # dkimpy (with PyNaCl) is imported by the workers that verify, not by the
+    # listeners, which load this module for SPF at MAIL FROM.
+    import dkim
+    from dkim.util import InvalidTagValueList, parse_tag_value
+
     try:
         verifier = dkim.DKIM(data, logger=logging.getLogger("mailhost.antispam.dkim"))
     except dkim.MessageFormatError:
@@ -117,6 +120,8 @@ def verify_arc(data: bytes) -> str:
     temperror. Informational: recorded, not used to override DMARC."""
     if not _ARC_FIELD.search(data.split(b"\r\n\r\n", 1)[0]):
         return "none"  # no ARC field at all: nothing for dkimpy to parse
+    import dkim
+
     try:
         status, _, _ = dkim.arc_verify(
             data, logger=logging.getLogger("mailhost.antispam.arc"), dnsfunc=dns.dkim_dnsfunc)

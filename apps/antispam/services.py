@@ -22,9 +22,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import quote, unquote
 
-import authres
-import authres.arc
-import authres.dmarc
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
@@ -301,6 +298,12 @@ def _authentication_results(mail_from: str, helo: str, spf: auth.SpfResult,
                             dkim_results: list[auth.DkimResult],
                             dmarc: auth.DmarcResult, arc: str) -> bytes:
     """RFC 8601 §2.2; one resinfo per method (per signature for DKIM)."""
+    # Imported by the workers that check mail: a listener (checks off inline)
+    # imports this module only to spool.
+    import authres
+    import authres.arc
+    import authres.dmarc
+
     results: list[object] = [authres.SPFAuthenticationResult(
         result=spf.result, smtp_mailfrom=mail_from or None,
         smtp_helo=None if mail_from else helo or None)]

@@ -15,16 +15,19 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtensionOID, NameOID
 from django.conf import settings
 from django.db import transaction
 
 from apps.certificates.models import IssuedCertificate
-from mailhost.sealing import InvalidToken, seal, unseal
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+# cryptography (several MiB, with its own OpenSSL) and mailhost/sealing.py, which
+# needs it, are imported by the functions that make, read or unseal a pair: the
+# listeners import this module for the paths alone.
 
 log = logging.getLogger(__name__)
 # The sealing purpose of an issued certificate's private key (mailhost/sealing.py).
@@ -32,6 +35,8 @@ _SEALED_KEY = b"mailhost issued certificate key"
 
 
 def private_key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
@@ -79,6 +84,8 @@ def _install(issued: IssuedCertificate, key_pem: bytes) -> None:
 
 def keep_issued(*, chain_pem: bytes, key_pem: bytes) -> IssuedCertificate:
     """Keep a newly issued pair for every node and install it on this one."""
+    from mailhost.sealing import seal
+
     with transaction.atomic():
         issued = IssuedCertificate.objects.create(
             chain_pem=chain_pem.decode(), sealed_key=seal(_SEALED_KEY, key_pem.decode()))
@@ -96,6 +103,8 @@ def install_newer() -> bool:
     latest = IssuedCertificate.objects.order_by("-pk").first()
     if latest is None or latest.pk <= _installed_version():
         return False
+    from mailhost.sealing import InvalidToken, unseal
+
     try:
         key_pem = unseal(_SEALED_KEY, latest.sealed_key)
     except InvalidToken:
@@ -109,6 +118,11 @@ def install_newer() -> bool:
 
 
 def generate_self_signed(cert_path: Path, key_path: Path, hostname: str) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
@@ -142,10 +156,16 @@ def certificate_paths() -> tuple[Path, Path]:
     """The pair the listeners serve; a self-signed one is made in the data
     directory on first start."""
     cert_path, key_path = configured_paths()
-    configured = bool(settings.MAILHOST_TLS_CERT and settings.MAILHOST_TLS_KEY)
-    if not configured and not (cert_path.exists() and key_path.exists()):
+    if self_signed_missing():
         generate_self_signed(cert_path, key_path, settings.MAILHOST_HOSTNAME)
     return cert_path, key_path
+
+
+def self_signed_missing() -> bool:
+    """No pair is configured and the data directory's is not made yet."""
+    cert_path, key_path = configured_paths()
+    configured = bool(settings.MAILHOST_TLS_CERT and settings.MAILHOST_TLS_KEY)
+    return not configured and not (cert_path.exists() and key_path.exists())
 
 
 @dataclass(frozen=True)
@@ -163,6 +183,9 @@ class Installed:
 
 def installed() -> Installed | None:
     """The leaf certificate of the served pair, or None when there is none."""
+    from cryptography import x509
+    from cryptography.x509.oid import ExtensionOID
+
     cert_path, _ = configured_paths()
     try:
         leaf = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 
-import dkim
 from django.conf import settings
 
 from apps.directory.models import DkimKey
@@ -38,6 +37,8 @@ def seal(data: bytes, *, domain: str, keys: list[DkimKey] | None = None) -> byte
                 if k.algorithm == _ARC_ALGORITHM), None)
     if key is None:
         return data
+    import dkim  # dkimpy and PyNaCl: only where a forward is sealed
+
     try:
         arc_set = dkim.arc_sign(
             data, key.selector.encode("ascii"), domain.encode("ascii"),

@@ -14,11 +14,11 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 # RFC 6376 §5.4.1 (and the list fields of RFC 2369 that dkimpy signs too).
 SIGNED_FIELDS = frozenset((
@@ -77,12 +77,29 @@ def relaxed_body(body: bytes) -> bytes:
 
 @functools.lru_cache(maxsize=64)
 def _load_key(private_key: str, algorithm: str) -> RSAPrivateKey | Ed25519PrivateKey:
+    # cryptography (several MiB) is imported by the first signature, not by
+    # every process that imports delivery: inbound-only listeners sign nothing.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
     if algorithm == "ed25519-sha256":
         return Ed25519PrivateKey.from_private_bytes(base64.b64decode(private_key))
     key = serialization.load_pem_private_key(private_key.encode("ascii"), password=None)
     if not isinstance(key, RSAPrivateKey):
         raise ValueError("rsa-sha256 needs an RSA private key")
     return key
+
+
+def _signature(private: RSAPrivateKey | Ed25519PrivateKey, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+    if isinstance(private, RSAPrivateKey):
+        return private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    # RFC 8463 §3: Ed25519 signs the SHA-256 hash of the data.
+    return private.sign(hashlib.sha256(data).digest())
 
 
 def _fold(tags: list[bytes]) -> bytes:
@@ -173,11 +190,7 @@ def dkim_sign_all(
         unsigned = _fold(tags)
         # §3.7: the signature field itself, b= empty, relaxed, without its CRLF.
         data = header_input + relaxed_header(*unsigned.split(b":", 1))[:-2]
-        if isinstance(private, RSAPrivateKey):
-            signature = private.sign(data, padding.PKCS1v15(), hashes.SHA256())
-        else:
-            # RFC 8463 §3: Ed25519 signs the SHA-256 hash of the data.
-            signature = private.sign(hashlib.sha256(data).digest())
+        signature = _signature(private, data)
         tags[-1] = b"b=" + base64.b64encode(signature)
         signatures.append(_fold(tags) + b"\r\n")
     return b"".join(reversed(signatures)) + message

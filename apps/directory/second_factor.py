@@ -15,7 +15,6 @@ import hmac
 import time
 
 import pyotp
-import segno
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 
@@ -80,6 +79,8 @@ def provisioning_uri(factor: SecondFactor) -> str:
 def qr_code(factor: SecondFactor) -> str:
     """The provisioning URI as a QR code, an SVG ``data:`` URI for an <img>
     (the pages' Content-Security-Policy allows data: images)."""
+    import segno  # only the enrolment page draws one
+
     # Black on white whatever the page's colour scheme: scanners want contrast.
     return segno.make(provisioning_uri(factor), error="m").svg_data_uri(
         scale=5, border=2, dark="#000", light="#fff")

@@ -20,8 +20,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.hashers import check_password, make_password
@@ -120,22 +118,13 @@ def create_dkim_key(domain: Domain, algorithm: str = RSA_SHA256, *,
     name of its own: RSA-2048 (RFC 8301 §3.2) or Ed25519 (RFC 8463). A new
     domain's keys sign at once (there is nothing else to sign with); a rotated
     key is made with ``signing=False`` and signs once its record is seen."""
+    from apps.directory import dkim_keys  # cryptography: not in every process
+
     if algorithm == RSA_SHA256:
-        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        secret = private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()).decode("ascii")
-        public = private.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        secret, public = dkim_keys.rsa_pair()
         selector = f"mh{timezone.now():%Y%m}"
     elif algorithm == ED25519_SHA256:
-        # RFC 8463 §4: the raw 32-octet public key in p=; dkimpy takes the seed in base64.
-        private_ed = ed25519.Ed25519PrivateKey.generate()
-        secret = base64.b64encode(private_ed.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
-            serialization.NoEncryption())).decode("ascii")
-        public = private_ed.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        secret, public = dkim_keys.ed25519_pair()
         selector = f"mh{timezone.now():%Y%m}e"
     else:
         raise Invalid(f"unknown DKIM algorithm {algorithm}", field="algorithm")

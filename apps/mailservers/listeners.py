@@ -15,20 +15,13 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import import_module
 from typing import Any
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 
-from apps.imap import session as imap
-from apps.imap.session import protocol_factory as imap_protocol_factory
 from apps.mailservers.limits import ConnectionCounters, ConnectionLimits, Gate
-from apps.pop3 import server as pop3
-from apps.pop3.server import pop3_protocol_factory
-from apps.sieve import session as managesieve
-from apps.sieve.session import managesieve_protocol_factory
-from apps.smtp import replies as smtp
-from apps.smtp.server import mx_protocol_factory
-from apps.smtp.submission import smtps_protocol_factory, submission_protocol_factory
 from apps.store import health
 from mailhost import metrics
 from mailhost.asyncdb import database_sync_to_async
@@ -51,32 +44,55 @@ def _smtp_line(reply: str) -> bytes:
     return reply.encode() + b"\r\n"
 
 
-SMTP_WORDS = Words(_smtp_line(smtp.TOO_MANY_CONNECTIONS), _smtp_line(smtp.NO_COMMAND_IN_TIME))
-IMAP_WORDS = Words(imap.TOO_MANY_CONNECTIONS, imap.NO_COMMAND_IN_TIME)
-POP3_WORDS = Words(pop3.TOO_MANY_CONNECTIONS, pop3.NO_COMMAND_IN_TIME)
-MANAGESIEVE_WORDS = Words(managesieve.TOO_MANY_CONNECTIONS, managesieve.NO_COMMAND_IN_TIME)
-
-
 @dataclass(frozen=True)
 class ListenerSpec:
+    """A listener, naming its protocol's code by import path: a process imports
+    the protocols it serves only (``runmailservers --only smtp`` loads no IMAP,
+    POP3 or ManageSieve code, several MiB it would keep)."""
+
     name: str
     protocol: str  # smtp, imap, pop3 or managesieve, as the metrics label it
-    make_factory: FactoryMaker
-    words: Words
+    factory: str  # import path of the protocol's FactoryMaker
+    # Import path of the module whose TOO_MANY_CONNECTIONS and NO_COMMAND_IN_TIME
+    # are the protocol's Words: bytes, or SMTP reply strings (apps/smtp/replies.py).
+    words_from: str
     implicit_tls: bool = False
 
+    def make_factory(self, tls_context: ssl.SSLContext | None,
+                     listener: str) -> Callable[[], asyncio.Protocol]:
+        maker: FactoryMaker = import_string(self.factory)
+        return maker(tls_context, listener)
+
+    @property
+    def words(self) -> Words:
+        module = import_module(self.words_from)
+        busy, silent = module.TOO_MANY_CONNECTIONS, module.NO_COMMAND_IN_TIME
+        if isinstance(busy, str):
+            return Words(_smtp_line(busy), _smtp_line(silent))
+        return Words(busy, silent)
+
+
+_SMTP = "apps.smtp.replies"
+_IMAP = "apps.imap.session"
+_POP3 = "apps.pop3.server"
+_MANAGESIEVE = "apps.sieve.session"
 
 # The protocol issues add their listeners here (IMAP, POP3, submission).
 LISTENERS: dict[str, ListenerSpec] = {
-    "smtp": ListenerSpec("smtp", "smtp", mx_protocol_factory, SMTP_WORDS),
-    "pop3": ListenerSpec("pop3", "pop3", pop3_protocol_factory, POP3_WORDS),
-    "pop3s": ListenerSpec("pop3s", "pop3", pop3_protocol_factory, POP3_WORDS, implicit_tls=True),
-    "imap": ListenerSpec("imap", "imap", imap_protocol_factory, IMAP_WORDS),
-    "imaps": ListenerSpec("imaps", "imap", imap_protocol_factory, IMAP_WORDS, implicit_tls=True),
-    "submission": ListenerSpec("submission", "smtp", submission_protocol_factory, SMTP_WORDS),
-    "smtps": ListenerSpec("smtps", "smtp", smtps_protocol_factory, SMTP_WORDS, implicit_tls=True),
-    "managesieve": ListenerSpec("managesieve", "managesieve", managesieve_protocol_factory,
-                                MANAGESIEVE_WORDS),
+    "smtp": ListenerSpec("smtp", "smtp", "apps.smtp.server.mx_protocol_factory", _SMTP),
+    "pop3": ListenerSpec("pop3", "pop3", "apps.pop3.server.pop3_protocol_factory", _POP3),
+    "pop3s": ListenerSpec("pop3s", "pop3", "apps.pop3.server.pop3_protocol_factory", _POP3,
+                          implicit_tls=True),
+    "imap": ListenerSpec("imap", "imap", "apps.imap.session.protocol_factory", _IMAP),
+    "imaps": ListenerSpec("imaps", "imap", "apps.imap.session.protocol_factory", _IMAP,
+                          implicit_tls=True),
+    "submission": ListenerSpec("submission", "smtp",
+                               "apps.smtp.submission.submission_protocol_factory", _SMTP),
+    "smtps": ListenerSpec("smtps", "smtp", "apps.smtp.submission.smtps_protocol_factory",
+                          _SMTP, implicit_tls=True),
+    "managesieve": ListenerSpec("managesieve", "managesieve",
+                                "apps.sieve.session.managesieve_protocol_factory",
+                                _MANAGESIEVE),
 }
 
 

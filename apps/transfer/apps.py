@@ -8,8 +8,10 @@ class TransferConfig(AppConfig):
 
     def ready(self) -> None:
         # An import's upload is a blob without a message row: the collector
-        # must ask before removing it.
+        # must ask before removing it. The check is a query on the model, not
+        # on apps/transfer/jobs.py, whose IMAP client and sealing every
+        # process would otherwise load at start (the listeners never import).
         from apps.store import hooks
-        from apps.transfer import jobs
+        from apps.transfer.models import ImportJob
 
-        hooks.register_blob_holder(jobs.held_uploads)
+        hooks.register_blob_holder(ImportJob.held_uploads)

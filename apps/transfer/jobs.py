@@ -39,17 +39,6 @@ log = logging.getLogger(__name__)
 _SEALED_PASSWORD = b"mailhost import job password"
 
 
-# While a job holds its upload (it may still run, or be resumed), the blob
-# collector leaves it alone (apps/transfer/apps.py registers the check).
-_HOLDING = (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING, ImportJob.Status.INTERRUPTED)
-
-
-def held_uploads(names: list[str]) -> set[str]:
-    """Those of the blobs ``names`` that are uploads of unfinished jobs."""
-    return set(ImportJob.objects.filter(upload__in=names, status__in=_HOLDING)
-               .values_list("upload", flat=True))
-
-
 def _copy_upload(sha256: str, into: IO[bytes]) -> None:
     """The upload's bytes into a local file, a range at a time (a cache for
     this run: MboxSource reads a file twice)."""
@@ -170,7 +159,7 @@ def run_job(job_id: int) -> None:
     if job.upload:
         # Gone once the job has ended or was cancelled; kept while it is
         # marked interrupted (this worker was taken for dead), for the resumed
-        # run: the holder check (held_uploads) tells them apart.
+        # run: the holder check (ImportJob.held_uploads) tells them apart.
         store.discard_held_blob(job.upload)
 
 

@@ -79,6 +79,15 @@ class ImportJob(models.Model):
     def __str__(self) -> str:
         return f"{self.mailbox_id} {self.source} {self.status}"
 
+    @classmethod
+    def held_uploads(cls, names: list[str]) -> set[str]:
+        """Those of the blobs ``names`` that are uploads of unfinished jobs: while
+        a job may still run or be resumed, the blob collector leaves its upload
+        alone (apps/transfer/apps.py registers the check)."""
+        holding = (cls.Status.QUEUED, cls.Status.RUNNING, cls.Status.INTERRUPTED)
+        return set(cls.objects.filter(upload__in=names, status__in=holding)
+                   .values_list("upload", flat=True))
+
     @property
     def active(self) -> bool:
         return self.status in (self.Status.QUEUED, self.Status.RUNNING)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import signal
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
+from apps.certificates.storage import certificate_paths, self_signed_missing
 from apps.mailservers.listeners import (
     LISTENERS,
     send_heartbeats,
@@ -34,6 +36,18 @@ from mailhost import metrics
 log = logging.getLogger("mailhost.listeners")
 
 
+def _make_certificate_apart() -> None:
+    """On a first start the self-signed pair is made by a forked child: the
+    cryptography it loads (several MiB) would otherwise stay in the listener
+    for good. Should the child fail, server_context() makes the pair itself."""
+    if not self_signed_missing():
+        return
+    child = multiprocessing.get_context("fork").Process(
+        target=certificate_paths, name="certificate")
+    child.start()
+    child.join()
+
+
 class Command(BaseCommand):
     help = "Run the mail listeners (SMTP, and IMAP/POP3/submission as they exist)."
     # The system checks import every URL conf and view (DRF, the API schema,
@@ -52,6 +66,7 @@ class Command(BaseCommand):
             raise SystemExit(f"unknown listener(s): {', '.join(unknown)}")
         ports = {n: settings.MAILHOST_PORTS[n] for n in names}
         limit_malloc_arenas()  # before any thread starts
+        _make_certificate_apart()  # the same: it forks
         log.info("open-file limit %d", raise_open_files_limit())
         # Every listener process (children included) counts as "listeners";
         # this one serves their sum.
