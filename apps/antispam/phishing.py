@@ -187,9 +187,12 @@ class MessageFacts:
         return unicode_host(self.from_address.rpartition("@")[2])
 
 
+_URL_AUTHORITY = re.compile(r"\s*(?:https?|ftp)://([^/?#\\\s]*)", re.IGNORECASE)
+
+
 def host_of(url: str) -> str:
     """The host of an absolute http(s)/ftp URL, or "" for anything else."""
-    match = re.match(r"\s*(?:https?|ftp)://([^/?#\\\s]*)", url, re.IGNORECASE)
+    match = _URL_AUTHORITY.match(url)
     if not match:
         return ""
     authority = match.group(1).rpartition("@")[2]
@@ -277,6 +280,10 @@ def message_facts(data: bytes, info: mime.MessageInfo | None = None) -> MessageF
 # --- the rules (pure) -------------------------------------------------------------
 
 
+# Hosts that browsers read as IPv4 addresses: dotted, hex or single numbers.
+_NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}")
+
+
 def is_ip_host(host: str) -> bool:
     """A dotted or bracketed address, or the integer and hex spellings that
     browsers also accept (http://3232235777/)."""
@@ -284,7 +291,7 @@ def is_ip_host(host: str) -> bool:
         ipaddress.ip_address(host)
         return True
     except ValueError:
-        return bool(re.fullmatch(r"(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}", host))
+        return bool(_NUMERIC_HOST.fullmatch(host))
 
 
 def lookalike_of(domain: str, hosted: Iterable[str]) -> str | None:
