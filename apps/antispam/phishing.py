@@ -284,9 +284,16 @@ def message_facts(data: bytes, info: mime.MessageInfo | None = None) -> MessageF
 _NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}")
 
 
+# All an IPv4 address is made of, in any of those spellings (lower case, as
+# link hosts are); an IPv6 address has a colon.
+_NUMERIC_HOST_CHARACTERS = frozenset("0123456789abcdefx.")
+
+
 def is_ip_host(host: str) -> bool:
     """A dotted or bracketed address, or the integer and hex spellings that
     browsers also accept (http://3232235777/)."""
+    if ":" not in host and not _NUMERIC_HOST_CHARACTERS.issuperset(host):
+        return False  # a name: spares ipaddress its two exceptions per link
     try:
         ipaddress.ip_address(host)
         return True
