@@ -138,7 +138,8 @@ def ours(spam: tuple[list[Sample], list[Sample]], ham: tuple[list[Sample], list[
 
     def classify(path: Path) -> float:
         """What a worker does with a message: its bytes from disk, then the
-        same call check_message makes for its recipients."""
+        classifier's call the spool's checks make for its recipients (which
+        read the models' revisions once per batch, here once per message)."""
         data = message_from_file_bytes(path.read_bytes())
         result = learning.classify_tokens(bayes.tokenize(data), [mailbox_id])[None]
         assert result is not None

@@ -19,7 +19,7 @@ import json
 import re
 import unicodedata
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
@@ -187,9 +187,12 @@ class MessageFacts:
         return unicode_host(self.from_address.rpartition("@")[2])
 
 
+_URL_AUTHORITY = re.compile(r"\s*(?:https?|ftp)://([^/?#\\\s]*)", re.IGNORECASE)
+
+
 def host_of(url: str) -> str:
     """The host of an absolute http(s)/ftp URL, or "" for anything else."""
-    match = re.match(r"\s*(?:https?|ftp)://([^/?#\\\s]*)", url, re.IGNORECASE)
+    match = _URL_AUTHORITY.match(url)
     if not match:
         return ""
     authority = match.group(1).rpartition("@")[2]
@@ -277,14 +280,25 @@ def message_facts(data: bytes, info: mime.MessageInfo | None = None) -> MessageF
 # --- the rules (pure) -------------------------------------------------------------
 
 
+# Hosts that browsers read as IPv4 addresses: dotted, hex or single numbers.
+_NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}")
+
+
+# All an IPv4 address is made of, in any of those spellings (lower case, as
+# link hosts are); an IPv6 address has a colon.
+_NUMERIC_HOST_CHARACTERS = frozenset("0123456789abcdefx.")
+
+
 def is_ip_host(host: str) -> bool:
     """A dotted or bracketed address, or the integer and hex spellings that
     browsers also accept (http://3232235777/)."""
+    if ":" not in host and not _NUMERIC_HOST_CHARACTERS.issuperset(host):
+        return False  # a name: spares ipaddress its two exceptions per link
     try:
         ipaddress.ip_address(host)
         return True
     except ValueError:
-        return bool(re.fullmatch(r"(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}", host))
+        return bool(_NUMERIC_HOST.fullmatch(host))
 
 
 def lookalike_of(domain: str, hosted: Iterable[str]) -> str | None:
@@ -462,7 +476,7 @@ def site_facts() -> Site:
                 days > 0 and FirstSeenDomain.objects.filter(first_seen__lt=cutoff).exists())
 
 
-# The two reads of every message's check, their SQL built once (mailhost/compiled.py).
+# The two reads of the checks, their SQL built once (mailhost/compiled.py).
 _FIRST_SEEN = CompiledQuery(lambda names: FirstSeenDomain.objects.filter(name__in=names)
                             .values_list("name", "first_seen"), [str])
 # Case-insensitive as display_name__iexact, whose SQLite form (LIKE) would take
@@ -470,6 +484,18 @@ _FIRST_SEEN = CompiledQuery(lambda names: FirstSeenDomain.objects.filter(name__i
 _USER_NAMED = CompiledQuery(
     lambda name: User.objects.alias(lowered=Lower("display_name"))
     .filter(lowered=Lower(Value(name)), mailbox__isnull=False).values_list("pk")[:1], str)
+# The same for many names at once: whether any of them is a user's.
+_ANY_USER_NAMED = CompiledQuery(
+    lambda names: User.objects.alias(lowered=Lower("display_name"))
+    .filter(lowered__in=[Lower(Value(name)) for name in names], mailbox__isnull=False)
+    .values_list("pk")[:1], [str])
+# Names (or domains) per query: within SQLite's bound on parameters.
+_PER_QUERY = 500
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(items), _PER_QUERY):
+        yield items[start:start + _PER_QUERY]
 
 
 def fresh_link_domains(domains: set[str], *, site: Site) -> set[str]:
@@ -479,8 +505,8 @@ def fresh_link_domains(domains: set[str], *, site: Site) -> set[str]:
     if not domains:
         return set()
     cutoff = timezone.now() - timedelta(days=settings.MAILHOST_PHISHING_FRESH_DAYS)
-    names = sorted(domain[:253] for domain in domains)[:MAX_LINKS]
-    known = dict(_FIRST_SEEN.rows(names))
+    names = sorted(domains)
+    known = {name: seen for chunk in _chunks(names) for name, seen in _FIRST_SEEN.rows(chunk)}
     new = [name for name in names if name not in known]
     if new:
         FirstSeenDomain.objects.bulk_create(
@@ -490,14 +516,53 @@ def fresh_link_domains(domains: set[str], *, site: Site) -> set[str]:
     return {name for name in names if name in new or known[name] >= cutoff}
 
 
-def check(data: bytes, *, authenticated: bool, from_verified: bool, site: Site,
-          info: mime.MessageInfo | None = None) -> list[str]:
-    """The phishing rules' names for one inbound message; ``site`` from
+def users_named(names: set[str]) -> set[str]:
+    """Those of ``names`` that are a hosted user's display name, in any case.
+    One query for all, the usual answer being none; then one per name."""
+    ordered = sorted(names)
+    if not any(_ANY_USER_NAMED.first(chunk) for chunk in _chunks(ordered)):
+        return set()
+    return {name for name in ordered if _USER_NAMED.first(name)}
+
+
+@dataclass(frozen=True)
+class Examined:
+    """One message's facts for the rules, and what ``look_up`` reads for it
+    from the database together with the other messages of a batch."""
+
+    facts: MessageFacts
+    user_name: str  # the From display name to look for among the users', or ""
+    link_domains: frozenset[str]  # for the first-seen table
+
+
+@dataclass(frozen=True)
+class Lookups:
+    """The database's answers for a batch of examined messages."""
+
+    users_names: set[str]
+    fresh_domains: set[str]
+
+
+def examine(data: bytes, *, authenticated: bool, site: Site,
+            info: mime.MessageInfo | None = None) -> Examined:
+    """The pure part of the checks of one inbound message; ``site`` from
     ``site_facts``, ``info`` as for ``message_facts``."""
     facts = message_facts(data, info)
-    hosted_domains = site.hosted_domains
     name = " ".join(facts.from_name.split())
-    name_is_users = bool(not authenticated and name and _USER_NAMED.first(name))
-    fresh = fresh_link_domains(link_domains(facts, hosted_domains), site=site)
-    return rule_hits(facts, Hosted(hosted_domains, name_is_users), authenticated=authenticated,
-                     from_verified=from_verified, fresh_domains=fresh)
+    domains = sorted(domain[:253] for domain in link_domains(facts, site.hosted_domains))
+    return Examined(facts, "" if authenticated else name, frozenset(domains[:MAX_LINKS]))
+
+
+def look_up(examined: Sequence[Examined], *, site: Site) -> Lookups:
+    """Two reads for a batch of messages, not two for each."""
+    return Lookups(users_named({e.user_name for e in examined if e.user_name}),
+                   fresh_link_domains({d for e in examined for d in e.link_domains}, site=site))
+
+
+def check(examined: Examined, lookups: Lookups, *, authenticated: bool, from_verified: bool,
+          site: Site) -> list[str]:
+    """The phishing rules' names for one examined message."""
+    return rule_hits(examined.facts,
+                     Hosted(site.hosted_domains, examined.user_name in lookups.users_names),
+                     authenticated=authenticated, from_verified=from_verified,
+                     fresh_domains=examined.link_domains & lookups.fresh_domains)

@@ -242,7 +242,22 @@ def with_authentication_results(
         mail_from, helo, spf, found.dkim, found.dmarc, found.arc))
 
 
-def check_message(row: SpooledMessage, data: bytes, *, site: phishing.Site) -> Verdict:
+@dataclass
+class _Examined:
+    """One message's checks up to the database reads, which ``_verdicts``
+    makes once for a batch of messages."""
+
+    row: SpooledMessage
+    spf: auth.SpfResult
+    found: _Authentication
+    tests: list[str]
+    verified: bool  # the From domain is proven (or the sender authenticated)
+    analysis: mime.MessageInfo
+    phishing: phishing.Examined
+    tokens: set[str]
+
+
+def _examine(row: SpooledMessage, data: bytes, *, site: phishing.Site) -> _Examined:
     """``site``: ``phishing.site_facts()``, read once for a batch of messages."""
     spf = _spf_of(row)
     facts = header_facts(data)
@@ -269,19 +284,51 @@ def check_message(row: SpooledMessage, data: bytes, *, site: phishing.Site) -> V
     if not verified and not site.hosted_domains.isdisjoint(from_domains):
         tests.append("FORGED_LOCAL_SENDER")  # our own domain, from outside, unproven
     analysis = mime.analyze(data)
-    tests += phishing.check(data, authenticated=row.authenticated, from_verified=verified,
-                            site=site, info=analysis)
+    return _Examined(row, spf, found, tests, verified, analysis,
+                     phishing.examine(data, authenticated=row.authenticated, site=site,
+                                      info=analysis),
+                     bayes.tokenize(data))
 
-    scores = learning.classify_tokens(bayes.tokenize(data), row.mailbox_ids)
+
+def _verdict(examined: _Examined, lookups: phishing.Lookups, models: list[learning.ModelRow],
+             *, site: phishing.Site) -> Verdict:
+    row, spf, found = examined.row, examined.spf, examined.found
+    tests = examined.tests + phishing.check(
+        examined.phishing, lookups, authenticated=row.authenticated,
+        from_verified=examined.verified, site=site)
+    scores = learning.classify_tokens(examined.tokens, row.mailbox_ids, models=models)
     return Verdict(
-        auth_header=_authentication_results(row.mail_from, row.helo, spf, dkim_results,
-                                            dmarc, found.arc),
+        auth_header=_authentication_results(row.mail_from, row.helo, spf, found.dkim,
+                                            found.dmarc, found.arc),
         tests=tests, rule_points=sum(RULE_POINTS[t] for t in tests),
-        quarantine=dmarc.policy in ("quarantine", "reject"),
+        quarantine=found.dmarc.policy in ("quarantine", "reject"),
         bayes=scores,
-        results={"spf": spf.result, "dmarc": dmarc.result,
-                 "dkim": [f"{r.result} ({r.domain})" for r in dkim_results] or ["none"]},
-        analysis=analysis)
+        results={"spf": spf.result, "dmarc": found.dmarc.result,
+                 "dkim": [f"{r.result} ({r.domain})" for r in found.dkim] or ["none"]},
+        analysis=examined.analysis)
+
+
+def _verdicts(examined: Sequence[_Examined | None], *, site: phishing.Site
+              ) -> list[Verdict | None]:
+    """The verdicts of examined messages (None where the examination failed,
+    and then filed unchecked), after the database reads of their rules and
+    classifier made once for them all: the phishing tables and the
+    classifier's model revisions, as of this batch."""
+    done = [e for e in examined if e is not None]
+    try:
+        lookups = phishing.look_up([e.phishing for e in done], site=site)
+        models = learning.model_rows({m for e in done for m in e.row.mailbox_ids})
+    except Exception:
+        log.exception("checks failed spool=%s: delivering unfiled", [e.row.pk for e in done])
+        return [None] * len(examined)
+    verdicts: list[Verdict | None] = []
+    for one in examined:
+        try:
+            verdicts.append(_verdict(one, lookups, models, site=site) if one else None)
+        except Exception:
+            log.exception("checks failed spool=%s: delivering unfiled", one and one.row.pk)
+            verdicts.append(None)
+    return verdicts
 
 
 def _aligned_pass(spf: auth.SpfResult, dkim_results: list[auth.DkimResult],
@@ -466,9 +513,9 @@ def file_spooled_batch(pks: Sequence[int], *, checks: bool = True, fill_to: int 
     # Read once for the batch; none when unchecked (or the checks are off).
     site = phishing.site_facts() if checks and settings.MAILHOST_ANTISPAM else None
     started = time.monotonic()
-    checked: list[tuple[SpooledMessage, bytes, Verdict | None]] = []
+    examined: list[tuple[SpooledMessage, bytes, _Examined | None]] = []
     for index, row in enumerate(rows):
-        if checked and time.monotonic() - started > _BATCH_CHECK_SECONDS:
+        if examined and time.monotonic() - started > _BATCH_CHECK_SECONDS:
             # Slow checks (DNS) must not hold back what is checked already:
             # file that now, and give the rest back for the next claim.
             SpooledMessage.objects.filter(
@@ -476,23 +523,26 @@ def file_spooled_batch(pks: Sequence[int], *, checks: bool = True, fill_to: int 
             ).update(claimed_until=None)
             break
         data = store_.read(row.blob_id)
-        checked.append((row, data, _checked(row, data, site) if site is not None else None))
-    return _deliver(checked)
+        examined.append((row, data, _examined(row, data, site) if site is not None else None))
+    verdicts = (_verdicts([e for _, _, e in examined], site=site) if site is not None
+                else [None] * len(examined))
+    return _deliver([(row, data, verdict) for (row, data, _), verdict
+                     in zip(examined, verdicts, strict=True)])
 
 
-def _checked(row: SpooledMessage, data: bytes, site: phishing.Site) -> Verdict | None:
-    """The checks' verdict, or None (filed unchecked) when they fail or take
-    longer than MAILHOST_ANTISPAM_TIMEOUT."""
+def _examined(row: SpooledMessage, data: bytes, site: phishing.Site) -> _Examined | None:
+    """The message examined, or None (filed unchecked) when the checks fail
+    or take longer than MAILHOST_ANTISPAM_TIMEOUT."""
     started = time.monotonic()
     try:
-        verdict = check_message(row, data, site=site)
+        examined = _examine(row, data, site=site)
     except Exception:
         log.exception("checks failed spool=%s: delivering unfiled", row.pk)
         return None
     if time.monotonic() - started > settings.MAILHOST_ANTISPAM_TIMEOUT:
         log.warning("checks took too long spool=%s: delivering unfiled", row.pk)
         return None
-    return verdict
+    return examined
 
 
 def spam_threshold(mailbox: Mailbox) -> float:

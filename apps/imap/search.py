@@ -341,7 +341,7 @@ class _Matcher:
         cached = self._cache.get((uid, "body"))
         if cached is None:
             cached = self._cache[(uid, "body")] = textindex.body_text(
-                row["raw"], row["blob__bodystructure"]["body_start"])
+                row["raw"], row["blob__bodystructure"])
         return cached
 
 

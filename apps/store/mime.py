@@ -719,11 +719,14 @@ def _parse_mime_value(value: bytes) -> tuple[str, list[tuple[str, str]]]:
             match = _QUOTED.match(val)
             inner = match.group(1) if match else val[1:]
             # Unescape only \" and \\: Windows paths in filenames keep their backslashes.
-            val = re.sub(r'\\(["\\])', r"\1", inner)
+            val = _ESCAPED_QUOTE_OR_BACKSLASH.sub(r"\1", inner)
         else:
             val = _strip_trailing_comment(val)
         params.append((name, val))
     return main.lower(), params
+
+
+_ESCAPED_QUOTE_OR_BACKSLASH = re.compile(r'\\(["\\])')
 
 
 def _strip_trailing_comment(value: str) -> str:
@@ -1034,6 +1037,7 @@ def _addresses(value: bytes | None) -> list[Address] | None:
     return result or None
 
 
+_WHITESPACE = re.compile(rb"\s+")
 _MSG_ID = re.compile(rb"<[^<>]*>")
 
 
@@ -1043,13 +1047,13 @@ def _first_msg_id(value: bytes | None) -> str:
     match = _MSG_ID.search(value)
     if match is None:
         return _to_text(value.strip())  # not in angle brackets: keep what is there
-    return _to_text(re.sub(rb"\s+", b"", match.group()))
+    return _to_text(_WHITESPACE.sub(b"", match.group()))
 
 
 def _msg_ids(value: bytes | None) -> list[str]:
     if value is None:
         return []
-    return [_to_text(re.sub(rb"\s+", b"", m)) for m in _MSG_ID.findall(value)]
+    return [_to_text(_WHITESPACE.sub(b"", m)) for m in _MSG_ID.findall(value)]
 
 
 def _parse_date(value: bytes | None) -> datetime | None:
@@ -1176,7 +1180,10 @@ def _decode_base64(data: bytes) -> bytes:
 
 def _encoding_key(encoding: str) -> str:
     # Compare without separators: "quoted printable" and "Quoted_Printable" are seen.
-    return re.sub(r"[\s_-]", "", encoding)
+    return _ENCODING_SEPARATORS.sub("", encoding)
+
+
+_ENCODING_SEPARATORS = re.compile(r"[\s_-]")
 
 
 _IDENTITY_ENCODINGS = {"7bit", "8bit", "binary"}

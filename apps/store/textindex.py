@@ -88,11 +88,44 @@ def header_values(raw: bytes, body_start: int, name: str | None = None,
             if name is None or field_name == name]
 
 
-def body_text(raw: bytes, body_start: int) -> str:
+def body_text(raw: bytes, bodystructure: dict) -> str:
     """The text SEARCH BODY compares: the decoded text parts, then the raw
     body, so that parts which are not text (or could not be decoded) are
-    searched as they are."""
-    return mime.extract_text(raw) + "\n" + raw[body_start:].decode("utf-8", "replace")
+    searched as they are; only the decoded text where the raw body holds no
+    other (``_raw_body_adds_text``)."""
+    text = mime.extract_text(raw, limit=_EXTRACTED_CHARS)
+    body = raw[bodystructure["body_start"]:]
+    if not _raw_body_adds_text(body, text, bodystructure):
+        return text
+    return text + "\n" + body.decode("utf-8", "replace")
+
+
+# mime.extract_text's limit: a body of fewer bytes cannot have been cut.
+_EXTRACTED_CHARS = 1_000_000
+# RFC 2045 §6.2: these leave the body's bytes as they are.
+_IDENTITY_ENCODINGS = frozenset(("", "7bit", "8bit", "binary"))
+
+
+def _raw_body_adds_text(body: bytes, text: str, root: dict) -> bool:
+    """Whether the raw body says more than its decoded ``text``. Not for a
+    message of one text/plain part sent as it is, whose UTF-8 reading is
+    ``text`` again with CRLF line ends, or with U+FFFD for each byte that is no
+    UTF-8 where its charset read one non-ASCII character (Latin-1 and the
+    like): the raw copy would only double the index. It stays for every other
+    body, and for a part that reads differently as UTF-8 (labelled with the
+    wrong charset, or mixing encodings), where it finds what the label hides."""
+    if (root.get("parts") or root.get("message") is not None
+            or (root["type"], root["subtype"]) != ("text", "plain")
+            or root["encoding"].lower() not in _IDENTITY_ENCODINGS
+            or len(body) >= _EXTRACTED_CHARS):
+        return True
+    as_utf8 = body.decode("utf-8", "replace").replace("\r\n", "\n").strip()
+    if as_utf8 == text:
+        return False
+    # Every non-ASCII character as "?" on both sides: equal only if they
+    # differ where the bytes are no UTF-8, one character for one byte.
+    return "\ufffd" not in as_utf8 or (
+        as_utf8.encode("ascii", "replace") != text.encode("ascii", "replace"))
 
 
 # Where each address header's list sits in an ENVELOPE (RFC 3501 §7.4.2).
@@ -130,7 +163,7 @@ def storable_value(value: object) -> object:
 def text_row(blob: Blob, raw: bytes) -> BlobText:
     """The index row of a blob, from its parsed row and its bytes."""
     body_start = blob.bodystructure["body_start"]
-    body = body_text(raw, body_start)
+    body = body_text(raw, blob.bodystructure)
     complete = len(body) <= MAX_BODY_CHARS
     headers = "\n".join(value for _name, value in header_values(raw, body_start))
     return BlobText(

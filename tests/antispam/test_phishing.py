@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from apps.antispam import services
 from apps.antispam.models import FirstSeenDomain
 from apps.store.models import TraceEvent, TraceKind
 from tests.antispam import phishing_samples as samples
@@ -123,6 +124,30 @@ def test_links_to_domains_first_seen_lately(smtp_port, bob, zone, settings):
     assert FirstSeenDomain.objects.get(name="newly-registered.example").first_seen > long_ago
     send(smtp_port, samples.build(subject="Photos", text="https://photos.friend.example/a/14"))
     assert status_of(stored("bob@example.org")[-1])[1] == ["BAYES_UNTRAINED"]
+
+
+def test_each_message_of_a_batch_gets_its_own_verdict(bob, zone, settings):
+    # The rules' database reads are made once for a batch: the answers must
+    # still go to the messages they are about.
+    settings.MAILHOST_ANTISPAM_INLINE = True  # spooled only: filed below, in one batch
+    settings.MAILHOST_PHISHING_FRESH_DAYS = 7
+    FirstSeenDomain.objects.create(name="friend.example",
+                                   first_seen=timezone.now() - timedelta(days=30))
+    sent = [samples.build(sender="bob boss <ceo.office@freemail.example>", subject="Urgent",
+                          text="Are you free? I need a favour."),
+            samples.build(subject="Photos", text="https://photos.friend.example/a/14"),
+            samples.build(subject="New", text="https://login.newly-registered.example/x"),
+            samples.build(sender="Carol <carol@freemail.example>", subject="Lunch",
+                          text="See https://login.newly-registered.example/y")]
+    facts = services.SmtpFacts(client_ip="192.0.2.10", helo="mx.sender.example",
+                               mail_from="bounce@sender.example", spf=None)
+    pks = services.spool_batch([services.SpoolRequest(data, [bob.pk], facts) for data in sent])
+
+    assert services.file_spooled_batch(pks) == pks
+
+    assert [status_of(data)[1] for data in stored("bob@example.org")] == [
+        ["BAYES_UNTRAINED", "FROM_NAME_IMITATES_USER"], ["BAYES_UNTRAINED"],
+        ["BAYES_UNTRAINED", "LINK_FRESH_DOMAIN"], ["BAYES_UNTRAINED", "LINK_FRESH_DOMAIN"]]
 
 
 def test_dmarc_failure_of_a_domain_with_a_policy_of_none(smtp_port, bob, zone):

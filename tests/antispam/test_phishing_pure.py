@@ -85,6 +85,9 @@ def test_links_keep_their_visible_text():
     assert links == [phishing.Link("a.example", "see b.example"),
                      phishing.Link("2001:db8::1", "v6"), phishing.Link("3232235777", "n")]
     assert all(phishing.is_ip_host(link.host) for link in links[1:])
+    assert [phishing.is_ip_host(host) for host in (
+        "a.example", "cafe.babe", "0x7f.1", "127.0.0.1", "017700000001", "fe80::1%eth0",
+        "xn--80ak6aa92e.com")] == [False, False, True, True, True, True, False]
     # Text that is no host name is no mismatch; the same organisation is none either.
     assert hits(samples.build(html='<a href="https://t.example/c?1">Click here</a>'
                                    '<a href="https://www.shop.example/">shop.example</a>')) == []

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from apps.imap.parser import SearchKey
 from apps.imap.search import search_folder
+from apps.store import mime, textindex
 from apps.store import services as store
-from apps.store import textindex
 from apps.store.models import Blob, BlobText, Message
 from tests.factories import forget_text_index, make_mailbox
 
@@ -89,6 +89,33 @@ def test_searches_find_decoded_words_in_any_case(inbox):
     assert search_folder(inbox.pk, key("BODY", "ǆE")) == [1]
     assert search_folder(inbox.pk, key("SUBJECT", "k")) == [1, 3]
     assert search_folder(inbox.pk, key("SUBJECT", "")) == [1, 2, 3]
+
+
+LATIN1 = (b"Subject: latin\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+          b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+          + "Grüße aus dem Café, Zürich\r\nsecond line\r\n".encode("latin-1"))
+# UTF-8 under a Latin-1 label: the decoded text reads "CafÃ©".
+MISLABELLED = (b"Subject: mislabelled\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+               b"\r\n" + "Treffen im Café Zürich\r\n".encode())
+
+
+def test_a_plain_body_is_indexed_once_and_a_mislabelled_one_as_sent_too(inbox):
+    for data in (LATIN1, MISLABELLED):
+        store.deliver([inbox.mailbox], data)
+    # The raw body would repeat the decoded text of these two: indexed once.
+    assert BlobText.objects.get(blob__message_id="<p1@example.org>").body.count(
+        "die strasse ist lang") == 1
+    assert BlobText.objects.get(blob__subject="latin").body.count("zürich") == 1
+    assert search_folder(inbox.pk, key("BODY", "café, zürich")) == [4]
+    assert search_folder(inbox.pk, key("BODY", "line")) == [4]
+    # The UTF-8 reading of the mislabelled body is what finds its words.
+    assert search_folder(inbox.pk, key("BODY", "café zürich")) == [5]
+    assert search_folder(inbox.pk, key("BODY", "cafã©")) == [5]
+    for needle in ("café", "zürich", "ße", "im caf"):
+        search = key("BODY", needle)
+        with pytest.MonkeyPatch.context() as patch, index_unused(patch):
+            scanned = search_folder(inbox.pk, search)
+        assert search_folder(inbox.pk, search) == scanned
 
 
 def test_append_indexes_and_copy_shares_the_blobs_row(inbox):
@@ -168,7 +195,8 @@ FIELDS = [("FROM",), ("TO",), ("CC",), ("SUBJECT",), ("BODY",), ("TEXT",),
        case=st.sampled_from([str, str.upper, str.lower, str.swapcase]))
 def test_the_index_finds_exactly_what_the_scan_found(inbox, monkeypatch, message, start,
                                                      length, field, case):
-    source = message.decode("utf-8", "replace") + textindex.body_text(message, 0)
+    source = message.decode("utf-8", "replace") + textindex.body_text(
+        message, mime.analyze(message).bodystructure)
     start %= len(source)
     needle = case(source[start:start + length])
     search = key(*field, needle)
