@@ -193,10 +193,16 @@ _fsync_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="fsync")
 
 
 def _fsync_all(targets: Sequence[str | int]) -> None:
-    if len(targets) == 1:
+    """fsync all ``targets`` at once: the first in this thread, the others
+    beside it in the pool (a thread woken for each costs CPU)."""
+    if not targets:
+        return
+    others = [_fsync_pool.submit(_fsync, target) for target in targets[1:]]
+    try:
         _fsync(targets[0])
-    elif targets:
-        list(_fsync_pool.map(_fsync, targets))
+    finally:
+        for future in others:
+            future.result()
 
 
 def _make_dirs(directory: Path, root: Path) -> list[str]:
