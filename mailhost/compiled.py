@@ -1,4 +1,4 @@
-"""Hot reads of the store, their SQL compiled once.
+"""Hot reads of the store, and hot inserts, their SQL compiled once.
 
 Building a query through the ORM (cloning the queryset, resolving lookups,
 compiling) costs about 0.2 ms of CPU, ten times what SQLite takes to answer a
@@ -16,7 +16,8 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
+from django.db.models.constants import OnConflict
 
 # Compiled forms of one query kept (one per width of its list arguments).
 _WIDTHS_KEPT = 16
@@ -105,3 +106,64 @@ class CompiledQuery:
         """The first row (the queryset is sliced [:1] by its builder)."""
         rows = self.rows(*args)
         return rows[0] if rows else None
+
+
+class CompiledInsert:
+    """``Model.objects.bulk_create(objs)`` for the hot writes of a batch (the
+    spool's, the outbound queue's, the message trace's), its INSERT built once
+    per number of rows: the ORM's bulk_create cost about 150 µs of CPU a call
+    plus 30 µs a row, most of it building the same statement again. The
+    values still go through each field's ``pre_save`` and
+    ``get_db_prep_save``, as the ORM's; the primary keys, when asked for,
+    come back with RETURNING (SQLite 3.35+, PostgreSQL) and are set on the
+    objects. ``ignore_conflicts`` as bulk_create's (no keys returned then)."""
+
+    def __init__(self, model: type[Model], *, ignore_conflicts: bool = False,
+                 return_pks: bool = False) -> None:
+        assert not (ignore_conflicts and return_pks), "bulk_create returns no keys then"
+        self._model = model
+        self._ignore_conflicts = ignore_conflicts
+        self._return_pks = return_pks
+        # What bulk_create writes for objects without a primary key: every
+        # concrete field but an auto-generated key.
+        self._fields = [field for field in model._meta.concrete_fields
+                        if not (field.primary_key and field.db_returning)]
+        assert not any(hasattr(field, "get_placeholder") for field in self._fields)
+        self._statements: dict[tuple[str, int], str] = {}
+
+    def _statement(self, wrapper: BaseDatabaseWrapper, rows: int) -> str:
+        key = (wrapper.vendor, rows)
+        sql = self._statements.get(key)
+        if sql is None:
+            ops = wrapper.ops
+            on_conflict = OnConflict.IGNORE if self._ignore_conflicts else None
+            columns = ", ".join(ops.quote_name(field.column) for field in self._fields)
+            placeholders = [["%s"] * len(self._fields)] * rows
+            sql = (f"{ops.insert_statement(on_conflict=on_conflict)} "
+                   f"{ops.quote_name(self._model._meta.db_table)} ({columns}) "
+                   f"{ops.bulk_insert_sql(self._fields, placeholders)}")
+            suffix = ops.on_conflict_suffix_sql(self._fields, on_conflict, None, None)
+            if suffix:
+                sql += f" {suffix}"
+            if self._return_pks:
+                sql += " " + ops.return_insert_columns([self._model._meta.pk])[0]
+            sql = self._statements[key] = sql
+        return sql
+
+    def insert(self, objs: Sequence[Model]) -> None:
+        if not objs:
+            return
+        wrapper = connections[DEFAULT_DB_ALIAS]
+        step = max(wrapper.ops.bulk_batch_size(self._fields, objs), 1)
+        for start in range(0, len(objs), step):
+            chunk = objs[start:start + step]
+            params = [field.get_db_prep_save(field.pre_save(obj, True), wrapper)
+                      for obj in chunk for field in self._fields]
+            with wrapper.cursor() as cursor:
+                cursor.execute(self._statement(wrapper, len(chunk)), params)
+                if self._return_pks:
+                    for obj, (pk,) in zip(chunk, cursor.fetchall(), strict=True):
+                        obj.pk = pk
+            for obj in chunk:
+                obj._state.adding = False
+                obj._state.db = DEFAULT_DB_ALIAS

@@ -1,5 +1,6 @@
 """mailhost.compiled: a query compiled once answers as the ORM does, for each
-call's own arguments, with the ORM's conversions, in one statement."""
+call's own arguments, with the ORM's conversions, in one statement; an insert
+compiled once stores what the ORM's bulk_create would."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 from django.db.backends.utils import CursorWrapper
 
 from apps.directory.models import Mailbox
-from mailhost.compiled import CompiledQuery
+from apps.store.models import Blob, TraceEvent
+from mailhost.compiled import CompiledInsert, CompiledQuery
 from tests.factories import make_mailbox
 
 pytestmark = pytest.mark.django_db
@@ -55,3 +57,27 @@ def test_list_arguments_of_any_length():
     assert query.rows([m.pk for m in mailboxes], everyone[4:]) == [
         (address,) for address in everyone[4:]]
     assert query.rows([], everyone) == []
+
+
+def test_compiled_insert_stores_what_bulk_create_would():
+    insert = CompiledInsert(TraceEvent, return_pks=True)
+    for round_, count in enumerate((1, 3, 1)):  # a statement per row count, used again
+        events = [TraceEvent(kind="received", queue_id=f"q{round_}-{n}", addresses=" a@x ",
+                             detail={"n": n, "to": ["a@x"]}) for n in range(count)]
+        insert.insert(events)
+        stored = {event.pk: event for event in TraceEvent.objects.filter(
+            queue_id__startswith=f"q{round_}-")}
+        assert sorted(stored) == sorted(event.pk for event in events)
+        for event in events:  # each key is its own row's
+            row = stored[event.pk]
+            assert (row.queue_id, row.detail, row.time) == (
+                event.queue_id, event.detail, event.time)
+            assert not event._state.adding
+
+
+def test_compiled_insert_ignores_conflicts_when_asked():
+    insert = CompiledInsert(Blob, ignore_conflicts=True)
+    insert.insert([Blob(sha256="a" * 64, size=1, envelope={}, bodystructure={})])
+    insert.insert([Blob(sha256="a" * 64, size=2, envelope={}, bodystructure={}),
+                   Blob(sha256="b" * 64, size=3, envelope={}, bodystructure={})])
+    assert dict(Blob.objects.values_list("sha256", "size")) == {"a" * 64: 1, "b" * 64: 3}

@@ -49,6 +49,7 @@ from apps.store import services as store
 from apps.store.blobs import get_blob_store
 from apps.store.models import TraceEvent, TraceKind
 from apps.store.services import DeliveryRequest
+from mailhost.compiled import CompiledInsert
 from mailhost.errors import OverQuota
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _spool_rows(requests: list[SpoolRequest]) -> list[int]:
     blobs = store.write_blobs([request.data for request in requests], parse=False)
     with transaction.atomic():
         store.add_blob_rows(blobs)
-        rows = SpooledMessage.objects.bulk_create([
+        rows = [
             SpooledMessage(
                 blob_id=blob.sha256, mailbox_ids=request.mailbox_ids,
                 client_ip=request.facts.client_ip, helo=request.facts.helo[:255],
@@ -157,12 +158,16 @@ def _spool_rows(requests: list[SpoolRequest]) -> list[int]:
                 authenticated=request.facts.authenticated, queue_id=request.facts.queue_id,
                 require_tls=request.facts.parameters.require_tls,
                 binarymime=request.facts.parameters.binarymime)
-            for blob, request in zip(blobs, requests, strict=True)])
+            for blob, request in zip(blobs, requests, strict=True)]
+        _insert_spooled.insert(rows)
         trace.record([event for request in requests for event in request.trace_events])
         pks = [row.pk for row in rows]
         if not settings.MAILHOST_ANTISPAM_INLINE:
             transaction.on_commit(lambda: schedule_checks(pks))
     return pks
+
+
+_insert_spooled = CompiledInsert(SpooledMessage, return_pks=True)
 
 
 def spool_message(data: bytes, mailbox_ids: list[int], facts: SmtpFacts, *,

@@ -52,6 +52,7 @@ from apps.store.batching import committer
 from apps.store.blobs import get_blob_store
 from apps.store.models import TraceEvent, TraceKind
 from mailhost import metrics
+from mailhost.compiled import CompiledInsert
 from mailhost.errors import MailhostError
 
 log = logging.getLogger("mailhost.delivery")
@@ -185,8 +186,8 @@ def enqueue_batch(requests: Sequence[QueueRequest]) -> list[OutboundMessage]:
             ret=r.ret, envid=r.envid, require_tls=r.require_tls, binarymime=r.binarymime,
             arrival=now, expires=expires)
             for r, blob in zip(requests, blobs, strict=True)]
-        OutboundMessage.objects.bulk_create(messages)
-        QueueEntry.objects.bulk_create([
+        _insert_messages.insert(messages)
+        _insert_entries.insert([
             QueueEntry(message=message, recipient=r.address,
                        domain=r.address.rpartition("@")[2].lower(), notify=r.notify,
                        orcpt=r.orcpt, next_attempt=now)
@@ -206,6 +207,10 @@ def enqueue_batch(requests: Sequence[QueueRequest]) -> list[OutboundMessage]:
         log.info("queued id=%s from=<%s> to=%s size=%d", message.queue_id, message.sender,
                  ",".join(f"<{r.address}>" for r in request.recipients), len(request.data))
     return messages
+
+
+_insert_messages = CompiledInsert(OutboundMessage, return_pks=True)
+_insert_entries = CompiledInsert(QueueEntry)
 
 
 def enqueue(

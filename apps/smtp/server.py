@@ -161,11 +161,24 @@ class _IntrospectionOncePerClass:
     most of a short session's. This stand-in for the ``inspect`` module that
     aiosmtpd.smtp sees answers those from what it found for the class the
     first time; aiosmtpd keeps only the ``auth_*`` members, so only those are
-    returned. Anything else goes to the real module."""
+    returned. Anything else goes to the real module.
+
+    It then lists the ``handle_*`` hooks and ``smtp_*`` commands with
+    ``dir()`` of the handler and of the protocol, another tenth of a
+    millisecond per connection: ``names`` stands in for that ``dir``, the
+    class's names found once, the object's own attributes added each time."""
 
     def __init__(self) -> None:
         self._auth_names: dict[type, list[str]] = {}
         self._signatures: dict[Any, inspect.Signature] = {}
+        self._class_names: dict[type, list[str]] = {}
+
+    def names(self, obj: object) -> list[str]:
+        found = self._class_names.get(type(obj))
+        if found is None:
+            found = self._class_names[type(obj)] = dir(type(obj))
+        own = getattr(obj, "__dict__", None)
+        return [*found, *own.keys()] if own else found
 
     def getmembers(self, obj: object) -> list[tuple[str, Any]]:
         names = self._auth_names.get(type(obj))
@@ -187,7 +200,9 @@ class _IntrospectionOncePerClass:
         return getattr(inspect, name)
 
 
-aiosmtpd_smtp.inspect = _IntrospectionOncePerClass()  # type: ignore[assignment]
+_introspection = _IntrospectionOncePerClass()
+aiosmtpd_smtp.inspect = _introspection  # type: ignore[assignment]
+aiosmtpd_smtp.dir = _introspection.names  # type: ignore[attr-defined]  # module global over the builtin
 
 
 class MailhostSMTP(SMTP):

@@ -43,7 +43,7 @@ from apps.store.models import (
     TraceKind,
 )
 from mailhost import metrics
-from mailhost.compiled import CompiledQuery
+from mailhost.compiled import CompiledInsert, CompiledQuery
 from mailhost.errors import Conflict, Invalid, NotFound, OverQuota
 
 log = logging.getLogger(__name__)
@@ -874,8 +874,10 @@ def add_blob_rows(blobs: Sequence[Blob]) -> None:
     """Save the rows of ``write_blobs`` (a blob stored before keeps its row).
     No full-text row: queued bytes are not searched, and a blob filed later
     gets its row then (the index treats a blob without one as unindexed)."""
-    Blob.objects.bulk_create(list({b.sha256: b for b in blobs}.values()),
-                             ignore_conflicts=True)
+    _insert_blobs.insert(list({b.sha256: b for b in blobs}.values()))
+
+
+_insert_blobs = CompiledInsert(Blob, ignore_conflicts=True)
 
 
 def append(

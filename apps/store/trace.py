@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from apps.store.models import FlowCounter, TraceEvent, TraceKind
 from mailhost import metrics
+from mailhost.compiled import CompiledInsert
 
 # Counter names, as the dashboard's chart shows them.
 FLOW_KINDS = ("received", "delivered", "junked", "sent", "deferred", "bounced")
@@ -82,7 +83,7 @@ def record(events: Sequence[TraceEvent]) -> None:
     the work the events describe. Two statements whatever the number of events."""
     if not events:
         return
-    TraceEvent.objects.bulk_create(events)
+    _insert_events.insert(events)
     counts: Counter[str] = Counter()
     verdicts: Counter[str] = Counter()
     submitted = 0
@@ -106,6 +107,8 @@ def record(events: Sequence[TraceEvent]) -> None:
     if stages or verdicts:
         transaction.on_commit(partial(_export, stages, verdicts))
 
+
+_insert_events = CompiledInsert(TraceEvent)
 
 # The dashboard's "delivered" is a filing into a local mailbox.
 _STAGE = {"delivered": "filed"}
