@@ -114,10 +114,12 @@ class Watcher:
             lambda: database_sync_to_async(store.folder_changes)(folder_id, since))
         return changes
 
-    async def claim_recent(self, folder_id: int, uidnext: int) -> tuple[int, int]:
-        """``store.claim_recent`` unless a session of this process has already
-        taken \\Recent for every UID below ``uidnext`` (RFC 3501 §2.3.2: one
-        session gets it); concurrent claims for one folder wait for each other."""
+    async def claim_recent(self, folder_id: int, uidnext: int, *,
+                           head: tuple[int, int] | None = None) -> tuple[int, int]:
+        """``store.claim_recent`` (with its ``head``) unless a session of this
+        process has already taken \\Recent for every UID below ``uidnext``
+        (RFC 3501 §2.3.2: one session gets it); concurrent claims for one
+        folder wait for each other."""
         while True:
             if self._claimed.get(folder_id, 0) >= uidnext:
                 return 0, 0
@@ -127,7 +129,7 @@ class Watcher:
             with contextlib.suppress(Exception):
                 await asyncio.shield(pending)
         claim = asyncio.get_running_loop().create_task(
-            run_store_call(store.claim_recent, Folder(pk=folder_id)))
+            run_store_call(store.claim_recent, Folder(pk=folder_id), head=head))
         self._claiming[folder_id] = claim
 
         def record(task: asyncio.Task[tuple[int, int]]) -> None:
