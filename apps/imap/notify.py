@@ -1,7 +1,7 @@
 """Folder change notifications for IMAP sessions of this process.
 
 In-process deliveries reach sessions through ``apps.store.events`` directly.
-Changes made by other processes arrive by Redis pub/sub on ``events.CHANNEL``
+Changes made by other processes arrive by Redis pub/sub on ``events.channel()``
 when ``REDIS_URL`` is set; without Redis, one poller per event loop compares
 the HIGHESTMODSEQ of every watched folder once a second, in one query for all
 of them. Either way the event is handed to ``events.dispatch_local``, so a
@@ -230,7 +230,7 @@ class Watcher:
             client = aioredis.Redis.from_url(settings.REDIS_URL)
             try:
                 async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(events.CHANNEL)
+                    await pubsub.subscribe(events.channel())
                     while self.folders:
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=POLL_SECONDS)
