@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -129,6 +130,26 @@ def tree_cpu_seconds(pid: int) -> float:
         try:
             fields = Path(f"/proc/{member}/stat").read_text().rpartition(")")[2].split()
         except FileNotFoundError:  # gone meanwhile
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (proc(5))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds(database_url: str) -> float:
+    """CPU time (user + system) of this machine's PostgreSQL backends serving
+    the database of ``database_url`` (their process titles name it): the
+    server's share of the work that a listener's own CPU time leaves out."""
+    database = urlsplit(database_url).path.lstrip("/")
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if not title.startswith("postgres: ") or f" {database} " not in title:
+                continue
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:  # gone meanwhile
             continue
         ticks += int(fields[11]) + int(fields[12])  # utime, stime (proc(5))
     return ticks / os.sysconf("SC_CLK_TCK")

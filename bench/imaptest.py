@@ -21,7 +21,9 @@ then point IMAPTEST at the binary (the scripted tests are read from the
     IMAPTEST=... .venv/bin/python bench/imaptest.py --only stress --clients 20 --secs 20
 
 Mailhost runs on SQLite in a data directory of its own, or on DATABASE_URL
-(emptied first) and REDIS_URL when they are set.
+(emptied first) and REDIS_URL when they are set; on a local PostgreSQL the
+CPU time of its backends is printed too. MAILHOST_LISTENER_PROCESSES=N runs
+the IMAP listener in N processes when REDIS_URL is set (one without Redis).
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Dovecot, MailhostInstance, add_corpus_argument, corpus_messages
+from common import (
+    Dovecot,
+    MailhostInstance,
+    add_corpus_argument,
+    corpus_messages,
+    load_average,
+    postgres_cpu_seconds,
+)
 from imap import PASSWORD, USER
 
 DOMAIN = USER.split("@")[1]
@@ -221,21 +230,27 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def stress(binary: Path, server: Mailhost | Dovecot, mbox: Path, users: int, clients: int,
-           secs: int) -> tuple[float, int, str, float]:
-    """ops/s, errors, the kinds of error, and the server's CPU ms per operation."""
+           secs: int) -> tuple[float, int, str, float, float | None]:
+    """ops/s, errors, the kinds of error, the server's CPU ms per operation,
+    and for Mailhost on a local PostgreSQL its backends' CPU ms per operation."""
     user_args = [f"user={USER}"] if users == 1 else \
         ["user=stress%d@" + DOMAIN, f"users=1-{users}"]
     pid = server.process.process.pid
+    database_url = os.environ.get("DATABASE_URL") if isinstance(server, Mailhost) else None
     cpu_before = tree_cpu_seconds(pid)
+    database_before = postgres_cpu_seconds(database_url) if database_url else 0.0
     output = run_imaptest(binary, ["host=127.0.0.1", f"port={server.port}", *user_args,
                                    f"pass={PASSWORD}", f"mbox={mbox}",
                                    f"clients={clients}", f"secs={secs}"],
                           timeout=secs + 120)
     cpu = tree_cpu_seconds(pid) - cpu_before
+    database_cpu = postgres_cpu_seconds(database_url) - database_before if database_url else None
     counts = _stress_ops(output)
     errors = [line for line in output.splitlines() if line.startswith("Error:")]
     sample = "\n".join(dict.fromkeys(re.sub(r"\d+", "N", e) for e in errors).keys())
-    return counts / secs, len(errors), sample[:2000], 1000 * cpu / counts if counts else 0.0
+    per_op = 1000 / counts if counts else 0.0
+    return (counts / secs, len(errors), sample[:2000], cpu * per_op,
+            None if database_cpu is None else database_cpu * per_op)
 
 
 def _stress_ops(output: str) -> int:
@@ -294,14 +309,21 @@ def main() -> None:
                 server = start(name, users)
                 try:
                     started = time.perf_counter()
-                    ops, errors, sample, cpu_ms = stress(binary, server, mbox, args.users,
-                                                         args.clients, args.secs)
+                    figures["load average before"] = load_average()
+                    ops, errors, sample, cpu_ms, database_ms = stress(
+                        binary, server, mbox, args.users, args.clients, args.secs)
+                    figures["load average after"] = load_average()
                     print(f"{name}: stress ran {time.perf_counter() - started:.0f}s",
                           flush=True)
                 finally:
                     server.stop()
                 figures["ops/s"] = f"{ops:.1f}"
                 figures["server CPU ms/op"] = f"{cpu_ms:.2f}"
+                if database_ms is not None:
+                    figures["PostgreSQL CPU ms/op"] = f"{database_ms:.2f}"
+                if name == "Mailhost":
+                    figures["listener processes"] = os.environ.get(
+                        "MAILHOST_LISTENER_PROCESSES", "1")
                 figures["errors"] = str(errors)
                 if sample:
                     figures["error kinds"] = "\n" + sample
@@ -323,6 +345,10 @@ def main() -> None:
         mine, theirs = (float(results[n]["server CPU ms/op"]) for n in ("Mailhost", "Dovecot"))
         print(f"server CPU per operation: Mailhost {mine:.2f} ms, Dovecot {theirs:.2f} ms, "
               f"ratio (Dovecot/Mailhost) {theirs / mine if mine else float('nan'):.2f}")
+        if "PostgreSQL CPU ms/op" in results["Mailhost"]:
+            mine += float(results["Mailhost"]["PostgreSQL CPU ms/op"])
+            print(f"with PostgreSQL's backends: Mailhost {mine:.2f} ms, "
+                  f"ratio (Dovecot/Mailhost) {theirs / mine if mine else float('nan'):.2f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Folder change notifications for IMAP sessions of this process.
 
 In-process deliveries reach sessions through ``apps.store.events`` directly.
-Changes made by other processes arrive by Redis pub/sub on ``events.CHANNEL``
+Changes made by other processes arrive by Redis pub/sub on ``events.channel()``
 when ``REDIS_URL`` is set; without Redis, one poller per event loop compares
 the HIGHESTMODSEQ of every watched folder once a second, in one query for all
 of them. Either way the event is handed to ``events.dispatch_local``, so a
@@ -114,10 +114,12 @@ class Watcher:
             lambda: database_sync_to_async(store.folder_changes)(folder_id, since))
         return changes
 
-    async def claim_recent(self, folder_id: int, uidnext: int) -> tuple[int, int]:
-        """``store.claim_recent`` unless a session of this process has already
-        taken \\Recent for every UID below ``uidnext`` (RFC 3501 §2.3.2: one
-        session gets it); concurrent claims for one folder wait for each other."""
+    async def claim_recent(self, folder_id: int, uidnext: int, *,
+                           head: tuple[int, int] | None = None) -> tuple[int, int]:
+        """``store.claim_recent`` (with its ``head``) unless a session of this
+        process has already taken \\Recent for every UID below ``uidnext``
+        (RFC 3501 §2.3.2: one session gets it); concurrent claims for one
+        folder wait for each other."""
         while True:
             if self._claimed.get(folder_id, 0) >= uidnext:
                 return 0, 0
@@ -127,7 +129,7 @@ class Watcher:
             with contextlib.suppress(Exception):
                 await asyncio.shield(pending)
         claim = asyncio.get_running_loop().create_task(
-            run_store_call(store.claim_recent, Folder(pk=folder_id)))
+            run_store_call(store.claim_recent, Folder(pk=folder_id), head=head))
         self._claiming[folder_id] = claim
 
         def record(task: asyncio.Task[tuple[int, int]]) -> None:
@@ -228,7 +230,7 @@ class Watcher:
             client = aioredis.Redis.from_url(settings.REDIS_URL)
             try:
                 async with client.pubsub() as pubsub:
-                    await pubsub.subscribe(events.CHANNEL)
+                    await pubsub.subscribe(events.channel())
                     while self.folders:
                         message = await pubsub.get_message(
                             ignore_subscribe_messages=True, timeout=POLL_SECONDS)

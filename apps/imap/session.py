@@ -17,6 +17,7 @@ import itertools
 import logging
 import re
 import ssl
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -61,6 +62,8 @@ from mailhost.errors import Invalid, MailhostError, NotFound, OverQuota
 log = logging.getLogger("mailhost.imap")
 
 OUTPUT_FLUSH_SIZE = 64 * 1024
+# A session's ``_news_modseq`` when it must read its folder whatever the MODSEQ.
+LOOK_AGAIN = sys.maxsize
 
 NOT_AUTHENTICATED, AUTHENTICATED, SELECTED, LOGOUT = "not-auth", "auth", "selected", "logout"
 ANY = {NOT_AUTHENTICATED, AUTHENTICATED, SELECTED}
@@ -139,6 +142,9 @@ class IMAPSession(asyncio.Protocol):
         # bare future, so that waking ten thousand idlers makes no tasks.
         self._idle_waiter: asyncio.Future[None] | None = None
         self._news = 0  # notify.news_mark() of the latest change event
+        # The highest MODSEQ the change events since the last look announced
+        # (LOOK_AGAIN: look whatever the MODSEQ, as NOOP asks).
+        self._news_modseq = 0
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._closed = False
@@ -190,6 +196,7 @@ class IMAPSession(asyncio.Protocol):
         self._data.set()
         self.resume_writing()
         self._changed = True
+        self._news_modseq = LOOK_AGAIN
         self.wake()
         log.info("disconnect listener=%s peer=%s", self.listener, self.peer)
 
@@ -457,8 +464,13 @@ class IMAPSession(asyncio.Protocol):
             self.state = AUTHENTICATED
 
     def _on_change(self, event: events.FolderChanged) -> None:
-        if self.view is not None and event.folder_id == self.view.folder_id:
+        view = self.view
+        # A change the view already holds (this session's own write, see
+        # ``own_write``) is no news.
+        if view is not None and event.folder_id == view.folder_id and \
+                event.highestmodseq > view.highestmodseq:
             self._news = news_mark()
+            self._news_modseq = max(self._news_modseq, event.highestmodseq)
             self._changed = True
             if self._idle_together:
                 watcher().idle_news(event.folder_id)
@@ -490,6 +502,7 @@ class IMAPSession(asyncio.Protocol):
         contexts); the news is all told unless more came since."""
         if self._news < mark:
             self._changed = False
+            self._news_modseq = 0
         if changes is None:
             self.untagged("BYE the selected folder was deleted")  # RFC 3501 §7.1.5
             self._close()
@@ -505,6 +518,7 @@ class IMAPSession(asyncio.Protocol):
         if self.view is not None:
             self._news = news_mark()
             self._changed = True
+            self._news_modseq = LOOK_AGAIN
             self.wake()
 
     async def refresh(self, *, allow_expunge: bool) -> Updates | None:
@@ -523,6 +537,7 @@ class IMAPSession(asyncio.Protocol):
                     FolderChanges(view.highestmodseq, view.uidnext, [], []), allow_expunge=True))
             return None
         self._changed = False
+        self._news_modseq = 0
         changes = await watcher().folder_changes(view.folder_id, view.highestmodseq,
                                                  self._news)
         if changes is None:
@@ -537,6 +552,24 @@ class IMAPSession(asyncio.Protocol):
         self._announce(updates)
         await self.tell_contexts([*updates.changed, *updates.new_uids], new=updates.new_uids)
         return updates
+
+    def own_write(self, modseq: int, *, expunged: Sequence[int] = ()) -> None:
+        """A write of this session took the folder from MODSEQ ``modseq`` - 1
+        to ``modseq`` (the store gives one write one new MODSEQ): its flag
+        changes already applied to the view, or the UIDs it ``expunged``,
+        told here. If the view stood at ``modseq`` - 1 it now stands at
+        ``modseq``, and the write's own change event is no news: no read of
+        the folder for it."""
+        view = self.view
+        if view is None or view.highestmodseq != modseq - 1:
+            return  # another change came in between: the next look reads it
+        if expunged:
+            self._announce(view.apply(FolderChanges(modseq, view.uidnext, [], list(expunged)),
+                                      allow_expunge=True))
+        view.highestmodseq = modseq
+        if self._news_modseq <= modseq:
+            self._changed = False
+            self._news_modseq = 0
 
     def tell_flags(self) -> None:
         """FLAGS and PERMANENTFLAGS for the selected folder; again whenever a
@@ -823,9 +856,9 @@ async def _select(session: IMAPSession, cmd: Command, *, readonly: bool) -> str:
     folder = await session.folder_named(cmd.args["mailbox"])
     view = SNAPSHOTS.start(folder_id=folder.pk, name=folder.name,
                            uidvalidity=folder.uidvalidity, readonly=readonly)
-    changes = await _sync(store.folder_changes)(folder.pk, view.highestmodseq)
-    if changes is None:
-        raise No(f"no folder named {cmd.args['mailbox']}", "NONEXISTENT")
+    changes = await _sync(store.folder_changes)(
+        folder.pk, view.highestmodseq, head=(folder.highestmodseq, folder.uidnext))
+    assert changes is not None  # the head was given
     # \Recent is gone in IMAP4rev2 (RFC 9051 §2.3.2): such a session claims none.
     # EXAMINE shows what is recent without claiming it (RFC 3501 §6.3.2: read-only
     # access does not clear \Recent), so a later SELECT still gets it.
@@ -834,7 +867,8 @@ async def _select(session: IMAPSession, cmd: Command, *, readonly: bool) -> str:
     elif readonly:
         recent = (folder.recent_uid, folder.uidnext)
     else:
-        recent = await watcher().claim_recent(folder.pk, changes.uidnext)
+        recent = await watcher().claim_recent(folder.pk, changes.uidnext,
+                                              head=(folder.recent_uid, folder.uidnext))
     view.apply(changes, allow_expunge=True)
     SNAPSHOTS.keep(view)
     view.mark_recent(*recent)
@@ -1411,7 +1445,9 @@ async def cancelupdate(session: IMAPSession, cmd: Command) -> None:
 @command("EXPUNGE", {SELECTED})
 async def expunge(session: IMAPSession, cmd: Command) -> None:
     view = session.writable_view()
-    await run_store_call(store.expunge, Folder(pk=view.folder_id))
+    gone, modseq = await run_store_call(store.expunge_at, Folder(pk=view.folder_id))
+    if gone:
+        session.own_write(modseq, expunged=gone)
 
 
 @command("UID EXPUNGE", {SELECTED})
@@ -1419,7 +1455,9 @@ async def uid_expunge(session: IMAPSession, cmd: Command) -> None:
     view = session.writable_view()
     uids = [view.uids[p] for p in session.positions(cmd.args["seqs"], uid=True)]
     if uids:
-        await run_store_call(store.expunge, Folder(pk=view.folder_id), uids)
+        gone, modseq = await run_store_call(store.expunge_at, Folder(pk=view.folder_id), uids)
+        if gone:
+            session.own_write(modseq, expunged=gone)
 
 
 async def _copy(session: IMAPSession, cmd: Command, *, uid: bool, move: bool) -> str:
@@ -1466,6 +1504,8 @@ async def _store(session: IMAPSession, cmd: Command, *, uid: bool) -> str:
     changed = {c.uid for c in changes}
     for change in changes:
         view.set_flags(change.uid, change.flags, change.keywords, change.modseq)
+    if changes:
+        session.own_write(changes[0].modseq)
     session.tell_keywords_of(changes)
     failed_set = set(failed)
     for position in positions:
@@ -1586,6 +1626,8 @@ async def _fetch(session: IMAPSession, cmd: Command, *, uid: bool) -> str | None
                 store.set_flags, Folder(pk=view.folder_id), unseen, mode="add", flags=Flag.SEEN)
             for change in changes:
                 view.set_flags(change.uid, change.flags, change.keywords, change.modseq)
+            if changes:
+                session.own_write(changes[0].modseq)
             session.tell_keywords_of(changes)
             if not any(a.name == "FLAGS" for a in atts):
                 atts.append(FetchAtt("FLAGS"))

@@ -21,7 +21,19 @@ from django.conf import settings
 
 log = logging.getLogger(__name__)
 
-CHANNEL = "mailhost:folder-changes"
+CHANNEL_PREFIX = "mailhost:folder-changes"
+
+
+def channel() -> str:
+    """The Redis pub/sub channel of this installation's folder changes. Redis
+    hands a message to every subscriber of its channel whatever database each
+    selected (Redis manual, "Redis Pub/Sub": Pub/Sub has no relation to the key
+    space), so the channel names the database of REDIS_URL: installations
+    that share a Redis server on databases of their own do not hear each
+    other's changes (a foreign MODSEQ would hide their own from a watcher)."""
+    from redis.connection import parse_url
+
+    return f"{CHANNEL_PREFIX}:{parse_url(settings.REDIS_URL).get('db', 0)}"
 
 
 @dataclass(frozen=True)
@@ -121,7 +133,7 @@ def publish(events: list[FolderChanged]) -> None:
         try:
             pipe = _redis().pipeline(transaction=False)
             for event in events:
-                pipe.publish(CHANNEL, event.to_json())
+                pipe.publish(channel(), event.to_json())
             pipe.execute()
         except Exception:
             # Notification is best effort; the data is committed and pollers catch up.

@@ -21,7 +21,7 @@ from datetime import datetime
 from functools import partial
 
 from django.db import connection, models, transaction
-from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Cast, Coalesce
 from django.db.models.lookups import Exact
 from django.utils import timezone
@@ -289,15 +289,18 @@ def subscribed_names(mailbox: Mailbox) -> set[str]:
     return set(Subscription.objects.filter(mailbox=mailbox).values_list("name", flat=True))
 
 
-def claim_recent(folder: Folder) -> tuple[int, int]:
+def claim_recent(folder: Folder, *, head: tuple[int, int] | None = None) -> tuple[int, int]:
     """RFC 3501 §2.3.2: \\Recent goes to exactly one session. Returns the
-    (low, high) UID range, high excluded, that is recent for the caller."""
+    (low, high) UID range, high excluded, that is recent for the caller.
+    ``head``: the folder's ``recent_uid`` and UIDNEXT as the caller has just
+    read them (``get_folder``), not read again."""
     # Nothing new since the last claim (the usual SELECT): an empty range with
     # no write, so that the SELECT does not queue behind writers. A message
     # arriving after this read is recent for the next claimant.
-    head = _RECENT_HEAD.first(folder.pk)
     if head is None:
-        return 0, 0
+        head = _RECENT_HEAD.first(folder.pk)
+        if head is None:
+            return 0, 0
     if head[0] >= head[1]:
         return head[1], head[1]
     # No savepoint of its own (two statements fewer): nothing in it is caught, and
@@ -382,23 +385,31 @@ class FolderChanges:
     expunged: list[int]
 
 
-def folder_changes(folder_id: int, since: int) -> FolderChanges | None:
+def folder_changes(folder_id: int, since: int, *,
+                   head: tuple[int, int] | None = None) -> FolderChanges | None:
     """Changes since ``since`` (0: every message), in UID order; None if the
     folder is gone. HIGHESTMODSEQ is read first, so a change committed while
-    the rows are read is seen now or next time, never lost.
+    the rows are read is seen now or next time, never lost. ``head``: the
+    folder's HIGHESTMODSEQ and UIDNEXT as the caller has just read them
+    (``get_folder``), not read again.
 
     No transaction: each row is read whole by one statement (flags, keywords
     and MODSEQ agree), and a change committed between the statements is read
     again next time. On SQLite a transaction here would be BEGIN IMMEDIATE and
     every view refresh would queue behind the writers."""
-    head = _FOLDER_HEAD.first(folder_id)
     if head is None:
-        return None
+        head = _FOLDER_HEAD.first(folder_id)
+        if head is None:
+            return None
     if since and head[0] == since:
         return FolderChanges(head[0], head[1], [], [])  # nothing happened
+    if since == 0:  # every message, and no tombstone is news
+        rows = [(*row, False) for row in _CHANGED_SINCE.rows(folder_id, since)]
+    else:
+        rows = _CHANGED_OR_EXPUNGED_SINCE.rows(folder_id, since)
     changed = [(uid, flags, [] if words in _NO_KEYWORDS else json.loads(words), modseq)
-               for uid, flags, words, modseq in _CHANGED_SINCE.rows(folder_id, since)]
-    expunged = [] if since == 0 else expunged_since(folder_id, since)
+               for uid, flags, words, modseq, gone in rows if not gone]
+    expunged = [uid for uid, _flags, _words, _modseq, gone in rows if gone]
     return FolderChanges(head[0], head[1], changed, expunged)
 
 
@@ -413,6 +424,18 @@ _CHANGED_SINCE = CompiledQuery(
     # as text and only the others are decoded.
     .annotate(keywords_json=Cast("keywords", models.TextField()))
     .values_list("uid", "flags", "keywords_json", "modseq"), int, int)
+# The changed messages and the tombstones in one statement (one round trip of
+# each view refresh fewer), the tombstones marked by their last column.
+_CHANGED_OR_EXPUNGED_SINCE = CompiledQuery(
+    lambda folder_id, since: Message.objects.filter(folder_id=folder_id, modseq__gt=since)
+    .order_by()
+    .annotate(keywords_json=Cast("keywords", models.TextField()), gone=Value(False))
+    .values_list("uid", "flags", "keywords_json", "modseq", "gone")
+    .union(Expunged.objects.filter(folder_id=folder_id, modseq__gt=since).order_by()
+           .annotate(flags=Value(0, models.PositiveSmallIntegerField()),
+                     keywords_json=Value(None, models.TextField()), gone=Value(True))
+           .values_list("uid", "flags", "keywords_json", "modseq", "gone"), all=True)
+    .order_by("uid"), int, int)
 _EXPUNGED_SINCE = CompiledQuery(
     lambda folder_id, since, above: Expunged.objects.filter(
         folder_id=folder_id, modseq__gt=since, uid__gt=above).order_by("uid")
@@ -1002,6 +1025,13 @@ def _expunge_locked(folder: Folder, uids: Sequence[int], bumped: set[int],
 def expunge(folder: Folder, uids: Sequence[int] | None = None) -> list[int]:
     """Remove messages flagged \\Deleted (only those in ``uids`` if given, as
     UID EXPUNGE of RFC 4315 §2.1); returns the expunged UIDs, ascending."""
+    return expunge_at(folder, uids)[0]
+
+
+def expunge_at(folder: Folder, uids: Sequence[int] | None = None) -> tuple[list[int], int]:
+    """``expunge``, and the one new MODSEQ the expunge took (0 when nothing
+    was expunged): a reader that had seen the folder up to that MODSEQ - 1
+    has seen it all once it removes these UIDs."""
     def flagged_rows() -> list[tuple[int, int]]:
         """(UID, size) of the messages to expunge."""
         if uids is None:
@@ -1012,7 +1042,7 @@ def expunge(folder: Folder, uids: Sequence[int] | None = None) -> list[int]:
     # is as if set after the EXPUNGE).
     flagged = flagged_rows()
     if not flagged:
-        return []
+        return [], 0
     read_locked = _read_under_lock()
     # No savepoint of its own (two statements fewer): nothing in it is caught, and
     # batching.run_calls gives each call of a batch its own.
@@ -1021,10 +1051,11 @@ def expunge(folder: Folder, uids: Sequence[int] | None = None) -> list[int]:
         if not read_locked:
             flagged = flagged_rows()
         gone = [uid for uid, _size in flagged]
-        if gone:
-            _expunge_locked(locked, gone, set(), size=sum(size for _uid, size in flagged))
-            _publish_on_commit([locked])
-    return gone
+        if not gone:
+            return [], 0
+        _expunge_locked(locked, gone, set(), size=sum(size for _uid, size in flagged))
+        _publish_on_commit([locked])
+    return gone, locked.highestmodseq
 
 
 def _deleted(folder_id: int) -> QuerySet[Message]:
@@ -1072,9 +1103,11 @@ def set_flags(
 ) -> tuple[list[FlagChange], list[int]]:
     """STORE: ``mode`` is "add", "remove" or "replace".
 
-    Returns the messages whose flags changed (with their new MODSEQ) and the
-    UIDs refused because their MODSEQ is above ``unchanged_since``
-    (RFC 7162 §3.1.3, CONDSTORE's STORE (UNCHANGEDSINCE))."""
+    Returns the messages whose flags changed and the UIDs refused because
+    their MODSEQ is above ``unchanged_since`` (RFC 7162 §3.1.3, CONDSTORE's
+    STORE (UNCHANGEDSINCE)). The changed messages share one new MODSEQ, the
+    folder's HIGHESTMODSEQ + 1 (``_next_modseq``): a reader that had seen the
+    folder up to that MODSEQ - 1 has seen it all, with these changes."""
     if mode not in ("add", "remove", "replace"):
         raise ValueError(mode)
 
@@ -1097,17 +1130,24 @@ def set_flags(
         return [Message.from_db(connection.alias, _FLAG_FIELDS, row)
                 for row in _FLAG_ROWS.rows(folder.pk, uids)]
 
-    # A STORE that changes nothing (flags already so, or every message refused)
-    # answers from one read, without the write lock: it is as if it ran at that read.
-    current = rows()
-    if all(unchanged(m) for m in current):
-        return [], [m.uid for m in current if new_state(m) is None]
+    # PostgreSQL locks the folder row first and reads the messages once under
+    # the lock: a read before the lock would have to be read again under it.
+    lock_first = connection.features.has_select_for_update
+    if not lock_first:
+        # A STORE that changes nothing (flags already so, or every message
+        # refused) answers from one read, without the write lock: it is as if
+        # it ran at that read.
+        current = rows()
+        if all(unchanged(m) for m in current):
+            return [], [m.uid for m in current if new_state(m) is None]
     read_locked = _read_under_lock()
     # No savepoint of its own (two statements fewer): nothing in it is caught, and
     # batching.run_calls gives each call of a batch its own.
     with transaction.atomic(savepoint=False):
-        locked = lock_folders(folder.pk)[folder.pk]
-        messages = current if read_locked else rows()
+        locked = lock_folders(folder.pk).get(folder.pk)
+        if locked is None:
+            return [], []  # the folder is gone: no message to change
+        messages = current if read_locked else rows()  # read_locked: SQLite only
         bumped: set[int] = set()
         changed: list[Message] = []
         failed: list[int] = []

@@ -121,9 +121,9 @@ def test_idlers_on_one_folder_share_the_read_of_a_delivery(mail_servers, imap_po
     reads, claims = [], []
     real_changes, real_claim = store.folder_changes, store.claim_recent
     monkeypatch.setattr(store, "folder_changes",
-                        lambda *args: reads.append(args) or real_changes(*args))
+                        lambda *args, **kwargs: reads.append(args) or real_changes(*args, **kwargs))
     monkeypatch.setattr(store, "claim_recent",
-                        lambda *args: claims.append(args) or real_claim(*args))
+                        lambda *args, **kwargs: claims.append(args) or real_claim(*args, **kwargs))
     idlers = [session(imap_port, mailbox) for _ in range(20)]
     for client in idlers:
         client.send(b"i IDLE\r\n")
@@ -159,7 +159,7 @@ def test_select_starts_from_the_last_view_of_the_folder(imap_port, mailbox, monk
     reads = []
     real_changes = store.folder_changes
     monkeypatch.setattr(store, "folder_changes",
-                        lambda *args: reads.append(args) or real_changes(*args))
+                        lambda *args, **kwargs: reads.append(args) or real_changes(*args, **kwargs))
     second = session(imap_port, mailbox)
     # Only what changed since the first session's SELECT is read …
     assert reads and reads[0][1] > 0
@@ -225,7 +225,7 @@ def test_commands_read_the_folder_again_only_after_news_of_a_change(imap_port, m
     reads = []
     real_changes = store.folder_changes
     monkeypatch.setattr(store, "folder_changes",
-                        lambda *args: reads.append(args) or real_changes(*args))
+                        lambda *args, **kwargs: reads.append(args) or real_changes(*args, **kwargs))
     for _ in range(3):
         lines = client.command("UID FETCH 1:* (FLAGS)")
         assert len(lines) == 2 and b" OK " in lines[-1]

@@ -138,9 +138,10 @@ def test_a_change_in_this_process_wakes_an_idler_once(imap_port, mailbox, monkey
     reads: list[int] = []
     folder_changes = store.folder_changes
 
-    def counted(folder_id: int, since: int) -> store.FolderChanges | None:
+    def counted(folder_id: int, since: int,
+                **kwargs: object) -> store.FolderChanges | None:
         reads.append(since)
-        return folder_changes(folder_id, since)
+        return folder_changes(folder_id, since, **kwargs)
 
     monkeypatch.setattr(store, "folder_changes", counted)
     idler.send(b"i IDLE\r\n")

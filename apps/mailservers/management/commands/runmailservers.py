@@ -22,12 +22,12 @@ from apps.mailservers.listeners import (
     stop_listeners,
 )
 from apps.mailservers.processes import (
-    EVERY_PROCESS,
     Supervisor,
     bind_sockets,
     limit_malloc_arenas,
     names_for,
     raise_open_files_limit,
+    shared_names,
 )
 from apps.mailservers.tls import server_context
 from apps.store import health
@@ -74,8 +74,9 @@ class Command(BaseCommand):
         if settings.MAILHOST_METRICS_PORT is not None:
             metrics.serve(settings.MAILHOST_METRICS_PORT, host=settings.MAILHOST_METRICS_BIND)
         processes = settings.MAILHOST_LISTENER_PROCESSES
-        if not EVERY_PROCESS & set(names):
-            processes = 1  # IMAP and POP3 alone run in one process
+        shared = shared_names(redis=bool(settings.REDIS_URL))
+        if not shared & set(names):
+            processes = 1  # IMAP and POP3 alone without Redis run in one process
         if processes <= 1:
             asyncio.run(self._serve(ports))
             return
@@ -86,13 +87,13 @@ class Command(BaseCommand):
         for name, port in bound.items():
             log.info("listening name=%s address=%s port=%d processes=%d", name,
                      settings.MAILHOST_BIND, port,
-                     processes if name in EVERY_PROCESS else 1)
+                     processes if name in shared else 1)
 
         def serve(index: int) -> None:
-            served = names_for(index, names)
+            served = names_for(index, names, redis=bool(settings.REDIS_URL))
             asyncio.run(self._serve(
                 {n: bound[n] for n in served}, {n: sockets[n] for n in served},
-                {n: processes if n in EVERY_PROCESS else 1 for n in served}))
+                {n: processes if n in shared else 1 for n in served}))
 
         def heartbeat(children: dict[int, int]) -> None:
             health.beat("listeners", detail={
