@@ -147,7 +147,7 @@ class CompiledInsert:
                 sql += f" {suffix}"
             if self._return_pks:
                 sql += " " + ops.return_insert_columns([self._model._meta.pk])[0]
-            sql = self._statements[key] = sql
+            self._statements[key] = sql
         return sql
 
     def insert(self, objs: Sequence[Model]) -> None:

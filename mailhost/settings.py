@@ -513,8 +513,9 @@ MAILHOST_QUEUE_KICK_TIMEOUT = env_int("MAILHOST_QUEUE_KICK_TIMEOUT", 10)
 MAILHOST_LISTENER_THREADS = env_int(
     "MAILHOST_LISTENER_THREADS",
     8 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else 16)
-# Processes serving the SMTP listeners on the same ports (IMAP and POP3 run in
-# the first). One process is bound by the interpreter lock, but on a shared
+# Processes serving the SMTP listeners on the same ports (IMAP and POP3 too
+# when REDIS_URL is set, else in the first only: apps/mailservers/processes.py).
+# One process is bound by the interpreter lock, but on a shared
 # 2-core machine a second did not measure faster and costs its memory: raise it
 # (to the core count) on a host whose cores are free for mail.
 MAILHOST_LISTENER_PROCESSES = env_int("MAILHOST_LISTENER_PROCESSES", 1)

@@ -132,8 +132,9 @@ def publish(events: list[FolderChanged]) -> None:
     if settings.REDIS_URL and events:
         try:
             pipe = _redis().pipeline(transaction=False)
+            name = channel()
             for event in events:
-                pipe.publish(channel(), event.to_json())
+                pipe.publish(name, event.to_json())
             pipe.execute()
         except Exception:
             # Notification is best effort; the data is committed and pollers catch up.

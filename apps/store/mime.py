@@ -1189,6 +1189,12 @@ _ENCODING_SEPARATORS = re.compile(r"[\s_-]")
 _IDENTITY_ENCODINGS = {"7bit", "8bit", "binary"}
 
 
+def leaves_bytes_as_they_are(encoding: str) -> bool:
+    """Whether a Content-Transfer-Encoding is one that leaves the body's
+    bytes as they are (RFC 2045 §6.2), as ``decode_body`` reads its name."""
+    return _encoding_key(encoding.lower()) in _IDENTITY_ENCODINGS
+
+
 def decode_body(data: bytes, encoding: str) -> bytes | None:
     """A part's body with its Content-Transfer-Encoding undone (IMAP BINARY,
     RFC 3516), or None for an encoding this module does not know."""

@@ -102,8 +102,6 @@ def body_text(raw: bytes, bodystructure: dict) -> str:
 
 # mime.extract_text's limit: a body of fewer bytes cannot have been cut.
 _EXTRACTED_CHARS = 1_000_000
-# RFC 2045 §6.2: these leave the body's bytes as they are.
-_IDENTITY_ENCODINGS = frozenset(("", "7bit", "8bit", "binary"))
 
 
 def _raw_body_adds_text(body: bytes, text: str, root: dict) -> bool:
@@ -116,7 +114,7 @@ def _raw_body_adds_text(body: bytes, text: str, root: dict) -> bool:
     wrong charset, or mixing encodings), where it finds what the label hides."""
     if (root.get("parts") or root.get("message") is not None
             or (root["type"], root["subtype"]) != ("text", "plain")
-            or root["encoding"].lower() not in _IDENTITY_ENCODINGS
+            or not mime.leaves_bytes_as_they_are(root["encoding"])
             or len(body) >= _EXTRACTED_CHARS):
         return True
     as_utf8 = body.decode("utf-8", "replace").replace("\r\n", "\n").strip()
