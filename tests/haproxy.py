@@ -20,6 +20,10 @@ from tests.web_server import free_port
 SOURCE_ADDRESS = "127.0.0.2"
 
 
+class PortTaken(RuntimeError):
+    """haproxy could not bind a frontend port that was free a moment before."""
+
+
 @dataclass(frozen=True)
 class Route:
     name: str
@@ -31,6 +35,17 @@ class HAProxy:
     def __init__(self, routes: list[Route], directory: Path) -> None:
         if shutil.which("haproxy", path="/usr/sbin:/usr/bin") is None:
             pytest.fail("haproxy is not installed (tests/setup-clients.sh installs it)")
+        # A free port is only free until someone takes it: another test process may
+        # bind it before haproxy does. Start again on other ports when that happens.
+        for attempt in range(5):
+            try:
+                self._start(routes, directory)
+                return
+            except PortTaken:
+                if attempt == 4:
+                    raise
+
+    def _start(self, routes: list[Route], directory: Path) -> None:
         self.ports = {route.name: free_port() for route in routes}
         lines = ["global", "  maxconn 200", "defaults", "  mode tcp", "  timeout connect 5s",
                  "  timeout client 60s", "  timeout server 60s"]
@@ -54,7 +69,10 @@ class HAProxy:
             while True:
                 if self.process.poll() is not None:
                     assert self.process.stderr is not None
-                    raise RuntimeError("haproxy died: " + self.process.stderr.read().decode())
+                    error = self.process.stderr.read().decode()
+                    if "cannot bind" in error:
+                        raise PortTaken(error)
+                    raise RuntimeError("haproxy died: " + error)
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=1).close()
                     break
