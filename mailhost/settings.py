@@ -513,12 +513,21 @@ MAILHOST_QUEUE_KICK_TIMEOUT = env_int("MAILHOST_QUEUE_KICK_TIMEOUT", 10)
 MAILHOST_LISTENER_THREADS = env_int(
     "MAILHOST_LISTENER_THREADS",
     8 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else 16)
-# Processes serving the SMTP listeners on the same ports (IMAP and POP3 too
-# when REDIS_URL is set, else in the first only: apps/mailservers/processes.py).
-# One process is bound by the interpreter lock, but on a shared
-# 2-core machine a second did not measure faster and costs its memory: raise it
-# (to the core count) on a host whose cores are free for mail.
+# Processes serving the SMTP listeners on the same ports
+# (apps/mailservers/processes.py). One process is bound by the interpreter
+# lock, but SMTP ingest on a shared 2-core machine did not measure faster with
+# a second (the worker takes the other core), and each costs its memory: raise
+# it (to the core count) on a host whose cores are free for mail.
 MAILHOST_LISTENER_PROCESSES = env_int("MAILHOST_LISTENER_PROCESSES", 1)
+# Processes serving IMAP and POP3 on the same ports: their sessions are many
+# and mostly reads, which a second process serves on the second core (imaptest
+# stress on SQLite: about 1.5 times the operations per second). The processes
+# tell each other of folder changes over Redis, or without it over Unix
+# datagrams (apps/store/events.py). Default: the core count, at most 4.
+MAILHOST_IMAP_PROCESSES = env_int("MAILHOST_IMAP_PROCESSES", min(os.cpu_count() or 1, 4))
+# How often an IMAP listener process looks whether watched folders changed
+# without a notice reaching it (a lost datagram, Redis down): the safety net.
+MAILHOST_IMAP_POLL_SECONDS = env_int("MAILHOST_IMAP_POLL_SECONDS", 1)
 # --- end of listener threads ---------------------------------------------------
 
 # Message trace and dashboard (apps/store/trace.py, apps/store/health.py).
