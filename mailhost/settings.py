@@ -519,11 +519,11 @@ MAILHOST_LISTENER_THREADS = env_int(
 # a second (the worker takes the other core), and each costs its memory: raise
 # it (to the core count) on a host whose cores are free for mail.
 MAILHOST_LISTENER_PROCESSES = env_int("MAILHOST_LISTENER_PROCESSES", 1)
-# Processes serving IMAP and POP3 on the same ports: their sessions are many
-# and mostly reads, which a second process serves on the second core (imaptest
-# stress on SQLite: about 1.5 times the operations per second). The processes
-# tell each other of folder changes over Redis, or without it over Unix
-# datagrams (apps/store/events.py). Default: the core count, at most 4.
+# Processes serving IMAP and POP3 on the same ports: one IMAP process keeps one
+# core busy where Dovecot, a process per connection, uses every core (README,
+# "Where the time goes"); a second costs 10-20 % more CPU per operation. The
+# processes tell each other of folder changes over Redis, or without it over
+# Unix datagrams (apps/store/events.py). Default: the core count, at most 4.
 MAILHOST_IMAP_PROCESSES = env_int("MAILHOST_IMAP_PROCESSES", min(os.cpu_count() or 1, 4))
 # How often an IMAP listener process looks whether watched folders changed
 # without a notice reaching it (a lost datagram, Redis down): the safety net.
