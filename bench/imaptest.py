@@ -22,8 +22,8 @@ then point IMAPTEST at the binary (the scripted tests are read from the
 
 Mailhost runs on SQLite in a data directory of its own, or on DATABASE_URL
 (emptied first) and REDIS_URL when they are set; on a local PostgreSQL the
-CPU time of its backends is printed too. MAILHOST_LISTENER_PROCESSES=N runs
-the IMAP listener in N processes when REDIS_URL is set (one without Redis).
+CPU time of its backends is printed too. MAILHOST_IMAP_PROCESSES=N runs the
+IMAP listener in N processes (default: the core count, at most 4).
 """
 
 from __future__ import annotations
@@ -322,8 +322,8 @@ def main() -> None:
                 if database_ms is not None:
                     figures["PostgreSQL CPU ms/op"] = f"{database_ms:.2f}"
                 if name == "Mailhost":
-                    figures["listener processes"] = os.environ.get(
-                        "MAILHOST_LISTENER_PROCESSES", "1")
+                    figures["IMAP processes"] = os.environ.get(
+                        "MAILHOST_IMAP_PROCESSES", "default")
                 figures["errors"] = str(errors)
                 if sample:
                     figures["error kinds"] = "\n" + sample

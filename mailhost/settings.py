@@ -510,15 +510,27 @@ MAILHOST_QUEUE_KICK_TIMEOUT = env_int("MAILHOST_QUEUE_KICK_TIMEOUT", 10)
 # database connection): sessions wait on round trips there, not on the CPU.
 # SQLite has no round trips to wait on, and each thread's connection keeps
 # its own page and statement caches: 8 measured as fast as 16 for 5-8 MiB less.
+# On PostgreSQL 4 measured less CPU per IMAP operation than 16 (two IMAP
+# processes: 1.59-2.26 against 2.25-2.44 ms) and no less ingest (2.2-2.6 ms
+# per message either way, as many messages a second or more).
 MAILHOST_LISTENER_THREADS = env_int(
     "MAILHOST_LISTENER_THREADS",
-    8 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else 16)
-# Processes serving the SMTP listeners on the same ports (IMAP and POP3 too
-# when REDIS_URL is set, else in the first only: apps/mailservers/processes.py).
-# One process is bound by the interpreter lock, but on a shared
-# 2-core machine a second did not measure faster and costs its memory: raise it
-# (to the core count) on a host whose cores are free for mail.
+    8 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else 4)
+# Processes serving the SMTP listeners on the same ports
+# (apps/mailservers/processes.py). One process is bound by the interpreter
+# lock, but SMTP ingest on a shared 2-core machine did not measure faster with
+# a second (the worker takes the other core), and each costs its memory: raise
+# it (to the core count) on a host whose cores are free for mail.
 MAILHOST_LISTENER_PROCESSES = env_int("MAILHOST_LISTENER_PROCESSES", 1)
+# Processes serving IMAP and POP3 on the same ports: one IMAP process keeps one
+# core busy where Dovecot, a process per connection, uses every core (README,
+# "Where the time goes"): two measured 0.48 -> 0.70 of Dovecot on 2 idle cores. The
+# processes tell each other of folder changes over Redis, or without it over
+# Unix datagrams (apps/store/events.py). Default: the core count, at most 4.
+MAILHOST_IMAP_PROCESSES = env_int("MAILHOST_IMAP_PROCESSES", min(os.cpu_count() or 1, 4))
+# How often an IMAP listener process looks whether watched folders changed
+# without a notice reaching it (a lost datagram, Redis down): the safety net.
+MAILHOST_IMAP_POLL_SECONDS = env_int("MAILHOST_IMAP_POLL_SECONDS", 1)
 # --- end of listener threads ---------------------------------------------------
 
 # Message trace and dashboard (apps/store/trace.py, apps/store/health.py).

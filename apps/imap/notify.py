@@ -2,9 +2,11 @@
 
 In-process deliveries reach sessions through ``apps.store.events`` directly.
 Changes made by other processes arrive by Redis pub/sub on ``events.channel()``
-when ``REDIS_URL`` is set; without Redis, one poller per event loop compares
-the HIGHESTMODSEQ of every watched folder once a second, in one query for all
-of them. Either way the event is handed to ``events.dispatch_local``, so a
+when ``REDIS_URL`` is set; without Redis, as datagrams from the other processes
+of the host (``events.peer_notices``, bound by ``runmailservers``), and one
+poller per event loop compares the HIGHESTMODSEQ of every watched folder every
+MAILHOST_IMAP_POLL_SECONDS, in one query for all of them, for a notice that
+went astray. Either way the event is handed to ``events.dispatch_local``, so a
 session only ever listens in one place.
 
 The sessions that one change wakes (hundreds in IDLE on one INBOX) do not read
@@ -206,7 +208,7 @@ class Watcher:
 
     async def _poll(self) -> None:
         while self.folders:
-            await asyncio.sleep(POLL_SECONDS)
+            await asyncio.sleep(settings.MAILHOST_IMAP_POLL_SECONDS)
             ids = list(self.folders)
             if not ids:
                 break
@@ -219,9 +221,8 @@ class Watcher:
                 entry = self.folders.get(folder_id)
                 if entry is not None and modseq > entry[1]:
                     entry[1] = modseq
-                    # A change made in this process was told at once.
-                    if modseq > events.dispatched(entry[0], folder_id):
-                        events.dispatch_local(events.FolderChanged(entry[0], folder_id, modseq))
+                    # Not if made in this process or heard of meanwhile: told at once.
+                    events.dispatch_if_news(events.FolderChanged(entry[0], folder_id, modseq))
 
     async def _listen_redis(self) -> None:
         import redis.asyncio as aioredis
@@ -242,9 +243,7 @@ class Watcher:
                             if entry is not None and event.highestmodseq > entry[1]:
                                 entry[1] = event.highestmodseq
                                 # Not our own change coming back from Redis.
-                                if event.highestmodseq > events.dispatched(
-                                        event.mailbox_id, event.folder_id):
-                                    events.dispatch_local(event)
+                                events.dispatch_if_news(event)
             except Exception:
                 log.exception("IMAP Redis listener failed; reconnecting")
                 await asyncio.sleep(POLL_SECONDS)

@@ -2,17 +2,18 @@
 
 The parent binds every listening socket once and forks the children, which
 accept on those shared sockets (the kernel hands each connection to one of
-them). The SMTP listeners (MX, submission, smtps) run in every child. IMAP and
-POP3 run in every child too when REDIS_URL is set: a folder change made in one
-process then reaches the IMAP sessions of the others at once over Redis pub/sub
-(apps/imap/notify.py), and the POP3 maildrop lock is a database row. Without
-Redis they run in the first child only, so that an IDLE client hears of its own
-process's changes at once rather than from the once-a-second poller. The parent only supervises: it
-restarts a child that dies, forwards SIGTERM for a graceful stop, and sends the
-listeners' heartbeat. A child dies with its parent (PR_SET_PDEATHSIG), so that
-a SIGKILLed listener leaves nothing serving behind it. Nothing acknowledged
-depends on a child staying alive: a 250 is only sent after the message is
-durable (DESIGN.md "Storage")."""
+them). The SMTP listeners (MX, submission, smtps) run in the first
+MAILHOST_LISTENER_PROCESSES children, IMAP and POP3 in the first
+MAILHOST_IMAP_PROCESSES, the others (ManageSieve) in the first only; there are
+as many children as the larger count asks for. A folder change made in one
+process reaches the IMAP sessions of the others at once, over Redis pub/sub
+when REDIS_URL is set, else over Unix datagrams between the processes of the
+host (apps/store/events.py); the POP3 maildrop lock is a database row. The
+parent only supervises: it restarts a child that dies, forwards SIGTERM for a
+graceful stop, and sends the listeners' heartbeat. A child dies with its
+parent (PR_SET_PDEATHSIG), so that a SIGKILLed listener leaves nothing serving
+behind it. Nothing acknowledged depends on a child staying alive: a 250 is
+only sent after the message is durable (DESIGN.md "Storage")."""
 
 from __future__ import annotations
 
@@ -31,11 +32,8 @@ from mailhost import metrics
 
 log = logging.getLogger("mailhost.listeners")
 
-# Served by every listener process; the others by the first process only.
-EVERY_PROCESS = frozenset({"smtp", "submission", "smtps"})
-# Served by every listener process as well when the processes tell each other
-# of folder changes over Redis (see the module's docstring).
-EVERY_PROCESS_WITH_REDIS = EVERY_PROCESS | {"imap", "imaps", "pop3", "pop3s"}
+SMTP_LISTENERS = frozenset({"smtp", "submission", "smtps"})
+IMAP_LISTENERS = frozenset({"imap", "imaps", "pop3", "pop3s"})
 _PR_SET_PDEATHSIG = 1
 _M_ARENA_MAX = -8  # glibc's malloc.h
 # A child that keeps dying at once is restarted at most this often.
@@ -56,14 +54,16 @@ def bind_sockets(ports: dict[str, int], *, host: str) -> dict[str, socket.socket
     return sockets
 
 
-def shared_names(*, redis: bool) -> frozenset[str]:
-    """The listeners that every process serves (the others: the first only)."""
-    return EVERY_PROCESS_WITH_REDIS if redis else EVERY_PROCESS
+def process_counts(names: list[str], *, smtp: int, imap: int) -> dict[str, int]:
+    """How many listener processes serve each of ``names``: ``smtp`` the SMTP
+    listeners, ``imap`` IMAP and POP3, one the others."""
+    return {name: max(1, smtp if name in SMTP_LISTENERS else
+                      imap if name in IMAP_LISTENERS else 1) for name in names}
 
 
-def names_for(index: int, names: list[str], *, redis: bool) -> list[str]:
+def names_for(index: int, counts: dict[str, int]) -> list[str]:
     """The listeners child ``index`` serves."""
-    return [name for name in names if index == 0 or name in shared_names(redis=redis)]
+    return [name for name, count in counts.items() if index < count]
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 
 from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Subquery
@@ -41,6 +42,16 @@ class LockLost(MailhostError):
 # --- the maildrop lock ---------------------------------------------------------
 
 
+def _zombie(pid: int) -> bool:
+    """Linux: whether ``pid`` has exited and is only waiting to be reaped
+    (proc(5): the state after the command name in /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:].startswith(b"Z")
+
+
 def _owner_gone(lock: MaildropLock, now: datetime) -> bool:
     """Whether the listener process that holds ``lock`` has died: on this host
     its pid is gone; on any host, its heartbeat has gone stale."""
@@ -53,6 +64,10 @@ def _owner_gone(lock: MaildropLock, now: datetime) -> bool:
             return True
         except PermissionError:
             pass  # alive, another user's
+        if _zombie(lock.pid):
+            # A killed listener child whose parent died too waits to be reaped
+            # by init (never, under an init that does not reap): dead all the same.
+            return True
     return Heartbeat.objects.filter(
         kind="listeners", host=lock.host, pid=lock.pid,
         seen__lt=now - health.stale_after("listeners")).exists()

@@ -1,8 +1,10 @@
 """IMAP and POP3 in several listener processes on one port
-(MAILHOST_LISTENER_PROCESSES=2 with Redis, apps/mailservers/processes.py):
-sessions that the kernel handed to different processes see each other's flag
-changes, expunges and new mail, an IDLE in one hears an APPEND in the other,
-and the POP3 maildrop lock holds across them."""
+(MAILHOST_IMAP_PROCESSES=2, apps/mailservers/processes.py), with Redis carrying
+the folder changes between them or, without it, Unix datagrams
+(apps/store/events.py): sessions that the kernel handed to different processes
+see each other's flag changes, expunges, new mail and new keywords, an IDLE in
+one hears an APPEND or a STORE in the other with no command, the POP3 maildrop
+lock holds across them, and the processes start and stop together."""
 
 from __future__ import annotations
 
@@ -20,11 +22,7 @@ from tests.factories import PASSWORD, make_mailbox
 from tests.imap.helpers import RawIMAP
 from tests.smtp.helpers import make_message
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not os.environ.get("REDIS_URL"),
-                       reason="IMAP runs in one process unless Redis carries the changes"),
-]
+pytestmark = pytest.mark.slow
 
 ALICE = "alice@example.org"
 Client = TypeVar("Client")
@@ -79,7 +77,10 @@ def _one_on_each(connect: Callable[[], Client], sock_of: Callable[[Client], sock
 @pytest.fixture
 def two_processes(monkeypatch, listener_process) -> Iterator[tuple[int, int, set[int]]]:
     """The IMAP and POP3 ports of a listener with two processes, and the processes."""
-    monkeypatch.setenv("MAILHOST_LISTENER_PROCESSES", "2")
+    monkeypatch.setenv("MAILHOST_IMAP_PROCESSES", "2")
+    # The poller, which finds changes no notice told of, looks too seldom to
+    # be what tells an idler here: only a notice between the processes can.
+    monkeypatch.setenv("MAILHOST_IMAP_POLL_SECONDS", "600")
     make_mailbox(ALICE)
     process = listener_process(["imap", "pop3"])
     deadline = time.monotonic() + 30
@@ -131,14 +132,72 @@ def test_an_idle_in_one_process_hears_an_append_in_the_other(two_processes):
     idler.command("SELECT INBOX")
     idler.send(b"i IDLE\r\n")
     assert idler.readline().startswith(b"+ ")
+    # Told well before the poller's next look: a notice reached the idler's process.
+    idler.sock.settimeout(5)
     _append(writer, make_message(ALICE))
-    # Over Redis pub/sub, with no command from the idler (RFC 2177).
+    # Over Redis pub/sub or a datagram, with no command from the idler (RFC 2177).
     assert idler.readline() == b"* 1 EXISTS\r\n"
     assert idler.readline() == b"* 1 RECENT\r\n"
+    writer.command("SELECT INBOX")
+    writer.command("STORE 1 +FLAGS (\\Seen)")
+    assert idler.readline() == b"* 1 FETCH (FLAGS (\\Seen \\Recent))\r\n"
     idler.send(b"DONE\r\n")
     assert idler.readline().startswith(b"i OK")
     for client in (idler, writer):
         client.close()
+
+
+def test_a_new_keyword_from_the_other_process_is_announced_before_use(two_processes):
+    imap_port, _pop3_port, processes = two_processes
+    idler, writer = _imap_pair(imap_port, processes)
+    _append(writer, make_message(ALICE))
+    idler.command("SELECT INBOX")
+    writer.command("SELECT INBOX")
+    idler.sock.settimeout(5)
+    idler.send(b"i IDLE\r\n")
+    assert idler.readline().startswith(b"+ ")
+    writer.command("STORE 1 +FLAGS ($Label7)")
+    lines = [idler.readline()]
+    while not lines[-1].startswith(b"* 1 FETCH"):
+        lines.append(idler.readline())
+    # RFC 9051 §7.3.5: the keyword is in FLAGS (and PERMANENTFLAGS) before a
+    # FETCH uses it.
+    assert lines[-1] == b"* 1 FETCH (FLAGS ($Label7 \\Recent))\r\n"
+    assert any(line.startswith(b"* FLAGS (") and b"$Label7" in line for line in lines[:-1])
+    assert any(line.startswith(b"* OK [PERMANENTFLAGS (") and b"$Label7" in line
+               for line in lines[:-1])
+    idler.send(b"DONE\r\n")
+    assert idler.readline().startswith(b"i OK")
+    for client in (idler, writer):
+        client.close()
+
+
+def test_the_processes_start_and_stop_together(monkeypatch, listener_process):
+    # Two IMAP processes, one SMTP process: the second child serves IMAP alone.
+    monkeypatch.setenv("MAILHOST_IMAP_PROCESSES", "2")
+    monkeypatch.setenv("MAILHOST_LISTENER_PROCESSES", "1")
+    make_mailbox(ALICE)
+    process = listener_process(["smtp", "imap"])
+    deadline = time.monotonic() + 30
+    while len(children := _children(process.process.pid)) < 2:
+        assert time.monotonic() < deadline, "the listener did not start two processes"
+        time.sleep(0.05)
+    imap_clients = _one_on_each(lambda: RawIMAP(process.ports["imap"]), lambda c: c.sock,
+                                lambda c: c.close(), children)
+    for client in imap_clients:
+        assert client.login(ALICE, PASSWORD)[-1].split()[1] == b"OK"
+        client.command("LOGOUT")
+        client.close()
+    smtp_servers = set()
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", process.ports["smtp"]), timeout=20)
+        assert sock.recv(1024).startswith(b"220 ")
+        smtp_servers.add(_serving_process(sock, children))
+        sock.close()
+    assert len(smtp_servers) == 1
+    # SIGTERM: a graceful stop of the parent and both children.
+    assert process.terminate() == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in children)
 
 
 def test_the_pop3_lock_holds_across_processes(two_processes):

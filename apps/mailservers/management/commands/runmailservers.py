@@ -1,6 +1,7 @@
 """``manage.py runmailservers``: every mail listener, in one asyncio process or
-in MAILHOST_LISTENER_PROCESSES processes sharing the listening sockets
-(apps/mailservers/processes.py)."""
+in several processes sharing the listening sockets (MAILHOST_LISTENER_PROCESSES
+for SMTP, MAILHOST_IMAP_PROCESSES for IMAP and POP3:
+apps/mailservers/processes.py)."""
 
 from __future__ import annotations
 
@@ -22,15 +23,16 @@ from apps.mailservers.listeners import (
     stop_listeners,
 )
 from apps.mailservers.processes import (
+    IMAP_LISTENERS,
     Supervisor,
     bind_sockets,
     limit_malloc_arenas,
     names_for,
+    process_counts,
     raise_open_files_limit,
-    shared_names,
 )
 from apps.mailservers.tls import server_context
-from apps.store import health
+from apps.store import events, health
 from mailhost import metrics
 
 log = logging.getLogger("mailhost.listeners")
@@ -73,10 +75,9 @@ class Command(BaseCommand):
         metrics.use_directory("listeners")
         if settings.MAILHOST_METRICS_PORT is not None:
             metrics.serve(settings.MAILHOST_METRICS_PORT, host=settings.MAILHOST_METRICS_BIND)
-        processes = settings.MAILHOST_LISTENER_PROCESSES
-        shared = shared_names(redis=bool(settings.REDIS_URL))
-        if not shared & set(names):
-            processes = 1  # IMAP and POP3 alone without Redis run in one process
+        counts = process_counts(names, smtp=settings.MAILHOST_LISTENER_PROCESSES,
+                                imap=settings.MAILHOST_IMAP_PROCESSES)
+        processes = max(counts.values())
         if processes <= 1:
             asyncio.run(self._serve(ports))
             return
@@ -86,14 +87,13 @@ class Command(BaseCommand):
         bound = {name: sock.getsockname()[1] for name, sock in sockets.items()}
         for name, port in bound.items():
             log.info("listening name=%s address=%s port=%d processes=%d", name,
-                     settings.MAILHOST_BIND, port,
-                     processes if name in shared else 1)
+                     settings.MAILHOST_BIND, port, counts[name])
 
         def serve(index: int) -> None:
-            served = names_for(index, names, redis=bool(settings.REDIS_URL))
+            served = names_for(index, counts)
             asyncio.run(self._serve(
                 {n: bound[n] for n in served}, {n: sockets[n] for n in served},
-                {n: processes if n in shared else 1 for n in served}))
+                {n: counts[n] for n in served}))
 
         def heartbeat(children: dict[int, int]) -> None:
             health.beat("listeners", detail={
@@ -117,6 +117,12 @@ class Command(BaseCommand):
             max_workers=settings.MAILHOST_LISTENER_THREADS, thread_name_prefix="orm"))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # IMAP sessions hear of the other processes' folder changes (the
+        # worker's filings, the other listener processes' sessions) from
+        # their notices; with Redis, over Redis (apps/imap/notify.py).
+        hears_peers = not settings.REDIS_URL and bool(IMAP_LISTENERS & set(ports))
+        if hears_peers:
+            events.peer_notices.listen(loop)
         listeners = await start_listeners(
             ports, host=settings.MAILHOST_BIND, tls_context=server_context(),
             sockets=sockets, processes=processes)
@@ -129,4 +135,6 @@ class Command(BaseCommand):
         log.info("shutting down: no new connections, waiting up to %ds for sessions",
                  settings.MAILHOST_SHUTDOWN_GRACE)
         await stop_listeners(listeners, grace=settings.MAILHOST_SHUTDOWN_GRACE)
+        if hears_peers:
+            events.peer_notices.close(loop)
         log.info("stopped")
